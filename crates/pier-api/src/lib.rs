@@ -1,0 +1,16 @@
+//! Pier's HTTP API: one router per resource, the shared extractors and middleware that implement
+//! the API contract (`shared/CONVENTIONS.md`), and the OpenAPI document generated from the code.
+//! This crate translates HTTP to calls on the capability crates; it owns no business rules.
+
+pub mod extract;
+pub mod middleware;
+pub mod pagination;
+pub mod problem;
+mod openapi;
+mod routes;
+mod state;
+
+pub use middleware::idempotency::prune_expired as prune_idempotency_keys;
+pub use problem::{ApiError, ApiResult, Problem};
+pub use routes::router;
+pub use state::{AppState, AppStateParts, Redis};

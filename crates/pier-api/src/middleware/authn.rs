@@ -1,0 +1,30 @@
+//! Authentication of every `/v1` resource route. The [`Principal`](pier_auth::Principal) it finds
+//! goes into the request's extensions for the `Authed<P>` extractor and for idempotency.
+
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use pier_auth::AuthError;
+
+use crate::AppState;
+use crate::middleware::RequestContext;
+use crate::problem::ApiError;
+
+pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let header = match req.headers().get(header::AUTHORIZATION).map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(text)) => Some(text),
+        Some(Err(_)) => return ApiError::from(AuthError::Malformed).into_response(),
+    };
+    match state.authenticator().authenticate(header).await {
+        Ok(principal) => {
+            if let Some(ctx) = req.extensions().get::<RequestContext>() {
+                ctx.set_workspace(principal.workspace_id().as_str());
+            }
+            req.extensions_mut().insert(principal);
+            next.run(req).await
+        }
+        Err(err) => ApiError::from(err).into_response(),
+    }
+}

@@ -1,0 +1,138 @@
+//! The outermost layer: every response leaves through here.
+//!
+//! It assigns the request id (the client's `X-Request-Id` when sane, else a fresh one), renders
+//! problems (adding the request id, logging the cause of server errors once), converts bare error
+//! statuses from the framework into problems, and records each request once: an access-log
+//! line and the `pier_http_*` metrics, labelled by route template (never the raw path).
+
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use pier_core::{Clock, SystemClock};
+
+use crate::problem::{PROBLEM_JSON, Problem};
+
+const REQUEST_ID: &str = "x-request-id";
+
+/// Facts about the request that inner layers learn and the access log reports.
+#[derive(Debug, Clone)]
+pub struct RequestContext(Arc<ContextInner>);
+
+#[derive(Debug)]
+struct ContextInner {
+    request_id: String,
+    route: OnceLock<String>,
+    workspace_id: OnceLock<String>,
+}
+
+impl RequestContext {
+    fn new(request_id: String) -> Self {
+        Self(Arc::new(ContextInner {
+            request_id,
+            route: OnceLock::new(),
+            workspace_id: OnceLock::new(),
+        }))
+    }
+
+    pub fn request_id(&self) -> &str {
+        &self.0.request_id
+    }
+
+    pub(crate) fn set_workspace(&self, workspace_id: &str) {
+        let _ = self.0.workspace_id.set(workspace_id.to_owned());
+    }
+}
+
+/// Accepts a client's id if it is short and plain, so it is safe to log and echo.
+fn sane_request_id(value: &HeaderValue) -> Option<String> {
+    let text = value.to_str().ok()?;
+    let ok = (1..=128).contains(&text.len())
+        && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+    ok.then(|| text.to_owned())
+}
+
+pub async fn edge(mut req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let request_id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(sane_request_id)
+        .unwrap_or_else(|| format!("req_{}", pier_core::id::new_body(SystemClock.now())));
+    let ctx = RequestContext::new(request_id);
+    req.extensions_mut().insert(ctx.clone());
+    let method = req.method().clone();
+
+    let mut response = next.run(req).await;
+    render_problem(&mut response, &ctx);
+    if let Ok(value) = HeaderValue::from_str(ctx.request_id()) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+
+    let status = response.status().as_u16();
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let route = ctx.0.route.get().map_or("<unmatched>", String::as_str);
+    let workspace_id = ctx.0.workspace_id.get().map(String::as_str);
+    metrics::counter!(
+        "pier_http_requests_total",
+        "method" => method.to_string(),
+        "route" => route.to_owned(),
+        "status" => status.to_string()
+    )
+    .increment(1);
+    metrics::histogram!(
+        "pier_http_request_duration_seconds",
+        "method" => method.to_string(),
+        "route" => route.to_owned()
+    )
+    .record(latency_ms / 1000.0);
+    tracing::info!(
+        target: "pier::access",
+        method = %method,
+        route,
+        status,
+        latency_ms,
+        request_id = ctx.request_id(),
+        workspace_id,
+        "request"
+    );
+    response
+}
+
+fn render_problem(response: &mut Response, ctx: &RequestContext) {
+    let problem = match response.extensions_mut().remove::<Problem>() {
+        Some(problem) => problem,
+        None if response.status().as_u16() >= 400 && !is_problem(response) => {
+            Problem::for_status(response.status())
+        }
+        None => return,
+    };
+    let mut problem = problem;
+    problem.request_id = Some(ctx.request_id().to_owned());
+    if let Some(cause) = &problem.cause {
+        tracing::error!(request_id = ctx.request_id(), error = format!("{cause:#}"), "request failed");
+    }
+    let body = problem.render(response.headers_mut());
+    *response.body_mut() = Body::from(body);
+}
+
+fn is_problem(response: &Response) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()))
+}
+
+/// Notes the matched route template (never the raw path) for the access log and metrics.
+pub async fn record_route(req: Request, next: Next) -> Response {
+    if let (Some(ctx), Some(path)) =
+        (req.extensions().get::<RequestContext>(), req.extensions().get::<MatchedPath>())
+    {
+        let _ = ctx.0.route.set(path.as_str().to_owned());
+    }
+    next.run(req).await
+}

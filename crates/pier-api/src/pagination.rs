@@ -1,0 +1,177 @@
+//! Cursor pagination for every list: `?limit=` (1–100, default 20) and an opaque `?cursor=`.
+//! Responses are `{"data", "has_more", "next_cursor"}` plus `Link: <…>; rel="next"`.
+//!
+//! Stores page by keyset over a unique sort key and fetch `limit + 1` rows, so `has_more` costs
+//! no count. The cursor carries the last row's key, signed and bound to the list, workspace and
+//! filters (see [`pier_core::cursor`]).
+
+use axum::Json;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, Uri, header};
+use axum::response::{IntoResponse, Response};
+use pier_core::{CursorCodec, CursorError, ValidationErrors};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::problem::ApiError;
+
+pub const DEFAULT_LIMIT: u32 = 20;
+pub const MAX_LIMIT: u32 = 100;
+
+/// One page of a list.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Page<T> {
+    pub data: Vec<T>,
+    pub has_more: bool,
+    /// Pass as `?cursor=` to get the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+    #[serde(skip)]
+    next_link: Option<String>,
+}
+
+impl<T: Serialize> IntoResponse for Page<T> {
+    fn into_response(self) -> Response {
+        let link = self.next_link.as_ref().map(|l| format!("<{l}>; rel=\"next\""));
+        let mut response = Json(self).into_response();
+        if let Some(value) = link.and_then(|l| HeaderValue::from_str(&l).ok()) {
+            response.headers_mut().insert(header::LINK, value);
+        }
+        response
+    }
+}
+
+/// The `limit` and `cursor` of a list request (other query parameters are the list's filters).
+#[derive(Debug, Clone)]
+pub struct Pagination {
+    pub limit: u32,
+    cursor: Option<String>,
+    uri: Uri,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Pagination {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let mut limit = DEFAULT_LIMIT;
+        let mut cursor = None;
+        let query = parts.uri.query().unwrap_or_default();
+        for (name, value) in url_pairs(query) {
+            match name.as_str() {
+                "limit" => {
+                    limit = value.parse().ok().filter(|l| (1..=MAX_LIMIT).contains(l)).ok_or_else(
+                        || {
+                            ApiError::validation(ValidationErrors::single(
+                                "limit",
+                                "out_of_range",
+                                format!("must be a whole number from 1 to {MAX_LIMIT}"),
+                            ))
+                        },
+                    )?;
+                }
+                "cursor" => cursor = Some(value),
+                _ => {}
+            }
+        }
+        Ok(Self { limit, cursor, uri: parts.uri.clone() })
+    }
+}
+
+impl Pagination {
+    /// How many rows to ask the store for: one more than the page, to learn `has_more`.
+    pub fn fetch_limit(&self) -> u32 {
+        self.limit + 1
+    }
+
+    /// The position after which this page starts, if a cursor was sent.
+    pub fn position<P: DeserializeOwned>(
+        &self,
+        codec: &CursorCodec,
+        scope: &str,
+    ) -> Result<Option<P>, ApiError> {
+        let Some(cursor) = &self.cursor else { return Ok(None) };
+        codec.decode(scope, cursor).map(Some).map_err(|err| {
+            let code = match err {
+                CursorError::Invalid => "invalid_cursor",
+                CursorError::WrongScope => "cursor_mismatch",
+            };
+            ApiError::bad_request(code, err.to_string())
+        })
+    }
+
+    /// Builds the page from up to `fetch_limit()` rows; `key` gives a row's sort key.
+    pub fn page<T, P: Serialize>(
+        &self,
+        codec: &CursorCodec,
+        scope: &str,
+        mut rows: Vec<T>,
+        key: impl Fn(&T) -> P,
+    ) -> Page<T> {
+        let has_more = rows.len() > self.limit as usize;
+        rows.truncate(self.limit as usize);
+        let next_cursor = has_more.then(|| rows.last().map(|r| codec.encode(scope, &key(r)))).flatten();
+        let next_link = next_cursor.as_deref().map(|c| self.link_with_cursor(c));
+        Page { data: rows, has_more, next_cursor, next_link }
+    }
+
+    fn link_with_cursor(&self, cursor: &str) -> String {
+        let mut query: Vec<String> = self
+            .uri
+            .query()
+            .unwrap_or_default()
+            .split('&')
+            .filter(|p| !p.is_empty() && !p.starts_with("cursor=") && !p.starts_with("limit="))
+            .map(str::to_owned)
+            .collect();
+        query.push(format!("limit={}", self.limit));
+        query.push(format!("cursor={cursor}"));
+        format!("{}?{}", self.uri.path(), query.join("&"))
+    }
+}
+
+/// Decodes `a=1&b=x%20y` into pairs (cursors are URL-safe base64, but filters may be escaped).
+pub(crate) fn url_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    query.split('&').filter(|p| !p.is_empty()).map(|pair| {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (percent_decode(name), percent_decode(value))
+    })
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(decoded)) => {
+                out.push(decoded);
+                i += 3;
+            }
+            (b'+', _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_query_pairs() {
+        let pairs: Vec<_> = url_pairs("a=1&b=x%20y+z&c&d=%zz").collect();
+        assert_eq!(
+            pairs,
+            [("a", "1"), ("b", "x y z"), ("c", ""), ("d", "%zz")]
+                .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        );
+    }
+}

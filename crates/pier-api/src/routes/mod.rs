@@ -1,0 +1,42 @@
+//! Assembles the API: resource routers behind authentication and idempotency, public health and
+//! documentation routes, and the edge middleware around everything.
+
+mod api_keys;
+mod docs;
+mod health;
+mod workspace;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware::{from_fn, from_fn_with_state};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::AppState;
+use crate::middleware::{authenticate, edge, idempotency, record_route};
+use crate::openapi;
+
+pub fn router(state: AppState) -> Router {
+    let resources = OpenApiRouter::new()
+        .routes(routes!(workspace::get_workspace))
+        .routes(routes!(api_keys::create, api_keys::list))
+        .routes(routes!(api_keys::get, api_keys::revoke))
+        // route_layer: unknown paths stay a plain 404 instead of asking for credentials.
+        .route_layer(from_fn_with_state(state.clone(), idempotency))
+        .route_layer(from_fn_with_state(state.clone(), authenticate));
+    let public = OpenApiRouter::new()
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz));
+
+    let (router, spec) = OpenApiRouter::with_openapi(openapi::base())
+        .merge(resources)
+        .merge(public)
+        .split_for_parts();
+
+    router
+        .merge(docs::router(openapi::finish(spec)))
+        .route_layer(from_fn(record_route))
+        .layer(DefaultBodyLimit::max(state.body_limit()))
+        .layer(from_fn(edge))
+        .with_state(state)
+}

@@ -1,0 +1,97 @@
+//! What every handler can reach.
+
+use std::sync::Arc;
+
+use pier_auth::{ApiKeyStore, Authenticator, WorkspaceStore};
+use pier_core::{Clock, CursorCodec};
+use pier_db::Db;
+
+/// A Redis connection (it reconnects by itself); `Debug` hides its address.
+#[derive(Clone)]
+pub struct Redis(pub redis::aio::ConnectionManager);
+
+impl std::fmt::Debug for Redis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Redis")
+    }
+}
+
+/// Shared, cheaply cloned state of the API.
+#[derive(Debug, Clone)]
+pub struct AppState(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    db: Db,
+    clock: Arc<dyn Clock>,
+    cursors: CursorCodec,
+    redis: Option<Redis>,
+    body_limit: usize,
+    authenticator: Authenticator,
+    api_keys: ApiKeyStore,
+    workspaces: WorkspaceStore,
+}
+
+/// The inputs [`AppState`] is built from.
+#[derive(Debug)]
+pub struct AppStateParts {
+    /// The database of record.
+    pub db: Db,
+    /// The source of "now" for every request.
+    pub clock: Arc<dyn Clock>,
+    /// Signs pagination cursors; its key is shared by all nodes through the database.
+    pub cursors: CursorCodec,
+    /// The Redis connection, when one is configured; readiness checks it.
+    pub redis: Option<Redis>,
+    /// The largest request body accepted, in bytes.
+    pub body_limit: usize,
+}
+
+impl AppState {
+    pub fn new(parts: AppStateParts) -> Self {
+        let AppStateParts { db, clock, cursors, redis, body_limit } = parts;
+        let api_keys = ApiKeyStore::new(db.clone(), clock.clone());
+        Self(Arc::new(Inner {
+            authenticator: Authenticator::new(api_keys.clone(), clock.clone()),
+            workspaces: WorkspaceStore::new(db.clone(), clock.clone()),
+            api_keys,
+            db,
+            clock,
+            cursors,
+            redis,
+            body_limit,
+        }))
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.0.db
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.0.clock
+    }
+
+    pub fn cursors(&self) -> &CursorCodec {
+        &self.0.cursors
+    }
+
+    pub fn redis(&self) -> Option<&Redis> {
+        self.0.redis.as_ref()
+    }
+
+    pub fn body_limit(&self) -> usize {
+        self.0.body_limit
+    }
+
+    pub fn authenticator(&self) -> &Authenticator {
+        &self.0.authenticator
+    }
+
+    pub fn api_keys(&self) -> &ApiKeyStore {
+        &self.0.api_keys
+    }
+
+    pub fn workspaces(&self) -> &WorkspaceStore {
+        &self.0.workspaces
+    }
+}

@@ -1,0 +1,30 @@
+//! Who is calling and what they may do: workspaces, API keys, roles, permissions and scopes.
+//!
+//! The permission matrix (roles are fixed bundles of permissions; a key's scopes can only narrow
+//! its role):
+//!
+//! | permission       | owner | admin | member | viewer |
+//! |------------------|:-----:|:-----:|:------:|:------:|
+//! | `workspace:read` |   ✓   |   ✓   |   ✓    |   ✓    |
+//! | `api_keys:read`  |   ✓   |   ✓   |        |        |
+//! | `api_keys:write` |   ✓   |   ✓   |        |        |
+//! | `jobs:read`      |   ✓   |   ✓   |   ✓    |   ✓    |
+//! | `jobs:write`     |   ✓   |   ✓   |   ✓    |        |
+//! | `jobs:work`      |   ✓   |   ✓   |   ✓    |        |
+//!
+//! Beyond the matrix, a caller may only create or revoke keys whose role is not above its own
+//! (an admin cannot mint or revoke an owner key) and whose permissions it holds itself.
+
+mod api_keys;
+mod bootstrap;
+mod key_secret;
+mod permission;
+mod principal;
+mod workspaces;
+
+pub use api_keys::{ApiKey, ApiKeyFilter, ApiKeyId, ApiKeyStore, KeyName, NewApiKey};
+pub use bootstrap::{Bootstrap, bootstrap};
+pub use key_secret::{InvalidKeySecret, KeySecret};
+pub use permission::{Permission, PermissionSet, Role};
+pub use principal::{AuthError, Authenticator, Principal};
+pub use workspaces::{Workspace, WorkspaceId, WorkspaceName, WorkspaceStore};

@@ -1,0 +1,128 @@
+//! Workspaces: the tenant boundary. Every tenant-owned row carries a `workspace_id`.
+
+use std::sync::Arc;
+
+use pier_core::{Clock, Timestamp, define_id};
+use pier_db::{Db, Tx, on_reader, on_tx};
+use serde::Serialize;
+
+use crate::api_keys::{ApiKey, ApiKeyStore, KeyName, NewApiKey};
+use crate::{KeySecret, Role};
+
+define_id!(
+    /// A workspace id, `ws_…`.
+    WorkspaceId,
+    "ws"
+);
+
+/// A workspace name: 1 to 100 characters after trimming.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkspaceName(String);
+
+impl WorkspaceName {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let trimmed = text.trim();
+        match trimmed.chars().count() {
+            0 => Err("must not be empty".to_owned()),
+            1..=100 => Ok(Self(trimmed.to_owned())),
+            _ => Err("must be at most 100 characters".to_owned()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Workspace {
+    pub id: WorkspaceId,
+    pub name: String,
+    pub created_at: Timestamp,
+}
+
+#[derive(sqlx::FromRow)]
+struct WorkspaceRow {
+    id: String,
+    name: String,
+    created_at: i64,
+}
+
+impl From<WorkspaceRow> for Workspace {
+    fn from(row: WorkspaceRow) -> Self {
+        Self {
+            id: WorkspaceId::from_trusted(row.id),
+            name: row.name,
+            created_at: Timestamp::from_micros(row.created_at),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkspaceStore {
+    db: Db,
+    clock: Arc<dyn Clock>,
+}
+
+impl WorkspaceStore {
+    pub fn new(db: Db, clock: Arc<dyn Clock>) -> Self {
+        Self { db, clock }
+    }
+
+    /// Creates a workspace and its first owner key in one transaction.
+    pub async fn create_with_owner_key(
+        &self,
+        name: WorkspaceName,
+    ) -> Result<(Workspace, ApiKey, KeySecret), sqlx::Error> {
+        let mut tx = self.db.begin().await?;
+        let created = self.create_in(&mut tx, name, KeySecret::generate()).await?;
+        tx.commit().await?;
+        Ok(created)
+    }
+
+    /// Creates a workspace with an owner key holding `secret`, inside the caller's transaction.
+    pub(crate) async fn create_in(
+        &self,
+        tx: &mut Tx,
+        name: WorkspaceName,
+        secret: KeySecret,
+    ) -> Result<(Workspace, ApiKey, KeySecret), sqlx::Error> {
+        let now = self.clock.now();
+        let workspace = Workspace { id: WorkspaceId::new(now), name: name.0, created_at: now };
+        on_tx!(tx, |conn| {
+            sqlx::query("INSERT INTO workspaces (id, name, created_at) VALUES ($1, $2, $3)")
+                .bind(workspace.id.as_str())
+                .bind(&workspace.name)
+                .bind(now.as_micros())
+                .execute(conn)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        let owner_key = NewApiKey {
+            name: KeyName::parse("owner").unwrap_or_else(|_| unreachable!("valid literal")),
+            role: Role::Owner,
+            scopes: None,
+            expires_at: None,
+        };
+        let key = ApiKeyStore::new(self.db.clone(), self.clock.clone())
+            .insert_in(tx, &workspace.id, owner_key, &secret)
+            .await?;
+        Ok((workspace, key, secret))
+    }
+
+    pub async fn get(&self, id: &WorkspaceId) -> Result<Option<Workspace>, sqlx::Error> {
+        let row: Option<WorkspaceRow> = on_reader!(&self.db, |pool| {
+            sqlx::query_as("SELECT id, name, created_at FROM workspaces WHERE id = $1")
+                .bind(id.as_str())
+                .fetch_optional(pool)
+                .await
+        })?;
+        Ok(row.map(Workspace::from))
+    }
+
+    /// Every workspace, oldest first: for operators on the command line, not for the API.
+    pub async fn list_all(&self) -> Result<Vec<Workspace>, sqlx::Error> {
+        let rows: Vec<WorkspaceRow> = on_reader!(&self.db, |pool| {
+            sqlx::query_as("SELECT id, name, created_at FROM workspaces ORDER BY created_at, id")
+                .fetch_all(pool)
+                .await
+        })?;
+        Ok(rows.into_iter().map(Workspace::from).collect())
+    }
+}

@@ -1,0 +1,133 @@
+//! Parsing database URLs and opening pools with the settings each backend needs.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+use crate::{Db, SqliteDb};
+
+/// A validated database location.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// A SQLite file, created with its parent directory if missing.
+    Sqlite(PathBuf),
+    /// A PostgreSQL connection string (it may carry a password, so it is never printed whole).
+    Postgres(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidDatabaseUrl(String);
+
+impl FromStr for DatabaseUrl {
+    type Err = InvalidDatabaseUrl;
+
+    fn from_str(url: &str) -> Result<Self, Self::Err> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            PgConnectOptions::from_str(url)
+                .map_err(|e| InvalidDatabaseUrl(format!("not a usable PostgreSQL URL: {e}")))?;
+            return Ok(Self::Postgres(url.to_owned()));
+        }
+        let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"));
+        match path {
+            Some(p) if p.is_empty() || p.starts_with(":memory:") => Err(InvalidDatabaseUrl(
+                "SQLite needs a file path (e.g. sqlite://./pier-data/pier.db); in-memory \
+                 databases are not supported"
+                    .to_owned(),
+            )),
+            Some(p) => Ok(Self::Sqlite(PathBuf::from(p.split('?').next().unwrap_or(p)))),
+            None => Err(InvalidDatabaseUrl(
+                "expected a URL starting with sqlite:// or postgres://".to_owned(),
+            )),
+        }
+    }
+}
+
+impl DatabaseUrl {
+    pub fn sqlite_in(data_dir: &Path) -> Self {
+        Self::Sqlite(data_dir.join("pier.db"))
+    }
+
+    /// The URL with any password replaced, safe to log.
+    pub fn redacted(&self) -> String {
+        match self {
+            Self::Sqlite(path) => format!("sqlite://{}", path.display()),
+            Self::Postgres(url) => pier_core::secret::redact_url_password(url),
+        }
+    }
+
+    /// Opens the pools. `max_connections` bounds PostgreSQL and the SQLite readers.
+    pub async fn connect(&self, max_connections: u32) -> Result<Db, sqlx::Error> {
+        match self {
+            Self::Sqlite(path) => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)?;
+                }
+                let base = SqliteConnectOptions::new()
+                    .filename(path)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    // NORMAL is durable against process crashes in WAL mode; only an OS crash
+                    // can lose the last transactions, never corrupt the file.
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(Duration::from_secs(10))
+                    .foreign_keys(true);
+                let writer = SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .min_connections(1)
+                    .idle_timeout(None)
+                    .max_lifetime(None)
+                    .connect_with(base.clone().create_if_missing(true))
+                    .await?;
+                let reader = SqlitePoolOptions::new()
+                    .max_connections(max_connections.max(1))
+                    .connect_with(base.read_only(true))
+                    .await?;
+                Ok(Db::Sqlite(SqliteDb { writer, reader }))
+            }
+            Self::Postgres(url) => {
+                let options = PgConnectOptions::from_str(url)?.application_name("pier");
+                let pool = PgPoolOptions::new()
+                    .max_connections(max_connections.max(2))
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_with(options)
+                    .await?;
+                Ok(Db::Postgres(pool))
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_both_schemes_and_rejects_others() {
+        assert_eq!(
+            "sqlite://./data/p.db".parse::<DatabaseUrl>(),
+            Ok(DatabaseUrl::Sqlite(PathBuf::from("./data/p.db")))
+        );
+        assert!(matches!(
+            "postgres://u:pw@localhost/db".parse::<DatabaseUrl>(),
+            Ok(DatabaseUrl::Postgres(_))
+        ));
+        assert!("mysql://localhost/db".parse::<DatabaseUrl>().is_err());
+        assert!("sqlite::memory:".parse::<DatabaseUrl>().is_err());
+    }
+
+    #[test]
+    fn redacts_postgres_passwords() {
+        let url: DatabaseUrl = "postgres://app:s3cret@db.internal:5432/pier".parse().expect("url");
+        assert_eq!(url.redacted(), "postgres://app:[redacted]@db.internal:5432/pier");
+        assert!(!format!("{url:?}").contains("s3cret"));
+    }
+}

@@ -1,0 +1,154 @@
+//! Offline administration: the `keys`, `workspaces`, `migrate` and `config` commands. They work
+//! on the same database as the service, whether or not it is running. Results go to stdout
+//! (a new key alone on its line, for scripts); explanations go to stderr.
+
+use std::sync::Arc;
+
+use anyhow::{Context, anyhow, bail};
+use pier_auth::{
+    ApiKey, ApiKeyId, ApiKeyStore, KeyName, KeySecret, NewApiKey, Permission, PermissionSet,
+    Role, WorkspaceId, WorkspaceName, WorkspaceStore,
+};
+use pier_core::{Clock, SystemClock, Timestamp};
+use pier_db::Db;
+
+use crate::app::open_database;
+use crate::cli::{KeysCommand, WorkspacesCommand};
+use crate::config::Config;
+
+fn clock() -> Arc<dyn Clock> {
+    Arc::new(SystemClock)
+}
+
+pub async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let db = open_database(config).await?;
+    db.close().await;
+    eprintln!("Migrations applied to {}.", config.database_url.redacted());
+    Ok(())
+}
+
+pub fn print_config(config: &Config) -> anyhow::Result<()> {
+    print!("{}", toml::to_string(config).context("cannot render the configuration")?);
+    Ok(())
+}
+
+/// The workspace named, or the only one.
+async fn pick_workspace(db: &Db, named: Option<&str>) -> anyhow::Result<WorkspaceId> {
+    let store = WorkspaceStore::new(db.clone(), clock());
+    if let Some(text) = named {
+        let id = WorkspaceId::parse(text).map_err(|e| anyhow!("--workspace: {e}"))?;
+        store.get(&id).await?.ok_or_else(|| anyhow!("--workspace: no workspace {id}"))?;
+        return Ok(id);
+    }
+    let all = store.list_all().await?;
+    match all.as_slice() {
+        [only] => Ok(only.id.clone()),
+        [] => bail!("there is no workspace yet; run `pier serve` once or `pier workspaces create`"),
+        _ => bail!("there are {} workspaces; choose one with --workspace", all.len()),
+    }
+}
+
+fn print_key(key: &ApiKey) {
+    let scopes = key.scopes.as_ref().map_or("(role)".to_owned(), |s| {
+        s.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(",")
+    });
+    let status = match (key.revoked_at, key.expires_at) {
+        (Some(_), _) => "revoked",
+        (None, Some(at)) if at <= SystemClock.now() => "expired",
+        _ => "active",
+    };
+    println!("{}\t{}\t{}\t{}\t{status}\t{}", key.id, key.prefix, key.role, scopes, key.name);
+}
+
+pub async fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
+    if let KeysCommand::Generate = command {
+        println!("{}", KeySecret::generate().expose());
+        return Ok(());
+    }
+    let db = open_database(config).await?;
+    let store = ApiKeyStore::new(db.clone(), clock());
+    let result = async {
+        match command {
+            KeysCommand::Create { workspace, name, role, scopes, expires_at } => {
+                let new = NewApiKey {
+                    name: KeyName::parse(&name).map_err(|e| anyhow!("--name {e}"))?,
+                    role: role.parse::<Role>().map_err(|e| anyhow!("--role: {e}"))?,
+                    scopes: scopes
+                        .map(|list| {
+                            list.iter()
+                                .map(|s| s.trim().parse::<Permission>())
+                                .collect::<Result<PermissionSet, _>>()
+                        })
+                        .transpose()
+                        .map_err(|e| anyhow!("--scopes: {e}"))?,
+                    expires_at: expires_at
+                        .map(|t| {
+                            Timestamp::parse_rfc3339(&t)
+                                .filter(|at| *at > SystemClock.now())
+                                .ok_or_else(|| anyhow!("--expires-at: `{t}` is not a future RFC 3339 time"))
+                        })
+                        .transpose()?,
+                };
+                if let Some(scopes) = new.scopes
+                    && !scopes.is_subset_of(new.role.permissions())
+                {
+                    bail!("--scopes: scopes can only narrow the {} role", new.role);
+                }
+                let workspace = pick_workspace(&db, workspace.as_deref()).await?;
+                let (key, secret) = store.create(&workspace, new).await?;
+                eprintln!("Created {} key {} in {workspace}. It is shown only once:", key.role, key.id);
+                println!("{}", secret.expose());
+            }
+            KeysCommand::List { workspace } => {
+                let workspace = pick_workspace(&db, workspace.as_deref()).await?;
+                for key in store.list_all(&workspace).await? {
+                    print_key(&key);
+                }
+            }
+            KeysCommand::Revoke { workspace, id } => {
+                let workspace = pick_workspace(&db, workspace.as_deref()).await?;
+                let id = ApiKeyId::parse(&id).map_err(|e| anyhow!("{e}"))?;
+                let key = store.get(&workspace, &id).await?.ok_or_else(|| anyhow!("no key {id} in {workspace}"))?;
+                if key.revoked_at.is_some() {
+                    eprintln!("Key {id} was already revoked.");
+                } else if store.revoke(&key).await?.is_none() {
+                    bail!("key {id} changed while revoking it; run the command again");
+                } else {
+                    eprintln!("Revoked key {id}.");
+                }
+            }
+            KeysCommand::Generate => unreachable!("handled above"),
+        }
+        Ok(())
+    }
+    .await;
+    db.close().await;
+    result
+}
+
+pub async fn workspaces(config: &Config, command: WorkspacesCommand) -> anyhow::Result<()> {
+    let db = open_database(config).await?;
+    let store = WorkspaceStore::new(db.clone(), clock());
+    let result = async {
+        match command {
+            WorkspacesCommand::Create { name } => {
+                let name = WorkspaceName::parse(&name).map_err(|e| anyhow!("name {e}"))?;
+                let (workspace, key, secret) = store.create_with_owner_key(name).await?;
+                eprintln!(
+                    "Created workspace {} ({}) with owner key {}. It is shown only once:",
+                    workspace.id, workspace.name, key.id
+                );
+                println!("{}", secret.expose());
+            }
+            WorkspacesCommand::List => {
+                for ws in store.list_all().await? {
+                    println!("{}\t{}\t{}", ws.id, ws.created_at, ws.name);
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+    db.close().await;
+    result
+}

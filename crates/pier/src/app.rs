@@ -1,0 +1,239 @@
+//! Building and running the service. `main` calls [`launch`]; tests call [`Application::build`]
+//! with their own clock and port 0, then [`Application::run`] with their own shutdown signal.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use pier_api::{AppState, AppStateParts, Redis};
+use pier_auth::Bootstrap;
+use pier_core::{Clock, CursorCodec, SystemClock};
+use pier_db::Db;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Config;
+
+/// How often expired idempotency records are deleted.
+const MAINTENANCE_EVERY: Duration = Duration::from_secs(600);
+
+/// A built service: database migrated, first start bootstrapped, listeners bound.
+#[derive(Debug)]
+pub struct Application {
+    config: Config,
+    db: Db,
+    clock: Arc<dyn Clock>,
+    state: AppState,
+    listener: TcpListener,
+    admin_listener: TcpListener,
+    bootstrap: Option<Bootstrap>,
+}
+
+/// Opens the configured database and applies pending migrations.
+pub async fn open_database(config: &Config) -> anyhow::Result<Db> {
+    let url = config.database_url.redacted();
+    let db = config
+        .database_url
+        .connect(config.db_max_connections)
+        .await
+        .with_context(|| format!("cannot open the database at {url}"))?;
+    db.migrate().await.with_context(|| format!("cannot migrate the database at {url}"))?;
+    Ok(db)
+}
+
+async fn connect_redis(url: &str) -> anyhow::Result<Redis> {
+    let shown = pier_core::secret::redact_url_password(url);
+    let client = redis::Client::open(url).with_context(|| format!("bad Redis URL {shown}"))?;
+    let manager = tokio::time::timeout(Duration::from_secs(5), client.get_connection_manager())
+        .await
+        .map_err(anyhow::Error::from)
+        .and_then(|r| r.map_err(anyhow::Error::from))
+        .with_context(|| format!("cannot connect to Redis at {shown}"))?;
+    Ok(Redis(manager))
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| format!("cannot listen for {what} on {addr}"))
+}
+
+/// The process-wide metrics recorder, installed once even when tests build many apps.
+fn metrics() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let buckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
+            .unwrap_or_else(|_| PrometheusBuilder::new())
+            .build_recorder();
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
+        }
+        handle
+    })
+}
+
+impl Application {
+    pub async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let db = open_database(&config).await?;
+        let chosen = config.bootstrap_api_key.as_ref().map(|k| k.expose().clone());
+        let bootstrap = pier_auth::bootstrap(&db, clock.clone(), chosen)
+            .await
+            .context("cannot create the first workspace")?;
+        let cursor_key = pier_db::server_secret(&db, "cursor_signing_key")
+            .await
+            .context("cannot load the cursor signing key")?;
+        let redis = match &config.redis_url {
+            Some(url) => Some(connect_redis(url.expose()).await?),
+            None => None,
+        };
+        let state = AppState::new(AppStateParts {
+            db: db.clone(),
+            clock: clock.clone(),
+            cursors: CursorCodec::new(cursor_key),
+            redis,
+            body_limit: config.body_limit_bytes,
+        });
+        let listener = bind(config.listen, "the API").await?;
+        let admin_listener = bind(config.admin_listen, "metrics").await?;
+        Ok(Self { config, db, clock, state, listener, admin_listener, bootstrap })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or(self.config.listen)
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_listener.local_addr().unwrap_or(self.config.admin_listen)
+    }
+
+    /// What this start created, if it was the database's first.
+    pub fn bootstrap(&self) -> Option<&Bootstrap> {
+        self.bootstrap.as_ref()
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests finish
+    /// (bounded by `shutdown_timeout`), stops background work and closes the database.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let stopped = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+
+        let api = axum::serve(self.listener, pier_api::router(self.state.clone()))
+            .with_graceful_shutdown(stopped(stop_rx.clone()));
+        let mut api = tokio::spawn(api.into_future());
+        let admin = axum::serve(self.admin_listener, admin_router(metrics().clone()))
+            .with_graceful_shutdown(stopped(stop_rx.clone()));
+        let admin = tokio::spawn(admin.into_future());
+        let maintenance = tokio::spawn(maintenance(self.db.clone(), self.clock.clone(), stop_rx));
+
+        tokio::select! {
+            () = shutdown => tracing::info!("shutting down: finishing in-flight requests"),
+            result = &mut api => {
+                result.context("the API server panicked")?.context("the API server failed")?;
+                bail!("the API server stopped unexpectedly");
+            }
+        }
+        let _ = stop_tx.send(true);
+        match tokio::time::timeout(self.config.shutdown_timeout, &mut api).await {
+            Ok(result) => result.context("the API server panicked")?.context("the API server failed")?,
+            Err(_) => {
+                tracing::warn!(
+                    timeout_secs = self.config.shutdown_timeout.as_secs(),
+                    "in-flight requests did not finish in time; closing them"
+                );
+                api.abort();
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), admin).await;
+        let _ = maintenance.await;
+        self.db.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+fn admin_router(handle: PrometheusHandle) -> axum::Router {
+    axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let handle = handle.clone();
+            async move { handle.render() }
+        }),
+    )
+}
+
+async fn maintenance(db: Db, clock: Arc<dyn Clock>, mut stop: watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(MAINTENANCE_EVERY);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        match pier_api::prune_idempotency_keys(&db, clock.now()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(deleted = n, "pruned expired idempotency keys"),
+            Err(err) => tracing::warn!(error = %err, "could not prune idempotency keys"),
+        }
+    }
+}
+
+/// Builds and runs the service with the wall clock, announcing a first start's key on stdout.
+pub async fn launch(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let chose_key = config.bootstrap_api_key.is_some();
+    let app = Application::build(config, Arc::new(SystemClock)).await?;
+    if let Some(first) = app.bootstrap() {
+        announce(first, chose_key);
+    }
+    tracing::info!(
+        listen = %app.local_addr(),
+        admin_listen = %app.admin_addr(),
+        database = %app.config.database_url.redacted(),
+        "pier is ready"
+    );
+    app.run(shutdown).await
+}
+
+fn announce(first: &Bootstrap, chose_key: bool) {
+    let ws = &first.workspace;
+    if chose_key {
+        println!("Created workspace {} ({}) with the owner key from PIER_BOOTSTRAP_API_KEY.", ws.id, ws.name);
+        return;
+    }
+    println!();
+    println!("Created workspace {} ({}) and an owner API key.", ws.id, ws.name);
+    println!("Store this key now; it is shown only once:");
+    println!();
+    println!("{}", first.secret.expose());
+    println!();
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sig) => {
+                sig.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

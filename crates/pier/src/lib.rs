@@ -1,0 +1,11 @@
+//! The `pier` binary's pieces: command line, configuration, telemetry, and the application
+//! that ties the crates together. A library so integration tests run the real thing.
+
+pub mod admin;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod telemetry;
+
+pub use app::{Application, launch, shutdown_signal};
+pub use config::Config;
