@@ -4,9 +4,9 @@
 
 pub mod extract;
 pub mod middleware;
+mod openapi;
 pub mod pagination;
 pub mod problem;
-mod openapi;
 mod routes;
 mod state;
 

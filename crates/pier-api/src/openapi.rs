@@ -44,7 +44,9 @@ pub fn finish(mut spec: OpenApi) -> OpenApi {
     );
     let mut schemas = Vec::new();
     Problem::schemas(&mut schemas);
-    components.schemas.insert(Problem::name().into_owned(), Problem::schema());
+    components
+        .schemas
+        .insert(Problem::name().into_owned(), Problem::schema());
     components.schemas.extend(schemas);
 
     for (path, item) in spec.paths.paths.iter_mut() {
@@ -67,9 +69,13 @@ pub fn finish(mut spec: OpenApi) -> OpenApi {
 
 fn add_contract(method: HttpMethod, op: &mut Operation, has_id: bool) {
     let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
-    let mut errors: Vec<(&str, &str)> = vec![("500", "Internal error (details are logged, not shown)")];
+    let mut errors: Vec<(&str, &str)> =
+        vec![("500", "Internal error (details are logged, not shown)")];
     if secured {
-        errors.push(("401", "Missing, malformed, unknown, revoked or expired credentials"));
+        errors.push((
+            "401",
+            "Missing, malformed, unknown, revoked or expired credentials",
+        ));
         errors.push(("403", "The credential lacks a required permission"));
         errors.push(("422", "Invalid parameters or body, with field errors"));
     }
@@ -103,15 +109,20 @@ fn add_contract(method: HttpMethod, op: &mut Operation, has_id: bool) {
         errors.retain(|(status, _)| *status == "500");
     }
     for (status, description) in errors {
-        op.responses.responses.entry(status.to_owned()).or_insert_with(|| {
-            ResponseBuilder::new()
-                .description(description)
-                .content(
-                    PROBLEM_JSON,
-                    ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build(),
-                )
-                .build()
-                .into()
-        });
+        op.responses
+            .responses
+            .entry(status.to_owned())
+            .or_insert_with(|| {
+                ResponseBuilder::new()
+                    .description(description)
+                    .content(
+                        PROBLEM_JSON,
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name("Problem")))
+                            .build(),
+                    )
+                    .build()
+                    .into()
+            });
     }
 }

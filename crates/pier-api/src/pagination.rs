@@ -32,7 +32,10 @@ pub struct Page<T> {
 
 impl<T: Serialize> IntoResponse for Page<T> {
     fn into_response(self) -> Response {
-        let link = self.next_link.as_ref().map(|l| format!("<{l}>; rel=\"next\""));
+        let link = self
+            .next_link
+            .as_ref()
+            .map(|l| format!("<{l}>; rel=\"next\""));
         let mut response = Json(self).into_response();
         if let Some(value) = link.and_then(|l| HeaderValue::from_str(&l).ok()) {
             response.headers_mut().insert(header::LINK, value);
@@ -59,21 +62,27 @@ impl<S: Send + Sync> FromRequestParts<S> for Pagination {
         for (name, value) in url_pairs(query) {
             match name.as_str() {
                 "limit" => {
-                    limit = value.parse().ok().filter(|l| (1..=MAX_LIMIT).contains(l)).ok_or_else(
-                        || {
+                    limit = value
+                        .parse()
+                        .ok()
+                        .filter(|l| (1..=MAX_LIMIT).contains(l))
+                        .ok_or_else(|| {
                             ApiError::validation(ValidationErrors::single(
                                 "limit",
                                 "out_of_range",
                                 format!("must be a whole number from 1 to {MAX_LIMIT}"),
                             ))
-                        },
-                    )?;
+                        })?;
                 }
                 "cursor" => cursor = Some(value),
                 _ => {}
             }
         }
-        Ok(Self { limit, cursor, uri: parts.uri.clone() })
+        Ok(Self {
+            limit,
+            cursor,
+            uri: parts.uri.clone(),
+        })
     }
 }
 
@@ -89,7 +98,9 @@ impl Pagination {
         codec: &CursorCodec,
         scope: &str,
     ) -> Result<Option<P>, ApiError> {
-        let Some(cursor) = &self.cursor else { return Ok(None) };
+        let Some(cursor) = &self.cursor else {
+            return Ok(None);
+        };
         codec.decode(scope, cursor).map(Some).map_err(|err| {
             let code = match err {
                 CursorError::Invalid => "invalid_cursor",
@@ -109,9 +120,16 @@ impl Pagination {
     ) -> Page<T> {
         let has_more = rows.len() > self.limit as usize;
         rows.truncate(self.limit as usize);
-        let next_cursor = has_more.then(|| rows.last().map(|r| codec.encode(scope, &key(r)))).flatten();
+        let next_cursor = has_more
+            .then(|| rows.last().map(|r| codec.encode(scope, &key(r))))
+            .flatten();
         let next_link = next_cursor.as_deref().map(|c| self.link_with_cursor(c));
-        Page { data: rows, has_more, next_cursor, next_link }
+        Page {
+            data: rows,
+            has_more,
+            next_cursor,
+            next_link,
+        }
     }
 
     fn link_with_cursor(&self, cursor: &str) -> String {
@@ -142,7 +160,9 @@ fn percent_decode(text: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
         match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
             (b'%', Some(decoded)) => {
                 out.push(decoded);

@@ -59,12 +59,15 @@ impl Problem {
     pub(crate) fn for_status(status: StatusCode) -> Self {
         let (code, detail) = match status {
             StatusCode::NOT_FOUND => ("not_found", "no resource lives at this path"),
-            StatusCode::METHOD_NOT_ALLOWED => {
-                ("method_not_allowed", "this path does not support the method; see `Allow`")
-            }
+            StatusCode::METHOD_NOT_ALLOWED => (
+                "method_not_allowed",
+                "this path does not support the method; see `Allow`",
+            ),
             StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "the request body is too large"),
             StatusCode::REQUEST_TIMEOUT => ("request_timeout", "the request took too long"),
-            s if s.is_server_error() => ("internal_error", "the server failed to handle the request"),
+            s if s.is_server_error() => {
+                ("internal_error", "the server failed to handle the request")
+            }
             _ => ("http_error", "the request could not be handled"),
         };
         Self::new(status, code, detail)
@@ -77,35 +80,46 @@ impl Problem {
     }
 }
 
-/// An error a handler returns; see the module docs for how it becomes a response.
+/// An error a handler returns; see the module docs for how it becomes a response. Boxed, so
+/// `Result<T, ApiError>` stays small on the happy path.
 #[derive(Debug)]
-pub struct ApiError {
+pub struct ApiError(Box<ErrorParts>);
+
+#[derive(Debug)]
+struct ErrorParts {
     problem: Problem,
     headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &str, detail: impl Into<String>) -> Self {
-        Self { problem: Problem::new(status, code, detail), headers: Vec::new() }
+        Self(Box::new(ErrorParts {
+            problem: Problem::new(status, code, detail),
+            headers: Vec::new(),
+        }))
     }
 
     #[must_use]
     pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
-        self.headers.push((name, value));
+        self.0.headers.push((name, value));
         self
     }
 
     pub fn status(&self) -> StatusCode {
-        StatusCode::from_u16(self.problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        StatusCode::from_u16(self.0.problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 
     pub fn code(&self) -> &str {
-        &self.problem.code
+        &self.0.problem.code
     }
 
     /// `404` for a resource that does not exist *or belongs to another workspace*.
     pub fn not_found(what: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", format!("no such {what}"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no such {what}"),
+        )
     }
 
     pub fn forbidden(detail: impl Into<String>) -> Self {
@@ -125,8 +139,12 @@ impl ApiError {
             Some(_) => format!("the request is invalid: {errors}"),
             None => "the request is invalid".to_owned(),
         };
-        let mut err = Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", detail);
-        err.problem.errors = errors.into_vec();
+        let mut err = Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            detail,
+        );
+        err.0.problem.errors = errors.into_vec();
         err
     }
 
@@ -145,7 +163,7 @@ impl ApiError {
             "internal_error",
             "the server failed to handle the request; quote the request id when reporting it",
         );
-        err.problem.cause = Some(Arc::new(cause.into()));
+        err.0.problem.cause = Some(Arc::new(cause.into()));
         err
     }
 }
@@ -165,8 +183,10 @@ impl From<AuthError> for ApiError {
                     AuthError::Missing | AuthError::NotBearer => "Bearer",
                     _ => "Bearer error=\"invalid_token\"",
                 };
-                Self::new(StatusCode::UNAUTHORIZED, "unauthorized", other.to_string())
-                    .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge))
+                Self::new(StatusCode::UNAUTHORIZED, "unauthorized", other.to_string()).with_header(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(challenge),
+                )
             }
         }
     }
@@ -175,8 +195,9 @@ impl From<AuthError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = self.status().into_response();
-        response.headers_mut().extend(self.headers);
-        response.extensions_mut().insert(self.problem);
+        let ErrorParts { problem, headers } = *self.0;
+        response.headers_mut().extend(headers);
+        response.extensions_mut().insert(problem);
         response
     }
 }

@@ -49,7 +49,13 @@ pub struct AppStateParts {
 
 impl AppState {
     pub fn new(parts: AppStateParts) -> Self {
-        let AppStateParts { db, clock, cursors, redis, body_limit } = parts;
+        let AppStateParts {
+            db,
+            clock,
+            cursors,
+            redis,
+            body_limit,
+        } = parts;
         let api_keys = ApiKeyStore::new(db.clone(), clock.clone());
         Self(Arc::new(Inner {
             authenticator: Authenticator::new(api_keys.clone(), clock.clone()),

@@ -69,7 +69,10 @@ pub struct ApiKey {
 impl ApiKey {
     /// The role's permissions narrowed by the key's scopes.
     pub fn permissions(&self) -> PermissionSet {
-        effective(self.role, self.scopes.as_ref().map(|s| s.iter().copied().collect()))
+        effective(
+            self.role,
+            self.scopes.as_ref().map(|s| s.iter().copied().collect()),
+        )
     }
 }
 
@@ -93,14 +96,19 @@ const COLUMNS: &str = "id, workspace_id, name, prefix, role, scopes, created_at,
 impl TryFrom<ApiKeyRow> for ApiKey {
     type Error = sqlx::Error;
     fn try_from(row: ApiKeyRow) -> Result<Self, sqlx::Error> {
-        let role = row.role.parse().map_err(|e: String| sqlx::Error::Decode(e.into()))?;
+        let role = row
+            .role
+            .parse()
+            .map_err(|e: String| sqlx::Error::Decode(e.into()))?;
         Ok(Self {
             id: ApiKeyId::from_trusted(row.id),
             workspace_id: WorkspaceId::from_trusted(row.workspace_id),
             name: row.name,
             prefix: row.prefix,
             role,
-            scopes: row.scopes.map(|s| PermissionSet::from_names(&s).iter().collect()),
+            scopes: row
+                .scopes
+                .map(|s| PermissionSet::from_names(&s).iter().collect()),
             created_at: Timestamp::from_micros(row.created_at),
             last_used_at: row.last_used_at.map(Timestamp::from_micros),
             expires_at: row.expires_at.map(Timestamp::from_micros),
@@ -204,7 +212,10 @@ impl ApiKeyStore {
     pub async fn find_by_secret(&self, secret: &KeySecret) -> Result<Option<ApiKey>, sqlx::Error> {
         let sql = format!("SELECT {COLUMNS} FROM api_keys WHERE secret_hash = $1");
         let row: Option<ApiKeyRow> = on_reader!(&self.db, |pool| {
-            sqlx::query_as(&sql).bind(secret.hash()).fetch_optional(pool).await
+            sqlx::query_as(&sql)
+                .bind(secret.hash())
+                .fetch_optional(pool)
+                .await
         })?;
         row.map(ApiKey::try_from).transpose()
     }
@@ -240,7 +251,8 @@ impl ApiKeyStore {
 
     /// Every key of a workspace, newest first: for the offline CLI.
     pub async fn list_all(&self, workspace: &WorkspaceId) -> Result<Vec<ApiKey>, sqlx::Error> {
-        self.list(workspace, &ApiKeyFilter::default(), None, u32::MAX >> 1).await
+        self.list(workspace, &ApiKeyFilter::default(), None, u32::MAX >> 1)
+            .await
     }
 
     /// Revokes `seen` unless it changed since it was read (compare-and-set on the fields that

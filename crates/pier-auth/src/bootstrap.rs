@@ -41,5 +41,9 @@ pub async fn bootstrap(
         .create_in(&mut tx, name, chosen.unwrap_or_else(KeySecret::generate))
         .await?;
     tx.commit().await?;
-    Ok(Some(Bootstrap { workspace, key, secret }))
+    Ok(Some(Bootstrap {
+        workspace,
+        key,
+        secret,
+    }))
 }

@@ -19,12 +19,16 @@ const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnop
 pub struct KeySecret(String);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("not a Pier API key (expected `pier_` followed by 38 letters and digits with a valid checksum)")]
+#[error(
+    "not a Pier API key (expected `pier_` followed by 38 letters and digits with a valid checksum)"
+)]
 pub struct InvalidKeySecret;
 
 fn checksum(body: &str) -> String {
     let digest = Sha256::digest(body.as_bytes());
-    let mut n = u64::from(u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]));
+    let mut n = u64::from(u32::from_be_bytes([
+        digest[0], digest[1], digest[2], digest[3],
+    ]));
     let mut out = [b'0'; CHECKSUM_LEN];
     for slot in out.iter_mut().rev() {
         *slot = BASE62[(n % 62) as usize];
@@ -36,8 +40,9 @@ fn checksum(body: &str) -> String {
 impl KeySecret {
     pub fn generate() -> Self {
         let mut rng = rand::rng();
-        let body: String =
-            (0..BODY_LEN).map(|_| BASE62[rng.random_range(0..BASE62.len())] as char).collect();
+        let body: String = (0..BODY_LEN)
+            .map(|_| BASE62[rng.random_range(0..BASE62.len())] as char)
+            .collect();
         let sum = checksum(&body);
         Self(format!("{PREFIX}{body}{sum}"))
     }
@@ -58,7 +63,10 @@ impl KeySecret {
 
     /// The hex SHA-256 stored in place of the key.
     pub fn hash(&self) -> String {
-        Sha256::digest(self.0.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+        Sha256::digest(self.0.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     /// The first characters, stored and shown so people can tell their keys apart.

@@ -82,17 +82,26 @@ impl PermissionSet {
     }
 
     pub fn iter(self) -> impl Iterator<Item = Permission> {
-        Permission::ALL.iter().copied().filter(move |p| self.contains(*p))
+        Permission::ALL
+            .iter()
+            .copied()
+            .filter(move |p| self.contains(*p))
     }
 
     /// Space-separated names, the form scopes are stored in.
     pub fn to_names(self) -> String {
-        self.iter().map(Permission::as_str).collect::<Vec<_>>().join(" ")
+        self.iter()
+            .map(Permission::as_str)
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     /// Parses the stored form; unknown names (from a newer version) are ignored, never granted.
     pub fn from_names(names: &str) -> Self {
-        names.split_whitespace().filter_map(|n| n.parse().ok()).collect()
+        names
+            .split_whitespace()
+            .filter_map(|n| n.parse().ok())
+            .collect()
     }
 }
 
@@ -135,7 +144,9 @@ impl Role {
         use Permission::*;
         match self {
             Self::Owner | Self::Admin => Permission::ALL.iter().copied().collect(),
-            Self::Member => [WorkspaceRead, JobsRead, JobsWrite, JobsWork].into_iter().collect(),
+            Self::Member => [WorkspaceRead, JobsRead, JobsWrite, JobsWork]
+                .into_iter()
+                .collect(),
             Self::Viewer => [WorkspaceRead, JobsRead].into_iter().collect(),
         }
     }
@@ -155,12 +166,16 @@ impl fmt::Display for Role {
 impl FromStr for Role {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Role::ALL.iter().copied().find(|r| r.as_str() == s).ok_or_else(|| {
-            format!(
-                "`{}` is not a role; expected owner, admin, member or viewer",
-                pier_core::id::Truncated(s)
-            )
-        })
+        Role::ALL
+            .iter()
+            .copied()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "`{}` is not a role; expected owner, admin, member or viewer",
+                    pier_core::id::Truncated(s)
+                )
+            })
     }
 }
 
@@ -181,7 +196,9 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        let set: PermissionSet = [Permission::JobsRead, Permission::ApiKeysWrite].into_iter().collect();
+        let set: PermissionSet = [Permission::JobsRead, Permission::ApiKeysWrite]
+            .into_iter()
+            .collect();
         assert_eq!(PermissionSet::from_names(&set.to_names()), set);
         assert!("jobs:fly".parse::<Permission>().is_err());
         assert_eq!("admin".parse::<Role>(), Ok(Role::Admin));

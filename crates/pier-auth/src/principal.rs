@@ -10,7 +10,12 @@ use crate::{ApiKeyId, ApiKeyStore, KeySecret, Permission, PermissionSet, Role, W
 /// without changing the code that asks "may this caller do X?".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
-    ApiKey { key_id: ApiKeyId, workspace_id: WorkspaceId, role: Role, permissions: PermissionSet },
+    ApiKey {
+        key_id: ApiKeyId,
+        workspace_id: WorkspaceId,
+        role: Role,
+        permissions: PermissionSet,
+    },
 }
 
 impl Principal {
@@ -84,7 +89,11 @@ impl Authenticator {
         let secret = KeySecret::parse(token.trim()).map_err(|_| AuthError::Malformed)?;
         // The lookup is by SHA-256 of a high-entropy secret, so response timing says nothing
         // useful about stored keys; the hash comparison in SQL is the constant-time compare.
-        let key = self.keys.find_by_secret(&secret).await?.ok_or(AuthError::Unknown)?;
+        let key = self
+            .keys
+            .find_by_secret(&secret)
+            .await?
+            .ok_or(AuthError::Unknown)?;
         if key.revoked_at.is_some() {
             return Err(AuthError::Revoked);
         }

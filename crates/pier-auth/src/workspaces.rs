@@ -84,7 +84,11 @@ impl WorkspaceStore {
         secret: KeySecret,
     ) -> Result<(Workspace, ApiKey, KeySecret), sqlx::Error> {
         let now = self.clock.now();
-        let workspace = Workspace { id: WorkspaceId::new(now), name: name.0, created_at: now };
+        let workspace = Workspace {
+            id: WorkspaceId::new(now),
+            name: name.0,
+            created_at: now,
+        };
         on_tx!(tx, |conn| {
             sqlx::query("INSERT INTO workspaces (id, name, created_at) VALUES ($1, $2, $3)")
                 .bind(workspace.id.as_str())

@@ -72,7 +72,9 @@ impl CursorCodec {
 
     /// Verifies and decodes a cursor produced by [`encode`](Self::encode) for the same scope.
     pub fn decode<P: DeserializeOwned>(&self, scope: &str, cursor: &str) -> Result<P, CursorError> {
-        let data = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| CursorError::Invalid)?;
+        let data = URL_SAFE_NO_PAD
+            .decode(cursor)
+            .map_err(|_| CursorError::Invalid)?;
         if data.len() < SCOPE_LEN + TAG_LEN {
             return Err(CursorError::Invalid);
         }
@@ -118,7 +120,13 @@ mod tests {
             Err(CursorError::Invalid)
         );
         let other = CursorCodec::new([8; 32]);
-        assert_eq!(other.decode::<(i64, String)>("keys?ws=1", &cursor), Err(CursorError::Invalid));
-        assert_eq!(codec().decode::<(i64, String)>("keys?ws=1", "!!"), Err(CursorError::Invalid));
+        assert_eq!(
+            other.decode::<(i64, String)>("keys?ws=1", &cursor),
+            Err(CursorError::Invalid)
+        );
+        assert_eq!(
+            codec().decode::<(i64, String)>("keys?ws=1", "!!"),
+            Err(CursorError::Invalid)
+        );
     }
 }

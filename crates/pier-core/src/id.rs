@@ -48,7 +48,10 @@ pub struct InvalidId {
 pub fn parse_prefixed(prefix: &'static str, text: &str) -> Result<String, InvalidId> {
     match text.split_once('_') {
         Some((p, body)) if p == prefix && is_valid_body(body) => Ok(text.to_owned()),
-        _ => Err(InvalidId { prefix, text: text.chars().take(64).collect() }),
+        _ => Err(InvalidId {
+            prefix,
+            text: text.chars().take(64).collect(),
+        }),
     }
 }
 
@@ -129,7 +132,11 @@ impl fmt::Display for Truncated<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let cut: String = self.0.chars().take(64).collect();
         f.write_str(&cut)?;
-        if cut.len() < self.0.len() { f.write_str("…") } else { Ok(()) }
+        if cut.len() < self.0.len() {
+            f.write_str("…")
+        } else {
+            Ok(())
+        }
     }
 }
 

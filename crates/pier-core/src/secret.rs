@@ -45,7 +45,10 @@ mod tests {
     fn debug_and_serialize_hide_the_value() {
         let s = Secret::new("hunter2".to_owned());
         assert_eq!(format!("{s:?}"), "[redacted]");
-        assert_eq!(serde_json::to_string(&s).expect("serializes"), "\"[redacted]\"");
+        assert_eq!(
+            serde_json::to_string(&s).expect("serializes"),
+            "\"[redacted]\""
+        );
         assert_eq!(s.expose(), "hunter2");
     }
 }
@@ -56,7 +59,9 @@ pub fn redact_url_password(url: &str) -> String {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             let userinfo = &url[scheme_end + 3..at];
             match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:[redacted]{}", &url[..scheme_end + 3], &url[at..]),
+                Some((user, _)) => {
+                    format!("{}{user}:[redacted]{}", &url[..scheme_end + 3], &url[at..])
+                }
                 None => url.to_owned(),
             }
         }
@@ -70,9 +75,18 @@ mod redact_tests {
 
     #[test]
     fn hides_only_the_password() {
-        assert_eq!(redact_url_password("redis://:pw@h:6379/0"), "redis://:[redacted]@h:6379/0");
-        assert_eq!(redact_url_password("postgres://u:pw@h/db"), "postgres://u:[redacted]@h/db");
-        assert_eq!(redact_url_password("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(
+            redact_url_password("redis://:pw@h:6379/0"),
+            "redis://:[redacted]@h:6379/0"
+        );
+        assert_eq!(
+            redact_url_password("postgres://u:pw@h/db"),
+            "postgres://u:[redacted]@h/db"
+        );
+        assert_eq!(
+            redact_url_password("postgres://u@h/db"),
+            "postgres://u@h/db"
+        );
         assert_eq!(redact_url_password("redis://h"), "redis://h");
     }
 }

@@ -44,7 +44,9 @@ impl ValidationErrors {
         code: &str,
         result: Result<T, E>,
     ) -> Option<T> {
-        result.map_err(|e| self.add(field, code, e.to_string())).ok()
+        result
+            .map_err(|e| self.add(field, code, e.to_string()))
+            .ok()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -67,7 +69,11 @@ impl ValidationErrors {
 
 impl std::fmt::Display for ValidationErrors {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let parts: Vec<String> = self.0.iter().map(|e| format!("{}: {}", e.field, e.message)).collect();
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect();
         f.write_str(&parts.join("; "))
     }
 }

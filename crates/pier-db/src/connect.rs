@@ -31,14 +31,18 @@ impl FromStr for DatabaseUrl {
                 .map_err(|e| InvalidDatabaseUrl(format!("not a usable PostgreSQL URL: {e}")))?;
             return Ok(Self::Postgres(url.to_owned()));
         }
-        let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"));
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"));
         match path {
             Some(p) if p.is_empty() || p.starts_with(":memory:") => Err(InvalidDatabaseUrl(
                 "SQLite needs a file path (e.g. sqlite://./pier-data/pier.db); in-memory \
                  databases are not supported"
                     .to_owned(),
             )),
-            Some(p) => Ok(Self::Sqlite(PathBuf::from(p.split('?').next().unwrap_or(p)))),
+            Some(p) => Ok(Self::Sqlite(PathBuf::from(
+                p.split('?').next().unwrap_or(p),
+            ))),
             None => Err(InvalidDatabaseUrl(
                 "expected a URL starting with sqlite:// or postgres://".to_owned(),
             )),
@@ -126,8 +130,13 @@ mod tests {
 
     #[test]
     fn redacts_postgres_passwords() {
-        let url: DatabaseUrl = "postgres://app:s3cret@db.internal:5432/pier".parse().expect("url");
-        assert_eq!(url.redacted(), "postgres://app:[redacted]@db.internal:5432/pier");
+        let url: DatabaseUrl = "postgres://app:s3cret@db.internal:5432/pier"
+            .parse()
+            .expect("url");
+        assert_eq!(
+            url.redacted(),
+            "postgres://app:[redacted]@db.internal:5432/pier"
+        );
         assert!(!format!("{url:?}").contains("s3cret"));
     }
 }

@@ -71,9 +71,14 @@ impl Db {
     /// Checks the database answers, for readiness probes.
     pub async fn ping(&self, timeout: Duration) -> Result<(), sqlx::Error> {
         let probe = async {
-            on_reader!(self, |pool| sqlx::query("SELECT 1").execute(pool).await.map(drop))
+            on_reader!(self, |pool| sqlx::query("SELECT 1")
+                .execute(pool)
+                .await
+                .map(drop))
         };
-        tokio::time::timeout(timeout, probe).await.map_err(|_| sqlx::Error::PoolTimedOut)?
+        tokio::time::timeout(timeout, probe)
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)?
     }
 
     pub async fn close(&self) {

@@ -34,10 +34,14 @@ impl Db {
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
         match self {
             Self::Sqlite(db) => {
-                migrator(migrations!("sqlite": 1 => "0001_foundation")).run(&db.writer).await
+                migrator(migrations!("sqlite": 1 => "0001_foundation"))
+                    .run(&db.writer)
+                    .await
             }
             Self::Postgres(pool) => {
-                migrator(migrations!("postgres": 1 => "0001_foundation")).run(pool).await
+                migrator(migrations!("postgres": 1 => "0001_foundation"))
+                    .run(pool)
+                    .await
             }
         }
     }

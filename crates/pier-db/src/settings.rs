@@ -11,12 +11,14 @@ pub async fn server_secret(db: &Db, name: &str) -> Result<[u8; 32], sqlx::Error>
     rand::rng().fill_bytes(&mut fresh);
     let fresh_hex: String = fresh.iter().map(|b| format!("{b:02x}")).collect();
     on_writer!(db, |pool| {
-        sqlx::query("INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
-            .bind(name)
-            .bind(&fresh_hex)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected())
+        sqlx::query(
+            "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(&fresh_hex)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected())
     })?;
     let stored: String = on_reader!(db, |pool| {
         sqlx::query_scalar("SELECT value FROM settings WHERE name = $1")

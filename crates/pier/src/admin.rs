@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, anyhow, bail};
 use pier_auth::{
-    ApiKey, ApiKeyId, ApiKeyStore, KeyName, KeySecret, NewApiKey, Permission, PermissionSet,
-    Role, WorkspaceId, WorkspaceName, WorkspaceStore,
+    ApiKey, ApiKeyId, ApiKeyStore, KeyName, KeySecret, NewApiKey, Permission, PermissionSet, Role,
+    WorkspaceId, WorkspaceName, WorkspaceStore,
 };
 use pier_core::{Clock, SystemClock, Timestamp};
 use pier_db::Db;
@@ -28,7 +28,10 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
 }
 
 pub fn print_config(config: &Config) -> anyhow::Result<()> {
-    print!("{}", toml::to_string(config).context("cannot render the configuration")?);
+    print!(
+        "{}",
+        toml::to_string(config).context("cannot render the configuration")?
+    );
     Ok(())
 }
 
@@ -37,14 +40,20 @@ async fn pick_workspace(db: &Db, named: Option<&str>) -> anyhow::Result<Workspac
     let store = WorkspaceStore::new(db.clone(), clock());
     if let Some(text) = named {
         let id = WorkspaceId::parse(text).map_err(|e| anyhow!("--workspace: {e}"))?;
-        store.get(&id).await?.ok_or_else(|| anyhow!("--workspace: no workspace {id}"))?;
+        store
+            .get(&id)
+            .await?
+            .ok_or_else(|| anyhow!("--workspace: no workspace {id}"))?;
         return Ok(id);
     }
     let all = store.list_all().await?;
     match all.as_slice() {
         [only] => Ok(only.id.clone()),
         [] => bail!("there is no workspace yet; run `pier serve` once or `pier workspaces create`"),
-        _ => bail!("there are {} workspaces; choose one with --workspace", all.len()),
+        _ => bail!(
+            "there are {} workspaces; choose one with --workspace",
+            all.len()
+        ),
     }
 }
 
@@ -57,7 +66,10 @@ fn print_key(key: &ApiKey) {
         (None, Some(at)) if at <= SystemClock.now() => "expired",
         _ => "active",
     };
-    println!("{}\t{}\t{}\t{}\t{status}\t{}", key.id, key.prefix, key.role, scopes, key.name);
+    println!(
+        "{}\t{}\t{}\t{}\t{status}\t{}",
+        key.id, key.prefix, key.role, scopes, key.name
+    );
 }
 
 pub async fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
@@ -69,7 +81,13 @@ pub async fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
     let store = ApiKeyStore::new(db.clone(), clock());
     let result = async {
         match command {
-            KeysCommand::Create { workspace, name, role, scopes, expires_at } => {
+            KeysCommand::Create {
+                workspace,
+                name,
+                role,
+                scopes,
+                expires_at,
+            } => {
                 let new = NewApiKey {
                     name: KeyName::parse(&name).map_err(|e| anyhow!("--name {e}"))?,
                     role: role.parse::<Role>().map_err(|e| anyhow!("--role: {e}"))?,
@@ -85,7 +103,9 @@ pub async fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
                         .map(|t| {
                             Timestamp::parse_rfc3339(&t)
                                 .filter(|at| *at > SystemClock.now())
-                                .ok_or_else(|| anyhow!("--expires-at: `{t}` is not a future RFC 3339 time"))
+                                .ok_or_else(|| {
+                                    anyhow!("--expires-at: `{t}` is not a future RFC 3339 time")
+                                })
                         })
                         .transpose()?,
                 };
@@ -96,7 +116,10 @@ pub async fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
                 }
                 let workspace = pick_workspace(&db, workspace.as_deref()).await?;
                 let (key, secret) = store.create(&workspace, new).await?;
-                eprintln!("Created {} key {} in {workspace}. It is shown only once:", key.role, key.id);
+                eprintln!(
+                    "Created {} key {} in {workspace}. It is shown only once:",
+                    key.role, key.id
+                );
                 println!("{}", secret.expose());
             }
             KeysCommand::List { workspace } => {
@@ -108,7 +131,10 @@ pub async fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
             KeysCommand::Revoke { workspace, id } => {
                 let workspace = pick_workspace(&db, workspace.as_deref()).await?;
                 let id = ApiKeyId::parse(&id).map_err(|e| anyhow!("{e}"))?;
-                let key = store.get(&workspace, &id).await?.ok_or_else(|| anyhow!("no key {id} in {workspace}"))?;
+                let key = store
+                    .get(&workspace, &id)
+                    .await?
+                    .ok_or_else(|| anyhow!("no key {id} in {workspace}"))?;
                 if key.revoked_at.is_some() {
                     eprintln!("Key {id} was already revoked.");
                 } else if store.revoke(&key).await?.is_none() {

@@ -40,7 +40,9 @@ pub async fn open_database(config: &Config) -> anyhow::Result<Db> {
         .connect(config.db_max_connections)
         .await
         .with_context(|| format!("cannot open the database at {url}"))?;
-    db.migrate().await.with_context(|| format!("cannot migrate the database at {url}"))?;
+    db.migrate()
+        .await
+        .with_context(|| format!("cannot migrate the database at {url}"))?;
     Ok(db)
 }
 
@@ -56,14 +58,18 @@ async fn connect_redis(url: &str) -> anyhow::Result<Redis> {
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).await.with_context(|| format!("cannot listen for {what} on {addr}"))
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for {what} on {addr}"))
 }
 
 /// The process-wide metrics recorder, installed once even when tests build many apps.
 fn metrics() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
-        let buckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+        let buckets = [
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ];
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
             .unwrap_or_else(|_| PrometheusBuilder::new())
@@ -79,7 +85,10 @@ fn metrics() -> &'static PrometheusHandle {
 impl Application {
     pub async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         let db = open_database(&config).await?;
-        let chosen = config.bootstrap_api_key.as_ref().map(|k| k.expose().clone());
+        let chosen = config
+            .bootstrap_api_key
+            .as_ref()
+            .map(|k| k.expose().clone());
         let bootstrap = pier_auth::bootstrap(&db, clock.clone(), chosen)
             .await
             .context("cannot create the first workspace")?;
@@ -99,7 +108,15 @@ impl Application {
         });
         let listener = bind(config.listen, "the API").await?;
         let admin_listener = bind(config.admin_listen, "metrics").await?;
-        Ok(Self { config, db, clock, state, listener, admin_listener, bootstrap })
+        Ok(Self {
+            config,
+            db,
+            clock,
+            state,
+            listener,
+            admin_listener,
+            bootstrap,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -107,7 +124,9 @@ impl Application {
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin_listener.local_addr().unwrap_or(self.config.admin_listen)
+        self.admin_listener
+            .local_addr()
+            .unwrap_or(self.config.admin_listen)
     }
 
     /// What this start created, if it was the database's first.
@@ -121,7 +140,10 @@ impl Application {
 
     /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests finish
     /// (bounded by `shutdown_timeout`), stops background work and closes the database.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
@@ -144,7 +166,9 @@ impl Application {
         }
         let _ = stop_tx.send(true);
         match tokio::time::timeout(self.config.shutdown_timeout, &mut api).await {
-            Ok(result) => result.context("the API server panicked")?.context("the API server failed")?,
+            Ok(result) => result
+                .context("the API server panicked")?
+                .context("the API server failed")?,
             Err(_) => {
                 tracing::warn!(
                     timeout_secs = self.config.shutdown_timeout.as_secs(),
@@ -187,7 +211,10 @@ async fn maintenance(db: Db, clock: Arc<dyn Clock>, mut stop: watch::Receiver<bo
 }
 
 /// Builds and runs the service with the wall clock, announcing a first start's key on stdout.
-pub async fn launch(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn launch(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let chose_key = config.bootstrap_api_key.is_some();
     let app = Application::build(config, Arc::new(SystemClock)).await?;
     if let Some(first) = app.bootstrap() {
@@ -205,35 +232,47 @@ pub async fn launch(config: Config, shutdown: impl Future<Output = ()> + Send + 
 fn announce(first: &Bootstrap, chose_key: bool) {
     let ws = &first.workspace;
     if chose_key {
-        println!("Created workspace {} ({}) with the owner key from PIER_BOOTSTRAP_API_KEY.", ws.id, ws.name);
+        println!(
+            "Created workspace {} ({}) with the owner key from PIER_BOOTSTRAP_API_KEY.",
+            ws.id, ws.name
+        );
         return;
     }
     println!();
-    println!("Created workspace {} ({}) and an owner API key.", ws.id, ws.name);
+    println!(
+        "Created workspace {} ({}) and an owner API key.",
+        ws.id, ws.name
+    );
     println!("Store this key now; it is shown only once:");
     println!();
     println!("{}", first.secret.expose());
     println!();
 }
 
-/// Completes on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Completes on SIGINT or SIGTERM. The handlers are installed when this is called, not when the
+/// future is first polled, so a signal that arrives during start-up is not lost.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut sig) => {
-                sig.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        async move {
+            match (interrupt, terminate) {
+                (Ok(mut interrupt), Ok(mut terminate)) => {
+                    tokio::select! {
+                        _ = interrupt.recv() => {}
+                        _ = terminate.recv() => {}
+                    }
+                }
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
-            Err(_) => std::future::pending().await,
         }
-    };
+    }
     #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
+    async {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "pier", version, about = "Short links, durable jobs, reliable webhooks and rate limits in one service.")]
+#[command(
+    name = "pier",
+    version,
+    about = "Short links, durable jobs, reliable webhooks and rate limits in one service."
+)]
 pub struct Cli {
     #[command(flatten)]
     pub config: ConfigArgs,
@@ -30,13 +34,32 @@ pub struct ConfigArgs {
     #[arg(long, env = "PIER_DATA_DIR", global = true, value_name = "DIR")]
     pub data_dir: Option<String>,
     /// sqlite://PATH or postgres://… [default: sqlite://<data-dir>/pier.db]
-    #[arg(long, env = "PIER_DATABASE_URL", global = true, value_name = "URL", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "PIER_DATABASE_URL",
+        global = true,
+        value_name = "URL",
+        hide_env_values = true
+    )]
     pub database_url: Option<String>,
     /// redis://… for a cluster's shared state
-    #[arg(long, env = "PIER_REDIS_URL", global = true, value_name = "URL", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "PIER_REDIS_URL",
+        global = true,
+        value_name = "URL",
+        hide_env_values = true
+    )]
     pub redis_url: Option<String>,
     /// The first API key to create instead of a random one (see `pier keys generate`)
-    #[arg(long, env = "PIER_BOOTSTRAP_API_KEY", global = true, value_name = "KEY", hide_env_values = true, hide = true)]
+    #[arg(
+        long,
+        env = "PIER_BOOTSTRAP_API_KEY",
+        global = true,
+        value_name = "KEY",
+        hide_env_values = true,
+        hide = true
+    )]
     pub bootstrap_api_key: Option<String>,
     /// auto, json or pretty [default: auto]
     #[arg(long, env = "PIER_LOG_FORMAT", global = true, value_name = "FORMAT")]
@@ -45,10 +68,20 @@ pub struct ConfigArgs {
     #[arg(long, env = "PIER_LOG", global = true, value_name = "FILTER")]
     pub log_level: Option<String>,
     /// Largest request body in bytes [default: 1048576]
-    #[arg(long, env = "PIER_BODY_LIMIT_BYTES", global = true, value_name = "BYTES")]
+    #[arg(
+        long,
+        env = "PIER_BODY_LIMIT_BYTES",
+        global = true,
+        value_name = "BYTES"
+    )]
     pub body_limit_bytes: Option<String>,
     /// Seconds shutdown waits for in-flight requests [default: 30]
-    #[arg(long, env = "PIER_SHUTDOWN_TIMEOUT_SECS", global = true, value_name = "SECS")]
+    #[arg(
+        long,
+        env = "PIER_SHUTDOWN_TIMEOUT_SECS",
+        global = true,
+        value_name = "SECS"
+    )]
     pub shutdown_timeout_secs: Option<String>,
     /// Database pool size [default: 16]
     #[arg(long, env = "PIER_DB_MAX_CONNECTIONS", global = true, value_name = "N")]

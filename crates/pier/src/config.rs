@@ -93,14 +93,21 @@ fn number<T: TryFrom<u64>>(
 ) -> Result<T, ConfigError> {
     let raw = match flag_or_env {
         Some(text) => Some(text.trim().parse::<u64>().map_err(|_| {
-            invalid(setting, flag, env, format!("`{text}` is not a whole number"))
+            invalid(
+                setting,
+                flag,
+                env,
+                format!("`{text}` is not a whole number"),
+            )
         })?),
         None => file,
     };
     match raw {
         None => Ok(default),
         Some(0) => Err(invalid(setting, flag, env, "must be greater than zero")),
-        Some(n) => T::try_from(n).map_err(|_| invalid(setting, flag, env, format!("{n} is too large"))),
+        Some(n) => {
+            T::try_from(n).map_err(|_| invalid(setting, flag, env, format!("{n} is too large")))
+        }
     }
 }
 
@@ -108,13 +115,20 @@ impl Config {
     /// Layers the sources and validates the result.
     pub fn load(args: &ConfigArgs) -> Result<Self, ConfigError> {
         let file = read_file(args.config.as_deref())?;
-        let pick = |flag: &Option<String>, file: &Option<String>| flag.clone().or_else(|| file.clone());
+        let pick =
+            |flag: &Option<String>, file: &Option<String>| flag.clone().or_else(|| file.clone());
 
         let listen = pick(&args.listen, &file.listen).unwrap_or_else(|| "127.0.0.1:8080".into());
         let listen = listen.parse().map_err(|_| {
-            invalid("listen", "listen", "PIER_LISTEN", format!("`{listen}` is not an IP:port address"))
+            invalid(
+                "listen",
+                "listen",
+                "PIER_LISTEN",
+                format!("`{listen}` is not an IP:port address"),
+            )
         })?;
-        let admin = pick(&args.admin_listen, &file.admin_listen).unwrap_or_else(|| "127.0.0.1:9464".into());
+        let admin =
+            pick(&args.admin_listen, &file.admin_listen).unwrap_or_else(|| "127.0.0.1:9464".into());
         let admin_listen = admin.parse().map_err(|_| {
             invalid(
                 "admin_listen",
@@ -124,9 +138,16 @@ impl Config {
             )
         })?;
 
-        let data_dir = PathBuf::from(pick(&args.data_dir, &file.data_dir).unwrap_or_else(|| "./pier-data".into()));
+        let data_dir = PathBuf::from(
+            pick(&args.data_dir, &file.data_dir).unwrap_or_else(|| "./pier-data".into()),
+        );
         if data_dir.as_os_str().is_empty() {
-            return Err(invalid("data_dir", "data-dir", "PIER_DATA_DIR", "must not be empty"));
+            return Err(invalid(
+                "data_dir",
+                "data-dir",
+                "PIER_DATA_DIR",
+                "must not be empty",
+            ));
         }
         let database_url = match pick(&args.database_url, &file.database_url) {
             None => DatabaseUrl::sqlite_in(&data_dir),
@@ -136,9 +157,16 @@ impl Config {
         };
         let redis_url = pick(&args.redis_url, &file.redis_url)
             .map(|url| {
-                redis::Client::open(url.as_str()).map(|_| Secret::new(url)).map_err(|e| {
-                    invalid("redis_url", "redis-url", "PIER_REDIS_URL", format!("not a usable Redis URL ({e})"))
-                })
+                redis::Client::open(url.as_str())
+                    .map(|_| Secret::new(url))
+                    .map_err(|e| {
+                        invalid(
+                            "redis_url",
+                            "redis-url",
+                            "PIER_REDIS_URL",
+                            format!("not a usable Redis URL ({e})"),
+                        )
+                    })
             })
             .transpose()?;
         let bootstrap_api_key = pick(&args.bootstrap_api_key, &file.bootstrap_api_key)
@@ -174,19 +202,31 @@ impl Config {
             args.body_limit_bytes.as_deref(),
             file.body_limit_bytes,
             1024 * 1024,
-            ("body_limit_bytes", "body-limit-bytes", "PIER_BODY_LIMIT_BYTES"),
+            (
+                "body_limit_bytes",
+                "body-limit-bytes",
+                "PIER_BODY_LIMIT_BYTES",
+            ),
         )?;
         let shutdown_secs = number::<u64>(
             args.shutdown_timeout_secs.as_deref(),
             file.shutdown_timeout_secs,
             30,
-            ("shutdown_timeout_secs", "shutdown-timeout-secs", "PIER_SHUTDOWN_TIMEOUT_SECS"),
+            (
+                "shutdown_timeout_secs",
+                "shutdown-timeout-secs",
+                "PIER_SHUTDOWN_TIMEOUT_SECS",
+            ),
         )?;
         let db_max_connections = number(
             args.db_max_connections.as_deref(),
             file.db_max_connections,
             16,
-            ("db_max_connections", "db-max-connections", "PIER_DB_MAX_CONNECTIONS"),
+            (
+                "db_max_connections",
+                "db-max-connections",
+                "PIER_DB_MAX_CONNECTIONS",
+            ),
         )?;
 
         Ok(Self {
@@ -213,7 +253,10 @@ fn read_file(explicit: Option<&Path>) -> Result<FileConfig, ConfigError> {
         None => return Ok(FileConfig::default()),
     };
     let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigError(format!("config (--config / PIER_CONFIG): cannot read {}: {e}", path.display()))
+        ConfigError(format!(
+            "config (--config / PIER_CONFIG): cannot read {}: {e}",
+            path.display()
+        ))
     })?;
     toml::from_str(&text).map_err(|e| {
         let message = e.message().to_owned();

@@ -7,6 +7,7 @@ use pier::{Config, admin, launch, shutdown_signal, telemetry};
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    let shutdown = shutdown_signal();
     let config = match Config::load(&cli.config) {
         Ok(config) => config,
         Err(err) => {
@@ -16,7 +17,7 @@ async fn main() -> ExitCode {
     };
     telemetry::init(config.log_format, &config.log_level);
     let result = match cli.command {
-        Command::Serve => launch(config, shutdown_signal()).await,
+        Command::Serve => launch(config, shutdown).await,
         Command::Migrate => admin::migrate(&config).await,
         Command::Config => admin::print_config(&config),
         Command::Keys(command) => admin::keys(&config, command).await,

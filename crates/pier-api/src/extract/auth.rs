@@ -29,7 +29,14 @@ pub mod perm {
         )*};
     }
 
-    markers!(WorkspaceRead, ApiKeysRead, ApiKeysWrite, JobsRead, JobsWrite, JobsWork);
+    markers!(
+        WorkspaceRead,
+        ApiKeysRead,
+        ApiKeysWrite,
+        JobsRead,
+        JobsWrite,
+        JobsWork
+    );
 }
 
 /// The authenticated caller, proven to hold permission `P`.
@@ -43,15 +50,22 @@ impl<S: Send + Sync, P: RequiredPermission> FromRequestParts<S> for Authed<P> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
-        let principal = parts.extensions.get::<Principal>().cloned().ok_or_else(|| {
-            ApiError::internal(anyhow::anyhow!("route is missing the authentication layer"))
-        })?;
+        let principal = parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .ok_or_else(|| {
+                ApiError::internal(anyhow::anyhow!("route is missing the authentication layer"))
+            })?;
         if !principal.can(P::PERMISSION) {
             return Err(ApiError::forbidden(format!(
                 "this credential lacks the `{}` permission",
                 P::PERMISSION
             )));
         }
-        Ok(Self { principal, _permission: PhantomData })
+        Ok(Self {
+            principal,
+            _permission: PhantomData,
+        })
     }
 }

@@ -53,10 +53,14 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
         let mut tags = Vec::new();
         let values = parts.headers.get_all(header::IF_MATCH);
         for value in values.iter() {
-            let text = value.to_str().map_err(|_| {
-                ApiError::bad_request("invalid_if_match", "If-Match must be ASCII")
-            })?;
-            tags.extend(text.split(',').map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()));
+            let text = value
+                .to_str()
+                .map_err(|_| ApiError::bad_request("invalid_if_match", "If-Match must be ASCII"))?;
+            tags.extend(
+                text.split(',')
+                    .map(|t| t.trim().to_owned())
+                    .filter(|t| !t.is_empty()),
+            );
         }
         Ok(Self((!tags.is_empty()).then_some(tags)))
     }
@@ -72,7 +76,15 @@ mod tests {
         assert_ne!(tag, ETag::of(&serde_json::json!({"a": 2})));
         assert!(IfMatch(None).check(&tag).is_ok());
         assert!(IfMatch(Some(vec!["*".into()])).check(&tag).is_ok());
-        assert!(IfMatch(Some(vec!["\"x\"".into(), tag.0.clone()])).check(&tag).is_ok());
-        assert!(IfMatch(Some(vec![format!("W/{}", tag.0)])).check(&tag).is_err());
+        assert!(
+            IfMatch(Some(vec!["\"x\"".into(), tag.0.clone()]))
+                .check(&tag)
+                .is_ok()
+        );
+        assert!(
+            IfMatch(Some(vec![format!("W/{}", tag.0)]))
+                .check(&tag)
+                .is_err()
+        );
     }
 }

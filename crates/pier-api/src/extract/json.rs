@@ -15,15 +15,24 @@ pub struct ApiJson<T>(pub T);
 
 /// `application/json`, `application/merge-patch+json` and other `+json` types are accepted.
 fn is_json(content_type: &str) -> bool {
-    let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
         if !content_type.is_some_and(is_json) {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -66,12 +75,19 @@ pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 }
 
 fn malformed(err: &serde_json::Error) -> ApiError {
-    ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {err}"))
+    ApiError::bad_request(
+        "malformed_json",
+        format!("the body is not valid JSON: {err}"),
+    )
 }
 
 /// serde_json appends "at line 1 column 42", which means nothing once the field is named.
 fn strip_position(message: &str) -> String {
-    message.split(" at line ").next().unwrap_or(message).to_owned()
+    message
+        .split(" at line ")
+        .next()
+        .unwrap_or(message)
+        .to_owned()
 }
 
 #[cfg(test)]
@@ -88,8 +104,16 @@ mod tests {
 
     #[test]
     fn tells_syntax_from_shape() {
-        assert_eq!(parse::<Body>(b"{\"name\": ").map(drop).unwrap_err().code(), "malformed_json");
-        let shape = parse::<Body>(b"{\"name\": \"x\", \"count\": -1}").map(drop).unwrap_err();
+        assert_eq!(
+            parse::<Body>(b"{\"name\": ")
+                .map(drop)
+                .expect_err("syntax error")
+                .code(),
+            "malformed_json"
+        );
+        let shape = parse::<Body>(b"{\"name\": \"x\", \"count\": -1}")
+            .map(drop)
+            .expect_err("shape error");
         assert_eq!(shape.code(), "validation_failed");
         assert!(parse::<Body>(b"{\"name\": \"x\"} trailing").is_err());
         assert!(parse::<Body>(b"{\"name\": \"x\"}").is_ok());

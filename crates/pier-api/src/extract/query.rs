@@ -14,10 +14,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
-        Query::<T>::try_from_uri(&parts.uri).map(|Query(q)| ApiQuery(q)).map_err(|rejection| {
-            let message = rejection.body_text();
-            let message = message.strip_prefix("Failed to deserialize query string: ").unwrap_or(&message);
-            ApiError::validation(ValidationErrors::single("query", "invalid", message))
-        })
+        Query::<T>::try_from_uri(&parts.uri)
+            .map(|Query(q)| ApiQuery(q))
+            .map_err(|rejection| {
+                let message = rejection.body_text();
+                let message = message
+                    .strip_prefix("Failed to deserialize query string: ")
+                    .unwrap_or(&message);
+                ApiError::validation(ValidationErrors::single("query", "invalid", message))
+            })
     }
 }

@@ -52,7 +52,9 @@ impl RequestContext {
 fn sane_request_id(value: &HeaderValue) -> Option<String> {
     let text = value.to_str().ok()?;
     let ok = (1..=128).contains(&text.len())
-        && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
     ok.then(|| text.to_owned())
 }
 
@@ -114,7 +116,11 @@ fn render_problem(response: &mut Response, ctx: &RequestContext) {
     let mut problem = problem;
     problem.request_id = Some(ctx.request_id().to_owned());
     if let Some(cause) = &problem.cause {
-        tracing::error!(request_id = ctx.request_id(), error = format!("{cause:#}"), "request failed");
+        tracing::error!(
+            request_id = ctx.request_id(),
+            error = format!("{cause:#}"),
+            "request failed"
+        );
     }
     let body = problem.render(response.headers_mut());
     *response.body_mut() = Body::from(body);
@@ -129,9 +135,10 @@ fn is_problem(response: &Response) -> bool {
 
 /// Notes the matched route template (never the raw path) for the access log and metrics.
 pub async fn record_route(req: Request, next: Next) -> Response {
-    if let (Some(ctx), Some(path)) =
-        (req.extensions().get::<RequestContext>(), req.extensions().get::<MatchedPath>())
-    {
+    if let (Some(ctx), Some(path)) = (
+        req.extensions().get::<RequestContext>(),
+        req.extensions().get::<MatchedPath>(),
+    ) {
         let _ = ctx.0.route.set(path.as_str().to_owned());
     }
     next.run(req).await

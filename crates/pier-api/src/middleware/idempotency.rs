@@ -41,7 +41,11 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
         Ok(key) => key,
         Err(err) => return err.into_response(),
     };
-    let Some(subject) = req.extensions().get::<Principal>().map(|p| p.subject().to_owned()) else {
+    let Some(subject) = req
+        .extensions()
+        .get::<Principal>()
+        .map(|p| p.subject().to_owned())
+    else {
         return next.run(req).await;
     };
     match run(&state, req, next, &subject, &key).await {
@@ -58,12 +62,23 @@ async fn run(
 ) -> Result<Response, Response> {
     let (parts, body) = req.into_parts();
     let bytes = to_bytes(body, state.body_limit()).await.map_err(|_| {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the request body is too large")
-            .into_response()
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "the request body is too large",
+        )
+        .into_response()
     })?;
     let fingerprint = fingerprint(&parts.method, &parts.uri, &bytes);
-    let store = Store { db: state.db(), now: state.clock().now() };
-    match store.claim(subject, key, &fingerprint).await.map_err(into_response)? {
+    let store = Store {
+        db: state.db(),
+        now: state.clock().now(),
+    };
+    match store
+        .claim(subject, key, &fingerprint)
+        .await
+        .map_err(into_response)?
+    {
         Claim::Proceed => {}
         Claim::Replay(stored) => return Ok(stored.into_response()),
         Claim::InFlight => {
@@ -83,7 +98,9 @@ async fn run(
         }
     }
 
-    let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+    let response = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
     if !response.status().is_success() {
         if let Err(err) = store.release(subject, key).await {
             tracing::warn!(error = %err, "could not release an idempotency key");
@@ -95,7 +112,9 @@ async fn run(
         Ok(body) => body,
         Err(err) => {
             let _ = store.release(subject, key).await;
-            return Err(ApiError::internal(anyhow::anyhow!(err).context("response body")).into_response());
+            return Err(
+                ApiError::internal(anyhow::anyhow!(err).context("response body")).into_response(),
+            );
         }
     };
     let headers: Vec<(String, String)> = KEPT_HEADERS
@@ -105,7 +124,11 @@ async fn run(
             Some((name.as_str().to_owned(), value.to_owned()))
         })
         .collect();
-    let stored = StoredResponse { status: parts.status.as_u16(), headers, body: body.to_vec() };
+    let stored = StoredResponse {
+        status: parts.status.as_u16(),
+        headers,
+        body: body.to_vec(),
+    };
     if let Err(err) = store.complete(subject, key, &stored).await {
         // The work is done; a retry after the lock timeout would run it again, so say so loudly.
         tracing::error!(error = %err, "could not store an idempotent response");
@@ -137,7 +160,11 @@ fn fingerprint(method: &Method, uri: &axum::http::Uri, body: &[u8]) -> String {
     hasher.update(uri.path_and_query().map_or("", |p| p.as_str()));
     hasher.update([0]);
     hasher.update(body);
-    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[derive(Debug)]
@@ -158,7 +185,9 @@ impl IntoResponse for StoredResponse {
                 response.headers_mut().insert(name, value);
             }
         }
-        response.headers_mut().insert(REPLAYED, HeaderValue::from_static("true"));
+        response
+            .headers_mut()
+            .insert(REPLAYED, HeaderValue::from_static("true"));
         response
     }
 }
@@ -186,7 +215,12 @@ struct Store<'a> {
 }
 
 impl Store<'_> {
-    async fn claim(&self, subject: &str, key: &str, fingerprint: &str) -> Result<Claim, sqlx::Error> {
+    async fn claim(
+        &self,
+        subject: &str,
+        key: &str,
+        fingerprint: &str,
+    ) -> Result<Claim, sqlx::Error> {
         let now = self.now.as_micros();
         let expires = self.now.saturating_add(RETENTION).as_micros();
         // Two rounds: the second runs after clearing an expired record or losing it to a race.
@@ -233,9 +267,14 @@ impl Store<'_> {
                     .unwrap_or_default();
                 let status = u16::try_from(status).unwrap_or(200);
                 let body = row.response_body.unwrap_or_default();
-                return Ok(Claim::Replay(StoredResponse { status, headers, body }));
+                return Ok(Claim::Replay(StoredResponse {
+                    status,
+                    headers,
+                    body,
+                }));
             }
-            let abandoned = Timestamp::from_micros(row.locked_at).saturating_add(LOCK_TIMEOUT) <= self.now;
+            let abandoned =
+                Timestamp::from_micros(row.locked_at).saturating_add(LOCK_TIMEOUT) <= self.now;
             if abandoned && self.take_over(subject, key, row.locked_at).await? {
                 return Ok(Claim::Proceed);
             }
@@ -244,7 +283,12 @@ impl Store<'_> {
         Ok(Claim::InFlight)
     }
 
-    async fn take_over(&self, subject: &str, key: &str, seen_lock: i64) -> Result<bool, sqlx::Error> {
+    async fn take_over(
+        &self,
+        subject: &str,
+        key: &str,
+        seen_lock: i64,
+    ) -> Result<bool, sqlx::Error> {
         let updated = on_writer!(self.db, |pool| {
             sqlx::query(
                 "UPDATE idempotency_keys SET locked_at = $1 WHERE principal = $2 AND key = $3 \
@@ -276,7 +320,12 @@ impl Store<'_> {
         Ok(())
     }
 
-    async fn complete(&self, subject: &str, key: &str, stored: &StoredResponse) -> Result<(), sqlx::Error> {
+    async fn complete(
+        &self,
+        subject: &str,
+        key: &str,
+        stored: &StoredResponse,
+    ) -> Result<(), sqlx::Error> {
         let headers = serde_json::to_string(&stored.headers).unwrap_or_default();
         on_writer!(self.db, |pool| {
             sqlx::query(

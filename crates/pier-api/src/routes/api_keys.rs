@@ -71,7 +71,9 @@ impl CreateApiKey {
                         Some(r) if !r.permissions().contains(p) => errors.add(
                             &field,
                             "scope_exceeds_role",
-                            format!("the {r} role does not include `{p}`; scopes can only narrow a role"),
+                            format!(
+                                "the {r} role does not include `{p}`; scopes can only narrow a role"
+                            ),
                         ),
                         _ => set.push(p),
                     }
@@ -84,16 +86,23 @@ impl CreateApiKey {
         }
         errors.into_result()?;
         match (name, role) {
-            (Some(name), Some(role)) => {
-                Ok(NewApiKey { name, role, scopes, expires_at: self.expires_at })
-            }
+            (Some(name), Some(role)) => Ok(NewApiKey {
+                name,
+                role,
+                scopes,
+                expires_at: self.expires_at,
+            }),
             _ => Err(ValidationErrors::single("body", "invalid", "invalid key")),
         }
     }
 }
 
 /// A caller may only hand out, or take away, what it holds itself.
-fn check_can_manage(caller: &Principal, role: Role, permissions: pier_auth::PermissionSet) -> ApiResult<()> {
+fn check_can_manage(
+    caller: &Principal,
+    role: Role,
+    permissions: pier_auth::PermissionSet,
+) -> ApiResult<()> {
     if !caller.role().outranks_or_equals(role) {
         return Err(ApiError::forbidden(format!(
             "a {} key cannot manage {role} keys",
@@ -110,7 +119,9 @@ fn check_can_manage(caller: &Principal, role: Role, permissions: pier_auth::Perm
 
 fn with_etag(status: StatusCode, key: &ApiKey, body: impl IntoResponse) -> Response {
     let mut response = (status, body).into_response();
-    response.headers_mut().insert(header::ETAG, ETag::of(key).header_value());
+    response
+        .headers_mut()
+        .insert(header::ETAG, ETag::of(key).header_value());
     response
 }
 
@@ -128,14 +139,22 @@ pub async fn create(
     auth: Authed<perm::ApiKeysWrite>,
     ApiJson(body): ApiJson<CreateApiKey>,
 ) -> ApiResult<Response> {
-    let new = body.validate(state.clock().now()).map_err(ApiError::validation)?;
+    let new = body
+        .validate(state.clock().now())
+        .map_err(ApiError::validation)?;
     check_can_manage(&auth.principal, new.role, new.permissions())?;
-    let (api_key, secret) = state.api_keys().create(auth.principal.workspace_id(), new).await?;
+    let (api_key, secret) = state
+        .api_keys()
+        .create(auth.principal.workspace_id(), new)
+        .await?;
     let location = format!("/v1/api-keys/{}", api_key.id);
     let mut response = with_etag(
         StatusCode::CREATED,
         &api_key,
-        Json(CreatedApiKey { key: secret.expose().to_owned(), api_key: api_key.clone() }),
+        Json(CreatedApiKey {
+            key: secret.expose().to_owned(),
+            api_key: api_key.clone(),
+        }),
     );
     if let Ok(value) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, value);
@@ -164,10 +183,16 @@ pub async fn list(
         .transpose()
         .map_err(|e| ApiError::validation(ValidationErrors::single("role", "invalid", e)))?;
     let workspace = auth.principal.workspace_id();
-    let scope = format!("api_keys|{workspace}|role={}", role.map_or("", Role::as_str));
+    let scope = format!(
+        "api_keys|{workspace}|role={}",
+        role.map_or("", Role::as_str)
+    );
     let after = page.position::<(i64, String)>(state.cursors(), &scope)?;
     let filter = ApiKeyFilter { role };
-    let rows = state.api_keys().list(workspace, &filter, after, page.fetch_limit()).await?;
+    let rows = state
+        .api_keys()
+        .list(workspace, &filter, after, page.fetch_limit())
+        .await?;
     Ok(page.page(state.cursors(), &scope, rows, |k| {
         (k.created_at.as_micros(), k.id.as_str().to_owned())
     }))
@@ -176,7 +201,11 @@ pub async fn list(
 async fn load(state: &AppState, principal: &Principal, id: &str) -> ApiResult<ApiKey> {
     let not_found = || ApiError::not_found("API key");
     let id = ApiKeyId::parse(id).map_err(|_| not_found())?;
-    state.api_keys().get(principal.workspace_id(), &id).await?.ok_or_else(not_found)
+    state
+        .api_keys()
+        .get(principal.workspace_id(), &id)
+        .await?
+        .ok_or_else(not_found)
 }
 
 /// Read one key. Another workspace's key is `404`.
@@ -232,5 +261,8 @@ pub async fn revoke(
             return Err(ApiError::precondition_failed());
         }
     }
-    Err(ApiError::conflict("concurrent_update", "the key kept changing; retry the request"))
+    Err(ApiError::conflict(
+        "concurrent_update",
+        "the key kept changing; retry the request",
+    ))
 }

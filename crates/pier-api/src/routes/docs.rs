@@ -16,7 +16,12 @@ pub fn router(spec: utoipa::openapi::OpenApi) -> Router<AppState> {
             "/v1/openapi.json",
             get(move || {
                 let json = json.clone();
-                async move { ([(header::CONTENT_TYPE, "application/json")], json.to_string()) }
+                async move {
+                    (
+                        [(header::CONTENT_TYPE, "application/json")],
+                        json.to_string(),
+                    )
+                }
             }),
         )
         .route("/docs", get(|| async { Html(DOCS_PAGE).into_response() }))

@@ -31,7 +31,10 @@ pub struct Check {
 /// process because its database is slow.
 #[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Health)))]
 pub async fn healthz() -> Json<Health> {
-    Json(Health { status: "ok", checks: Vec::new() })
+    Json(Health {
+        status: "ok",
+        checks: Vec::new(),
+    })
 }
 
 /// The node can serve traffic: the database (and Redis, when configured) answered within 2 s.
@@ -43,19 +46,32 @@ pub async fn healthz() -> Json<Health> {
 )]
 pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Health>> {
     let mut checks = Vec::new();
-    state.db().ping(PROBE_TIMEOUT).await.map_err(|e| not_ready("database", &e))?;
-    checks.push(Check { name: "database", status: "ok" });
+    state
+        .db()
+        .ping(PROBE_TIMEOUT)
+        .await
+        .map_err(|e| not_ready("database", &e))?;
+    checks.push(Check {
+        name: "database",
+        status: "ok",
+    });
     if let Some(redis) = state.redis() {
         let mut conn = redis.0.clone();
         let cmd = redis::cmd("PING");
         let ping = cmd.query_async::<String>(&mut conn);
         match tokio::time::timeout(PROBE_TIMEOUT, ping).await {
-            Ok(Ok(_)) => checks.push(Check { name: "redis", status: "ok" }),
+            Ok(Ok(_)) => checks.push(Check {
+                name: "redis",
+                status: "ok",
+            }),
             Ok(Err(e)) => return Err(not_ready("redis", &e)),
             Err(e) => return Err(not_ready("redis", &e)),
         }
     }
-    Ok(Json(Health { status: "ready", checks }))
+    Ok(Json(Health {
+        status: "ready",
+        checks,
+    }))
 }
 
 fn not_ready(dependency: &str, err: &dyn std::fmt::Display) -> ApiError {

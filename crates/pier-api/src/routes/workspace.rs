@@ -20,6 +20,11 @@ pub async fn get_workspace(
     State(state): State<AppState>,
     auth: Authed<perm::WorkspaceRead>,
 ) -> ApiResult<Json<Workspace>> {
-    let workspace = state.workspaces().get(auth.principal.workspace_id()).await?;
-    workspace.map(Json).ok_or_else(|| ApiError::not_found("workspace"))
+    let workspace = state
+        .workspaces()
+        .get(auth.principal.workspace_id())
+        .await?;
+    workspace
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("workspace"))
 }

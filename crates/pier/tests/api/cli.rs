@@ -1,0 +1,237 @@
+//! The real `pier` binary: bad configuration, first start, and offline administration.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const PIER: &str = env!("CARGO_BIN_EXE_pier");
+
+/// `pier` with a clean environment (no stray `PIER_*`) inside `dir`.
+fn pier(dir: &Path) -> Command {
+    let mut cmd = Command::new(PIER);
+    cmd.current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    cmd
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null()).output().expect("pier runs")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).trim().to_owned()
+}
+
+#[test]
+fn bad_configuration_exits_with_one_clear_line() {
+    let dir = tempfile::tempdir().expect("dir");
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 6] = [
+        (
+            &["--listen", "nowhere", "config"],
+            &[],
+            "listen (--listen / PIER_LISTEN)",
+        ),
+        (
+            &["config"],
+            &[("PIER_ADMIN_LISTEN", "1.2.3.4")],
+            "admin_listen",
+        ),
+        (
+            &["config"],
+            &[("PIER_DATABASE_URL", "mysql://x/y")],
+            "database_url",
+        ),
+        (
+            &["config"],
+            &[("PIER_BODY_LIMIT_BYTES", "lots")],
+            "body_limit_bytes",
+        ),
+        (
+            &["config"],
+            &[("PIER_BOOTSTRAP_API_KEY", "pier_guess")],
+            "pier keys generate",
+        ),
+        (
+            &["--config", "missing.toml", "config"],
+            &[],
+            "cannot read missing.toml",
+        ),
+    ];
+    for (args, env, expected) in cases {
+        let out = run(pier(dir.path()).args(args).envs(env.iter().copied()));
+        assert!(!out.status.success(), "{args:?} {env:?} must fail");
+        let message = stderr(&out);
+        assert_eq!(message.lines().count(), 1, "one line: {message}");
+        assert!(
+            message.starts_with("pier: invalid configuration") && message.contains(expected),
+            "{message}"
+        );
+    }
+
+    std::fs::write(
+        dir.path().join("pier.toml"),
+        "listen = \"127.0.0.1:1\"\nlisten_port = 3\n",
+    )
+    .expect("write");
+    let out = run(pier(dir.path()).arg("config"));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("listen_port"), "{}", stderr(&out));
+}
+
+#[test]
+fn config_layers_file_env_and_flags_and_redacts_secrets() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(
+        dir.path().join("pier.toml"),
+        "listen = \"127.0.0.1:7000\"\nadmin_listen = \"127.0.0.1:7001\"\nlog_level = \"debug\"\n",
+    )
+    .expect("write");
+    let key = run(pier(dir.path()).args(["keys", "generate"]));
+    let key = String::from_utf8_lossy(&key.stdout).trim().to_owned();
+    let out = run(pier(dir.path())
+        .args(["--admin-listen", "127.0.0.1:7003", "config"])
+        .env("PIER_ADMIN_LISTEN", "127.0.0.1:7002")
+        .env("PIER_LOG", "warn")
+        .env(
+            "PIER_DATABASE_URL",
+            "postgres://app:hunter2@db.internal/pier",
+        )
+        .env("PIER_BOOTSTRAP_API_KEY", &key));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains("listen = \"127.0.0.1:7000\""),
+        "file: {shown}"
+    );
+    assert!(
+        shown.contains("admin_listen = \"127.0.0.1:7003\""),
+        "flag beats env: {shown}"
+    );
+    assert!(
+        shown.contains("log_level = \"warn\""),
+        "env beats file: {shown}"
+    );
+    assert!(
+        !shown.contains("hunter2") && !shown.contains(&key),
+        "secrets redacted: {shown}"
+    );
+}
+
+#[test]
+fn offline_workspace_and_key_administration() {
+    let dir = tempfile::tempdir().expect("dir");
+    let out = run(pier(dir.path()).args(["workspaces", "create", "acme"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let key = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(
+        key.starts_with("pier_") && !key.contains('\n'),
+        "key alone on stdout: {key}"
+    );
+
+    let out = run(pier(dir.path()).args([
+        "keys",
+        "create",
+        "--name",
+        "ci",
+        "--role",
+        "viewer",
+        "--scopes",
+        "jobs:read",
+    ]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listed = run(pier(dir.path()).args(["keys", "list"]));
+    let listed = String::from_utf8_lossy(&listed.stdout).to_string();
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    let ci_id = listed
+        .lines()
+        .find(|l| l.ends_with("\tci"))
+        .and_then(|l| l.split('\t').next())
+        .expect("ci key listed")
+        .to_owned();
+    assert!(listed.contains("jobs:read"));
+
+    let out = run(pier(dir.path()).args(["keys", "revoke", &ci_id]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listed = run(pier(dir.path()).args(["keys", "list"]));
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("revoked"));
+
+    let bad = run(pier(dir.path()).args(["keys", "create", "--name", "x", "--role", "god"]));
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("--role"), "{}", stderr(&bad));
+
+    run(pier(dir.path()).args(["workspaces", "create", "second"]));
+    let ambiguous = run(pier(dir.path()).args(["keys", "list"]));
+    assert!(!ambiguous.status.success());
+    assert!(
+        stderr(&ambiguous).contains("--workspace"),
+        "{}",
+        stderr(&ambiguous)
+    );
+}
+
+/// Starts `pier serve` on a free port and returns the child and its stdout lines so far.
+async fn serve_once(dir: &Path) -> String {
+    let mut child = tokio::process::Command::new(PIER)
+        .current_dir(dir)
+        .env_clear()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn pier serve");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = stderr.next_line().await.expect("read") {
+            if line.contains("pier is ready") {
+                return true;
+            }
+        }
+        false
+    });
+    assert!(
+        ready.await.expect("ready within 30 s"),
+        "pier serve became ready"
+    );
+    // SIGTERM, then collect what it printed.
+    let pid = child.id().expect("pid").to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("exits within 30 s")
+        .expect("output");
+    assert!(out.status.success(), "SIGTERM exits 0");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn first_start_prints_the_key_once() {
+    let dir = tempfile::tempdir().expect("dir");
+    let first = serve_once(dir.path()).await;
+    let keys: Vec<&str> = first.lines().filter(|l| l.starts_with("pier_")).collect();
+    assert_eq!(keys.len(), 1, "{first}");
+    assert!(pier_auth::KeySecret::parse(keys[0]).is_ok());
+    assert!(dir.path().join("pier-data/pier.db").exists());
+
+    let second = serve_once(dir.path()).await;
+    assert!(
+        !second.contains("pier_"),
+        "later starts print nothing secret: {second}"
+    );
+}

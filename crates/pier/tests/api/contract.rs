@@ -1,0 +1,255 @@
+//! The API contract every endpoint shares: problem bodies for each error status, request ids,
+//! health probes and the OpenAPI document.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::on_both_backends;
+use crate::support::{Backend, Options, TestApp, problem};
+
+on_both_backends!(
+    error_statuses_are_problems,
+    request_ids_round_trip,
+    health_and_openapi
+);
+
+async fn error_statuses_are_problems(backend: Backend) {
+    let app = TestApp::spawn_with(
+        backend,
+        Options {
+            body_limit_bytes: Some(4096),
+            ..Options::default()
+        },
+    )
+    .await;
+
+    // Unknown route.
+    problem(app.get("/v1/nothing-here").await, 404, "not_found").await;
+
+    // Wrong method keeps `Allow`.
+    let response = app.call(Method::PUT, "/v1/api-keys").await;
+    let allow = response.headers()["allow"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(
+        allow.contains("GET") && allow.contains("POST"),
+        "Allow: {allow}"
+    );
+    problem(response, 405, "method_not_allowed").await;
+
+    // Wrong media type.
+    let response = app.post_raw("/v1/api-keys", "text/plain", "name=x").await;
+    problem(response, 415, "unsupported_media_type").await;
+
+    // Malformed JSON.
+    let response = app
+        .post_raw("/v1/api-keys", "application/json", "{\"name\": ")
+        .await;
+    problem(response, 400, "malformed_json").await;
+
+    // Too large.
+    let big = json!({"name": "x".repeat(8192)});
+    problem(
+        app.post_json("/v1/api-keys", &big).await,
+        413,
+        "payload_too_large",
+    )
+    .await;
+
+    // Validation names every bad field.
+    let body = json!({"name": "", "role": "emperor", "scopes": ["jobs:fly"], "expires_at": "2001-01-01T00:00:00Z"});
+    let invalid = problem(
+        app.post_json("/v1/api-keys", &body).await,
+        422,
+        "validation_failed",
+    )
+    .await;
+    let fields: Vec<&str> = invalid["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|e| e["field"].as_str().expect("field"))
+        .collect();
+    assert_eq!(
+        fields,
+        ["name", "role", "scopes[0]", "expires_at"],
+        "{invalid}"
+    );
+
+    // Wrong JSON shape names the field.
+    let shape = problem(
+        app.post_json("/v1/api-keys", &json!({"name": 5})).await,
+        422,
+        "validation_failed",
+    )
+    .await;
+    assert_eq!(shape["errors"][0]["field"], "name");
+    let unknown = problem(
+        app.post_json("/v1/api-keys", &json!({"name": "x", "rol": "admin"}))
+            .await,
+        422,
+        "validation_failed",
+    )
+    .await;
+    assert!(
+        unknown["detail"].as_str().expect("detail").contains("rol"),
+        "{unknown}"
+    );
+
+    // Query parameters out of range.
+    let limit = problem(
+        app.get("/v1/api-keys?limit=101").await,
+        422,
+        "validation_failed",
+    )
+    .await;
+    assert_eq!(limit["errors"][0]["field"], "limit");
+    problem(
+        app.get("/v1/api-keys?limit=0").await,
+        422,
+        "validation_failed",
+    )
+    .await;
+    problem(
+        app.get("/v1/api-keys?limit=ten").await,
+        422,
+        "validation_failed",
+    )
+    .await;
+    problem(
+        app.get("/v1/api-keys?role=emperor").await,
+        422,
+        "validation_failed",
+    )
+    .await;
+
+    // Missing and malformed credentials carry a challenge.
+    let response = app
+        .client
+        .get(app.url("/v1/workspace"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.headers()["www-authenticate"], "Bearer");
+    problem(response, 401, "unauthorized").await;
+    let response = app.call_as("pier_typo", Method::GET, "/v1/workspace").await;
+    assert!(
+        response.headers()["www-authenticate"]
+            .to_str()
+            .expect("ascii")
+            .contains("invalid_token")
+    );
+    problem(response, 401, "unauthorized").await;
+    let response = app
+        .client
+        .get(app.url("/v1/workspace"))
+        .basic_auth("u", Some("p"))
+        .send()
+        .await
+        .expect("sent");
+    problem(response, 401, "unauthorized").await;
+}
+
+async fn request_ids_round_trip(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let response = app
+        .request(Method::GET, "/v1/workspace")
+        .header("x-request-id", "trace-me-123")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.headers()["x-request-id"], "trace-me-123");
+
+    // Unsafe ids are replaced, not echoed.
+    let response = app
+        .request(Method::GET, "/v1/workspace")
+        .header("x-request-id", "bad id with spaces")
+        .send()
+        .await
+        .expect("sent");
+    let generated = response.headers()["x-request-id"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(generated.starts_with("req_"), "{generated}");
+
+    let body: Value = app.get("/v1/workspace").await.json().await.expect("json");
+    assert_eq!(body["id"], app.workspace_id.as_str());
+    assert_eq!(body["name"], "default");
+}
+
+async fn health_and_openapi(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let health = app
+        .client
+        .get(app.url("/healthz"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(health.status(), 200);
+    let ready: Value = app.public_json("/readyz").await;
+    assert_eq!(ready["status"], "ready");
+    assert_eq!(ready["checks"][0]["name"], "database");
+
+    let spec: Value = app.public_json("/v1/openapi.json").await;
+    assert!(
+        spec["openapi"]
+            .as_str()
+            .expect("version")
+            .starts_with("3.1")
+    );
+    for (path, method) in [
+        ("/v1/workspace", "get"),
+        ("/v1/api-keys", "get"),
+        ("/v1/api-keys", "post"),
+        ("/v1/api-keys/{id}", "get"),
+        ("/v1/api-keys/{id}", "delete"),
+        ("/healthz", "get"),
+        ("/readyz", "get"),
+    ] {
+        let op = &spec["paths"][path][method];
+        assert!(op.is_object(), "{method} {path} is documented");
+        assert!(
+            op["responses"]["500"].is_object(),
+            "{method} {path} documents errors"
+        );
+    }
+    assert!(spec["paths"]["/v1/api-keys"]["post"]["responses"]["422"].is_object());
+    assert!(spec["paths"]["/v1/api-keys/{id}"]["delete"]["responses"]["412"].is_object());
+    assert!(spec["components"]["schemas"]["Problem"].is_object());
+    assert!(spec["components"]["securitySchemes"]["bearer"].is_object());
+
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.admin_base))
+        .send()
+        .await
+        .expect("sent")
+        .text()
+        .await
+        .expect("text");
+    assert!(metrics.contains("pier_http_requests_total"), "{metrics}");
+}
+
+#[tokio::test]
+async fn readiness_checks_redis_when_configured() {
+    let Ok(redis_url) = std::env::var("PIER_TEST_REDIS_URL") else {
+        eprintln!("PIER_TEST_REDIS_URL is not set: Redis case not run");
+        return;
+    };
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        Options {
+            redis_url: Some(redis_url),
+            ..Options::default()
+        },
+    )
+    .await;
+    let ready: Value = app.public_json("/readyz").await;
+    assert_eq!(
+        ready["checks"][1],
+        json!({"name": "redis", "status": "ok"}),
+        "{ready}"
+    );
+}

@@ -1,0 +1,10 @@
+//! Pier's API suite: a real server on port 0 per test, each scenario on SQLite and PostgreSQL.
+
+mod support;
+
+mod api_keys;
+mod cli;
+mod contract;
+mod idempotency;
+mod lifecycle;
+mod pagination;

@@ -1,0 +1,263 @@
+//! The test harness: a real Pier on port 0 over a fresh database, with a manual clock.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pier::cli::ConfigArgs;
+use pier::{Application, Config};
+use pier_core::ManualClock;
+use reqwest::{Method, RequestBuilder, Response};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub mod postgres;
+
+/// Which database a test runs on.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Sqlite,
+    /// A base URL; each app gets its own database created from it.
+    Postgres(String),
+}
+
+impl Backend {
+    /// The PostgreSQL backend when `PIER_TEST_DATABASE_URL` is set.
+    pub fn postgres() -> Option<Self> {
+        match std::env::var("PIER_TEST_DATABASE_URL") {
+            Ok(url) if !url.is_empty() => Some(Self::Postgres(url)),
+            _ => {
+                eprintln!("PIER_TEST_DATABASE_URL is not set: PostgreSQL case not run");
+                None
+            }
+        }
+    }
+}
+
+/// Runs each named scenario `async fn name(backend: Backend)` once per backend.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::support::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(backend) = $crate::support::Backend::postgres() {
+                        super::$name(backend).await
+                    }
+                }
+            )*
+        }
+    };
+}
+
+/// A running Pier.
+pub struct TestApp {
+    pub base: String,
+    pub admin_base: String,
+    /// The owner key the first start created.
+    pub owner_key: String,
+    pub workspace_id: String,
+    pub clock: ManualClock,
+    pub client: reqwest::Client,
+    pub db: pier_db::Db,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+    _dir: tempfile::TempDir,
+}
+
+#[derive(Debug, Default)]
+pub struct Options {
+    pub body_limit_bytes: Option<usize>,
+    pub redis_url: Option<String>,
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> Self {
+        Self::spawn_with(backend, Options::default()).await
+    }
+
+    pub async fn spawn_with(backend: Backend, options: Options) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let database_url = match &backend {
+            Backend::Sqlite => format!("sqlite://{}", dir.path().join("pier.db").display()),
+            Backend::Postgres(base) => postgres::fresh_database(base).await,
+        };
+        let args = ConfigArgs {
+            listen: Some("127.0.0.1:0".into()),
+            admin_listen: Some("127.0.0.1:0".into()),
+            data_dir: Some(dir.path().display().to_string()),
+            database_url: Some(database_url),
+            redis_url: options.redis_url,
+            body_limit_bytes: options.body_limit_bytes.map(|b| b.to_string()),
+            shutdown_timeout_secs: Some("5".into()),
+            db_max_connections: Some("4".into()),
+            ..ConfigArgs::default()
+        };
+        let config = Config::load(&args).expect("valid test config");
+        let clock = ManualClock::starting_now();
+        let app = Application::build(config, Arc::new(clock.clone()))
+            .await
+            .expect("app builds");
+        let first = app.bootstrap().expect("a fresh database is bootstrapped");
+        let owner_key = first.secret.expose().to_owned();
+        let workspace_id = first.workspace.id.to_string();
+        let base = format!("http://{}", app.local_addr());
+        let admin_base = format!("http://{}", app.admin_addr());
+        let db = app.db().clone();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(app.run(async move {
+            let _ = rx.await;
+        }));
+        Self {
+            base,
+            admin_base,
+            owner_key,
+            workspace_id,
+            clock,
+            client: reqwest::Client::new(),
+            db,
+            shutdown: Some(tx),
+            task: Some(task),
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// A request authenticated with `key`.
+    pub fn request_as(&self, key: &str, method: Method, path: &str) -> RequestBuilder {
+        self.client.request(method, self.url(path)).bearer_auth(key)
+    }
+
+    /// A request authenticated with the owner key.
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.request_as(&self.owner_key, method, path)
+    }
+
+    /// Sends a body-less request authenticated with `key`.
+    pub async fn call_as(&self, key: &str, method: Method, path: &str) -> Response {
+        self.request_as(key, method, path)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// Sends a body-less request authenticated with the owner key.
+    pub async fn call(&self, method: Method, path: &str) -> Response {
+        self.call_as(&self.owner_key, method, path).await
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.call(Method::GET, path).await
+    }
+
+    /// GETs an unauthenticated path and parses its JSON.
+    pub async fn public_json(&self, path: &str) -> Value {
+        let response = self
+            .client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request sent");
+        response.json().await.expect("JSON body")
+    }
+
+    /// Sends a raw body with the given content type, as the owner.
+    pub async fn post_raw(&self, path: &str, content_type: &str, body: &str) -> Response {
+        let request = self
+            .request(Method::POST, path)
+            .header("content-type", content_type);
+        request
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> Response {
+        self.request(Method::POST, path)
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// Creates a key through the API and returns `(id, secret)`.
+    pub async fn create_key(&self, role: &str, scopes: Option<&[&str]>) -> (String, String) {
+        let mut body = json!({"name": format!("{role} key"), "role": role});
+        if let Some(scopes) = scopes {
+            body["scopes"] = json!(scopes);
+        }
+        let response = self.post_json("/v1/api-keys", &body).await;
+        assert_eq!(response.status(), 201, "creating a {role} key");
+        let created: Value = response.json().await.expect("json");
+        (
+            created["id"].as_str().expect("id").to_owned(),
+            created["key"].as_str().expect("key").to_owned(),
+        )
+    }
+
+    /// Signals shutdown and waits for the app to stop.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.trigger_shutdown();
+        self.join().await
+    }
+
+    pub fn trigger_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    pub async fn join(&mut self) -> anyhow::Result<()> {
+        let task = self.task.take().expect("app still running");
+        tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("app stops within 30 s")
+            .expect("app task did not panic")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.trigger_shutdown();
+    }
+}
+
+/// Reads a problem response, checking the parts every problem has.
+pub async fn problem(response: Response, status: u16, code: &str) -> Value {
+    assert_eq!(
+        response.status().as_u16(),
+        status,
+        "status of a `{code}` problem"
+    );
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let body: Value = response.json().await.expect("problem is JSON");
+    assert_eq!(body["status"], status);
+    assert_eq!(body["code"], code, "problem: {body}");
+    assert_eq!(body["type"], format!("urn:pier:problem:{code}"));
+    assert_eq!(body["request_id"], request_id.as_str());
+    assert!(body["title"].is_string() && body["detail"].is_string());
+    body
+}
