@@ -21,6 +21,9 @@ use crate::problem::{PROBLEM_JSON, Problem};
     tags(
         (name = "workspace", description = "The caller's workspace"),
         (name = "api-keys", description = "API keys and their permissions"),
+        (name = "jobs", description = "Enqueue and inspect durable jobs"),
+        (name = "workers", description = "The protocol for workers in any language: claim, heartbeat, complete, fail"),
+        (name = "queues", description = "Queue statistics, pause and resume, concurrency limits"),
         (name = "health", description = "Liveness and readiness probes"),
     )
 )]

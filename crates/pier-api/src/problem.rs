@@ -14,6 +14,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use pier_auth::AuthError;
 use pier_core::{FieldError, ValidationErrors};
+use pier_jobs::JobError;
 use serde::Serialize;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -188,6 +189,18 @@ impl From<AuthError> for ApiError {
                     HeaderValue::from_static(challenge),
                 )
             }
+        }
+    }
+}
+
+impl From<JobError> for ApiError {
+    fn from(err: JobError) -> Self {
+        match err {
+            JobError::NotFound => Self::not_found("job"),
+            JobError::StaleLease => Self::conflict("stale_lease", err.to_string()),
+            JobError::WrongState(_) => Self::conflict("invalid_state", err.to_string()),
+            JobError::UniqueConflict => Self::conflict("unique_key_taken", err.to_string()),
+            JobError::Database(db) => db.into(),
         }
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use pier_auth::{ApiKeyStore, Authenticator, WorkspaceStore};
 use pier_core::{Clock, CursorCodec};
 use pier_db::Db;
+use pier_jobs::JobStore;
 
 /// A Redis connection (it reconnects by itself); `Debug` hides its address.
 #[derive(Clone)]
@@ -30,6 +31,7 @@ struct Inner {
     authenticator: Authenticator,
     api_keys: ApiKeyStore,
     workspaces: WorkspaceStore,
+    jobs: JobStore,
 }
 
 /// The inputs [`AppState`] is built from.
@@ -45,6 +47,8 @@ pub struct AppStateParts {
     pub redis: Option<Redis>,
     /// The largest request body accepted, in bytes.
     pub body_limit: usize,
+    /// The job queue (shares `db` and `clock`).
+    pub jobs: JobStore,
 }
 
 impl AppState {
@@ -55,12 +59,14 @@ impl AppState {
             cursors,
             redis,
             body_limit,
+            jobs,
         } = parts;
         let api_keys = ApiKeyStore::new(db.clone(), clock.clone());
         Self(Arc::new(Inner {
             authenticator: Authenticator::new(api_keys.clone(), clock.clone()),
             workspaces: WorkspaceStore::new(db.clone(), clock.clone()),
             api_keys,
+            jobs,
             db,
             clock,
             cursors,
@@ -99,5 +105,9 @@ impl AppState {
 
     pub fn workspaces(&self) -> &WorkspaceStore {
         &self.0.workspaces
+    }
+
+    pub fn jobs(&self) -> &JobStore {
+        &self.0.jobs
     }
 }

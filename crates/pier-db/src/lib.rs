@@ -16,7 +16,7 @@ use std::time::Duration;
 
 pub use connect::{DatabaseUrl, InvalidDatabaseUrl};
 pub use settings::server_secret;
-pub use tx::Tx;
+pub use tx::{Tx, TxConn};
 
 pub use sqlx;
 
@@ -63,8 +63,8 @@ impl Db {
     /// Starts a write transaction.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
         Ok(match self {
-            Self::Sqlite(db) => Tx::Sqlite(db.writer.begin().await?),
-            Self::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+            Self::Sqlite(db) => Tx::new(TxConn::Sqlite(db.writer.begin().await?)),
+            Self::Postgres(pool) => Tx::new(TxConn::Postgres(pool.begin().await?)),
         })
     }
 
@@ -130,12 +130,12 @@ macro_rules! on_writer {
 #[macro_export]
 macro_rules! on_tx {
     ($tx:expr, |$conn:ident| $body:expr) => {
-        match $tx {
-            $crate::Tx::Sqlite(tx) => {
+        match &mut $tx.conn {
+            $crate::TxConn::Sqlite(tx) => {
                 let $conn = &mut **tx;
                 $body
             }
-            $crate::Tx::Postgres(tx) => {
+            $crate::TxConn::Postgres(tx) => {
                 let $conn = &mut **tx;
                 $body
             }

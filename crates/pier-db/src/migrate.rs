@@ -34,12 +34,12 @@ impl Db {
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
         match self {
             Self::Sqlite(db) => {
-                migrator(migrations!("sqlite": 1 => "0001_foundation"))
+                migrator(migrations!("sqlite": 1 => "0001_foundation", 2 => "0002_jobs"))
                     .run(&db.writer)
                     .await
             }
             Self::Postgres(pool) => {
-                migrator(migrations!("postgres": 1 => "0001_foundation"))
+                migrator(migrations!("postgres": 1 => "0001_foundation", 2 => "0002_jobs"))
                     .run(pool)
                     .await
             }

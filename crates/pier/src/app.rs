@@ -12,6 +12,7 @@ use pier_api::{AppState, AppStateParts, Redis};
 use pier_auth::Bootstrap;
 use pier_core::{Clock, CursorCodec, SystemClock};
 use pier_db::Db;
+use pier_jobs::{JobStore, Notifier, Retention};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -27,6 +28,7 @@ pub struct Application {
     db: Db,
     clock: Arc<dyn Clock>,
     state: AppState,
+    jobs: JobStore,
     listener: TcpListener,
     admin_listener: TcpListener,
     bootstrap: Option<Bootstrap>,
@@ -99,12 +101,14 @@ impl Application {
             Some(url) => Some(connect_redis(url.expose()).await?),
             None => None,
         };
+        let jobs = JobStore::new(db.clone(), clock.clone(), Notifier::new());
         let state = AppState::new(AppStateParts {
             db: db.clone(),
             clock: clock.clone(),
             cursors: CursorCodec::new(cursor_key),
             redis,
             body_limit: config.body_limit_bytes,
+            jobs: jobs.clone(),
         });
         let listener = bind(config.listen, "the API").await?;
         let admin_listener = bind(config.admin_listen, "metrics").await?;
@@ -113,6 +117,7 @@ impl Application {
             db,
             clock,
             state,
+            jobs,
             listener,
             admin_listener,
             bootstrap,
@@ -138,6 +143,11 @@ impl Application {
         &self.db
     }
 
+    /// The job queue, for registering in-process workers.
+    pub fn jobs(&self) -> &JobStore {
+        &self.jobs
+    }
+
     /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests finish
     /// (bounded by `shutdown_timeout`), stops background work and closes the database.
     pub async fn run(
@@ -155,7 +165,16 @@ impl Application {
         let admin = axum::serve(self.admin_listener, admin_router(metrics().clone()))
             .with_graceful_shutdown(stopped(stop_rx.clone()));
         let admin = tokio::spawn(admin.into_future());
-        let maintenance = tokio::spawn(maintenance(self.db.clone(), self.clock.clone(), stop_rx));
+        let maintenance = tokio::spawn(maintenance(
+            self.db.clone(),
+            self.clock.clone(),
+            stop_rx.clone(),
+        ));
+        let job_upkeep = tokio::spawn(self.jobs.clone().maintain(Retention::default(), stop_rx));
+        let wake_relay = match &self.db {
+            Db::Postgres(pool) => Some(self.jobs.notifier().listen_postgres(pool.clone())),
+            Db::Sqlite(_) => None,
+        };
 
         tokio::select! {
             () = shutdown => tracing::info!("shutting down: finishing in-flight requests"),
@@ -179,6 +198,10 @@ impl Application {
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), admin).await;
         let _ = maintenance.await;
+        let _ = job_upkeep.await;
+        if let Some(relay) = wake_relay {
+            relay.abort();
+        }
         self.db.close().await;
         tracing::info!("stopped");
         Ok(())

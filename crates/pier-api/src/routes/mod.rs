@@ -4,6 +4,9 @@
 mod api_keys;
 mod docs;
 mod health;
+mod jobs;
+mod leases;
+mod queues;
 mod workspace;
 
 use axum::Router;
@@ -21,6 +24,19 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(workspace::get_workspace))
         .routes(routes!(api_keys::create, api_keys::list))
         .routes(routes!(api_keys::get, api_keys::revoke))
+        .routes(routes!(jobs::create, jobs::list))
+        .routes(routes!(jobs::create_batch))
+        .routes(routes!(jobs::get))
+        .routes(routes!(jobs::cancel))
+        .routes(routes!(jobs::retry))
+        .routes(routes!(leases::heartbeat))
+        .routes(routes!(leases::complete))
+        .routes(routes!(leases::fail))
+        .routes(routes!(leases::claim))
+        .routes(routes!(queues::list))
+        .routes(routes!(queues::update))
+        .routes(routes!(queues::pause))
+        .routes(routes!(queues::resume))
         // route_layer: unknown paths stay a plain 404 instead of asking for credentials.
         .route_layer(from_fn_with_state(state.clone(), idempotency))
         .route_layer(from_fn_with_state(state.clone(), authenticate));

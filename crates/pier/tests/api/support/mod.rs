@@ -71,6 +71,7 @@ pub struct TestApp {
     pub clock: ManualClock,
     pub client: reqwest::Client,
     pub db: pier_db::Db,
+    pub jobs: pier_jobs::JobStore,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
     _dir: tempfile::TempDir,
@@ -115,6 +116,7 @@ impl TestApp {
         let base = format!("http://{}", app.local_addr());
         let admin_base = format!("http://{}", app.admin_addr());
         let db = app.db().clone();
+        let jobs = app.jobs().clone();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(app.run(async move {
             let _ = rx.await;
@@ -127,6 +129,7 @@ impl TestApp {
             clock,
             client: reqwest::Client::new(),
             db,
+            jobs,
             shutdown: Some(tx),
             task: Some(task),
             _dir: dir,
@@ -208,6 +211,24 @@ impl TestApp {
             created["id"].as_str().expect("id").to_owned(),
             created["key"].as_str().expect("key").to_owned(),
         )
+    }
+
+    /// The caller's workspace id, typed.
+    pub fn workspace(&self) -> pier_auth::WorkspaceId {
+        pier_auth::WorkspaceId::parse(&self.workspace_id).expect("workspace id")
+    }
+
+    /// POSTs JSON and returns the status and parsed body.
+    pub async fn post_value(&self, path: &str, body: &Value) -> (u16, Value) {
+        let response = self.post_json(path, body).await;
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// GETs as the owner and parses the JSON body.
+    pub async fn get_value(&self, path: &str) -> Value {
+        self.get(path).await.json().await.expect("JSON body")
     }
 
     /// Signals shutdown and waits for the app to stop.

@@ -1,0 +1,29 @@
+//! Jobs: a durable queue that any language can use over HTTP and that Pier's own capabilities use
+//! in-process.
+//!
+//! Delivery is **at least once**. A claim hands a worker a job with a fresh lease token and a lease
+//! deadline; heartbeats extend the deadline; complete and fail must present the token. When a
+//! lease expires (the worker crashed, hung or lost its network), maintenance rescues the job within
+//! seconds: the attempt counts as failed and the job is retried or discarded. The old worker's
+//! token is then stale and changes nothing (fencing). A job can therefore run more than once — a
+//! worker can finish its work and crash before reporting it — so handlers must be idempotent:
+//! make the effect keyed by the job id (an upsert, a unique constraint, an idempotency key on the
+//! API you call) so a second run does no harm.
+//!
+//! States: `scheduled → available → running → completed`; a failed attempt goes to `retryable`
+//! (and back to `available` when due) until `max_attempts`, then `discarded` (the dead-letter
+//! state, retried by hand); `cancelled` ends waiting jobs at once and running ones when their
+//! handler acknowledges the signal.
+
+mod model;
+mod notify;
+mod store;
+mod worker;
+
+pub use model::{
+    AttemptError, ClaimedJob, DEFAULT_LEASE, Enqueued, Job, JobError, JobId, JobKind, JobState,
+    NewJob, QueueName, RetryPolicy,
+};
+pub use notify::Notifier;
+pub use store::{ClaimTarget, Heartbeat, JobFilter, JobStore, QueueInfo, Retention};
+pub use worker::{JobContext, JobFailure, PoolOptions, Worker, WorkerPool};

@@ -1,0 +1,330 @@
+//! The job model: ids, validated names, states, retry policy and what the store returns.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use pier_auth::WorkspaceId;
+use pier_core::{Timestamp, define_id};
+use serde::{Deserialize, Serialize};
+
+define_id!(
+    /// A job id, `job_…`.
+    JobId,
+    "job"
+);
+
+fn valid_name(text: &str, max: usize) -> bool {
+    (1..=max).contains(&text.len())
+        && text.as_bytes()[0].is_ascii_alphanumeric()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b))
+}
+
+macro_rules! name_type {
+    ($(#[$meta:meta])* $name:ident, $max:literal, $what:literal) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn parse(text: &str) -> Result<Self, String> {
+                if valid_name(text, $max) {
+                    Ok(Self(text.to_owned()))
+                } else {
+                    Err(format!(
+                        concat!("must be 1 to ", $max, " letters, digits, `_`, `-`, `.` or `:`, starting with a letter or digit (got `{}`)"),
+                        pier_core::id::Truncated(text)
+                    ))
+                }
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+name_type!(
+    /// A queue name, e.g. `default`, `emails`, `pier.webhooks`.
+    QueueName, 64, "queue"
+);
+name_type!(
+    /// What a job does, e.g. `send_email`; workers dispatch on it.
+    JobKind, 128, "kind"
+);
+
+impl QueueName {
+    pub fn default_queue() -> Self {
+        Self("default".to_owned())
+    }
+}
+
+/// Where a job is in its life. `completed`, `discarded` (the dead-letter state) and `cancelled`
+/// are final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Waiting for its `run_at`.
+    Scheduled,
+    /// Ready to be claimed.
+    Available,
+    /// Claimed by a worker holding a lease.
+    Running,
+    /// Failed, waiting for its next attempt at `run_at`.
+    Retryable,
+    Completed,
+    /// Out of attempts (or failed for good); retry it by hand.
+    Discarded,
+    Cancelled,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 7] = [
+        Self::Scheduled,
+        Self::Available,
+        Self::Running,
+        Self::Retryable,
+        Self::Completed,
+        Self::Discarded,
+        Self::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Scheduled => "scheduled",
+            Self::Available => "available",
+            Self::Running => "running",
+            Self::Retryable => "retryable",
+            Self::Completed => "completed",
+            Self::Discarded => "discarded",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Completed | Self::Discarded | Self::Cancelled)
+    }
+}
+
+impl FromStr for JobState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "`{}` is not a job state; expected one of scheduled, available, running, \
+                 retryable, completed, discarded, cancelled",
+                    pier_core::id::Truncated(s)
+                )
+            })
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a failed job is retried.
+///
+/// The delay before attempt `n + 1` after failed attempt `n` is
+/// `d = min(base · 2^(n−1), max)`, jittered uniformly into `[d/2, d]` so that jobs failing
+/// together do not retry together. Defaults: 20 attempts, base 1 s, max 1 h, so a job that
+/// always fails reaches the dead-letter state 4.6 to 9 hours after its first failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 20,
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The un-jittered delay after failed attempt `attempt` (1-based).
+    pub fn ceiling(&self, attempt: u32) -> Duration {
+        let doublings = attempt.saturating_sub(1).min(40);
+        self.backoff_base
+            .saturating_mul(1 << doublings.min(31))
+            .min(self.backoff_max)
+    }
+
+    /// The jittered delay: uniform in `[ceiling/2, ceiling]`.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let ceiling = self.ceiling(attempt);
+        let half = ceiling / 2;
+        let spread = u64::try_from((ceiling - half).as_micros()).unwrap_or(u64::MAX);
+        half + Duration::from_micros(rand::random_range(0..=spread))
+    }
+}
+
+/// The default lease a claim holds before it must be extended by a heartbeat.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+
+/// A validated request to enqueue a job.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub queue: QueueName,
+    pub kind: JobKind,
+    pub payload: serde_json::Value,
+    /// Not before; `None` means now.
+    pub run_at: Option<Timestamp>,
+    /// Smaller runs first.
+    pub priority: i32,
+    pub retry: RetryPolicy,
+    /// While a job with this key is unfinished, enqueuing another returns it instead.
+    pub unique_key: Option<String>,
+    pub lease: Duration,
+}
+
+impl NewJob {
+    /// A job of `kind` on the `default` queue with default settings.
+    pub fn new(kind: JobKind, payload: serde_json::Value) -> Self {
+        Self {
+            queue: QueueName::default_queue(),
+            kind,
+            payload,
+            run_at: None,
+            priority: 0,
+            retry: RetryPolicy::default(),
+            unique_key: None,
+            lease: DEFAULT_LEASE,
+        }
+    }
+
+    #[must_use]
+    pub fn on_queue(mut self, queue: QueueName) -> Self {
+        self.queue = queue;
+        self
+    }
+}
+
+/// One failed attempt, kept on the job (the most recent ones).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AttemptError {
+    pub attempt: u32,
+    pub at: Timestamp,
+    pub error: String,
+}
+
+/// A job as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Job {
+    pub id: JobId,
+    pub queue: String,
+    pub kind: String,
+    pub payload: serde_json::Value,
+    pub state: JobState,
+    pub priority: i32,
+    /// When it becomes (or became) available, or its next attempt.
+    pub run_at: Timestamp,
+    /// Attempts started so far.
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub unique_key: Option<String>,
+    /// The most recent failures, oldest first.
+    pub errors: Vec<AttemptError>,
+    /// Cancellation was asked for while the job was running.
+    pub cancel_requested: bool,
+    pub worker_id: Option<String>,
+    pub lease_expires_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+    pub attempted_at: Option<Timestamp>,
+    pub finalized_at: Option<Timestamp>,
+}
+
+/// A job handed to a worker, with the lease it must present to heartbeat, complete or fail it.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct ClaimedJob {
+    pub id: JobId,
+    #[serde(skip)]
+    pub workspace_id: WorkspaceId,
+    pub queue: String,
+    pub kind: String,
+    pub payload: serde_json::Value,
+    /// 1 on the first run.
+    pub attempt: u32,
+    pub lease_token: String,
+    pub lease_expires_at: Timestamp,
+}
+
+/// What an enqueue did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Enqueued {
+    pub job: Job,
+    /// True when an unfinished job with the same unique key was returned instead.
+    pub existing: bool,
+}
+
+/// Why a job operation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("no such job")]
+    NotFound,
+    /// The lease expired and the job was rescued (or finished) since this token was issued.
+    #[error("the lease token is stale: the job was rescued, finished or re-claimed")]
+    StaleLease,
+    #[error("the job is {0}, which does not allow this")]
+    WrongState(JobState),
+    #[error("another unfinished job holds this job's unique key")]
+    UniqueConflict,
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        assert!(QueueName::parse("emails.high-priority:v2").is_ok());
+        assert!(QueueName::parse("").is_err());
+        assert!(QueueName::parse("-leading").is_err());
+        assert!(QueueName::parse("spa ce").is_err());
+        assert!(QueueName::parse(&"q".repeat(65)).is_err());
+        assert!(JobKind::parse(&"k".repeat(128)).is_ok());
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_jitter_in_the_upper_half() {
+        let policy = RetryPolicy::default();
+        let ceilings: Vec<u64> = (1..=14).map(|n| policy.ceiling(n).as_secs()).collect();
+        assert_eq!(
+            ceilings,
+            [
+                1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 3600, 3600
+            ]
+        );
+        assert_eq!(policy.ceiling(1000), Duration::from_secs(3600));
+        for attempt in 1..=20 {
+            let d = policy.delay(attempt);
+            let c = policy.ceiling(attempt);
+            assert!(
+                d >= c / 2 && d <= c,
+                "attempt {attempt}: {d:?} within [{:?}, {c:?}]",
+                c / 2
+            );
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! Claiming jobs (many per statement) and extending their leases.
+
+use std::time::Duration;
+
+use pier_auth::WorkspaceId;
+use pier_core::Timestamp;
+use pier_db::{Db, on_tx, on_writer};
+use rand::RngCore;
+
+use super::{JobStore, small};
+use crate::model::{ClaimedJob, JobId, QueueName};
+
+/// Which jobs a claim may take: a queue of one workspace (HTTP workers, workspace-bound pools,
+/// where pause and concurrency limits apply), or a queue across all workspaces (Pier's own
+/// in-process workers for internal queues).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimTarget {
+    pub workspace: Option<WorkspaceId>,
+    pub queue: QueueName,
+}
+
+/// The state of a lease after a heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heartbeat {
+    pub lease_expires_at: Timestamp,
+    /// The job was asked to stop; the handler should wind down and report failure.
+    pub cancel_requested: bool,
+}
+
+#[derive(sqlx::FromRow)]
+struct ClaimedRow {
+    id: String,
+    workspace_id: String,
+    queue: String,
+    kind: String,
+    payload: String,
+    attempt: i64,
+    lease_expires_at: i64,
+    priority: i64,
+    run_at: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct QueueSettings {
+    paused: bool,
+    concurrency_limit: Option<i64>,
+}
+
+fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+fn new_token() -> String {
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Claims up to `limit` waiting jobs in claim order (priority, then due time, then age) and
+/// marks them running under one fresh lease token. On PostgreSQL, `SKIP LOCKED` lets many
+/// claimers work the same queue without waiting on each other; SQLite has a single writer.
+fn claim_sql(db: &Db) -> String {
+    let lock = match db {
+        Db::Postgres(_) => "FOR UPDATE SKIP LOCKED",
+        Db::Sqlite(_) => "",
+    };
+    format!(
+        "UPDATE jobs SET state = 'running', attempt = attempt + 1, lease_token = $1, \
+         lease_expires_at = $2 + COALESCE($3, lease_ms * 1000), attempted_at = $2, worker_id = $4 \
+         WHERE id IN (SELECT id FROM jobs WHERE queue = $5 AND ($6 IS NULL OR workspace_id = $6) \
+         AND state IN ('available', 'scheduled', 'retryable') AND run_at <= $2 \
+         ORDER BY priority, run_at, id LIMIT $7 {lock}) \
+         RETURNING id, workspace_id, queue, kind, payload, attempt, lease_expires_at, priority, run_at"
+    )
+}
+
+impl JobStore {
+    /// Claims up to `max` jobs. `lease` overrides each job's own lease length.
+    pub async fn claim(
+        &self,
+        target: &ClaimTarget,
+        max: u32,
+        lease: Option<Duration>,
+        worker_id: Option<&str>,
+    ) -> Result<Vec<ClaimedJob>, sqlx::Error> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let now = self.clock.now().as_micros();
+        let token = new_token();
+        let sql = claim_sql(&self.db);
+        let workspace = target.workspace.as_ref().map(WorkspaceId::as_str);
+        macro_rules! claim_query {
+            ($limit:expr) => {
+                sqlx::query_as::<_, ClaimedRow>(&sql)
+                    .bind(&token)
+                    .bind(now)
+                    .bind(lease.map(micros))
+                    .bind(worker_id)
+                    .bind(target.queue.as_str())
+                    .bind(workspace)
+                    .bind($limit)
+            };
+        }
+
+        let rows = match &target.workspace {
+            None => on_writer!(&self.db, |pool| claim_query!(i64::from(max))
+                .fetch_all(pool)
+                .await)?,
+            Some(ws) => {
+                // Pause and the concurrency limit are read under a lock on the queue's row, so
+                // claimers on every node see each other's claims and the limit holds globally.
+                let mut tx = self.db.begin().await?;
+                let lock = if matches!(self.db, Db::Postgres(_)) {
+                    "FOR UPDATE"
+                } else {
+                    ""
+                };
+                let settings_sql = format!(
+                    "SELECT paused, concurrency_limit FROM queues \
+                     WHERE workspace_id = $1 AND name = $2 {lock}"
+                );
+                let settings: Option<QueueSettings> = on_tx!(&mut tx, |conn| {
+                    sqlx::query_as(&settings_sql)
+                        .bind(ws.as_str())
+                        .bind(target.queue.as_str())
+                        .fetch_optional(conn)
+                        .await
+                })?;
+                let mut limit = i64::from(max);
+                if let Some(settings) = settings {
+                    if settings.paused {
+                        return Ok(Vec::new());
+                    }
+                    if let Some(cap) = settings.concurrency_limit {
+                        let running: i64 = on_tx!(&mut tx, |conn| {
+                            sqlx::query_scalar(
+                                "SELECT COUNT(*) FROM jobs WHERE workspace_id = $1 AND queue = $2 \
+                                 AND state = 'running'",
+                            )
+                            .bind(ws.as_str())
+                            .bind(target.queue.as_str())
+                            .fetch_one(conn)
+                            .await
+                        })?;
+                        limit = limit.min(cap - running);
+                    }
+                }
+                if limit <= 0 {
+                    return Ok(Vec::new());
+                }
+                let rows = on_tx!(&mut tx, |conn| claim_query!(limit).fetch_all(conn).await)?;
+                tx.commit().await?;
+                rows
+            }
+        };
+        let mut rows = rows;
+        rows.sort_by(|a, b| (a.priority, a.run_at, &a.id).cmp(&(b.priority, b.run_at, &b.id)));
+        rows.into_iter()
+            .map(|row| {
+                Ok(ClaimedJob {
+                    id: JobId::from_trusted(row.id),
+                    workspace_id: WorkspaceId::from_trusted(row.workspace_id),
+                    queue: row.queue,
+                    kind: row.kind,
+                    payload: serde_json::from_str(&row.payload)
+                        .map_err(|e| sqlx::Error::Decode(e.into()))?,
+                    attempt: small(row.attempt),
+                    lease_token: token.clone(),
+                    lease_expires_at: Timestamp::from_micros(row.lease_expires_at),
+                })
+            })
+            .collect()
+    }
+
+    /// Extends the lease of a running job held under `token`. `None` when the token is stale.
+    pub async fn heartbeat(
+        &self,
+        workspace: Option<&WorkspaceId>,
+        id: &JobId,
+        token: &str,
+        lease: Option<Duration>,
+    ) -> Result<Option<Heartbeat>, sqlx::Error> {
+        let now = self.clock.now().as_micros();
+        let row: Option<(i64, bool)> = on_writer!(&self.db, |pool| {
+            sqlx::query_as(
+                "UPDATE jobs SET lease_expires_at = $1 + COALESCE($2, lease_ms * 1000) \
+                 WHERE id = $3 AND lease_token = $4 AND state = 'running' \
+                 AND ($5 IS NULL OR workspace_id = $5) RETURNING lease_expires_at, cancel_requested",
+            )
+            .bind(now)
+            .bind(lease.map(micros))
+            .bind(id.as_str())
+            .bind(token)
+            .bind(workspace.map(WorkspaceId::as_str))
+            .fetch_optional(pool)
+            .await
+        })?;
+        Ok(row.map(|(at, cancel_requested)| Heartbeat {
+            lease_expires_at: Timestamp::from_micros(at),
+            cancel_requested,
+        }))
+    }
+}

@@ -1,0 +1,401 @@
+//! Ending attempts: complete, fail (retry, dead-letter or acknowledge cancellation), and the
+//! operator's cancel and retry.
+
+use std::collections::HashMap;
+
+use pier_auth::WorkspaceId;
+use pier_core::Timestamp;
+use pier_db::{Db, Tx, TxConn, is_unique_violation, on_tx};
+
+use super::{JOB_COLUMNS, JobRow, JobStore, push_error, small};
+use crate::model::{AttemptError, Job, JobError, JobId, JobState, RetryPolicy};
+
+/// The columns a failure needs to decide what happens next.
+#[derive(sqlx::FromRow)]
+pub(crate) struct FailRow {
+    pub(crate) id: String,
+    pub(crate) workspace_id: String,
+    pub(crate) queue: String,
+    pub(crate) lease_token: Option<String>,
+    attempt: i64,
+    max_attempts: i64,
+    backoff_base_ms: Option<i64>,
+    backoff_max_ms: Option<i64>,
+    errors: String,
+    cancel_requested: bool,
+}
+
+pub(crate) const FAIL_COLUMNS: &str = "id, workspace_id, queue, lease_token, attempt, \
+    max_attempts, backoff_base_ms, backoff_max_ms, errors, cancel_requested";
+
+impl FailRow {
+    fn policy(&self) -> RetryPolicy {
+        let default = RetryPolicy::default();
+        let ms = |v: Option<i64>, d: std::time::Duration| {
+            v.map_or(d, |ms| {
+                std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+            })
+        };
+        RetryPolicy {
+            max_attempts: small(self.max_attempts),
+            backoff_base: ms(self.backoff_base_ms, default.backoff_base),
+            backoff_max: ms(self.backoff_max_ms, default.backoff_max),
+        }
+    }
+}
+
+/// Records a failed attempt of a running job held under its current lease token: it is
+/// cancelled if cancellation was requested, discarded when out of attempts, else retried at
+/// `retry_at` or after the backoff. Returns the new state.
+pub(crate) async fn record_failure(
+    tx: &mut Tx,
+    row: &FailRow,
+    now: Timestamp,
+    error: &str,
+    retry_at: Option<Timestamp>,
+) -> Result<JobState, sqlx::Error> {
+    let attempt = small(row.attempt);
+    let policy = row.policy();
+    let state = if row.cancel_requested {
+        JobState::Cancelled
+    } else if attempt >= policy.max_attempts {
+        JobState::Discarded
+    } else {
+        JobState::Retryable
+    };
+    let run_at = match state {
+        JobState::Retryable => retry_at
+            .filter(|t| *t > now)
+            .unwrap_or_else(|| now.saturating_add(policy.delay(attempt))),
+        _ => now,
+    };
+    let message: String = error.chars().take(2000).collect();
+    let errors = push_error(
+        &row.errors,
+        AttemptError {
+            attempt,
+            at: now,
+            error: message,
+        },
+    );
+    let finalized_at = state.is_final().then_some(now.as_micros());
+    on_tx!(tx, |conn| {
+        sqlx::query(
+            "UPDATE jobs SET state = $1, run_at = $2, errors = $3, finalized_at = $4, \
+             lease_token = NULL, lease_expires_at = NULL WHERE id = $5 AND lease_token = $6",
+        )
+        .bind(state.as_str())
+        .bind(run_at.as_micros())
+        .bind(errors)
+        .bind(finalized_at)
+        .bind(&row.id)
+        .bind(row.lease_token.as_deref())
+        .execute(conn)
+        .await
+        .map(|r| r.rows_affected())
+    })?;
+    if state.is_final() {
+        bump_counts(
+            tx,
+            &[(row.workspace_id.clone(), row.queue.clone(), state, 1)],
+        )
+        .await?;
+    }
+    Ok(state)
+}
+
+/// Adds to the finished-job counters that queue statistics read.
+pub(crate) async fn bump_counts(
+    tx: &mut Tx,
+    deltas: &[(String, String, JobState, i64)],
+) -> Result<(), sqlx::Error> {
+    for (workspace, queue, state, delta) in deltas {
+        on_tx!(tx, |conn| {
+            sqlx::query(
+                "INSERT INTO job_counts (workspace_id, queue, state, n) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (workspace_id, queue, state) DO UPDATE SET n = job_counts.n + excluded.n",
+            )
+            .bind(workspace)
+            .bind(queue)
+            .bind(state.as_str())
+            .bind(delta)
+            .execute(conn)
+            .await
+            .map(|r| r.rows_affected())
+        })?;
+    }
+    Ok(())
+}
+
+/// Groups finished `(workspace, queue)` rows into counter deltas.
+pub(crate) fn tally(
+    rows: &[(String, String)],
+    state: JobState,
+    sign: i64,
+) -> Vec<(String, String, JobState, i64)> {
+    let mut counts: HashMap<(&str, &str), i64> = HashMap::new();
+    for (ws, queue) in rows {
+        *counts.entry((ws, queue)).or_default() += sign;
+    }
+    counts
+        .into_iter()
+        .map(|((ws, q), n)| (ws.to_owned(), q.to_owned(), state, n))
+        .collect()
+}
+
+impl JobStore {
+    /// Marks jobs held under `token` completed. Returns the ids that were (the others' leases
+    /// were stale). One statement for the whole batch.
+    pub async fn complete_many(
+        &self,
+        token: &str,
+        ids: &[JobId],
+    ) -> Result<Vec<JobId>, sqlx::Error> {
+        self.complete_scoped(None, token, ids).await
+    }
+
+    pub(crate) async fn complete_scoped(
+        &self,
+        workspace: Option<&WorkspaceId>,
+        token: &str,
+        ids: &[JobId],
+    ) -> Result<Vec<JobId>, sqlx::Error> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = self.clock.now().as_micros();
+        let ws = workspace.map(WorkspaceId::as_str);
+        let set =
+            "lease_token = NULL, lease_expires_at = NULL, state = 'completed', finalized_at = $1";
+        let mut tx = self.db.begin().await?;
+        let done: Vec<(String, String, String)> = match &mut tx.conn {
+            TxConn::Postgres(conn) => {
+                let ids: Vec<&str> = ids.iter().map(JobId::as_str).collect();
+                sqlx::query_as(&format!(
+                    "UPDATE jobs SET {set} WHERE lease_token = $2 AND state = 'running' \
+                     AND id = ANY($3) AND ($4::text IS NULL OR workspace_id = $4) \
+                     RETURNING id, workspace_id, queue"
+                ))
+                .bind(now)
+                .bind(token)
+                .bind(ids)
+                .bind(ws)
+                .fetch_all(&mut **conn)
+                .await?
+            }
+            TxConn::Sqlite(conn) => {
+                let ids = serde_json::to_string(&ids.iter().map(JobId::as_str).collect::<Vec<_>>())
+                    .map_err(|e| sqlx::Error::Encode(e.into()))?;
+                sqlx::query_as(&format!(
+                    "UPDATE jobs SET {set} WHERE lease_token = $2 AND state = 'running' \
+                     AND id IN (SELECT value FROM json_each($3)) AND ($4 IS NULL OR workspace_id = $4) \
+                     RETURNING id, workspace_id, queue"
+                ))
+                .bind(now)
+                .bind(token)
+                .bind(ids)
+                .bind(ws)
+                .fetch_all(&mut **conn)
+                .await?
+            }
+        };
+        let places: Vec<(String, String)> = done
+            .iter()
+            .map(|(_, w, q)| (w.clone(), q.clone()))
+            .collect();
+        bump_counts(&mut tx, &tally(&places, JobState::Completed, 1)).await?;
+        tx.commit().await?;
+        Ok(done
+            .into_iter()
+            .map(|(id, _, _)| JobId::from_trusted(id))
+            .collect())
+    }
+
+    /// Completes one job of `workspace`, fenced by its lease token.
+    pub async fn complete(
+        &self,
+        workspace: &WorkspaceId,
+        id: &JobId,
+        token: &str,
+    ) -> Result<(), JobError> {
+        let done = self
+            .complete_scoped(Some(workspace), token, std::slice::from_ref(id))
+            .await?;
+        if done.is_empty() {
+            return Err(self.why_not_held(workspace, id).await);
+        }
+        Ok(())
+    }
+
+    /// Tells a missing job (`404`) from a stale lease (`409`).
+    async fn why_not_held(&self, workspace: &WorkspaceId, id: &JobId) -> JobError {
+        match self.get(workspace, id).await {
+            Ok(Some(_)) => JobError::StaleLease,
+            Ok(None) => JobError::NotFound,
+            Err(err) => err.into(),
+        }
+    }
+
+    /// Records a failed attempt reported by the worker holding `token`.
+    pub async fn fail(
+        &self,
+        workspace: Option<&WorkspaceId>,
+        id: &JobId,
+        token: &str,
+        error: &str,
+        retry_at: Option<Timestamp>,
+    ) -> Result<JobState, JobError> {
+        let now = self.clock.now();
+        let mut tx = self.db.begin().await?;
+        let lock = if matches!(self.db, Db::Postgres(_)) {
+            "FOR UPDATE"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "SELECT {FAIL_COLUMNS} FROM jobs WHERE id = $1 AND lease_token = $2 AND state = 'running' \
+             AND ($3 IS NULL OR workspace_id = $3) {lock}"
+        );
+        let row: Option<FailRow> = on_tx!(&mut tx, |conn| {
+            sqlx::query_as(&sql)
+                .bind(id.as_str())
+                .bind(token)
+                .bind(workspace.map(WorkspaceId::as_str))
+                .fetch_optional(conn)
+                .await
+        })?;
+        let Some(row) = row else {
+            drop(tx);
+            return Err(match workspace {
+                Some(ws) => self.why_not_held(ws, id).await,
+                None => JobError::StaleLease,
+            });
+        };
+        let state = record_failure(&mut tx, &row, now, error, retry_at).await?;
+        tx.commit().await?;
+        Ok(state)
+    }
+
+    /// Cancels a job: a waiting one at once; a running one is asked to stop (its worker sees
+    /// `cancel_requested` on its next heartbeat and acknowledges by failing it).
+    pub async fn cancel(&self, workspace: &WorkspaceId, id: &JobId) -> Result<Job, JobError> {
+        let now = self.clock.now().as_micros();
+        let mut tx = self.db.begin().await?;
+        let sql = format!(
+            "UPDATE jobs SET state = 'cancelled', finalized_at = $1 WHERE workspace_id = $2 \
+             AND id = $3 AND state IN ('scheduled', 'available', 'retryable') RETURNING {JOB_COLUMNS}"
+        );
+        let cancelled: Option<JobRow> = on_tx!(&mut tx, |conn| {
+            sqlx::query_as(&sql)
+                .bind(now)
+                .bind(workspace.as_str())
+                .bind(id.as_str())
+                .fetch_optional(conn)
+                .await
+        })?;
+        if let Some(row) = cancelled {
+            let place = [(row.workspace_id.clone(), row.queue.clone())];
+            bump_counts(&mut tx, &tally(&place, JobState::Cancelled, 1)).await?;
+            tx.commit().await?;
+            return Ok(Job::try_from(row)?);
+        }
+        let sql = format!(
+            "UPDATE jobs SET cancel_requested = $1 WHERE workspace_id = $2 AND id = $3 \
+             AND state = 'running' RETURNING {JOB_COLUMNS}"
+        );
+        let requested: Option<JobRow> = on_tx!(&mut tx, |conn| {
+            sqlx::query_as(&sql)
+                .bind(true)
+                .bind(workspace.as_str())
+                .bind(id.as_str())
+                .fetch_optional(conn)
+                .await
+        })?;
+        tx.commit().await?;
+        if let Some(row) = requested {
+            return Ok(Job::try_from(row)?);
+        }
+        let job = self.get(workspace, id).await?.ok_or(JobError::NotFound)?;
+        match job.state {
+            JobState::Cancelled => Ok(job),
+            other => Err(JobError::WrongState(other)),
+        }
+    }
+
+    /// Runs a job again now: a finished one (including dead letters) gets one more attempt if it
+    /// had used them all; a waiting one is made due at once.
+    pub async fn retry(&self, workspace: &WorkspaceId, id: &JobId) -> Result<Job, JobError> {
+        let now = self.clock.now().as_micros();
+        let mut tx = self.db.begin().await?;
+        let before: Option<(String, String)> = on_tx!(&mut tx, |conn| {
+            sqlx::query_as("SELECT state, queue FROM jobs WHERE workspace_id = $1 AND id = $2")
+                .bind(workspace.as_str())
+                .bind(id.as_str())
+                .fetch_optional(conn)
+                .await
+        })?;
+        let (state, queue) = before.ok_or(JobError::NotFound)?;
+        let state: JobState = state
+            .parse()
+            .map_err(|e: String| sqlx::Error::Decode(e.into()))?;
+        if state == JobState::Running {
+            return Err(JobError::WrongState(state));
+        }
+        let sql = format!(
+            "UPDATE jobs SET state = 'available', run_at = $1, finalized_at = NULL, \
+             cancel_requested = $2, max_attempts = CASE WHEN attempt >= max_attempts \
+             THEN attempt + 1 ELSE max_attempts END WHERE workspace_id = $3 AND id = $4 \
+             AND state = $5 RETURNING {JOB_COLUMNS}"
+        );
+        let updated: Result<Option<JobRow>, sqlx::Error> = on_tx!(&mut tx, |conn| {
+            sqlx::query_as(&sql)
+                .bind(now)
+                .bind(false)
+                .bind(workspace.as_str())
+                .bind(id.as_str())
+                .bind(state.as_str())
+                .fetch_optional(conn)
+                .await
+        });
+        let row = match updated {
+            Err(err) if is_unique_violation(&err) => return Err(JobError::UniqueConflict),
+            other => other?.ok_or(JobError::WrongState(state))?,
+        };
+        if state.is_final() {
+            let place = [(workspace.to_string(), queue.clone())];
+            bump_counts(&mut tx, &tally(&place, state, -1)).await?;
+        }
+        let notifier = self.notifier.clone();
+        tx.after_commit(move || notifier.wake(&queue));
+        tx.commit().await?;
+        Ok(Job::try_from(row)?)
+    }
+}
+
+impl JobStore {
+    /// Gives a running job back without counting the attempt (its worker is shutting down), so
+    /// another worker can take it at once instead of waiting for the lease to expire.
+    pub async fn release(&self, id: &JobId, token: &str) -> Result<bool, sqlx::Error> {
+        let now = self.clock.now().as_micros();
+        let mut tx = self.db.begin().await?;
+        let queue: Option<(String,)> = on_tx!(&mut tx, |conn| {
+            sqlx::query_as(
+                "UPDATE jobs SET state = 'available', attempt = attempt - 1, run_at = $1, \
+                 lease_token = NULL, lease_expires_at = NULL, worker_id = NULL \
+                 WHERE id = $2 AND lease_token = $3 AND state = 'running' RETURNING queue",
+            )
+            .bind(now)
+            .bind(id.as_str())
+            .bind(token)
+            .fetch_optional(conn)
+            .await
+        })?;
+        if let Some((queue,)) = &queue {
+            let notifier = self.notifier.clone();
+            let queue = queue.clone();
+            tx.after_commit(move || notifier.wake(&queue));
+        }
+        tx.commit().await?;
+        Ok(queue.is_some())
+    }
+}

@@ -1,0 +1,176 @@
+//! Background upkeep, safe to run on every node at once: rescuing expired leases, promoting due
+//! jobs, and pruning finished ones.
+
+use std::time::Duration;
+
+use pier_db::{Db, on_tx, on_writer};
+
+use super::JobStore;
+use super::finish::{FAIL_COLUMNS, FailRow, bump_counts, record_failure, tally};
+use crate::model::JobState;
+use crate::notify::until_true;
+
+/// How long finished jobs are kept before pruning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub completed: Duration,
+    pub cancelled: Duration,
+    pub discarded: Duration,
+}
+
+impl Default for Retention {
+    /// Completed jobs 1 day; cancelled and discarded (dead letters, worth inspecting) 7 days.
+    fn default() -> Self {
+        Self {
+            completed: Duration::from_secs(24 * 3600),
+            cancelled: Duration::from_secs(7 * 24 * 3600),
+            discarded: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+const BATCH: i64 = 500;
+
+impl JobStore {
+    /// Ends the attempts of running jobs whose lease expired (their worker died, hung or lost
+    /// the database): each counts as a failed attempt and is retried, discarded, or cancelled.
+    /// Returns how many were rescued.
+    pub async fn rescue_expired(&self) -> Result<u64, sqlx::Error> {
+        let now = self.clock.now();
+        let lock = if matches!(self.db, Db::Postgres(_)) {
+            "FOR UPDATE SKIP LOCKED"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "SELECT {FAIL_COLUMNS} FROM jobs WHERE state = 'running' AND lease_expires_at <= $1 \
+             ORDER BY lease_expires_at LIMIT $2 {lock}"
+        );
+        let mut rescued = 0;
+        loop {
+            let mut tx = self.db.begin().await?;
+            let rows: Vec<FailRow> = on_tx!(&mut tx, |conn| {
+                sqlx::query_as(&sql)
+                    .bind(now.as_micros())
+                    .bind(BATCH)
+                    .fetch_all(conn)
+                    .await
+            })?;
+            let n = rows.len();
+            let mut woken = Vec::new();
+            for row in &rows {
+                let error = "the lease expired: the worker stopped heartbeating before finishing";
+                if record_failure(&mut tx, row, now, error, None).await? == JobState::Retryable {
+                    woken.push(row.queue.clone());
+                }
+            }
+            tx.commit().await?;
+            for queue in woken {
+                self.notifier.wake(&queue);
+            }
+            rescued += n as u64;
+            if (n as i64) < BATCH {
+                return Ok(rescued);
+            }
+        }
+    }
+
+    /// Moves scheduled and retryable jobs whose time has come to `available`, so states read
+    /// true. (Claims take due jobs in those states directly, so this never delays a job.)
+    pub async fn promote_due(&self) -> Result<u64, sqlx::Error> {
+        let now = self.clock.now().as_micros();
+        let promoted: Vec<(String,)> = on_writer!(&self.db, |pool| {
+            sqlx::query_as(
+                "UPDATE jobs SET state = 'available' WHERE id IN (SELECT id FROM jobs \
+                 WHERE state IN ('scheduled', 'retryable') AND run_at <= $1 LIMIT 5000) \
+                 RETURNING queue",
+            )
+            .bind(now)
+            .fetch_all(pool)
+            .await
+        })?;
+        let mut queues: Vec<String> = promoted.into_iter().map(|(q,)| q).collect();
+        queues.sort();
+        queues.dedup();
+        for queue in &queues {
+            self.notifier.wake(queue);
+        }
+        Ok(queues.len() as u64)
+    }
+
+    /// Deletes finished jobs older than `retention`, in bounded batches. Returns how many.
+    pub async fn prune(&self, retention: &Retention) -> Result<u64, sqlx::Error> {
+        let now = self.clock.now();
+        let mut pruned = 0;
+        for (state, keep) in [
+            (JobState::Completed, retention.completed),
+            (JobState::Cancelled, retention.cancelled),
+            (JobState::Discarded, retention.discarded),
+        ] {
+            let cutoff = now.saturating_sub(keep).as_micros();
+            loop {
+                let mut tx = self.db.begin().await?;
+                let deleted: Vec<(String, String)> = on_tx!(&mut tx, |conn| {
+                    sqlx::query_as(
+                        "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE state = $1 \
+                         AND finalized_at < $2 LIMIT $3) RETURNING workspace_id, queue",
+                    )
+                    .bind(state.as_str())
+                    .bind(cutoff)
+                    .bind(BATCH * 4)
+                    .fetch_all(conn)
+                    .await
+                })?;
+                bump_counts(&mut tx, &tally(&deleted, state, -1)).await?;
+                tx.commit().await?;
+                pruned += deleted.len() as u64;
+                if (deleted.len() as i64) < BATCH * 4 {
+                    break;
+                }
+            }
+        }
+        Ok(pruned)
+    }
+}
+
+/// How often leases are checked and due jobs promoted: rescue happens within about this long
+/// after a lease expires.
+pub const UPKEEP_EVERY: Duration = Duration::from_secs(1);
+/// How often finished jobs are pruned.
+pub const PRUNE_EVERY: Duration = Duration::from_secs(300);
+
+impl JobStore {
+    /// Runs rescue and promotion every [`UPKEEP_EVERY`] and pruning every [`PRUNE_EVERY`] until
+    /// `stop` turns true.
+    pub async fn maintain(
+        self,
+        retention: Retention,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut tick = tokio::time::interval(UPKEEP_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_prune: Option<tokio::time::Instant> = None;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = until_true(&mut stop) => return,
+            }
+            match self.rescue_expired().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(jobs = n, "rescued jobs whose lease expired"),
+                Err(err) => tracing::warn!(error = %err, "lease rescue failed"),
+            }
+            if let Err(err) = self.promote_due().await {
+                tracing::warn!(error = %err, "promoting due jobs failed");
+            }
+            if last_prune.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+                last_prune = Some(tokio::time::Instant::now());
+                match self.prune(&retention).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(jobs = n, "pruned finished jobs"),
+                    Err(err) => tracing::warn!(error = %err, "pruning jobs failed"),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! The job store: all SQL for jobs and queues, for both backends, next to each other. Most
+//! statements are shared; the differences (`FOR UPDATE SKIP LOCKED`, arrays versus `json_each`,
+//! `NOTIFY`) are spelled out where they occur.
+
+mod claim;
+mod enqueue;
+mod finish;
+mod maintenance;
+mod queues;
+
+use std::sync::Arc;
+
+use pier_auth::WorkspaceId;
+use pier_core::{Clock, Timestamp};
+use pier_db::{Db, on_reader};
+
+pub use claim::{ClaimTarget, Heartbeat};
+pub use maintenance::Retention;
+pub use queues::QueueInfo;
+
+use crate::model::{AttemptError, Job, JobId, JobState};
+use crate::notify::Notifier;
+
+/// How many failures a job keeps.
+const KEPT_ERRORS: usize = 10;
+
+pub(crate) const JOB_COLUMNS: &str = "id, workspace_id, queue, kind, payload, state, priority, \
+    run_at, attempt, max_attempts, unique_key, errors, cancel_requested, worker_id, \
+    lease_expires_at, created_at, attempted_at, finalized_at";
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct JobRow {
+    id: String,
+    #[allow(dead_code)]
+    workspace_id: String,
+    queue: String,
+    kind: String,
+    payload: String,
+    state: String,
+    priority: i64,
+    run_at: i64,
+    attempt: i64,
+    max_attempts: i64,
+    unique_key: Option<String>,
+    errors: String,
+    cancel_requested: bool,
+    worker_id: Option<String>,
+    lease_expires_at: Option<i64>,
+    created_at: i64,
+    attempted_at: Option<i64>,
+    finalized_at: Option<i64>,
+}
+
+fn decode_error(what: &str, err: impl std::fmt::Display) -> sqlx::Error {
+    sqlx::Error::Decode(format!("job {what}: {err}").into())
+}
+
+pub(crate) fn small(n: i64) -> u32 {
+    u32::try_from(n.max(0)).unwrap_or(u32::MAX)
+}
+
+impl TryFrom<JobRow> for Job {
+    type Error = sqlx::Error;
+    fn try_from(row: JobRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            id: JobId::from_trusted(row.id),
+            queue: row.queue,
+            kind: row.kind,
+            payload: serde_json::from_str(&row.payload).map_err(|e| decode_error("payload", e))?,
+            state: row.state.parse().map_err(|e| decode_error("state", e))?,
+            priority: i32::try_from(row.priority).unwrap_or(0),
+            run_at: Timestamp::from_micros(row.run_at),
+            attempt: small(row.attempt),
+            max_attempts: small(row.max_attempts),
+            unique_key: row.unique_key,
+            errors: parse_errors(&row.errors),
+            cancel_requested: row.cancel_requested,
+            worker_id: row.worker_id,
+            lease_expires_at: row.lease_expires_at.map(Timestamp::from_micros),
+            created_at: Timestamp::from_micros(row.created_at),
+            attempted_at: row.attempted_at.map(Timestamp::from_micros),
+            finalized_at: row.finalized_at.map(Timestamp::from_micros),
+        })
+    }
+}
+
+pub(crate) fn parse_errors(text: &str) -> Vec<AttemptError> {
+    serde_json::from_str(text).unwrap_or_default()
+}
+
+/// Appends a failure, keeping the most recent [`KEPT_ERRORS`].
+pub(crate) fn push_error(text: &str, error: AttemptError) -> String {
+    let mut errors = parse_errors(text);
+    errors.push(error);
+    let excess = errors.len().saturating_sub(KEPT_ERRORS);
+    errors.drain(..excess);
+    serde_json::to_string(&errors).unwrap_or_else(|_| "[]".to_owned())
+}
+
+pub(crate) fn to_jobs(rows: Vec<JobRow>) -> Result<Vec<Job>, sqlx::Error> {
+    rows.into_iter().map(Job::try_from).collect()
+}
+
+/// Filters for listing jobs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobFilter {
+    pub queue: Option<String>,
+    pub state: Option<JobState>,
+    pub kind: Option<String>,
+}
+
+/// Jobs on the configured database.
+#[derive(Debug, Clone)]
+pub struct JobStore {
+    db: Db,
+    clock: Arc<dyn Clock>,
+    notifier: Notifier,
+}
+
+impl JobStore {
+    pub fn new(db: Db, clock: Arc<dyn Clock>, notifier: Notifier) -> Self {
+        Self {
+            db,
+            clock,
+            notifier,
+        }
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    pub fn notifier(&self) -> &Notifier {
+        &self.notifier
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    pub async fn get(
+        &self,
+        workspace: &WorkspaceId,
+        id: &JobId,
+    ) -> Result<Option<Job>, sqlx::Error> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE workspace_id = $1 AND id = $2");
+        let row: Option<JobRow> = on_reader!(&self.db, |pool| {
+            sqlx::query_as(&sql)
+                .bind(workspace.as_str())
+                .bind(id.as_str())
+                .fetch_optional(pool)
+                .await
+        })?;
+        row.map(Job::try_from).transpose()
+    }
+
+    /// Newest first, keyset-paginated on `(created_at, id)`.
+    pub async fn list(
+        &self,
+        workspace: &WorkspaceId,
+        filter: &JobFilter,
+        after: Option<(i64, String)>,
+        limit: u32,
+    ) -> Result<Vec<Job>, sqlx::Error> {
+        let (after_at, after_id) = after.unzip();
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE workspace_id = $1 \
+             AND ($2 IS NULL OR queue = $2) AND ($3 IS NULL OR state = $3) \
+             AND ($4 IS NULL OR kind = $4) \
+             AND ($5 IS NULL OR (created_at, id) < ($5, $6)) \
+             ORDER BY created_at DESC, id DESC LIMIT $7"
+        );
+        let rows: Vec<JobRow> = on_reader!(&self.db, |pool| {
+            sqlx::query_as(&sql)
+                .bind(workspace.as_str())
+                .bind(filter.queue.as_deref())
+                .bind(filter.state.map(JobState::as_str))
+                .bind(filter.kind.as_deref())
+                .bind(after_at)
+                .bind(after_id.as_deref())
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await
+        })?;
+        to_jobs(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_the_latest_errors() {
+        let mut text = "[]".to_owned();
+        for attempt in 1..=15 {
+            let error = AttemptError {
+                attempt,
+                at: Timestamp::from_micros(0),
+                error: "boom".into(),
+            };
+            text = push_error(&text, error);
+        }
+        let kept = parse_errors(&text);
+        assert_eq!(kept.len(), KEPT_ERRORS);
+        assert_eq!(kept.first().map(|e| e.attempt), Some(6));
+        assert_eq!(kept.last().map(|e| e.attempt), Some(15));
+    }
+}

@@ -1,0 +1,373 @@
+//! The in-process worker runtime for Rust handlers.
+//!
+//! A [`WorkerPool`] serves one queue with up to `concurrency` jobs at a time. It claims as many
+//! jobs as it has free slots in one statement, runs each handler on its own task with a
+//! heartbeat that keeps the lease alive (and notices cancellation), and reports completions in
+//! batches. It sleeps until an enqueue wakes it, polling as a fallback. On shutdown it stops
+//! claiming, gives running jobs `grace` to finish, signals the rest to cancel and releases their
+//! leases so another worker can take them at once.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pier_auth::WorkspaceId;
+use pier_core::Timestamp;
+use serde::de::DeserializeOwned;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::model::{ClaimedJob, JobId};
+use crate::notify::until_true;
+use crate::store::{ClaimTarget, JobStore};
+
+/// A job handler. `KIND` is the `kind` it handles; its payload arrives deserialized.
+pub trait Worker: Send + Sync + 'static {
+    const KIND: &'static str;
+    type Payload: DeserializeOwned + Send;
+
+    /// Does the work. Runs at least once per job, maybe more (see the crate docs): make it
+    /// idempotent.
+    fn run(
+        &self,
+        ctx: JobContext,
+        payload: Self::Payload,
+    ) -> impl Future<Output = Result<(), JobFailure>> + Send;
+}
+
+/// What a handler knows about the job it runs.
+#[derive(Debug, Clone)]
+pub struct JobContext {
+    pub id: JobId,
+    pub workspace_id: WorkspaceId,
+    pub queue: String,
+    /// 1 on the first run.
+    pub attempt: u32,
+    cancel: watch::Receiver<bool>,
+}
+
+impl JobContext {
+    /// True once the job was cancelled or the pool is shutting down past its grace period.
+    pub fn is_cancelled(&self) -> bool {
+        *self.cancel.borrow()
+    }
+
+    /// Completes when the handler should stop.
+    pub async fn cancelled(&self) {
+        until_true(&mut self.cancel.clone()).await;
+    }
+}
+
+/// Why an attempt failed, and optionally when to try again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobFailure {
+    pub message: String,
+    pub retry_at: Option<Timestamp>,
+}
+
+impl JobFailure {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retry_at: None,
+        }
+    }
+
+    #[must_use]
+    pub fn retry_at(mut self, at: Timestamp) -> Self {
+        self.retry_at = Some(at);
+        self
+    }
+}
+
+impl<E: std::error::Error> From<E> for JobFailure {
+    fn from(err: E) -> Self {
+        Self::new(err.to_string())
+    }
+}
+
+type BoxFuture = Pin<Box<dyn Future<Output = Result<(), JobFailure>> + Send>>;
+
+/// A [`Worker`] with its payload type erased, so one pool can dispatch on `kind`.
+trait Handler: Send + Sync {
+    fn call(&self, ctx: JobContext, payload: serde_json::Value) -> BoxFuture;
+}
+
+struct Typed<W>(Arc<W>);
+
+impl<W: Worker> Handler for Typed<W> {
+    fn call(&self, ctx: JobContext, payload: serde_json::Value) -> BoxFuture {
+        let worker = self.0.clone();
+        Box::pin(async move {
+            let payload = serde_json::from_value::<W::Payload>(payload).map_err(|e| {
+                JobFailure::new(format!("the payload does not fit {}: {e}", W::KIND))
+            })?;
+            worker.run(ctx, payload).await
+        })
+    }
+}
+
+/// Settings of a pool.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolOptions {
+    /// Jobs run at once by this pool.
+    pub concurrency: usize,
+    /// How often an idle pool looks for jobs without being woken.
+    pub poll_interval: Duration,
+    /// How long shutdown waits for running jobs before cancelling and releasing them.
+    pub grace: Duration,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        Self {
+            concurrency: 50,
+            poll_interval: Duration::from_secs(1),
+            grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Serves one queue with registered handlers.
+pub struct WorkerPool {
+    store: JobStore,
+    target: ClaimTarget,
+    options: PoolOptions,
+    handlers: HashMap<&'static str, Arc<dyn Handler>>,
+    worker_id: String,
+}
+
+impl std::fmt::Debug for WorkerPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerPool")
+            .field("target", &self.target)
+            .field("options", &self.options)
+            .field("kinds", &self.handlers.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+enum Outcome {
+    Completed {
+        id: JobId,
+        token: String,
+    },
+    Failed {
+        id: JobId,
+        token: String,
+        failure: JobFailure,
+    },
+    Released {
+        id: JobId,
+        token: String,
+    },
+}
+
+impl WorkerPool {
+    pub fn new(store: JobStore, target: ClaimTarget, options: PoolOptions) -> Self {
+        let worker_id = format!("{}-{}", hostname(), std::process::id());
+        Self {
+            store,
+            target,
+            options,
+            handlers: HashMap::new(),
+            worker_id,
+        }
+    }
+
+    #[must_use]
+    pub fn register<W: Worker>(mut self, worker: W) -> Self {
+        self.handlers
+            .insert(W::KIND, Arc::new(Typed(Arc::new(worker))));
+        self
+    }
+
+    /// Runs until `stop` turns true, then shuts down as described in the module docs.
+    pub fn spawn(self, stop: watch::Receiver<bool>) -> JoinHandle<()> {
+        tokio::spawn(self.run(stop))
+    }
+
+    async fn run(self, mut stop: watch::Receiver<bool>) {
+        let slots = Arc::new(Semaphore::new(self.options.concurrency));
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let reporter = tokio::spawn(report(self.store.clone(), done_rx));
+        let (cancel_all_tx, cancel_all) = watch::channel(false);
+        let mut running = JoinSet::new();
+        let mut wake = self.store.notifier().subscribe(self.target.queue.as_str());
+
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            // Wait for at least one free slot, then take every free slot.
+            let Ok(first) = slots.clone().acquire_owned().await else {
+                break;
+            };
+            let mut permits = vec![first];
+            while let Ok(p) = slots.clone().try_acquire_owned() {
+                permits.push(p);
+            }
+            wake.borrow_and_update();
+            let max = u32::try_from(permits.len()).unwrap_or(u32::MAX);
+            let jobs = match self
+                .store
+                .claim(&self.target, max, None, Some(&self.worker_id))
+                .await
+            {
+                Ok(jobs) => jobs,
+                Err(err) => {
+                    tracing::warn!(error = %err, queue = %self.target.queue, "claim failed; retrying");
+                    drop(permits);
+                    tokio::time::sleep(self.options.poll_interval).await;
+                    continue;
+                }
+            };
+            let idle = jobs.is_empty();
+            for job in jobs {
+                let Some(permit) = permits.pop() else { break };
+                let task = self.execute(job, done_tx.clone(), cancel_all.clone());
+                running.spawn(async move {
+                    task.await;
+                    drop(permit);
+                });
+            }
+            drop(permits);
+            while running.try_join_next().is_some() {}
+            if idle {
+                tokio::select! {
+                    _ = wake.changed() => {}
+                    () = tokio::time::sleep(self.options.poll_interval) => {}
+                    () = until_true(&mut stop) => {}
+                }
+            }
+        }
+
+        // Shutdown: no more claims; give running jobs their grace period, then cancel them.
+        if tokio::time::timeout(self.options.grace, async {
+            while running.join_next().await.is_some() {}
+        })
+        .await
+        .is_err()
+        {
+            let _ = cancel_all_tx.send(true);
+            while running.join_next().await.is_some() {}
+        }
+        drop(done_tx);
+        let _ = reporter.await;
+    }
+
+    /// Runs one job with a heartbeat beside it; sends the outcome to the reporter.
+    fn execute(
+        &self,
+        job: ClaimedJob,
+        done: mpsc::UnboundedSender<Outcome>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let store = self.store.clone();
+        let handler = self.handlers.get(job.kind.as_str()).cloned();
+        let lease_left = job.lease_expires_at.duration_since(store.now());
+        async move {
+            let (cancel_tx, cancel_rx) = watch::channel(false);
+            let ctx = JobContext {
+                id: job.id.clone(),
+                workspace_id: job.workspace_id.clone(),
+                queue: job.queue.clone(),
+                attempt: job.attempt,
+                cancel: cancel_rx,
+            };
+            let Some(handler) = handler else {
+                let failure =
+                    JobFailure::new(format!("no handler for kind `{}` on this queue", job.kind));
+                let _ = done.send(Outcome::Failed {
+                    id: job.id,
+                    token: job.lease_token,
+                    failure,
+                });
+                return;
+            };
+            let work = handler.call(ctx, job.payload.clone());
+            tokio::pin!(work);
+            let beat_every = (lease_left / 3).max(Duration::from_millis(100));
+            let mut shutting_down = false;
+            let result = loop {
+                tokio::select! {
+                    result = &mut work => break result,
+                    () = tokio::time::sleep(beat_every) => {
+                        match store.heartbeat(None, &job.id, &job.lease_token, None).await {
+                            Ok(Some(beat)) if beat.cancel_requested => { let _ = cancel_tx.send(true); }
+                            Ok(Some(_)) => {}
+                            // Rescued meanwhile: our token is stale, so whatever we report is ignored.
+                            Ok(None) => { let _ = cancel_tx.send(true); }
+                            Err(err) => tracing::warn!(error = %err, job_id = %job.id, "heartbeat failed"),
+                        }
+                    }
+                    () = until_true(&mut shutdown), if !shutting_down => {
+                        shutting_down = true;
+                        let _ = cancel_tx.send(true);
+                    }
+                }
+            };
+            let outcome = match result {
+                Ok(()) => Outcome::Completed {
+                    id: job.id,
+                    token: job.lease_token,
+                },
+                Err(_) if shutting_down => Outcome::Released {
+                    id: job.id,
+                    token: job.lease_token,
+                },
+                Err(failure) => Outcome::Failed {
+                    id: job.id,
+                    token: job.lease_token,
+                    failure,
+                },
+            };
+            let _ = done.send(outcome);
+        }
+    }
+}
+
+/// Reports outcomes; completions are batched into one statement per lease token.
+async fn report(store: JobStore, mut rx: mpsc::UnboundedReceiver<Outcome>) {
+    let mut buffer = Vec::new();
+    while rx.recv_many(&mut buffer, 1000).await > 0 {
+        let mut completed: HashMap<String, Vec<JobId>> = HashMap::new();
+        for outcome in buffer.drain(..) {
+            match outcome {
+                Outcome::Completed { id, token } => completed.entry(token).or_default().push(id),
+                Outcome::Failed { id, token, failure } => {
+                    let result = store
+                        .fail(None, &id, &token, &failure.message, failure.retry_at)
+                        .await;
+                    if let Err(err) = result {
+                        tracing::warn!(error = %err, job_id = %id, "could not record a failure");
+                    }
+                }
+                Outcome::Released { id, token } => {
+                    if let Err(err) = store.release(&id, &token).await {
+                        tracing::warn!(error = %err, job_id = %id, "could not release a lease");
+                    }
+                }
+            }
+        }
+        for (token, ids) in completed {
+            if let Err(err) = store.complete_many(&token, &ids).await {
+                tracing::warn!(error = %err, jobs = ids.len(), "could not record completions");
+            }
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "pier".to_owned())
+}

@@ -1,0 +1,205 @@
+//! The crash test: the real `pier` binary is killed with SIGKILL while workers drain 2,000 jobs,
+//! then started again. Every job must complete; none may be lost (duplicates are allowed by
+//! at-least-once delivery, and counted).
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+use crate::on_both_backends;
+use crate::support::Backend;
+
+on_both_backends!(killed_mid_run_loses_no_job);
+
+const JOBS: usize = 2000;
+
+struct Server {
+    base: String,
+    key: String,
+    args: Vec<String>,
+    dir: tempfile::TempDir,
+}
+
+impl Server {
+    async fn start(&self) -> Child {
+        let child = Command::new(env!("CARGO_BIN_EXE_pier"))
+            .current_dir(self.dir.path())
+            .env_clear()
+            .env("PIER_BOOTSTRAP_API_KEY", &self.key)
+            .env("PIER_LOG", "warn")
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn pier");
+        let client = reqwest::Client::new();
+        for _ in 0..300 {
+            if client
+                .get(format!("{}/readyz", self.base))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+            {
+                return child;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("pier did not become ready");
+    }
+}
+
+/// One HTTP worker: claim, record, complete; it rides out the server's absence.
+async fn work(
+    base: String,
+    key: String,
+    seen: Arc<Mutex<HashMap<String, u32>>>,
+    done: Arc<AtomicBool>,
+) {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    while !done.load(Ordering::SeqCst) {
+        let claimed = client
+            .post(format!("{base}/v1/queues/crash/claim"))
+            .bearer_auth(&key)
+            .json(&json!({"max": 25, "lease_seconds": 2, "wait_seconds": 1}))
+            .send()
+            .await;
+        let Ok(response) = claimed else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let Ok(body) = response.json::<Value>().await else {
+            continue;
+        };
+        for job in body["jobs"].as_array().cloned().unwrap_or_default() {
+            let id = job["id"].as_str().expect("id").to_owned();
+            *seen.lock().expect("lock").entry(id.clone()).or_default() += 1;
+            let _ = client
+                .post(format!("{base}/v1/jobs/{id}/complete"))
+                .bearer_auth(&key)
+                .json(&json!({"lease_token": job["lease_token"]}))
+                .send()
+                .await;
+        }
+    }
+}
+
+async fn killed_mid_run_loses_no_job(backend: Backend) {
+    let dir = tempfile::tempdir().expect("dir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let database_url = match &backend {
+        Backend::Sqlite => format!("sqlite://{}", dir.path().join("pier.db").display()),
+        Backend::Postgres(base) => crate::support::postgres::fresh_database(base).await,
+    };
+    let args = [
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--admin-listen",
+        &format!("127.0.0.1:{admin}"),
+        "--database-url",
+        &database_url,
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let server = Server {
+        base: format!("http://127.0.0.1:{port}"),
+        key: pier_auth::KeySecret::generate().expose().to_owned(),
+        args,
+        dir,
+    };
+    let mut child = server.start().await;
+    let client = reqwest::Client::new();
+    for chunk in 0..JOBS / 1000 {
+        let jobs: Vec<Value> = (0..1000)
+            .map(|i| json!({"kind": "crash", "queue": "crash", "payload": {"n": chunk * 1000 + i}}))
+            .collect();
+        let response = client
+            .post(format!("{}/v1/jobs/batch", server.base))
+            .bearer_auth(&server.key)
+            .json(&json!({"jobs": jobs}))
+            .send()
+            .await
+            .expect("enqueue");
+        assert_eq!(response.status(), 201);
+    }
+
+    let seen: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+    let done = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            tokio::spawn(work(
+                server.base.clone(),
+                server.key.clone(),
+                seen.clone(),
+                done.clone(),
+            ))
+        })
+        .collect();
+
+    // Kill the server without warning once a third of the jobs were handed out.
+    for _ in 0..600 {
+        if seen.lock().expect("lock").len() >= JOBS / 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    child.start_kill().expect("SIGKILL");
+    child.wait().await.expect("killed");
+    let seen_at_crash = seen.lock().expect("lock").len();
+    assert!(
+        seen_at_crash < JOBS,
+        "the crash happened mid-run ({seen_at_crash} handed out)"
+    );
+
+    let mut child = server.start().await;
+    let mut completed = 0;
+    for _ in 0..600 {
+        let queues: Value = client
+            .get(format!("{}/v1/queues", server.base))
+            .bearer_auth(&server.key)
+            .send()
+            .await
+            .expect("queues")
+            .json()
+            .await
+            .expect("json");
+        completed = queues["data"][0]["counts"]["completed"]
+            .as_u64()
+            .unwrap_or(0);
+        if completed == JOBS as u64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    done.store(true, Ordering::SeqCst);
+    for worker in workers {
+        worker.await.expect("worker");
+    }
+    assert_eq!(completed, JOBS as u64, "every job completed");
+    let seen = seen.lock().expect("lock").clone();
+    assert_eq!(seen.len(), JOBS, "every job was handed to a worker");
+    let duplicates: u32 = seen.values().map(|n| n - 1).sum();
+    eprintln!(
+        "crash test: {seen_at_crash} jobs handed out before SIGKILL; {duplicates} ran twice (at-least-once)"
+    );
+    child.start_kill().expect("stop");
+    let _ = child.wait().await;
+}
