@@ -16,13 +16,25 @@ const BODY_LEN: usize = 26;
 
 /// Makes a fresh id body for the given creation time.
 pub fn new_body(at: Timestamp) -> String {
-    let millis = u128::try_from(at.as_micros().max(0) / 1000).unwrap_or(0) & ((1 << 48) - 1);
     let mut random = [0u8; 10];
     rand::rng().fill_bytes(&mut random);
-    let mut value = millis << 80;
-    for (i, byte) in random.iter().enumerate() {
-        value |= u128::from(*byte) << (8 * (9 - i));
-    }
+    let random = random
+        .iter()
+        .fold(0u128, |acc, byte| (acc << 8) | u128::from(*byte));
+    encode(millis(at) << 80 | random)
+}
+
+/// The smallest id body of time `at`: every id created before `at` sorts below it, so a
+/// primary-key range scan finds old rows without an index on their timestamps.
+pub fn floor_body(at: Timestamp) -> String {
+    encode(millis(at) << 80)
+}
+
+fn millis(at: Timestamp) -> u128 {
+    u128::try_from(at.as_micros().max(0) / 1000).unwrap_or(0) & ((1 << 48) - 1)
+}
+
+fn encode(value: u128) -> String {
     (0..BODY_LEN)
         .rev()
         .map(|i| ALPHABET[((value >> (5 * i)) & 31) as usize] as char)
@@ -161,5 +173,10 @@ mod tests {
         let early = TestId::new(Timestamp::from_micros(1_700_000_000_000_000));
         let late = TestId::new(Timestamp::from_micros(1_700_000_000_001_000));
         assert!(early < late);
+        let floor = format!(
+            "tst_{}",
+            floor_body(Timestamp::from_micros(1_700_000_000_001_000))
+        );
+        assert!(early.as_str() < floor.as_str() && floor.as_str() <= late.as_str());
     }
 }

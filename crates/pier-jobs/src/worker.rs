@@ -149,17 +149,21 @@ impl std::fmt::Debug for WorkerPool {
     }
 }
 
+/// How an attempt ended, for the reporter.
 enum Outcome {
     Completed {
+        workspace: WorkspaceId,
         id: JobId,
         token: String,
     },
     Failed {
+        workspace: WorkspaceId,
         id: JobId,
         token: String,
         failure: JobFailure,
     },
     Released {
+        workspace: WorkspaceId,
         id: JobId,
         token: String,
     },
@@ -280,9 +284,11 @@ impl WorkerPool {
             let Some(handler) = handler else {
                 let failure =
                     JobFailure::new(format!("no handler for kind `{}` on this queue", job.kind));
+                let (workspace, id, token) = (job.workspace_id, job.id, job.lease_token);
                 let _ = done.send(Outcome::Failed {
-                    id: job.id,
-                    token: job.lease_token,
+                    workspace,
+                    id,
+                    token,
                     failure,
                 });
                 return;
@@ -295,7 +301,7 @@ impl WorkerPool {
                 tokio::select! {
                     result = &mut work => break result,
                     () = tokio::time::sleep(beat_every) => {
-                        match store.heartbeat(None, &job.id, &job.lease_token, None).await {
+                        match store.heartbeat(&job.workspace_id, &job.id, &job.lease_token, None).await {
                             Ok(Some(beat)) if beat.cancel_requested => { let _ = cancel_tx.send(true); }
                             Ok(Some(_)) => {}
                             // Rescued meanwhile: our token is stale, so whatever we report is ignored.
@@ -309,18 +315,22 @@ impl WorkerPool {
                     }
                 }
             };
+            let (workspace, id, token) = (job.workspace_id, job.id, job.lease_token);
             let outcome = match result {
                 Ok(()) => Outcome::Completed {
-                    id: job.id,
-                    token: job.lease_token,
+                    workspace,
+                    id,
+                    token,
                 },
                 Err(_) if shutting_down => Outcome::Released {
-                    id: job.id,
-                    token: job.lease_token,
+                    workspace,
+                    id,
+                    token,
                 },
                 Err(failure) => Outcome::Failed {
-                    id: job.id,
-                    token: job.lease_token,
+                    workspace,
+                    id,
+                    token,
                     failure,
                 },
             };
@@ -333,28 +343,44 @@ impl WorkerPool {
 async fn report(store: JobStore, mut rx: mpsc::UnboundedReceiver<Outcome>) {
     let mut buffer = Vec::new();
     while rx.recv_many(&mut buffer, 1000).await > 0 {
-        let mut completed: HashMap<String, Vec<JobId>> = HashMap::new();
+        let mut completed: HashMap<String, Vec<(WorkspaceId, JobId)>> = HashMap::new();
         for outcome in buffer.drain(..) {
             match outcome {
-                Outcome::Completed { id, token } => completed.entry(token).or_default().push(id),
-                Outcome::Failed { id, token, failure } => {
+                Outcome::Completed {
+                    workspace,
+                    id,
+                    token,
+                } => {
+                    completed.entry(token).or_default().push((workspace, id));
+                }
+                Outcome::Failed {
+                    workspace,
+                    id,
+                    token,
+                    failure,
+                } => {
+                    let message = &failure.message;
                     let result = store
-                        .fail(None, &id, &token, &failure.message, failure.retry_at)
+                        .fail(&workspace, &id, &token, message, failure.retry_at)
                         .await;
                     if let Err(err) = result {
                         tracing::warn!(error = %err, job_id = %id, "could not record a failure");
                     }
                 }
-                Outcome::Released { id, token } => {
-                    if let Err(err) = store.release(&id, &token).await {
+                Outcome::Released {
+                    workspace,
+                    id,
+                    token,
+                } => {
+                    if let Err(err) = store.release(&workspace, &id, &token).await {
                         tracing::warn!(error = %err, job_id = %id, "could not release a lease");
                     }
                 }
             }
         }
-        for (token, ids) in completed {
-            if let Err(err) = store.complete_many(&token, &ids).await {
-                tracing::warn!(error = %err, jobs = ids.len(), "could not record completions");
+        for (token, jobs) in completed {
+            if let Err(err) = store.complete_many(&token, &jobs).await {
+                tracing::warn!(error = %err, jobs = jobs.len(), "could not record completions");
             }
         }
     }

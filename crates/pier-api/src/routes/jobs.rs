@@ -280,14 +280,12 @@ pub async fn list(
         filter.state.map_or("", JobState::as_str),
         filter.kind.as_deref().unwrap_or_default()
     );
-    let after = page.position::<(i64, String)>(state.cursors(), &scope)?;
+    let before = page.position::<String>(state.cursors(), &scope)?;
     let rows = state
         .jobs()
-        .list(workspace, &filter, after, page.fetch_limit())
+        .list(workspace, &filter, before, page.fetch_limit())
         .await?;
-    Ok(page.page(state.cursors(), &scope, rows, |j| {
-        (j.created_at.as_micros(), j.id.to_string())
-    }))
+    Ok(page.page(state.cursors(), &scope, rows, |j| j.id.to_string()))
 }
 
 pub(crate) fn parse_job_id(id: &str) -> ApiResult<JobId> {

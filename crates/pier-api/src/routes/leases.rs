@@ -148,7 +148,7 @@ pub async fn heartbeat(
     let workspace = auth.principal.workspace_id();
     match state
         .jobs()
-        .heartbeat(Some(workspace), &id, &body.lease_token, lease)
+        .heartbeat(workspace, &id, &body.lease_token, lease)
         .await?
     {
         Some(beat) => Ok(Json(HeartbeatReply {
@@ -230,7 +230,7 @@ pub async fn fail(
     let state_after = state
         .jobs()
         .fail(
-            Some(workspace),
+            workspace,
             &id,
             &body.lease_token,
             &body.error,

@@ -1,8 +1,10 @@
 -- Jobs: a durable queue. See crates/pier-jobs for the state machine.
 
 CREATE TABLE jobs (
-    id               TEXT PRIMARY KEY,
-    workspace_id     TEXT NOT NULL REFERENCES workspaces (id) ON DELETE CASCADE,
+    -- Not a foreign key: its check fires on every claim and completion, a measured ~15% of
+    -- burn-down time. Jobs are only created for existing workspaces, by the store.
+    workspace_id     TEXT NOT NULL,
+    id               TEXT NOT NULL,
     queue            TEXT NOT NULL,
     kind             TEXT NOT NULL,
     payload          TEXT NOT NULL,
@@ -22,24 +24,24 @@ CREATE TABLE jobs (
     errors           TEXT NOT NULL DEFAULT '[]',
     created_at       INTEGER NOT NULL,
     attempted_at     INTEGER,
-    finalized_at     INTEGER
+    finalized_at     INTEGER,
+    -- Tenant first: lookups and per-workspace listing (newest first, as ids are time-ordered)
+    -- use this one index, and the table can be distributed by workspace.
+    PRIMARY KEY (workspace_id, id)
 );
 
 -- The claim path: waiting jobs of a queue in claim order.
 CREATE INDEX jobs_waiting ON jobs (queue, priority, run_at, id)
     WHERE state IN ('available', 'scheduled', 'retryable');
--- Rescue of expired leases.
-CREATE INDEX jobs_leases ON jobs (lease_expires_at) WHERE state = 'running';
--- Concurrency limits count running jobs per queue.
+-- Running jobs, per queue for concurrency limits; lease rescue scans it whole (it holds only
+-- what runs right now).
 CREATE INDEX jobs_running ON jobs (workspace_id, queue) WHERE state = 'running';
 -- One unfinished job per unique key.
 CREATE UNIQUE INDEX jobs_unique_key ON jobs (workspace_id, unique_key)
     WHERE unique_key IS NOT NULL AND state IN ('scheduled', 'available', 'running', 'retryable');
--- Listing, newest first.
-CREATE INDEX jobs_by_workspace ON jobs (workspace_id, created_at DESC, id DESC);
--- Retention pruning.
-CREATE INDEX jobs_finalized ON jobs (state, finalized_at)
-    WHERE state IN ('completed', 'discarded', 'cancelled');
+-- Listing and retention pruning need no index of their own: ids are time-ordered, so both walk
+-- the primary key. Every index here is paid for on every claim and completion (dropping a
+-- separate listing index took burn-down from 23k to 32k jobs/s).
 
 CREATE TABLE queues (
     workspace_id      TEXT NOT NULL REFERENCES workspaces (id) ON DELETE CASCADE,
@@ -51,13 +53,15 @@ CREATE TABLE queues (
 );
 
 -- Finished jobs per queue and state, kept current by the store as jobs finish and are pruned, so
--- queue statistics never count millions of rows.
+-- queue statistics never count millions of rows. Each counter is split over a few shards (summed
+-- when read) so that concurrent completions do not queue on one row lock.
 CREATE TABLE job_counts (
     workspace_id TEXT NOT NULL,
     queue        TEXT NOT NULL,
     state        TEXT NOT NULL,
+    shard        INTEGER NOT NULL,
     n            INTEGER NOT NULL,
-    PRIMARY KEY (workspace_id, queue, state)
+    PRIMARY KEY (workspace_id, queue, state, shard)
 );
 
 -- Due scheduled and retryable jobs, for promotion to available.

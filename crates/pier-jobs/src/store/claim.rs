@@ -67,10 +67,12 @@ fn claim_sql(db: &Db) -> String {
     format!(
         "UPDATE jobs SET state = 'running', attempt = attempt + 1, lease_token = $1, \
          lease_expires_at = $2 + COALESCE($3, lease_ms * 1000), attempted_at = $2, worker_id = $4 \
-         WHERE id IN (SELECT id FROM jobs WHERE queue = $5 AND ($6 IS NULL OR workspace_id = $6) \
-         AND state IN ('available', 'scheduled', 'retryable') AND run_at <= $2 \
-         ORDER BY priority, run_at, id LIMIT $7 {lock}) \
-         RETURNING id, workspace_id, queue, kind, payload, attempt, lease_expires_at, priority, run_at"
+         FROM (SELECT workspace_id AS picked_ws, id AS picked_id FROM jobs WHERE queue = $5 \
+         AND ($6 IS NULL OR workspace_id = $6) AND state IN ('available', 'scheduled', 'retryable') \
+         AND run_at <= $2 ORDER BY priority, run_at, id LIMIT $7 {lock}) AS picked \
+         WHERE jobs.workspace_id = picked.picked_ws AND jobs.id = picked.picked_id \
+         RETURNING jobs.id, jobs.workspace_id, jobs.queue, jobs.kind, jobs.payload, jobs.attempt, \
+         jobs.lease_expires_at, jobs.priority, jobs.run_at"
     )
 }
 
@@ -103,57 +105,51 @@ impl JobStore {
             };
         }
 
-        let rows = match &target.workspace {
-            None => on_writer!(&self.db, |pool| claim_query!(i64::from(max))
-                .fetch_all(pool)
-                .await)?,
-            Some(ws) => {
-                // Pause and the concurrency limit are read under a lock on the queue's row, so
-                // claimers on every node see each other's claims and the limit holds globally.
-                let mut tx = self.db.begin().await?;
-                let lock = if matches!(self.db, Db::Postgres(_)) {
-                    "FOR UPDATE"
-                } else {
-                    ""
-                };
-                let settings_sql = format!(
-                    "SELECT paused, concurrency_limit FROM queues \
-                     WHERE workspace_id = $1 AND name = $2 {lock}"
-                );
-                let settings: Option<QueueSettings> = on_tx!(&mut tx, |conn| {
-                    sqlx::query_as(&settings_sql)
-                        .bind(ws.as_str())
-                        .bind(target.queue.as_str())
-                        .fetch_optional(conn)
-                        .await
-                })?;
-                let mut limit = i64::from(max);
-                if let Some(settings) = settings {
-                    if settings.paused {
-                        return Ok(Vec::new());
-                    }
-                    if let Some(cap) = settings.concurrency_limit {
-                        let running: i64 = on_tx!(&mut tx, |conn| {
-                            sqlx::query_scalar(
-                                "SELECT COUNT(*) FROM jobs WHERE workspace_id = $1 AND queue = $2 \
-                                 AND state = 'running'",
-                            )
-                            .bind(ws.as_str())
-                            .bind(target.queue.as_str())
-                            .fetch_one(conn)
-                            .await
-                        })?;
-                        limit = limit.min(cap - running);
-                    }
-                }
-                if limit <= 0 {
+        let mut tx = self.begin_lax().await?;
+        let mut limit = i64::from(max);
+        if let Some(ws) = &target.workspace {
+            // Pause and the concurrency limit are read under a lock on the queue's row, so
+            // claimers on every node see each other's claims and the limit holds globally.
+            let lock = if matches!(self.db, Db::Postgres(_)) {
+                "FOR UPDATE"
+            } else {
+                ""
+            };
+            let settings_sql = format!(
+                "SELECT paused, concurrency_limit FROM queues \
+                 WHERE workspace_id = $1 AND name = $2 {lock}"
+            );
+            let settings: Option<QueueSettings> = on_tx!(&mut tx, |conn| {
+                sqlx::query_as(&settings_sql)
+                    .bind(ws.as_str())
+                    .bind(target.queue.as_str())
+                    .fetch_optional(conn)
+                    .await
+            })?;
+            if let Some(settings) = settings {
+                if settings.paused {
                     return Ok(Vec::new());
                 }
-                let rows = on_tx!(&mut tx, |conn| claim_query!(limit).fetch_all(conn).await)?;
-                tx.commit().await?;
-                rows
+                if let Some(cap) = settings.concurrency_limit {
+                    let running: i64 = on_tx!(&mut tx, |conn| {
+                        sqlx::query_scalar(
+                            "SELECT COUNT(*) FROM jobs WHERE workspace_id = $1 AND queue = $2 \
+                             AND state = 'running'",
+                        )
+                        .bind(ws.as_str())
+                        .bind(target.queue.as_str())
+                        .fetch_one(conn)
+                        .await
+                    })?;
+                    limit = limit.min(cap - running);
+                }
             }
-        };
+        }
+        if limit <= 0 {
+            return Ok(Vec::new());
+        }
+        let rows = on_tx!(&mut tx, |conn| claim_query!(limit).fetch_all(conn).await)?;
+        tx.commit().await?;
         let mut rows = rows;
         rows.sort_by(|a, b| (a.priority, a.run_at, &a.id).cmp(&(b.priority, b.run_at, &b.id)));
         rows.into_iter()
@@ -176,7 +172,7 @@ impl JobStore {
     /// Extends the lease of a running job held under `token`. `None` when the token is stale.
     pub async fn heartbeat(
         &self,
-        workspace: Option<&WorkspaceId>,
+        workspace: &WorkspaceId,
         id: &JobId,
         token: &str,
         lease: Option<Duration>,
@@ -185,14 +181,14 @@ impl JobStore {
         let row: Option<(i64, bool)> = on_writer!(&self.db, |pool| {
             sqlx::query_as(
                 "UPDATE jobs SET lease_expires_at = $1 + COALESCE($2, lease_ms * 1000) \
-                 WHERE id = $3 AND lease_token = $4 AND state = 'running' \
-                 AND ($5 IS NULL OR workspace_id = $5) RETURNING lease_expires_at, cancel_requested",
+                 WHERE workspace_id = $5 AND id = $3 AND lease_token = $4 AND state = 'running' \
+                 RETURNING lease_expires_at, cancel_requested",
             )
             .bind(now)
             .bind(lease.map(micros))
             .bind(id.as_str())
             .bind(token)
-            .bind(workspace.map(WorkspaceId::as_str))
+            .bind(workspace.as_str())
             .fetch_optional(pool)
             .await
         })?;

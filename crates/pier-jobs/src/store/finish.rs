@@ -82,7 +82,8 @@ pub(crate) async fn record_failure(
     on_tx!(tx, |conn| {
         sqlx::query(
             "UPDATE jobs SET state = $1, run_at = $2, errors = $3, finalized_at = $4, \
-             lease_token = NULL, lease_expires_at = NULL WHERE id = $5 AND lease_token = $6",
+             lease_token = NULL, lease_expires_at = NULL \
+             WHERE workspace_id = $7 AND id = $5 AND lease_token = $6",
         )
         .bind(state.as_str())
         .bind(run_at.as_micros())
@@ -90,6 +91,7 @@ pub(crate) async fn record_failure(
         .bind(finalized_at)
         .bind(&row.id)
         .bind(row.lease_token.as_deref())
+        .bind(&row.workspace_id)
         .execute(conn)
         .await
         .map(|r| r.rows_affected())
@@ -104,6 +106,9 @@ pub(crate) async fn record_failure(
     Ok(state)
 }
 
+/// Shards per counter (see the `job_counts` migration).
+const COUNTER_SHARDS: i64 = 8;
+
 /// Adds to the finished-job counters that queue statistics read.
 pub(crate) async fn bump_counts(
     tx: &mut Tx,
@@ -112,12 +117,14 @@ pub(crate) async fn bump_counts(
     for (workspace, queue, state, delta) in deltas {
         on_tx!(tx, |conn| {
             sqlx::query(
-                "INSERT INTO job_counts (workspace_id, queue, state, n) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (workspace_id, queue, state) DO UPDATE SET n = job_counts.n + excluded.n",
+                "INSERT INTO job_counts (workspace_id, queue, state, shard, n) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (workspace_id, queue, state, shard) \
+                 DO UPDATE SET n = job_counts.n + excluded.n",
             )
             .bind(workspace)
             .bind(queue)
             .bind(state.as_str())
+            .bind(rand::random_range(0..COUNTER_SHARDS))
             .bind(delta)
             .execute(conn)
             .await
@@ -144,57 +151,51 @@ pub(crate) fn tally(
 }
 
 impl JobStore {
-    /// Marks jobs held under `token` completed. Returns the ids that were (the others' leases
-    /// were stale). One statement for the whole batch.
+    /// Marks jobs held under `token` completed, in one statement for the whole batch. Returns
+    /// the ones that were (the others' leases were stale).
     pub async fn complete_many(
         &self,
         token: &str,
-        ids: &[JobId],
+        jobs: &[(WorkspaceId, JobId)],
     ) -> Result<Vec<JobId>, sqlx::Error> {
-        self.complete_scoped(None, token, ids).await
-    }
-
-    pub(crate) async fn complete_scoped(
-        &self,
-        workspace: Option<&WorkspaceId>,
-        token: &str,
-        ids: &[JobId],
-    ) -> Result<Vec<JobId>, sqlx::Error> {
-        if ids.is_empty() {
+        if jobs.is_empty() {
             return Ok(Vec::new());
         }
         let now = self.clock.now().as_micros();
-        let ws = workspace.map(WorkspaceId::as_str);
         let set =
             "lease_token = NULL, lease_expires_at = NULL, state = 'completed', finalized_at = $1";
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.begin_lax().await?;
         let done: Vec<(String, String, String)> = match &mut tx.conn {
             TxConn::Postgres(conn) => {
-                let ids: Vec<&str> = ids.iter().map(JobId::as_str).collect();
+                let workspaces: Vec<&str> = jobs.iter().map(|(ws, _)| ws.as_str()).collect();
+                let ids: Vec<&str> = jobs.iter().map(|(_, id)| id.as_str()).collect();
                 sqlx::query_as(&format!(
                     "UPDATE jobs SET {set} WHERE lease_token = $2 AND state = 'running' \
-                     AND id = ANY($3) AND ($4::text IS NULL OR workspace_id = $4) \
+                     AND (workspace_id, id) IN (SELECT * FROM UNNEST($3::text[], $4::text[])) \
                      RETURNING id, workspace_id, queue"
                 ))
                 .bind(now)
                 .bind(token)
+                .bind(workspaces)
                 .bind(ids)
-                .bind(ws)
                 .fetch_all(&mut **conn)
                 .await?
             }
             TxConn::Sqlite(conn) => {
-                let ids = serde_json::to_string(&ids.iter().map(JobId::as_str).collect::<Vec<_>>())
-                    .map_err(|e| sqlx::Error::Encode(e.into()))?;
+                let pairs: Vec<[&str; 2]> = jobs
+                    .iter()
+                    .map(|(ws, id)| [ws.as_str(), id.as_str()])
+                    .collect();
+                let pairs =
+                    serde_json::to_string(&pairs).map_err(|e| sqlx::Error::Encode(e.into()))?;
                 sqlx::query_as(&format!(
                     "UPDATE jobs SET {set} WHERE lease_token = $2 AND state = 'running' \
-                     AND id IN (SELECT value FROM json_each($3)) AND ($4 IS NULL OR workspace_id = $4) \
+                     AND (workspace_id, id) IN (SELECT value ->> 0, value ->> 1 FROM json_each($3)) \
                      RETURNING id, workspace_id, queue"
                 ))
                 .bind(now)
                 .bind(token)
-                .bind(ids)
-                .bind(ws)
+                .bind(pairs)
                 .fetch_all(&mut **conn)
                 .await?
             }
@@ -219,7 +220,7 @@ impl JobStore {
         token: &str,
     ) -> Result<(), JobError> {
         let done = self
-            .complete_scoped(Some(workspace), token, std::slice::from_ref(id))
+            .complete_many(token, &[(workspace.clone(), id.clone())])
             .await?;
         if done.is_empty() {
             return Err(self.why_not_held(workspace, id).await);
@@ -239,7 +240,7 @@ impl JobStore {
     /// Records a failed attempt reported by the worker holding `token`.
     pub async fn fail(
         &self,
-        workspace: Option<&WorkspaceId>,
+        workspace: &WorkspaceId,
         id: &JobId,
         token: &str,
         error: &str,
@@ -253,23 +254,20 @@ impl JobStore {
             ""
         };
         let sql = format!(
-            "SELECT {FAIL_COLUMNS} FROM jobs WHERE id = $1 AND lease_token = $2 AND state = 'running' \
-             AND ($3 IS NULL OR workspace_id = $3) {lock}"
+            "SELECT {FAIL_COLUMNS} FROM jobs WHERE workspace_id = $3 AND id = $1 \
+             AND lease_token = $2 AND state = 'running' {lock}"
         );
         let row: Option<FailRow> = on_tx!(&mut tx, |conn| {
             sqlx::query_as(&sql)
                 .bind(id.as_str())
                 .bind(token)
-                .bind(workspace.map(WorkspaceId::as_str))
+                .bind(workspace.as_str())
                 .fetch_optional(conn)
                 .await
         })?;
         let Some(row) = row else {
             drop(tx);
-            return Err(match workspace {
-                Some(ws) => self.why_not_held(ws, id).await,
-                None => JobError::StaleLease,
-            });
+            return Err(self.why_not_held(workspace, id).await);
         };
         let state = record_failure(&mut tx, &row, now, error, retry_at).await?;
         tx.commit().await?;
@@ -375,18 +373,25 @@ impl JobStore {
 impl JobStore {
     /// Gives a running job back without counting the attempt (its worker is shutting down), so
     /// another worker can take it at once instead of waiting for the lease to expire.
-    pub async fn release(&self, id: &JobId, token: &str) -> Result<bool, sqlx::Error> {
+    pub async fn release(
+        &self,
+        workspace: &WorkspaceId,
+        id: &JobId,
+        token: &str,
+    ) -> Result<bool, sqlx::Error> {
         let now = self.clock.now().as_micros();
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.begin_lax().await?;
         let queue: Option<(String,)> = on_tx!(&mut tx, |conn| {
             sqlx::query_as(
                 "UPDATE jobs SET state = 'available', attempt = attempt - 1, run_at = $1, \
                  lease_token = NULL, lease_expires_at = NULL, worker_id = NULL \
-                 WHERE id = $2 AND lease_token = $3 AND state = 'running' RETURNING queue",
+                 WHERE workspace_id = $4 AND id = $2 AND lease_token = $3 AND state = 'running' \
+                 RETURNING queue",
             )
             .bind(now)
             .bind(id.as_str())
             .bind(token)
+            .bind(workspace.as_str())
             .fetch_optional(conn)
             .await
         })?;

@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use pier_db::{Db, on_tx, on_writer};
+use pier_db::{Db, on_reader, on_tx, on_writer};
 
 use super::JobStore;
 use super::finish::{FAIL_COLUMNS, FailRow, bump_counts, record_failure, tally};
-use crate::model::JobState;
+use crate::model::{JobId, JobState};
 use crate::notify::until_true;
 
 /// How long finished jobs are kept before pruning.
@@ -48,7 +48,7 @@ impl JobStore {
         );
         let mut rescued = 0;
         loop {
-            let mut tx = self.db.begin().await?;
+            let mut tx = self.begin_lax().await?;
             let rows: Vec<FailRow> = on_tx!(&mut tx, |conn| {
                 sqlx::query_as(&sql)
                     .bind(now.as_micros())
@@ -81,9 +81,9 @@ impl JobStore {
         let now = self.clock.now().as_micros();
         let promoted: Vec<(String,)> = on_writer!(&self.db, |pool| {
             sqlx::query_as(
-                "UPDATE jobs SET state = 'available' WHERE id IN (SELECT id FROM jobs \
-                 WHERE state IN ('scheduled', 'retryable') AND run_at <= $1 LIMIT 5000) \
-                 RETURNING queue",
+                "UPDATE jobs SET state = 'available' WHERE (workspace_id, id) IN \
+                 (SELECT workspace_id, id FROM jobs WHERE state IN ('scheduled', 'retryable') \
+                 AND run_at <= $1 LIMIT 5000) RETURNING queue",
             )
             .bind(now)
             .fetch_all(pool)
@@ -98,34 +98,47 @@ impl JobStore {
         Ok(queues.len() as u64)
     }
 
-    /// Deletes finished jobs older than `retention`, in bounded batches. Returns how many.
+    /// Deletes finished jobs older than `retention`, in bounded batches, one workspace at a time
+    /// (each walks its primary-key range of ids older than the cutoff). Returns how many.
     pub async fn prune(&self, retention: &Retention) -> Result<u64, sqlx::Error> {
         let now = self.clock.now();
+        let workspaces: Vec<(String,)> = on_reader!(&self.db, |pool| {
+            sqlx::query_as("SELECT id FROM workspaces")
+                .fetch_all(pool)
+                .await
+        })?;
         let mut pruned = 0;
-        for (state, keep) in [
-            (JobState::Completed, retention.completed),
-            (JobState::Cancelled, retention.cancelled),
-            (JobState::Discarded, retention.discarded),
-        ] {
-            let cutoff = now.saturating_sub(keep).as_micros();
-            loop {
-                let mut tx = self.db.begin().await?;
-                let deleted: Vec<(String, String)> = on_tx!(&mut tx, |conn| {
-                    sqlx::query_as(
-                        "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE state = $1 \
-                         AND finalized_at < $2 LIMIT $3) RETURNING workspace_id, queue",
-                    )
-                    .bind(state.as_str())
-                    .bind(cutoff)
-                    .bind(BATCH * 4)
-                    .fetch_all(conn)
-                    .await
-                })?;
-                bump_counts(&mut tx, &tally(&deleted, state, -1)).await?;
-                tx.commit().await?;
-                pruned += deleted.len() as u64;
-                if (deleted.len() as i64) < BATCH * 4 {
-                    break;
+        for (workspace,) in &workspaces {
+            for (state, keep) in [
+                (JobState::Completed, retention.completed),
+                (JobState::Cancelled, retention.cancelled),
+                (JobState::Discarded, retention.discarded),
+            ] {
+                let cutoff = now.saturating_sub(keep);
+                // A job finished before the cutoff was created before it too.
+                let id_bound = format!("{}_{}", JobId::PREFIX, pier_core::id::floor_body(cutoff));
+                loop {
+                    let mut tx = self.db.begin().await?;
+                    let deleted: Vec<(String, String)> = on_tx!(&mut tx, |conn| {
+                        sqlx::query_as(
+                            "DELETE FROM jobs WHERE (workspace_id, id) IN (SELECT workspace_id, id \
+                             FROM jobs WHERE workspace_id = $1 AND id < $2 AND state = $3 \
+                             AND finalized_at < $4 LIMIT $5) RETURNING workspace_id, queue",
+                        )
+                        .bind(workspace)
+                        .bind(&id_bound)
+                        .bind(state.as_str())
+                        .bind(cutoff.as_micros())
+                        .bind(BATCH * 4)
+                        .fetch_all(conn)
+                        .await
+                    })?;
+                    bump_counts(&mut tx, &tally(&deleted, state, -1)).await?;
+                    tx.commit().await?;
+                    pruned += deleted.len() as u64;
+                    if (deleted.len() as i64) < BATCH * 4 {
+                        break;
+                    }
                 }
             }
         }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use pier_auth::WorkspaceId;
 use pier_core::{Clock, Timestamp};
-use pier_db::{Db, on_reader};
+use pier_db::{Db, Tx, TxConn, on_reader};
 
 pub use claim::{ClaimTarget, Heartbeat};
 pub use maintenance::Retention;
@@ -138,6 +138,20 @@ impl JobStore {
         self.clock.now()
     }
 
+    /// A transaction that does not wait for its commit to reach disk on PostgreSQL. Only for
+    /// records whose loss in a crash at-least-once delivery already absorbs: a lost claim or
+    /// completion means the job runs again, never that it is lost. Enqueues, cancellations and
+    /// settings always commit durably.
+    pub(crate) async fn begin_lax(&self) -> Result<Tx, sqlx::Error> {
+        let mut tx = self.db.begin().await?;
+        if let TxConn::Postgres(conn) = &mut tx.conn {
+            sqlx::query("SET LOCAL synchronous_commit = off")
+                .execute(&mut **conn)
+                .await?;
+        }
+        Ok(tx)
+    }
+
     pub async fn get(
         &self,
         workspace: &WorkspaceId,
@@ -154,21 +168,19 @@ impl JobStore {
         row.map(Job::try_from).transpose()
     }
 
-    /// Newest first, keyset-paginated on `(created_at, id)`.
+    /// Newest first (ids are time-ordered), keyset-paginated on the id, along the primary key.
     pub async fn list(
         &self,
         workspace: &WorkspaceId,
         filter: &JobFilter,
-        after: Option<(i64, String)>,
+        before: Option<String>,
         limit: u32,
     ) -> Result<Vec<Job>, sqlx::Error> {
-        let (after_at, after_id) = after.unzip();
         let sql = format!(
             "SELECT {JOB_COLUMNS} FROM jobs WHERE workspace_id = $1 \
              AND ($2 IS NULL OR queue = $2) AND ($3 IS NULL OR state = $3) \
-             AND ($4 IS NULL OR kind = $4) \
-             AND ($5 IS NULL OR (created_at, id) < ($5, $6)) \
-             ORDER BY created_at DESC, id DESC LIMIT $7"
+             AND ($4 IS NULL OR kind = $4) AND ($5 IS NULL OR id < $5) \
+             ORDER BY id DESC LIMIT $6"
         );
         let rows: Vec<JobRow> = on_reader!(&self.db, |pool| {
             sqlx::query_as(&sql)
@@ -176,8 +188,7 @@ impl JobStore {
                 .bind(filter.queue.as_deref())
                 .bind(filter.state.map(JobState::as_str))
                 .bind(filter.kind.as_deref())
-                .bind(after_at)
-                .bind(after_id.as_deref())
+                .bind(before.as_deref())
                 .bind(i64::from(limit))
                 .fetch_all(pool)
                 .await

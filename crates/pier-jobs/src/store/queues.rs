@@ -47,7 +47,8 @@ impl JobStore {
                  GROUP BY 1, 2 \
                  UNION ALL SELECT queue, 'running', COUNT(*), NULL FROM jobs \
                  WHERE workspace_id = $1 AND state = 'running' GROUP BY 1 \
-                 UNION ALL SELECT queue, state, n, NULL FROM job_counts WHERE workspace_id = $1",
+                 UNION ALL SELECT queue, state, CAST(SUM(n) AS BIGINT), NULL FROM job_counts WHERE workspace_id = $1 \
+                 GROUP BY queue, state",
             )
             .bind(workspace.as_str())
             .bind(now.as_micros())

@@ -21,6 +21,7 @@ on_both_backends!(
     queues_pause_resume_and_count,
     long_poll_claim_wakes_on_enqueue,
     jobs_are_invisible_to_other_workspaces,
+    listing_filters_and_pages,
 );
 
 async fn claim(app: &TestApp, queue: &str, body: Value) -> Vec<Value> {
@@ -488,4 +489,43 @@ async fn jobs_are_invisible_to_other_workspaces(backend: Backend) {
         .await
         .expect("sent");
     problem(response, 403, "forbidden").await;
+}
+
+async fn listing_filters_and_pages(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let mut made = Vec::new();
+    for i in 0..5 {
+        let kind = if i % 2 == 0 { "even" } else { "odd" };
+        made.push(id(
+            &enqueue(&app, json!({"kind": kind, "queue": "listed"})).await
+        ));
+        app.clock.advance(Duration::from_millis(2));
+    }
+    enqueue(&app, json!({"kind": "even", "queue": "elsewhere"})).await;
+
+    let mut seen = Vec::new();
+    let mut path = "/v1/jobs?queue=listed&limit=2".to_owned();
+    loop {
+        let page = app.get_value(&path).await;
+        seen.extend(page["data"].as_array().expect("data").iter().map(id));
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/v1/jobs?queue=listed&limit=2&cursor={cursor}"),
+            None => break,
+        }
+    }
+    made.reverse();
+    assert_eq!(seen, made, "newest first, each once");
+
+    let evens = app
+        .get_value("/v1/jobs?queue=listed&kind=even&state=available")
+        .await;
+    assert_eq!(evens["data"].as_array().expect("data").len(), 3);
+    let response = app.get("/v1/jobs?state=sleeping").await;
+    problem(response, 422, "validation_failed").await;
+    let first = app.get_value("/v1/jobs?queue=listed&limit=2").await;
+    let cursor = first["next_cursor"].as_str().expect("cursor");
+    let response = app
+        .get(&format!("/v1/jobs?queue=elsewhere&limit=2&cursor={cursor}"))
+        .await;
+    problem(response, 400, "cursor_mismatch").await;
 }
