@@ -18,12 +18,20 @@ POOLS=(--pools 2 --concurrency 2000)
 cargo build --release --quiet -p pier-bench
 BENCH=target/release/pier-bench
 
-echo "pier on sqlite" >&2
-"$BENCH" --jobs "$JOBS" "${POOLS[@]}"
+fresh_postgres() {
+  psql "$ADMIN_URL" -qc "DROP DATABASE IF EXISTS pier_bench WITH (FORCE)" -qc "CREATE DATABASE pier_bench"
+}
 
-echo "pier on postgres" >&2
-psql "$ADMIN_URL" -qc "DROP DATABASE IF EXISTS pier_bench WITH (FORCE)" -qc "CREATE DATABASE pier_bench"
-"$BENCH" --database-url "$PG_URL" --jobs "$JOBS" "${POOLS[@]}"
+# Each measurement starts from an empty database, as the baseline's do.
+for measure in enqueue burndown latency; do
+  echo "pier on sqlite: $measure" >&2
+  "$BENCH" --measure "$measure" --jobs "$JOBS" "${POOLS[@]}"
+done
+for measure in enqueue burndown latency; do
+  echo "pier on postgres: $measure" >&2
+  fresh_postgres
+  "$BENCH" --measure "$measure" --database-url "$PG_URL" --jobs "$JOBS" "${POOLS[@]}"
+done
 psql "$ADMIN_URL" -qc "DROP DATABASE IF EXISTS pier_bench WITH (FORCE)"
 
 echo "graphile-worker on postgres" >&2

@@ -170,7 +170,7 @@ impl JobStore {
                 let workspaces: Vec<&str> = jobs.iter().map(|(ws, _)| ws.as_str()).collect();
                 let ids: Vec<&str> = jobs.iter().map(|(_, id)| id.as_str()).collect();
                 sqlx::query_as(&format!(
-                    "UPDATE jobs SET {set} WHERE lease_token = $2 AND state = 'running' \
+                    "UPDATE jobs SET {set} WHERE lease_token = $2 \
                      AND (workspace_id, id) IN (SELECT * FROM UNNEST($3::text[], $4::text[])) \
                      RETURNING id, workspace_id, queue"
                 ))
@@ -189,7 +189,7 @@ impl JobStore {
                 let pairs =
                     serde_json::to_string(&pairs).map_err(|e| sqlx::Error::Encode(e.into()))?;
                 sqlx::query_as(&format!(
-                    "UPDATE jobs SET {set} WHERE lease_token = $2 AND state = 'running' \
+                    "UPDATE jobs SET {set} WHERE lease_token = $2 \
                      AND (workspace_id, id) IN (SELECT value ->> 0, value ->> 1 FROM json_each($3)) \
                      RETURNING id, workspace_id, queue"
                 ))
