@@ -4,11 +4,12 @@ use std::time::Duration;
 
 use pier_auth::WorkspaceId;
 use pier_core::Timestamp;
-use pier_db::{Db, on_tx, on_writer};
+use pier_db::{Db, TxConn, on_tx, on_writer};
 use rand::RngCore;
 
+use super::counts::Moves;
 use super::{JobStore, small};
-use crate::model::{ClaimedJob, JobId, QueueName};
+use crate::model::{ClaimedJob, JobId, JobState, QueueName};
 
 /// Which jobs a claim may take: a queue of one workspace (HTTP workers, workspace-bound pools,
 /// where pause and concurrency limits apply), or a queue across all workspaces (Pier's own
@@ -56,25 +57,27 @@ fn new_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Claims up to `limit` waiting jobs in claim order (priority, then due time, then age) and
-/// marks them running under one fresh lease token. On PostgreSQL, `SKIP LOCKED` lets many
-/// claimers work the same queue without waiting on each other; SQLite has a single writer.
-fn claim_sql(db: &Db) -> String {
+/// Picks up to `$4` waiting jobs in claim order (priority, then due time, then age). On
+/// PostgreSQL, `SKIP LOCKED` lets many claimers work the same queue without waiting on each
+/// other; SQLite has a single writer.
+fn pick_sql(db: &Db) -> String {
     let lock = match db {
         Db::Postgres(_) => "FOR UPDATE SKIP LOCKED",
         Db::Sqlite(_) => "",
     };
     format!(
-        "UPDATE jobs SET state = 'running', attempt = attempt + 1, lease_token = $1, \
-         lease_expires_at = $2 + COALESCE($3, lease_ms * 1000), attempted_at = $2, worker_id = $4 \
-         FROM (SELECT workspace_id AS picked_ws, id AS picked_id FROM jobs WHERE queue = $5 \
-         AND ($6 IS NULL OR workspace_id = $6) AND state IN ('available', 'scheduled', 'retryable') \
-         AND run_at <= $2 ORDER BY priority, run_at, id LIMIT $7 {lock}) AS picked \
-         WHERE jobs.workspace_id = picked.picked_ws AND jobs.id = picked.picked_id \
-         RETURNING jobs.id, jobs.workspace_id, jobs.queue, jobs.kind, jobs.payload, jobs.attempt, \
-         jobs.lease_expires_at, jobs.priority, jobs.run_at"
+        "SELECT workspace_id, id, state FROM jobs WHERE queue = $1 \
+         AND ($2 IS NULL OR workspace_id = $2) AND state IN ('available', 'scheduled', 'retryable') \
+         AND run_at <= $3 ORDER BY priority, run_at, id LIMIT $4 {lock}"
     )
 }
+
+/// Marks the picked jobs running under one fresh lease token.
+const MARK_RUNNING: &str = "UPDATE jobs SET state = 'running', attempt = attempt + 1, \
+    lease_token = $1, lease_expires_at = $2 + COALESCE($3, lease_ms * 1000), attempted_at = $2, \
+    worker_id = $4";
+const CLAIMED_COLUMNS: &str =
+    "id, workspace_id, queue, kind, payload, attempt, lease_expires_at, priority, run_at";
 
 impl JobStore {
     /// Claims up to `max` jobs. `lease` overrides each job's own lease length.
@@ -90,21 +93,7 @@ impl JobStore {
         }
         let now = self.clock.now().as_micros();
         let token = new_token();
-        let sql = claim_sql(&self.db);
         let workspace = target.workspace.as_ref().map(WorkspaceId::as_str);
-        macro_rules! claim_query {
-            ($limit:expr) => {
-                sqlx::query_as::<_, ClaimedRow>(&sql)
-                    .bind(&token)
-                    .bind(now)
-                    .bind(lease.map(micros))
-                    .bind(worker_id)
-                    .bind(target.queue.as_str())
-                    .bind(workspace)
-                    .bind($limit)
-            };
-        }
-
         let mut tx = self.begin_lax().await?;
         let mut limit = i64::from(max);
         if let Some(ws) = &target.workspace {
@@ -148,7 +137,70 @@ impl JobStore {
         if limit <= 0 {
             return Ok(Vec::new());
         }
-        let rows = on_tx!(&mut tx, |conn| claim_query!(limit).fetch_all(conn).await)?;
+        let pick = pick_sql(&self.db);
+        let picked: Vec<(String, String, String)> = on_tx!(&mut tx, |conn| {
+            sqlx::query_as(&pick)
+                .bind(target.queue.as_str())
+                .bind(workspace)
+                .bind(now)
+                .bind(limit)
+                .fetch_all(conn)
+                .await
+        })?;
+        if picked.is_empty() {
+            return Ok(Vec::new());
+        }
+        let lease = lease.map(micros);
+        let rows: Vec<ClaimedRow> = match &mut tx.conn {
+            TxConn::Postgres(conn) => {
+                let workspaces: Vec<&str> = picked.iter().map(|(ws, _, _)| ws.as_str()).collect();
+                let ids: Vec<&str> = picked.iter().map(|(_, id, _)| id.as_str()).collect();
+                sqlx::query_as(&format!(
+                    "{MARK_RUNNING} WHERE (workspace_id, id) IN \
+                     (SELECT * FROM UNNEST($5::text[], $6::text[])) RETURNING {CLAIMED_COLUMNS}"
+                ))
+                .bind(&token)
+                .bind(now)
+                .bind(lease)
+                .bind(worker_id)
+                .bind(workspaces)
+                .bind(ids)
+                .fetch_all(&mut **conn)
+                .await?
+            }
+            TxConn::Sqlite(conn) => {
+                let pairs: Vec<[&str; 2]> = picked
+                    .iter()
+                    .map(|(ws, id, _)| [ws.as_str(), id.as_str()])
+                    .collect();
+                let pairs =
+                    serde_json::to_string(&pairs).map_err(|e| sqlx::Error::Encode(e.into()))?;
+                sqlx::query_as(&format!(
+                    "{MARK_RUNNING} WHERE (workspace_id, id) IN \
+                     (SELECT value ->> 0, value ->> 1 FROM json_each($5)) RETURNING {CLAIMED_COLUMNS}"
+                ))
+                .bind(&token)
+                .bind(now)
+                .bind(lease)
+                .bind(worker_id)
+                .bind(pairs)
+                .fetch_all(&mut **conn)
+                .await?
+            }
+        };
+        let mut moves = Moves::new();
+        for (ws, _, state) in &picked {
+            let from = state
+                .parse::<JobState>()
+                .map_err(|e| sqlx::Error::Decode(e.into()))?;
+            moves.moved(
+                ws,
+                target.queue.as_str(),
+                Some(from),
+                Some(JobState::Running),
+            );
+        }
+        moves.apply(&mut tx).await?;
         tx.commit().await?;
         let mut rows = rows;
         rows.sort_by(|a, b| (a.priority, a.run_at, &a.id).cmp(&(b.priority, b.run_at, &b.id)));

@@ -7,8 +7,9 @@ use pier_auth::WorkspaceId;
 use pier_db::{Tx, TxConn, on_tx};
 use serde::Serialize;
 
+use super::counts::Moves;
 use super::{JOB_COLUMNS, JobRow, JobStore};
-use crate::model::{Enqueued, Job, JobId, NewJob};
+use crate::model::{Enqueued, Job, JobId, JobState, NewJob};
 use crate::notify::CHANNEL;
 
 const NON_FINAL: &str = "('scheduled', 'available', 'running', 'retryable')";
@@ -89,9 +90,16 @@ impl JobStore {
 
         let mut out = Vec::with_capacity(rows.len());
         let mut woken = BTreeSet::new();
+        let mut moves = Moves::new();
         for row in &rows {
             if let Some(created) = by_id.remove(&row.id) {
-                if row.state == "available" {
+                let state = if row.state == "available" {
+                    JobState::Available
+                } else {
+                    JobState::Scheduled
+                };
+                moves.moved(workspace.as_str(), &row.queue, None, Some(state));
+                if state == JobState::Available {
                     woken.insert(row.queue.clone());
                 }
                 out.push(Enqueued {
@@ -113,6 +121,7 @@ impl JobStore {
             });
         }
 
+        moves.apply(tx).await?;
         for queue in woken {
             if let TxConn::Postgres(conn) = &mut tx.conn {
                 sqlx::query("SELECT pg_notify($1, $2)")

@@ -1,12 +1,11 @@
 //! Ending attempts: complete, fail (retry, dead-letter or acknowledge cancellation), and the
 //! operator's cancel and retry.
 
-use std::collections::HashMap;
-
 use pier_auth::WorkspaceId;
 use pier_core::Timestamp;
 use pier_db::{Db, Tx, TxConn, is_unique_violation, on_tx};
 
+use super::counts::Moves;
 use super::{JOB_COLUMNS, JobRow, JobStore, push_error, small};
 use crate::model::{AttemptError, Job, JobError, JobId, JobState, RetryPolicy};
 
@@ -96,58 +95,15 @@ pub(crate) async fn record_failure(
         .await
         .map(|r| r.rows_affected())
     })?;
-    if state.is_final() {
-        bump_counts(
-            tx,
-            &[(row.workspace_id.clone(), row.queue.clone(), state, 1)],
-        )
-        .await?;
-    }
+    let mut moves = Moves::new();
+    moves.moved(
+        &row.workspace_id,
+        &row.queue,
+        Some(JobState::Running),
+        Some(state),
+    );
+    moves.apply(tx).await?;
     Ok(state)
-}
-
-/// Shards per counter (see the `job_counts` migration).
-const COUNTER_SHARDS: i64 = 8;
-
-/// Adds to the finished-job counters that queue statistics read.
-pub(crate) async fn bump_counts(
-    tx: &mut Tx,
-    deltas: &[(String, String, JobState, i64)],
-) -> Result<(), sqlx::Error> {
-    for (workspace, queue, state, delta) in deltas {
-        on_tx!(tx, |conn| {
-            sqlx::query(
-                "INSERT INTO job_counts (workspace_id, queue, state, shard, n) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (workspace_id, queue, state, shard) \
-                 DO UPDATE SET n = job_counts.n + excluded.n",
-            )
-            .bind(workspace)
-            .bind(queue)
-            .bind(state.as_str())
-            .bind(rand::random_range(0..COUNTER_SHARDS))
-            .bind(delta)
-            .execute(conn)
-            .await
-            .map(|r| r.rows_affected())
-        })?;
-    }
-    Ok(())
-}
-
-/// Groups finished `(workspace, queue)` rows into counter deltas.
-pub(crate) fn tally(
-    rows: &[(String, String)],
-    state: JobState,
-    sign: i64,
-) -> Vec<(String, String, JobState, i64)> {
-    let mut counts: HashMap<(&str, &str), i64> = HashMap::new();
-    for (ws, queue) in rows {
-        *counts.entry((ws, queue)).or_default() += sign;
-    }
-    counts
-        .into_iter()
-        .map(|((ws, q), n)| (ws.to_owned(), q.to_owned(), state, n))
-        .collect()
 }
 
 impl JobStore {
@@ -200,11 +156,16 @@ impl JobStore {
                 .await?
             }
         };
-        let places: Vec<(String, String)> = done
-            .iter()
-            .map(|(_, w, q)| (w.clone(), q.clone()))
-            .collect();
-        bump_counts(&mut tx, &tally(&places, JobState::Completed, 1)).await?;
+        let mut moves = Moves::new();
+        for (_, workspace, queue) in &done {
+            moves.moved(
+                workspace,
+                queue,
+                Some(JobState::Running),
+                Some(JobState::Completed),
+            );
+        }
+        moves.apply(&mut tx).await?;
         tx.commit().await?;
         Ok(done
             .into_iter()
@@ -274,50 +235,76 @@ impl JobStore {
         Ok(state)
     }
 
+    /// The state and queue of a job, locked for the rest of `tx` on PostgreSQL (SQLite's
+    /// single writer already excludes others).
+    async fn lock_state(
+        &self,
+        tx: &mut Tx,
+        workspace: &WorkspaceId,
+        id: &JobId,
+    ) -> Result<(JobState, String), JobError> {
+        let lock = if matches!(self.db, Db::Postgres(_)) {
+            "FOR UPDATE"
+        } else {
+            ""
+        };
+        let sql =
+            format!("SELECT state, queue FROM jobs WHERE workspace_id = $1 AND id = $2 {lock}");
+        let row: Option<(String, String)> = on_tx!(tx, |conn| {
+            sqlx::query_as(&sql)
+                .bind(workspace.as_str())
+                .bind(id.as_str())
+                .fetch_optional(conn)
+                .await
+        })?;
+        let (state, queue) = row.ok_or(JobError::NotFound)?;
+        let state = state
+            .parse()
+            .map_err(|e: String| sqlx::Error::Decode(e.into()))?;
+        Ok((state, queue))
+    }
+
     /// Cancels a job: a waiting one at once; a running one is asked to stop (its worker sees
     /// `cancel_requested` on its next heartbeat and acknowledges by failing it).
     pub async fn cancel(&self, workspace: &WorkspaceId, id: &JobId) -> Result<Job, JobError> {
         let now = self.clock.now().as_micros();
         let mut tx = self.db.begin().await?;
+        let (state, queue) = self.lock_state(&mut tx, workspace, id).await?;
+        // A waiting job ends now; a running one is flagged for its worker.
+        let (set, finalized_at) = match state {
+            JobState::Scheduled | JobState::Available | JobState::Retryable => {
+                ("state = 'cancelled', finalized_at = $1", Some(now))
+            }
+            JobState::Running => ("cancel_requested = TRUE, finalized_at = $1", None),
+            JobState::Cancelled => {
+                drop(tx);
+                return self.get(workspace, id).await?.ok_or(JobError::NotFound);
+            }
+            other => return Err(JobError::WrongState(other)),
+        };
         let sql = format!(
-            "UPDATE jobs SET state = 'cancelled', finalized_at = $1 WHERE workspace_id = $2 \
-             AND id = $3 AND state IN ('scheduled', 'available', 'retryable') RETURNING {JOB_COLUMNS}"
+            "UPDATE jobs SET {set} WHERE workspace_id = $2 AND id = $3 RETURNING {JOB_COLUMNS}"
         );
-        let cancelled: Option<JobRow> = on_tx!(&mut tx, |conn| {
+        let row: JobRow = on_tx!(&mut tx, |conn| {
             sqlx::query_as(&sql)
-                .bind(now)
+                .bind(finalized_at)
                 .bind(workspace.as_str())
                 .bind(id.as_str())
-                .fetch_optional(conn)
+                .fetch_one(conn)
                 .await
         })?;
-        if let Some(row) = cancelled {
-            let place = [(row.workspace_id.clone(), row.queue.clone())];
-            bump_counts(&mut tx, &tally(&place, JobState::Cancelled, 1)).await?;
-            tx.commit().await?;
-            return Ok(Job::try_from(row)?);
+        if state != JobState::Running {
+            let mut moves = Moves::new();
+            moves.moved(
+                workspace.as_str(),
+                &queue,
+                Some(state),
+                Some(JobState::Cancelled),
+            );
+            moves.apply(&mut tx).await?;
         }
-        let sql = format!(
-            "UPDATE jobs SET cancel_requested = $1 WHERE workspace_id = $2 AND id = $3 \
-             AND state = 'running' RETURNING {JOB_COLUMNS}"
-        );
-        let requested: Option<JobRow> = on_tx!(&mut tx, |conn| {
-            sqlx::query_as(&sql)
-                .bind(true)
-                .bind(workspace.as_str())
-                .bind(id.as_str())
-                .fetch_optional(conn)
-                .await
-        })?;
         tx.commit().await?;
-        if let Some(row) = requested {
-            return Ok(Job::try_from(row)?);
-        }
-        let job = self.get(workspace, id).await?.ok_or(JobError::NotFound)?;
-        match job.state {
-            JobState::Cancelled => Ok(job),
-            other => Err(JobError::WrongState(other)),
-        }
+        Ok(Job::try_from(row)?)
     }
 
     /// Runs a job again now: a finished one (including dead letters) gets one more attempt if it
@@ -325,17 +312,7 @@ impl JobStore {
     pub async fn retry(&self, workspace: &WorkspaceId, id: &JobId) -> Result<Job, JobError> {
         let now = self.clock.now().as_micros();
         let mut tx = self.db.begin().await?;
-        let before: Option<(String, String)> = on_tx!(&mut tx, |conn| {
-            sqlx::query_as("SELECT state, queue FROM jobs WHERE workspace_id = $1 AND id = $2")
-                .bind(workspace.as_str())
-                .bind(id.as_str())
-                .fetch_optional(conn)
-                .await
-        })?;
-        let (state, queue) = before.ok_or(JobError::NotFound)?;
-        let state: JobState = state
-            .parse()
-            .map_err(|e: String| sqlx::Error::Decode(e.into()))?;
+        let (state, queue) = self.lock_state(&mut tx, workspace, id).await?;
         if state == JobState::Running {
             return Err(JobError::WrongState(state));
         }
@@ -343,26 +320,29 @@ impl JobStore {
             "UPDATE jobs SET state = 'available', run_at = $1, finalized_at = NULL, \
              cancel_requested = $2, max_attempts = CASE WHEN attempt >= max_attempts \
              THEN attempt + 1 ELSE max_attempts END WHERE workspace_id = $3 AND id = $4 \
-             AND state = $5 RETURNING {JOB_COLUMNS}"
+             RETURNING {JOB_COLUMNS}"
         );
-        let updated: Result<Option<JobRow>, sqlx::Error> = on_tx!(&mut tx, |conn| {
+        let updated: Result<JobRow, sqlx::Error> = on_tx!(&mut tx, |conn| {
             sqlx::query_as(&sql)
                 .bind(now)
                 .bind(false)
                 .bind(workspace.as_str())
                 .bind(id.as_str())
-                .bind(state.as_str())
-                .fetch_optional(conn)
+                .fetch_one(conn)
                 .await
         });
         let row = match updated {
             Err(err) if is_unique_violation(&err) => return Err(JobError::UniqueConflict),
-            other => other?.ok_or(JobError::WrongState(state))?,
+            other => other?,
         };
-        if state.is_final() {
-            let place = [(workspace.to_string(), queue.clone())];
-            bump_counts(&mut tx, &tally(&place, state, -1)).await?;
-        }
+        let mut moves = Moves::new();
+        moves.moved(
+            workspace.as_str(),
+            &queue,
+            Some(state),
+            Some(JobState::Available),
+        );
+        moves.apply(&mut tx).await?;
         let notifier = self.notifier.clone();
         tx.after_commit(move || notifier.wake(&queue));
         tx.commit().await?;
@@ -396,6 +376,14 @@ impl JobStore {
             .await
         })?;
         if let Some((queue,)) = &queue {
+            let mut moves = Moves::new();
+            moves.moved(
+                workspace.as_str(),
+                queue,
+                Some(JobState::Running),
+                Some(JobState::Available),
+            );
+            moves.apply(&mut tx).await?;
             let notifier = self.notifier.clone();
             let queue = queue.clone();
             tx.after_commit(move || notifier.wake(&queue));

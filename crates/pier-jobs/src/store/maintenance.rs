@@ -1,12 +1,14 @@
 //! Background upkeep, safe to run on every node at once: rescuing expired leases, promoting due
 //! jobs, and pruning finished ones.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
-use pier_db::{Db, on_reader, on_tx, on_writer};
+use pier_db::{Db, on_reader, on_tx};
 
 use super::JobStore;
-use super::finish::{FAIL_COLUMNS, FailRow, bump_counts, record_failure, tally};
+use super::counts::Moves;
+use super::finish::{FAIL_COLUMNS, FailRow, record_failure};
 use crate::model::{JobId, JobState};
 use crate::notify::until_true;
 
@@ -79,19 +81,28 @@ impl JobStore {
     /// true. (Claims take due jobs in those states directly, so this never delays a job.)
     pub async fn promote_due(&self) -> Result<u64, sqlx::Error> {
         let now = self.clock.now().as_micros();
-        let promoted: Vec<(String,)> = on_writer!(&self.db, |pool| {
-            sqlx::query_as(
-                "UPDATE jobs SET state = 'available' WHERE (workspace_id, id) IN \
-                 (SELECT workspace_id, id FROM jobs WHERE state IN ('scheduled', 'retryable') \
-                 AND run_at <= $1 LIMIT 5000) RETURNING queue",
-            )
-            .bind(now)
-            .fetch_all(pool)
-            .await
-        })?;
-        let mut queues: Vec<String> = promoted.into_iter().map(|(q,)| q).collect();
-        queues.sort();
-        queues.dedup();
+        let mut tx = self.db.begin().await?;
+        let mut moves = Moves::new();
+        let mut queues = BTreeSet::new();
+        for from in [JobState::Scheduled, JobState::Retryable] {
+            let promoted: Vec<(String, String)> = on_tx!(&mut tx, |conn| {
+                sqlx::query_as(
+                    "UPDATE jobs SET state = 'available' WHERE (workspace_id, id) IN \
+                     (SELECT workspace_id, id FROM jobs WHERE state = $1 AND run_at <= $2 LIMIT 5000) \
+                     RETURNING workspace_id, queue",
+                )
+                .bind(from.as_str())
+                .bind(now)
+                .fetch_all(conn)
+                .await
+            })?;
+            for (workspace, queue) in promoted {
+                moves.moved(&workspace, &queue, Some(from), Some(JobState::Available));
+                queues.insert(queue);
+            }
+        }
+        moves.apply(&mut tx).await?;
+        tx.commit().await?;
         for queue in &queues {
             self.notifier.wake(queue);
         }
@@ -133,7 +144,11 @@ impl JobStore {
                         .fetch_all(conn)
                         .await
                     })?;
-                    bump_counts(&mut tx, &tally(&deleted, state, -1)).await?;
+                    let mut moves = Moves::new();
+                    for (workspace, queue) in &deleted {
+                        moves.moved(workspace, queue, Some(state), None);
+                    }
+                    moves.apply(&mut tx).await?;
                     tx.commit().await?;
                     pruned += deleted.len() as u64;
                     if (deleted.len() as i64) < BATCH * 4 {

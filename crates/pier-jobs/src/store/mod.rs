@@ -3,6 +3,7 @@
 //! `NOTIFY`) are spelled out where they occur.
 
 mod claim;
+mod counts;
 mod enqueue;
 mod finish;
 mod maintenance;

@@ -17,11 +17,12 @@ pub struct QueueInfo {
     pub paused: bool,
     /// The most jobs of this queue that may run at once, across all nodes.
     pub concurrency_limit: Option<u32>,
-    /// Jobs per state. Waiting and running jobs are counted live; finished ones come from
-    /// counters kept as jobs finish and are pruned, so this never scans finished jobs.
+    /// Jobs per state, from counters every state change keeps current: reading them never
+    /// counts rows, however long the queue.
     #[schema(value_type = BTreeMap<String, u64>)]
     pub counts: BTreeMap<&'static str, u64>,
-    /// Seconds the oldest available job has waited; 0 when none waits.
+    /// Seconds the job at the head of the queue (the next to be claimed) has been due; 0 when
+    /// none is due.
     pub oldest_available_age_secs: f64,
 }
 
@@ -30,28 +31,18 @@ struct LiveCount {
     queue: String,
     state: String,
     n: i64,
-    oldest: Option<i64>,
 }
 
 impl JobStore {
     /// Statistics for every queue of the workspace that has jobs or settings.
     pub async fn queues(&self, workspace: &WorkspaceId) -> Result<Vec<QueueInfo>, sqlx::Error> {
         let now = self.clock.now();
-        // Each branch reads one partial index: the waiting set, the running set, the counters.
-        let live: Vec<LiveCount> = on_reader!(&self.db, |pool| {
+        let counts: Vec<LiveCount> = on_reader!(&self.db, |pool| {
             sqlx::query_as(
-                "SELECT queue, CASE WHEN state = 'available' OR run_at <= $2 THEN 'available' \
-                 ELSE state END AS state, COUNT(*) AS n, \
-                 MIN(CASE WHEN state = 'available' OR run_at <= $2 THEN run_at END) AS oldest \
-                 FROM jobs WHERE workspace_id = $1 AND state IN ('available', 'scheduled', 'retryable') \
-                 GROUP BY 1, 2 \
-                 UNION ALL SELECT queue, 'running', COUNT(*), NULL FROM jobs \
-                 WHERE workspace_id = $1 AND state = 'running' GROUP BY 1 \
-                 UNION ALL SELECT queue, state, CAST(SUM(n) AS BIGINT), NULL FROM job_counts WHERE workspace_id = $1 \
-                 GROUP BY queue, state",
+                "SELECT queue, state, CAST(SUM(n) AS BIGINT) AS n FROM job_counts \
+                 WHERE workspace_id = $1 GROUP BY queue, state",
             )
             .bind(workspace.as_str())
-            .bind(now.as_micros())
             .fetch_all(pool)
             .await
         })?;
@@ -83,21 +74,49 @@ impl JobStore {
             info.concurrency_limit = limit.and_then(|l| u32::try_from(l).ok());
             queues.insert(name, info);
         }
-        for row in live {
+        for row in counts {
             let mut info = entry(&mut queues, &row.queue);
             if let Some(state) = JobState::ALL.iter().find(|s| s.as_str() == row.state) {
                 *info.counts.entry(state.as_str()).or_default() +=
                     u64::try_from(row.n).unwrap_or(0);
             }
-            if let Some(oldest) = row.oldest {
-                let age = now
-                    .duration_since(Timestamp::from_micros(oldest))
-                    .as_secs_f64();
-                info.oldest_available_age_secs = info.oldest_available_age_secs.max(age);
-            }
             queues.insert(row.queue, info);
         }
+        for info in queues.values_mut() {
+            let waiting = ["available", "scheduled", "retryable"];
+            if waiting
+                .iter()
+                .any(|s| info.counts.get(s).is_some_and(|n| *n > 0))
+            {
+                info.oldest_available_age_secs = self.head_age(workspace, &info.name, now).await?;
+            }
+        }
         Ok(queues.into_values().collect())
+    }
+
+    /// How long the job at the head of the queue (the next one a claim takes) has been due:
+    /// one index probe, never a scan.
+    async fn head_age(
+        &self,
+        workspace: &WorkspaceId,
+        queue: &str,
+        now: Timestamp,
+    ) -> Result<f64, sqlx::Error> {
+        let head: Option<i64> = on_reader!(&self.db, |pool| {
+            sqlx::query_scalar(
+                "SELECT run_at FROM jobs WHERE queue = $1 AND workspace_id = $2 \
+                 AND state IN ('available', 'scheduled', 'retryable') AND run_at <= $3 \
+                 ORDER BY priority, run_at, id LIMIT 1",
+            )
+            .bind(queue)
+            .bind(workspace.as_str())
+            .bind(now.as_micros())
+            .fetch_optional(pool)
+            .await
+        })?;
+        Ok(head.map_or(0.0, |at| {
+            now.duration_since(Timestamp::from_micros(at)).as_secs_f64()
+        }))
     }
 
     async fn upsert_setting(

@@ -22,6 +22,8 @@ on_both_backends!(
     long_poll_claim_wakes_on_enqueue,
     jobs_are_invisible_to_other_workspaces,
     listing_filters_and_pages,
+    counters_match_the_rows,
+    transactional_enqueue_commits_or_vanishes,
 );
 
 async fn claim(app: &TestApp, queue: &str, body: Value) -> Vec<Value> {
@@ -528,4 +530,133 @@ async fn listing_filters_and_pages(backend: Backend) {
         .get(&format!("/v1/jobs?queue=elsewhere&limit=2&cursor={cursor}"))
         .await;
     problem(response, 400, "cursor_mismatch").await;
+}
+
+/// Every state change keeps the queue counters equal to what the rows say.
+async fn counters_match_the_rows(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let later = app.clock.now().saturating_add(Duration::from_secs(30));
+    for i in 0..12 {
+        let mut body = json!({"kind": "k", "queue": if i % 3 == 0 { "a" } else { "b" }, "max_attempts": 2, "lease_seconds": 5});
+        if i >= 10 {
+            body["run_at"] = json!(later.to_rfc3339());
+        }
+        enqueue(&app, body).await;
+    }
+    let mut claimed = claim(&app, "b", json!({"max": 6})).await;
+    claimed.extend(claim(&app, "a", json!({"max": 2})).await);
+    let action = |job: &Value, what: &str| {
+        (
+            format!("/v1/jobs/{}/{what}", id(job)),
+            json!({"lease_token": token(job), "error": "x"}),
+        )
+    };
+    for (job, what) in claimed
+        .iter()
+        .zip(["complete", "complete", "fail", "fail", "complete"])
+    {
+        let (path, body) = action(job, what);
+        app.post_value(&path, &body).await;
+    }
+    app.post_value(&format!("/v1/jobs/{}/cancel", id(&claimed[5])), &json!({}))
+        .await;
+    let waiting = app.get_value("/v1/jobs?queue=a&state=available").await;
+    app.post_value(
+        &format!("/v1/jobs/{}/cancel", id(&waiting["data"][0])),
+        &json!({}),
+    )
+    .await;
+    app.clock.advance(Duration::from_secs(31));
+    app.jobs.promote_due().await.expect("promote");
+    app.jobs.rescue_expired().await.expect("rescue");
+    let again = claim(&app, "b", json!({"max": 10})).await;
+    for job in &again {
+        let (path, body) = action(job, "fail");
+        app.post_value(&path, &body).await;
+    }
+    let dead = app.get_value("/v1/jobs?state=discarded&limit=1").await;
+    app.post_value(
+        &format!("/v1/jobs/{}/retry", id(&dead["data"][0])),
+        &json!({}),
+    )
+    .await;
+    app.clock
+        .advance(Retention::default().completed + Duration::from_secs(1));
+    app.jobs.prune(&Retention::default()).await.expect("prune");
+
+    let rows: Vec<(String, String, i64)> = pier_db::on_reader!(&app.db, |pool| {
+        sqlx::query_as("SELECT queue, state, COUNT(*) FROM jobs GROUP BY queue, state")
+            .fetch_all(pool)
+            .await
+    })
+    .expect("count rows");
+    let queues = app.get_value("/v1/queues").await;
+    let mut checked = 0;
+    for queue in queues["data"].as_array().expect("queues") {
+        for (state, n) in queue["counts"].as_object().expect("counts") {
+            let actual = rows
+                .iter()
+                .find(|(q, s, _)| q == queue["name"].as_str().expect("name") && s == state)
+                .map_or(0, |r| r.2);
+            assert_eq!(
+                n.as_i64(),
+                Some(actual),
+                "{} {state}: counter vs rows {rows:?}",
+                queue["name"]
+            );
+            checked += actual;
+        }
+    }
+    assert!(rows.iter().map(|r| r.2).sum::<i64>() == checked && checked > 0);
+    assert!(
+        rows.iter()
+            .map(|r| r.1.as_str())
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+            >= 4,
+        "varied states: {rows:?}"
+    );
+}
+
+/// Other capabilities enqueue inside their own transaction: no commit, no job (and no wake-up).
+async fn transactional_enqueue_commits_or_vanishes(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let ws = app.workspace();
+    let new_job = || {
+        let kind = pier_jobs::JobKind::parse("outbox").expect("kind");
+        pier_jobs::NewJob::new(kind, json!({}))
+            .on_queue(pier_jobs::QueueName::parse("tx").expect("queue"))
+    };
+    let mut wake = app.jobs.notifier().subscribe("tx");
+    wake.borrow_and_update();
+
+    let mut tx = app.db.begin().await.expect("begin");
+    app.jobs
+        .enqueue_in(&mut tx, &ws, vec![new_job()])
+        .await
+        .expect("enqueue in tx");
+    tx.rollback().await.expect("rollback");
+    assert!(
+        !wake.has_changed().expect("open"),
+        "a rolled-back enqueue wakes nobody"
+    );
+    assert_eq!(app.get_value("/v1/jobs?queue=tx").await["data"], json!([]));
+
+    let mut tx = app.db.begin().await.expect("begin");
+    let enqueued = app
+        .jobs
+        .enqueue_in(&mut tx, &ws, vec![new_job()])
+        .await
+        .expect("enqueue in tx");
+    assert!(
+        !wake.has_changed().expect("open"),
+        "nobody is woken before the commit"
+    );
+    tx.commit().await.expect("commit");
+    tokio::time::timeout(Duration::from_secs(5), wake.changed())
+        .await
+        .expect("woken on commit")
+        .expect("open");
+    let listed = app.get_value("/v1/jobs?queue=tx").await;
+    assert_eq!(listed["data"][0]["id"], enqueued[0].job.id.as_str());
 }
