@@ -144,6 +144,7 @@ impl Bench {
             concurrency: self.args.concurrency,
             poll_interval: Duration::from_millis(100),
             grace: Duration::from_secs(5),
+            ..PoolOptions::default()
         };
         let target = ClaimTarget {
             workspace: None,

@@ -118,6 +118,8 @@ pub struct PoolOptions {
     pub poll_interval: Duration,
     /// How long shutdown waits for running jobs before cancelling and releasing them.
     pub grace: Duration,
+    /// The lease this pool's claims hold; `None` uses each job's own (30 s unless set).
+    pub lease: Option<Duration>,
 }
 
 impl Default for PoolOptions {
@@ -126,6 +128,7 @@ impl Default for PoolOptions {
             concurrency: 50,
             poll_interval: Duration::from_secs(1),
             grace: Duration::from_secs(10),
+            lease: None,
         }
     }
 }
@@ -181,6 +184,11 @@ impl WorkerPool {
         }
     }
 
+    /// Sets the lease this pool's claims hold (see [`PoolOptions::lease`]).
+    pub fn set_lease(&mut self, lease: Duration) {
+        self.options.lease = Some(lease);
+    }
+
     #[must_use]
     pub fn register<W: Worker>(mut self, worker: W) -> Self {
         self.handlers
@@ -217,7 +225,7 @@ impl WorkerPool {
             let max = u32::try_from(permits.len()).unwrap_or(u32::MAX);
             let jobs = match self
                 .store
-                .claim(&self.target, max, None, Some(&self.worker_id))
+                .claim(&self.target, max, self.options.lease, Some(&self.worker_id))
                 .await
             {
                 Ok(jobs) => jobs,

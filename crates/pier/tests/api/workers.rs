@@ -79,6 +79,7 @@ fn pool(app: &TestApp, queue: &str, concurrency: usize, worker: Recorder) -> Wor
         concurrency,
         poll_interval: Duration::from_millis(50),
         grace: Duration::from_millis(200),
+        ..PoolOptions::default()
     };
     WorkerPool::new(app.jobs.clone(), target, options).register(worker)
 }
@@ -143,12 +144,13 @@ async fn cancelling_a_running_job_signals_its_handler(backend: Backend) {
         ..Recorder::default()
     };
     let (stop, stopped) = watch::channel(false);
-    let running = pool(&app, "long", 1, recorder).spawn(stopped);
-    let mut one = job(1, "long");
-    one.lease = Duration::from_secs(1);
+    // A short lease set on the pool (not on the job) makes the pool heartbeat often.
+    let mut short_lease = pool(&app, "long", 1, recorder);
+    short_lease.set_lease(Duration::from_secs(1));
+    let running = short_lease.spawn(stopped);
     let enqueued = app
         .jobs
-        .enqueue(&app.workspace(), vec![one])
+        .enqueue(&app.workspace(), vec![job(1, "long")])
         .await
         .expect("enqueue");
     let id = enqueued[0].job.id.clone();
