@@ -5,6 +5,7 @@ use std::sync::Arc;
 use pier_core::{Clock, Timestamp, define_id};
 use pier_db::{Db, Tx, on_reader, on_tx, on_writer};
 use serde::Serialize;
+use subtle::ConstantTimeEq;
 
 use crate::{KeySecret, Permission, PermissionSet, Role, WorkspaceId};
 
@@ -88,6 +89,13 @@ struct ApiKeyRow {
     last_used_at: Option<i64>,
     expires_at: Option<i64>,
     revoked_at: Option<i64>,
+}
+
+#[derive(sqlx::FromRow)]
+struct StoredKey {
+    #[sqlx(flatten)]
+    key: ApiKeyRow,
+    secret_hash: String,
 }
 
 const COLUMNS: &str = "id, workspace_id, name, prefix, role, scopes, created_at, last_used_at, \
@@ -208,16 +216,18 @@ impl ApiKeyStore {
         row.map(ApiKey::try_from).transpose()
     }
 
-    /// Looks a presented key up by its hash, in any workspace.
+    /// Looks a presented key up by its hash, in any workspace. The index finds the row; the
+    /// stored hash is then compared in constant time, so no comparison in our code leaks how
+    /// much of a guess matched.
     pub async fn find_by_secret(&self, secret: &KeySecret) -> Result<Option<ApiKey>, sqlx::Error> {
-        let sql = format!("SELECT {COLUMNS} FROM api_keys WHERE secret_hash = $1");
-        let row: Option<ApiKeyRow> = on_reader!(&self.db, |pool| {
-            sqlx::query_as(&sql)
-                .bind(secret.hash())
-                .fetch_optional(pool)
-                .await
+        let hash = secret.hash();
+        let sql = format!("SELECT {COLUMNS}, secret_hash FROM api_keys WHERE secret_hash = $1");
+        let row: Option<StoredKey> = on_reader!(&self.db, |pool| {
+            sqlx::query_as(&sql).bind(&hash).fetch_optional(pool).await
         })?;
-        row.map(ApiKey::try_from).transpose()
+        row.filter(|r| bool::from(r.secret_hash.as_bytes().ct_eq(hash.as_bytes())))
+            .map(|r| ApiKey::try_from(r.key))
+            .transpose()
     }
 
     /// Newest first. `after` is the `(created_at, id)` of the last key of the previous page;

@@ -87,8 +87,8 @@ impl Authenticator {
             return Err(AuthError::NotBearer);
         }
         let secret = KeySecret::parse(token.trim()).map_err(|_| AuthError::Malformed)?;
-        // The lookup is by SHA-256 of a high-entropy secret, so response timing says nothing
-        // useful about stored keys; the hash comparison in SQL is the constant-time compare.
+        // The lookup is by SHA-256 of a high-entropy secret, so timing says nothing useful about
+        // stored keys; the store confirms the match with a constant-time comparison.
         let key = self
             .keys
             .find_by_secret(&secret)
