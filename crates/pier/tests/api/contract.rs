@@ -10,7 +10,8 @@ use crate::support::{Backend, Options, TestApp, problem};
 on_both_backends!(
     error_statuses_are_problems,
     request_ids_round_trip,
-    health_and_openapi
+    health_and_openapi,
+    server_errors_hide_their_cause
 );
 
 async fn error_statuses_are_problems(backend: Backend) {
@@ -251,5 +252,22 @@ async fn readiness_checks_redis_when_configured() {
         ready["checks"][1],
         json!({"name": "redis", "status": "ok"}),
         "{ready}"
+    );
+}
+
+/// A failure inside the server is a bare 500 problem: the cause is logged, never shown.
+async fn server_errors_hide_their_cause(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    pier_db::on_writer!(&app.db, |pool| sqlx::query("DROP TABLE jobs")
+        .execute(pool)
+        .await
+        .map(drop))
+    .expect("drop a table from under the server");
+    let response = app.get("/v1/jobs").await;
+    let body = problem(response, 500, "internal_error").await;
+    let shown = body.to_string().to_lowercase();
+    assert!(
+        !shown.contains("jobs") && !shown.contains("sql") && !shown.contains("table"),
+        "{body}"
     );
 }
