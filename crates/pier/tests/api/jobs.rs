@@ -660,3 +660,35 @@ async fn transactional_enqueue_commits_or_vanishes(backend: Backend) {
     let listed = app.get_value("/v1/jobs?queue=tx").await;
     assert_eq!(listed["data"][0]["id"], enqueued[0].job.id.as_str());
 }
+
+/// On PostgreSQL an enqueue on one node wakes idle workers on another through LISTEN/NOTIFY.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_enqueue_wakes_other_nodes() {
+    let Some(backend) = Backend::postgres() else {
+        return;
+    };
+    let app = TestApp::spawn(backend).await;
+    let pier_db::Db::Postgres(pool) = &app.db else {
+        panic!("a PostgreSQL app")
+    };
+    let other_node = pier_jobs::Notifier::new();
+    let relay = other_node.listen_postgres(pool.clone());
+    let mut wake = other_node.subscribe("remote");
+    wake.borrow_and_update();
+    // The listener connects in the background; enqueue until its wake-up arrives (bounded).
+    let woken = async {
+        loop {
+            enqueue(&app, json!({"kind": "k", "queue": "remote"})).await;
+            if tokio::time::timeout(Duration::from_millis(500), wake.changed())
+                .await
+                .is_ok()
+            {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), woken)
+        .await
+        .expect("the other node was woken");
+    relay.abort();
+}
