@@ -44,6 +44,18 @@ impl<T: Serialize> IntoResponse for Page<T> {
     }
 }
 
+/// The pagination query parameters, as the OpenAPI document shows them; [`Pagination`] reads
+/// them from the query string.
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct PageParams {
+    /// Page size, 1 to 100 (default 20).
+    limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
 /// The `limit` and `cursor` of a list request (other query parameters are the list's filters).
 #[derive(Debug, Clone)]
 pub struct Pagination {

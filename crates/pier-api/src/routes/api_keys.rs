@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::extract::{ApiJson, ApiQuery, Authed, ETag, IfMatch, perm};
-use crate::pagination::{Page, Pagination};
+use crate::pagination::{Page, PageParams, Pagination};
 use crate::problem::{ApiError, ApiResult};
 
 /// The body of `POST /v1/api-keys`.
@@ -44,13 +44,6 @@ pub struct ListApiKeys {
     /// Only keys with this role.
     #[param(value_type = Option<Role>)]
     role: Option<String>,
-    /// Page size, 1 to 100 (default 20).
-    #[param(value_type = Option<u32>)]
-    #[allow(dead_code)]
-    limit: Option<String>,
-    /// The `next_cursor` of the previous page.
-    #[allow(dead_code)]
-    cursor: Option<String>,
 }
 
 impl CreateApiKey {
@@ -168,7 +161,7 @@ pub async fn create(
     path = "/v1/api-keys",
     tag = "api-keys",
     security(("bearer" = [])),
-    params(ListApiKeys),
+    params(ListApiKeys, PageParams),
     responses((status = 200, body = Page<ApiKey>))
 )]
 pub async fn list(

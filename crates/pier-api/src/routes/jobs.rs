@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::extract::{ApiJson, ApiQuery, Authed, perm};
-use crate::pagination::{Page, Pagination};
+use crate::pagination::{Page, PageParams, Pagination};
 use crate::problem::{ApiError, ApiResult};
 
 /// Retry timing for one job; both default to the queue-wide policy (1 s and 1 h).
@@ -238,13 +238,6 @@ pub struct ListJobs {
     state: Option<String>,
     /// Only jobs of this kind.
     kind: Option<String>,
-    /// Page size, 1 to 100 (default 20).
-    #[param(value_type = Option<u32>)]
-    #[allow(dead_code)]
-    limit: Option<String>,
-    /// The `next_cursor` of the previous page.
-    #[allow(dead_code)]
-    cursor: Option<String>,
 }
 
 /// List jobs, newest first.
@@ -253,7 +246,7 @@ pub struct ListJobs {
     path = "/v1/jobs",
     tag = "jobs",
     security(("bearer" = [])),
-    params(ListJobs),
+    params(ListJobs, PageParams),
     responses((status = 200, body = Page<Job>))
 )]
 pub async fn list(

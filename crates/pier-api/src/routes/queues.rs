@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use crate::AppState;
 use crate::extract::{ApiJson, Authed, perm};
-use crate::pagination::{Page, Pagination};
+use crate::pagination::{Page, PageParams, Pagination};
 use crate::problem::{ApiError, ApiResult};
 
 /// List the workspace's queues with per-state counts, by name.
@@ -18,10 +18,7 @@ use crate::problem::{ApiError, ApiResult};
     path = "/v1/queues",
     tag = "queues",
     security(("bearer" = [])),
-    params(
-        ("limit" = Option<u32>, Query, description = "Page size, 1 to 100 (default 20)"),
-        ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page")
-    ),
+    params(PageParams),
     responses((status = 200, body = Page<QueueInfo>))
 )]
 pub async fn list(

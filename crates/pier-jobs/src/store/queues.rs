@@ -26,6 +26,21 @@ pub struct QueueInfo {
     pub oldest_available_age_secs: f64,
 }
 
+/// A queue setting with its new value.
+enum Setting {
+    Paused(bool),
+    ConcurrencyLimit(Option<u32>),
+}
+
+impl Setting {
+    fn column(&self) -> &'static str {
+        match self {
+            Self::Paused(_) => "paused",
+            Self::ConcurrencyLimit(_) => "concurrency_limit",
+        }
+    }
+}
+
 #[derive(sqlx::FromRow)]
 struct LiveCount {
     queue: String,
@@ -123,10 +138,10 @@ impl JobStore {
         &self,
         workspace: &WorkspaceId,
         queue: &QueueName,
-        column: &str,
-        value: Option<i64>,
+        setting: Setting,
     ) -> Result<(), sqlx::Error> {
         let now = self.clock.now().as_micros();
+        let column = setting.column();
         let sql = format!(
             "INSERT INTO queues (workspace_id, name, {column}, updated_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (workspace_id, name) DO UPDATE SET {column} = excluded.{column}, \
@@ -136,10 +151,9 @@ impl JobStore {
             let query = sqlx::query(&sql)
                 .bind(workspace.as_str())
                 .bind(queue.as_str());
-            let query = if column == "paused" {
-                query.bind(value == Some(1))
-            } else {
-                query.bind(value)
+            let query = match setting {
+                Setting::Paused(paused) => query.bind(paused),
+                Setting::ConcurrencyLimit(limit) => query.bind(limit.map(i64::from)),
             };
             query
                 .bind(now)
@@ -157,7 +171,7 @@ impl JobStore {
         queue: &QueueName,
         paused: bool,
     ) -> Result<(), sqlx::Error> {
-        self.upsert_setting(workspace, queue, "paused", Some(i64::from(paused)))
+        self.upsert_setting(workspace, queue, Setting::Paused(paused))
             .await?;
         if !paused {
             self.notifier.wake(queue.as_str());
@@ -172,7 +186,7 @@ impl JobStore {
         queue: &QueueName,
         limit: Option<u32>,
     ) -> Result<(), sqlx::Error> {
-        self.upsert_setting(workspace, queue, "concurrency_limit", limit.map(i64::from))
+        self.upsert_setting(workspace, queue, Setting::ConcurrencyLimit(limit))
             .await
     }
 }

@@ -219,6 +219,18 @@ async fn health_and_openapi(backend: Backend) {
     assert!(spec["paths"]["/v1/api-keys"]["post"]["responses"]["422"].is_object());
     assert!(spec["paths"]["/v1/api-keys/{id}"]["delete"]["responses"]["412"].is_object());
     assert!(spec["components"]["schemas"]["Problem"].is_object());
+    for path in ["/v1/api-keys", "/v1/jobs", "/v1/queues"] {
+        let names: Vec<&str> = spec["paths"][path]["get"]["parameters"]
+            .as_array()
+            .expect("parameters")
+            .iter()
+            .map(|p| p["name"].as_str().expect("name"))
+            .collect();
+        assert!(
+            names.contains(&"limit") && names.contains(&"cursor"),
+            "{path}: {names:?}"
+        );
+    }
     assert!(spec["components"]["securitySchemes"]["bearer"].is_object());
 
     let metrics = app
