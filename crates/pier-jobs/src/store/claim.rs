@@ -1,5 +1,6 @@
 //! Claiming jobs (many per statement) and extending their leases.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use pier_auth::WorkspaceId;
@@ -37,8 +38,6 @@ struct ClaimedRow {
     payload: String,
     attempt: i64,
     lease_expires_at: i64,
-    priority: i64,
-    run_at: i64,
 }
 
 #[derive(sqlx::FromRow)]
@@ -76,8 +75,7 @@ fn pick_sql(db: &Db) -> String {
 const MARK_RUNNING: &str = "UPDATE jobs SET state = 'running', attempt = attempt + 1, \
     lease_token = $1, lease_expires_at = $2 + COALESCE($3, lease_ms * 1000), attempted_at = $2, \
     worker_id = $4";
-const CLAIMED_COLUMNS: &str =
-    "id, workspace_id, queue, kind, payload, attempt, lease_expires_at, priority, run_at";
+const CLAIMED_COLUMNS: &str = "id, workspace_id, queue, kind, payload, attempt, lease_expires_at";
 
 impl JobStore {
     /// Claims up to `max` jobs. `lease` overrides each job's own lease length.
@@ -202,9 +200,12 @@ impl JobStore {
         }
         moves.apply(&mut tx).await?;
         tx.commit().await?;
-        let mut rows = rows;
-        rows.sort_by(|a, b| (a.priority, a.run_at, &a.id).cmp(&(b.priority, b.run_at, &b.id)));
-        rows.into_iter()
+        // RETURNING has no order; hand the jobs out in the order they were picked (claim order).
+        let mut by_id: HashMap<String, ClaimedRow> =
+            rows.into_iter().map(|r| (r.id.clone(), r)).collect();
+        picked
+            .iter()
+            .filter_map(|(_, id, _)| by_id.remove(id))
             .map(|row| {
                 Ok(ClaimedJob {
                     id: JobId::from_trusted(row.id),

@@ -127,10 +127,6 @@ impl JobStore {
         }
     }
 
-    pub fn db(&self) -> &Db {
-        &self.db
-    }
-
     pub fn notifier(&self) -> &Notifier {
         &self.notifier
     }

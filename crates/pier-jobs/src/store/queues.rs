@@ -42,17 +42,28 @@ impl Setting {
 }
 
 #[derive(sqlx::FromRow)]
-struct LiveCount {
+struct StateCount {
     queue: String,
     state: String,
     n: i64,
+}
+
+/// The queue's entry, created with zero counts on first sight.
+fn queue_entry<'a>(queues: &'a mut BTreeMap<String, QueueInfo>, name: &str) -> &'a mut QueueInfo {
+    queues.entry(name.to_owned()).or_insert_with(|| QueueInfo {
+        name: name.to_owned(),
+        paused: false,
+        concurrency_limit: None,
+        counts: JobState::ALL.iter().map(|s| (s.as_str(), 0)).collect(),
+        oldest_available_age_secs: 0.0,
+    })
 }
 
 impl JobStore {
     /// Statistics for every queue of the workspace that has jobs or settings.
     pub async fn queues(&self, workspace: &WorkspaceId) -> Result<Vec<QueueInfo>, sqlx::Error> {
         let now = self.clock.now();
-        let counts: Vec<LiveCount> = on_reader!(&self.db, |pool| {
+        let counts: Vec<StateCount> = on_reader!(&self.db, |pool| {
             sqlx::query_as(
                 "SELECT queue, state, CAST(SUM(n) AS BIGINT) AS n FROM job_counts \
                  WHERE workspace_id = $1 GROUP BY queue, state",
@@ -71,31 +82,17 @@ impl JobStore {
         })?;
 
         let mut queues: BTreeMap<String, QueueInfo> = BTreeMap::new();
-        let entry = |queues: &mut BTreeMap<String, QueueInfo>, name: &str| {
-            queues
-                .entry(name.to_owned())
-                .or_insert_with(|| QueueInfo {
-                    name: name.to_owned(),
-                    paused: false,
-                    concurrency_limit: None,
-                    counts: JobState::ALL.iter().map(|s| (s.as_str(), 0)).collect(),
-                    oldest_available_age_secs: 0.0,
-                })
-                .clone()
-        };
         for (name, paused, limit) in settings {
-            let mut info = entry(&mut queues, &name);
+            let info = queue_entry(&mut queues, &name);
             info.paused = paused;
             info.concurrency_limit = limit.and_then(|l| u32::try_from(l).ok());
-            queues.insert(name, info);
         }
         for row in counts {
-            let mut info = entry(&mut queues, &row.queue);
+            let info = queue_entry(&mut queues, &row.queue);
             if let Some(state) = JobState::ALL.iter().find(|s| s.as_str() == row.state) {
                 *info.counts.entry(state.as_str()).or_default() +=
                     u64::try_from(row.n).unwrap_or(0);
             }
-            queues.insert(row.queue, info);
         }
         for info in queues.values_mut() {
             let waiting = ["available", "scheduled", "retryable"];
