@@ -12,9 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use pier_auth::{WorkspaceId, WorkspaceName, WorkspaceStore};
-use pier_core::{Clock, SystemClock};
-use pier_db::{DatabaseUrl, Db, sqlx};
+use pier_core::{Clock, SystemClock, WorkspaceId};
+use pier_db::{Backend, DatabaseUrl, Db, sqlx, with_writer};
 use pier_jobs::{
     ClaimTarget, JobContext, JobFailure, JobKind, JobStore, NewJob, Notifier, PoolOptions,
     QueueName, Worker, WorkerPool,
@@ -178,8 +177,11 @@ impl Bench {
     /// land in it (the graphile-worker baseline does the same). Needs a superuser; skipped
     /// otherwise.
     async fn checkpoint(&self) {
-        if let Db::Postgres(pool) = &self.db
-            && let Err(err) = sqlx::query("CHECKPOINT").execute(pool).await
+        if self.db.backend() == Backend::Postgres
+            && let Err(err) = with_writer!(&self.db, pool => sqlx::query("CHECKPOINT")
+                .execute(pool)
+                .await
+                .map(drop))
         {
             eprintln!("no CHECKPOINT before the timed phase: {err}");
         }
@@ -285,24 +287,21 @@ async fn main() -> anyhow::Result<()> {
         None => DatabaseUrl::Sqlite(dir.path().join("bench.db")),
     };
     let db = url.connect(16).await.context("connect")?;
-    db.migrate().await.context("migrate")?;
+    db.migrate(&[pier_db::MIGRATIONS, pier_jobs::MIGRATIONS])
+        .await
+        .context("migrate")?;
     let backend = db.backend().as_str();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let (workspace, _, _) = WorkspaceStore::new(db.clone(), clock.clone())
-        .create_with_owner_key(WorkspaceName::parse("bench").map_err(anyhow::Error::msg)?)
-        .await?;
+    let workspace = WorkspaceId::new(clock.now());
     let notifier = Notifier::new();
     let store = JobStore::new(db.clone(), clock, notifier.clone());
-    let relay = match &db {
-        Db::Postgres(pool) => Some(notifier.listen_postgres(pool.clone())),
-        Db::Sqlite(_) => None,
-    };
+    let relay = notifier.relay(&db);
     let measure = args.measure.clone();
     let bench = Bench {
         db,
         backend,
         store,
-        workspace: workspace.id,
+        workspace,
         args,
     };
     if matches!(measure.as_str(), "all" | "enqueue") {

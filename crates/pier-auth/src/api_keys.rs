@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use pier_core::{Clock, Timestamp, define_id};
-use pier_db::{Db, Tx, on_reader, on_tx, on_writer};
+use pier_db::{Db, Tx, with_reader, with_tx, with_writer};
 use serde::Serialize;
 use subtle::ConstantTimeEq;
 
@@ -179,7 +179,7 @@ impl ApiKeyStore {
             expires_at: new.expires_at,
             revoked_at: None,
         };
-        on_tx!(tx, |conn| {
+        with_tx!(tx, conn => {
             sqlx::query(
                 "INSERT INTO api_keys (id, workspace_id, name, prefix, secret_hash, role, scopes, \
                  created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -206,7 +206,7 @@ impl ApiKeyStore {
         id: &ApiKeyId,
     ) -> Result<Option<ApiKey>, sqlx::Error> {
         let sql = format!("SELECT {COLUMNS} FROM api_keys WHERE workspace_id = $1 AND id = $2");
-        let row: Option<ApiKeyRow> = on_reader!(&self.db, |pool| {
+        let row: Option<ApiKeyRow> = with_reader!(&self.db, pool => {
             sqlx::query_as(&sql)
                 .bind(workspace.as_str())
                 .bind(id.as_str())
@@ -222,7 +222,7 @@ impl ApiKeyStore {
     pub async fn find_by_secret(&self, secret: &KeySecret) -> Result<Option<ApiKey>, sqlx::Error> {
         let hash = secret.hash();
         let sql = format!("SELECT {COLUMNS}, secret_hash FROM api_keys WHERE secret_hash = $1");
-        let row: Option<StoredKey> = on_reader!(&self.db, |pool| {
+        let row: Option<StoredKey> = with_reader!(&self.db, pool => {
             sqlx::query_as(&sql).bind(&hash).fetch_optional(pool).await
         })?;
         row.filter(|r| bool::from(r.secret_hash.as_bytes().ct_eq(hash.as_bytes())))
@@ -246,7 +246,7 @@ impl ApiKeyStore {
              AND ($3 IS NULL OR (created_at, id) < ($3, $4)) \
              ORDER BY created_at DESC, id DESC LIMIT $5"
         );
-        let rows: Vec<ApiKeyRow> = on_reader!(&self.db, |pool| {
+        let rows: Vec<ApiKeyRow> = with_reader!(&self.db, pool => {
             sqlx::query_as(&sql)
                 .bind(workspace.as_str())
                 .bind(filter.role.map(Role::as_str))
@@ -274,7 +274,7 @@ impl ApiKeyStore {
             "UPDATE api_keys SET revoked_at = $1 WHERE workspace_id = $2 AND id = $3 \
              AND revoked_at IS NULL AND last_used_at IS NOT DISTINCT FROM $4 RETURNING {COLUMNS}"
         );
-        let row: Option<ApiKeyRow> = on_writer!(&self.db, |pool| {
+        let row: Option<ApiKeyRow> = with_writer!(&self.db, pool => {
             sqlx::query_as(&sql)
                 .bind(now.as_micros())
                 .bind(seen.workspace_id.as_str())
@@ -295,7 +295,7 @@ impl ApiKeyStore {
         if fresh {
             return Ok(());
         }
-        on_writer!(&self.db, |pool| {
+        with_writer!(&self.db, pool => {
             sqlx::query(
                 "UPDATE api_keys SET last_used_at = $1 WHERE id = $2 \
                  AND (last_used_at IS NULL OR last_used_at < $1)",

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use pier_core::Clock;
-use pier_db::{Db, on_tx};
+use pier_db::{Db, with_tx};
 
 use crate::{ApiKey, KeySecret, Workspace, WorkspaceName, WorkspaceStore};
 
@@ -24,7 +24,7 @@ pub async fn bootstrap(
     chosen: Option<KeySecret>,
 ) -> Result<Option<Bootstrap>, sqlx::Error> {
     let mut tx = db.begin().await?;
-    let claimed = on_tx!(&mut tx, |conn| {
+    let claimed = with_tx!(&mut tx, conn => {
         sqlx::query(
             "INSERT INTO settings (name, value) VALUES ('bootstrapped', 'true') \
              ON CONFLICT (name) DO NOTHING",

@@ -63,10 +63,7 @@ impl KeySecret {
 
     /// The hex SHA-256 stored in place of the key.
     pub fn hash(&self) -> String {
-        Sha256::digest(self.0.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        hex::encode(Sha256::digest(self.0.as_bytes()))
     }
 
     /// The first characters, stored and shown so people can tell their keys apart.

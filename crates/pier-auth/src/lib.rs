@@ -22,9 +22,14 @@ mod permission;
 mod principal;
 mod workspaces;
 
+/// The tables this crate owns: `workspaces` and `api_keys` came with the foundation migration
+/// (see [`pier_db::MIGRATIONS`]); later changes to them are listed here.
+pub const MIGRATIONS: &[pier_db::Migration] = &[];
+
 pub use api_keys::{ApiKey, ApiKeyFilter, ApiKeyId, ApiKeyStore, KeyName, NewApiKey};
 pub use bootstrap::{Bootstrap, bootstrap};
 pub use key_secret::{InvalidKeySecret, KeySecret};
 pub use permission::{Permission, PermissionSet, Role};
+pub use pier_core::WorkspaceId;
 pub use principal::{AuthError, Authenticator, Principal};
-pub use workspaces::{Workspace, WorkspaceId, WorkspaceName, WorkspaceStore};
+pub use workspaces::{Workspace, WorkspaceName, WorkspaceStore};

@@ -2,18 +2,12 @@
 
 use std::sync::Arc;
 
-use pier_core::{Clock, Timestamp, define_id};
-use pier_db::{Db, Tx, on_reader, on_tx};
+use pier_core::{Clock, Timestamp, WorkspaceId};
+use pier_db::{Db, Tx, with_reader, with_tx};
 use serde::Serialize;
 
 use crate::api_keys::{ApiKey, ApiKeyStore, KeyName, NewApiKey};
 use crate::{KeySecret, Role};
-
-define_id!(
-    /// A workspace id, `ws_…`.
-    WorkspaceId,
-    "ws"
-);
 
 /// A workspace name: 1 to 100 characters after trimming.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,7 +83,7 @@ impl WorkspaceStore {
             name: name.0,
             created_at: now,
         };
-        on_tx!(tx, |conn| {
+        with_tx!(tx, conn => {
             sqlx::query("INSERT INTO workspaces (id, name, created_at) VALUES ($1, $2, $3)")
                 .bind(workspace.id.as_str())
                 .bind(&workspace.name)
@@ -111,7 +105,7 @@ impl WorkspaceStore {
     }
 
     pub async fn get(&self, id: &WorkspaceId) -> Result<Option<Workspace>, sqlx::Error> {
-        let row: Option<WorkspaceRow> = on_reader!(&self.db, |pool| {
+        let row: Option<WorkspaceRow> = with_reader!(&self.db, pool => {
             sqlx::query_as("SELECT id, name, created_at FROM workspaces WHERE id = $1")
                 .bind(id.as_str())
                 .fetch_optional(pool)
@@ -122,7 +116,7 @@ impl WorkspaceStore {
 
     /// Every workspace, oldest first: for operators on the command line, not for the API.
     pub async fn list_all(&self) -> Result<Vec<Workspace>, sqlx::Error> {
-        let rows: Vec<WorkspaceRow> = on_reader!(&self.db, |pool| {
+        let rows: Vec<WorkspaceRow> = with_reader!(&self.db, pool => {
             sqlx::query_as("SELECT id, name, created_at FROM workspaces ORDER BY created_at, id")
                 .fetch_all(pool)
                 .await

@@ -1,13 +1,15 @@
-//! The vocabulary every Pier crate shares: prefixed ids, injected time, signed cursors, field
-//! validation errors and secrets that never print themselves.
+//! The vocabulary every Pier crate shares: prefixed ids (the tenant's among them), injected time,
+//! signed cursors, field validation errors and secrets that never print themselves.
 
 pub mod clock;
 pub mod cursor;
 pub mod id;
 pub mod secret;
+pub mod tenant;
 pub mod validation;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use cursor::{CursorCodec, CursorError};
-pub use secret::Secret;
+pub use secret::{Secret, SecretUrl};
+pub use tenant::WorkspaceId;
 pub use validation::{FieldError, ValidationErrors};

@@ -53,40 +53,137 @@ mod tests {
     }
 }
 
-/// Replaces the password in a `scheme://user:password@host/…` URL, so the URL is safe to log.
-pub fn redact_url_password(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => {
-                    format!("{}{user}:[redacted]{}", &url[..scheme_end + 3], &url[at..])
-                }
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
+/// A connection URL that may carry credentials (`postgres://user:password@…`,
+/// `redis://:password@…`, `…?password=…`). `Debug`, `Display` and serialization show it with every
+/// credential replaced by `[redacted]`; [`expose`](Self::expose) gives the real URL to the driver.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretUrl(String);
+
+impl SecretUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
     }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with its credentials replaced, safe to print and log.
+    pub fn redacted(&self) -> String {
+        redact_url(&self.0)
+    }
+}
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl fmt::Display for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl Serialize for SecretUrl {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.redacted())
+    }
+}
+
+/// Query parameters whose values are credentials in some driver's URL syntax.
+fn is_secret_param(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    ["pass", "pwd", "secret", "token", "auth", "key"]
+        .iter()
+        .any(|word| name.contains(word))
+}
+
+/// Replaces every credential in a `scheme://user:password@host/path?query` URL: the password of
+/// the user info and the value of every `name=value` parameter whose name suggests a credential.
+/// When in doubt it hides too much rather than too little: text without `://` is hidden whole,
+/// and when a raw `/`, `?` or `#` in a password makes the user info ambiguous, everything up to
+/// the last `@` counts as user info.
+pub fn redact_url(url: &str) -> String {
+    const HIDDEN: &str = "[redacted]";
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return HIDDEN.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let at = rest[..authority_end].rfind('@').or_else(|| {
+        let ambiguous = rest[..authority_end].contains(':');
+        ambiguous.then(|| rest.rfind('@')).flatten()
+    });
+    let mut out = format!("{scheme}://");
+    let tail = match at {
+        Some(at) => {
+            match rest[..at].split_once(':') {
+                Some((user, _)) => out.push_str(&format!("{user}:{HIDDEN}")),
+                None => out.push_str(&rest[..at]),
+            }
+            &rest[at..]
+        }
+        None => rest,
+    };
+    // Parameters, wherever they are: split on `?` and `&`, keeping the separators.
+    let mut segment_start = 0;
+    for (i, c) in tail.char_indices().chain([(tail.len(), '&')]) {
+        if c != '?' && c != '&' {
+            continue;
+        }
+        let segment = &tail[segment_start..i];
+        match segment.split_once('=') {
+            Some((name, _)) if is_secret_param(name) => {
+                out.push_str(&format!("{name}={HIDDEN}"));
+            }
+            _ => out.push_str(segment),
+        }
+        if i < tail.len() {
+            out.push(c);
+        }
+        segment_start = i + 1;
+    }
+    out
 }
 
 #[cfg(test)]
 mod redact_tests {
-    use super::redact_url_password;
+    use super::redact_url;
 
     #[test]
-    fn hides_only_the_password() {
-        assert_eq!(
-            redact_url_password("redis://:pw@h:6379/0"),
-            "redis://:[redacted]@h:6379/0"
-        );
-        assert_eq!(
-            redact_url_password("postgres://u:pw@h/db"),
-            "postgres://u:[redacted]@h/db"
-        );
-        assert_eq!(
-            redact_url_password("postgres://u@h/db"),
-            "postgres://u@h/db"
-        );
-        assert_eq!(redact_url_password("redis://h"), "redis://h");
+    fn hides_every_credential_form() {
+        let cases = [
+            ("redis://:pw@h:6379/0", "redis://:[redacted]@h:6379/0"),
+            ("rediss://user:pw@h:6380", "rediss://user:[redacted]@h:6380"),
+            ("postgres://u:pw@h/db", "postgres://u:[redacted]@h/db"),
+            ("postgres://u@h/db", "postgres://u@h/db"),
+            (
+                "postgres://u@h/db?sslmode=require&password=pw",
+                "postgres://u@h/db?sslmode=require&password=[redacted]",
+            ),
+            (
+                "postgresql://h/db?user=u&PassWord=pw&sslpassword=x",
+                "postgresql://h/db?user=u&PassWord=[redacted]&sslpassword=[redacted]",
+            ),
+            ("postgres://u:p@ss@h/db", "postgres://u:[redacted]@h/db"),
+            (
+                "postgres://u:p?w@h/db?x=1",
+                "postgres://u:[redacted]@h/db?x=1",
+            ),
+            ("redis://h", "redis://h"),
+            (
+                "postgres://h:5432/db?application_name=a@b&password=pw",
+                "postgres://h:[redacted]@b&password=[redacted]",
+            ),
+            (
+                "postgres://h/db?application_name=a@b&password=pw",
+                "postgres://h/db?application_name=a@b&password=[redacted]",
+            ),
+            ("not a url pw", "[redacted]"),
+        ];
+        for (url, shown) in cases {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
     }
 }

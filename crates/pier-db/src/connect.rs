@@ -7,7 +7,9 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use crate::{Db, SqliteDb};
+use pier_core::SecretUrl;
+
+use crate::{Db, Pools};
 
 /// A validated database location.
 #[derive(Clone, PartialEq, Eq)]
@@ -15,7 +17,7 @@ pub enum DatabaseUrl {
     /// A SQLite file, created with its parent directory if missing.
     Sqlite(PathBuf),
     /// A PostgreSQL connection string (it may carry a password, so it is never printed whole).
-    Postgres(String),
+    Postgres(SecretUrl),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,9 +29,14 @@ impl FromStr for DatabaseUrl {
 
     fn from_str(url: &str) -> Result<Self, Self::Err> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            PgConnectOptions::from_str(url)
-                .map_err(|e| InvalidDatabaseUrl(format!("not a usable PostgreSQL URL: {e}")))?;
-            return Ok(Self::Postgres(url.to_owned()));
+            // The driver's message can quote the URL, so only its kind of failure is shown.
+            PgConnectOptions::from_str(url).map_err(|_| {
+                InvalidDatabaseUrl(format!(
+                    "`{}` is not a usable PostgreSQL URL",
+                    pier_core::secret::redact_url(url)
+                ))
+            })?;
+            return Ok(Self::Postgres(SecretUrl::new(url)));
         }
         let path = url
             .strip_prefix("sqlite://")
@@ -59,7 +66,7 @@ impl DatabaseUrl {
     pub fn redacted(&self) -> String {
         match self {
             Self::Sqlite(path) => format!("sqlite://{}", path.display()),
-            Self::Postgres(url) => pier_core::secret::redact_url_password(url),
+            Self::Postgres(url) => url.redacted(),
         }
     }
 
@@ -73,9 +80,9 @@ impl DatabaseUrl {
                 let base = SqliteConnectOptions::new()
                     .filename(path)
                     .journal_mode(SqliteJournalMode::Wal)
-                    // NORMAL is durable against process crashes in WAL mode; only an OS crash
-                    // can lose the last transactions, never corrupt the file.
-                    .synchronous(SqliteSynchronous::Normal)
+                    // FULL syncs the WAL on every commit, so an acknowledged write survives an
+                    // OS crash or power loss too (NORMAL would survive only process crashes).
+                    .synchronous(SqliteSynchronous::Full)
                     .busy_timeout(Duration::from_secs(10))
                     .foreign_keys(true);
                 let writer = SqlitePoolOptions::new()
@@ -89,16 +96,16 @@ impl DatabaseUrl {
                     .max_connections(max_connections.max(1))
                     .connect_with(base.read_only(true))
                     .await?;
-                Ok(Db::Sqlite(SqliteDb { writer, reader }))
+                Ok(Db(Pools::Sqlite { writer, reader }))
             }
             Self::Postgres(url) => {
-                let options = PgConnectOptions::from_str(url)?.application_name("pier");
+                let options = PgConnectOptions::from_str(url.expose())?.application_name("pier");
                 let pool = PgPoolOptions::new()
                     .max_connections(max_connections.max(2))
                     .acquire_timeout(Duration::from_secs(10))
                     .connect_with(options)
                     .await?;
-                Ok(Db::Postgres(pool))
+                Ok(Db(Pools::Postgres(pool)))
             }
         }
     }

@@ -1,13 +1,17 @@
 //! Storage plumbing shared by every capability: the [`Db`] handle that picks SQLite or PostgreSQL,
-//! migrations, transactions and the server's own settings.
+//! the migration runner, transactions, the dialect seam and the server's own settings.
 //!
-//! Capability crates own their SQL. Most statements are written once in the common dialect both
-//! backends accept (`$1` placeholders, `RETURNING`, `ON CONFLICT`, row-value comparisons) and run
-//! through [`on_reader!`], [`on_writer!`] or [`on_tx!`], which expand the same code once per
-//! backend so each is compiled against its native driver. Where the dialects differ (e.g.
-//! `FOR UPDATE SKIP LOCKED`), the capability matches on [`Db`] itself; callers never see it.
+//! Capability crates own their SQL (and their migrations, see [`Migration`]). Statements are
+//! written once in the dialect both engines share (`$1` placeholders, `RETURNING`,
+//! `ON CONFLICT`, row-value comparisons, `->>` on JSON) and run through [`with_reader!`],
+//! [`with_writer!`] or [`with_tx!`], which expand the same code once per backend so each is
+//! compiled against its native driver. The few places where the dialects differ are methods of
+//! [`Backend`] (row locks, reading a JSON list as rows) and of [`Db`] / [`Tx`] (relaxed commits,
+//! notifications); capability code never sees a pool or a connection type of its own choosing.
 
 mod connect;
+mod dialect;
+mod listen;
 mod migrate;
 mod settings;
 mod tx;
@@ -15,63 +19,60 @@ mod tx;
 use std::time::Duration;
 
 pub use connect::{DatabaseUrl, InvalidDatabaseUrl};
+pub use dialect::{Backend, JsonList};
+pub use listen::Listener;
+pub use migrate::Migration;
 pub use settings::server_secret;
-pub use tx::{Tx, TxConn};
+pub use tx::Tx;
 
 pub use sqlx;
 
-/// Which engine a [`Db`] runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-impl Backend {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Sqlite => "sqlite",
-            Self::Postgres => "postgres",
-        }
-    }
-}
-
-/// An embedded SQLite database: one writer connection (SQLite allows one writer at a time, so
-/// in-process writers queue here instead of spinning on `SQLITE_BUSY`) and a pool of read-only
-/// connections that WAL lets run beside it.
-#[derive(Debug, Clone)]
-pub struct SqliteDb {
-    pub writer: sqlx::SqlitePool,
-    pub reader: sqlx::SqlitePool,
-}
+/// The foundation tables (settings, workspaces, API keys, idempotency records). Migration 1
+/// predates per-capability schemas and, since a merged migration is never edited, stays whole
+/// here; later changes to those tables are migrations of the crates that own them.
+pub const MIGRATIONS: &[Migration] = migrations!(1 => "0001_foundation");
 
 /// A cheap-to-clone handle to the configured database.
 #[derive(Debug, Clone)]
-pub enum Db {
-    Sqlite(SqliteDb),
+pub struct Db(Pools);
+
+/// An embedded SQLite database has one writer connection (SQLite allows one writer at a time, so
+/// in-process writers queue here instead of spinning on `SQLITE_BUSY`) and a pool of read-only
+/// connections that WAL lets run beside it.
+#[derive(Debug, Clone)]
+enum Pools {
+    Sqlite {
+        writer: sqlx::SqlitePool,
+        reader: sqlx::SqlitePool,
+    },
     Postgres(sqlx::PgPool),
 }
 
 impl Db {
     pub fn backend(&self) -> Backend {
-        match self {
-            Self::Sqlite(_) => Backend::Sqlite,
-            Self::Postgres(_) => Backend::Postgres,
+        match &self.0 {
+            Pools::Sqlite { .. } => Backend::Sqlite,
+            Pools::Postgres(_) => Backend::Postgres,
         }
     }
 
-    /// Starts a write transaction.
+    /// Starts a durable write transaction: once `commit` returns, the change survives a crash
+    /// of the process, the operating system or the machine.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
-        Ok(match self {
-            Self::Sqlite(db) => Tx::new(TxConn::Sqlite(db.writer.begin().await?)),
-            Self::Postgres(pool) => Tx::new(TxConn::Postgres(pool.begin().await?)),
-        })
+        Tx::begin(self, true).await
+    }
+
+    /// Starts a write transaction whose commit does not wait for the disk. Only for records
+    /// whose loss in a crash the caller's protocol absorbs (a lost claim or completion of a job
+    /// means it runs again, which at-least-once delivery already allows).
+    pub async fn begin_relaxed(&self) -> Result<Tx, sqlx::Error> {
+        Tx::begin(self, false).await
     }
 
     /// Checks the database answers, for readiness probes.
     pub async fn ping(&self, timeout: Duration) -> Result<(), sqlx::Error> {
         let probe = async {
-            on_reader!(self, |pool| sqlx::query("SELECT 1")
+            with_reader!(self, pool => sqlx::query("SELECT 1")
                 .execute(pool)
                 .await
                 .map(drop))
@@ -81,64 +82,85 @@ impl Db {
             .map_err(|_| sqlx::Error::PoolTimedOut)?
     }
 
+    /// Subscribes to notifications on `channel` (PostgreSQL `LISTEN`); `None` on SQLite, where
+    /// every writer lives in this process and needs no relay.
+    pub async fn listen(&self, channel: &str) -> Option<Result<Listener, sqlx::Error>> {
+        match &self.0 {
+            Pools::Sqlite { .. } => None,
+            Pools::Postgres(pool) => Some(Listener::connect(pool, channel).await),
+        }
+    }
+
     pub async fn close(&self) {
-        match self {
-            Self::Sqlite(db) => {
-                db.reader.close().await;
-                db.writer.close().await;
+        match &self.0 {
+            Pools::Sqlite { writer, reader } => {
+                reader.close().await;
+                writer.close().await;
             }
-            Self::Postgres(pool) => pool.close().await,
+            Pools::Postgres(pool) => pool.close().await,
         }
     }
 }
 
-/// Runs `$body` with `$pool` bound to a pool for reads on whichever backend `$db` is.
+/// What the macros expand to; not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::tx::ConnRef;
+
+    /// A pool of one backend, borrowed.
+    #[derive(Debug)]
+    pub enum PoolRef<'a> {
+        Sqlite(&'a sqlx::SqlitePool),
+        Postgres(&'a sqlx::PgPool),
+    }
+
+    pub fn reader(db: &crate::Db) -> PoolRef<'_> {
+        match &db.0 {
+            crate::Pools::Sqlite { reader, .. } => PoolRef::Sqlite(reader),
+            crate::Pools::Postgres(pool) => PoolRef::Postgres(pool),
+        }
+    }
+
+    pub fn writer(db: &crate::Db) -> PoolRef<'_> {
+        match &db.0 {
+            crate::Pools::Sqlite { writer, .. } => PoolRef::Sqlite(writer),
+            crate::Pools::Postgres(pool) => PoolRef::Postgres(pool),
+        }
+    }
+}
+
+/// `with_reader!(db, pool => expr)` evaluates `expr` once per backend, with `pool` bound to that
+/// backend's pool for reads (SQLite's read-only connections, or the PostgreSQL pool).
 #[macro_export]
-macro_rules! on_reader {
-    ($db:expr, |$pool:ident| $body:expr) => {
-        match $db {
-            $crate::Db::Sqlite(sqlite) => {
-                let $pool = &sqlite.reader;
-                $body
-            }
-            $crate::Db::Postgres(pg) => {
-                let $pool = pg;
-                $body
-            }
+macro_rules! with_reader {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $crate::__private::reader($db) {
+            $crate::__private::PoolRef::Sqlite($pool) => $body,
+            $crate::__private::PoolRef::Postgres($pool) => $body,
         }
     };
 }
 
-/// Runs `$body` with `$pool` bound to a pool for single-statement writes.
+/// `with_writer!(db, pool => expr)`: like [`with_reader!`], for single-statement writes (SQLite's
+/// writer connection).
 #[macro_export]
-macro_rules! on_writer {
-    ($db:expr, |$pool:ident| $body:expr) => {
-        match $db {
-            $crate::Db::Sqlite(sqlite) => {
-                let $pool = &sqlite.writer;
-                $body
-            }
-            $crate::Db::Postgres(pg) => {
-                let $pool = pg;
-                $body
-            }
+macro_rules! with_writer {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $crate::__private::writer($db) {
+            $crate::__private::PoolRef::Sqlite($pool) => $body,
+            $crate::__private::PoolRef::Postgres($pool) => $body,
         }
     };
 }
 
-/// Runs `$body` with `$conn` bound to the connection of the open transaction `$tx`.
+/// `with_tx!(tx, conn => expr)` evaluates `expr` with `conn` bound to the connection of the open
+/// transaction `tx` (a `&mut Tx`).
 #[macro_export]
-macro_rules! on_tx {
-    ($tx:expr, |$conn:ident| $body:expr) => {
-        match &mut $tx.conn {
-            $crate::TxConn::Sqlite(tx) => {
-                let $conn = &mut **tx;
-                $body
-            }
-            $crate::TxConn::Postgres(tx) => {
-                let $conn = &mut **tx;
-                $body
-            }
+macro_rules! with_tx {
+    ($tx:expr, $conn:ident => $body:expr) => {
+        match $crate::Tx::__conn($tx) {
+            $crate::__private::ConnRef::Sqlite($conn) => $body,
+            $crate::__private::ConnRef::Postgres($conn) => $body,
         }
     };
 }

@@ -27,3 +27,6 @@ pub use model::{
 pub use notify::Notifier;
 pub use store::{ClaimTarget, Heartbeat, JobFilter, JobStore, QueueInfo, Retention};
 pub use worker::{JobContext, JobFailure, PoolOptions, Worker, WorkerPool};
+
+/// The tables this crate owns (`jobs`, `queues`, `job_counts`), for [`pier_db::Db::migrate`].
+pub const MIGRATIONS: &[pier_db::Migration] = pier_db::migrations!(2 => "0002_jobs");

@@ -4,7 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use pier_auth::WorkspaceId;
+use pier_core::WorkspaceId;
 use pier_core::{Timestamp, define_id};
 use serde::{Deserialize, Serialize};
 

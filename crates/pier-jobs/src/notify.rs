@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use pier_db::{Backend, Db};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -47,35 +48,34 @@ impl Notifier {
         self.sender(queue).subscribe()
     }
 
-    /// Relays `NOTIFY pier_jobs` from other nodes to local waiters until aborted. Reconnects
+    /// Relays wake-ups sent by other nodes (PostgreSQL `NOTIFY pier_jobs`) to local waiters
+    /// until aborted; `None` on SQLite, where every enqueue happens in this process. Reconnects
     /// after errors; waiters poll meanwhile.
-    pub fn listen_postgres(&self, pool: sqlx::PgPool) -> JoinHandle<()> {
-        let notifier = self.clone();
-        tokio::spawn(async move {
+    pub fn relay(&self, db: &Db) -> Option<JoinHandle<()>> {
+        if db.backend() == Backend::Sqlite {
+            return None;
+        }
+        let (notifier, db) = (self.clone(), db.clone());
+        Some(tokio::spawn(async move {
             loop {
-                match sqlx::postgres::PgListener::connect_with(&pool).await {
-                    Ok(mut listener) => {
-                        if let Err(err) = listener.listen(CHANNEL).await {
-                            tracing::warn!(error = %err, "cannot LISTEN for job wake-ups");
-                        } else {
-                            loop {
-                                match listener.recv().await {
-                                    Ok(n) => notifier.wake(n.payload()),
-                                    Err(err) => {
-                                        tracing::warn!(error = %err, "job wake-up listener lost");
-                                        break;
-                                    }
-                                }
+                match db.listen(CHANNEL).await {
+                    Some(Ok(mut listener)) => loop {
+                        match listener.recv().await {
+                            Ok(queue) => notifier.wake(&queue),
+                            Err(err) => {
+                                tracing::warn!(error = %err, "job wake-up listener lost");
+                                break;
                             }
                         }
+                    },
+                    Some(Err(err)) => {
+                        tracing::warn!(error = %err, "cannot LISTEN for job wake-ups");
                     }
-                    Err(err) => {
-                        tracing::warn!(error = %err, "cannot connect the job wake-up listener")
-                    }
+                    None => return,
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
-        })
+        }))
     }
 }
 

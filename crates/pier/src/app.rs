@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use pier_api::{AppState, AppStateParts, Redis};
 use pier_auth::Bootstrap;
-use pier_core::{Clock, CursorCodec, SystemClock};
+use pier_core::{Clock, CursorCodec, SecretUrl, SystemClock};
 use pier_db::Db;
 use pier_jobs::{JobStore, Notifier, Retention};
 use tokio::net::TcpListener;
@@ -34,6 +34,13 @@ pub struct Application {
     bootstrap: Option<Bootstrap>,
 }
 
+/// Every crate's migrations; the runner orders them by version.
+const SCHEMA: &[&[pier_db::Migration]] = &[
+    pier_db::MIGRATIONS,
+    pier_auth::MIGRATIONS,
+    pier_jobs::MIGRATIONS,
+];
+
 /// Opens the configured database and applies pending migrations.
 pub async fn open_database(config: &Config) -> anyhow::Result<Db> {
     let url = config.database_url.redacted();
@@ -42,15 +49,17 @@ pub async fn open_database(config: &Config) -> anyhow::Result<Db> {
         .connect(config.db_max_connections)
         .await
         .with_context(|| format!("cannot open the database at {url}"))?;
-    db.migrate()
+    db.migrate(SCHEMA)
         .await
         .with_context(|| format!("cannot migrate the database at {url}"))?;
     Ok(db)
 }
 
-async fn connect_redis(url: &str) -> anyhow::Result<Redis> {
-    let shown = pier_core::secret::redact_url_password(url);
-    let client = redis::Client::open(url).with_context(|| format!("bad Redis URL {shown}"))?;
+async fn connect_redis(url: &SecretUrl) -> anyhow::Result<Redis> {
+    // The driver's errors never get the URL itself, only its redacted form.
+    let shown = url.redacted();
+    let client =
+        redis::Client::open(url.expose()).with_context(|| format!("bad Redis URL {shown}"))?;
     let manager = tokio::time::timeout(Duration::from_secs(5), client.get_connection_manager())
         .await
         .map_err(anyhow::Error::from)
@@ -98,7 +107,7 @@ impl Application {
             .await
             .context("cannot load the cursor signing key")?;
         let redis = match &config.redis_url {
-            Some(url) => Some(connect_redis(url.expose()).await?),
+            Some(url) => Some(connect_redis(url).await?),
             None => None,
         };
         let jobs = JobStore::new(db.clone(), clock.clone(), Notifier::new());
@@ -171,10 +180,7 @@ impl Application {
             stop_rx.clone(),
         ));
         let job_upkeep = tokio::spawn(self.jobs.clone().maintain(Retention::default(), stop_rx));
-        let wake_relay = match &self.db {
-            Db::Postgres(pool) => Some(self.jobs.notifier().listen_postgres(pool.clone())),
-            Db::Sqlite(_) => None,
-        };
+        let wake_relay = self.jobs.notifier().relay(&self.db);
 
         tokio::select! {
             () = shutdown => tracing::info!("shutting down: finishing in-flight requests"),

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use pier_auth::KeySecret;
-use pier_core::Secret;
+use pier_core::{Secret, SecretUrl};
 use pier_db::DatabaseUrl;
 use serde::{Deserialize, Serialize, Serializer};
 
@@ -36,7 +36,7 @@ pub struct Config {
     #[serde(serialize_with = "redacted_url")]
     pub database_url: DatabaseUrl,
     /// Redis, for the shared cache tier and rate limits of a cluster.
-    pub redis_url: Option<Secret<String>>,
+    pub redis_url: Option<SecretUrl>,
     /// The key the first start creates, instead of a random one.
     pub bootstrap_api_key: Option<Secret<KeySecret>>,
     pub log_format: LogFormat,
@@ -157,14 +157,15 @@ impl Config {
         };
         let redis_url = pick(&args.redis_url, &file.redis_url)
             .map(|url| {
-                redis::Client::open(url.as_str())
-                    .map(|_| Secret::new(url))
-                    .map_err(|e| {
+                let url = SecretUrl::new(url);
+                redis::Client::open(url.expose())
+                    .map(|_| url.clone())
+                    .map_err(|_| {
                         invalid(
                             "redis_url",
                             "redis-url",
                             "PIER_REDIS_URL",
-                            format!("not a usable Redis URL ({e})"),
+                            format!("`{url}` is not a usable Redis URL"),
                         )
                     })
             })

@@ -17,8 +17,7 @@ impl ETag {
     pub fn of<T: Serialize>(resource: &T) -> Self {
         let json = serde_json::to_vec(resource).unwrap_or_default();
         let digest = Sha256::digest(&json);
-        let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-        Self(format!("\"{hex}\""))
+        Self(format!("\"{}\"", hex::encode(&digest[..16])))
     }
 
     pub fn header_value(&self) -> HeaderValue {

@@ -17,7 +17,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use pier_auth::Principal;
 use pier_core::Timestamp;
-use pier_db::{Db, on_reader, on_writer};
+use pier_db::{Db, with_reader, with_writer};
 use sha2::{Digest, Sha256};
 
 use crate::AppState;
@@ -160,11 +160,7 @@ fn fingerprint(method: &Method, uri: &axum::http::Uri, body: &[u8]) -> String {
     hasher.update(uri.path_and_query().map_or("", |p| p.as_str()));
     hasher.update([0]);
     hasher.update(body);
-    hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(hasher.finalize())
 }
 
 #[derive(Debug)]
@@ -225,7 +221,7 @@ impl Store<'_> {
         let expires = self.now.saturating_add(RETENTION).as_micros();
         // Two rounds: the second runs after clearing an expired record or losing it to a race.
         for _ in 0..2 {
-            let inserted = on_writer!(self.db, |pool| {
+            let inserted = with_writer!(self.db, pool => {
                 sqlx::query(
                     "INSERT INTO idempotency_keys (principal, key, fingerprint, locked_at, expires_at) \
                      VALUES ($1, $2, $3, $4, $5) ON CONFLICT (principal, key) DO NOTHING",
@@ -242,7 +238,7 @@ impl Store<'_> {
             if inserted == 1 {
                 return Ok(Claim::Proceed);
             }
-            let row: Option<Row> = on_reader!(self.db, |pool| {
+            let row: Option<Row> = with_reader!(self.db, pool => {
                 sqlx::query_as(
                     "SELECT fingerprint, status_code, response_headers, response_body, locked_at, \
                      expires_at FROM idempotency_keys WHERE principal = $1 AND key = $2",
@@ -289,7 +285,7 @@ impl Store<'_> {
         key: &str,
         seen_lock: i64,
     ) -> Result<bool, sqlx::Error> {
-        let updated = on_writer!(self.db, |pool| {
+        let updated = with_writer!(self.db, pool => {
             sqlx::query(
                 "UPDATE idempotency_keys SET locked_at = $1 WHERE principal = $2 AND key = $3 \
                  AND status_code IS NULL AND locked_at = $4",
@@ -306,7 +302,7 @@ impl Store<'_> {
     }
 
     async fn delete_expired(&self, subject: &str, key: &str) -> Result<(), sqlx::Error> {
-        on_writer!(self.db, |pool| {
+        with_writer!(self.db, pool => {
             sqlx::query(
                 "DELETE FROM idempotency_keys WHERE principal = $1 AND key = $2 AND expires_at <= $3",
             )
@@ -327,7 +323,7 @@ impl Store<'_> {
         stored: &StoredResponse,
     ) -> Result<(), sqlx::Error> {
         let headers = serde_json::to_string(&stored.headers).unwrap_or_default();
-        on_writer!(self.db, |pool| {
+        with_writer!(self.db, pool => {
             sqlx::query(
                 "UPDATE idempotency_keys SET status_code = $1, response_headers = $2, \
                  response_body = $3 WHERE principal = $4 AND key = $5",
@@ -345,7 +341,7 @@ impl Store<'_> {
     }
 
     async fn release(&self, subject: &str, key: &str) -> Result<(), sqlx::Error> {
-        on_writer!(self.db, |pool| {
+        with_writer!(self.db, pool => {
             sqlx::query(
                 "DELETE FROM idempotency_keys WHERE principal = $1 AND key = $2 AND status_code IS NULL",
             )
@@ -361,7 +357,7 @@ impl Store<'_> {
 
 /// Deletes expired records; run periodically by the maintenance loop.
 pub async fn prune_expired(db: &Db, now: Timestamp) -> Result<u64, sqlx::Error> {
-    let deleted = on_writer!(db, |pool| {
+    let deleted = with_writer!(db, pool => {
         sqlx::query("DELETE FROM idempotency_keys WHERE expires_at <= $1")
             .bind(now.as_micros())
             .execute(pool)

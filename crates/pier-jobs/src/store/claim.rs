@@ -3,9 +3,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use pier_auth::WorkspaceId;
 use pier_core::Timestamp;
-use pier_db::{Db, TxConn, on_tx, on_writer};
+use pier_core::WorkspaceId;
+use pier_db::{Backend, JsonList, with_tx, with_writer};
 use rand::RngCore;
 
 use super::counts::Moves;
@@ -53,17 +53,14 @@ fn micros(d: Duration) -> i64 {
 fn new_token() -> String {
     let mut bytes = [0u8; 16];
     rand::rng().fill_bytes(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
 /// Picks up to `$4` waiting jobs in claim order (priority, then due time, then age). On
 /// PostgreSQL, `SKIP LOCKED` lets many claimers work the same queue without waiting on each
 /// other; SQLite has a single writer.
-fn pick_sql(db: &Db) -> String {
-    let lock = match db {
-        Db::Postgres(_) => "FOR UPDATE SKIP LOCKED",
-        Db::Sqlite(_) => "",
-    };
+fn pick_sql(backend: Backend) -> String {
+    let lock = backend.for_update_skip_locked();
     format!(
         "SELECT workspace_id, id, state FROM jobs WHERE queue = $1 \
          AND ($2 IS NULL OR workspace_id = $2) AND state IN ('available', 'scheduled', 'retryable') \
@@ -97,16 +94,12 @@ impl JobStore {
         if let Some(ws) = &target.workspace {
             // Pause and the concurrency limit are read under a lock on the queue's row, so
             // claimers on every node see each other's claims and the limit holds globally.
-            let lock = if matches!(self.db, Db::Postgres(_)) {
-                "FOR UPDATE"
-            } else {
-                ""
-            };
+            let lock = self.db.backend().for_update();
             let settings_sql = format!(
                 "SELECT paused, concurrency_limit FROM queues \
                  WHERE workspace_id = $1 AND name = $2 {lock}"
             );
-            let settings: Option<QueueSettings> = on_tx!(&mut tx, |conn| {
+            let settings: Option<QueueSettings> = with_tx!(&mut tx, conn => {
                 sqlx::query_as(&settings_sql)
                     .bind(ws.as_str())
                     .bind(target.queue.as_str())
@@ -118,7 +111,7 @@ impl JobStore {
                     return Ok(Vec::new());
                 }
                 if let Some(cap) = settings.concurrency_limit {
-                    let running: i64 = on_tx!(&mut tx, |conn| {
+                    let running: i64 = with_tx!(&mut tx, conn => {
                         sqlx::query_scalar(
                             "SELECT COUNT(*) FROM jobs WHERE workspace_id = $1 AND queue = $2 \
                              AND state = 'running'",
@@ -135,8 +128,8 @@ impl JobStore {
         if limit <= 0 {
             return Ok(Vec::new());
         }
-        let pick = pick_sql(&self.db);
-        let picked: Vec<(String, String, String)> = on_tx!(&mut tx, |conn| {
+        let pick = pick_sql(self.db.backend());
+        let picked: Vec<(String, String, String)> = with_tx!(&mut tx, conn => {
             sqlx::query_as(&pick)
                 .bind(target.queue.as_str())
                 .bind(workspace)
@@ -149,43 +142,26 @@ impl JobStore {
             return Ok(Vec::new());
         }
         let lease = lease.map(micros);
-        let rows: Vec<ClaimedRow> = match &mut tx.conn {
-            TxConn::Postgres(conn) => {
-                let workspaces: Vec<&str> = picked.iter().map(|(ws, _, _)| ws.as_str()).collect();
-                let ids: Vec<&str> = picked.iter().map(|(_, id, _)| id.as_str()).collect();
-                sqlx::query_as(&format!(
-                    "{MARK_RUNNING} WHERE (workspace_id, id) IN \
-                     (SELECT * FROM UNNEST($5::text[], $6::text[])) RETURNING {CLAIMED_COLUMNS}"
-                ))
+        let pairs: Vec<[&str; 2]> = picked
+            .iter()
+            .map(|(ws, id, _)| [ws.as_str(), id.as_str()])
+            .collect();
+        let pairs = JsonList::new(&pairs)?;
+        let mark = format!(
+            "{MARK_RUNNING} WHERE (workspace_id, id) IN (SELECT value ->> 0, value ->> 1 FROM {}) \
+             RETURNING {CLAIMED_COLUMNS}",
+            self.db.backend().json_rows("$5")
+        );
+        let rows: Vec<ClaimedRow> = with_tx!(&mut tx, conn => {
+            sqlx::query_as(&mark)
                 .bind(&token)
                 .bind(now)
                 .bind(lease)
                 .bind(worker_id)
-                .bind(workspaces)
-                .bind(ids)
-                .fetch_all(&mut **conn)
-                .await?
-            }
-            TxConn::Sqlite(conn) => {
-                let pairs: Vec<[&str; 2]> = picked
-                    .iter()
-                    .map(|(ws, id, _)| [ws.as_str(), id.as_str()])
-                    .collect();
-                let pairs =
-                    serde_json::to_string(&pairs).map_err(|e| sqlx::Error::Encode(e.into()))?;
-                sqlx::query_as(&format!(
-                    "{MARK_RUNNING} WHERE (workspace_id, id) IN \
-                     (SELECT value ->> 0, value ->> 1 FROM json_each($5)) RETURNING {CLAIMED_COLUMNS}"
-                ))
-                .bind(&token)
-                .bind(now)
-                .bind(lease)
-                .bind(worker_id)
-                .bind(pairs)
-                .fetch_all(&mut **conn)
-                .await?
-            }
-        };
+                .bind(pairs.as_str())
+                .fetch_all(conn)
+                .await
+        })?;
         let mut moves = Moves::new();
         for (ws, _, state) in &picked {
             let from = state
@@ -231,7 +207,7 @@ impl JobStore {
         lease: Option<Duration>,
     ) -> Result<Option<Heartbeat>, sqlx::Error> {
         let now = self.clock.now().as_micros();
-        let row: Option<(i64, bool)> = on_writer!(&self.db, |pool| {
+        let row: Option<(i64, bool)> = with_writer!(&self.db, pool => {
             sqlx::query_as(
                 "UPDATE jobs SET lease_expires_at = $1 + COALESCE($2, lease_ms * 1000) \
                  WHERE workspace_id = $5 AND id = $3 AND lease_token = $4 AND state = 'running' \

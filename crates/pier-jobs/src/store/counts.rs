@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use pier_db::{Tx, on_tx};
+use pier_db::{Tx, with_tx};
 
 use crate::model::JobState;
 
@@ -49,7 +49,7 @@ impl Moves {
             if delta == 0 {
                 continue;
             }
-            on_tx!(tx, |conn| {
+            with_tx!(tx, conn => {
                 sqlx::query(
                     "INSERT INTO job_counts (workspace_id, queue, state, shard, n) \
                      VALUES ($1, $2, $3, $4, $5) ON CONFLICT (workspace_id, queue, state, shard) \

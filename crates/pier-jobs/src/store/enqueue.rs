@@ -3,8 +3,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use pier_auth::WorkspaceId;
-use pier_db::{Tx, TxConn, on_tx};
+use pier_core::WorkspaceId;
+use pier_db::{JsonList, Tx, with_tx};
 use serde::Serialize;
 
 use super::counts::Moves;
@@ -123,13 +123,7 @@ impl JobStore {
 
         moves.apply(tx).await?;
         for queue in woken {
-            if let TxConn::Postgres(conn) = &mut tx.conn {
-                sqlx::query("SELECT pg_notify($1, $2)")
-                    .bind(CHANNEL)
-                    .bind(&queue)
-                    .execute(&mut **conn)
-                    .await?;
-            }
+            tx.notify(CHANNEL, &queue).await?;
             let notifier = self.notifier.clone();
             tx.after_commit(move || notifier.wake(&queue));
         }
@@ -137,72 +131,35 @@ impl JobStore {
     }
 }
 
+/// Inserts every row in one statement: the rows travel as one JSON array, read as rows on
+/// both backends, so any batch size is one round trip and one plan.
 async fn insert(
     tx: &mut Tx,
     workspace: &WorkspaceId,
     now: i64,
     rows: &[InsertRow],
 ) -> Result<Vec<JobRow>, sqlx::Error> {
-    let conflict = format!(
-        "ON CONFLICT (workspace_id, unique_key) WHERE unique_key IS NOT NULL AND state IN {NON_FINAL} \
-         DO NOTHING RETURNING {JOB_COLUMNS}"
+    let sql = format!(
+        "INSERT INTO jobs (id, workspace_id, queue, kind, payload, state, priority, run_at, \
+         max_attempts, backoff_base_ms, backoff_max_ms, lease_ms, unique_key, created_at) \
+         SELECT value ->> 'id', $1, value ->> 'queue', value ->> 'kind', value ->> 'payload', \
+         value ->> 'state', CAST(value ->> 'priority' AS BIGINT), \
+         CAST(value ->> 'run_at' AS BIGINT), CAST(value ->> 'max_attempts' AS BIGINT), \
+         CAST(value ->> 'backoff_base_ms' AS BIGINT), CAST(value ->> 'backoff_max_ms' AS BIGINT), \
+         CAST(value ->> 'lease_ms' AS BIGINT), value ->> 'unique_key', $2 FROM {} WHERE true \
+         ON CONFLICT (workspace_id, unique_key) WHERE unique_key IS NOT NULL \
+         AND state IN {NON_FINAL} DO NOTHING RETURNING {JOB_COLUMNS}",
+        tx.backend().json_rows("$3")
     );
-    let columns = "id, workspace_id, queue, kind, payload, state, priority, run_at, max_attempts, \
-                   backoff_base_ms, backoff_max_ms, lease_ms, unique_key, created_at";
-    match &mut tx.conn {
-        // Column arrays through UNNEST: one round trip and one plan for any batch size.
-        TxConn::Postgres(conn) => {
-            let sql = format!(
-                "INSERT INTO jobs ({columns}) \
-                 SELECT u.id, $1, u.queue, u.kind, u.payload, u.state, u.priority, u.run_at, \
-                 u.max_attempts, u.backoff_base_ms, u.backoff_max_ms, u.lease_ms, u.unique_key, $2 \
-                 FROM UNNEST($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
-                 $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::int8[], $13::int8[], \
-                 $14::text[]) AS u(id, queue, kind, payload, state, priority, run_at, \
-                 max_attempts, backoff_base_ms, backoff_max_ms, lease_ms, unique_key) {conflict}"
-            );
-            macro_rules! column {
-                ($field:ident) => {
-                    rows.iter().map(|r| r.$field.clone()).collect::<Vec<_>>()
-                };
-            }
-            sqlx::query_as(&sql)
-                .bind(workspace.as_str())
-                .bind(now)
-                .bind(column!(id))
-                .bind(column!(queue))
-                .bind(column!(kind))
-                .bind(column!(payload))
-                .bind(rows.iter().map(|r| r.state).collect::<Vec<_>>())
-                .bind(column!(priority))
-                .bind(column!(run_at))
-                .bind(column!(max_attempts))
-                .bind(column!(backoff_base_ms))
-                .bind(column!(backoff_max_ms))
-                .bind(column!(lease_ms))
-                .bind(column!(unique_key))
-                .fetch_all(&mut **conn)
-                .await
-        }
-        // SQLite has no arrays: the rows travel as one JSON array read by json_each.
-        TxConn::Sqlite(conn) => {
-            let sql = format!(
-                "INSERT INTO jobs ({columns}) \
-                 SELECT j.value ->> 'id', $1, j.value ->> 'queue', j.value ->> 'kind', \
-                 j.value ->> 'payload', j.value ->> 'state', j.value ->> 'priority', \
-                 j.value ->> 'run_at', j.value ->> 'max_attempts', j.value ->> 'backoff_base_ms', \
-                 j.value ->> 'backoff_max_ms', j.value ->> 'lease_ms', j.value ->> 'unique_key', $2 \
-                 FROM json_each($3) AS j WHERE true {conflict}"
-            );
-            let json = serde_json::to_string(rows).map_err(|e| sqlx::Error::Encode(e.into()))?;
-            sqlx::query_as(&sql)
-                .bind(workspace.as_str())
-                .bind(now)
-                .bind(json)
-                .fetch_all(&mut **conn)
-                .await
-        }
-    }
+    let rows = JsonList::new(rows)?;
+    with_tx!(tx, conn => {
+        sqlx::query_as(&sql)
+            .bind(workspace.as_str())
+            .bind(now)
+            .bind(rows.as_str())
+            .fetch_all(conn)
+            .await
+    })
 }
 
 async fn existing_by_key(
@@ -214,7 +171,7 @@ async fn existing_by_key(
         "SELECT {JOB_COLUMNS} FROM jobs WHERE workspace_id = $1 AND unique_key = $2 \
          AND state IN {NON_FINAL}"
     );
-    let row: Option<JobRow> = on_tx!(tx, |conn| {
+    let row: Option<JobRow> = with_tx!(tx, conn => {
         sqlx::query_as(&sql)
             .bind(workspace.as_str())
             .bind(key)

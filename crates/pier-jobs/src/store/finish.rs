@@ -1,9 +1,9 @@
 //! Ending attempts: complete, fail (retry, dead-letter or acknowledge cancellation), and the
 //! operator's cancel and retry.
 
-use pier_auth::WorkspaceId;
 use pier_core::Timestamp;
-use pier_db::{Db, Tx, TxConn, is_unique_violation, on_tx};
+use pier_core::WorkspaceId;
+use pier_db::{JsonList, Tx, is_unique_violation, with_tx};
 
 use super::counts::Moves;
 use super::{JOB_COLUMNS, JobRow, JobStore, push_error, small};
@@ -78,7 +78,7 @@ pub(crate) async fn record_failure(
         },
     );
     let finalized_at = state.is_final().then_some(now.as_micros());
-    on_tx!(tx, |conn| {
+    with_tx!(tx, conn => {
         sqlx::query(
             "UPDATE jobs SET state = $1, run_at = $2, errors = $3, finalized_at = $4, \
              lease_token = NULL, lease_expires_at = NULL \
@@ -121,41 +121,24 @@ impl JobStore {
         let set =
             "lease_token = NULL, lease_expires_at = NULL, state = 'completed', finalized_at = $1";
         let mut tx = self.begin_lax().await?;
-        let done: Vec<(String, String, String)> = match &mut tx.conn {
-            TxConn::Postgres(conn) => {
-                let workspaces: Vec<&str> = jobs.iter().map(|(ws, _)| ws.as_str()).collect();
-                let ids: Vec<&str> = jobs.iter().map(|(_, id)| id.as_str()).collect();
-                sqlx::query_as(&format!(
-                    "UPDATE jobs SET {set} WHERE lease_token = $2 \
-                     AND (workspace_id, id) IN (SELECT * FROM UNNEST($3::text[], $4::text[])) \
-                     RETURNING id, workspace_id, queue"
-                ))
+        let pairs: Vec<[&str; 2]> = jobs
+            .iter()
+            .map(|(ws, id)| [ws.as_str(), id.as_str()])
+            .collect();
+        let pairs = JsonList::new(&pairs)?;
+        let sql = format!(
+            "UPDATE jobs SET {set} WHERE lease_token = $2 AND (workspace_id, id) IN \
+             (SELECT value ->> 0, value ->> 1 FROM {}) RETURNING id, workspace_id, queue",
+            self.db.backend().json_rows("$3")
+        );
+        let done: Vec<(String, String, String)> = with_tx!(&mut tx, conn => {
+            sqlx::query_as(&sql)
                 .bind(now)
                 .bind(token)
-                .bind(workspaces)
-                .bind(ids)
-                .fetch_all(&mut **conn)
-                .await?
-            }
-            TxConn::Sqlite(conn) => {
-                let pairs: Vec<[&str; 2]> = jobs
-                    .iter()
-                    .map(|(ws, id)| [ws.as_str(), id.as_str()])
-                    .collect();
-                let pairs =
-                    serde_json::to_string(&pairs).map_err(|e| sqlx::Error::Encode(e.into()))?;
-                sqlx::query_as(&format!(
-                    "UPDATE jobs SET {set} WHERE lease_token = $2 \
-                     AND (workspace_id, id) IN (SELECT value ->> 0, value ->> 1 FROM json_each($3)) \
-                     RETURNING id, workspace_id, queue"
-                ))
-                .bind(now)
-                .bind(token)
-                .bind(pairs)
-                .fetch_all(&mut **conn)
-                .await?
-            }
-        };
+                .bind(pairs.as_str())
+                .fetch_all(conn)
+                .await
+        })?;
         let mut moves = Moves::new();
         for (_, workspace, queue) in &done {
             moves.moved(
@@ -209,16 +192,12 @@ impl JobStore {
     ) -> Result<JobState, JobError> {
         let now = self.clock.now();
         let mut tx = self.db.begin().await?;
-        let lock = if matches!(self.db, Db::Postgres(_)) {
-            "FOR UPDATE"
-        } else {
-            ""
-        };
+        let lock = self.db.backend().for_update();
         let sql = format!(
             "SELECT {FAIL_COLUMNS} FROM jobs WHERE workspace_id = $3 AND id = $1 \
              AND lease_token = $2 AND state = 'running' {lock}"
         );
-        let row: Option<FailRow> = on_tx!(&mut tx, |conn| {
+        let row: Option<FailRow> = with_tx!(&mut tx, conn => {
             sqlx::query_as(&sql)
                 .bind(id.as_str())
                 .bind(token)
@@ -243,14 +222,10 @@ impl JobStore {
         workspace: &WorkspaceId,
         id: &JobId,
     ) -> Result<(JobState, String), JobError> {
-        let lock = if matches!(self.db, Db::Postgres(_)) {
-            "FOR UPDATE"
-        } else {
-            ""
-        };
+        let lock = self.db.backend().for_update();
         let sql =
             format!("SELECT state, queue FROM jobs WHERE workspace_id = $1 AND id = $2 {lock}");
-        let row: Option<(String, String)> = on_tx!(tx, |conn| {
+        let row: Option<(String, String)> = with_tx!(tx, conn => {
             sqlx::query_as(&sql)
                 .bind(workspace.as_str())
                 .bind(id.as_str())
@@ -285,7 +260,7 @@ impl JobStore {
         let sql = format!(
             "UPDATE jobs SET {set} WHERE workspace_id = $2 AND id = $3 RETURNING {JOB_COLUMNS}"
         );
-        let row: JobRow = on_tx!(&mut tx, |conn| {
+        let row: JobRow = with_tx!(&mut tx, conn => {
             sqlx::query_as(&sql)
                 .bind(finalized_at)
                 .bind(workspace.as_str())
@@ -322,7 +297,7 @@ impl JobStore {
              THEN attempt + 1 ELSE max_attempts END WHERE workspace_id = $3 AND id = $4 \
              RETURNING {JOB_COLUMNS}"
         );
-        let updated: Result<JobRow, sqlx::Error> = on_tx!(&mut tx, |conn| {
+        let updated: Result<JobRow, sqlx::Error> = with_tx!(&mut tx, conn => {
             sqlx::query_as(&sql)
                 .bind(now)
                 .bind(false)
@@ -361,7 +336,7 @@ impl JobStore {
     ) -> Result<bool, sqlx::Error> {
         let now = self.clock.now().as_micros();
         let mut tx = self.begin_lax().await?;
-        let queue: Option<(String,)> = on_tx!(&mut tx, |conn| {
+        let queue: Option<(String,)> = with_tx!(&mut tx, conn => {
             sqlx::query_as(
                 "UPDATE jobs SET state = 'available', attempt = attempt - 1, run_at = $1, \
                  lease_token = NULL, lease_expires_at = NULL, worker_id = NULL \

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use pier_db::{Db, on_reader, on_tx};
+use pier_db::{with_reader, with_tx};
 
 use super::JobStore;
 use super::counts::Moves;
@@ -39,11 +39,7 @@ impl JobStore {
     /// Returns how many were rescued.
     pub async fn rescue_expired(&self) -> Result<u64, sqlx::Error> {
         let now = self.clock.now();
-        let lock = if matches!(self.db, Db::Postgres(_)) {
-            "FOR UPDATE SKIP LOCKED"
-        } else {
-            ""
-        };
+        let lock = self.db.backend().for_update_skip_locked();
         let sql = format!(
             "SELECT {FAIL_COLUMNS} FROM jobs WHERE state = 'running' AND lease_expires_at <= $1 \
              ORDER BY lease_expires_at LIMIT $2 {lock}"
@@ -51,7 +47,7 @@ impl JobStore {
         let mut rescued = 0;
         loop {
             let mut tx = self.begin_lax().await?;
-            let rows: Vec<FailRow> = on_tx!(&mut tx, |conn| {
+            let rows: Vec<FailRow> = with_tx!(&mut tx, conn => {
                 sqlx::query_as(&sql)
                     .bind(now.as_micros())
                     .bind(BATCH)
@@ -85,7 +81,7 @@ impl JobStore {
         let mut moves = Moves::new();
         let mut queues = BTreeSet::new();
         for from in [JobState::Scheduled, JobState::Retryable] {
-            let promoted: Vec<(String, String)> = on_tx!(&mut tx, |conn| {
+            let promoted: Vec<(String, String)> = with_tx!(&mut tx, conn => {
                 sqlx::query_as(
                     "UPDATE jobs SET state = 'available' WHERE (workspace_id, id) IN \
                      (SELECT workspace_id, id FROM jobs WHERE state = $1 AND run_at <= $2 LIMIT 5000) \
@@ -113,8 +109,9 @@ impl JobStore {
     /// (each walks its primary-key range of ids older than the cutoff). Returns how many.
     pub async fn prune(&self, retention: &Retention) -> Result<u64, sqlx::Error> {
         let now = self.clock.now();
-        let workspaces: Vec<(String,)> = on_reader!(&self.db, |pool| {
-            sqlx::query_as("SELECT id FROM workspaces")
+        let workspaces: Vec<(String,)> = with_reader!(&self.db, pool => {
+            // The workspaces that have (or had) jobs: the store's own counters know them.
+            sqlx::query_as("SELECT DISTINCT workspace_id FROM job_counts")
                 .fetch_all(pool)
                 .await
         })?;
@@ -130,7 +127,7 @@ impl JobStore {
                 let id_bound = format!("{}_{}", JobId::PREFIX, pier_core::id::floor_body(cutoff));
                 loop {
                     let mut tx = self.db.begin().await?;
-                    let deleted: Vec<(String, String)> = on_tx!(&mut tx, |conn| {
+                    let deleted: Vec<(String, String)> = with_tx!(&mut tx, conn => {
                         sqlx::query_as(
                             "DELETE FROM jobs WHERE (workspace_id, id) IN (SELECT workspace_id, id \
                              FROM jobs WHERE workspace_id = $1 AND id < $2 AND state = $3 \

@@ -11,9 +11,9 @@ mod queues;
 
 use std::sync::Arc;
 
-use pier_auth::WorkspaceId;
+use pier_core::WorkspaceId;
 use pier_core::{Clock, Timestamp};
-use pier_db::{Db, Tx, TxConn, on_reader};
+use pier_db::{Db, Tx, with_reader};
 
 pub use claim::{ClaimTarget, Heartbeat};
 pub use maintenance::Retention;
@@ -140,13 +140,7 @@ impl JobStore {
     /// completion means the job runs again, never that it is lost. Enqueues, cancellations and
     /// settings always commit durably.
     pub(crate) async fn begin_lax(&self) -> Result<Tx, sqlx::Error> {
-        let mut tx = self.db.begin().await?;
-        if let TxConn::Postgres(conn) = &mut tx.conn {
-            sqlx::query("SET LOCAL synchronous_commit = off")
-                .execute(&mut **conn)
-                .await?;
-        }
-        Ok(tx)
+        self.db.begin_relaxed().await
     }
 
     pub async fn get(
@@ -155,7 +149,7 @@ impl JobStore {
         id: &JobId,
     ) -> Result<Option<Job>, sqlx::Error> {
         let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE workspace_id = $1 AND id = $2");
-        let row: Option<JobRow> = on_reader!(&self.db, |pool| {
+        let row: Option<JobRow> = with_reader!(&self.db, pool => {
             sqlx::query_as(&sql)
                 .bind(workspace.as_str())
                 .bind(id.as_str())
@@ -179,7 +173,7 @@ impl JobStore {
              AND ($4 IS NULL OR kind = $4) AND ($5 IS NULL OR id < $5) \
              ORDER BY id DESC LIMIT $6"
         );
-        let rows: Vec<JobRow> = on_reader!(&self.db, |pool| {
+        let rows: Vec<JobRow> = with_reader!(&self.db, pool => {
             sqlx::query_as(&sql)
                 .bind(workspace.as_str())
                 .bind(filter.queue.as_deref())

@@ -2,9 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use pier_auth::WorkspaceId;
 use pier_core::Timestamp;
-use pier_db::{on_reader, on_writer};
+use pier_core::WorkspaceId;
+use pier_db::{with_reader, with_writer};
 use serde::Serialize;
 
 use super::JobStore;
@@ -63,7 +63,7 @@ impl JobStore {
     /// Statistics for every queue of the workspace that has jobs or settings.
     pub async fn queues(&self, workspace: &WorkspaceId) -> Result<Vec<QueueInfo>, sqlx::Error> {
         let now = self.clock.now();
-        let counts: Vec<StateCount> = on_reader!(&self.db, |pool| {
+        let counts: Vec<StateCount> = with_reader!(&self.db, pool => {
             sqlx::query_as(
                 "SELECT queue, state, CAST(SUM(n) AS BIGINT) AS n FROM job_counts \
                  WHERE workspace_id = $1 GROUP BY queue, state",
@@ -72,7 +72,7 @@ impl JobStore {
             .fetch_all(pool)
             .await
         })?;
-        let settings: Vec<(String, bool, Option<i64>)> = on_reader!(&self.db, |pool| {
+        let settings: Vec<(String, bool, Option<i64>)> = with_reader!(&self.db, pool => {
             sqlx::query_as(
                 "SELECT name, paused, concurrency_limit FROM queues WHERE workspace_id = $1",
             )
@@ -114,7 +114,7 @@ impl JobStore {
         queue: &str,
         now: Timestamp,
     ) -> Result<f64, sqlx::Error> {
-        let head: Option<i64> = on_reader!(&self.db, |pool| {
+        let head: Option<i64> = with_reader!(&self.db, pool => {
             sqlx::query_scalar(
                 "SELECT run_at FROM jobs WHERE queue = $1 AND workspace_id = $2 \
                  AND state IN ('available', 'scheduled', 'retryable') AND run_at <= $3 \
@@ -144,7 +144,7 @@ impl JobStore {
              ON CONFLICT (workspace_id, name) DO UPDATE SET {column} = excluded.{column}, \
              updated_at = excluded.updated_at"
         );
-        on_writer!(&self.db, |pool| {
+        with_writer!(&self.db, pool => {
             let query = sqlx::query(&sql)
                 .bind(workspace.as_str())
                 .bind(queue.as_str());

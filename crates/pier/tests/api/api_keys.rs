@@ -7,8 +7,7 @@ use pier_auth::{WorkspaceName, WorkspaceStore};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::on_both_backends;
-use crate::support::{Backend, TestApp, problem};
+use crate::support::{Backend, TestApp, on_both_backends, problem};
 
 on_both_backends!(
     key_lifecycle,

@@ -11,8 +11,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
-use crate::on_both_backends;
-use crate::support::Backend;
+use crate::support::{Backend, on_both_backends};
 
 on_both_backends!(killed_mid_run_loses_no_job);
 
@@ -104,10 +103,7 @@ async fn killed_mid_run_loses_no_job(backend: Backend) {
         .local_addr()
         .expect("addr")
         .port();
-    let database_url = match &backend {
-        Backend::Sqlite => format!("sqlite://{}", dir.path().join("pier.db").display()),
-        Backend::Postgres(base) => crate::support::postgres::fresh_database(base).await,
-    };
+    let database_url = backend.fresh_database_url(dir.path()).await;
     let args = [
         "serve",
         "--listen",

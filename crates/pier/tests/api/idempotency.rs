@@ -6,8 +6,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::on_both_backends;
-use crate::support::{Backend, TestApp, problem};
+use crate::support::{Backend, TestApp, on_both_backends, problem};
 
 on_both_backends!(
     replays_and_mismatches,

@@ -7,8 +7,7 @@ use pier_core::Clock;
 use pier_jobs::Retention;
 use serde_json::{Value, json};
 
-use crate::on_both_backends;
-use crate::support::{Backend, TestApp, problem};
+use crate::support::{Backend, TestApp, on_both_backends, problem};
 
 on_both_backends!(
     priorities_and_run_at_order_claims,
@@ -584,7 +583,7 @@ async fn counters_match_the_rows(backend: Backend) {
         .advance(Retention::default().completed + Duration::from_secs(1));
     app.jobs.prune(&Retention::default()).await.expect("prune");
 
-    let rows: Vec<(String, String, i64)> = pier_db::on_reader!(&app.db, |pool| {
+    let rows: Vec<(String, String, i64)> = pier_db::with_reader!(&app.db, pool => {
         sqlx::query_as("SELECT queue, state, COUNT(*) FROM jobs GROUP BY queue, state")
             .fetch_all(pool)
             .await
@@ -663,16 +662,13 @@ async fn transactional_enqueue_commits_or_vanishes(backend: Backend) {
 
 /// On PostgreSQL an enqueue on one node wakes idle workers on another through LISTEN/NOTIFY.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set PIER_TEST_DATABASE_URL"]
 async fn postgres_enqueue_wakes_other_nodes() {
-    let Some(backend) = Backend::postgres() else {
-        return;
-    };
-    let app = TestApp::spawn(backend).await;
-    let pier_db::Db::Postgres(pool) = &app.db else {
-        panic!("a PostgreSQL app")
-    };
+    let app = TestApp::spawn(Backend::postgres()).await;
     let other_node = pier_jobs::Notifier::new();
-    let relay = other_node.listen_postgres(pool.clone());
+    let relay = other_node
+        .relay(&app.db)
+        .expect("PostgreSQL relays wake-ups");
     let mut wake = other_node.subscribe("remote");
     wake.borrow_and_update();
     // The listener connects in the background; enqueue until its wake-up arrives (bounded).

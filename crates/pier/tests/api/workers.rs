@@ -14,8 +14,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::watch;
 
-use crate::on_both_backends;
-use crate::support::{Backend, TestApp};
+use crate::support::{Backend, TestApp, on_both_backends};
 
 on_both_backends!(
     handlers_run_every_job_once,

@@ -13,53 +13,7 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub mod postgres;
-
-/// Which database a test runs on.
-#[derive(Debug, Clone)]
-pub enum Backend {
-    Sqlite,
-    /// A base URL; each app gets its own database created from it.
-    Postgres(String),
-}
-
-impl Backend {
-    /// The PostgreSQL backend when `PIER_TEST_DATABASE_URL` is set.
-    pub fn postgres() -> Option<Self> {
-        match std::env::var("PIER_TEST_DATABASE_URL") {
-            Ok(url) if !url.is_empty() => Some(Self::Postgres(url)),
-            _ => {
-                eprintln!("PIER_TEST_DATABASE_URL is not set: PostgreSQL case not run");
-                None
-            }
-        }
-    }
-}
-
-/// Runs each named scenario `async fn name(backend: Backend)` once per backend.
-#[macro_export]
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name($crate::support::Backend::Sqlite).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    if let Some(backend) = $crate::support::Backend::postgres() {
-                        super::$name(backend).await
-                    }
-                }
-            )*
-        }
-    };
-}
+pub use pier_testkit::{Backend, on_both_backends};
 
 /// A running Pier.
 pub struct TestApp {
@@ -90,10 +44,7 @@ impl TestApp {
 
     pub async fn spawn_with(backend: Backend, options: Options) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let database_url = match &backend {
-            Backend::Sqlite => format!("sqlite://{}", dir.path().join("pier.db").display()),
-            Backend::Postgres(base) => postgres::fresh_database(base).await,
-        };
+        let database_url = backend.fresh_database_url(dir.path()).await;
         let args = ConfigArgs {
             listen: Some("127.0.0.1:0".into()),
             admin_listen: Some("127.0.0.1:0".into()),
@@ -214,8 +165,8 @@ impl TestApp {
     }
 
     /// The caller's workspace id, typed.
-    pub fn workspace(&self) -> pier_auth::WorkspaceId {
-        pier_auth::WorkspaceId::parse(&self.workspace_id).expect("workspace id")
+    pub fn workspace(&self) -> pier_core::WorkspaceId {
+        pier_core::WorkspaceId::parse(&self.workspace_id).expect("workspace id")
     }
 
     /// POSTs JSON and returns the status and parsed body.

@@ -1,0 +1,65 @@
+//! The dialect seam: the few SQL fragments that differ between SQLite and PostgreSQL.
+
+use serde::Serialize;
+
+/// Which engine a [`Db`](crate::Db) runs on, and the SQL fragments that differ between them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
+
+    /// Appended to a `SELECT` that must lock the rows it reads until the transaction ends.
+    /// SQLite needs nothing: its single writer already excludes every other writer.
+    pub fn for_update(self) -> &'static str {
+        match self {
+            Self::Sqlite => "",
+            Self::Postgres => "FOR UPDATE",
+        }
+    }
+
+    /// Like [`for_update`](Self::for_update), but skipping rows another transaction holds, so
+    /// concurrent claimers each take different rows instead of queueing on the same ones.
+    pub fn for_update_skip_locked(self) -> &'static str {
+        match self {
+            Self::Sqlite => "",
+            Self::Postgres => "FOR UPDATE SKIP LOCKED",
+        }
+    }
+
+    /// A row source over the JSON array bound at `param` (e.g. `$3`), one row per element with
+    /// the element in column `value`: read fields with `value ->> 'name'` or `value ->> 0`, and
+    /// `CAST(… AS BIGINT)` where a number is needed. Binding one [`JsonList`] instead of one
+    /// parameter per row keeps a single statement and a single plan for any batch size.
+    pub fn json_rows(self, param: &str) -> String {
+        match self {
+            Self::Sqlite => format!("json_each({param})"),
+            Self::Postgres => format!("json_array_elements({param}::json)"),
+        }
+    }
+}
+
+/// A list of rows bound as one JSON text parameter; see [`Backend::json_rows`].
+#[derive(Debug, Clone)]
+pub struct JsonList(String);
+
+impl JsonList {
+    pub fn new<T: Serialize>(rows: &[T]) -> Result<Self, sqlx::Error> {
+        serde_json::to_string(rows)
+            .map(Self)
+            .map_err(|e| sqlx::Error::Encode(e.into()))
+    }
+
+    /// The text to bind.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
