@@ -15,7 +15,7 @@ use clap::Parser;
 use pier_core::{Clock, SystemClock, WorkspaceId};
 use pier_db::{Backend, DatabaseUrl, Db, sqlx, with_writer};
 use pier_jobs::{
-    ClaimTarget, JobContext, JobFailure, JobKind, JobStore, NewJob, Notifier, PoolOptions,
+    ClaimTarget, JobContext, JobFailure, JobSpec, JobStore, NewJob, Notifier, PoolOptions,
     QueueName, Worker, WorkerPool,
 };
 use serde::Deserialize;
@@ -95,11 +95,9 @@ struct Bench {
     args: Args,
 }
 
-fn noop_jobs(n: usize, queue: &QueueName) -> Vec<NewJob> {
-    let kind = JobKind::parse(NoOp::KIND).unwrap_or_else(|_| unreachable!("valid kind"));
-    (0..n)
-        .map(|_| NewJob::new(kind.clone(), json!({})).on_queue(queue.clone()))
-        .collect()
+fn noop_jobs(n: usize, queue: &QueueName) -> anyhow::Result<Vec<NewJob>> {
+    let job = JobSpec::new(NoOp::KIND).build()?.on_queue(queue.clone());
+    Ok(vec![job; n])
 }
 
 fn report(measure: &str, backend: &str, fields: serde_json::Value) {
@@ -117,7 +115,7 @@ impl Bench {
         while left > 0 {
             let batch = left.min(1000);
             self.store
-                .enqueue(&self.workspace, noop_jobs(batch, queue))
+                .enqueue(&self.workspace, noop_jobs(batch, queue)?)
                 .await?;
             left -= batch;
         }
@@ -125,10 +123,8 @@ impl Bench {
     }
 
     async fn completed(&self, queue: &QueueName) -> anyhow::Result<u64> {
-        let queues = self.store.queues(&self.workspace).await?;
-        Ok(queues
-            .iter()
-            .find(|q| q.name == queue.as_str())
+        let queue = self.store.queue(&self.workspace, queue).await?;
+        Ok(queue
             .and_then(|q| q.counts.get("completed").copied())
             .unwrap_or(0))
     }
@@ -145,10 +141,7 @@ impl Bench {
             grace: Duration::from_secs(5),
             ..PoolOptions::default()
         };
-        let target = ClaimTarget {
-            workspace: None,
-            queue: queue.clone(),
-        };
+        let target = ClaimTarget::workspace(self.workspace.clone(), queue.clone());
         (0..self.args.pools)
             .map(|_| {
                 WorkerPool::new(self.store.clone(), target.clone(), options)
@@ -234,13 +227,14 @@ impl Bench {
         let (stop, stopped) = watch::channel(false);
         let pools = self.pools(&queue, timer.clone(), &stopped);
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let kind = JobKind::parse(Timer::KIND).map_err(anyhow::Error::msg)?;
         let mut tick = tokio::time::interval(Duration::from_millis(self.args.trickle_every_ms));
         for _ in 0..self.args.trickle_jobs {
             tick.tick().await;
             let sent_us = u64::try_from(timer.origin.elapsed().as_micros())?;
-            let job =
-                NewJob::new(kind.clone(), json!({ "sent_us": sent_us })).on_queue(queue.clone());
+            let job = JobSpec::new(Timer::KIND)
+                .payload(json!({ "sent_us": sent_us }))
+                .build()?
+                .on_queue(queue.clone());
             self.store.enqueue(&self.workspace, vec![job]).await?;
         }
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -293,7 +287,7 @@ async fn main() -> anyhow::Result<()> {
     let backend = db.backend().as_str();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let workspace = WorkspaceId::new(clock.now());
-    let notifier = Notifier::new();
+    let notifier = Notifier::default();
     let store = JobStore::new(db.clone(), clock, notifier.clone());
     let relay = notifier.relay(&db);
     let measure = args.measure.clone();

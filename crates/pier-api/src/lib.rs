@@ -7,6 +7,7 @@ pub mod middleware;
 mod openapi;
 pub mod pagination;
 pub mod problem;
+mod response;
 mod routes;
 mod state;
 

@@ -108,32 +108,35 @@ impl Pagination {
     pub fn position<P: DeserializeOwned>(
         &self,
         codec: &CursorCodec,
-        scope: &str,
+        scope: &CursorScope,
     ) -> Result<Option<P>, ApiError> {
         let Some(cursor) = &self.cursor else {
             return Ok(None);
         };
-        codec.decode(scope, cursor).map(Some).map_err(|err| {
-            let code = match err {
-                CursorError::Invalid => "invalid_cursor",
-                CursorError::WrongScope => "cursor_mismatch",
-            };
-            ApiError::bad_request(code, err.to_string())
-        })
+        codec
+            .decode(&scope.encoded(), cursor)
+            .map(Some)
+            .map_err(|err| {
+                let code = match err {
+                    CursorError::Invalid => "invalid_cursor",
+                    CursorError::WrongScope => "cursor_mismatch",
+                };
+                ApiError::bad_request(code, err.to_string())
+            })
     }
 
     /// Builds the page from up to `fetch_limit()` rows; `key` gives a row's sort key.
     pub fn page<T, P: Serialize>(
         &self,
         codec: &CursorCodec,
-        scope: &str,
+        scope: &CursorScope,
         mut rows: Vec<T>,
         key: impl Fn(&T) -> P,
     ) -> Page<T> {
         let has_more = rows.len() > self.limit as usize;
         rows.truncate(self.limit as usize);
         let next_cursor = has_more
-            .then(|| rows.last().map(|r| codec.encode(scope, &key(r))))
+            .then(|| rows.last().map(|r| codec.encode(&scope.encoded(), &key(r))))
             .flatten();
         let next_link = next_cursor.as_deref().map(|c| self.link_with_cursor(c));
         Page {
@@ -161,36 +164,29 @@ impl Pagination {
 
 /// Decodes `a=1&b=x%20y` into pairs (cursors are URL-safe base64, but filters may be escaped).
 pub(crate) fn url_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
-    query.split('&').filter(|p| !p.is_empty()).map(|pair| {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        (percent_decode(name), percent_decode(value))
-    })
+    form_urlencoded::parse(query.as_bytes())
+        .map(|(name, value)| (name.into_owned(), value.into_owned()))
 }
 
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok());
-        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-            (b'%', Some(decoded)) => {
-                out.push(decoded);
-                i += 3;
-            }
-            (b'+', _) => {
-                out.push(b' ');
-                i += 1;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
+/// What a cursor is bound to: one list, one workspace and one set of filters. Encoded as a JSON
+/// array, so no filter value can pass for another (`queue=a|state=` cannot collide).
+#[derive(Debug, Clone)]
+pub struct CursorScope(Vec<serde_json::Value>);
+
+impl CursorScope {
+    pub fn new(list: &str, workspace: &pier_core::WorkspaceId) -> Self {
+        Self(vec![list.into(), workspace.as_str().into()])
     }
-    String::from_utf8_lossy(&out).into_owned()
+
+    #[must_use]
+    pub fn filter(mut self, name: &str, value: Option<&str>) -> Self {
+        self.0.push(serde_json::json!([name, value]));
+        self
+    }
+
+    fn encoded(&self) -> String {
+        serde_json::Value::Array(self.0.clone()).to_string()
+    }
 }
 
 #[cfg(test)]
@@ -205,5 +201,17 @@ mod tests {
             [("a", "1"), ("b", "x y z"), ("c", ""), ("d", "%zz")]
                 .map(|(a, b)| (a.to_owned(), b.to_owned()))
         );
+    }
+
+    #[test]
+    fn scopes_are_unambiguous() {
+        let ws = pier_core::WorkspaceId::new(pier_core::Timestamp::from_micros(0));
+        let a = CursorScope::new("jobs", &ws)
+            .filter("queue", Some("a|state="))
+            .filter("state", None);
+        let b = CursorScope::new("jobs", &ws)
+            .filter("queue", Some("a"))
+            .filter("state", Some(""));
+        assert_ne!(a.encoded(), b.encoded());
     }
 }

@@ -200,6 +200,7 @@ impl From<JobError> for ApiError {
             JobError::StaleLease => Self::conflict("stale_lease", err.to_string()),
             JobError::WrongState(_) => Self::conflict("invalid_state", err.to_string()),
             JobError::UniqueConflict => Self::conflict("unique_key_taken", err.to_string()),
+            JobError::TooManyQueues(_) => Self::conflict("too_many_queues", err.to_string()),
             JobError::Database(db) => db.into(),
         }
     }

@@ -28,6 +28,7 @@ struct Inner {
     cursors: CursorCodec,
     redis: Option<Redis>,
     body_limit: usize,
+    claim_budget_bytes: u64,
     authenticator: Authenticator,
     api_keys: ApiKeyStore,
     workspaces: WorkspaceStore,
@@ -49,6 +50,8 @@ pub struct AppStateParts {
     pub body_limit: usize,
     /// The job queue (shares `db` and `clock`).
     pub jobs: JobStore,
+    /// How many bytes of payloads one claim may hand out (at least one job is always handed).
+    pub claim_budget_bytes: u64,
 }
 
 impl AppState {
@@ -60,6 +63,7 @@ impl AppState {
             redis,
             body_limit,
             jobs,
+            claim_budget_bytes,
         } = parts;
         let api_keys = ApiKeyStore::new(db.clone(), clock.clone());
         Self(Arc::new(Inner {
@@ -72,6 +76,7 @@ impl AppState {
             cursors,
             redis,
             body_limit,
+            claim_budget_bytes,
         }))
     }
 
@@ -93,6 +98,10 @@ impl AppState {
 
     pub fn body_limit(&self) -> usize {
         self.0.body_limit
+    }
+
+    pub fn claim_budget_bytes(&self) -> u64 {
+        self.0.claim_budget_bytes
     }
 
     pub fn authenticator(&self) -> &Authenticator {

@@ -1,6 +1,32 @@
-//! Field-level validation errors, collected so a client sees every problem in one `422`.
+//! Field-level validation errors, collected so a client sees every problem in one `422`, and the
+//! one rule every stored piece of free text follows.
 
 use serde::Serialize;
+
+/// Checks free text that Pier stores and shows (names, labels, keys chosen by clients): `min` to
+/// `max` characters and no control characters. NUL in particular is refused because PostgreSQL
+/// cannot store it in text while SQLite can, and the rest because they corrupt logs and
+/// terminals that print the value.
+pub fn plain_text(text: &str, min: usize, max: usize) -> Result<(), String> {
+    let chars = text.chars().count();
+    if chars < min {
+        return Err(if min == 1 {
+            "must not be empty".to_owned()
+        } else {
+            format!("must be at least {min} characters")
+        });
+    }
+    if chars > max {
+        return Err(format!("must be at most {max} characters"));
+    }
+    match text.chars().find(|c| c.is_control()) {
+        Some(c) => Err(format!(
+            "must not contain control characters (found U+{:04X})",
+            u32::from(c)
+        )),
+        None => Ok(()),
+    }
+}
 
 /// One invalid field: `{"field": "name", "code": "too_long", "message": "…"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -79,3 +105,25 @@ impl std::fmt::Display for ValidationErrors {
 }
 
 impl std::error::Error for ValidationErrors {}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_text;
+
+    #[test]
+    fn plain_text_refuses_control_characters_and_bad_lengths() {
+        assert!(plain_text("ünïcode ok", 1, 10).is_ok());
+        assert!(plain_text("", 1, 10).is_err());
+        assert!(plain_text("elevenchars", 1, 10).is_err());
+        for hostile in [
+            "a\0b",
+            "tab\there",
+            "line\nbreak",
+            "esc\u{1b}[31m",
+            "del\u{7f}",
+        ] {
+            let err = plain_text(hostile, 1, 100).expect_err(hostile);
+            assert!(err.contains("control characters"), "{err}");
+        }
+    }
+}

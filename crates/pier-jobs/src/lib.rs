@@ -17,16 +17,25 @@
 
 mod model;
 mod notify;
+mod spec;
 mod store;
 mod worker;
 
 pub use model::{
     AttemptError, ClaimedJob, DEFAULT_LEASE, Enqueued, Job, JobError, JobId, JobKind, JobState,
-    NewJob, QueueName, RetryPolicy,
+    NewJob, QueueName, RESERVED_PREFIX, RetryPolicy,
 };
-pub use notify::Notifier;
-pub use store::{ClaimTarget, Heartbeat, JobFilter, JobStore, QueueInfo, Retention};
+pub use notify::{Notifier, Subscription, WaitRefused, WaitSlot, WaiterLimits};
+pub use spec::{
+    BackoffSpec, JobSpec, LEASE_SECONDS_RANGE, MAX_ATTEMPTS_RANGE, MAX_PAYLOAD_BYTES,
+    PRIORITY_RANGE, range_message,
+};
+pub use store::{
+    ClaimLimits, ClaimTarget, Completion, Failure, Heartbeat, Held, JobFilter, JobStore,
+    MAX_ERROR_CHARS, MAX_QUEUE_SETTINGS, MAX_RESULT_BYTES, QueueInfo, QueuePatch, Retention,
+};
 pub use worker::{JobContext, JobFailure, PoolOptions, Worker, WorkerPool};
 
 /// The tables this crate owns (`jobs`, `queues`, `job_counts`), for [`pier_db::Db::migrate`].
-pub const MIGRATIONS: &[pier_db::Migration] = pier_db::migrations!(2 => "0002_jobs");
+pub const MIGRATIONS: &[pier_db::Migration] =
+    pier_db::migrations!(2 => "0002_jobs", 3 => "0003_jobs_by_workspace");

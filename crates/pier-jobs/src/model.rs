@@ -4,8 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use pier_core::WorkspaceId;
-use pier_core::{Timestamp, define_id};
+use pier_core::{Timestamp, WorkspaceId, define_id};
 use serde::{Deserialize, Serialize};
 
 define_id!(
@@ -22,55 +21,116 @@ fn valid_name(text: &str, max: usize) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b))
 }
 
-macro_rules! name_type {
-    ($(#[$meta:meta])* $name:ident, $max:literal, $what:literal) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub struct $name(String);
+const NAME_RULE: &str = "letters, digits, `_`, `-`, `.` or `:`, starting with a letter or digit";
 
-        impl $name {
-            pub fn parse(text: &str) -> Result<Self, String> {
-                if valid_name(text, $max) {
-                    Ok(Self(text.to_owned()))
-                } else {
-                    Err(format!(
-                        concat!("must be 1 to ", $max, " letters, digits, `_`, `-`, `.` or `:`, starting with a letter or digit (got `{}`)"),
-                        pier_core::id::Truncated(text)
-                    ))
-                }
-            }
+/// The prefix of Pier's own queues (e.g. `pier.webhooks`): tenants can neither enqueue into,
+/// claim from, pause nor list them, and only they may be served across workspaces.
+pub const RESERVED_PREFIX: &str = "pier.";
 
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-    };
-}
-
-name_type!(
-    /// A queue name, e.g. `default`, `emails`, `pier.webhooks`.
-    QueueName, 64, "queue"
-);
-name_type!(
-    /// What a job does, e.g. `send_email`; workers dispatch on it.
-    JobKind, 128, "kind"
-);
+/// A queue name, e.g. `default`, `emails`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QueueName(String);
 
 impl QueueName {
+    pub const MAX_LEN: usize = 64;
+
+    /// A tenant's queue: 1 to 64 name characters, outside the reserved `pier.` namespace.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if !valid_name(text, Self::MAX_LEN) {
+            return Err(format!(
+                "must be 1 to {} {NAME_RULE} (got `{}`)",
+                Self::MAX_LEN,
+                pier_core::id::Truncated(text)
+            ));
+        }
+        if is_reserved(text) {
+            return Err(format!(
+                "names starting with `{RESERVED_PREFIX}` are reserved for Pier's own queues"
+            ));
+        }
+        Ok(Self(text.to_owned()))
+    }
+
+    /// One of Pier's own queues, `pier.<name>`. Only Pier's code calls this, with a literal.
+    pub fn internal(name: &str) -> Self {
+        let full = format!("{RESERVED_PREFIX}{name}");
+        debug_assert!(
+            valid_name(&full, Self::MAX_LEN),
+            "bad internal queue {full}"
+        );
+        Self(full)
+    }
+
     pub fn default_queue() -> Self {
         Self("default".to_owned())
+    }
+
+    pub fn is_internal(&self) -> bool {
+        is_reserved(&self.0)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Case-insensitive, so `PIER.x` cannot pass for a tenant's queue beside `pier.x` either.
+fn is_reserved(name: &str) -> bool {
+    name.get(..RESERVED_PREFIX.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(RESERVED_PREFIX))
+}
+
+impl fmt::Display for QueueName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a job does, e.g. `send_email`; workers dispatch on it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobKind(String);
+
+impl JobKind {
+    pub const MAX_LEN: usize = 128;
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if valid_name(text, Self::MAX_LEN) {
+            Ok(Self(text.to_owned()))
+        } else {
+            Err(format!(
+                "must be 1 to {} {NAME_RULE} (got `{}`)",
+                Self::MAX_LEN,
+                pier_core::id::Truncated(text)
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for JobKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
 /// Where a job is in its life. `completed`, `discarded` (the dead-letter state) and `cancelled`
 /// are final.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     /// Waiting for its `run_at`.
@@ -181,41 +241,33 @@ impl RetryPolicy {
 /// The default lease a claim holds before it must be extended by a heartbeat.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 
-/// A validated request to enqueue a job.
+/// A validated request to enqueue a job; made by [`JobSpec::build`](crate::JobSpec::build), which
+/// applies the same rules to every caller.
 #[derive(Debug, Clone)]
 pub struct NewJob {
-    pub queue: QueueName,
-    pub kind: JobKind,
-    pub payload: serde_json::Value,
+    pub(crate) queue: QueueName,
+    pub(crate) kind: JobKind,
+    pub(crate) payload: String,
     /// Not before; `None` means now.
-    pub run_at: Option<Timestamp>,
+    pub(crate) run_at: Option<Timestamp>,
     /// Smaller runs first.
-    pub priority: i32,
-    pub retry: RetryPolicy,
+    pub(crate) priority: i32,
+    pub(crate) retry: RetryPolicy,
     /// While a job with this key is unfinished, enqueuing another returns it instead.
-    pub unique_key: Option<String>,
-    pub lease: Duration,
+    pub(crate) unique_key: Option<String>,
+    pub(crate) lease: Duration,
 }
 
 impl NewJob {
-    /// A job of `kind` on the `default` queue with default settings.
-    pub fn new(kind: JobKind, payload: serde_json::Value) -> Self {
-        Self {
-            queue: QueueName::default_queue(),
-            kind,
-            payload,
-            run_at: None,
-            priority: 0,
-            retry: RetryPolicy::default(),
-            unique_key: None,
-            lease: DEFAULT_LEASE,
-        }
-    }
-
+    /// Moves the job to `queue`, which may be one of Pier's own ([`QueueName::internal`]).
     #[must_use]
     pub fn on_queue(mut self, queue: QueueName) -> Self {
         self.queue = queue;
         self
+    }
+
+    pub fn queue(&self) -> &QueueName {
+        &self.queue
     }
 }
 
@@ -242,6 +294,8 @@ pub struct Job {
     pub attempt: u32,
     pub max_attempts: u32,
     pub unique_key: Option<String>,
+    /// What the worker reported on completion, if anything.
+    pub result: Option<serde_json::Value>,
     /// The most recent failures, oldest first.
     pub errors: Vec<AttemptError>,
     /// Cancellation was asked for while the job was running.
@@ -288,6 +342,8 @@ pub enum JobError {
     WrongState(JobState),
     #[error("another unfinished job holds this job's unique key")]
     UniqueConflict,
+    #[error("the workspace already has settings for {0} queues; reset some to the defaults")]
+    TooManyQueues(i64),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -303,6 +359,12 @@ mod tests {
         assert!(QueueName::parse("-leading").is_err());
         assert!(QueueName::parse("spa ce").is_err());
         assert!(QueueName::parse(&"q".repeat(65)).is_err());
+        for reserved in ["pier.webhooks", "PIER.x", "Pier.y"] {
+            assert!(QueueName::parse(reserved).is_err(), "{reserved}");
+        }
+        assert!(QueueName::parse("pierre").is_ok());
+        assert!(QueueName::internal("webhooks").is_internal());
+        assert!(!QueueName::default_queue().is_internal());
         assert!(JobKind::parse(&"k".repeat(128)).is_ok());
     }
 

@@ -7,6 +7,7 @@
 //! claiming, gives running jobs `grace` to finish, signals the rest to cancel and releases their
 //! leases so another worker can take them at once.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -21,7 +22,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::model::{ClaimedJob, JobId};
 use crate::notify::until_true;
-use crate::store::{ClaimTarget, JobStore};
+use crate::store::{ClaimLimits, ClaimTarget, Completion, Failure, Held, JobStore};
 
 /// A job handler. `KIND` is the `kind` it handles; its payload arrives deserialized.
 pub trait Worker: Send + Sync + 'static {
@@ -118,8 +119,11 @@ pub struct PoolOptions {
     pub poll_interval: Duration,
     /// How long shutdown waits for running jobs before cancelling and releasing them.
     pub grace: Duration,
-    /// The lease this pool's claims hold; `None` uses each job's own (30 s unless set).
+    /// The lease this pool's claims hold and its heartbeats renew; `None` uses each job's own
+    /// (30 s unless set).
     pub lease: Option<Duration>,
+    /// Stop adding jobs to one claim once their payloads reach this many bytes.
+    pub claim_budget_bytes: u64,
 }
 
 impl Default for PoolOptions {
@@ -129,6 +133,7 @@ impl Default for PoolOptions {
             poll_interval: Duration::from_secs(1),
             grace: Duration::from_secs(10),
             lease: None,
+            claim_budget_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -154,22 +159,20 @@ impl std::fmt::Debug for WorkerPool {
 
 /// How an attempt ended, for the reporter.
 enum Outcome {
-    Completed {
-        workspace: WorkspaceId,
-        id: JobId,
-        token: String,
-    },
-    Failed {
-        workspace: WorkspaceId,
-        id: JobId,
-        token: String,
-        failure: JobFailure,
-    },
-    Released {
-        workspace: WorkspaceId,
-        id: JobId,
-        token: String,
-    },
+    Completed(Held),
+    Failed(Held, JobFailure),
+    /// Stopped by shutdown: given back without counting the attempt.
+    Released(Held),
+}
+
+/// The text of a panic's payload, for the job's error history.
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-text payload".to_owned());
+    format!("the handler panicked: {text}")
 }
 
 impl WorkerPool {
@@ -182,11 +185,6 @@ impl WorkerPool {
             handlers: HashMap::new(),
             worker_id,
         }
-    }
-
-    /// Sets the lease this pool's claims hold (see [`PoolOptions::lease`]).
-    pub fn set_lease(&mut self, lease: Duration) {
-        self.options.lease = Some(lease);
     }
 
     #[must_use]
@@ -207,32 +205,48 @@ impl WorkerPool {
         let reporter = tokio::spawn(report(self.store.clone(), done_rx));
         let (cancel_all_tx, cancel_all) = watch::channel(false);
         let mut running = JoinSet::new();
-        let mut wake = self.store.notifier().subscribe(self.target.queue.as_str());
+        let mut wake = self
+            .store
+            .notifier()
+            .subscribe(self.target.workspace_id(), self.target.queue());
 
         loop {
+            // Wait for at least one free slot (or the stop signal), then take every free slot.
+            let first = tokio::select! {
+                permit = slots.clone().acquire_owned() => permit,
+                () = until_true(&mut stop) => break,
+            };
+            let Ok(first) = first else { break };
             if *stop.borrow() {
                 break;
             }
-            // Wait for at least one free slot, then take every free slot.
-            let Ok(first) = slots.clone().acquire_owned().await else {
-                break;
-            };
             let mut permits = vec![first];
             while let Ok(p) = slots.clone().try_acquire_owned() {
                 permits.push(p);
             }
-            wake.borrow_and_update();
-            let max = u32::try_from(permits.len()).unwrap_or(u32::MAX);
+            wake.mark_seen();
+            let limits = ClaimLimits {
+                max: u32::try_from(permits.len()).unwrap_or(u32::MAX),
+                budget_bytes: self.options.claim_budget_bytes,
+            };
             let jobs = match self
                 .store
-                .claim(&self.target, max, self.options.lease, Some(&self.worker_id))
+                .claim(
+                    &self.target,
+                    limits,
+                    self.options.lease,
+                    Some(&self.worker_id),
+                )
                 .await
             {
                 Ok(jobs) => jobs,
                 Err(err) => {
-                    tracing::warn!(error = %err, queue = %self.target.queue, "claim failed; retrying");
+                    tracing::warn!(error = %err, queue = %self.target.queue(), "claim failed; retrying");
                     drop(permits);
-                    tokio::time::sleep(self.options.poll_interval).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(self.options.poll_interval) => {}
+                        () = until_true(&mut stop) => {}
+                    }
                     continue;
                 }
             };
@@ -249,7 +263,7 @@ impl WorkerPool {
             while running.try_join_next().is_some() {}
             if idle {
                 tokio::select! {
-                    _ = wake.changed() => {}
+                    () = wake.changed() => {}
                     () = tokio::time::sleep(self.options.poll_interval) => {}
                     () = until_true(&mut stop) => {}
                 }
@@ -270,7 +284,8 @@ impl WorkerPool {
         let _ = reporter.await;
     }
 
-    /// Runs one job with a heartbeat beside it; sends the outcome to the reporter.
+    /// Runs one job with a heartbeat beside it; sends the outcome to the reporter. The handler
+    /// runs on a task of its own, so a panic in it is caught and recorded as a failed attempt.
     fn execute(
         &self,
         job: ClaimedJob,
@@ -279,8 +294,20 @@ impl WorkerPool {
     ) -> impl Future<Output = ()> + Send + 'static {
         let store = self.store.clone();
         let handler = self.handlers.get(job.kind.as_str()).cloned();
+        let lease = self.options.lease;
         let lease_left = job.lease_expires_at.duration_since(store.now());
         async move {
+            let held = Held {
+                workspace: job.workspace_id.clone(),
+                id: job.id.clone(),
+                token: job.lease_token.clone(),
+            };
+            let Some(handler) = handler else {
+                let failure =
+                    JobFailure::new(format!("no handler for kind `{}` on this queue", job.kind));
+                let _ = done.send(Outcome::Failed(held, failure));
+                return;
+            };
             let (cancel_tx, cancel_rx) = watch::channel(false);
             let ctx = JobContext {
                 id: job.id.clone(),
@@ -289,32 +316,21 @@ impl WorkerPool {
                 attempt: job.attempt,
                 cancel: cancel_rx,
             };
-            let Some(handler) = handler else {
-                let failure =
-                    JobFailure::new(format!("no handler for kind `{}` on this queue", job.kind));
-                let (workspace, id, token) = (job.workspace_id, job.id, job.lease_token);
-                let _ = done.send(Outcome::Failed {
-                    workspace,
-                    id,
-                    token,
-                    failure,
-                });
-                return;
-            };
-            let work = handler.call(ctx, job.payload.clone());
-            tokio::pin!(work);
-            let beat_every = (lease_left / 3).max(Duration::from_millis(100));
+            let mut work = tokio::spawn(handler.call(ctx, job.payload));
+            // Renew well before the lease runs out: each beat extends it by the pool's lease
+            // (or the job's own), so beating every third of it survives two lost beats.
+            let beat_every = (lease.unwrap_or(lease_left) / 3).max(Duration::from_millis(100));
             let mut shutting_down = false;
             let result = loop {
                 tokio::select! {
                     result = &mut work => break result,
                     () = tokio::time::sleep(beat_every) => {
-                        match store.heartbeat(&job.workspace_id, &job.id, &job.lease_token, None).await {
+                        match store.heartbeat(&held, lease).await {
                             Ok(Some(beat)) if beat.cancel_requested => { let _ = cancel_tx.send(true); }
                             Ok(Some(_)) => {}
                             // Rescued meanwhile: our token is stale, so whatever we report is ignored.
                             Ok(None) => { let _ = cancel_tx.send(true); }
-                            Err(err) => tracing::warn!(error = %err, job_id = %job.id, "heartbeat failed"),
+                            Err(err) => tracing::warn!(error = %err, job_id = %held.id, "heartbeat failed"),
                         }
                     }
                     () = until_true(&mut shutdown), if !shutting_down => {
@@ -323,73 +339,51 @@ impl WorkerPool {
                     }
                 }
             };
-            let (workspace, id, token) = (job.workspace_id, job.id, job.lease_token);
             let outcome = match result {
-                Ok(()) => Outcome::Completed {
-                    workspace,
-                    id,
-                    token,
-                },
-                Err(_) if shutting_down => Outcome::Released {
-                    workspace,
-                    id,
-                    token,
-                },
-                Err(failure) => Outcome::Failed {
-                    workspace,
-                    id,
-                    token,
-                    failure,
-                },
+                Ok(Ok(())) => Outcome::Completed(held),
+                Ok(Err(_)) if shutting_down => Outcome::Released(held),
+                Ok(Err(failure)) => Outcome::Failed(held, failure),
+                Err(join) => {
+                    let message = match join.try_into_panic() {
+                        Ok(payload) => panic_message(payload.as_ref()),
+                        Err(_) => "the handler was aborted".to_owned(),
+                    };
+                    tracing::error!(job_id = %held.id, kind = %job.kind, error = %message, "job handler panicked");
+                    Outcome::Failed(held, JobFailure::new(message))
+                }
             };
             let _ = done.send(outcome);
         }
     }
 }
 
-/// Reports outcomes; completions are batched into one statement per lease token.
+/// Reports outcomes: the completions and the failures gathered meanwhile go in one statement
+/// (or transaction) each.
 async fn report(store: JobStore, mut rx: mpsc::UnboundedReceiver<Outcome>) {
     let mut buffer = Vec::new();
     while rx.recv_many(&mut buffer, 1000).await > 0 {
-        let mut completed: HashMap<String, Vec<(WorkspaceId, JobId)>> = HashMap::new();
+        let mut completed = Vec::new();
+        let mut failed = Vec::new();
         for outcome in buffer.drain(..) {
             match outcome {
-                Outcome::Completed {
-                    workspace,
-                    id,
-                    token,
-                } => {
-                    completed.entry(token).or_default().push((workspace, id));
-                }
-                Outcome::Failed {
-                    workspace,
-                    id,
-                    token,
-                    failure,
-                } => {
-                    let message = &failure.message;
-                    let result = store
-                        .fail(&workspace, &id, &token, message, failure.retry_at)
-                        .await;
-                    if let Err(err) = result {
-                        tracing::warn!(error = %err, job_id = %id, "could not record a failure");
-                    }
-                }
-                Outcome::Released {
-                    workspace,
-                    id,
-                    token,
-                } => {
-                    if let Err(err) = store.release(&workspace, &id, &token).await {
-                        tracing::warn!(error = %err, job_id = %id, "could not release a lease");
+                Outcome::Completed(held) => completed.push(Completion::new(held)),
+                Outcome::Failed(job, failure) => failed.push(Failure {
+                    job,
+                    error: failure.message,
+                    retry_at: failure.retry_at,
+                }),
+                Outcome::Released(held) => {
+                    if let Err(err) = store.release(&held).await {
+                        tracing::warn!(error = %err, job_id = %held.id, "could not release a lease");
                     }
                 }
             }
         }
-        for (token, jobs) in completed {
-            if let Err(err) = store.complete_many(&token, &jobs).await {
-                tracing::warn!(error = %err, jobs = jobs.len(), "could not record completions");
-            }
+        if let Err(err) = store.complete_many(&completed).await {
+            tracing::warn!(error = %err, jobs = completed.len(), "could not record completions");
+        }
+        if let Err(err) = store.fail_many(&failed).await {
+            tracing::warn!(error = %err, jobs = failed.len(), "could not record failures");
         }
     }
 }

@@ -6,8 +6,6 @@
 //! `cargo test -- --include-ignored` once `PIER_TEST_DATABASE_URL` (and `PIER_TEST_REDIS_URL`)
 //! are set. A case that runs without its variable fails instead of passing silently.
 
-#![allow(clippy::expect_used)]
-
 use pier_db::{DatabaseUrl, Db, Migration};
 use sqlx::Connection;
 

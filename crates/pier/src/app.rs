@@ -12,7 +12,7 @@ use pier_api::{AppState, AppStateParts, Redis};
 use pier_auth::Bootstrap;
 use pier_core::{Clock, CursorCodec, SecretUrl, SystemClock};
 use pier_db::Db;
-use pier_jobs::{JobStore, Notifier, Retention};
+use pier_jobs::{JobStore, Notifier, Retention, WaiterLimits};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -32,6 +32,7 @@ pub struct Application {
     listener: TcpListener,
     admin_listener: TcpListener,
     bootstrap: Option<Bootstrap>,
+    background_upkeep: bool,
 }
 
 /// Every crate's migrations; the runner orders them by version.
@@ -110,7 +111,11 @@ impl Application {
             Some(url) => Some(connect_redis(url).await?),
             None => None,
         };
-        let jobs = JobStore::new(db.clone(), clock.clone(), Notifier::new());
+        let jobs = JobStore::new(
+            db.clone(),
+            clock.clone(),
+            Notifier::new(WaiterLimits::default()),
+        );
         let state = AppState::new(AppStateParts {
             db: db.clone(),
             clock: clock.clone(),
@@ -118,6 +123,7 @@ impl Application {
             redis,
             body_limit: config.body_limit_bytes,
             jobs: jobs.clone(),
+            claim_budget_bytes: 4 * 1024 * 1024,
         });
         let listener = bind(config.listen, "the API").await?;
         let admin_listener = bind(config.admin_listen, "metrics").await?;
@@ -130,6 +136,7 @@ impl Application {
             listener,
             admin_listener,
             bootstrap,
+            background_upkeep: true,
         })
     }
 
@@ -141,6 +148,13 @@ impl Application {
         self.admin_listener
             .local_addr()
             .unwrap_or(self.config.admin_listen)
+    }
+
+    /// Leaves lease rescue, promotion and pruning to other nodes (or, in tests, to the test).
+    #[must_use]
+    pub fn without_background_upkeep(mut self) -> Self {
+        self.background_upkeep = false;
+        self
     }
 
     /// What this start created, if it was the database's first.
@@ -179,7 +193,9 @@ impl Application {
             self.clock.clone(),
             stop_rx.clone(),
         ));
-        let job_upkeep = tokio::spawn(self.jobs.clone().maintain(Retention::default(), stop_rx));
+        let job_upkeep = self
+            .background_upkeep
+            .then(|| tokio::spawn(self.jobs.clone().maintain(Retention::default(), stop_rx)));
         let wake_relay = self.jobs.notifier().relay(&self.db);
 
         tokio::select! {
@@ -204,7 +220,9 @@ impl Application {
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), admin).await;
         let _ = maintenance.await;
-        let _ = job_upkeep.await;
+        if let Some(upkeep) = job_upkeep {
+            let _ = upkeep.await;
+        }
         if let Some(relay) = wake_relay {
             relay.abort();
         }

@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use pier_auth::{ApiKey, ApiKeyFilter, ApiKeyId, KeyName, NewApiKey, Permission, Principal, Role};
 use pier_core::{Timestamp, ValidationErrors};
@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::extract::{ApiJson, ApiQuery, Authed, ETag, IfMatch, perm};
-use crate::pagination::{Page, PageParams, Pagination};
+use crate::pagination::{CursorScope, Page, PageParams, Pagination};
 use crate::problem::{ApiError, ApiResult};
+use crate::response::located;
 
 /// The body of `POST /v1/api-keys`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -141,18 +142,16 @@ pub async fn create(
         .create(auth.principal.workspace_id(), new)
         .await?;
     let location = format!("/v1/api-keys/{}", api_key.id);
-    let mut response = with_etag(
+    let etag = ETag::of(&api_key);
+    let body = Json(CreatedApiKey {
+        key: secret.expose().to_owned(),
+        api_key,
+    });
+    Ok(located(
         StatusCode::CREATED,
-        &api_key,
-        Json(CreatedApiKey {
-            key: secret.expose().to_owned(),
-            api_key: api_key.clone(),
-        }),
-    );
-    if let Ok(value) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(header::LOCATION, value);
-    }
-    Ok(response)
+        &location,
+        ([(header::ETAG, etag.header_value())], body),
+    ))
 }
 
 /// List the workspace's keys, newest first.
@@ -176,10 +175,7 @@ pub async fn list(
         .transpose()
         .map_err(|e| ApiError::validation(ValidationErrors::single("role", "invalid", e)))?;
     let workspace = auth.principal.workspace_id();
-    let scope = format!(
-        "api_keys|{workspace}|role={}",
-        role.map_or("", Role::as_str)
-    );
+    let scope = CursorScope::new("api_keys", workspace).filter("role", role.map(Role::as_str));
     let after = page.position::<(i64, String)>(state.cursors(), &scope)?;
     let filter = ApiKeyFilter { role };
     let rows = state

@@ -1,124 +1,18 @@
 //! `/v1/jobs`: enqueue (one or a batch), inspect, cancel and retry jobs.
 
-use std::time::Duration;
-
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use pier_core::{Timestamp, ValidationErrors};
-use pier_jobs::{
-    Enqueued, Job, JobFilter, JobId, JobKind, JobState, NewJob, QueueName, RetryPolicy,
-};
+use axum::http::StatusCode;
+use axum::response::Response;
+use pier_core::ValidationErrors;
+use pier_jobs::{Enqueued, Job, JobFilter, JobId, JobKind, JobSpec, JobState, NewJob, QueueName};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::extract::{ApiJson, ApiQuery, Authed, perm};
-use crate::pagination::{Page, PageParams, Pagination};
+use crate::pagination::{CursorScope, Page, PageParams, Pagination};
 use crate::problem::{ApiError, ApiResult};
-
-/// Retry timing for one job; both default to the queue-wide policy (1 s and 1 h).
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct BackoffBody {
-    /// Delay after the first failure, in seconds (doubling after each further failure).
-    base_seconds: Option<u32>,
-    /// The longest delay, in seconds.
-    max_seconds: Option<u32>,
-}
-
-/// A job to enqueue. Only `kind` is required.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateJob {
-    /// Defaults to `default`.
-    queue: Option<String>,
-    /// What the job does; workers dispatch on it.
-    kind: String,
-    /// Any JSON; defaults to `{}`.
-    #[schema(value_type = Option<Object>)]
-    payload: Option<serde_json::Value>,
-    /// Not before this time; omit to run now.
-    run_at: Option<Timestamp>,
-    /// Smaller runs first; default 0, from -1000000 to 1000000.
-    priority: Option<i32>,
-    /// Attempts before the job is discarded (dead-lettered); default 20, at most 1000.
-    max_attempts: Option<u32>,
-    /// While an unfinished job has this key, enqueuing another returns it instead.
-    unique_key: Option<String>,
-    backoff: Option<BackoffBody>,
-    /// How long a claim holds the job without a heartbeat; default 30, 1 to 3600.
-    lease_seconds: Option<u32>,
-}
-
-impl CreateJob {
-    fn validate(self, prefix: &str, errors: &mut ValidationErrors) -> Option<NewJob> {
-        let field = |name: &str| format!("{prefix}{name}");
-        let queue = match self.queue {
-            None => Some(QueueName::default_queue()),
-            Some(q) => errors.check(&field("queue"), "invalid", QueueName::parse(&q)),
-        };
-        let kind = errors.check(&field("kind"), "invalid", JobKind::parse(&self.kind));
-        let priority = self.priority.unwrap_or(0);
-        if !(-1_000_000..=1_000_000).contains(&priority) {
-            errors.add(
-                &field("priority"),
-                "out_of_range",
-                "must be from -1000000 to 1000000",
-            );
-        }
-        let mut retry = RetryPolicy::default();
-        if let Some(max) = self.max_attempts {
-            if (1..=1000).contains(&max) {
-                retry.max_attempts = max;
-            } else {
-                errors.add(
-                    &field("max_attempts"),
-                    "out_of_range",
-                    "must be from 1 to 1000",
-                );
-            }
-        }
-        if let Some(backoff) = self.backoff {
-            if let Some(base) = backoff.base_seconds {
-                retry.backoff_base = Duration::from_secs(base.into());
-            }
-            if let Some(max) = backoff.max_seconds {
-                retry.backoff_max = Duration::from_secs(max.into());
-            }
-            if retry.backoff_base.is_zero() || retry.backoff_base > retry.backoff_max {
-                errors.add(
-                    &field("backoff"),
-                    "invalid",
-                    "base_seconds must be at least 1 and at most max_seconds",
-                );
-            }
-        }
-        if let Some(key) = &self.unique_key
-            && !(1..=255).contains(&key.len())
-        {
-            errors.add(&field("unique_key"), "invalid", "must be 1 to 255 bytes");
-        }
-        let lease = self.lease_seconds.unwrap_or(30);
-        if !(1..=3600).contains(&lease) {
-            errors.add(
-                &field("lease_seconds"),
-                "out_of_range",
-                "must be from 1 to 3600",
-            );
-        }
-        Some(NewJob {
-            queue: queue?,
-            kind: kind?,
-            payload: self.payload.unwrap_or_else(|| serde_json::json!({})),
-            run_at: self.run_at,
-            priority,
-            retry,
-            unique_key: self.unique_key,
-            lease: Duration::from_secs(lease.into()),
-        })
-    }
-}
+use crate::response::located;
 
 /// A job, and whether an enqueue returned an existing one.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -144,7 +38,7 @@ impl From<Enqueued> for EnqueuedJob {
     path = "/v1/jobs",
     tag = "jobs",
     security(("bearer" = [])),
-    request_body = CreateJob,
+    request_body = JobSpec,
     responses(
         (status = 201, body = EnqueuedJob, headers(("Location" = String))),
         (status = 200, description = "An unfinished job with this unique_key exists", body = EnqueuedJob)
@@ -153,14 +47,9 @@ impl From<Enqueued> for EnqueuedJob {
 pub async fn create(
     State(state): State<AppState>,
     auth: Authed<perm::JobsWrite>,
-    ApiJson(body): ApiJson<CreateJob>,
+    ApiJson(body): ApiJson<JobSpec>,
 ) -> ApiResult<Response> {
-    let mut errors = ValidationErrors::new();
-    let new = body.validate("", &mut errors);
-    errors.into_result().map_err(ApiError::validation)?;
-    let new = new.ok_or_else(|| {
-        ApiError::validation(ValidationErrors::single("body", "invalid", "invalid job"))
-    })?;
+    let new = body.build().map_err(ApiError::validation)?;
     let mut enqueued = state
         .jobs()
         .enqueue(auth.principal.workspace_id(), vec![new])
@@ -174,18 +63,19 @@ pub async fn create(
         StatusCode::CREATED
     };
     let location = format!("/v1/jobs/{}", enqueued.job.id);
-    let mut response = (status, Json(EnqueuedJob::from(enqueued))).into_response();
-    if let Ok(value) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(header::LOCATION, value);
-    }
-    Ok(response)
+    Ok(located(
+        status,
+        &location,
+        Json(EnqueuedJob::from(enqueued)),
+    ))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateJobs {
     /// 1 to 1000 jobs, enqueued together in one transaction.
-    jobs: Vec<CreateJob>,
+    #[schema(min_items = 1, max_items = 1000)]
+    jobs: Vec<JobSpec>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -216,7 +106,7 @@ pub async fn create_batch(
         .jobs
         .into_iter()
         .enumerate()
-        .map(|(i, job)| job.validate(&format!("jobs[{i}]."), &mut errors))
+        .map(|(i, job)| job.check(&format!("jobs[{i}]."), &mut errors))
         .collect();
     errors.into_result().map_err(ApiError::validation)?;
     let jobs: Vec<NewJob> = jobs.into_iter().flatten().collect();
@@ -256,23 +146,26 @@ pub async fn list(
     ApiQuery(query): ApiQuery<ListJobs>,
 ) -> ApiResult<Page<Job>> {
     let mut errors = ValidationErrors::new();
-    let job_state = query
-        .state
-        .as_deref()
-        .and_then(|s| errors.check("state", "invalid", s.parse::<JobState>()));
-    errors.into_result().map_err(ApiError::validation)?;
     let filter = JobFilter {
-        queue: query.queue,
-        state: job_state,
-        kind: query.kind,
+        queue: query
+            .queue
+            .as_deref()
+            .and_then(|q| errors.check("queue", "invalid", QueueName::parse(q))),
+        state: query
+            .state
+            .as_deref()
+            .and_then(|s| errors.check("state", "invalid", s.parse::<JobState>())),
+        kind: query
+            .kind
+            .as_deref()
+            .and_then(|k| errors.check("kind", "invalid", JobKind::parse(k))),
     };
+    errors.into_result().map_err(ApiError::validation)?;
     let workspace = auth.principal.workspace_id();
-    let scope = format!(
-        "jobs|{workspace}|queue={}|state={}|kind={}",
-        filter.queue.as_deref().unwrap_or_default(),
-        filter.state.map_or("", JobState::as_str),
-        filter.kind.as_deref().unwrap_or_default()
-    );
+    let scope = CursorScope::new("jobs", workspace)
+        .filter("queue", filter.queue.as_ref().map(QueueName::as_str))
+        .filter("state", filter.state.map(JobState::as_str))
+        .filter("kind", filter.kind.as_ref().map(JobKind::as_str));
     let before = page.position::<String>(state.cursors(), &scope)?;
     let rows = state
         .jobs()

@@ -6,9 +6,13 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
+use pier_core::validation::plain_text;
 use pier_core::{Timestamp, ValidationErrors};
-use pier_jobs::{ClaimTarget, ClaimedJob, JobError, JobState, QueueName};
+use pier_jobs::{
+    ClaimLimits, ClaimTarget, ClaimedJob, Completion, Failure, Held, JobState, LEASE_SECONDS_RANGE,
+    QueueName, WaitRefused, range_message,
+};
 use serde::{Deserialize, Serialize};
 
 use super::jobs::parse_job_id;
@@ -55,23 +59,16 @@ pub async fn claim(
     let mut errors = ValidationErrors::new();
     let queue = errors.check("name", "invalid", QueueName::parse(&name));
     let max = body.max.unwrap_or(1);
-    if !(1..=1000).contains(&max) {
-        errors.add("max", "out_of_range", "must be from 1 to 1000");
+    if !CLAIM_MAX.contains(&max) {
+        errors.add("max", "out_of_range", range_message(&CLAIM_MAX));
     }
-    let lease = body.lease_seconds.map(|s| Duration::from_secs(s.into()));
-    if body.lease_seconds.is_some_and(|s| !(1..=3600).contains(&s)) {
-        errors.add("lease_seconds", "out_of_range", "must be from 1 to 3600");
-    }
+    let lease = lease_of(body.lease_seconds, &mut errors);
     let wait = body.wait_seconds.unwrap_or(0);
-    if wait > 30 {
-        errors.add("wait_seconds", "out_of_range", "must be from 0 to 30");
+    if !WAIT_SECONDS.contains(&wait) {
+        errors.add("wait_seconds", "out_of_range", range_message(&WAIT_SECONDS));
     }
-    if body
-        .worker_id
-        .as_ref()
-        .is_some_and(|w| w.chars().count() > 128)
-    {
-        errors.add("worker_id", "too_long", "must be at most 128 characters");
+    if let Some(worker) = &body.worker_id {
+        errors.check("worker_id", "invalid", plain_text(worker, 1, 128));
     }
     errors.into_result().map_err(ApiError::validation)?;
     let Some(queue) = queue else {
@@ -79,26 +76,66 @@ pub async fn claim(
     };
 
     let jobs = state.jobs();
-    let mut wake = jobs.notifier().subscribe(queue.as_str());
-    let target = ClaimTarget {
-        workspace: Some(auth.principal.workspace_id().clone()),
-        queue,
+    let workspace = auth.principal.workspace_id();
+    let target = ClaimTarget::workspace(workspace.clone(), queue);
+    let limits = ClaimLimits {
+        max,
+        budget_bytes: state.claim_budget_bytes(),
     };
+    let worker_id = body.worker_id.as_deref();
+    // Subscribed before the first look, so an enqueue right after it is not missed.
+    let mut wake = jobs.notifier().subscribe(Some(workspace), target.queue());
+    wake.mark_seen();
+    let claimed = jobs.claim(&target, limits, lease, worker_id).await?;
+    if !claimed.is_empty() || wait == 0 {
+        return Ok(Json(Claimed { jobs: claimed }));
+    }
+    // Waiting holds no database connection, only a slot of the waiter caps.
+    let _slot = jobs.notifier().wait_slot(workspace).map_err(refused)?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait.into());
     loop {
-        wake.borrow_and_update();
-        let claimed = jobs
-            .claim(&target, max, lease, body.worker_id.as_deref())
-            .await?;
-        if !claimed.is_empty() || tokio::time::Instant::now() >= deadline {
-            return Ok(Json(Claimed { jobs: claimed }));
-        }
         tokio::select! {
-            _ = wake.changed() => {}
+            () = wake.changed() => {}
             () = tokio::time::sleep(POLL_FALLBACK) => {}
             () = tokio::time::sleep_until(deadline) => {}
         }
+        wake.mark_seen();
+        let claimed = jobs.claim(&target, limits, lease, worker_id).await?;
+        if !claimed.is_empty() || tokio::time::Instant::now() >= deadline {
+            return Ok(Json(Claimed { jobs: claimed }));
+        }
     }
+}
+
+const CLAIM_MAX: std::ops::RangeInclusive<u32> = 1..=1000;
+const WAIT_SECONDS: std::ops::RangeInclusive<u32> = 0..=30;
+
+fn lease_of(seconds: Option<u32>, errors: &mut ValidationErrors) -> Option<Duration> {
+    let seconds = seconds?;
+    if LEASE_SECONDS_RANGE.contains(&seconds) {
+        Some(Duration::from_secs(seconds.into()))
+    } else {
+        errors.add(
+            "lease_seconds",
+            "out_of_range",
+            range_message(&LEASE_SECONDS_RANGE),
+        );
+        None
+    }
+}
+
+/// A long-poll turned away: the workspace's share is used up (`429`), or the node's (`503`).
+fn refused(err: WaitRefused) -> ApiError {
+    let (status, code) = match err {
+        WaitRefused::Workspace(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_waiting_claims"),
+        WaitRefused::Node(_) => (StatusCode::SERVICE_UNAVAILABLE, "server_busy"),
+    };
+    ApiError::new(
+        status,
+        code,
+        format!("{err}; claim without wait_seconds or retry shortly"),
+    )
+    .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -116,8 +153,11 @@ pub struct HeartbeatReply {
     cancel_requested: bool,
 }
 
-fn stale() -> ApiError {
-    ApiError::from(JobError::StaleLease)
+/// The job a worker names by id and lease token.
+fn held(auth: &Authed<perm::JobsWork>, id: &str, token: &str) -> ApiResult<Held> {
+    let id = parse_job_id(id)?;
+    Held::new(auth.principal.workspace_id().clone(), id, token)
+        .map_err(|e| ApiError::validation(ValidationErrors::single("lease_token", "invalid", e)))
 }
 
 /// Extend a lease.
@@ -136,29 +176,20 @@ pub async fn heartbeat(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<HeartbeatBody>,
 ) -> ApiResult<Json<HeartbeatReply>> {
-    let id = parse_job_id(&id)?;
-    if body.lease_seconds.is_some_and(|s| !(1..=3600).contains(&s)) {
-        return Err(ApiError::validation(ValidationErrors::single(
-            "lease_seconds",
-            "out_of_range",
-            "must be from 1 to 3600",
-        )));
-    }
-    let lease = body.lease_seconds.map(|s| Duration::from_secs(s.into()));
-    let workspace = auth.principal.workspace_id();
-    match state
-        .jobs()
-        .heartbeat(workspace, &id, &body.lease_token, lease)
-        .await?
-    {
+    let job = held(&auth, &id, &body.lease_token)?;
+    let mut errors = ValidationErrors::new();
+    let lease = lease_of(body.lease_seconds, &mut errors);
+    errors.into_result().map_err(ApiError::validation)?;
+    match state.jobs().heartbeat(&job, lease).await? {
         Some(beat) => Ok(Json(HeartbeatReply {
             lease_expires_at: beat.lease_expires_at,
             cancel_requested: beat.cancel_requested,
         })),
-        None if state.jobs().get(workspace, &id).await?.is_none() => {
-            Err(ApiError::not_found("job"))
-        }
-        None => Err(stale()),
+        None => Err(state
+            .jobs()
+            .why_not_held(&job.workspace, &job.id)
+            .await
+            .into()),
     }
 }
 
@@ -166,6 +197,9 @@ pub async fn heartbeat(
 #[serde(deny_unknown_fields)]
 pub struct CompleteBody {
     lease_token: String,
+    /// What the job produced, kept on it (at most 64 KiB as JSON).
+    #[schema(value_type = Option<Object>)]
+    result: Option<serde_json::Value>,
 }
 
 /// Report success.
@@ -184,11 +218,14 @@ pub async fn complete(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<CompleteBody>,
 ) -> ApiResult<StatusCode> {
-    let id = parse_job_id(&id)?;
-    state
-        .jobs()
-        .complete(auth.principal.workspace_id(), &id, &body.lease_token)
-        .await?;
+    let job = held(&auth, &id, &body.lease_token)?;
+    let mut completion = Completion::new(job);
+    if let Some(result) = &body.result {
+        completion = completion.with_result(result).map_err(|e| {
+            ApiError::validation(ValidationErrors::single("result", "too_large", e))
+        })?;
+    }
+    state.jobs().complete(completion).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -225,17 +262,11 @@ pub async fn fail(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<FailBody>,
 ) -> ApiResult<Json<Failed>> {
-    let id = parse_job_id(&id)?;
-    let workspace = auth.principal.workspace_id();
-    let state_after = state
-        .jobs()
-        .fail(
-            workspace,
-            &id,
-            &body.lease_token,
-            &body.error,
-            body.retry_at,
-        )
-        .await?;
+    let failure = Failure {
+        job: held(&auth, &id, &body.lease_token)?,
+        error: body.error,
+        retry_at: body.retry_at,
+    };
+    let state_after = state.jobs().fail(failure).await?;
     Ok(Json(Failed { state: state_after }))
 }

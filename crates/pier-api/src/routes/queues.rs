@@ -2,14 +2,13 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use pier_auth::Principal;
 use pier_core::ValidationErrors;
-use pier_jobs::{QueueInfo, QueueName};
-use serde::Deserialize;
+use pier_jobs::{QueueInfo, QueueName, QueuePatch};
+use serde::{Deserialize, Deserializer};
 
 use crate::AppState;
 use crate::extract::{ApiJson, Authed, perm};
-use crate::pagination::{Page, PageParams, Pagination};
+use crate::pagination::{CursorScope, Page, PageParams, Pagination};
 use crate::problem::{ApiError, ApiResult};
 
 /// List the workspace's queues with per-state counts, by name.
@@ -27,35 +26,33 @@ pub async fn list(
     page: Pagination,
 ) -> ApiResult<Page<QueueInfo>> {
     let workspace = auth.principal.workspace_id();
-    let scope = format!("queues|{workspace}");
+    let scope = CursorScope::new("queues", workspace);
     let after = page.position::<String>(state.cursors(), &scope)?;
-    let rows: Vec<QueueInfo> = state
+    let rows = state
         .jobs()
-        .queues(workspace)
-        .await?
-        .into_iter()
-        .filter(|q| after.as_ref().is_none_or(|a| q.name.as_str() > a.as_str()))
-        .take(page.fetch_limit() as usize)
-        .collect();
+        .queues(workspace, after.as_deref(), page.fetch_limit())
+        .await?;
     Ok(page.page(state.cursors(), &scope, rows, |q| q.name.clone()))
 }
 
-fn queue_name(name: &str) -> ApiResult<QueueName> {
+/// A queue name from the path: a tenant's queue, never one of Pier's own.
+pub(crate) fn queue_name(name: &str) -> ApiResult<QueueName> {
     QueueName::parse(name)
         .map_err(|e| ApiError::validation(ValidationErrors::single("name", "invalid", e)))
 }
 
-async fn show(
+async fn apply(
     state: &AppState,
-    principal: &Principal,
-    queue: &QueueName,
+    auth: &Authed<perm::JobsWrite>,
+    name: &str,
+    patch: QueuePatch,
 ) -> ApiResult<Json<QueueInfo>> {
-    let queues = state.jobs().queues(principal.workspace_id()).await?;
-    queues
-        .into_iter()
-        .find(|q| q.name == queue.as_str())
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found("queue"))
+    let queue = queue_name(name)?;
+    let info = state
+        .jobs()
+        .update_queue(auth.principal.workspace_id(), &queue, patch)
+        .await?;
+    Ok(Json(info))
 }
 
 /// Stop handing out jobs from a queue; running jobs finish.
@@ -72,12 +69,11 @@ pub async fn pause(
     auth: Authed<perm::JobsWrite>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<QueueInfo>> {
-    let queue = queue_name(&name)?;
-    state
-        .jobs()
-        .set_paused(auth.principal.workspace_id(), &queue, true)
-        .await?;
-    show(&state, &auth.principal, &queue).await
+    let patch = QueuePatch {
+        paused: Some(true),
+        ..QueuePatch::default()
+    };
+    apply(&state, &auth, &name, patch).await
 }
 
 /// Hand out jobs from a paused queue again.
@@ -94,56 +90,63 @@ pub async fn resume(
     auth: Authed<perm::JobsWrite>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<QueueInfo>> {
-    let queue = queue_name(&name)?;
-    state
-        .jobs()
-        .set_paused(auth.principal.workspace_id(), &queue, false)
-        .await?;
-    show(&state, &auth.principal, &queue).await
+    let patch = QueuePatch {
+        paused: Some(false),
+        ..QueuePatch::default()
+    };
+    apply(&state, &auth, &name, patch).await
 }
 
+/// A JSON Merge Patch of a queue's settings: a missing member changes nothing, `null` resets it.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct QueuePatch {
-    /// The most jobs of the queue running at once across all nodes (1 to 100000); `null` for no
-    /// limit.
-    concurrency_limit: Option<u32>,
+pub struct QueuePatchBody {
+    /// Pause (`true`) or resume (`false`) the queue.
+    #[serde(default)]
+    paused: Option<bool>,
+    /// The most jobs of the queue running at once across all nodes; `null` for no limit.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 100000)]
+    concurrency_limit: Option<Option<u32>>,
 }
 
-/// Change a queue's settings (JSON Merge Patch).
+/// Tells a member sent as `null` (`Some(None)`) from one left out (`None`, by `default`).
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+const CONCURRENCY_LIMIT: std::ops::RangeInclusive<u32> = 1..=100_000;
+
+/// Change a queue's settings (JSON Merge Patch: `{}` changes nothing, `null` removes the limit).
 #[utoipa::path(
     patch,
     path = "/v1/queues/{name}",
     tag = "queues",
     security(("bearer" = [])),
     params(("name" = String, Path, description = "The queue")),
-    request_body(content = QueuePatch, content_type = "application/merge-patch+json"),
+    request_body(content = QueuePatchBody, content_type = "application/merge-patch+json"),
     responses((status = 200, body = QueueInfo))
 )]
 pub async fn update(
     State(state): State<AppState>,
     auth: Authed<perm::JobsWrite>,
     Path(name): Path<String>,
-    ApiJson(body): ApiJson<QueuePatch>,
+    ApiJson(body): ApiJson<QueuePatchBody>,
 ) -> ApiResult<Json<QueueInfo>> {
-    let queue = queue_name(&name)?;
-    if body
-        .concurrency_limit
-        .is_some_and(|l| !(1..=100_000).contains(&l))
+    if let Some(Some(limit)) = body.concurrency_limit
+        && !CONCURRENCY_LIMIT.contains(&limit)
     {
         return Err(ApiError::validation(ValidationErrors::single(
             "concurrency_limit",
             "out_of_range",
-            "must be from 1 to 100000, or null",
+            format!("{}, or null", pier_jobs::range_message(&CONCURRENCY_LIMIT)),
         )));
     }
-    state
-        .jobs()
-        .set_concurrency_limit(
-            auth.principal.workspace_id(),
-            &queue,
-            body.concurrency_limit,
-        )
-        .await?;
-    show(&state, &auth.principal, &queue).await
+    let patch = QueuePatch {
+        paused: body.paused,
+        concurrency_limit: body.concurrency_limit,
+    };
+    apply(&state, &auth, &name, patch).await
 }

@@ -3,22 +3,59 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use pier_core::Timestamp;
-use pier_core::WorkspaceId;
-use pier_db::{Backend, JsonList, with_tx, with_writer};
+use pier_core::{Timestamp, WorkspaceId};
+use pier_db::{JsonList, with_tx};
 use rand::RngCore;
 
 use super::counts::Moves;
-use super::{JobStore, small};
+use super::finish::Held;
+use super::{JobStore, WAITING, decode_error, small};
 use crate::model::{ClaimedJob, JobId, JobState, QueueName};
 
-/// Which jobs a claim may take: a queue of one workspace (HTTP workers, workspace-bound pools,
-/// where pause and concurrency limits apply), or a queue across all workspaces (Pier's own
-/// in-process workers for internal queues).
+/// Which jobs a claim may take: a queue of one workspace (HTTP workers, workspace-bound pools;
+/// pause and concurrency limits apply), or one of Pier's own queues across all workspaces
+/// (Pier's in-process workers).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimTarget {
-    pub workspace: Option<WorkspaceId>,
-    pub queue: QueueName,
+    workspace: Option<WorkspaceId>,
+    queue: QueueName,
+}
+
+impl ClaimTarget {
+    /// A queue of one workspace.
+    pub fn workspace(workspace: WorkspaceId, queue: QueueName) -> Self {
+        Self {
+            workspace: Some(workspace),
+            queue,
+        }
+    }
+
+    /// One of Pier's own queues, in every workspace; `None` for a tenant's queue, which is only
+    /// ever served within its workspace.
+    pub fn internal(queue: QueueName) -> Option<Self> {
+        queue.is_internal().then_some(Self {
+            workspace: None,
+            queue,
+        })
+    }
+
+    pub fn queue(&self) -> &QueueName {
+        &self.queue
+    }
+
+    pub fn workspace_id(&self) -> Option<&WorkspaceId> {
+        self.workspace.as_ref()
+    }
+}
+
+/// How much a claim may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClaimLimits {
+    /// At most this many jobs.
+    pub max: u32,
+    /// Stop adding jobs once their payloads reach this many bytes (the first job is always
+    /// taken), so a claim's response stays bounded whatever the payloads are.
+    pub budget_bytes: u64,
 }
 
 /// The state of a lease after a heartbeat.
@@ -41,12 +78,20 @@ struct ClaimedRow {
 }
 
 #[derive(sqlx::FromRow)]
+struct Picked {
+    workspace_id: String,
+    id: String,
+    state: String,
+    size: i64,
+}
+
+#[derive(sqlx::FromRow)]
 struct QueueSettings {
     paused: bool,
     concurrency_limit: Option<i64>,
 }
 
-fn micros(d: Duration) -> i64 {
+pub(crate) fn micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 
@@ -56,18 +101,6 @@ fn new_token() -> String {
     hex::encode(bytes)
 }
 
-/// Picks up to `$4` waiting jobs in claim order (priority, then due time, then age). On
-/// PostgreSQL, `SKIP LOCKED` lets many claimers work the same queue without waiting on each
-/// other; SQLite has a single writer.
-fn pick_sql(backend: Backend) -> String {
-    let lock = backend.for_update_skip_locked();
-    format!(
-        "SELECT workspace_id, id, state FROM jobs WHERE queue = $1 \
-         AND ($2 IS NULL OR workspace_id = $2) AND state IN ('available', 'scheduled', 'retryable') \
-         AND run_at <= $3 ORDER BY priority, run_at, id LIMIT $4 {lock}"
-    )
-}
-
 /// Marks the picked jobs running under one fresh lease token.
 const MARK_RUNNING: &str = "UPDATE jobs SET state = 'running', attempt = attempt + 1, \
     lease_token = $1, lease_expires_at = $2 + COALESCE($3, lease_ms * 1000), attempted_at = $2, \
@@ -75,29 +108,28 @@ const MARK_RUNNING: &str = "UPDATE jobs SET state = 'running', attempt = attempt
 const CLAIMED_COLUMNS: &str = "id, workspace_id, queue, kind, payload, attempt, lease_expires_at";
 
 impl JobStore {
-    /// Claims up to `max` jobs. `lease` overrides each job's own lease length.
+    /// Claims jobs in claim order (priority, then due time, then age). `lease` overrides each
+    /// job's own lease length.
     pub async fn claim(
         &self,
         target: &ClaimTarget,
-        max: u32,
+        limits: ClaimLimits,
         lease: Option<Duration>,
         worker_id: Option<&str>,
     ) -> Result<Vec<ClaimedJob>, sqlx::Error> {
-        if max == 0 {
+        if limits.max == 0 {
             return Ok(Vec::new());
         }
         let now = self.clock.now().as_micros();
-        let token = new_token();
-        let workspace = target.workspace.as_ref().map(WorkspaceId::as_str);
-        let mut tx = self.begin_lax().await?;
-        let mut limit = i64::from(max);
+        let mut tx = self.db.begin_relaxed().await?;
+        let mut max = i64::from(limits.max);
         if let Some(ws) = &target.workspace {
             // Pause and the concurrency limit are read under a lock on the queue's row, so
             // claimers on every node see each other's claims and the limit holds globally.
-            let lock = self.db.backend().for_update();
             let settings_sql = format!(
                 "SELECT paused, concurrency_limit FROM queues \
-                 WHERE workspace_id = $1 AND name = $2 {lock}"
+                 WHERE workspace_id = $1 AND name = $2 {}",
+                self.db.backend().for_update()
             );
             let settings: Option<QueueSettings> = with_tx!(&mut tx, conn => {
                 sqlx::query_as(&settings_sql)
@@ -121,30 +153,32 @@ impl JobStore {
                         .fetch_one(conn)
                         .await
                     })?;
-                    limit = limit.min(cap - running);
+                    max = max.min(cap - running);
                 }
             }
         }
-        if limit <= 0 {
+        if max <= 0 {
             return Ok(Vec::new());
         }
-        let pick = pick_sql(self.db.backend());
-        let picked: Vec<(String, String, String)> = with_tx!(&mut tx, conn => {
-            sqlx::query_as(&pick)
-                .bind(target.queue.as_str())
-                .bind(workspace)
-                .bind(now)
-                .bind(limit)
-                .fetch_all(conn)
-                .await
-        })?;
+        let mut picked = self.pick(&mut tx, target, now, max).await?;
+        let mut taken = 0u64;
+        let within_budget = picked
+            .iter()
+            .position(|p| {
+                taken += u64::try_from(p.size).unwrap_or(0);
+                taken > limits.budget_bytes
+            })
+            .unwrap_or(picked.len())
+            .max(1);
+        picked.truncate(within_budget);
         if picked.is_empty() {
             return Ok(Vec::new());
         }
-        let lease = lease.map(micros);
+
+        let token = new_token();
         let pairs: Vec<[&str; 2]> = picked
             .iter()
-            .map(|(ws, id, _)| [ws.as_str(), id.as_str()])
+            .map(|p| [p.workspace_id.as_str(), p.id.as_str()])
             .collect();
         let pairs = JsonList::new(&pairs)?;
         let mark = format!(
@@ -156,19 +190,20 @@ impl JobStore {
             sqlx::query_as(&mark)
                 .bind(&token)
                 .bind(now)
-                .bind(lease)
+                .bind(lease.map(micros))
                 .bind(worker_id)
                 .bind(pairs.as_str())
                 .fetch_all(conn)
                 .await
         })?;
         let mut moves = Moves::new();
-        for (ws, _, state) in &picked {
-            let from = state
+        for p in &picked {
+            let from = p
+                .state
                 .parse::<JobState>()
-                .map_err(|e| sqlx::Error::Decode(e.into()))?;
+                .map_err(|e| decode_error("state", e))?;
             moves.moved(
-                ws,
+                &p.workspace_id,
                 target.queue.as_str(),
                 Some(from),
                 Some(JobState::Running),
@@ -181,7 +216,7 @@ impl JobStore {
             rows.into_iter().map(|r| (r.id.clone(), r)).collect();
         picked
             .iter()
-            .filter_map(|(_, id, _)| by_id.remove(id))
+            .filter_map(|p| by_id.remove(&p.id))
             .map(|row| {
                 Ok(ClaimedJob {
                     id: JobId::from_trusted(row.id),
@@ -189,7 +224,7 @@ impl JobStore {
                     queue: row.queue,
                     kind: row.kind,
                     payload: serde_json::from_str(&row.payload)
-                        .map_err(|e| sqlx::Error::Decode(e.into()))?,
+                        .map_err(|e| decode_error("payload", e))?,
                     attempt: small(row.attempt),
                     lease_token: token.clone(),
                     lease_expires_at: Timestamp::from_micros(row.lease_expires_at),
@@ -198,16 +233,46 @@ impl JobStore {
             .collect()
     }
 
+    /// Picks up to `max` due waiting jobs in claim order, locking them. A workspace's queue is
+    /// read from the index that leads with the workspace, so another tenant's backlog in a queue
+    /// of the same name is never scanned; Pier's own queues have an index of their own. On
+    /// PostgreSQL, `SKIP LOCKED` lets many claimers work one queue without waiting on each
+    /// other; SQLite has a single writer.
+    async fn pick(
+        &self,
+        tx: &mut pier_db::Tx,
+        target: &ClaimTarget,
+        now: i64,
+        max: i64,
+    ) -> Result<Vec<Picked>, sqlx::Error> {
+        let scope = match target.workspace {
+            Some(_) => "workspace_id = $1 AND queue = $2",
+            None => "$1 IS NULL AND queue = $2 AND queue LIKE 'pier.%'",
+        };
+        let sql = format!(
+            "SELECT workspace_id, id, state, CAST(OCTET_LENGTH(payload) AS BIGINT) AS size FROM jobs WHERE {scope} \
+             AND state IN {WAITING} AND run_at <= $3 ORDER BY priority, run_at, id LIMIT $4 {}",
+            self.db.backend().for_update_skip_locked()
+        );
+        with_tx!(tx, conn => {
+            sqlx::query_as(&sql)
+                .bind(target.workspace.as_ref().map(WorkspaceId::as_str))
+                .bind(target.queue.as_str())
+                .bind(now)
+                .bind(max)
+                .fetch_all(conn)
+                .await
+        })
+    }
+
     /// Extends the lease of a running job held under `token`. `None` when the token is stale.
     pub async fn heartbeat(
         &self,
-        workspace: &WorkspaceId,
-        id: &JobId,
-        token: &str,
+        job: &Held,
         lease: Option<Duration>,
     ) -> Result<Option<Heartbeat>, sqlx::Error> {
         let now = self.clock.now().as_micros();
-        let row: Option<(i64, bool)> = with_writer!(&self.db, pool => {
+        let row: Option<(i64, bool)> = pier_db::with_writer!(&self.db, pool => {
             sqlx::query_as(
                 "UPDATE jobs SET lease_expires_at = $1 + COALESCE($2, lease_ms * 1000) \
                  WHERE workspace_id = $5 AND id = $3 AND lease_token = $4 AND state = 'running' \
@@ -215,9 +280,9 @@ impl JobStore {
             )
             .bind(now)
             .bind(lease.map(micros))
-            .bind(id.as_str())
-            .bind(token)
-            .bind(workspace.as_str())
+            .bind(job.id.as_str())
+            .bind(&job.token)
+            .bind(job.workspace.as_str())
             .fetch_optional(pool)
             .await
         })?;

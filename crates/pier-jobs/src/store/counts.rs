@@ -2,7 +2,7 @@
 //! moves jobs between states adds its moves here in the same transaction; the counters are
 //! sharded (summed when read) so concurrent batches do not queue on one row lock.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use pier_db::{Tx, with_tx};
 
@@ -11,20 +11,15 @@ use crate::model::JobState;
 /// Shards per counter (see the `job_counts` migration).
 const SHARDS: i64 = 8;
 
-/// Changes to apply: `(workspace, queue, state) → delta`.
+/// Changes to apply: `(workspace, queue, state) → delta`. Ordered, so every transaction updates
+/// counter rows in the same order and two transactions can never wait on each other in a cycle
+/// (a deadlock on PostgreSQL).
 #[derive(Debug, Default)]
-pub(crate) struct Moves(HashMap<(String, String, JobState), i64>);
+pub(crate) struct Moves(BTreeMap<(String, String, JobState), i64>);
 
 impl Moves {
     pub(crate) fn new() -> Self {
         Self::default()
-    }
-
-    pub(crate) fn add(&mut self, workspace: &str, queue: &str, state: JobState, delta: i64) {
-        *self
-            .0
-            .entry((workspace.to_owned(), queue.to_owned(), state))
-            .or_default() += delta;
     }
 
     /// One job of `workspace`/`queue` moved from `from` (if it existed) to `to` (if it remains).
@@ -35,16 +30,19 @@ impl Moves {
         from: Option<JobState>,
         to: Option<JobState>,
     ) {
-        if let Some(from) = from {
-            self.add(workspace, queue, from, -1);
-        }
-        if let Some(to) = to {
-            self.add(workspace, queue, to, 1);
+        for (state, delta) in [(from, -1), (to, 1)] {
+            if let Some(state) = state {
+                *self
+                    .0
+                    .entry((workspace.to_owned(), queue.to_owned(), state))
+                    .or_default() += delta;
+            }
         }
     }
 
-    /// Writes the moves inside `tx`.
+    /// Writes the moves inside `tx`, all on one shard picked for this transaction.
     pub(crate) async fn apply(self, tx: &mut Tx) -> Result<(), sqlx::Error> {
+        let shard = rand::random_range(0..SHARDS);
         for ((workspace, queue, state), delta) in self.0 {
             if delta == 0 {
                 continue;
@@ -58,7 +56,7 @@ impl Moves {
                 .bind(&workspace)
                 .bind(&queue)
                 .bind(state.as_str())
-                .bind(rand::random_range(0..SHARDS))
+                .bind(shard)
                 .bind(delta)
                 .execute(conn)
                 .await

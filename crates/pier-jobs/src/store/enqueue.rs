@@ -8,32 +8,34 @@ use pier_db::{JsonList, Tx, with_tx};
 use serde::Serialize;
 
 use super::counts::Moves;
-use super::{JOB_COLUMNS, JobRow, JobStore};
+use super::{JOB_COLUMNS, JobRow, JobStore, UNFINISHED};
 use crate::model::{Enqueued, Job, JobId, JobState, NewJob};
-use crate::notify::CHANNEL;
+use crate::notify::wake_after_commit;
 
-const NON_FINAL: &str = "('scheduled', 'available', 'running', 'retryable')";
-
-/// One row to insert, in the shape both backends' bulk statements read.
+/// One row to insert, in the shape the bulk statement reads.
 #[derive(Serialize)]
-struct InsertRow {
+struct InsertRow<'a> {
     id: String,
-    queue: String,
-    kind: String,
-    payload: String,
+    queue: &'a str,
+    kind: &'a str,
+    payload: &'a str,
     state: &'static str,
     priority: i64,
     run_at: i64,
     max_attempts: i64,
-    backoff_base_ms: Option<i64>,
-    backoff_max_ms: Option<i64>,
+    backoff_base_ms: i64,
+    backoff_max_ms: i64,
     lease_ms: i64,
-    unique_key: Option<String>,
+    unique_key: Option<&'a str>,
 }
 
 fn millis(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
+
+/// How many times a unique key may change hands between our insert and our lookup of its
+/// holder before we give up; each round means its holder finished within that window.
+const KEY_ROUNDS: usize = 3;
 
 impl JobStore {
     /// Enqueues `jobs` in one transaction. Returns one [`Enqueued`] per input, in order.
@@ -43,18 +45,18 @@ impl JobStore {
         jobs: Vec<NewJob>,
     ) -> Result<Vec<Enqueued>, sqlx::Error> {
         let mut tx = self.db.begin().await?;
-        let enqueued = self.enqueue_in(&mut tx, workspace, jobs).await?;
+        let enqueued = self.enqueue_in(&mut tx, workspace, &jobs).await?;
         tx.commit().await?;
         Ok(enqueued)
     }
 
     /// Enqueues inside the caller's transaction: the jobs exist if and only if it commits, and
-    /// workers are woken only then (invariant 2: no dual writes).
+    /// workers are woken only then (no dual writes; see `docs/architecture.md`).
     pub async fn enqueue_in(
         &self,
         tx: &mut Tx,
         workspace: &WorkspaceId,
-        jobs: Vec<NewJob>,
+        jobs: &[NewJob],
     ) -> Result<Vec<Enqueued>, sqlx::Error> {
         let now = self.clock.now();
         let rows: Vec<InsertRow> = jobs
@@ -63,9 +65,9 @@ impl JobStore {
                 let run_at = job.run_at.filter(|at| *at > now);
                 InsertRow {
                     id: JobId::new(now).to_string(),
-                    queue: job.queue.to_string(),
-                    kind: job.kind.to_string(),
-                    payload: job.payload.to_string(),
+                    queue: job.queue.as_str(),
+                    kind: job.kind.as_str(),
+                    payload: &job.payload,
                     state: if run_at.is_some() {
                         "scheduled"
                     } else {
@@ -74,60 +76,70 @@ impl JobStore {
                     priority: i64::from(job.priority),
                     run_at: run_at.unwrap_or(now).as_micros(),
                     max_attempts: i64::from(job.retry.max_attempts),
-                    backoff_base_ms: Some(millis(job.retry.backoff_base)),
-                    backoff_max_ms: Some(millis(job.retry.backoff_max)),
+                    backoff_base_ms: millis(job.retry.backoff_base),
+                    backoff_max_ms: millis(job.retry.backoff_max),
                     lease_ms: millis(job.lease),
-                    unique_key: job.unique_key.clone(),
+                    unique_key: job.unique_key.as_deref(),
                 }
             })
             .collect();
 
-        let inserted = insert(tx, workspace, now.as_micros(), &rows).await?;
-        let mut by_id: HashMap<String, JobRow> = inserted
-            .into_iter()
-            .map(|row| (row.id.clone(), row))
-            .collect();
-
-        let mut out = Vec::with_capacity(rows.len());
-        let mut woken = BTreeSet::new();
+        let mut outcomes: Vec<Option<Enqueued>> = rows.iter().map(|_| None).collect();
+        let mut pending: Vec<usize> = (0..rows.len()).collect();
         let mut moves = Moves::new();
-        for row in &rows {
-            if let Some(created) = by_id.remove(&row.id) {
-                let state = if row.state == "available" {
-                    JobState::Available
-                } else {
-                    JobState::Scheduled
-                };
-                moves.moved(workspace.as_str(), &row.queue, None, Some(state));
-                if state == JobState::Available {
-                    woken.insert(row.queue.clone());
+        let mut woken = BTreeSet::new();
+        for _ in 0..KEY_ROUNDS {
+            let batch: Vec<&InsertRow> = pending.iter().map(|&i| &rows[i]).collect();
+            let mut inserted: HashMap<String, JobRow> = insert(tx, workspace, now, &batch)
+                .await?
+                .into_iter()
+                .map(|row| (row.id.clone(), row))
+                .collect();
+            let mut retry = Vec::new();
+            for i in pending {
+                let row = &rows[i];
+                if let Some(created) = inserted.remove(&row.id) {
+                    let job = Job::try_from(created)?;
+                    moves.moved(workspace.as_str(), row.queue, None, Some(job.state));
+                    if job.state == JobState::Available {
+                        woken.insert(row.queue.to_owned());
+                    }
+                    outcomes[i] = Some(Enqueued {
+                        job,
+                        existing: false,
+                    });
+                    continue;
                 }
-                out.push(Enqueued {
-                    job: Job::try_from(created)?,
-                    existing: false,
-                });
-                continue;
+                // Not inserted: an unfinished job holds the unique key (perhaps one from this
+                // batch). If it finished since the insert looked, the key is free: try again.
+                let key = row.unique_key.unwrap_or_default();
+                match existing_by_key(tx, workspace, key).await? {
+                    Some(job) => {
+                        outcomes[i] = Some(Enqueued {
+                            job,
+                            existing: true,
+                        });
+                    }
+                    None => retry.push(i),
+                }
             }
-            // Not inserted: an unfinished job holds the unique key (perhaps one from this batch).
-            let key = row.unique_key.as_deref().unwrap_or_default();
-            let job = existing_by_key(tx, workspace, key).await?.ok_or_else(|| {
-                sqlx::Error::Protocol(format!(
-                    "unique key `{key}` conflicted but no holder was found"
-                ))
-            })?;
-            out.push(Enqueued {
-                job,
-                existing: true,
-            });
+            pending = retry;
+            if pending.is_empty() {
+                break;
+            }
+        }
+        if !pending.is_empty() {
+            return Err(sqlx::Error::Protocol(format!(
+                "{} unique keys kept changing hands during the enqueue",
+                pending.len()
+            )));
         }
 
         moves.apply(tx).await?;
         for queue in woken {
-            tx.notify(CHANNEL, &queue).await?;
-            let notifier = self.notifier.clone();
-            tx.after_commit(move || notifier.wake(&queue));
+            wake_after_commit(&self.notifier, tx, workspace, &queue).await?;
         }
-        Ok(out)
+        Ok(outcomes.into_iter().flatten().collect())
     }
 }
 
@@ -136,8 +148,8 @@ impl JobStore {
 async fn insert(
     tx: &mut Tx,
     workspace: &WorkspaceId,
-    now: i64,
-    rows: &[InsertRow],
+    now: pier_core::Timestamp,
+    rows: &[&InsertRow<'_>],
 ) -> Result<Vec<JobRow>, sqlx::Error> {
     let sql = format!(
         "INSERT INTO jobs (id, workspace_id, queue, kind, payload, state, priority, run_at, \
@@ -148,14 +160,14 @@ async fn insert(
          CAST(value ->> 'backoff_base_ms' AS BIGINT), CAST(value ->> 'backoff_max_ms' AS BIGINT), \
          CAST(value ->> 'lease_ms' AS BIGINT), value ->> 'unique_key', $2 FROM {} WHERE true \
          ON CONFLICT (workspace_id, unique_key) WHERE unique_key IS NOT NULL \
-         AND state IN {NON_FINAL} DO NOTHING RETURNING {JOB_COLUMNS}",
+         AND state IN {UNFINISHED} DO NOTHING RETURNING {JOB_COLUMNS}",
         tx.backend().json_rows("$3")
     );
     let rows = JsonList::new(rows)?;
     with_tx!(tx, conn => {
         sqlx::query_as(&sql)
             .bind(workspace.as_str())
-            .bind(now)
+            .bind(now.as_micros())
             .bind(rows.as_str())
             .fetch_all(conn)
             .await
@@ -169,7 +181,7 @@ async fn existing_by_key(
 ) -> Result<Option<Job>, sqlx::Error> {
     let sql = format!(
         "SELECT {JOB_COLUMNS} FROM jobs WHERE workspace_id = $1 AND unique_key = $2 \
-         AND state IN {NON_FINAL}"
+         AND state IN {UNFINISHED}"
     );
     let row: Option<JobRow> = with_tx!(tx, conn => {
         sqlx::query_as(&sql)

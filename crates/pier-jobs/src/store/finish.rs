@@ -1,13 +1,79 @@
-//! Ending attempts: complete, fail (retry, dead-letter or acknowledge cancellation), and the
-//! operator's cancel and retry.
+//! Ending attempts: complete and fail (retry, dead-letter or acknowledge cancellation), one job or
+//! a batch per statement, each fenced by its lease token; and releasing a lease at shutdown.
 
-use pier_core::Timestamp;
-use pier_core::WorkspaceId;
-use pier_db::{JsonList, Tx, is_unique_violation, with_tx};
+use std::collections::HashMap;
+use std::time::Duration;
+
+use pier_core::{Timestamp, WorkspaceId};
+use pier_db::{JsonList, Tx, with_tx};
+use serde::Serialize;
 
 use super::counts::Moves;
-use super::{JOB_COLUMNS, JobRow, JobStore, push_error, small};
-use crate::model::{AttemptError, Job, JobError, JobId, JobState, RetryPolicy};
+use super::{JobStore, push_error, small};
+use crate::model::{AttemptError, JobError, JobId, JobState, RetryPolicy};
+use crate::notify::wake_after_commit;
+
+/// The largest result a worker may report, as JSON text.
+pub const MAX_RESULT_BYTES: usize = 64 * 1024;
+/// How much of an error message is kept.
+pub const MAX_ERROR_CHARS: usize = 2000;
+
+/// A job a worker holds, named with the lease token it was claimed under.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Held {
+    pub workspace: WorkspaceId,
+    pub id: JobId,
+    pub token: String,
+}
+
+impl Held {
+    /// A job named by a worker, whose `token` must look like one a claim issued.
+    pub fn new(workspace: WorkspaceId, id: JobId, token: &str) -> Result<Self, String> {
+        if token.len() == 32 && token.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(Self {
+                workspace,
+                id,
+                token: token.to_owned(),
+            })
+        } else {
+            Err("is not a lease token (32 hexadecimal digits from a claim)".to_owned())
+        }
+    }
+}
+
+/// A successful attempt to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    pub job: Held,
+    /// JSON text, at most [`MAX_RESULT_BYTES`]; see [`Completion::with_result`].
+    result: Option<String>,
+}
+
+impl Completion {
+    pub fn new(job: Held) -> Self {
+        Self { job, result: None }
+    }
+
+    /// Attaches what the job produced, kept on the job until it is pruned.
+    pub fn with_result(mut self, result: &serde_json::Value) -> Result<Self, String> {
+        let text = result.to_string();
+        if text.len() > MAX_RESULT_BYTES {
+            return Err(format!("must be at most {MAX_RESULT_BYTES} bytes as JSON"));
+        }
+        self.result = Some(text);
+        Ok(self)
+    }
+}
+
+/// A failed attempt to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub job: Held,
+    /// Kept on the job, cut to [`MAX_ERROR_CHARS`].
+    pub error: String,
+    /// Retry at this time instead of after the backoff.
+    pub retry_at: Option<Timestamp>,
+}
 
 /// The columns a failure needs to decide what happens next.
 #[derive(sqlx::FromRow)]
@@ -30,9 +96,9 @@ pub(crate) const FAIL_COLUMNS: &str = "id, workspace_id, queue, lease_token, att
 impl FailRow {
     fn policy(&self) -> RetryPolicy {
         let default = RetryPolicy::default();
-        let ms = |v: Option<i64>, d: std::time::Duration| {
+        let ms = |v: Option<i64>, d: Duration| {
             v.map_or(d, |ms| {
-                std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+                Duration::from_millis(u64::try_from(ms).unwrap_or(0))
             })
         };
         RetryPolicy {
@@ -43,16 +109,18 @@ impl FailRow {
     }
 }
 
-/// Records a failed attempt of a running job held under its current lease token: it is
-/// cancelled if cancellation was requested, discarded when out of attempts, else retried at
-/// `retry_at` or after the backoff. Returns the new state.
+/// Records a failed attempt of a running job locked by the caller and held under its current
+/// lease token: it is cancelled if cancellation was requested, discarded when out of attempts,
+/// else retried at `retry_at` or after the backoff. Returns the new state; the counter change
+/// goes into `moves`, which the caller applies once for all its rows (in one fixed order).
 pub(crate) async fn record_failure(
     tx: &mut Tx,
     row: &FailRow,
+    failure: (&str, Option<Timestamp>),
     now: Timestamp,
-    error: &str,
-    retry_at: Option<Timestamp>,
+    moves: &mut Moves,
 ) -> Result<JobState, sqlx::Error> {
+    let (error, retry_at) = failure;
     let attempt = small(row.attempt);
     let policy = row.policy();
     let state = if row.cancel_requested {
@@ -68,21 +136,20 @@ pub(crate) async fn record_failure(
             .unwrap_or_else(|| now.saturating_add(policy.delay(attempt))),
         _ => now,
     };
-    let message: String = error.chars().take(2000).collect();
     let errors = push_error(
         &row.errors,
         AttemptError {
             attempt,
             at: now,
-            error: message,
+            error: error.chars().take(MAX_ERROR_CHARS).collect(),
         },
-    );
+    )?;
     let finalized_at = state.is_final().then_some(now.as_micros());
     with_tx!(tx, conn => {
         sqlx::query(
             "UPDATE jobs SET state = $1, run_at = $2, errors = $3, finalized_at = $4, \
              lease_token = NULL, lease_expires_at = NULL \
-             WHERE workspace_id = $7 AND id = $5 AND lease_token = $6",
+             WHERE workspace_id = $7 AND id = $5 AND lease_token = $6 AND state = 'running'",
         )
         .bind(state.as_str())
         .bind(run_at.as_micros())
@@ -95,47 +162,59 @@ pub(crate) async fn record_failure(
         .await
         .map(|r| r.rows_affected())
     })?;
-    let mut moves = Moves::new();
     moves.moved(
         &row.workspace_id,
         &row.queue,
         Some(JobState::Running),
         Some(state),
     );
-    moves.apply(tx).await?;
     Ok(state)
 }
 
+/// `(workspace, id, token)` of each held job, as one JSON list.
+fn held_list<'a>(jobs: impl Iterator<Item = &'a Held>) -> Result<JsonList, sqlx::Error> {
+    let rows: Vec<[&str; 3]> = jobs
+        .map(|h| [h.workspace.as_str(), h.id.as_str(), h.token.as_str()])
+        .collect();
+    JsonList::new(&rows)
+}
+
 impl JobStore {
-    /// Marks jobs held under `token` completed, in one statement for the whole batch. Returns
-    /// the ones that were (the others' leases were stale).
-    pub async fn complete_many(
-        &self,
-        token: &str,
-        jobs: &[(WorkspaceId, JobId)],
-    ) -> Result<Vec<JobId>, sqlx::Error> {
-        if jobs.is_empty() {
+    /// Marks the jobs completed, in one statement for the whole batch. A job counts only if it
+    /// is still running under the token given with it; returns, per input, whether it did.
+    pub async fn complete_many(&self, items: &[Completion]) -> Result<Vec<bool>, sqlx::Error> {
+        if items.is_empty() {
             return Ok(Vec::new());
         }
         let now = self.clock.now().as_micros();
-        let set =
-            "lease_token = NULL, lease_expires_at = NULL, state = 'completed', finalized_at = $1";
-        let mut tx = self.begin_lax().await?;
-        let pairs: Vec<[&str; 2]> = jobs
+        let rows: Vec<(&str, &str, &str, Option<&str>)> = items
             .iter()
-            .map(|(ws, id)| [ws.as_str(), id.as_str()])
+            .map(|c| {
+                let h = &c.job;
+                (
+                    h.workspace.as_str(),
+                    h.id.as_str(),
+                    h.token.as_str(),
+                    c.result.as_deref(),
+                )
+            })
             .collect();
-        let pairs = JsonList::new(&pairs)?;
+        let rows = JsonList::new(&rows)?;
+        // Joined on the primary key; the state and token are checked on the row found.
         let sql = format!(
-            "UPDATE jobs SET {set} WHERE lease_token = $2 AND (workspace_id, id) IN \
-             (SELECT value ->> 0, value ->> 1 FROM {}) RETURNING id, workspace_id, queue",
-            self.db.backend().json_rows("$3")
+            "UPDATE jobs SET state = 'completed', finalized_at = $1, lease_token = NULL, \
+             lease_expires_at = NULL, result = k.result \
+             FROM (SELECT value ->> 0 AS ws, value ->> 1 AS id, value ->> 2 AS token, \
+             value ->> 3 AS result FROM {}) AS k \
+             WHERE jobs.workspace_id = k.ws AND jobs.id = k.id AND jobs.lease_token = k.token \
+             AND jobs.state = 'running' RETURNING jobs.id, jobs.workspace_id, jobs.queue",
+            self.db.backend().json_rows("$2")
         );
+        let mut tx = self.db.begin_relaxed().await?;
         let done: Vec<(String, String, String)> = with_tx!(&mut tx, conn => {
             sqlx::query_as(&sql)
                 .bind(now)
-                .bind(token)
-                .bind(pairs.as_str())
+                .bind(rows.as_str())
                 .fetch_all(conn)
                 .await
         })?;
@@ -150,192 +229,93 @@ impl JobStore {
         }
         moves.apply(&mut tx).await?;
         tx.commit().await?;
-        Ok(done
-            .into_iter()
-            .map(|(id, _, _)| JobId::from_trusted(id))
+        let done: std::collections::HashSet<(String, String)> =
+            done.into_iter().map(|(id, ws, _)| (ws, id)).collect();
+        Ok(items
+            .iter()
+            .map(|c| done.contains(&(c.job.workspace.to_string(), c.job.id.to_string())))
             .collect())
     }
 
-    /// Completes one job of `workspace`, fenced by its lease token.
-    pub async fn complete(
-        &self,
-        workspace: &WorkspaceId,
-        id: &JobId,
-        token: &str,
-    ) -> Result<(), JobError> {
-        let done = self
-            .complete_many(token, &[(workspace.clone(), id.clone())])
-            .await?;
-        if done.is_empty() {
-            return Err(self.why_not_held(workspace, id).await);
+    /// Completes one job, fenced by its lease token.
+    pub async fn complete(&self, completion: Completion) -> Result<(), JobError> {
+        let job = completion.job.clone();
+        match self.complete_many(&[completion]).await?.first() {
+            Some(true) => Ok(()),
+            _ => Err(self.why_not_held(&job.workspace, &job.id).await),
         }
-        Ok(())
     }
 
     /// Tells a missing job (`404`) from a stale lease (`409`).
-    async fn why_not_held(&self, workspace: &WorkspaceId, id: &JobId) -> JobError {
-        match self.get(workspace, id).await {
+    pub async fn why_not_held(&self, workspace: &WorkspaceId, id: &JobId) -> JobError {
+        match self.find(workspace, id).await {
             Ok(Some(_)) => JobError::StaleLease,
             Ok(None) => JobError::NotFound,
             Err(err) => err.into(),
         }
     }
 
-    /// Records a failed attempt reported by the worker holding `token`.
-    pub async fn fail(
+    /// Records failed attempts in one transaction. A failure counts only if its job is still
+    /// running under the token given with it; returns, per input, the job's new state if it did.
+    pub async fn fail_many(
         &self,
-        workspace: &WorkspaceId,
-        id: &JobId,
-        token: &str,
-        error: &str,
-        retry_at: Option<Timestamp>,
-    ) -> Result<JobState, JobError> {
+        failures: &[Failure],
+    ) -> Result<Vec<Option<JobState>>, sqlx::Error> {
+        if failures.is_empty() {
+            return Ok(Vec::new());
+        }
         let now = self.clock.now();
-        let mut tx = self.db.begin().await?;
-        let lock = self.db.backend().for_update();
+        let held = held_list(failures.iter().map(|f| &f.job))?;
         let sql = format!(
-            "SELECT {FAIL_COLUMNS} FROM jobs WHERE workspace_id = $3 AND id = $1 \
-             AND lease_token = $2 AND state = 'running' {lock}"
+            "SELECT {FAIL_COLUMNS} FROM jobs WHERE (workspace_id, id, lease_token) IN \
+             (SELECT value ->> 0, value ->> 1, value ->> 2 FROM {}) AND state = 'running' \
+             ORDER BY workspace_id, id {}",
+            self.db.backend().json_rows("$1"),
+            self.db.backend().for_update()
         );
-        let row: Option<FailRow> = with_tx!(&mut tx, conn => {
-            sqlx::query_as(&sql)
-                .bind(id.as_str())
-                .bind(token)
-                .bind(workspace.as_str())
-                .fetch_optional(conn)
-                .await
-        })?;
-        let Some(row) = row else {
-            drop(tx);
-            return Err(self.why_not_held(workspace, id).await);
-        };
-        let state = record_failure(&mut tx, &row, now, error, retry_at).await?;
-        tx.commit().await?;
-        Ok(state)
-    }
-
-    /// The state and queue of a job, locked for the rest of `tx` on PostgreSQL (SQLite's
-    /// single writer already excludes others).
-    async fn lock_state(
-        &self,
-        tx: &mut Tx,
-        workspace: &WorkspaceId,
-        id: &JobId,
-    ) -> Result<(JobState, String), JobError> {
-        let lock = self.db.backend().for_update();
-        let sql =
-            format!("SELECT state, queue FROM jobs WHERE workspace_id = $1 AND id = $2 {lock}");
-        let row: Option<(String, String)> = with_tx!(tx, conn => {
-            sqlx::query_as(&sql)
-                .bind(workspace.as_str())
-                .bind(id.as_str())
-                .fetch_optional(conn)
-                .await
-        })?;
-        let (state, queue) = row.ok_or(JobError::NotFound)?;
-        let state = state
-            .parse()
-            .map_err(|e: String| sqlx::Error::Decode(e.into()))?;
-        Ok((state, queue))
-    }
-
-    /// Cancels a job: a waiting one at once; a running one is asked to stop (its worker sees
-    /// `cancel_requested` on its next heartbeat and acknowledges by failing it).
-    pub async fn cancel(&self, workspace: &WorkspaceId, id: &JobId) -> Result<Job, JobError> {
-        let now = self.clock.now().as_micros();
         let mut tx = self.db.begin().await?;
-        let (state, queue) = self.lock_state(&mut tx, workspace, id).await?;
-        // A waiting job ends now; a running one is flagged for its worker.
-        let (set, finalized_at) = match state {
-            JobState::Scheduled | JobState::Available | JobState::Retryable => {
-                ("state = 'cancelled', finalized_at = $1", Some(now))
-            }
-            JobState::Running => ("cancel_requested = TRUE, finalized_at = $1", None),
-            JobState::Cancelled => {
-                drop(tx);
-                return self.get(workspace, id).await?.ok_or(JobError::NotFound);
-            }
-            other => return Err(JobError::WrongState(other)),
-        };
-        let sql = format!(
-            "UPDATE jobs SET {set} WHERE workspace_id = $2 AND id = $3 RETURNING {JOB_COLUMNS}"
-        );
-        let row: JobRow = with_tx!(&mut tx, conn => {
-            sqlx::query_as(&sql)
-                .bind(finalized_at)
-                .bind(workspace.as_str())
-                .bind(id.as_str())
-                .fetch_one(conn)
-                .await
+        let rows: Vec<FailRow> = with_tx!(&mut tx, conn => {
+            sqlx::query_as(&sql).bind(held.as_str()).fetch_all(conn).await
         })?;
-        if state != JobState::Running {
-            let mut moves = Moves::new();
-            moves.moved(
-                workspace.as_str(),
-                &queue,
-                Some(state),
-                Some(JobState::Cancelled),
-            );
-            moves.apply(&mut tx).await?;
-        }
-        tx.commit().await?;
-        Ok(Job::try_from(row)?)
-    }
-
-    /// Runs a job again now: a finished one (including dead letters) gets one more attempt if it
-    /// had used them all; a waiting one is made due at once.
-    pub async fn retry(&self, workspace: &WorkspaceId, id: &JobId) -> Result<Job, JobError> {
-        let now = self.clock.now().as_micros();
-        let mut tx = self.db.begin().await?;
-        let (state, queue) = self.lock_state(&mut tx, workspace, id).await?;
-        if state == JobState::Running {
-            return Err(JobError::WrongState(state));
-        }
-        let sql = format!(
-            "UPDATE jobs SET state = 'available', run_at = $1, finalized_at = NULL, \
-             cancel_requested = $2, max_attempts = CASE WHEN attempt >= max_attempts \
-             THEN attempt + 1 ELSE max_attempts END WHERE workspace_id = $3 AND id = $4 \
-             RETURNING {JOB_COLUMNS}"
-        );
-        let updated: Result<JobRow, sqlx::Error> = with_tx!(&mut tx, conn => {
-            sqlx::query_as(&sql)
-                .bind(now)
-                .bind(false)
-                .bind(workspace.as_str())
-                .bind(id.as_str())
-                .fetch_one(conn)
-                .await
-        });
-        let row = match updated {
-            Err(err) if is_unique_violation(&err) => return Err(JobError::UniqueConflict),
-            other => other?,
-        };
+        let mut rows: HashMap<(String, String), FailRow> = rows
+            .into_iter()
+            .map(|r| ((r.workspace_id.clone(), r.id.clone()), r))
+            .collect();
+        let mut states = Vec::with_capacity(failures.len());
         let mut moves = Moves::new();
-        moves.moved(
-            workspace.as_str(),
-            &queue,
-            Some(state),
-            Some(JobState::Available),
-        );
+        for failure in failures {
+            let key = (
+                failure.job.workspace.to_string(),
+                failure.job.id.to_string(),
+            );
+            let state = match rows.remove(&key) {
+                Some(row) => {
+                    let reported = (failure.error.as_str(), failure.retry_at);
+                    Some(record_failure(&mut tx, &row, reported, now, &mut moves).await?)
+                }
+                None => None,
+            };
+            states.push(state);
+        }
         moves.apply(&mut tx).await?;
-        let notifier = self.notifier.clone();
-        tx.after_commit(move || notifier.wake(&queue));
         tx.commit().await?;
-        Ok(Job::try_from(row)?)
+        Ok(states)
     }
-}
 
-impl JobStore {
+    /// Records a failed attempt reported by the worker holding the job.
+    pub async fn fail(&self, failure: Failure) -> Result<JobState, JobError> {
+        let job = failure.job.clone();
+        match self.fail_many(&[failure]).await?.first() {
+            Some(Some(state)) => Ok(*state),
+            _ => Err(self.why_not_held(&job.workspace, &job.id).await),
+        }
+    }
+
     /// Gives a running job back without counting the attempt (its worker is shutting down), so
     /// another worker can take it at once instead of waiting for the lease to expire.
-    pub async fn release(
-        &self,
-        workspace: &WorkspaceId,
-        id: &JobId,
-        token: &str,
-    ) -> Result<bool, sqlx::Error> {
+    pub async fn release(&self, job: &Held) -> Result<bool, sqlx::Error> {
         let now = self.clock.now().as_micros();
-        let mut tx = self.begin_lax().await?;
+        let mut tx = self.db.begin_relaxed().await?;
         let queue: Option<(String,)> = with_tx!(&mut tx, conn => {
             sqlx::query_as(
                 "UPDATE jobs SET state = 'available', attempt = attempt - 1, run_at = $1, \
@@ -344,24 +324,22 @@ impl JobStore {
                  RETURNING queue",
             )
             .bind(now)
-            .bind(id.as_str())
-            .bind(token)
-            .bind(workspace.as_str())
+            .bind(job.id.as_str())
+            .bind(&job.token)
+            .bind(job.workspace.as_str())
             .fetch_optional(conn)
             .await
         })?;
         if let Some((queue,)) = &queue {
             let mut moves = Moves::new();
             moves.moved(
-                workspace.as_str(),
+                job.workspace.as_str(),
                 queue,
                 Some(JobState::Running),
                 Some(JobState::Available),
             );
             moves.apply(&mut tx).await?;
-            let notifier = self.notifier.clone();
-            let queue = queue.clone();
-            tx.after_commit(move || notifier.wake(&queue));
+            wake_after_commit(&self.notifier, &mut tx, &job.workspace, queue).await?;
         }
         tx.commit().await?;
         Ok(queue.is_some())

@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use pier_core::WorkspaceId;
 use pier_db::{with_reader, with_tx};
 
 use super::JobStore;
@@ -56,15 +57,19 @@ impl JobStore {
             })?;
             let n = rows.len();
             let mut woken = Vec::new();
+            let mut moves = Moves::new();
             for row in &rows {
                 let error = "the lease expired: the worker stopped heartbeating before finishing";
-                if record_failure(&mut tx, row, now, error, None).await? == JobState::Retryable {
-                    woken.push(row.queue.clone());
+                let state = record_failure(&mut tx, row, (error, None), now, &mut moves).await?;
+                if state == JobState::Retryable {
+                    woken.push((row.workspace_id.clone(), row.queue.clone()));
                 }
             }
+            moves.apply(&mut tx).await?;
             tx.commit().await?;
-            for queue in woken {
-                self.notifier.wake(&queue);
+            for (workspace, queue) in woken {
+                self.notifier
+                    .wake(&WorkspaceId::from_trusted(workspace), &queue);
             }
             rescued += n as u64;
             if (n as i64) < BATCH {
@@ -75,38 +80,47 @@ impl JobStore {
 
     /// Moves scheduled and retryable jobs whose time has come to `available`, so states read
     /// true. (Claims take due jobs in those states directly, so this never delays a job.)
+    ///
+    /// The pick locks its rows and skips those another transaction holds (a claim or a cancel
+    /// in progress), and the update checks the state again: under READ COMMITTED a row that a
+    /// claim moved to `running` after the pick looked must not be put back to `available`.
     pub async fn promote_due(&self) -> Result<u64, sqlx::Error> {
         let now = self.clock.now().as_micros();
+        let sql = format!(
+            "UPDATE jobs SET state = 'available' WHERE (workspace_id, id) IN \
+             (SELECT workspace_id, id FROM jobs WHERE state = $1 AND run_at <= $2 LIMIT 5000 {}) \
+             AND state = $1 RETURNING workspace_id, queue",
+            self.db.backend().for_update_skip_locked()
+        );
         let mut tx = self.db.begin().await?;
         let mut moves = Moves::new();
         let mut queues = BTreeSet::new();
         for from in [JobState::Scheduled, JobState::Retryable] {
             let promoted: Vec<(String, String)> = with_tx!(&mut tx, conn => {
-                sqlx::query_as(
-                    "UPDATE jobs SET state = 'available' WHERE (workspace_id, id) IN \
-                     (SELECT workspace_id, id FROM jobs WHERE state = $1 AND run_at <= $2 LIMIT 5000) \
-                     RETURNING workspace_id, queue",
-                )
-                .bind(from.as_str())
-                .bind(now)
-                .fetch_all(conn)
-                .await
+                sqlx::query_as(&sql)
+                    .bind(from.as_str())
+                    .bind(now)
+                    .fetch_all(conn)
+                    .await
             })?;
             for (workspace, queue) in promoted {
                 moves.moved(&workspace, &queue, Some(from), Some(JobState::Available));
-                queues.insert(queue);
+                queues.insert((workspace, queue));
             }
         }
         moves.apply(&mut tx).await?;
         tx.commit().await?;
-        for queue in &queues {
-            self.notifier.wake(queue);
+        for (workspace, queue) in &queues {
+            self.notifier
+                .wake(&WorkspaceId::from_trusted(workspace.clone()), queue);
         }
         Ok(queues.len() as u64)
     }
 
     /// Deletes finished jobs older than `retention`, in bounded batches, one workspace at a time
-    /// (each walks its primary-key range of ids older than the cutoff). Returns how many.
+    /// (each walks its primary-key range of ids older than the cutoff). Returns how many. Like
+    /// promotion, the pick skips locked rows and the delete checks the state again, so a job
+    /// retried meanwhile is never deleted.
     pub async fn prune(&self, retention: &Retention) -> Result<u64, sqlx::Error> {
         let now = self.clock.now();
         let workspaces: Vec<(String,)> = with_reader!(&self.db, pool => {
@@ -115,6 +129,12 @@ impl JobStore {
                 .fetch_all(pool)
                 .await
         })?;
+        let sql = format!(
+            "DELETE FROM jobs WHERE (workspace_id, id) IN (SELECT workspace_id, id FROM jobs \
+             WHERE workspace_id = $1 AND id < $2 AND state = $3 AND finalized_at < $4 LIMIT $5 {}) \
+             AND state = $3 AND finalized_at < $4 RETURNING workspace_id, queue",
+            self.db.backend().for_update_skip_locked()
+        );
         let mut pruned = 0;
         for (workspace,) in &workspaces {
             for (state, keep) in [
@@ -128,18 +148,14 @@ impl JobStore {
                 loop {
                     let mut tx = self.db.begin().await?;
                     let deleted: Vec<(String, String)> = with_tx!(&mut tx, conn => {
-                        sqlx::query_as(
-                            "DELETE FROM jobs WHERE (workspace_id, id) IN (SELECT workspace_id, id \
-                             FROM jobs WHERE workspace_id = $1 AND id < $2 AND state = $3 \
-                             AND finalized_at < $4 LIMIT $5) RETURNING workspace_id, queue",
-                        )
-                        .bind(workspace)
-                        .bind(&id_bound)
-                        .bind(state.as_str())
-                        .bind(cutoff.as_micros())
-                        .bind(BATCH * 4)
-                        .fetch_all(conn)
-                        .await
+                        sqlx::query_as(&sql)
+                            .bind(workspace)
+                            .bind(&id_bound)
+                            .bind(state.as_str())
+                            .bind(cutoff.as_micros())
+                            .bind(BATCH * 4)
+                            .fetch_all(conn)
+                            .await
                     })?;
                     let mut moves = Moves::new();
                     for (workspace, queue) in &deleted {

@@ -7,6 +7,7 @@ mod counts;
 mod enqueue;
 mod finish;
 mod maintenance;
+mod operator;
 mod queues;
 
 use std::sync::Arc;
@@ -15,19 +16,25 @@ use pier_core::WorkspaceId;
 use pier_core::{Clock, Timestamp};
 use pier_db::{Db, Tx, with_reader};
 
-pub use claim::{ClaimTarget, Heartbeat};
+pub use claim::{ClaimLimits, ClaimTarget, Heartbeat};
+pub use finish::{Completion, Failure, Held, MAX_ERROR_CHARS, MAX_RESULT_BYTES};
 pub use maintenance::Retention;
-pub use queues::QueueInfo;
+pub use queues::{MAX_QUEUE_SETTINGS, QueueInfo, QueuePatch};
 
-use crate::model::{AttemptError, Job, JobId, JobState};
+use crate::model::{AttemptError, Job, JobId, JobKind, JobState, QueueName};
 use crate::notify::Notifier;
 
 /// How many failures a job keeps.
 const KEPT_ERRORS: usize = 10;
 
 pub(crate) const JOB_COLUMNS: &str = "id, workspace_id, queue, kind, payload, state, priority, \
-    run_at, attempt, max_attempts, unique_key, errors, cancel_requested, worker_id, \
+    run_at, attempt, max_attempts, unique_key, result, errors, cancel_requested, worker_id, \
     lease_expires_at, created_at, attempted_at, finalized_at";
+
+/// The states of a job that is still waiting to run, as SQL.
+pub(crate) const WAITING: &str = "('available', 'scheduled', 'retryable')";
+/// The states of an unfinished job, as SQL.
+pub(crate) const UNFINISHED: &str = "('scheduled', 'available', 'running', 'retryable')";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct JobRow {
@@ -43,6 +50,7 @@ pub(crate) struct JobRow {
     attempt: i64,
     max_attempts: i64,
     unique_key: Option<String>,
+    result: Option<String>,
     errors: String,
     cancel_requested: bool,
     worker_id: Option<String>,
@@ -52,7 +60,7 @@ pub(crate) struct JobRow {
     finalized_at: Option<i64>,
 }
 
-fn decode_error(what: &str, err: impl std::fmt::Display) -> sqlx::Error {
+pub(crate) fn decode_error(what: &str, err: impl std::fmt::Display) -> sqlx::Error {
     sqlx::Error::Decode(format!("job {what}: {err}").into())
 }
 
@@ -74,7 +82,12 @@ impl TryFrom<JobRow> for Job {
             attempt: small(row.attempt),
             max_attempts: small(row.max_attempts),
             unique_key: row.unique_key,
-            errors: parse_errors(&row.errors),
+            result: row
+                .result
+                .map(|r| serde_json::from_str(&r))
+                .transpose()
+                .map_err(|e| decode_error("result", e))?,
+            errors: parse_errors(&row.errors)?,
             cancel_requested: row.cancel_requested,
             worker_id: row.worker_id,
             lease_expires_at: row.lease_expires_at.map(Timestamp::from_micros),
@@ -85,17 +98,19 @@ impl TryFrom<JobRow> for Job {
     }
 }
 
-pub(crate) fn parse_errors(text: &str) -> Vec<AttemptError> {
-    serde_json::from_str(text).unwrap_or_default()
+/// Reads a job's failure history. A corrupt one is an error, never read as empty: the next
+/// failure would otherwise overwrite the history with only itself.
+pub(crate) fn parse_errors(text: &str) -> Result<Vec<AttemptError>, sqlx::Error> {
+    serde_json::from_str(text).map_err(|e| decode_error("error history", e))
 }
 
 /// Appends a failure, keeping the most recent [`KEPT_ERRORS`].
-pub(crate) fn push_error(text: &str, error: AttemptError) -> String {
-    let mut errors = parse_errors(text);
+pub(crate) fn push_error(text: &str, error: AttemptError) -> Result<String, sqlx::Error> {
+    let mut errors = parse_errors(text)?;
     errors.push(error);
     let excess = errors.len().saturating_sub(KEPT_ERRORS);
     errors.drain(..excess);
-    serde_json::to_string(&errors).unwrap_or_else(|_| "[]".to_owned())
+    serde_json::to_string(&errors).map_err(|e| sqlx::Error::Encode(e.into()))
 }
 
 pub(crate) fn to_jobs(rows: Vec<JobRow>) -> Result<Vec<Job>, sqlx::Error> {
@@ -105,9 +120,9 @@ pub(crate) fn to_jobs(rows: Vec<JobRow>) -> Result<Vec<Job>, sqlx::Error> {
 /// Filters for listing jobs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobFilter {
-    pub queue: Option<String>,
+    pub queue: Option<QueueName>,
     pub state: Option<JobState>,
-    pub kind: Option<String>,
+    pub kind: Option<JobKind>,
 }
 
 /// Jobs on the configured database.
@@ -143,7 +158,20 @@ impl JobStore {
         self.db.begin_relaxed().await
     }
 
+    /// A tenant's job; Pier's own jobs (in `pier.` queues) are not found.
     pub async fn get(
+        &self,
+        workspace: &WorkspaceId,
+        id: &JobId,
+    ) -> Result<Option<Job>, sqlx::Error> {
+        Ok(self
+            .find(workspace, id)
+            .await?
+            .filter(|job| !job.queue.starts_with(crate::model::RESERVED_PREFIX)))
+    }
+
+    /// Any job of the workspace, Pier's own included.
+    pub(crate) async fn find(
         &self,
         workspace: &WorkspaceId,
         id: &JobId,
@@ -159,7 +187,8 @@ impl JobStore {
         row.map(Job::try_from).transpose()
     }
 
-    /// Newest first (ids are time-ordered), keyset-paginated on the id, along the primary key.
+    /// A tenant's jobs, newest first (ids are time-ordered), keyset-paginated on the id along the
+    /// primary key. Pier's own jobs are not listed.
     pub async fn list(
         &self,
         workspace: &WorkspaceId,
@@ -171,14 +200,14 @@ impl JobStore {
             "SELECT {JOB_COLUMNS} FROM jobs WHERE workspace_id = $1 \
              AND ($2 IS NULL OR queue = $2) AND ($3 IS NULL OR state = $3) \
              AND ($4 IS NULL OR kind = $4) AND ($5 IS NULL OR id < $5) \
-             ORDER BY id DESC LIMIT $6"
+             AND queue NOT LIKE 'pier.%' ORDER BY id DESC LIMIT $6"
         );
         let rows: Vec<JobRow> = with_reader!(&self.db, pool => {
             sqlx::query_as(&sql)
                 .bind(workspace.as_str())
-                .bind(filter.queue.as_deref())
+                .bind(filter.queue.as_ref().map(QueueName::as_str))
                 .bind(filter.state.map(JobState::as_str))
-                .bind(filter.kind.as_deref())
+                .bind(filter.kind.as_ref().map(JobKind::as_str))
                 .bind(before.as_deref())
                 .bind(i64::from(limit))
                 .fetch_all(pool)
@@ -193,6 +222,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_corrupt_history_is_an_error() {
+        assert!(parse_errors("not json").is_err());
+        let error = AttemptError {
+            attempt: 1,
+            at: Timestamp::from_micros(0),
+            error: "boom".into(),
+        };
+        assert!(push_error("{\"truncated\": ", error).is_err());
+    }
+
+    #[test]
     fn keeps_the_latest_errors() {
         let mut text = "[]".to_owned();
         for attempt in 1..=15 {
@@ -201,9 +241,9 @@ mod tests {
                 at: Timestamp::from_micros(0),
                 error: "boom".into(),
             };
-            text = push_error(&text, error);
+            text = push_error(&text, error).expect("valid history");
         }
-        let kept = parse_errors(&text);
+        let kept = parse_errors(&text).expect("valid history");
         assert_eq!(kept.len(), KEPT_ERRORS);
         assert_eq!(kept.first().map(|e| e.attempt), Some(6));
         assert_eq!(kept.last().map(|e| e.attempt), Some(15));

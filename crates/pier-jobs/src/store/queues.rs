@@ -2,13 +2,17 @@
 
 use std::collections::BTreeMap;
 
-use pier_core::Timestamp;
-use pier_core::WorkspaceId;
-use pier_db::{with_reader, with_writer};
+use pier_core::{Timestamp, WorkspaceId};
+use pier_db::{Tx, with_reader, with_tx};
 use serde::Serialize;
 
-use super::JobStore;
-use crate::model::{JobState, QueueName};
+use super::{JobStore, WAITING};
+use crate::model::{JobError, JobState, QueueName};
+use crate::notify::wake_after_commit;
+
+/// How many queues of one workspace may have settings of their own. Settings rows exist only
+/// while they differ from the defaults, so this bounds what arbitrary names can create.
+pub const MAX_QUEUE_SETTINGS: i64 = 1000;
 
 /// A queue as `GET /v1/queues` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
@@ -26,164 +30,226 @@ pub struct QueueInfo {
     pub oldest_available_age_secs: f64,
 }
 
-/// A queue setting with its new value.
-enum Setting {
-    Paused(bool),
-    ConcurrencyLimit(Option<u32>),
-}
-
-impl Setting {
-    fn column(&self) -> &'static str {
-        match self {
-            Self::Paused(_) => "paused",
-            Self::ConcurrencyLimit(_) => "concurrency_limit",
-        }
-    }
+/// A change to a queue's settings: `None` leaves a setting as it is (JSON Merge Patch).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueuePatch {
+    pub paused: Option<bool>,
+    /// `Some(None)` removes the limit.
+    pub concurrency_limit: Option<Option<u32>>,
 }
 
 #[derive(sqlx::FromRow)]
-struct StateCount {
-    queue: String,
-    state: String,
-    n: i64,
+struct QueueRow {
+    name: String,
+    paused: Option<bool>,
+    concurrency_limit: Option<i64>,
+    scheduled: i64,
+    available: i64,
+    running: i64,
+    retryable: i64,
+    completed: i64,
+    discarded: i64,
+    cancelled: i64,
+    head_run_at: Option<i64>,
 }
 
-/// The queue's entry, created with zero counts on first sight.
-fn queue_entry<'a>(queues: &'a mut BTreeMap<String, QueueInfo>, name: &str) -> &'a mut QueueInfo {
-    queues.entry(name.to_owned()).or_insert_with(|| QueueInfo {
-        name: name.to_owned(),
-        paused: false,
-        concurrency_limit: None,
-        counts: JobState::ALL.iter().map(|s| (s.as_str(), 0)).collect(),
-        oldest_available_age_secs: 0.0,
-    })
+impl QueueRow {
+    fn into_info(self, now: Timestamp) -> Result<QueueInfo, sqlx::Error> {
+        let counts = [
+            (JobState::Scheduled, self.scheduled),
+            (JobState::Available, self.available),
+            (JobState::Running, self.running),
+            (JobState::Retryable, self.retryable),
+            (JobState::Completed, self.completed),
+            (JobState::Discarded, self.discarded),
+            (JobState::Cancelled, self.cancelled),
+        ];
+        let counts = counts
+            .into_iter()
+            .map(|(state, n)| {
+                // Every transition keeps the counters exact; a negative one is a bug to report,
+                // never a value to clamp.
+                u64::try_from(n).map(|n| (state.as_str(), n)).map_err(|_| {
+                    super::decode_error(
+                        "counter",
+                        format!("queue {} has {n} {state} jobs", self.name),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(QueueInfo {
+            name: self.name,
+            paused: self.paused.unwrap_or(false),
+            concurrency_limit: self.concurrency_limit.and_then(|l| u32::try_from(l).ok()),
+            counts,
+            oldest_available_age_secs: self.head_run_at.map_or(0.0, |at| {
+                now.duration_since(Timestamp::from_micros(at)).as_secs_f64()
+            }),
+        })
+    }
+}
+
+fn count(state: JobState) -> String {
+    format!(
+        "CAST(COALESCE(SUM(CASE WHEN c.state = '{0}' THEN c.n END), 0) AS BIGINT) AS {0}",
+        state.as_str()
+    )
 }
 
 impl JobStore {
-    /// Statistics for every queue of the workspace that has jobs or settings.
-    pub async fn queues(&self, workspace: &WorkspaceId) -> Result<Vec<QueueInfo>, sqlx::Error> {
-        let now = self.clock.now();
-        let counts: Vec<StateCount> = with_reader!(&self.db, pool => {
-            sqlx::query_as(
-                "SELECT queue, state, CAST(SUM(n) AS BIGINT) AS n FROM job_counts \
-                 WHERE workspace_id = $1 GROUP BY queue, state",
-            )
-            .bind(workspace.as_str())
-            .fetch_all(pool)
-            .await
-        })?;
-        let settings: Vec<(String, bool, Option<i64>)> = with_reader!(&self.db, pool => {
-            sqlx::query_as(
-                "SELECT name, paused, concurrency_limit FROM queues WHERE workspace_id = $1",
-            )
-            .bind(workspace.as_str())
-            .fetch_all(pool)
-            .await
-        })?;
-
-        let mut queues: BTreeMap<String, QueueInfo> = BTreeMap::new();
-        for (name, paused, limit) in settings {
-            let info = queue_entry(&mut queues, &name);
-            info.paused = paused;
-            info.concurrency_limit = limit.and_then(|l| u32::try_from(l).ok());
-        }
-        for row in counts {
-            let info = queue_entry(&mut queues, &row.queue);
-            if let Some(state) = JobState::ALL.iter().find(|s| s.as_str() == row.state) {
-                *info.counts.entry(state.as_str()).or_default() +=
-                    u64::try_from(row.n).unwrap_or(0);
-            }
-        }
-        for info in queues.values_mut() {
-            let waiting = ["available", "scheduled", "retryable"];
-            if waiting
-                .iter()
-                .any(|s| info.counts.get(s).is_some_and(|n| *n > 0))
-            {
-                info.oldest_available_age_secs = self.head_age(workspace, &info.name, now).await?;
-            }
-        }
-        Ok(queues.into_values().collect())
-    }
-
-    /// How long the job at the head of the queue (the next one a claim takes) has been due:
-    /// one index probe, never a scan.
-    async fn head_age(
+    /// A page of the workspace's queues (those with jobs or settings), by name after `after`,
+    /// in one statement: counters summed, the head's age read from one index probe each.
+    /// Pier's own queues are not listed.
+    pub async fn queues(
         &self,
         workspace: &WorkspaceId,
-        queue: &str,
-        now: Timestamp,
-    ) -> Result<f64, sqlx::Error> {
-        let head: Option<i64> = with_reader!(&self.db, pool => {
-            sqlx::query_scalar(
-                "SELECT run_at FROM jobs WHERE queue = $1 AND workspace_id = $2 \
-                 AND state IN ('available', 'scheduled', 'retryable') AND run_at <= $3 \
-                 ORDER BY priority, run_at, id LIMIT 1",
-            )
-            .bind(queue)
-            .bind(workspace.as_str())
-            .bind(now.as_micros())
-            .fetch_optional(pool)
-            .await
-        })?;
-        Ok(head.map_or(0.0, |at| {
-            now.duration_since(Timestamp::from_micros(at)).as_secs_f64()
-        }))
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<QueueInfo>, sqlx::Error> {
+        self.read_queues(workspace, after, None, limit).await
     }
 
-    async fn upsert_setting(
+    /// One queue of the workspace; `None` when it has neither jobs nor settings.
+    pub async fn queue(
         &self,
         workspace: &WorkspaceId,
         queue: &QueueName,
-        setting: Setting,
-    ) -> Result<(), sqlx::Error> {
-        let now = self.clock.now().as_micros();
-        let column = setting.column();
-        let sql = format!(
-            "INSERT INTO queues (workspace_id, name, {column}, updated_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (workspace_id, name) DO UPDATE SET {column} = excluded.{column}, \
-             updated_at = excluded.updated_at"
-        );
-        with_writer!(&self.db, pool => {
-            let query = sqlx::query(&sql)
-                .bind(workspace.as_str())
-                .bind(queue.as_str());
-            let query = match setting {
-                Setting::Paused(paused) => query.bind(paused),
-                Setting::ConcurrencyLimit(limit) => query.bind(limit.map(i64::from)),
-            };
-            query
-                .bind(now)
-                .execute(pool)
-                .await
-                .map(|r| r.rows_affected())
-        })?;
-        Ok(())
-    }
-
-    /// Pauses or resumes a queue: a paused queue hands out no jobs; running ones finish.
-    pub async fn set_paused(
-        &self,
-        workspace: &WorkspaceId,
-        queue: &QueueName,
-        paused: bool,
-    ) -> Result<(), sqlx::Error> {
-        self.upsert_setting(workspace, queue, Setting::Paused(paused))
+    ) -> Result<Option<QueueInfo>, sqlx::Error> {
+        let mut found = self
+            .read_queues(workspace, None, Some(queue.as_str()), 1)
             .await?;
-        if !paused {
-            self.notifier.wake(queue.as_str());
-        }
-        Ok(())
+        Ok(found.pop())
     }
 
-    /// Sets (or clears) how many jobs of the queue may run at once across all nodes.
-    pub async fn set_concurrency_limit(
+    async fn read_queues(
+        &self,
+        workspace: &WorkspaceId,
+        after: Option<&str>,
+        only: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<QueueInfo>, sqlx::Error> {
+        let now = self.clock.now();
+        let counts: Vec<String> = JobState::ALL.into_iter().map(count).collect();
+        let sql = format!(
+            "WITH page AS (SELECT name FROM (SELECT queue AS name FROM job_counts \
+             WHERE workspace_id = $1 UNION SELECT name FROM queues WHERE workspace_id = $1) AS n \
+             WHERE ($2 IS NULL OR name > $2) AND ($5 IS NULL OR name = $5) \
+             AND name NOT LIKE 'pier.%' ORDER BY name LIMIT $3) \
+             SELECT page.name, s.paused, s.concurrency_limit, {}, \
+             (SELECT j.run_at FROM jobs j WHERE j.workspace_id = $1 AND j.queue = page.name \
+             AND j.state IN {WAITING} AND j.run_at <= $4 ORDER BY j.priority, j.run_at, j.id \
+             LIMIT 1) AS head_run_at \
+             FROM page LEFT JOIN queues s ON s.workspace_id = $1 AND s.name = page.name \
+             LEFT JOIN job_counts c ON c.workspace_id = $1 AND c.queue = page.name \
+             GROUP BY page.name, s.paused, s.concurrency_limit ORDER BY page.name",
+            counts.join(", ")
+        );
+        let rows: Vec<QueueRow> = with_reader!(&self.db, pool => {
+            sqlx::query_as(&sql)
+                .bind(workspace.as_str())
+                .bind(after)
+                .bind(i64::from(limit))
+                .bind(now.as_micros())
+                .bind(only)
+                .fetch_all(pool)
+                .await
+        })?;
+        rows.into_iter().map(|row| row.into_info(now)).collect()
+    }
+
+    /// Changes a queue's settings (pause, concurrency limit) and returns it. A paused queue hands
+    /// out no jobs (running ones finish); the limit caps how many run at once across all nodes.
+    pub async fn update_queue(
         &self,
         workspace: &WorkspaceId,
         queue: &QueueName,
-        limit: Option<u32>,
-    ) -> Result<(), sqlx::Error> {
-        self.upsert_setting(workspace, queue, Setting::ConcurrencyLimit(limit))
+        patch: QueuePatch,
+    ) -> Result<QueueInfo, JobError> {
+        let mut tx = self.db.begin().await?;
+        self.write_settings(&mut tx, workspace, queue, patch)
+            .await?;
+        if patch.paused == Some(false) {
+            wake_after_commit(&self.notifier, &mut tx, workspace, queue.as_str()).await?;
+        }
+        tx.commit().await?;
+        Ok(self
+            .queue(workspace, queue)
+            .await?
+            .unwrap_or_else(|| QueueInfo::empty(queue)))
+    }
+
+    async fn write_settings(
+        &self,
+        tx: &mut Tx,
+        workspace: &WorkspaceId,
+        queue: &QueueName,
+        patch: QueuePatch,
+    ) -> Result<(), JobError> {
+        let current: Option<(bool, Option<i64>)> = with_tx!(tx, conn => {
+            sqlx::query_as(
+                "SELECT paused, concurrency_limit FROM queues WHERE workspace_id = $1 AND name = $2",
+            )
+            .bind(workspace.as_str())
+            .bind(queue.as_str())
+            .fetch_optional(conn)
             .await
+        })?;
+        let (paused, limit) = current.unwrap_or((false, None));
+        let paused = patch.paused.unwrap_or(paused);
+        let limit = patch.concurrency_limit.map_or(limit, |l| l.map(i64::from));
+        if !paused && limit.is_none() {
+            // Back to the defaults: no row needed.
+            with_tx!(tx, conn => {
+                sqlx::query("DELETE FROM queues WHERE workspace_id = $1 AND name = $2")
+                    .bind(workspace.as_str())
+                    .bind(queue.as_str())
+                    .execute(conn)
+                    .await
+                    .map(drop)
+            })?;
+            return Ok(());
+        }
+        if current.is_none() {
+            let rows: i64 = with_tx!(tx, conn => {
+                sqlx::query_scalar("SELECT COUNT(*) FROM queues WHERE workspace_id = $1")
+                    .bind(workspace.as_str())
+                    .fetch_one(conn)
+                    .await
+            })?;
+            if rows >= MAX_QUEUE_SETTINGS {
+                return Err(JobError::TooManyQueues(MAX_QUEUE_SETTINGS));
+            }
+        }
+        let now = self.clock.now().as_micros();
+        with_tx!(tx, conn => {
+            sqlx::query(
+                "INSERT INTO queues (workspace_id, name, paused, concurrency_limit, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (workspace_id, name) DO UPDATE SET \
+                 paused = excluded.paused, concurrency_limit = excluded.concurrency_limit, \
+                 updated_at = excluded.updated_at",
+            )
+            .bind(workspace.as_str())
+            .bind(queue.as_str())
+            .bind(paused)
+            .bind(limit)
+            .bind(now)
+            .execute(conn)
+            .await
+            .map(drop)
+        })?;
+        Ok(())
+    }
+}
+
+impl QueueInfo {
+    /// A queue with no jobs and default settings.
+    fn empty(queue: &QueueName) -> Self {
+        Self {
+            name: queue.as_str().to_owned(),
+            paused: false,
+            concurrency_limit: None,
+            counts: JobState::ALL.iter().map(|s| (s.as_str(), 0)).collect(),
+            oldest_available_age_secs: 0.0,
+        }
     }
 }

@@ -22,7 +22,6 @@ on_both_backends!(
     jobs_are_invisible_to_other_workspaces,
     listing_filters_and_pages,
     counters_match_the_rows,
-    transactional_enqueue_commits_or_vanishes,
 );
 
 async fn claim(app: &TestApp, queue: &str, body: Value) -> Vec<Value> {
@@ -615,76 +614,4 @@ async fn counters_match_the_rows(backend: Backend) {
             >= 4,
         "varied states: {rows:?}"
     );
-}
-
-/// Other capabilities enqueue inside their own transaction: no commit, no job (and no wake-up).
-async fn transactional_enqueue_commits_or_vanishes(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
-    let ws = app.workspace();
-    let new_job = || {
-        let kind = pier_jobs::JobKind::parse("outbox").expect("kind");
-        pier_jobs::NewJob::new(kind, json!({}))
-            .on_queue(pier_jobs::QueueName::parse("tx").expect("queue"))
-    };
-    let mut wake = app.jobs.notifier().subscribe("tx");
-    wake.borrow_and_update();
-
-    let mut tx = app.db.begin().await.expect("begin");
-    app.jobs
-        .enqueue_in(&mut tx, &ws, vec![new_job()])
-        .await
-        .expect("enqueue in tx");
-    tx.rollback().await.expect("rollback");
-    assert!(
-        !wake.has_changed().expect("open"),
-        "a rolled-back enqueue wakes nobody"
-    );
-    assert_eq!(app.get_value("/v1/jobs?queue=tx").await["data"], json!([]));
-
-    let mut tx = app.db.begin().await.expect("begin");
-    let enqueued = app
-        .jobs
-        .enqueue_in(&mut tx, &ws, vec![new_job()])
-        .await
-        .expect("enqueue in tx");
-    assert!(
-        !wake.has_changed().expect("open"),
-        "nobody is woken before the commit"
-    );
-    tx.commit().await.expect("commit");
-    tokio::time::timeout(Duration::from_secs(5), wake.changed())
-        .await
-        .expect("woken on commit")
-        .expect("open");
-    let listed = app.get_value("/v1/jobs?queue=tx").await;
-    assert_eq!(listed["data"][0]["id"], enqueued[0].job.id.as_str());
-}
-
-/// On PostgreSQL an enqueue on one node wakes idle workers on another through LISTEN/NOTIFY.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs PostgreSQL: set PIER_TEST_DATABASE_URL"]
-async fn postgres_enqueue_wakes_other_nodes() {
-    let app = TestApp::spawn(Backend::postgres()).await;
-    let other_node = pier_jobs::Notifier::new();
-    let relay = other_node
-        .relay(&app.db)
-        .expect("PostgreSQL relays wake-ups");
-    let mut wake = other_node.subscribe("remote");
-    wake.borrow_and_update();
-    // The listener connects in the background; enqueue until its wake-up arrives (bounded).
-    let woken = async {
-        loop {
-            enqueue(&app, json!({"kind": "k", "queue": "remote"})).await;
-            if tokio::time::timeout(Duration::from_millis(500), wake.changed())
-                .await
-                .is_ok()
-            {
-                return;
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), woken)
-        .await
-        .expect("the other node was woken");
-    relay.abort();
 }

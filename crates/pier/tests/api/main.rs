@@ -10,4 +10,3 @@ mod idempotency;
 mod jobs;
 mod lifecycle;
 mod pagination;
-mod workers;

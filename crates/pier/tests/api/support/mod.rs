@@ -35,6 +35,9 @@ pub struct TestApp {
 pub struct Options {
     pub body_limit_bytes: Option<usize>,
     pub redis_url: Option<String>,
+    /// Run lease rescue, promotion and pruning in the background, as a real node does. Off by
+    /// default, so a test that calls them itself is not raced by the app.
+    pub background_upkeep: bool,
 }
 
 impl TestApp {
@@ -58,9 +61,12 @@ impl TestApp {
         };
         let config = Config::load(&args).expect("valid test config");
         let clock = ManualClock::starting_now();
-        let app = Application::build(config, Arc::new(clock.clone()))
+        let mut app = Application::build(config, Arc::new(clock.clone()))
             .await
             .expect("app builds");
+        if !options.background_upkeep {
+            app = app.without_background_upkeep();
+        }
         let first = app.bootstrap().expect("a fresh database is bootstrapped");
         let owner_key = first.secret.expose().to_owned();
         let workspace_id = first.workspace.id.to_string();

@@ -1,0 +1,250 @@
+//! What callers ask to enqueue, and the one set of rules that turns it into a [`NewJob`]: HTTP
+//! bodies deserialize into a [`JobSpec`], Rust code builds one, and both call
+//! [`JobSpec::build`], so every caller gets the same checks and the same field errors.
+
+use std::time::Duration;
+
+use pier_core::validation::plain_text;
+use pier_core::{Timestamp, ValidationErrors};
+use serde::Deserialize;
+
+use crate::model::{DEFAULT_LEASE, JobKind, NewJob, QueueName, RetryPolicy};
+
+/// The largest payload, as JSON text.
+pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+pub const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = -1_000_000..=1_000_000;
+pub const MAX_ATTEMPTS_RANGE: std::ops::RangeInclusive<u32> = 1..=1000;
+/// Leases, in seconds: long enough for a heartbeat to get through, short enough that a dead
+/// worker's job is rescued within the hour.
+pub const LEASE_SECONDS_RANGE: std::ops::RangeInclusive<u32> = 1..=3600;
+/// The longest delay between attempts, in seconds (30 days).
+pub const MAX_BACKOFF_SECONDS: u32 = 30 * 24 * 3600;
+pub const UNIQUE_KEY_MAX_CHARS: usize = 255;
+
+/// Retry timing for one job; both default to the standard policy (1 s and 1 h).
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackoffSpec {
+    /// Delay after the first failure, in seconds (doubling after each further failure).
+    #[schema(minimum = 1, maximum = 2592000)]
+    pub base_seconds: Option<u32>,
+    /// The longest delay, in seconds.
+    #[schema(minimum = 1, maximum = 2592000)]
+    pub max_seconds: Option<u32>,
+}
+
+/// A job to enqueue. Only `kind` is required.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// Defaults to `default`. Names starting with `pier.` are reserved.
+    #[schema(max_length = 64, pattern = "^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
+    pub queue: Option<String>,
+    /// What the job does; workers dispatch on it.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
+    )]
+    pub kind: String,
+    /// Any JSON, at most 1 MiB as text; defaults to `{}`.
+    #[schema(value_type = Option<Object>)]
+    pub payload: Option<serde_json::Value>,
+    /// Not before this time; omit to run now.
+    pub run_at: Option<Timestamp>,
+    /// Smaller runs first; default 0.
+    #[schema(minimum = -1000000, maximum = 1000000)]
+    pub priority: Option<i32>,
+    /// Attempts before the job is discarded (dead-lettered); default 20.
+    #[schema(minimum = 1, maximum = 1000)]
+    pub max_attempts: Option<u32>,
+    /// While an unfinished job has this key, enqueuing another returns it instead.
+    #[schema(min_length = 1, max_length = 255)]
+    pub unique_key: Option<String>,
+    pub backoff: Option<BackoffSpec>,
+    /// How long a claim holds the job without a heartbeat; default 30.
+    #[schema(minimum = 1, maximum = 3600)]
+    pub lease_seconds: Option<u32>,
+}
+
+impl JobSpec {
+    pub fn new(kind: impl Into<String>) -> Self {
+        Self {
+            kind: kind.into(),
+            ..Self::default()
+        }
+    }
+
+    #[must_use]
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = Some(queue.into());
+        self
+    }
+
+    #[must_use]
+    pub fn payload(mut self, payload: serde_json::Value) -> Self {
+        self.payload = Some(payload);
+        self
+    }
+
+    #[must_use]
+    pub fn unique_key(mut self, key: impl Into<String>) -> Self {
+        self.unique_key = Some(key.into());
+        self
+    }
+
+    #[must_use]
+    pub fn run_at(mut self, at: Timestamp) -> Self {
+        self.run_at = Some(at);
+        self
+    }
+
+    /// Checks every field, reporting all problems at once.
+    pub fn build(self) -> Result<NewJob, ValidationErrors> {
+        let mut errors = ValidationErrors::new();
+        let job = self.check("", &mut errors);
+        errors.into_result()?;
+        job.ok_or_else(|| ValidationErrors::single("body", "invalid", "invalid job"))
+    }
+
+    /// Like [`build`](Self::build), recording errors under `prefix` (e.g. `jobs[3].`) in
+    /// `errors`, for batches that report every job's problems together.
+    pub fn check(self, prefix: &str, errors: &mut ValidationErrors) -> Option<NewJob> {
+        let field = |name: &str| format!("{prefix}{name}");
+        let queue = match &self.queue {
+            None => Some(QueueName::default_queue()),
+            Some(q) => errors.check(&field("queue"), "invalid", QueueName::parse(q)),
+        };
+        let kind = errors.check(&field("kind"), "invalid", JobKind::parse(&self.kind));
+        let payload = self
+            .payload
+            .map_or_else(|| "{}".to_owned(), |p| p.to_string());
+        if payload.len() > MAX_PAYLOAD_BYTES {
+            errors.add(
+                &field("payload"),
+                "too_large",
+                format!("must be at most {MAX_PAYLOAD_BYTES} bytes as JSON"),
+            );
+        }
+        let priority = self.priority.unwrap_or(0);
+        if !PRIORITY_RANGE.contains(&priority) {
+            errors.add(
+                &field("priority"),
+                "out_of_range",
+                range_message(&PRIORITY_RANGE),
+            );
+        }
+        let mut retry = RetryPolicy::default();
+        if let Some(max) = self.max_attempts {
+            if MAX_ATTEMPTS_RANGE.contains(&max) {
+                retry.max_attempts = max;
+            } else {
+                errors.add(
+                    &field("max_attempts"),
+                    "out_of_range",
+                    range_message(&MAX_ATTEMPTS_RANGE),
+                );
+            }
+        }
+        if let Some(backoff) = self.backoff {
+            let base = backoff
+                .base_seconds
+                .map_or(retry.backoff_base.as_secs(), u64::from);
+            let max = backoff
+                .max_seconds
+                .map_or(retry.backoff_max.as_secs(), u64::from);
+            if base == 0 || base > max || max > u64::from(MAX_BACKOFF_SECONDS) {
+                errors.add(
+                    &field("backoff"),
+                    "invalid",
+                    format!(
+                        "base_seconds must be at least 1 and at most max_seconds, which must be \
+                         at most {MAX_BACKOFF_SECONDS}"
+                    ),
+                );
+            }
+            retry.backoff_base = Duration::from_secs(base);
+            retry.backoff_max = Duration::from_secs(max);
+        }
+        if let Some(key) = &self.unique_key {
+            errors.check(
+                &field("unique_key"),
+                "invalid",
+                plain_text(key, 1, UNIQUE_KEY_MAX_CHARS),
+            );
+        }
+        let lease = match self.lease_seconds {
+            None => DEFAULT_LEASE,
+            Some(s) if LEASE_SECONDS_RANGE.contains(&s) => Duration::from_secs(s.into()),
+            Some(_) => {
+                errors.add(
+                    &field("lease_seconds"),
+                    "out_of_range",
+                    range_message(&LEASE_SECONDS_RANGE),
+                );
+                DEFAULT_LEASE
+            }
+        };
+        Some(NewJob {
+            queue: queue?,
+            kind: kind?,
+            payload,
+            run_at: self.run_at,
+            priority,
+            retry,
+            unique_key: self.unique_key,
+            lease,
+        })
+    }
+}
+
+/// "must be from A to B", the one wording of every range check.
+pub fn range_message<T: std::fmt::Display>(range: &std::ops::RangeInclusive<T>) -> String {
+    format!("must be from {} to {}", range.start(), range.end())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_every_bad_field() {
+        let spec = JobSpec {
+            queue: Some("pier.webhooks".into()),
+            kind: "bad kind".into(),
+            priority: Some(2_000_000),
+            max_attempts: Some(0),
+            unique_key: Some("nul\0byte".into()),
+            lease_seconds: Some(0),
+            backoff: Some(BackoffSpec {
+                base_seconds: Some(10),
+                max_seconds: Some(5),
+            }),
+            payload: Some(serde_json::json!("x".repeat(MAX_PAYLOAD_BYTES))),
+            ..JobSpec::default()
+        };
+        let errors = spec.build().expect_err("invalid");
+        let fields: Vec<String> = errors.into_vec().into_iter().map(|e| e.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "queue",
+                "kind",
+                "payload",
+                "priority",
+                "max_attempts",
+                "backoff",
+                "unique_key",
+                "lease_seconds"
+            ]
+        );
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let job = JobSpec::new("send_email").build().expect("valid");
+        assert_eq!(job.queue.as_str(), "default");
+        assert_eq!(job.payload, "{}");
+        assert_eq!(job.lease, DEFAULT_LEASE);
+    }
+}

@@ -1,0 +1,194 @@
+//! What one tenant can reach, and what every resource is bounded by.
+
+use std::time::Duration;
+
+use pier_core::WorkspaceId;
+use pier_jobs::{
+    ClaimLimits, ClaimTarget, JobFilter, JobSpec, MAX_QUEUE_SETTINGS, QueueName, QueuePatch,
+};
+use serde_json::json;
+
+use crate::support::{Backend, Jobs, job, limits, on_both_backends, queue_name};
+
+on_both_backends!(
+    pier_queues_are_out_of_tenants_reach,
+    claims_stop_at_their_byte_budget,
+    queue_settings_are_bounded_and_merge,
+    listing_queues_pages_in_one_query,
+);
+
+async fn pier_queues_are_out_of_tenants_reach(backend: Backend) {
+    let jobs = Jobs::new(backend).await;
+    let refused = JobSpec::new("k").queue("pier.webhooks").build();
+    assert!(refused.is_err(), "tenants cannot name a reserved queue");
+    assert!(ClaimTarget::internal(queue_name("default")).is_none());
+
+    let internal = QueueName::internal("deliveries");
+    let pier_job = job("deliver", "default", json!({})).on_queue(internal.clone());
+    let id = jobs
+        .enqueue(vec![pier_job, job("mine", "default", json!({}))])
+        .await[0]
+        .job
+        .id
+        .clone();
+    let listed = jobs
+        .store
+        .list(&jobs.workspace, &JobFilter::default(), None, 10)
+        .await
+        .expect("list");
+    assert_eq!(listed.len(), 1, "Pier's own jobs are not listed");
+    assert!(
+        jobs.store
+            .get(&jobs.workspace, &id)
+            .await
+            .expect("get")
+            .is_none()
+    );
+    assert!(jobs.store.cancel(&jobs.workspace, &id).await.is_err());
+    assert!(jobs.store.retry(&jobs.workspace, &id).await.is_err());
+    let queues = jobs
+        .store
+        .queues(&jobs.workspace, None, 10)
+        .await
+        .expect("queues");
+    assert_eq!(
+        queues.iter().map(|q| q.name.as_str()).collect::<Vec<_>>(),
+        ["default"]
+    );
+    // A workspace-bound claim never reaches it; Pier's own pool does, across workspaces.
+    assert_eq!(jobs.claim("default", 10).await.len(), 1);
+    let target = ClaimTarget::internal(internal).expect("internal");
+    let claimed = jobs
+        .store
+        .claim(&target, limits(10), None, None)
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].workspace_id, jobs.workspace);
+}
+
+async fn claims_stop_at_their_byte_budget(backend: Backend) {
+    let jobs = Jobs::new(backend).await;
+    let big = "x".repeat(300 * 1024);
+    jobs.enqueue((0..6).map(|_| job("k", "big", json!(big))).collect())
+        .await;
+    let budget = ClaimLimits {
+        max: 10,
+        budget_bytes: 1024 * 1024,
+    };
+    let claimed = jobs
+        .store
+        .claim(&jobs.target("big"), budget, None, None)
+        .await
+        .expect("claim");
+    assert_eq!(
+        claimed.len(),
+        3,
+        "three 300 KiB payloads fit in 1 MiB, four do not"
+    );
+    let tiny = ClaimLimits {
+        max: 10,
+        budget_bytes: 1,
+    };
+    let claimed = jobs
+        .store
+        .claim(&jobs.target("big"), tiny, None, None)
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 1, "a claim always makes progress");
+}
+
+async fn queue_settings_are_bounded_and_merge(backend: Backend) {
+    let jobs = Jobs::new(backend).await;
+    let queue = queue_name("settings");
+    let limit = QueuePatch {
+        concurrency_limit: Some(Some(3)),
+        ..QueuePatch::default()
+    };
+    let info = jobs
+        .store
+        .update_queue(&jobs.workspace, &queue, limit)
+        .await
+        .expect("limit");
+    assert_eq!(info.concurrency_limit, Some(3));
+    let info = jobs
+        .store
+        .update_queue(&jobs.workspace, &queue, QueuePatch::default())
+        .await
+        .expect("empty patch");
+    assert_eq!(
+        info.concurrency_limit,
+        Some(3),
+        "an empty patch changes nothing"
+    );
+    let clear = QueuePatch {
+        concurrency_limit: Some(None),
+        ..QueuePatch::default()
+    };
+    let info = jobs
+        .store
+        .update_queue(&jobs.workspace, &queue, clear)
+        .await
+        .expect("clear");
+    assert_eq!(info.concurrency_limit, None);
+    assert!(
+        jobs.store
+            .queue(&jobs.workspace, &queue)
+            .await
+            .expect("queue")
+            .is_none(),
+        "back at the defaults, a queue without jobs leaves nothing behind"
+    );
+
+    let pause = QueuePatch {
+        paused: Some(true),
+        ..QueuePatch::default()
+    };
+    for i in 0..MAX_QUEUE_SETTINGS {
+        jobs.store
+            .update_queue(&jobs.workspace, &queue_name(&format!("p{i}")), pause)
+            .await
+            .expect("pause");
+    }
+    let err = jobs
+        .store
+        .update_queue(&jobs.workspace, &queue_name("one-too-many"), pause)
+        .await
+        .expect_err("bounded");
+    assert!(
+        matches!(err, pier_jobs::JobError::TooManyQueues(_)),
+        "{err}"
+    );
+    let other = WorkspaceId::new(pier_core::Timestamp::from_micros(0));
+    jobs.store
+        .update_queue(&other, &queue_name("one-too-many"), pause)
+        .await
+        .expect("another workspace has its own bound");
+}
+
+async fn listing_queues_pages_in_one_query(backend: Backend) {
+    let jobs = Jobs::new(backend).await;
+    jobs.enqueue(
+        (0..25)
+            .map(|i| job("k", &format!("q{i:02}"), json!({})))
+            .collect(),
+    )
+    .await;
+    jobs.clock.advance(Duration::from_secs(5));
+    let first = jobs
+        .store
+        .queues(&jobs.workspace, None, 10)
+        .await
+        .expect("page");
+    assert_eq!(first.len(), 10);
+    assert_eq!(first[0].name, "q00");
+    assert_eq!(first[0].counts["available"], 1);
+    assert!((first[0].oldest_available_age_secs - 5.0).abs() < 0.01);
+    let next = jobs
+        .store
+        .queues(&jobs.workspace, Some("q09"), 100)
+        .await
+        .expect("page");
+    assert_eq!(next.len(), 15);
+    assert_eq!(next[0].name, "q10");
+}
