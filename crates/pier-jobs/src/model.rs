@@ -255,7 +255,8 @@ pub struct NewJob {
     pub(crate) retry: RetryPolicy,
     /// While a job with this key is unfinished, enqueuing another returns it instead.
     pub(crate) unique_key: Option<String>,
-    pub(crate) lease: Duration,
+    /// `None`: the store's default lease.
+    pub(crate) lease: Option<Duration>,
 }
 
 impl NewJob {

@@ -8,7 +8,7 @@ use pier_core::validation::plain_text;
 use pier_core::{Timestamp, ValidationErrors};
 use serde::Deserialize;
 
-use crate::model::{DEFAULT_LEASE, JobKind, NewJob, QueueName, RetryPolicy};
+use crate::model::{JobKind, NewJob, QueueName, RetryPolicy};
 
 /// The largest payload, as JSON text.
 pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
@@ -62,7 +62,7 @@ pub struct JobSpec {
     #[schema(min_length = 1, max_length = 255)]
     pub unique_key: Option<String>,
     pub backoff: Option<BackoffSpec>,
-    /// How long a claim holds the job without a heartbeat; default 30.
+    /// How long a claim holds the job without a heartbeat; default 30 (configurable).
     #[schema(minimum = 1, maximum = 3600)]
     pub lease_seconds: Option<u32>,
 }
@@ -174,15 +174,15 @@ impl JobSpec {
             );
         }
         let lease = match self.lease_seconds {
-            None => DEFAULT_LEASE,
-            Some(s) if LEASE_SECONDS_RANGE.contains(&s) => Duration::from_secs(s.into()),
+            None => None,
+            Some(s) if LEASE_SECONDS_RANGE.contains(&s) => Some(Duration::from_secs(s.into())),
             Some(_) => {
                 errors.add(
                     &field("lease_seconds"),
                     "out_of_range",
                     range_message(&LEASE_SECONDS_RANGE),
                 );
-                DEFAULT_LEASE
+                None
             }
         };
         Some(NewJob {
@@ -245,6 +245,6 @@ mod tests {
         let job = JobSpec::new("send_email").build().expect("valid");
         assert_eq!(job.queue.as_str(), "default");
         assert_eq!(job.payload, "{}");
-        assert_eq!(job.lease, DEFAULT_LEASE);
+        assert_eq!(job.lease, None, "the store's default");
     }
 }

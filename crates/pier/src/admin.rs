@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{anyhow, bail};
 use pier_auth::{
     ApiKey, ApiKeyId, ApiKeyStore, KeyName, KeySecret, NewApiKey, Permission, PermissionSet, Role,
     WorkspaceId, WorkspaceName, WorkspaceStore,
@@ -23,15 +23,15 @@ fn clock() -> Arc<dyn Clock> {
 pub async fn migrate(config: &Config) -> anyhow::Result<()> {
     let db = open_database(config).await?;
     db.close().await;
-    eprintln!("Migrations applied to {}.", config.database_url.redacted());
+    eprintln!(
+        "Migrations applied to {}.",
+        config.database_url().redacted()
+    );
     Ok(())
 }
 
 pub fn print_config(config: &Config) -> anyhow::Result<()> {
-    print!(
-        "{}",
-        toml::to_string(config).context("cannot render the configuration")?
-    );
+    print!("{}", config.to_toml());
     Ok(())
 }
 

@@ -16,7 +16,7 @@ use pier_jobs::{JobStore, Notifier, Retention, WaiterLimits};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::Config;
+use crate::config::{Config, JobsSettings};
 
 /// How often expired idempotency records are deleted.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(600);
@@ -44,10 +44,10 @@ const SCHEMA: &[&[pier_db::Migration]] = &[
 
 /// Opens the configured database and applies pending migrations.
 pub async fn open_database(config: &Config) -> anyhow::Result<Db> {
-    let url = config.database_url.redacted();
+    let url = config.database_url().redacted();
     let db = config
-        .database_url
-        .connect(config.db_max_connections)
+        .database_url()
+        .connect(u32::try_from(config.server.db_max_connections).unwrap_or(u32::MAX))
         .await
         .with_context(|| format!("cannot open the database at {url}"))?;
     db.migrate(SCHEMA)
@@ -75,6 +75,22 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("cannot listen for {what} on {addr}"))
 }
 
+fn notifier(jobs: &JobsSettings) -> Notifier {
+    let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+    Notifier::new(WaiterLimits {
+        per_workspace: size(jobs.max_waiting_claims_per_workspace),
+        per_node: size(jobs.max_waiting_claims),
+    })
+}
+
+fn retention(jobs: &JobsSettings) -> Retention {
+    Retention {
+        completed: Duration::from_secs(jobs.completed_retention_secs),
+        cancelled: Duration::from_secs(jobs.cancelled_retention_secs),
+        discarded: Duration::from_secs(jobs.discarded_retention_secs),
+    }
+}
+
 /// The process-wide metrics recorder, installed once even when tests build many apps.
 fn metrics() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -98,6 +114,7 @@ impl Application {
     pub async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         let db = open_database(&config).await?;
         let chosen = config
+            .server
             .bootstrap_api_key
             .as_ref()
             .map(|k| k.expose().clone());
@@ -107,26 +124,23 @@ impl Application {
         let cursor_key = pier_db::server_secret(&db, "cursor_signing_key")
             .await
             .context("cannot load the cursor signing key")?;
-        let redis = match &config.redis_url {
+        let redis = match &config.server.redis_url {
             Some(url) => Some(connect_redis(url).await?),
             None => None,
         };
-        let jobs = JobStore::new(
-            db.clone(),
-            clock.clone(),
-            Notifier::new(WaiterLimits::default()),
-        );
+        let jobs = JobStore::new(db.clone(), clock.clone(), notifier(&config.jobs))
+            .with_default_lease(Duration::from_secs(config.jobs.default_lease_secs));
         let state = AppState::new(AppStateParts {
             db: db.clone(),
             clock: clock.clone(),
             cursors: CursorCodec::new(cursor_key),
             redis,
-            body_limit: config.body_limit_bytes,
+            body_limit: usize::try_from(config.server.body_limit_bytes).unwrap_or(usize::MAX),
             jobs: jobs.clone(),
-            claim_budget_bytes: 4 * 1024 * 1024,
+            claim_budget_bytes: config.jobs.claim_budget_bytes,
         });
-        let listener = bind(config.listen, "the API").await?;
-        let admin_listener = bind(config.admin_listen, "metrics").await?;
+        let listener = bind(config.server.listen, "the API").await?;
+        let admin_listener = bind(config.server.admin_listen, "metrics").await?;
         Ok(Self {
             config,
             db,
@@ -141,13 +155,15 @@ impl Application {
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().unwrap_or(self.config.listen)
+        self.listener
+            .local_addr()
+            .unwrap_or(self.config.server.listen)
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_listener
             .local_addr()
-            .unwrap_or(self.config.admin_listen)
+            .unwrap_or(self.config.server.admin_listen)
     }
 
     /// Leaves lease rescue, promotion and pruning to other nodes (or, in tests, to the test).
@@ -193,9 +209,13 @@ impl Application {
             self.clock.clone(),
             stop_rx.clone(),
         ));
-        let job_upkeep = self
-            .background_upkeep
-            .then(|| tokio::spawn(self.jobs.clone().maintain(Retention::default(), stop_rx)));
+        let job_upkeep = self.background_upkeep.then(|| {
+            tokio::spawn(
+                self.jobs
+                    .clone()
+                    .maintain(retention(&self.config.jobs), stop_rx),
+            )
+        });
         let wake_relay = self.jobs.notifier().relay(&self.db);
 
         tokio::select! {
@@ -206,13 +226,14 @@ impl Application {
             }
         }
         let _ = stop_tx.send(true);
-        match tokio::time::timeout(self.config.shutdown_timeout, &mut api).await {
+        let grace = Duration::from_secs(self.config.server.shutdown_timeout_secs);
+        match tokio::time::timeout(grace, &mut api).await {
             Ok(result) => result
                 .context("the API server panicked")?
                 .context("the API server failed")?,
             Err(_) => {
                 tracing::warn!(
-                    timeout_secs = self.config.shutdown_timeout.as_secs(),
+                    timeout_secs = grace.as_secs(),
                     "in-flight requests did not finish in time; closing them"
                 );
                 api.abort();
@@ -262,7 +283,7 @@ pub async fn launch(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let chose_key = config.bootstrap_api_key.is_some();
+    let chose_key = config.server.bootstrap_api_key.is_some();
     let app = Application::build(config, Arc::new(SystemClock)).await?;
     if let Some(first) = app.bootstrap() {
         announce(first, chose_key);
@@ -270,7 +291,7 @@ pub async fn launch(
     tracing::info!(
         listen = %app.local_addr(),
         admin_listen = %app.admin_addr(),
-        database = %app.config.database_url.redacted(),
+        database = %app.config.database_url().redacted(),
         "pier is ready"
     );
     app.run(shutdown).await

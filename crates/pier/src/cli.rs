@@ -1,8 +1,12 @@
-//! The command line. Every setting can also come from the environment (`PIER_*`) or the file.
+//! The command line. Every setting is a flag and a `PIER_*` environment variable, derived from
+//! the configuration's declaration of it, and can also come from the settings file.
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, Parser, Subcommand};
+
+use crate::config::{Config, Sources};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -17,75 +21,50 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Settings shared by every command. Values are checked by `Config::load`, so errors name the
-/// setting the same way whichever source it came from.
+/// The settings file; every other setting is a flag added from the configuration's keys (see
+/// [`with_settings`]).
 #[derive(Debug, Default, Args)]
 pub struct ConfigArgs {
     /// A TOML file of settings [default: ./pier.toml when present]
     #[arg(long, env = "PIER_CONFIG", global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Address of the API [default: 127.0.0.1:8080]
-    #[arg(long, env = "PIER_LISTEN", global = true, value_name = "ADDR")]
-    pub listen: Option<String>,
-    /// Address of the admin listener serving /metrics [default: 127.0.0.1:9464]
-    #[arg(long, env = "PIER_ADMIN_LISTEN", global = true, value_name = "ADDR")]
-    pub admin_listen: Option<String>,
-    /// Directory of the embedded database [default: ./pier-data]
-    #[arg(long, env = "PIER_DATA_DIR", global = true, value_name = "DIR")]
-    pub data_dir: Option<String>,
-    /// sqlite://PATH or postgres://… [default: sqlite://<data-dir>/pier.db]
-    #[arg(
-        long,
-        env = "PIER_DATABASE_URL",
-        global = true,
-        value_name = "URL",
-        hide_env_values = true
-    )]
-    pub database_url: Option<String>,
-    /// redis://… for a cluster's shared state
-    #[arg(
-        long,
-        env = "PIER_REDIS_URL",
-        global = true,
-        value_name = "URL",
-        hide_env_values = true
-    )]
-    pub redis_url: Option<String>,
-    /// The first API key to create instead of a random one (see `pier keys generate`)
-    #[arg(
-        long,
-        env = "PIER_BOOTSTRAP_API_KEY",
-        global = true,
-        value_name = "KEY",
-        hide_env_values = true,
-        hide = true
-    )]
-    pub bootstrap_api_key: Option<String>,
-    /// auto, json or pretty [default: auto]
-    #[arg(long, env = "PIER_LOG_FORMAT", global = true, value_name = "FORMAT")]
-    pub log_format: Option<String>,
-    /// Log filter, e.g. info or pier=debug [default: info]
-    #[arg(long, env = "PIER_LOG", global = true, value_name = "FILTER")]
-    pub log_level: Option<String>,
-    /// Largest request body in bytes [default: 1048576]
-    #[arg(
-        long,
-        env = "PIER_BODY_LIMIT_BYTES",
-        global = true,
-        value_name = "BYTES"
-    )]
-    pub body_limit_bytes: Option<String>,
-    /// Seconds shutdown waits for in-flight requests [default: 30]
-    #[arg(
-        long,
-        env = "PIER_SHUTDOWN_TIMEOUT_SECS",
-        global = true,
-        value_name = "SECS"
-    )]
-    pub shutdown_timeout_secs: Option<String>,
-    /// Database pool size [default: 16]
-    #[arg(long, env = "PIER_DB_MAX_CONNECTIONS", global = true, value_name = "N")]
-    pub db_max_connections: Option<String>,
+}
+
+/// The command line with a flag (and environment variable) for every setting.
+pub fn with_settings(command: clap::Command) -> clap::Command {
+    command.args(Config::keys().map(|key| {
+        let first_line = key.doc.lines().next().unwrap_or_default().trim();
+        clap::Arg::new(key.path())
+            .long(key.flag())
+            .env(key.env())
+            .global(true)
+            .value_name("VALUE")
+            .help(first_line.to_owned())
+            .hide(!key.has_flag())
+            .hide_env_values(key.is_secret())
+    }))
+}
+
+/// The settings the command line gave, environment before flags so that flags win.
+pub fn sources(matches: &ArgMatches, file: Option<PathBuf>) -> Sources {
+    let mut from_env = Vec::new();
+    let mut from_flags = Vec::new();
+    for key in Config::keys() {
+        let path = key.path();
+        let Ok(Some(value)) = matches.try_get_one::<String>(&path) else {
+            continue;
+        };
+        match matches.value_source(&path) {
+            Some(ValueSource::EnvVariable) => from_env.push((path, value.clone())),
+            Some(ValueSource::CommandLine) => from_flags.push((path, value.clone())),
+            _ => {}
+        }
+    }
+    from_env.extend(from_flags);
+    Sources {
+        file,
+        values: from_env,
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,21 +1,25 @@
 use std::process::ExitCode;
 
-use clap::Parser;
-use pier::cli::{Cli, Command};
+use clap::{CommandFactory, FromArgMatches};
+use pier::cli::{self, Cli, Command};
 use pier::{Config, admin, launch, shutdown_signal, telemetry};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = cli::with_settings(Cli::command()).get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(err) => err.exit(),
+    };
     let shutdown = shutdown_signal();
-    let config = match Config::load(&cli.config) {
+    let config = match Config::load(&cli::sources(&matches, cli.config.config.clone())) {
         Ok(config) => config,
         Err(err) => {
             eprintln!("pier: {err}");
             return ExitCode::from(2);
         }
     };
-    telemetry::init(config.log_format, &config.log_level);
+    telemetry::init(config.server.log_format, &config.server.log_level.0);
     let result = match cli.command {
         Command::Serve => launch(config, shutdown).await,
         Command::Migrate => admin::migrate(&config).await,

@@ -78,7 +78,7 @@ impl JobStore {
                     max_attempts: i64::from(job.retry.max_attempts),
                     backoff_base_ms: millis(job.retry.backoff_base),
                     backoff_max_ms: millis(job.retry.backoff_max),
-                    lease_ms: millis(job.lease),
+                    lease_ms: millis(job.lease.unwrap_or(self.default_lease)),
                     unique_key: job.unique_key.as_deref(),
                 }
             })

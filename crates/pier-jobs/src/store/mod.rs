@@ -11,6 +11,7 @@ mod operator;
 mod queues;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use pier_core::WorkspaceId;
 use pier_core::{Clock, Timestamp};
@@ -21,7 +22,7 @@ pub use finish::{Completion, Failure, Held, MAX_ERROR_CHARS, MAX_RESULT_BYTES};
 pub use maintenance::Retention;
 pub use queues::{MAX_QUEUE_SETTINGS, QueueInfo, QueuePatch};
 
-use crate::model::{AttemptError, Job, JobId, JobKind, JobState, QueueName};
+use crate::model::{AttemptError, DEFAULT_LEASE, Job, JobId, JobKind, JobState, QueueName};
 use crate::notify::Notifier;
 
 /// How many failures a job keeps.
@@ -131,6 +132,7 @@ pub struct JobStore {
     db: Db,
     clock: Arc<dyn Clock>,
     notifier: Notifier,
+    default_lease: Duration,
 }
 
 impl JobStore {
@@ -139,7 +141,15 @@ impl JobStore {
             db,
             clock,
             notifier,
+            default_lease: DEFAULT_LEASE,
         }
+    }
+
+    /// Sets the lease of jobs that do not choose their own.
+    #[must_use]
+    pub fn with_default_lease(mut self, lease: Duration) -> Self {
+        self.default_lease = lease;
+        self
     }
 
     pub fn notifier(&self) -> &Notifier {

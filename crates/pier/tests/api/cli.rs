@@ -122,6 +122,76 @@ fn config_layers_file_env_and_flags_and_redacts_secrets() {
 }
 
 #[test]
+fn every_section_is_configurable_and_printed() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(
+        dir.path().join("pier.toml"),
+        "[jobs]\nclaim_budget_bytes = 1000\ndefault_lease_secs = 60\n",
+    )
+    .expect("write");
+    let out = run(pier(dir.path())
+        .args(["--jobs-default-lease-secs", "90", "config"])
+        .env("PIER_JOBS_MAX_WAITING_CLAIMS", "7"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let shown = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "[jobs]",
+        "claim_budget_bytes = 1000",
+        "default_lease_secs = 90",
+        "max_waiting_claims = 7",
+        "completed_retention_secs = 86400",
+    ] {
+        assert!(shown.contains(line), "{line} in {shown}");
+    }
+    std::fs::write(dir.path().join("pier.toml"), "[jobs]\nclaim_budget = 1\n").expect("write");
+    let out = run(pier(dir.path()).arg("config"));
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("pier.toml: unknown setting `jobs.claim_budget`"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// Every form of credential the drivers accept stays out of `pier config`, the start-up log and
+/// connection errors.
+#[test]
+fn credentials_never_print() {
+    let dir = tempfile::tempdir().expect("dir");
+    let urls = [
+        // A server that refuses the role answers at once (a closed port is retried for 10 s).
+        (
+            "PIER_DATABASE_URL",
+            "postgres://nobody@127.0.0.1:5432/pier?password=hunter2",
+        ),
+        (
+            "PIER_DATABASE_URL",
+            "postgresql://nobody:hunter2@127.0.0.1:5432/pier",
+        ),
+        ("PIER_REDIS_URL", "redis://:hunter2@127.0.0.1:1"),
+        ("PIER_REDIS_URL", "rediss://user:hunter2@127.0.0.1:1"),
+    ];
+    for (variable, url) in urls {
+        for command in ["config", "serve"] {
+            let out = run(pier(dir.path())
+                .arg(command)
+                .env(variable, url)
+                .env("PIER_LISTEN", "127.0.0.1:0")
+                .env("PIER_ADMIN_LISTEN", "127.0.0.1:0"));
+            let printed = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                !printed.contains("hunter2"),
+                "{command:?} with {url}: {printed}"
+            );
+        }
+    }
+}
+
+#[test]
 fn offline_workspace_and_key_administration() {
     let dir = tempfile::tempdir().expect("dir");
     let out = run(pier(dir.path()).args(["workspaces", "create", "acme"]));

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pier::cli::ConfigArgs;
+use pier::config::Sources;
 use pier::{Application, Config};
 use pier_core::ManualClock;
 use reqwest::{Method, RequestBuilder, Response};
@@ -38,6 +38,8 @@ pub struct Options {
     /// Run lease rescue, promotion and pruning in the background, as a real node does. Off by
     /// default, so a test that calls them itself is not raced by the app.
     pub background_upkeep: bool,
+    /// Any other settings, e.g. `("jobs.claim_budget_bytes", "1024")`.
+    pub settings: Vec<(&'static str, String)>,
 }
 
 impl TestApp {
@@ -48,18 +50,23 @@ impl TestApp {
     pub async fn spawn_with(backend: Backend, options: Options) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let database_url = backend.fresh_database_url(dir.path()).await;
-        let args = ConfigArgs {
-            listen: Some("127.0.0.1:0".into()),
-            admin_listen: Some("127.0.0.1:0".into()),
-            data_dir: Some(dir.path().display().to_string()),
-            database_url: Some(database_url),
-            redis_url: options.redis_url,
-            body_limit_bytes: options.body_limit_bytes.map(|b| b.to_string()),
-            shutdown_timeout_secs: Some("5".into()),
-            db_max_connections: Some("4".into()),
-            ..ConfigArgs::default()
-        };
-        let config = Config::load(&args).expect("valid test config");
+        let mut sources = Sources::default()
+            .set("listen", "127.0.0.1:0")
+            .set("admin_listen", "127.0.0.1:0")
+            .set("data_dir", dir.path().display().to_string())
+            .set("database_url", database_url)
+            .set("shutdown_timeout_secs", "5")
+            .set("db_max_connections", "4");
+        if let Some(url) = options.redis_url {
+            sources = sources.set("redis_url", url);
+        }
+        if let Some(limit) = options.body_limit_bytes {
+            sources = sources.set("body_limit_bytes", limit.to_string());
+        }
+        for (setting, value) in options.settings {
+            sources = sources.set(setting, value);
+        }
+        let config = Config::load(&sources).expect("valid test config");
         let clock = ManualClock::starting_now();
         let mut app = Application::build(config, Arc::new(clock.clone()))
             .await

@@ -1,0 +1,338 @@
+//! The one typed configuration: defaults, then the file (`--config`, `PIER_CONFIG`, or
+//! `./pier.toml` when present), then `PIER_*` environment variables, then flags. Each setting is
+//! declared once, below, with its type, default and documentation; its file key, flag and
+//! environment variable are derived from its name and section (`[jobs] claim_budget_bytes` is
+//! `--jobs-claim-budget-bytes` and `PIER_JOBS_CLAIM_BUDGET_BYTES`). Everything is validated at
+//! start; a bad setting stops the process with one line naming it and where it can be given.
+
+mod value;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use pier_auth::KeySecret;
+use pier_core::{Secret, SecretUrl};
+use pier_db::DatabaseUrl;
+
+pub use value::{LogFilter, LogFormat, SettingValue};
+
+/// One setting, as the command line, the environment and the file name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Key {
+    /// The file section, `""` for the top level.
+    pub section: &'static str,
+    pub name: &'static str,
+    pub doc: &'static str,
+}
+
+/// Settings whose environment variable is not derived from their name (kept for
+/// compatibility).
+const ENV_NAMES: &[(&str, &str)] = &[("log_level", "PIER_LOG")];
+/// Settings given only by the environment or the file: a flag would put them in `ps` output.
+const NO_FLAG: &[&str] = &["bootstrap_api_key"];
+/// Settings whose values `--help` must not print (they come from the environment).
+const SECRET: &[&str] = &["database_url", "redis_url", "bootstrap_api_key"];
+
+impl Key {
+    /// `jobs.claim_budget_bytes`, or `listen` at the top level.
+    pub fn path(&self) -> String {
+        if self.section.is_empty() {
+            self.name.to_owned()
+        } else {
+            format!("{}.{}", self.section, self.name)
+        }
+    }
+
+    /// The flag without its dashes: `jobs-claim-budget-bytes`.
+    pub fn flag(&self) -> String {
+        self.path().replace(['.', '_'], "-")
+    }
+
+    pub fn env(&self) -> String {
+        ENV_NAMES
+            .iter()
+            .find(|(path, _)| *path == self.path())
+            .map_or_else(
+                || format!("PIER_{}", self.path().replace('.', "_").to_uppercase()),
+                |(_, env)| (*env).to_owned(),
+            )
+    }
+
+    pub fn has_flag(&self) -> bool {
+        !NO_FLAG.contains(&self.path().as_str())
+    }
+
+    pub fn is_secret(&self) -> bool {
+        SECRET.contains(&self.path().as_str())
+    }
+
+    /// How the setting can be given, for error messages: `listen (--listen / PIER_LISTEN)`.
+    fn described(&self) -> String {
+        if self.has_flag() {
+            format!("{} (--{} / {})", self.path(), self.flag(), self.env())
+        } else {
+            format!("{} ({})", self.path(), self.env())
+        }
+    }
+}
+
+/// Declares a section of settings: its struct, defaults, keys, and reading and showing values.
+macro_rules! settings {
+    ($(#[$meta:meta])* $name:ident in $section:literal {
+        $($(#[doc = $doc:literal])+ $field:ident: $ty:ty = $default:expr,)*
+    }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone)]
+        pub struct $name {
+            $($(#[doc = $doc])+ pub $field: $ty,)*
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self { $($field: $default,)* }
+            }
+        }
+
+        impl $name {
+            pub const KEYS: &'static [Key] = &[$(Key {
+                section: $section,
+                name: stringify!($field),
+                doc: concat!($($doc),+),
+            },)*];
+
+            /// Sets `name` from `text`; `None` when no such setting exists in this section.
+            fn set(&mut self, name: &str, text: &str) -> Option<Result<(), String>> {
+                match name {
+                    $(stringify!($field) => Some(
+                        <$ty as SettingValue>::parse(text).map(|v| self.$field = v),
+                    ),)*
+                    _ => None,
+                }
+            }
+
+            /// Every setting with its value, for `pier config`.
+            fn shown(&self) -> toml::Table {
+                let mut table = toml::Table::new();
+                $(if let Some(value) = SettingValue::show(&self.$field) {
+                    table.insert(stringify!($field).to_owned(), value);
+                })*
+                table
+            }
+        }
+    };
+}
+
+settings! {
+    /// The service itself: where it listens, what it stores in, how it logs.
+    ServerSettings in "" {
+        /// Where the API listens.
+        listen: SocketAddr = SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
+        /// Where `/metrics` listens; keep it private.
+        admin_listen: SocketAddr = SocketAddr::from((Ipv4Addr::LOCALHOST, 9464)),
+        /// Where the embedded database lives when no database_url is given.
+        data_dir: PathBuf = PathBuf::from("./pier-data"),
+        /// sqlite://PATH or postgres://… (default: sqlite://<data_dir>/pier.db).
+        database_url: Option<DatabaseUrl> = None,
+        /// redis://… for a cluster's shared state.
+        redis_url: Option<SecretUrl> = None,
+        /// The first owner key to create instead of a random one (see `pier keys generate`).
+        bootstrap_api_key: Option<Secret<KeySecret>> = None,
+        /// auto, json or pretty: JSON unless stderr is a terminal.
+        log_format: LogFormat = LogFormat::Auto,
+        /// A log filter, e.g. info or pier=debug,sqlx=warn.
+        log_level: LogFilter = LogFilter("info".to_owned()),
+        /// The largest request body accepted, in bytes.
+        body_limit_bytes: u64 = 1024 * 1024,
+        /// How long shutdown waits for in-flight requests, in seconds.
+        shutdown_timeout_secs: u64 = 30,
+        /// The size of the database connection pool.
+        db_max_connections: u64 = 16,
+    }
+}
+
+settings! {
+    /// The job queue: retention, leases and long-poll limits.
+    JobsSettings in "jobs" {
+        /// How long completed jobs are kept, in seconds.
+        completed_retention_secs: u64 = 24 * 3600,
+        /// How long cancelled jobs are kept, in seconds.
+        cancelled_retention_secs: u64 = 7 * 24 * 3600,
+        /// How long discarded (dead-lettered) jobs are kept, in seconds.
+        discarded_retention_secs: u64 = 7 * 24 * 3600,
+        /// The lease of a job that sets none, in seconds.
+        default_lease_secs: u64 = 30,
+        /// The most payload bytes one claim hands out (at least one job always).
+        claim_budget_bytes: u64 = 4 * 1024 * 1024,
+        /// Long-poll claims waiting at once, per workspace (more get 429).
+        max_waiting_claims_per_workspace: u64 = 100,
+        /// Long-poll claims waiting at once on this node (more get 503).
+        max_waiting_claims: u64 = 1000,
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    pub server: ServerSettings,
+    pub jobs: JobsSettings,
+}
+
+/// A configuration error: one line that names the setting and how it can be given.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+/// Where settings come from beyond the defaults: the file, then `values` in order (the command
+/// line lists the environment's before its flags', so flags win).
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    pub file: Option<PathBuf>,
+    /// `(setting path, text)`, e.g. `("listen", "127.0.0.1:0")`.
+    pub values: Vec<(String, String)>,
+}
+
+impl Sources {
+    #[must_use]
+    pub fn set(mut self, path: &str, text: impl Into<String>) -> Self {
+        self.values.push((path.to_owned(), text.into()));
+        self
+    }
+}
+
+impl Config {
+    /// Every setting of every section.
+    pub fn keys() -> impl Iterator<Item = &'static Key> {
+        ServerSettings::KEYS.iter().chain(JobsSettings::KEYS)
+    }
+
+    /// Layers the sources over the defaults and validates the result.
+    pub fn load(sources: &Sources) -> Result<Self, ConfigError> {
+        let mut config = Self::default();
+        let (file, settings) = read_file(sources.file.as_deref())?;
+        for (path, text) in settings {
+            config
+                .set(&path, &text)
+                .map_err(|e| ConfigError(format!("config file {file}: {}", e.0)))?;
+        }
+        for (path, text) in &sources.values {
+            config.set(path, text)?;
+        }
+        Ok(config)
+    }
+
+    fn set(&mut self, path: &str, text: &str) -> Result<(), ConfigError> {
+        let (section, name) = path.split_once('.').unwrap_or(("", path));
+        let applied = match section {
+            "" => self.server.set(name, text),
+            "jobs" => self.jobs.set(name, text),
+            _ => None,
+        };
+        let key = Self::keys().find(|k| k.path() == path);
+        match (applied, key) {
+            (Some(Ok(())), _) => Ok(()),
+            (Some(Err(problem)), Some(key)) => {
+                Err(ConfigError(format!("{}: {problem}", key.described())))
+            }
+            _ => Err(ConfigError(format!("unknown setting `{path}`"))),
+        }
+    }
+
+    /// The database, by default a SQLite file in the data directory.
+    pub fn database_url(&self) -> DatabaseUrl {
+        self.server
+            .database_url
+            .clone()
+            .unwrap_or_else(|| DatabaseUrl::sqlite_in(&self.server.data_dir))
+    }
+
+    /// The effective configuration as TOML, secrets redacted, every section included.
+    pub fn to_toml(&self) -> String {
+        let mut table = self.server.shown();
+        table.insert(
+            "database_url".to_owned(),
+            self.database_url().redacted().into(),
+        );
+        table.insert("jobs".to_owned(), self.jobs.shown().into());
+        toml::to_string(&table).unwrap_or_default()
+    }
+}
+
+/// The file's name and its settings as `(path, text)`; every value is read by the same parser
+/// as a flag.
+fn read_file(explicit: Option<&Path>) -> Result<(String, Vec<(String, String)>), ConfigError> {
+    let default = Path::new("pier.toml");
+    let path = match explicit {
+        Some(path) => path,
+        None if default.exists() => default,
+        None => return Ok((String::new(), Vec::new())),
+    };
+    let shown = path.display();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError(format!(
+            "config (--config / PIER_CONFIG): cannot read {shown}: {e}"
+        ))
+    })?;
+    let table: toml::Table = toml::from_str(&text)
+        .map_err(|e| ConfigError(format!("config file {shown}: {}", e.message())))?;
+    let mut settings = Vec::new();
+    for (name, value) in table {
+        match value {
+            toml::Value::Table(section) => {
+                for (key, value) in section {
+                    settings.push((format!("{name}.{key}"), text_of(&value, &shown)?));
+                }
+            }
+            value => settings.push((name, text_of(&value, &shown)?)),
+        }
+    }
+    Ok((shown.to_string(), settings))
+}
+
+fn text_of(value: &toml::Value, file: &std::path::Display<'_>) -> Result<String, ConfigError> {
+    match value {
+        toml::Value::String(text) => Ok(text.clone()),
+        toml::Value::Integer(n) => Ok(n.to_string()),
+        toml::Value::Boolean(b) => Ok(b.to_string()),
+        other => Err(ConfigError(format!(
+            "config file {file}: `{other}` is not a value a setting takes"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_derived_from_the_setting() {
+        let key = JobsSettings::KEYS
+            .iter()
+            .find(|k| k.name == "claim_budget_bytes")
+            .expect("key");
+        assert_eq!(key.flag(), "jobs-claim-budget-bytes");
+        assert_eq!(key.env(), "PIER_JOBS_CLAIM_BUDGET_BYTES");
+        let log = Config::keys().find(|k| k.name == "log_level").expect("key");
+        assert_eq!(log.env(), "PIER_LOG");
+    }
+
+    #[test]
+    fn later_sources_win_and_errors_name_the_setting() {
+        let config = Config::load(
+            &Sources::default()
+                .set("listen", "127.0.0.1:1")
+                .set("listen", "127.0.0.1:2")
+                .set("jobs.claim_budget_bytes", "10"),
+        )
+        .expect("valid");
+        assert_eq!(config.server.listen.port(), 2);
+        assert_eq!(config.jobs.claim_budget_bytes, 10);
+        let err = Config::load(&Sources::default().set("jobs.default_lease_secs", "0"))
+            .expect_err("zero");
+        assert_eq!(
+            err.to_string(),
+            "invalid configuration: jobs.default_lease_secs (--jobs-default-lease-secs / \
+             PIER_JOBS_DEFAULT_LEASE_SECS): must be greater than zero"
+        );
+        assert!(Config::load(&Sources::default().set("jobs.nope", "1")).is_err());
+    }
+}

@@ -1,0 +1,151 @@
+//! How each kind of setting reads its text (from a flag, the environment or the file) and shows
+//! itself in `pier config`. One parser per type, so a value means the same from every source.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use pier_auth::KeySecret;
+use pier_core::{Secret, SecretUrl};
+use pier_db::DatabaseUrl;
+use serde::Serialize;
+
+/// A type a setting can have.
+pub trait SettingValue: Sized {
+    /// Reads the text of a flag, an environment variable or a file value.
+    fn parse(text: &str) -> Result<Self, String>;
+    /// The value for `pier config`, secrets redacted; `None` when unset.
+    fn show(&self) -> Option<toml::Value>;
+}
+
+impl SettingValue for u64 {
+    fn parse(text: &str) -> Result<Self, String> {
+        match text.trim().parse::<u64>() {
+            Ok(0) => Err("must be greater than zero".to_owned()),
+            Ok(n) => Ok(n),
+            Err(_) => Err(format!("`{text}` is not a whole number")),
+        }
+    }
+
+    fn show(&self) -> Option<toml::Value> {
+        Some(i64::try_from(*self).map_or_else(|_| self.to_string().into(), toml::Value::from))
+    }
+}
+
+impl SettingValue for SocketAddr {
+    fn parse(text: &str) -> Result<Self, String> {
+        text.trim()
+            .parse()
+            .map_err(|_| format!("`{text}` is not an IP:port address"))
+    }
+
+    fn show(&self) -> Option<toml::Value> {
+        Some(self.to_string().into())
+    }
+}
+
+impl SettingValue for PathBuf {
+    fn parse(text: &str) -> Result<Self, String> {
+        if text.is_empty() {
+            Err("must not be empty".to_owned())
+        } else {
+            Ok(PathBuf::from(text))
+        }
+    }
+
+    fn show(&self) -> Option<toml::Value> {
+        Some(self.display().to_string().into())
+    }
+}
+
+impl SettingValue for DatabaseUrl {
+    fn parse(text: &str) -> Result<Self, String> {
+        text.parse()
+            .map_err(|e: pier_db::InvalidDatabaseUrl| e.to_string())
+    }
+
+    fn show(&self) -> Option<toml::Value> {
+        Some(self.redacted().into())
+    }
+}
+
+impl SettingValue for SecretUrl {
+    fn parse(text: &str) -> Result<Self, String> {
+        let url = SecretUrl::new(text);
+        match redis::Client::open(url.expose()) {
+            Ok(_) => Ok(url),
+            Err(_) => Err(format!("`{url}` is not a usable Redis URL")),
+        }
+    }
+
+    fn show(&self) -> Option<toml::Value> {
+        Some(self.redacted().into())
+    }
+}
+
+impl SettingValue for Secret<KeySecret> {
+    fn parse(text: &str) -> Result<Self, String> {
+        KeySecret::parse(text.trim())
+            .map(Secret::new)
+            .map_err(|_| "not a valid Pier key; make one with `pier keys generate`".to_owned())
+    }
+
+    fn show(&self) -> Option<toml::Value> {
+        Some("[redacted]".into())
+    }
+}
+
+impl<T: SettingValue> SettingValue for Option<T> {
+    /// Empty text (e.g. `PIER_REDIS_URL=`) leaves the setting unset.
+    fn parse(text: &str) -> Result<Self, String> {
+        if text.is_empty() {
+            Ok(None)
+        } else {
+            T::parse(text).map(Some)
+        }
+    }
+
+    fn show(&self) -> Option<toml::Value> {
+        self.as_ref().and_then(T::show)
+    }
+}
+
+/// How logs are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// JSON when stderr is not a terminal, human-readable when it is.
+    Auto,
+    Json,
+    Pretty,
+}
+
+impl SettingValue for LogFormat {
+    fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "auto" => Ok(Self::Auto),
+            "json" => Ok(Self::Json),
+            "pretty" => Ok(Self::Pretty),
+            other => Err(format!("`{other}` is not one of auto, json, pretty")),
+        }
+    }
+
+    fn show(&self) -> Option<toml::Value> {
+        toml::Value::try_from(self).ok()
+    }
+}
+
+/// A `tracing` filter such as `info` or `pier=debug,sqlx=warn`, checked when read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogFilter(pub String);
+
+impl SettingValue for LogFilter {
+    fn parse(text: &str) -> Result<Self, String> {
+        tracing_subscriber::EnvFilter::try_new(text)
+            .map(|_| Self(text.to_owned()))
+            .map_err(|e| e.to_string())
+    }
+
+    fn show(&self) -> Option<toml::Value> {
+        Some(self.0.clone().into())
+    }
+}
