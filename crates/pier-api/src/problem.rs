@@ -114,6 +114,10 @@ impl ApiError {
         &self.0.problem.code
     }
 
+    pub fn detail(&self) -> &str {
+        &self.0.problem.detail
+    }
+
     /// `404` for a resource that does not exist *or belongs to another workspace*.
     pub fn not_found(what: &str) -> Self {
         Self::new(

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use pier_auth::{ApiKeyStore, Authenticator, WorkspaceStore};
 use pier_core::{Clock, CursorCodec};
 use pier_db::Db;
-use pier_jobs::JobStore;
+use pier_jobs::{GroupCommit, JobStore};
 
 /// A Redis connection (it reconnects by itself); `Debug` hides its address.
 #[derive(Clone)]
@@ -33,6 +33,7 @@ struct Inner {
     api_keys: ApiKeyStore,
     workspaces: WorkspaceStore,
     jobs: JobStore,
+    group_commit: GroupCommit,
 }
 
 /// The inputs [`AppState`] is built from.
@@ -67,6 +68,7 @@ impl AppState {
         } = parts;
         let api_keys = ApiKeyStore::new(db.clone(), clock.clone());
         Self(Arc::new(Inner {
+            group_commit: GroupCommit::start(&jobs),
             authenticator: Authenticator::new(api_keys.clone(), clock.clone()),
             workspaces: WorkspaceStore::new(db.clone(), clock.clone()),
             api_keys,
@@ -118,5 +120,10 @@ impl AppState {
 
     pub fn jobs(&self) -> &JobStore {
         &self.0.jobs
+    }
+
+    /// Single enqueues and reports, committed in groups (see [`GroupCommit`]).
+    pub fn group_commit(&self) -> &GroupCommit {
+        &self.0.group_commit
     }
 }

@@ -15,12 +15,14 @@
 //! state, retried by hand); `cancelled` ends waiting jobs at once and running ones when their
 //! handler acknowledges the signal.
 
+mod group;
 mod model;
 mod notify;
 mod spec;
 mod store;
 mod worker;
 
+pub use group::GroupCommit;
 pub use model::{
     AttemptError, ClaimedJob, DEFAULT_LEASE, Enqueued, Job, JobError, JobId, JobKind, JobState,
     NewJob, QueueName, RESERVED_PREFIX, RetryPolicy,

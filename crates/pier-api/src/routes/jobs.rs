@@ -50,13 +50,10 @@ pub async fn create(
     ApiJson(body): ApiJson<JobSpec>,
 ) -> ApiResult<Response> {
     let new = body.build().map_err(ApiError::validation)?;
-    let mut enqueued = state
-        .jobs()
-        .enqueue(auth.principal.workspace_id(), vec![new])
+    let enqueued = state
+        .group_commit()
+        .enqueue(auth.principal.workspace_id().clone(), new)
         .await?;
-    let enqueued = enqueued
-        .pop()
-        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("enqueue returned nothing")))?;
     let status = if enqueued.existing {
         StatusCode::OK
     } else {

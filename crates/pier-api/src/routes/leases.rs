@@ -10,8 +10,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use pier_core::validation::plain_text;
 use pier_core::{Timestamp, ValidationErrors};
 use pier_jobs::{
-    ClaimLimits, ClaimTarget, ClaimedJob, Completion, Failure, Held, JobState, LEASE_SECONDS_RANGE,
-    QueueName, WaitRefused, range_message,
+    ClaimLimits, ClaimTarget, ClaimedJob, Held, LEASE_SECONDS_RANGE, QueueName, WaitRefused,
+    range_message,
 };
 use serde::{Deserialize, Serialize};
 
@@ -154,7 +154,7 @@ pub struct HeartbeatReply {
 }
 
 /// The job a worker names by id and lease token.
-fn held(auth: &Authed<perm::JobsWork>, id: &str, token: &str) -> ApiResult<Held> {
+pub(crate) fn held(auth: &Authed<perm::JobsWork>, id: &str, token: &str) -> ApiResult<Held> {
     let id = parse_job_id(id)?;
     Held::new(auth.principal.workspace_id().clone(), id, token)
         .map_err(|e| ApiError::validation(ValidationErrors::single("lease_token", "invalid", e)))
@@ -180,7 +180,7 @@ pub async fn heartbeat(
     let mut errors = ValidationErrors::new();
     let lease = lease_of(body.lease_seconds, &mut errors);
     errors.into_result().map_err(ApiError::validation)?;
-    match state.jobs().heartbeat(&job, lease).await? {
+    match state.group_commit().heartbeat(job.clone(), lease).await? {
         Some(beat) => Ok(Json(HeartbeatReply {
             lease_expires_at: beat.lease_expires_at,
             cancel_requested: beat.cancel_requested,
@@ -191,82 +191,4 @@ pub async fn heartbeat(
             .await
             .into()),
     }
-}
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CompleteBody {
-    lease_token: String,
-    /// What the job produced, kept on it (at most 64 KiB as JSON).
-    #[schema(value_type = Option<Object>)]
-    result: Option<serde_json::Value>,
-}
-
-/// Report success.
-#[utoipa::path(
-    post,
-    path = "/v1/jobs/{id}/complete",
-    tag = "workers",
-    security(("bearer" = [])),
-    params(("id" = String, Path, description = "The job id, `job_…`")),
-    request_body = CompleteBody,
-    responses((status = 204, description = "Completed"), (status = 409, description = "Stale lease token", body = crate::Problem))
-)]
-pub async fn complete(
-    State(state): State<AppState>,
-    auth: Authed<perm::JobsWork>,
-    Path(id): Path<String>,
-    ApiJson(body): ApiJson<CompleteBody>,
-) -> ApiResult<StatusCode> {
-    let job = held(&auth, &id, &body.lease_token)?;
-    let mut completion = Completion::new(job);
-    if let Some(result) = &body.result {
-        completion = completion.with_result(result).map_err(|e| {
-            ApiError::validation(ValidationErrors::single("result", "too_large", e))
-        })?;
-    }
-    state.jobs().complete(completion).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct FailBody {
-    lease_token: String,
-    /// What went wrong; kept on the job (up to 2000 characters).
-    error: String,
-    /// Retry at this time instead of after the backoff.
-    retry_at: Option<Timestamp>,
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Failed {
-    /// `retryable`, `discarded` (out of attempts) or `cancelled` (cancellation acknowledged).
-    state: JobState,
-}
-
-/// Report failure: the job is retried after its backoff (or at `retry_at`), or discarded when
-/// out of attempts, or cancelled if cancellation was requested.
-#[utoipa::path(
-    post,
-    path = "/v1/jobs/{id}/fail",
-    tag = "workers",
-    security(("bearer" = [])),
-    params(("id" = String, Path, description = "The job id, `job_…`")),
-    request_body = FailBody,
-    responses((status = 200, body = Failed), (status = 409, description = "Stale lease token", body = crate::Problem))
-)]
-pub async fn fail(
-    State(state): State<AppState>,
-    auth: Authed<perm::JobsWork>,
-    Path(id): Path<String>,
-    ApiJson(body): ApiJson<FailBody>,
-) -> ApiResult<Json<Failed>> {
-    let failure = Failure {
-        job: held(&auth, &id, &body.lease_token)?,
-        error: body.error,
-        retry_at: body.retry_at,
-    };
-    let state_after = state.jobs().fail(failure).await?;
-    Ok(Json(Failed { state: state_after }))
 }

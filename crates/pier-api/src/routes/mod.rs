@@ -6,6 +6,7 @@ mod docs;
 mod health;
 mod jobs;
 mod leases;
+mod outcomes;
 mod queues;
 mod workspace;
 
@@ -30,8 +31,10 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(jobs::cancel))
         .routes(routes!(jobs::retry))
         .routes(routes!(leases::heartbeat))
-        .routes(routes!(leases::complete))
-        .routes(routes!(leases::fail))
+        .routes(routes!(outcomes::complete))
+        .routes(routes!(outcomes::fail))
+        .routes(routes!(outcomes::complete_many))
+        .routes(routes!(outcomes::fail_many))
         .routes(routes!(leases::claim))
         .routes(routes!(queues::list))
         .routes(routes!(queues::update))

@@ -265,30 +265,69 @@ impl JobStore {
         })
     }
 
-    /// Extends the lease of a running job held under `token`. `None` when the token is stale.
+    /// Extends the lease of a running job held under its token. `None` when the token is stale.
     pub async fn heartbeat(
         &self,
         job: &Held,
         lease: Option<Duration>,
     ) -> Result<Option<Heartbeat>, sqlx::Error> {
+        let beats = self.heartbeat_many(&[(job.clone(), lease)]).await?;
+        Ok(beats.into_iter().next().flatten())
+    }
+
+    /// Extends many leases in one statement: each from now by its own `lease`, or by its job's
+    /// lease length. Returns, per input, the new lease, or `None` when the token is stale.
+    pub async fn heartbeat_many(
+        &self,
+        beats: &[(Held, Option<Duration>)],
+    ) -> Result<Vec<Option<Heartbeat>>, sqlx::Error> {
+        if beats.is_empty() {
+            return Ok(Vec::new());
+        }
         let now = self.clock.now().as_micros();
-        let row: Option<(i64, bool)> = pier_db::with_writer!(&self.db, pool => {
-            sqlx::query_as(
-                "UPDATE jobs SET lease_expires_at = $1 + COALESCE($2, lease_ms * 1000) \
-                 WHERE workspace_id = $5 AND id = $3 AND lease_token = $4 AND state = 'running' \
-                 RETURNING lease_expires_at, cancel_requested",
-            )
-            .bind(now)
-            .bind(lease.map(micros))
-            .bind(job.id.as_str())
-            .bind(&job.token)
-            .bind(job.workspace.as_str())
-            .fetch_optional(pool)
-            .await
+        let rows: Vec<(&str, &str, &str, Option<i64>)> = beats
+            .iter()
+            .map(|(h, lease)| {
+                let lease = lease.map(micros);
+                (h.workspace.as_str(), h.id.as_str(), h.token.as_str(), lease)
+            })
+            .collect();
+        let rows = JsonList::new(&rows)?;
+        let sql = format!(
+            "UPDATE jobs SET lease_expires_at = $1 + COALESCE(k.lease, jobs.lease_ms * 1000) \
+             FROM (SELECT value ->> 0 AS ws, value ->> 1 AS id, value ->> 2 AS token, \
+             CAST(value ->> 3 AS BIGINT) AS lease FROM {}) AS k \
+             WHERE jobs.workspace_id = k.ws AND jobs.id = k.id AND jobs.lease_token = k.token \
+             AND jobs.state = 'running' \
+             RETURNING jobs.workspace_id, jobs.id, jobs.lease_expires_at, jobs.cancel_requested",
+            self.db.backend().json_rows("$2")
+        );
+        let mut tx = self.db.begin_relaxed().await?;
+        let renewed: Vec<(String, String, i64, bool)> = with_tx!(&mut tx, conn => {
+            sqlx::query_as(&sql)
+                .bind(now)
+                .bind(rows.as_str())
+                .fetch_all(conn)
+                .await
         })?;
-        Ok(row.map(|(at, cancel_requested)| Heartbeat {
-            lease_expires_at: Timestamp::from_micros(at),
-            cancel_requested,
-        }))
+        tx.commit().await?;
+        let renewed: HashMap<(String, String), Heartbeat> = renewed
+            .into_iter()
+            .map(|(ws, id, at, cancel_requested)| {
+                let beat = Heartbeat {
+                    lease_expires_at: Timestamp::from_micros(at),
+                    cancel_requested,
+                };
+                ((ws, id), beat)
+            })
+            .collect();
+        Ok(beats
+            .iter()
+            .map(|(h, _)| {
+                renewed
+                    .get(&(h.workspace.to_string(), h.id.to_string()))
+                    .copied()
+            })
+            .collect())
     }
 }

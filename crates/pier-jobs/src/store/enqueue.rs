@@ -15,6 +15,7 @@ use crate::notify::wake_after_commit;
 /// One row to insert, in the shape the bulk statement reads.
 #[derive(Serialize)]
 struct InsertRow<'a> {
+    workspace_id: &'a str,
     id: String,
     queue: &'a str,
     kind: &'a str,
@@ -58,12 +59,24 @@ impl JobStore {
         workspace: &WorkspaceId,
         jobs: &[NewJob],
     ) -> Result<Vec<Enqueued>, sqlx::Error> {
+        let jobs: Vec<(&WorkspaceId, &NewJob)> = jobs.iter().map(|j| (workspace, j)).collect();
+        self.enqueue_rows(tx, &jobs).await
+    }
+
+    /// Enqueues jobs of any workspaces in one statement (plus one lookup per unique key already
+    /// held), with one counter update for all of them.
+    pub(crate) async fn enqueue_rows(
+        &self,
+        tx: &mut Tx,
+        jobs: &[(&WorkspaceId, &NewJob)],
+    ) -> Result<Vec<Enqueued>, sqlx::Error> {
         let now = self.clock.now();
         let rows: Vec<InsertRow> = jobs
             .iter()
-            .map(|job| {
+            .map(|(workspace, job)| {
                 let run_at = job.run_at.filter(|at| *at > now);
                 InsertRow {
+                    workspace_id: workspace.as_str(),
                     id: JobId::new(now).to_string(),
                     queue: job.queue.as_str(),
                     kind: job.kind.as_str(),
@@ -90,7 +103,7 @@ impl JobStore {
         let mut woken = BTreeSet::new();
         for _ in 0..KEY_ROUNDS {
             let batch: Vec<&InsertRow> = pending.iter().map(|&i| &rows[i]).collect();
-            let mut inserted: HashMap<String, JobRow> = insert(tx, workspace, now, &batch)
+            let mut inserted: HashMap<String, JobRow> = insert(tx, now, &batch)
                 .await?
                 .into_iter()
                 .map(|row| (row.id.clone(), row))
@@ -100,9 +113,9 @@ impl JobStore {
                 let row = &rows[i];
                 if let Some(created) = inserted.remove(&row.id) {
                     let job = Job::try_from(created)?;
-                    moves.moved(workspace.as_str(), row.queue, None, Some(job.state));
+                    moves.moved(row.workspace_id, row.queue, None, Some(job.state));
                     if job.state == JobState::Available {
-                        woken.insert(row.queue.to_owned());
+                        woken.insert((jobs[i].0, row.queue));
                     }
                     outcomes[i] = Some(Enqueued {
                         job,
@@ -113,7 +126,7 @@ impl JobStore {
                 // Not inserted: an unfinished job holds the unique key (perhaps one from this
                 // batch). If it finished since the insert looked, the key is free: try again.
                 let key = row.unique_key.unwrap_or_default();
-                match existing_by_key(tx, workspace, key).await? {
+                match existing_by_key(tx, row.workspace_id, key).await? {
                     Some(job) => {
                         outcomes[i] = Some(Enqueued {
                             job,
@@ -136,8 +149,8 @@ impl JobStore {
         }
 
         moves.apply(tx).await?;
-        for queue in woken {
-            wake_after_commit(&self.notifier, tx, workspace, &queue).await?;
+        for (workspace, queue) in woken {
+            wake_after_commit(&self.notifier, tx, workspace, queue).await?;
         }
         Ok(outcomes.into_iter().flatten().collect())
     }
@@ -147,26 +160,24 @@ impl JobStore {
 /// both backends, so any batch size is one round trip and one plan.
 async fn insert(
     tx: &mut Tx,
-    workspace: &WorkspaceId,
     now: pier_core::Timestamp,
     rows: &[&InsertRow<'_>],
 ) -> Result<Vec<JobRow>, sqlx::Error> {
     let sql = format!(
-        "INSERT INTO jobs (id, workspace_id, queue, kind, payload, state, priority, run_at, \
+        "INSERT INTO jobs (workspace_id, id, queue, kind, payload, state, priority, run_at, \
          max_attempts, backoff_base_ms, backoff_max_ms, lease_ms, unique_key, created_at) \
-         SELECT value ->> 'id', $1, value ->> 'queue', value ->> 'kind', value ->> 'payload', \
-         value ->> 'state', CAST(value ->> 'priority' AS BIGINT), \
+         SELECT value ->> 'workspace_id', value ->> 'id', value ->> 'queue', value ->> 'kind', \
+         value ->> 'payload', value ->> 'state', CAST(value ->> 'priority' AS BIGINT), \
          CAST(value ->> 'run_at' AS BIGINT), CAST(value ->> 'max_attempts' AS BIGINT), \
          CAST(value ->> 'backoff_base_ms' AS BIGINT), CAST(value ->> 'backoff_max_ms' AS BIGINT), \
-         CAST(value ->> 'lease_ms' AS BIGINT), value ->> 'unique_key', $2 FROM {} WHERE true \
+         CAST(value ->> 'lease_ms' AS BIGINT), value ->> 'unique_key', $1 FROM {} WHERE true \
          ON CONFLICT (workspace_id, unique_key) WHERE unique_key IS NOT NULL \
          AND state IN {UNFINISHED} DO NOTHING RETURNING {JOB_COLUMNS}",
-        tx.backend().json_rows("$3")
+        tx.backend().json_rows("$2")
     );
     let rows = JsonList::new(rows)?;
     with_tx!(tx, conn => {
         sqlx::query_as(&sql)
-            .bind(workspace.as_str())
             .bind(now.as_micros())
             .bind(rows.as_str())
             .fetch_all(conn)
@@ -176,7 +187,7 @@ async fn insert(
 
 async fn existing_by_key(
     tx: &mut Tx,
-    workspace: &WorkspaceId,
+    workspace: &str,
     key: &str,
 ) -> Result<Option<Job>, sqlx::Error> {
     let sql = format!(
@@ -185,7 +196,7 @@ async fn existing_by_key(
     );
     let row: Option<JobRow> = with_tx!(tx, conn => {
         sqlx::query_as(&sql)
-            .bind(workspace.as_str())
+            .bind(workspace)
             .bind(key)
             .fetch_optional(conn)
             .await

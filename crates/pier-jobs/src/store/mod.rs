@@ -152,6 +152,10 @@ impl JobStore {
         self
     }
 
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
     pub fn notifier(&self) -> &Notifier {
         &self.notifier
     }

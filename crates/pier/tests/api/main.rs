@@ -10,3 +10,4 @@ mod idempotency;
 mod jobs;
 mod lifecycle;
 mod pagination;
+mod protocol;

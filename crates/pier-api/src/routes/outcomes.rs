@@ -1,0 +1,248 @@
+//! Workers report how attempts ended: complete or fail one job, or many in one call. Each is
+//! fenced by the job's lease token; a stale token changes nothing.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use pier_core::{Timestamp, ValidationErrors};
+use pier_jobs::{Completion, Failure, JobError, JobId, JobState};
+use serde::{Deserialize, Serialize};
+
+use super::leases::held;
+use crate::AppState;
+use crate::extract::{ApiJson, Authed, perm};
+use crate::problem::{ApiError, ApiResult};
+
+/// The most jobs one batch report may name.
+const MAX_REPORTS: usize = 1000;
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteBody {
+    lease_token: String,
+    /// What the job produced, kept on it (at most 64 KiB as JSON).
+    #[schema(value_type = Option<Object>)]
+    result: Option<serde_json::Value>,
+}
+
+fn completion(
+    auth: &Authed<perm::JobsWork>,
+    id: &str,
+    body: CompleteBody,
+) -> Result<Completion, ApiError> {
+    let completion = Completion::new(held(auth, id, &body.lease_token)?);
+    match &body.result {
+        None => Ok(completion),
+        Some(result) => completion
+            .with_result(result)
+            .map_err(|e| ApiError::validation(ValidationErrors::single("result", "too_large", e))),
+    }
+}
+
+/// Report success.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{id}/complete",
+    tag = "workers",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The job id, `job_…`")),
+    request_body = CompleteBody,
+    responses((status = 204, description = "Completed"), (status = 409, description = "Stale lease token", body = crate::Problem))
+)]
+pub async fn complete(
+    State(state): State<AppState>,
+    auth: Authed<perm::JobsWork>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<CompleteBody>,
+) -> ApiResult<StatusCode> {
+    let completion = completion(&auth, &id, body)?;
+    let job = completion.job.clone();
+    if state.group_commit().complete(completion).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(state
+            .jobs()
+            .why_not_held(&job.workspace, &job.id)
+            .await
+            .into())
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FailBody {
+    lease_token: String,
+    /// What went wrong; kept on the job (up to 2000 characters).
+    error: String,
+    /// Retry at this time instead of after the backoff.
+    retry_at: Option<Timestamp>,
+}
+
+fn failure(auth: &Authed<perm::JobsWork>, id: &str, body: FailBody) -> ApiResult<Failure> {
+    Ok(Failure {
+        job: held(auth, id, &body.lease_token)?,
+        error: body.error,
+        retry_at: body.retry_at,
+    })
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Failed {
+    /// `retryable`, `discarded` (out of attempts) or `cancelled` (cancellation acknowledged).
+    state: JobState,
+}
+
+/// Report failure: the job is retried after its backoff (or at `retry_at`), or discarded when
+/// out of attempts, or cancelled if cancellation was requested.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{id}/fail",
+    tag = "workers",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The job id, `job_…`")),
+    request_body = FailBody,
+    responses((status = 200, body = Failed), (status = 409, description = "Stale lease token", body = crate::Problem))
+)]
+pub async fn fail(
+    State(state): State<AppState>,
+    auth: Authed<perm::JobsWork>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<FailBody>,
+) -> ApiResult<Json<Failed>> {
+    let failure = failure(&auth, &id, body)?;
+    let job = failure.job.clone();
+    match state.group_commit().fail(failure).await? {
+        Some(state) => Ok(Json(Failed { state })),
+        None => Err(state
+            .jobs()
+            .why_not_held(&job.workspace, &job.id)
+            .await
+            .into()),
+    }
+}
+
+/// One job named in a batch report.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteItem {
+    id: String,
+    #[serde(flatten)]
+    body: CompleteBody,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FailItem {
+    id: String,
+    #[serde(flatten)]
+    body: FailBody,
+}
+
+/// How one job of a batch report fared.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Reported {
+    id: JobId,
+    /// `completed` or `failed` when recorded; `stale_lease` or `not_found` when not.
+    outcome: &'static str,
+    /// For failures: `retryable`, `discarded` or `cancelled`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<JobState>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Reports {
+    /// One entry per reported job, in order.
+    data: Vec<Reported>,
+}
+
+/// Checks every item, naming bad fields by position (`[3].lease_token`).
+fn parse_items<T, U>(items: Vec<T>, parse: impl Fn(T) -> ApiResult<U>) -> ApiResult<Vec<U>> {
+    if !(1..=MAX_REPORTS).contains(&items.len()) {
+        return Err(ApiError::validation(ValidationErrors::single(
+            "body",
+            "out_of_range",
+            format!("send 1 to {MAX_REPORTS} jobs"),
+        )));
+    }
+    let mut errors = ValidationErrors::new();
+    let mut parsed = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        match parse(item) {
+            Ok(item) => parsed.push(item),
+            Err(err) => errors.add(&format!("[{i}]"), err.code(), err.detail()),
+        }
+    }
+    errors.into_result().map_err(ApiError::validation)?;
+    Ok(parsed)
+}
+
+async fn not_recorded(state: &AppState, job: &pier_jobs::Held) -> ApiResult<&'static str> {
+    match state.jobs().why_not_held(&job.workspace, &job.id).await {
+        JobError::NotFound => Ok("not_found"),
+        JobError::StaleLease => Ok("stale_lease"),
+        other => Err(other.into()),
+    }
+}
+
+/// Report many successes in one call (one statement), each fenced by its own lease token.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/complete",
+    tag = "workers",
+    security(("bearer" = [])),
+    request_body(content = Vec<CompleteItem>, description = "1 to 1000 jobs"),
+    responses((status = 200, body = Reports))
+)]
+pub async fn complete_many(
+    State(state): State<AppState>,
+    auth: Authed<perm::JobsWork>,
+    ApiJson(items): ApiJson<Vec<CompleteItem>>,
+) -> ApiResult<Json<Reports>> {
+    let completions = parse_items(items, |item| completion(&auth, &item.id, item.body))?;
+    let done = state.jobs().complete_many(&completions).await?;
+    let mut data = Vec::with_capacity(done.len());
+    for (completion, done) in completions.iter().zip(done) {
+        let outcome = if done {
+            "completed"
+        } else {
+            not_recorded(&state, &completion.job).await?
+        };
+        data.push(Reported {
+            id: completion.job.id.clone(),
+            outcome,
+            state: None,
+        });
+    }
+    Ok(Json(Reports { data }))
+}
+
+/// Report many failures in one call (one transaction), each fenced by its own lease token.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/fail",
+    tag = "workers",
+    security(("bearer" = [])),
+    request_body(content = Vec<FailItem>, description = "1 to 1000 jobs"),
+    responses((status = 200, body = Reports))
+)]
+pub async fn fail_many(
+    State(state): State<AppState>,
+    auth: Authed<perm::JobsWork>,
+    ApiJson(items): ApiJson<Vec<FailItem>>,
+) -> ApiResult<Json<Reports>> {
+    let failures = parse_items(items, |item| failure(&auth, &item.id, item.body))?;
+    let states = state.jobs().fail_many(&failures).await?;
+    let mut data = Vec::with_capacity(states.len());
+    for (failure, after) in failures.iter().zip(states) {
+        let outcome = match after {
+            Some(_) => "failed",
+            None => not_recorded(&state, &failure.job).await?,
+        };
+        data.push(Reported {
+            id: failure.job.id.clone(),
+            outcome,
+            state: after,
+        });
+    }
+    Ok(Json(Reports { data }))
+}
