@@ -11,7 +11,6 @@ mod response;
 mod routes;
 mod state;
 
-pub use middleware::idempotency::prune_expired as prune_idempotency_keys;
 pub use problem::{ApiError, ApiResult, Problem};
 pub use routes::router;
 pub use state::{AppState, AppStateParts, Redis};

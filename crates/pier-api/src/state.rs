@@ -5,6 +5,7 @@ use std::sync::Arc;
 use pier_auth::{ApiKeyStore, Authenticator, WorkspaceStore};
 use pier_core::{Clock, CursorCodec};
 use pier_db::Db;
+use pier_idempotency::IdempotencyStore;
 use pier_jobs::{GroupCommit, JobStore};
 
 /// A Redis connection (it reconnects by itself); `Debug` hides its address.
@@ -34,6 +35,7 @@ struct Inner {
     workspaces: WorkspaceStore,
     jobs: JobStore,
     group_commit: GroupCommit,
+    idempotency: IdempotencyStore,
 }
 
 /// The inputs [`AppState`] is built from.
@@ -53,6 +55,8 @@ pub struct AppStateParts {
     pub jobs: JobStore,
     /// How many bytes of payloads one claim may hand out (at least one job is always handed).
     pub claim_budget_bytes: u64,
+    /// Idempotency records (their replays are sealed under the server's key).
+    pub idempotency: IdempotencyStore,
 }
 
 impl AppState {
@@ -65,10 +69,12 @@ impl AppState {
             body_limit,
             jobs,
             claim_budget_bytes,
+            idempotency,
         } = parts;
         let api_keys = ApiKeyStore::new(db.clone(), clock.clone());
         Self(Arc::new(Inner {
             group_commit: GroupCommit::start(&jobs),
+            idempotency,
             authenticator: Authenticator::new(api_keys.clone(), clock.clone()),
             workspaces: WorkspaceStore::new(db.clone(), clock.clone()),
             api_keys,
@@ -120,6 +126,10 @@ impl AppState {
 
     pub fn jobs(&self) -> &JobStore {
         &self.0.jobs
+    }
+
+    pub fn idempotency(&self) -> &IdempotencyStore {
+        &self.0.idempotency
     }
 
     /// Single enqueues and reports, committed in groups (see [`GroupCommit`]).

@@ -4,12 +4,14 @@
 pub mod clock;
 pub mod cursor;
 pub mod id;
+pub mod seal;
 pub mod secret;
 pub mod tenant;
 pub mod validation;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use cursor::{CursorCodec, CursorError};
+pub use seal::{MasterKey, SealError, SubKey};
 pub use secret::{Secret, SecretUrl};
 pub use tenant::WorkspaceId;
 pub use validation::{FieldError, ValidationErrors};

@@ -62,6 +62,13 @@ impl DatabaseUrl {
         Self::Sqlite(data_dir.join("pier.db"))
     }
 
+    pub fn backend(&self) -> crate::Backend {
+        match self {
+            Self::Sqlite(_) => crate::Backend::Sqlite,
+            Self::Postgres(_) => crate::Backend::Postgres,
+        }
+    }
+
     /// The URL with any password replaced, safe to log.
     pub fn redacted(&self) -> String {
         match self {

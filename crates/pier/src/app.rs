@@ -12,6 +12,7 @@ use pier_api::{AppState, AppStateParts, Redis};
 use pier_auth::Bootstrap;
 use pier_core::{Clock, CursorCodec, SecretUrl, SystemClock};
 use pier_db::Db;
+use pier_idempotency::IdempotencyStore;
 use pier_jobs::{JobStore, Notifier, Retention, WaiterLimits};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -26,7 +27,6 @@ const MAINTENANCE_EVERY: Duration = Duration::from_secs(600);
 pub struct Application {
     config: Config,
     db: Db,
-    clock: Arc<dyn Clock>,
     state: AppState,
     jobs: JobStore,
     listener: TcpListener,
@@ -40,6 +40,7 @@ const SCHEMA: &[&[pier_db::Migration]] = &[
     pier_db::MIGRATIONS,
     pier_auth::MIGRATIONS,
     pier_jobs::MIGRATIONS,
+    pier_idempotency::MIGRATIONS,
 ];
 
 /// Opens the configured database and applies pending migrations.
@@ -128,6 +129,7 @@ impl Application {
             Some(url) => Some(connect_redis(url).await?),
             None => None,
         };
+        let master_key = crate::secret_key::load(&config)?;
         let jobs = JobStore::new(db.clone(), clock.clone(), notifier(&config.jobs))
             .with_default_lease(Duration::from_secs(config.jobs.default_lease_secs));
         let state = AppState::new(AppStateParts {
@@ -138,13 +140,13 @@ impl Application {
             body_limit: usize::try_from(config.server.body_limit_bytes).unwrap_or(usize::MAX),
             jobs: jobs.clone(),
             claim_budget_bytes: config.jobs.claim_budget_bytes,
+            idempotency: IdempotencyStore::new(db.clone(), clock.clone(), &master_key),
         });
         let listener = bind(config.server.listen, "the API").await?;
         let admin_listener = bind(config.server.admin_listen, "metrics").await?;
         Ok(Self {
             config,
             db,
-            clock,
             state,
             jobs,
             listener,
@@ -205,8 +207,7 @@ impl Application {
             .with_graceful_shutdown(stopped(stop_rx.clone()));
         let admin = tokio::spawn(admin.into_future());
         let maintenance = tokio::spawn(maintenance(
-            self.db.clone(),
-            self.clock.clone(),
+            self.state.idempotency().clone(),
             stop_rx.clone(),
         ));
         let job_upkeep = self.background_upkeep.then(|| {
@@ -263,14 +264,14 @@ fn admin_router(handle: PrometheusHandle) -> axum::Router {
     )
 }
 
-async fn maintenance(db: Db, clock: Arc<dyn Clock>, mut stop: watch::Receiver<bool>) {
+async fn maintenance(records: IdempotencyStore, mut stop: watch::Receiver<bool>) {
     let mut every = tokio::time::interval(MAINTENANCE_EVERY);
     loop {
         tokio::select! {
             _ = every.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        match pier_api::prune_idempotency_keys(&db, clock.now()).await {
+        match records.prune().await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(deleted = n, "pruned expired idempotency keys"),
             Err(err) => tracing::warn!(error = %err, "could not prune idempotency keys"),

@@ -81,6 +81,8 @@ pub enum Command {
     /// Manage workspaces offline, against the same database
     #[command(subcommand)]
     Workspaces(WorkspacesCommand),
+    /// Print a fresh secret key for the secret_key setting (PIER_SECRET_KEY)
+    GenerateSecretKey,
 }
 
 #[derive(Debug, Subcommand)]

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod config;
+mod secret_key;
 pub mod telemetry;
 
 pub use app::{Application, launch, shutdown_signal};

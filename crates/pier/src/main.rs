@@ -26,6 +26,10 @@ async fn main() -> ExitCode {
         Command::Config => admin::print_config(&config),
         Command::Keys(command) => admin::keys(&config, command).await,
         Command::Workspaces(command) => admin::workspaces(&config, command).await,
+        Command::GenerateSecretKey => {
+            println!("{}", pier_core::MasterKey::generate().to_hex());
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

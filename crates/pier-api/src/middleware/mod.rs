@@ -3,7 +3,7 @@
 
 mod authn;
 mod edge;
-pub(crate) mod idempotency;
+mod idempotency;
 
 pub use authn::authenticate;
 pub use edge::{RequestContext, edge, record_route};

@@ -11,7 +11,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use pier_auth::KeySecret;
-use pier_core::{Secret, SecretUrl};
+use pier_core::{MasterKey, Secret, SecretUrl};
 use pier_db::DatabaseUrl;
 
 pub use value::{LogFilter, LogFormat, SettingValue};
@@ -29,9 +29,14 @@ pub struct Key {
 /// compatibility).
 const ENV_NAMES: &[(&str, &str)] = &[("log_level", "PIER_LOG")];
 /// Settings given only by the environment or the file: a flag would put them in `ps` output.
-const NO_FLAG: &[&str] = &["bootstrap_api_key"];
+const NO_FLAG: &[&str] = &["bootstrap_api_key", "secret_key"];
 /// Settings whose values `--help` must not print (they come from the environment).
-const SECRET: &[&str] = &["database_url", "redis_url", "bootstrap_api_key"];
+const SECRET: &[&str] = &[
+    "database_url",
+    "redis_url",
+    "bootstrap_api_key",
+    "secret_key",
+];
 
 impl Key {
     /// `jobs.claim_budget_bytes`, or `listen` at the top level.
@@ -137,6 +142,9 @@ settings! {
         redis_url: Option<SecretUrl> = None,
         /// The first owner key to create instead of a random one (see `pier keys generate`).
         bootstrap_api_key: Option<Secret<KeySecret>> = None,
+        /// The key secrets are sealed under at rest, 64 hex digits (see `pier generate-secret-key`);
+        /// required with PostgreSQL, else kept in <data_dir>/secret.key.
+        secret_key: Option<Secret<MasterKey>> = None,
         /// auto, json or pretty: JSON unless stderr is a terminal.
         log_format: LogFormat = LogFormat::Auto,
         /// A log filter, e.g. info or pier=debug,sqlx=warn.

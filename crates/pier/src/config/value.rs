@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use pier_auth::KeySecret;
-use pier_core::{Secret, SecretUrl};
+use pier_core::{MasterKey, Secret, SecretUrl};
 use pier_db::DatabaseUrl;
 use serde::Serialize;
 
@@ -87,6 +87,16 @@ impl SettingValue for Secret<KeySecret> {
         KeySecret::parse(text.trim())
             .map(Secret::new)
             .map_err(|_| "not a valid Pier key; make one with `pier keys generate`".to_owned())
+    }
+
+    fn show(&self) -> Option<toml::Value> {
+        Some("[redacted]".into())
+    }
+}
+
+impl SettingValue for Secret<MasterKey> {
+    fn parse(text: &str) -> Result<Self, String> {
+        MasterKey::parse(text).map(Secret::new)
     }
 
     fn show(&self) -> Option<toml::Value> {

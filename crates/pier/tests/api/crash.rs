@@ -20,6 +20,7 @@ const JOBS: usize = 2000;
 struct Server {
     base: String,
     key: String,
+    secret_key: String,
     args: Vec<String>,
     dir: tempfile::TempDir,
 }
@@ -30,6 +31,7 @@ impl Server {
             .current_dir(self.dir.path())
             .env_clear()
             .env("PIER_BOOTSTRAP_API_KEY", &self.key)
+            .env("PIER_SECRET_KEY", &self.secret_key)
             .env("PIER_LOG", "warn")
             .args(&self.args)
             .stdout(Stdio::null())
@@ -118,6 +120,7 @@ async fn killed_mid_run_loses_no_job(backend: Backend) {
     let server = Server {
         base: format!("http://127.0.0.1:{port}"),
         key: pier_auth::KeySecret::generate().expose().to_owned(),
+        secret_key: pier_core::MasterKey::generate().to_hex(),
         args,
         dir,
     };

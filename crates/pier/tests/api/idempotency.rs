@@ -6,9 +6,10 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::support::{Backend, TestApp, on_both_backends, problem};
+use crate::support::{Backend, TestApp, everything_stored, on_both_backends, problem};
 
 on_both_backends!(
+    no_secret_rests_in_the_clear,
     replays_and_mismatches,
     failures_are_not_stored,
     concurrent_duplicates_run_once
@@ -147,4 +148,40 @@ where
         out.push(handle.await.expect("request task"));
     }
     out
+}
+
+/// Every secret-bearing create, replayable or not, leaves no trace of the secret (or of the
+/// client's Idempotency-Key) anywhere the database keeps bytes.
+async fn no_secret_rests_in_the_clear(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let mut secrets = vec![app.owner_key.clone()];
+    for (name, idempotency_key) in [
+        ("plain", None),
+        ("replayable", Some("secret-bearing-create-1")),
+    ] {
+        let mut request = app
+            .request(Method::POST, "/v1/api-keys")
+            .json(&json!({"name": name, "role": "viewer"}));
+        if let Some(key) = idempotency_key {
+            request = request.header("idempotency-key", key);
+        }
+        let created: Value = request
+            .send()
+            .await
+            .expect("sent")
+            .json()
+            .await
+            .expect("json");
+        secrets.push(created["key"].as_str().expect("secret").to_owned());
+    }
+    let stored = everything_stored(&app).await;
+    let text = String::from_utf8_lossy(&stored);
+    for secret in &secrets {
+        let body = &secret["pier_".len()..];
+        assert!(!text.contains(body), "a key's secret rests in the clear");
+    }
+    assert!(
+        !text.contains("secret-bearing-create-1"),
+        "the Idempotency-Key rests in the clear"
+    );
 }

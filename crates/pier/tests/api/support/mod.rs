@@ -26,6 +26,9 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub db: pier_db::Db,
     pub jobs: pier_jobs::JobStore,
+    /// The database's URL (a PostgreSQL database of its own, or a SQLite file in `data_dir`).
+    pub database_url: String,
+    pub data_dir: std::path::PathBuf,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
     _dir: tempfile::TempDir,
@@ -54,9 +57,12 @@ impl TestApp {
             .set("listen", "127.0.0.1:0")
             .set("admin_listen", "127.0.0.1:0")
             .set("data_dir", dir.path().display().to_string())
-            .set("database_url", database_url)
+            .set("database_url", database_url.clone())
             .set("shutdown_timeout_secs", "5")
             .set("db_max_connections", "4");
+        if matches!(backend, Backend::Postgres(_)) {
+            sources = sources.set("secret_key", pier_core::MasterKey::generate().to_hex());
+        }
         if let Some(url) = options.redis_url {
             sources = sources.set("redis_url", url);
         }
@@ -94,6 +100,8 @@ impl TestApp {
             client: reqwest::Client::new(),
             db,
             jobs,
+            database_url,
+            data_dir: dir.path().to_owned(),
             shutdown: Some(tx),
             task: Some(task),
             _dir: dir,
@@ -245,4 +253,29 @@ pub async fn problem(response: Response, status: u16, code: &str) -> Value {
     assert_eq!(body["request_id"], request_id.as_str());
     assert!(body["title"].is_string() && body["detail"].is_string());
     body
+}
+
+/// Everything the database holds, as bytes: a data dump on PostgreSQL, the database file and its
+/// write-ahead log on SQLite.
+pub async fn everything_stored(app: &TestApp) -> Vec<u8> {
+    if app.database_url.starts_with("postgres") {
+        let dump = std::process::Command::new("pg_dump")
+            .args(["--data-only", &app.database_url])
+            .output()
+            .expect("pg_dump runs");
+        assert!(
+            dump.status.success(),
+            "{}",
+            String::from_utf8_lossy(&dump.stderr)
+        );
+        return dump.stdout;
+    }
+    let mut bytes = Vec::new();
+    for file in ["pier.db", "pier.db-wal"] {
+        if let Ok(content) = std::fs::read(app.data_dir.join(file)) {
+            bytes.extend(content);
+        }
+    }
+    assert!(!bytes.is_empty(), "the SQLite files are readable");
+    bytes
 }
