@@ -29,6 +29,7 @@ struct Inner {
     cursors: CursorCodec,
     redis: Option<Redis>,
     body_limit: usize,
+    request_timeout: std::time::Duration,
     claim_budget_bytes: u64,
     authenticator: Authenticator,
     api_keys: ApiKeyStore,
@@ -51,6 +52,8 @@ pub struct AppStateParts {
     pub redis: Option<Redis>,
     /// The largest request body accepted, in bytes.
     pub body_limit: usize,
+    /// How long a request may run (long-poll claims get their wait on top).
+    pub request_timeout: std::time::Duration,
     /// The job queue (shares `db` and `clock`).
     pub jobs: JobStore,
     /// How many bytes of payloads one claim may hand out (at least one job is always handed).
@@ -67,6 +70,7 @@ impl AppState {
             cursors,
             redis,
             body_limit,
+            request_timeout,
             jobs,
             claim_budget_bytes,
             idempotency,
@@ -84,6 +88,7 @@ impl AppState {
             cursors,
             redis,
             body_limit,
+            request_timeout,
             claim_budget_bytes,
         }))
     }
@@ -106,6 +111,10 @@ impl AppState {
 
     pub fn body_limit(&self) -> usize {
         self.0.body_limit
+    }
+
+    pub fn request_timeout(&self) -> std::time::Duration {
+        self.0.request_timeout
     }
 
     pub fn claim_budget_bytes(&self) -> u64 {

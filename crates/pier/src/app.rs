@@ -138,6 +138,7 @@ impl Application {
             cursors: CursorCodec::new(cursor_key),
             redis,
             body_limit: usize::try_from(config.server.body_limit_bytes).unwrap_or(usize::MAX),
+            request_timeout: Duration::from_secs(config.server.request_timeout_secs),
             jobs: jobs.clone(),
             claim_budget_bytes: config.jobs.claim_budget_bytes,
             idempotency: IdempotencyStore::new(db.clone(), clock.clone(), &master_key),
@@ -200,12 +201,24 @@ impl Application {
             let _ = rx.wait_for(|stop| *stop).await;
         };
 
-        let api = axum::serve(self.listener, pier_api::router(self.state.clone()))
-            .with_graceful_shutdown(stopped(stop_rx.clone()));
-        let mut api = tokio::spawn(api.into_future());
-        let admin = axum::serve(self.admin_listener, admin_router(metrics().clone()))
-            .with_graceful_shutdown(stopped(stop_rx.clone()));
-        let admin = tokio::spawn(admin.into_future());
+        let server = &self.config.server;
+        let limits = crate::server::Limits {
+            header_read_timeout: Duration::from_secs(server.header_read_timeout_secs),
+            max_connections: usize::try_from(server.max_connections).unwrap_or(usize::MAX),
+            grace: Duration::from_secs(server.shutdown_timeout_secs),
+        };
+        let mut api = tokio::spawn(crate::server::serve(
+            self.listener,
+            pier_api::router(self.state.clone()),
+            limits,
+            stopped(stop_rx.clone()),
+        ));
+        let admin = tokio::spawn(crate::server::serve(
+            self.admin_listener,
+            admin_router(metrics().clone()),
+            limits,
+            stopped(stop_rx.clone()),
+        ));
         let maintenance = tokio::spawn(maintenance(
             self.state.idempotency().clone(),
             stop_rx.clone(),
@@ -222,25 +235,13 @@ impl Application {
         tokio::select! {
             () = shutdown => tracing::info!("shutting down: finishing in-flight requests"),
             result = &mut api => {
-                result.context("the API server panicked")?.context("the API server failed")?;
+                result.context("the API server panicked")?;
                 bail!("the API server stopped unexpectedly");
             }
         }
         let _ = stop_tx.send(true);
-        let grace = Duration::from_secs(self.config.server.shutdown_timeout_secs);
-        match tokio::time::timeout(grace, &mut api).await {
-            Ok(result) => result
-                .context("the API server panicked")?
-                .context("the API server failed")?,
-            Err(_) => {
-                tracing::warn!(
-                    timeout_secs = grace.as_secs(),
-                    "in-flight requests did not finish in time; closing them"
-                );
-                api.abort();
-            }
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(5), admin).await;
+        api.await.context("the API server panicked")?;
+        let _ = admin.await;
         let _ = maintenance.await;
         if let Some(upkeep) = job_upkeep {
             let _ = upkeep.await;

@@ -6,6 +6,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 mod secret_key;
+mod server;
 pub mod telemetry;
 
 pub use app::{Application, launch, shutdown_signal};

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use pier_core::{Clock, SystemClock};
@@ -48,6 +48,21 @@ impl RequestContext {
     }
 }
 
+/// The method as a metrics label, from a closed set: a client cannot add label values (and so
+/// series) by inventing methods.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
 /// Accepts a client's id if it is short and plain, so it is safe to log and echo.
 fn sane_request_id(value: &HeaderValue) -> Option<String> {
     let text = value.to_str().ok()?;
@@ -67,7 +82,7 @@ pub async fn edge(mut req: Request, next: Next) -> Response {
         .unwrap_or_else(|| format!("req_{}", pier_core::id::new_body(SystemClock.now())));
     let ctx = RequestContext::new(request_id);
     req.extensions_mut().insert(ctx.clone());
-    let method = req.method().clone();
+    let method = method_label(req.method());
 
     let mut response = next.run(req).await;
     render_problem(&mut response, &ctx);
@@ -81,14 +96,14 @@ pub async fn edge(mut req: Request, next: Next) -> Response {
     let workspace_id = ctx.0.workspace_id.get().map(String::as_str);
     metrics::counter!(
         "pier_http_requests_total",
-        "method" => method.to_string(),
+        "method" => method,
         "route" => route.to_owned(),
         "status" => status.to_string()
     )
     .increment(1);
     metrics::histogram!(
         "pier_http_request_duration_seconds",
-        "method" => method.to_string(),
+        "method" => method,
         "route" => route.to_owned()
     )
     .record(latency_ms / 1000.0);

@@ -109,6 +109,8 @@ pub async fn claim(
 
 const CLAIM_MAX: std::ops::RangeInclusive<u32> = 1..=1000;
 const WAIT_SECONDS: std::ops::RangeInclusive<u32> = 0..=30;
+/// The longest a claim may wait, added to its request deadline.
+pub(crate) const MAX_WAIT: Duration = Duration::from_secs(30);
 
 fn lease_of(seconds: Option<u32>, errors: &mut ValidationErrors) -> Option<Duration> {
     let seconds = seconds?;

@@ -17,10 +17,15 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
-use crate::middleware::{authenticate, edge, idempotency, record_route};
+use crate::middleware::{Deadline, authenticate, deadline, edge, idempotency, record_route};
 use crate::openapi;
 
 pub fn router(state: AppState) -> Router {
+    let normal = Deadline(state.request_timeout());
+    let long_poll = Deadline(state.request_timeout() + leases::MAX_WAIT);
+    let claims = OpenApiRouter::new()
+        .routes(routes!(leases::claim))
+        .route_layer(from_fn_with_state(long_poll, deadline));
     let resources = OpenApiRouter::new()
         .routes(routes!(workspace::get_workspace))
         .routes(routes!(api_keys::create, api_keys::list))
@@ -35,11 +40,12 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(outcomes::fail))
         .routes(routes!(outcomes::complete_many))
         .routes(routes!(outcomes::fail_many))
-        .routes(routes!(leases::claim))
         .routes(routes!(queues::list))
         .routes(routes!(queues::update))
         .routes(routes!(queues::pause))
         .routes(routes!(queues::resume))
+        .route_layer(from_fn_with_state(normal, deadline))
+        .merge(claims)
         // route_layer: unknown paths stay a plain 404 instead of asking for credentials.
         .route_layer(from_fn_with_state(state.clone(), idempotency))
         .route_layer(from_fn_with_state(state.clone(), authenticate));

@@ -153,6 +153,13 @@ settings! {
         body_limit_bytes: u64 = 1024 * 1024,
         /// How long shutdown waits for in-flight requests, in seconds.
         shutdown_timeout_secs: u64 = 30,
+        /// How long a client may take to send a request's headers, in seconds; idle keep-alive
+        /// connections close after it too.
+        header_read_timeout_secs: u64 = 10,
+        /// How long a request may run, in seconds (long-poll claims get their wait on top).
+        request_timeout_secs: u64 = 30,
+        /// Connections served at once; more wait to be accepted.
+        max_connections: u64 = 1024,
         /// The size of the database connection pool.
         db_max_connections: u64 = 16,
     }

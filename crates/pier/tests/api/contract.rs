@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use crate::support::{Backend, Options, TestApp, on_both_backends, problem};
 
 on_both_backends!(
+    metric_labels_stay_bounded,
     error_statuses_are_problems,
     request_ids_round_trip,
     health_and_openapi,
@@ -278,5 +279,44 @@ async fn server_errors_hide_their_cause(backend: Backend) {
     assert!(
         !shown.contains("jobs") && !shown.contains("sql") && !shown.contains("table"),
         "{body}"
+    );
+}
+
+/// Labels come from closed sets: invented methods and unknown paths add no series.
+async fn metric_labels_stay_bounded(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let metrics = || async {
+        app.client
+            .get(format!("{}/metrics", app.admin_base))
+            .send()
+            .await
+            .expect("sent")
+            .text()
+            .await
+            .expect("text")
+    };
+    let send_odd = |i: usize| {
+        let method = Method::from_bytes(format!("BREW{i}").as_bytes()).expect("method");
+        app.client
+            .request(method, app.url(&format!("/no/such/path/{i}")))
+            .send()
+    };
+    for i in 0..10 {
+        send_odd(i).await.expect("sent");
+    }
+    let before = metrics().await.lines().count();
+    for i in 10..310 {
+        send_odd(i).await.expect("sent");
+    }
+    let after = metrics().await;
+    assert_eq!(
+        after.lines().count(),
+        before,
+        "300 odd requests added series"
+    );
+    assert!(after.contains("method=\"other\""), "{after}");
+    assert!(
+        !after.contains("BREW"),
+        "a client-chosen method became a label"
     );
 }
