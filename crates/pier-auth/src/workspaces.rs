@@ -2,27 +2,15 @@
 
 use std::sync::Arc;
 
-use pier_core::{Clock, Timestamp, WorkspaceId};
+use pier_core::{Clock, Label, Timestamp, WorkspaceId};
 use pier_db::{Db, Tx, with_reader, with_tx};
 use serde::Serialize;
 
 use crate::api_keys::{ApiKey, ApiKeyStore, KeyName, NewApiKey};
 use crate::{KeySecret, Role};
 
-/// A workspace name: 1 to 100 characters after trimming.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WorkspaceName(String);
-
-impl WorkspaceName {
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let trimmed = text.trim();
-        match trimmed.chars().count() {
-            0 => Err("must not be empty".to_owned()),
-            1..=100 => Ok(Self(trimmed.to_owned())),
-            _ => Err("must be at most 100 characters".to_owned()),
-        }
-    }
-}
+/// A workspace's name (see [`Label`]).
+pub type WorkspaceName = Label;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Workspace {
@@ -80,7 +68,7 @@ impl WorkspaceStore {
         let now = self.clock.now();
         let workspace = Workspace {
             id: WorkspaceId::new(now),
-            name: name.0,
+            name: name.into_string(),
             created_at: now,
         };
         with_tx!(tx, conn => {

@@ -14,4 +14,4 @@ pub use cursor::{CursorCodec, CursorError};
 pub use seal::{MasterKey, SealError, SubKey};
 pub use secret::{Secret, SecretUrl};
 pub use tenant::WorkspaceId;
-pub use validation::{FieldError, ValidationErrors};
+pub use validation::{FieldError, Label, ValidationErrors};

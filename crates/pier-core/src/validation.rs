@@ -28,6 +28,28 @@ pub fn plain_text(text: &str, min: usize, max: usize) -> Result<(), String> {
     }
 }
 
+/// A human-given name (of a workspace, an API key, …): trimmed, 1 to [`Label::MAX_CHARS`]
+/// characters, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Label(String);
+
+impl Label {
+    pub const MAX_CHARS: usize = 100;
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let trimmed = text.trim();
+        plain_text(trimmed, 1, Self::MAX_CHARS).map(|()| Self(trimmed.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
 /// One invalid field: `{"field": "name", "code": "too_long", "message": "…"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
@@ -109,6 +131,17 @@ impl std::error::Error for ValidationErrors {}
 #[cfg(test)]
 mod tests {
     use super::plain_text;
+
+    #[test]
+    fn labels_are_trimmed_and_plain() {
+        assert_eq!(
+            super::Label::parse("  ci  ").map(super::Label::into_string),
+            Ok("ci".to_owned())
+        );
+        assert!(super::Label::parse("   ").is_err());
+        assert!(super::Label::parse("bell\u{7}").is_err());
+        assert!(super::Label::parse(&"x".repeat(101)).is_err());
+    }
 
     #[test]
     fn plain_text_refuses_control_characters_and_bad_lengths() {

@@ -57,6 +57,21 @@ async fn pick_workspace(db: &Db, named: Option<&str>) -> anyhow::Result<Workspac
     }
 }
 
+/// A stored name as a table cell: control characters (a tab would shift the columns, an escape
+/// sequence would reach the terminal) are shown escaped. Names are refused with them today, but
+/// rows written before that rule may still hold them.
+fn cell(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 fn print_key(key: &ApiKey) {
     let scopes = key.scopes.as_ref().map_or("(role)".to_owned(), |s| {
         s.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(",")
@@ -68,7 +83,11 @@ fn print_key(key: &ApiKey) {
     };
     println!(
         "{}\t{}\t{}\t{}\t{status}\t{}",
-        key.id, key.prefix, key.role, scopes, key.name
+        key.id,
+        key.prefix,
+        key.role,
+        scopes,
+        cell(&key.name)
     );
 }
 
@@ -162,13 +181,15 @@ pub async fn workspaces(config: &Config, command: WorkspacesCommand) -> anyhow::
                 let (workspace, key, secret) = store.create_with_owner_key(name).await?;
                 eprintln!(
                     "Created workspace {} ({}) with owner key {}. It is shown only once:",
-                    workspace.id, workspace.name, key.id
+                    workspace.id,
+                    cell(&workspace.name),
+                    key.id
                 );
                 println!("{}", secret.expose());
             }
             WorkspacesCommand::List => {
                 for ws in store.list_all().await? {
-                    println!("{}\t{}\t{}", ws.id, ws.created_at, ws.name);
+                    println!("{}\t{}\t{}", ws.id, ws.created_at, cell(&ws.name));
                 }
             }
         }
@@ -177,4 +198,15 @@ pub async fn workspaces(config: &Config, command: WorkspacesCommand) -> anyhow::
     .await;
     db.close().await;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cell;
+
+    #[test]
+    fn cells_escape_control_characters() {
+        assert_eq!(cell("ci\tkey\u{1b}[31m"), "ci\\tkey\\u{1b}[31m");
+        assert_eq!(cell("ünïcode"), "ünïcode");
+    }
 }

@@ -1,0 +1,156 @@
+//! Workspaces, API keys and the first-start bootstrap against real databases, on both backends.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pier_auth::{
+    ApiKeyFilter, ApiKeyStore, Authenticator, KeyName, KeySecret, NewApiKey, Role, WorkspaceName,
+    WorkspaceStore,
+};
+use pier_core::{Clock, ManualClock};
+use pier_testkit::{Backend, TestDb, on_both_backends};
+
+on_both_backends!(
+    keys_authenticate_until_revoked_or_expired,
+    pages_cover_keys_sharing_a_timestamp,
+    bootstrap_happens_once_however_many_nodes_start,
+);
+
+async fn setup(backend: Backend) -> (TestDb, ManualClock) {
+    let db = TestDb::new(&backend, &[pier_db::MIGRATIONS, pier_auth::MIGRATIONS]).await;
+    (db, ManualClock::starting_now())
+}
+
+fn new_key(name: &str, expires_in: Option<Duration>, clock: &ManualClock) -> NewApiKey {
+    NewApiKey {
+        name: KeyName::parse(name).expect("name"),
+        role: Role::Member,
+        scopes: None,
+        expires_at: expires_in.map(|d| clock.now().saturating_add(d)),
+    }
+}
+
+async fn keys_authenticate_until_revoked_or_expired(backend: Backend) {
+    let (test_db, clock) = setup(backend).await;
+    let clock_arc: Arc<dyn Clock> = Arc::new(clock.clone());
+    let workspaces = WorkspaceStore::new(test_db.db.clone(), clock_arc.clone());
+    let (workspace, owner, owner_secret) = workspaces
+        .create_with_owner_key(WorkspaceName::parse("acme").expect("name"))
+        .await
+        .expect("workspace");
+    let keys = ApiKeyStore::new(test_db.db.clone(), clock_arc.clone());
+    let auth = Authenticator::new(keys.clone(), clock_arc);
+    let header = |secret: &KeySecret| format!("Bearer {}", secret.expose());
+
+    let principal = auth
+        .authenticate(Some(&header(&owner_secret)))
+        .await
+        .expect("owner");
+    assert_eq!(principal.workspace_id(), &workspace.id);
+    assert_eq!(principal.role(), Role::Owner);
+    assert!(
+        auth.authenticate(Some(&header(&KeySecret::generate())))
+            .await
+            .is_err(),
+        "an unknown key"
+    );
+
+    let (short, short_secret) = keys
+        .create(
+            &workspace.id,
+            new_key("short", Some(Duration::from_secs(60)), &clock),
+        )
+        .await
+        .expect("key");
+    auth.authenticate(Some(&header(&short_secret)))
+        .await
+        .expect("fresh key");
+    clock.advance(Duration::from_secs(61));
+    assert!(
+        auth.authenticate(Some(&header(&short_secret)))
+            .await
+            .is_err(),
+        "expired"
+    );
+
+    let seen = keys
+        .get(&workspace.id, &owner.id)
+        .await
+        .expect("get")
+        .expect("key");
+    assert!(keys.revoke(&seen).await.expect("revoke").is_some());
+    assert!(
+        auth.authenticate(Some(&header(&owner_secret)))
+            .await
+            .is_err(),
+        "revoked"
+    );
+    assert!(
+        keys.revoke(&seen).await.expect("revoke").is_none(),
+        "revoked once"
+    );
+    assert!(short.expires_at.is_some());
+}
+
+async fn pages_cover_keys_sharing_a_timestamp(backend: Backend) {
+    let (test_db, clock) = setup(backend).await;
+    let clock_arc: Arc<dyn Clock> = Arc::new(clock.clone());
+    let (workspace, _, _) = WorkspaceStore::new(test_db.db.clone(), clock_arc.clone())
+        .create_with_owner_key(WorkspaceName::parse("acme").expect("name"))
+        .await
+        .expect("workspace");
+    let keys = ApiKeyStore::new(test_db.db.clone(), clock_arc);
+    for i in 0..7 {
+        keys.create(&workspace.id, new_key(&format!("k{i}"), None, &clock))
+            .await
+            .expect("key");
+    }
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = keys
+            .list(&workspace.id, &ApiKeyFilter::default(), after.clone(), 3)
+            .await
+            .expect("page");
+        if page.is_empty() {
+            break;
+        }
+        after = page
+            .last()
+            .map(|k| (k.created_at.as_micros(), k.id.to_string()));
+        seen.extend(page.into_iter().map(|k| k.id));
+    }
+    assert_eq!(
+        seen.len(),
+        8,
+        "7 keys and the owner's, none twice: {seen:?}"
+    );
+    let unique: std::collections::HashSet<_> = seen.iter().collect();
+    assert_eq!(unique.len(), 8);
+}
+
+async fn bootstrap_happens_once_however_many_nodes_start(backend: Backend) {
+    let (test_db, clock) = setup(backend).await;
+    let clock_arc: Arc<dyn Clock> = Arc::new(clock);
+    let starts = (0..4).map(|_| {
+        let (db, clock) = (test_db.db.clone(), clock_arc.clone());
+        tokio::spawn(async move { pier_auth::bootstrap(&db, clock, None).await })
+    });
+    let mut created = Vec::new();
+    for start in starts.collect::<Vec<_>>() {
+        created.push(start.await.expect("task"));
+    }
+    assert_eq!(
+        created
+            .iter()
+            .filter(|b| b.as_ref().is_ok_and(Option::is_some))
+            .count(),
+        1,
+        "exactly one start bootstraps"
+    );
+    let all = WorkspaceStore::new(test_db.db.clone(), clock_arc)
+        .list_all()
+        .await
+        .expect("list");
+    assert_eq!(all.len(), 1);
+}
