@@ -1,5 +1,5 @@
 //! Pier's HTTP API: one router per resource, the shared extractors and middleware that implement
-//! the API contract (`shared/CONVENTIONS.md`), and the OpenAPI document generated from the code.
+//! the API contract (`docs/api-conventions.md`), and the OpenAPI document generated from the code.
 //! This crate translates HTTP to calls on the capability crates; it owns no business rules.
 
 pub mod extract;

@@ -74,17 +74,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Pagination {
         for (name, value) in url_pairs(query) {
             match name.as_str() {
                 "limit" => {
-                    limit = value
-                        .parse()
-                        .ok()
-                        .filter(|l| (1..=MAX_LIMIT).contains(l))
-                        .ok_or_else(|| {
-                            ApiError::validation(ValidationErrors::single(
-                                "limit",
-                                "out_of_range",
-                                format!("must be a whole number from 1 to {MAX_LIMIT}"),
-                            ))
-                        })?;
+                    let mut errors = ValidationErrors::new();
+                    let parsed = value.parse().unwrap_or(0);
+                    limit = errors
+                        .check_range("limit", parsed, &(1..=MAX_LIMIT))
+                        .ok_or_else(|| ApiError::validation(errors))?;
                 }
                 "cursor" => cursor = Some(value),
                 _ => {}

@@ -1,4 +1,4 @@
-//! Time is injected (ARCHITECTURE invariant 5): code asks a [`Clock`], tests move a [`ManualClock`]
+//! Time is injected (`docs/architecture.md`, invariant 5): code asks a [`Clock`], tests move a [`ManualClock`]
 //! instead of sleeping. Timestamps are whole microseconds since the Unix epoch so that both
 //! backends store, compare and order them identically as 64-bit integers.
 

@@ -1,4 +1,4 @@
-//! Secrets stay secret (ARCHITECTURE invariant 6): a [`Secret`] prints as `[redacted]` in `Debug`,
+//! Secrets stay secret (`docs/architecture.md`, invariant 6): a [`Secret`] prints as `[redacted]` in `Debug`,
 //! `Display` and serialized configuration, so it cannot leak through logs or `pier config`.
 
 use std::fmt;

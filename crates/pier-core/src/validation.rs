@@ -28,6 +28,11 @@ pub fn plain_text(text: &str, min: usize, max: usize) -> Result<(), String> {
     }
 }
 
+/// "must be from A to B".
+pub fn range_message<T: std::fmt::Display>(range: &std::ops::RangeInclusive<T>) -> String {
+    format!("must be from {} to {}", range.start(), range.end())
+}
+
 /// A human-given name (of a workspace, an API key, …): trimmed, 1 to [`Label::MAX_CHARS`]
 /// characters, no control characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +88,22 @@ impl ValidationErrors {
             code: code.to_owned(),
             message: message.into(),
         });
+    }
+
+    /// Keeps `value` if `range` holds it; else records `out_of_range` under `field`, with the one
+    /// wording every range check uses.
+    pub fn check_range<T: PartialOrd + std::fmt::Display>(
+        &mut self,
+        field: &str,
+        value: T,
+        range: &std::ops::RangeInclusive<T>,
+    ) -> Option<T> {
+        if range.contains(&value) {
+            Some(value)
+        } else {
+            self.add(field, "out_of_range", range_message(range));
+            None
+        }
     }
 
     /// Keeps the value of `result`, recording its error under `field`.

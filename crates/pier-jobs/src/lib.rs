@@ -30,7 +30,7 @@ pub use model::{
 pub use notify::{Notifier, Subscription, WaitRefused, WaitSlot, WaiterLimits};
 pub use spec::{
     BackoffSpec, JobSpec, LEASE_SECONDS_RANGE, MAX_ATTEMPTS_RANGE, MAX_PAYLOAD_BYTES,
-    PRIORITY_RANGE, range_message,
+    PRIORITY_RANGE,
 };
 pub use store::{
     ClaimLimits, ClaimTarget, Completion, Failure, Heartbeat, Held, JobFilter, JobStore,

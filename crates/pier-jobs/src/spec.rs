@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use pier_core::validation::plain_text;
+use pier_core::validation::{plain_text, range_message};
 use pier_core::{Timestamp, ValidationErrors};
 use serde::Deserialize;
 
@@ -173,18 +173,10 @@ impl JobSpec {
                 plain_text(key, 1, UNIQUE_KEY_MAX_CHARS),
             );
         }
-        let lease = match self.lease_seconds {
-            None => None,
-            Some(s) if LEASE_SECONDS_RANGE.contains(&s) => Some(Duration::from_secs(s.into())),
-            Some(_) => {
-                errors.add(
-                    &field("lease_seconds"),
-                    "out_of_range",
-                    range_message(&LEASE_SECONDS_RANGE),
-                );
-                None
-            }
-        };
+        let lease = self
+            .lease_seconds
+            .and_then(|s| errors.check_range(&field("lease_seconds"), s, &LEASE_SECONDS_RANGE))
+            .map(|s| Duration::from_secs(s.into()));
         Some(NewJob {
             queue: queue?,
             kind: kind?,
@@ -196,11 +188,6 @@ impl JobSpec {
             lease,
         })
     }
-}
-
-/// "must be from A to B", the one wording of every range check.
-pub fn range_message<T: std::fmt::Display>(range: &std::ops::RangeInclusive<T>) -> String {
-    format!("must be from {} to {}", range.start(), range.end())
 }
 
 #[cfg(test)]

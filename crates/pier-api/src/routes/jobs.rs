@@ -67,6 +67,9 @@ pub async fn create(
     ))
 }
 
+/// The most jobs one batch enqueue may carry.
+const MAX_BATCH: usize = 1000;
+
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateJobs {
@@ -96,9 +99,7 @@ pub async fn create_batch(
     ApiJson(body): ApiJson<CreateJobs>,
 ) -> ApiResult<(StatusCode, Json<EnqueuedJobs>)> {
     let mut errors = ValidationErrors::new();
-    if !(1..=1000).contains(&body.jobs.len()) {
-        errors.add("jobs", "out_of_range", "send 1 to 1000 jobs");
-    }
+    errors.check_range("jobs", body.jobs.len(), &(1..=MAX_BATCH));
     let jobs: Vec<Option<NewJob>> = body
         .jobs
         .into_iter()

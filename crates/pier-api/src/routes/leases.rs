@@ -11,7 +11,6 @@ use pier_core::validation::plain_text;
 use pier_core::{Timestamp, ValidationErrors};
 use pier_jobs::{
     ClaimLimits, ClaimTarget, ClaimedJob, Held, LEASE_SECONDS_RANGE, QueueName, WaitRefused,
-    range_message,
 };
 use serde::{Deserialize, Serialize};
 
@@ -58,21 +57,23 @@ pub async fn claim(
 ) -> ApiResult<Json<Claimed>> {
     let mut errors = ValidationErrors::new();
     let queue = errors.check("name", "invalid", QueueName::parse(&name));
-    let max = body.max.unwrap_or(1);
-    if !CLAIM_MAX.contains(&max) {
-        errors.add("max", "out_of_range", range_message(&CLAIM_MAX));
-    }
+    let max = errors.check_range("max", body.max.unwrap_or(1), &CLAIM_MAX);
     let lease = lease_of(body.lease_seconds, &mut errors);
-    let wait = body.wait_seconds.unwrap_or(0);
-    if !WAIT_SECONDS.contains(&wait) {
-        errors.add("wait_seconds", "out_of_range", range_message(&WAIT_SECONDS));
-    }
+    let wait = errors.check_range(
+        "wait_seconds",
+        body.wait_seconds.unwrap_or(0),
+        &WAIT_SECONDS,
+    );
     if let Some(worker) = &body.worker_id {
         errors.check("worker_id", "invalid", plain_text(worker, 1, 128));
     }
     errors.into_result().map_err(ApiError::validation)?;
-    let Some(queue) = queue else {
-        return Err(ApiError::not_found("queue"));
+    let (Some(queue), Some(max), Some(wait)) = (queue, max, wait) else {
+        return Err(ApiError::validation(ValidationErrors::single(
+            "body",
+            "invalid",
+            "invalid claim",
+        )));
     };
 
     let jobs = state.jobs();
@@ -113,17 +114,8 @@ const WAIT_SECONDS: std::ops::RangeInclusive<u32> = 0..=30;
 pub(crate) const MAX_WAIT: Duration = Duration::from_secs(30);
 
 fn lease_of(seconds: Option<u32>, errors: &mut ValidationErrors) -> Option<Duration> {
-    let seconds = seconds?;
-    if LEASE_SECONDS_RANGE.contains(&seconds) {
-        Some(Duration::from_secs(seconds.into()))
-    } else {
-        errors.add(
-            "lease_seconds",
-            "out_of_range",
-            range_message(&LEASE_SECONDS_RANGE),
-        );
-        None
-    }
+    let seconds = errors.check_range("lease_seconds", seconds?, &LEASE_SECONDS_RANGE)?;
+    Some(Duration::from_secs(seconds.into()))
 }
 
 /// A long-poll turned away: the workspace's share is used up (`429`), or the node's (`503`).

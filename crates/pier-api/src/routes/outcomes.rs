@@ -157,14 +157,13 @@ pub struct Reports {
 
 /// Checks every item, naming bad fields by position (`[3].lease_token`).
 fn parse_items<T, U>(items: Vec<T>, parse: impl Fn(T) -> ApiResult<U>) -> ApiResult<Vec<U>> {
-    if !(1..=MAX_REPORTS).contains(&items.len()) {
-        return Err(ApiError::validation(ValidationErrors::single(
-            "body",
-            "out_of_range",
-            format!("send 1 to {MAX_REPORTS} jobs"),
-        )));
-    }
     let mut errors = ValidationErrors::new();
+    if errors
+        .check_range("body", items.len(), &(1..=MAX_REPORTS))
+        .is_none()
+    {
+        return Err(ApiError::validation(errors));
+    }
     let mut parsed = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
         match parse(item) {

@@ -3,6 +3,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use pier_core::ValidationErrors;
+use pier_core::validation::range_message;
 use pier_jobs::{QueueInfo, QueueName, QueuePatch};
 use serde::{Deserialize, Deserializer};
 
@@ -141,7 +142,7 @@ pub async fn update(
         return Err(ApiError::validation(ValidationErrors::single(
             "concurrency_limit",
             "out_of_range",
-            format!("{}, or null", pier_jobs::range_message(&CONCURRENCY_LIMIT)),
+            format!("{}, or null", range_message(&CONCURRENCY_LIMIT)),
         )));
     }
     let patch = QueuePatch {
