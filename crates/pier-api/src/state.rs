@@ -22,21 +22,14 @@ impl std::fmt::Debug for Redis {
 #[derive(Debug, Clone)]
 pub struct AppState(Arc<Inner>);
 
+/// The parts as given, and the stores derived from them.
 #[derive(Debug)]
 struct Inner {
-    db: Db,
-    clock: Arc<dyn Clock>,
-    cursors: CursorCodec,
-    redis: Option<Redis>,
-    body_limit: usize,
-    request_timeout: std::time::Duration,
-    claim_budget_bytes: u64,
+    parts: AppStateParts,
     authenticator: Authenticator,
     api_keys: ApiKeyStore,
     workspaces: WorkspaceStore,
-    jobs: JobStore,
     group_commit: GroupCommit,
-    idempotency: IdempotencyStore,
 }
 
 /// The inputs [`AppState`] is built from.
@@ -64,61 +57,43 @@ pub struct AppStateParts {
 
 impl AppState {
     pub fn new(parts: AppStateParts) -> Self {
-        let AppStateParts {
-            db,
-            clock,
-            cursors,
-            redis,
-            body_limit,
-            request_timeout,
-            jobs,
-            claim_budget_bytes,
-            idempotency,
-        } = parts;
+        let (db, clock) = (&parts.db, &parts.clock);
         let api_keys = ApiKeyStore::new(db.clone(), clock.clone());
         Self(Arc::new(Inner {
-            group_commit: GroupCommit::start(&jobs),
-            idempotency,
             authenticator: Authenticator::new(api_keys.clone(), clock.clone()),
             workspaces: WorkspaceStore::new(db.clone(), clock.clone()),
+            group_commit: GroupCommit::start(&parts.jobs),
             api_keys,
-            jobs,
-            db,
-            clock,
-            cursors,
-            redis,
-            body_limit,
-            request_timeout,
-            claim_budget_bytes,
+            parts,
         }))
     }
 
     pub fn db(&self) -> &Db {
-        &self.0.db
+        &self.0.parts.db
     }
 
     pub fn clock(&self) -> &Arc<dyn Clock> {
-        &self.0.clock
+        &self.0.parts.clock
     }
 
     pub fn cursors(&self) -> &CursorCodec {
-        &self.0.cursors
+        &self.0.parts.cursors
     }
 
     pub fn redis(&self) -> Option<&Redis> {
-        self.0.redis.as_ref()
+        self.0.parts.redis.as_ref()
     }
 
     pub fn body_limit(&self) -> usize {
-        self.0.body_limit
+        self.0.parts.body_limit
     }
 
     pub fn request_timeout(&self) -> std::time::Duration {
-        self.0.request_timeout
+        self.0.parts.request_timeout
     }
 
     pub fn claim_budget_bytes(&self) -> u64 {
-        self.0.claim_budget_bytes
+        self.0.parts.claim_budget_bytes
     }
 
     pub fn authenticator(&self) -> &Authenticator {
@@ -134,11 +109,11 @@ impl AppState {
     }
 
     pub fn jobs(&self) -> &JobStore {
-        &self.0.jobs
+        &self.0.parts.jobs
     }
 
     pub fn idempotency(&self) -> &IdempotencyStore {
-        &self.0.idempotency
+        &self.0.parts.idempotency
     }
 
     /// Single enqueues and reports, committed in groups (see [`GroupCommit`]).

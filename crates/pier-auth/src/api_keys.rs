@@ -193,14 +193,10 @@ impl ApiKeyStore {
         workspace: &WorkspaceId,
         id: &ApiKeyId,
     ) -> Result<Option<ApiKey>, sqlx::Error> {
-        let sql = format!("SELECT {COLUMNS} FROM api_keys WHERE workspace_id = $1 AND id = $2");
-        let row: Option<ApiKeyRow> = with_reader!(&self.db, pool => {
-            sqlx::query_as(&sql)
-                .bind(workspace.as_str())
-                .bind(id.as_str())
-                .fetch_optional(pool)
-                .await
-        })?;
+        let row: Option<ApiKeyRow> = self
+            .db
+            .find_owned("api_keys", COLUMNS, workspace.as_str(), id.as_str())
+            .await?;
         row.map(ApiKey::try_from).transpose()
     }
 

@@ -69,6 +69,32 @@ impl Db {
         Tx::begin(self, false).await
     }
 
+    /// The row of a tenant-owned `table` with this `id`, if it belongs to `workspace`: the one
+    /// lookup every capability makes, written once with its workspace filter (invariant 1).
+    /// `table` and `columns` are the caller's constants, never input.
+    pub async fn find_owned<T>(
+        &self,
+        table: &str,
+        columns: &str,
+        workspace: &str,
+        id: &str,
+    ) -> Result<Option<T>, sqlx::Error>
+    where
+        T: Send
+            + Unpin
+            + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+    {
+        let sql = format!("SELECT {columns} FROM {table} WHERE workspace_id = $1 AND id = $2");
+        with_reader!(self, pool => {
+            sqlx::query_as(&sql)
+                .bind(workspace)
+                .bind(id)
+                .fetch_optional(pool)
+                .await
+        })
+    }
+
     /// Checks the database answers, for readiness probes.
     pub async fn ping(&self, timeout: Duration) -> Result<(), sqlx::Error> {
         let probe = async {

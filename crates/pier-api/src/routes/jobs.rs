@@ -211,12 +211,8 @@ pub async fn cancel(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Job>> {
     let id = parse_job_id(&id)?;
-    Ok(Json(
-        state
-            .jobs()
-            .cancel(auth.principal.workspace_id(), &id)
-            .await?,
-    ))
+    let job = state.jobs().cancel(auth.principal.workspace_id(), &id);
+    Ok(Json(job.await?))
 }
 
 /// Run a job again now, e.g. a dead letter after fixing its cause.
@@ -234,10 +230,6 @@ pub async fn retry(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Job>> {
     let id = parse_job_id(&id)?;
-    Ok(Json(
-        state
-            .jobs()
-            .retry(auth.principal.workspace_id(), &id)
-            .await?,
-    ))
+    let job = state.jobs().retry(auth.principal.workspace_id(), &id);
+    Ok(Json(job.await?))
 }

@@ -190,14 +190,10 @@ impl JobStore {
         workspace: &WorkspaceId,
         id: &JobId,
     ) -> Result<Option<Job>, sqlx::Error> {
-        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE workspace_id = $1 AND id = $2");
-        let row: Option<JobRow> = with_reader!(&self.db, pool => {
-            sqlx::query_as(&sql)
-                .bind(workspace.as_str())
-                .bind(id.as_str())
-                .fetch_optional(pool)
-                .await
-        })?;
+        let row: Option<JobRow> = self
+            .db
+            .find_owned("jobs", JOB_COLUMNS, workspace.as_str(), id.as_str())
+            .await?;
         row.map(Job::try_from).transpose()
     }
 

@@ -37,86 +37,106 @@ impl JobStore {
     /// Cancels a job: a waiting one at once; a running one is asked to stop (its worker sees
     /// `cancel_requested` on its next heartbeat and acknowledges by failing it).
     pub async fn cancel(&self, workspace: &WorkspaceId, id: &JobId) -> Result<Job, JobError> {
-        let now = self.clock.now().as_micros();
-        let mut tx = self.db.begin().await?;
-        let (state, queue) = self.lock_state(&mut tx, workspace, id).await?;
-        // A waiting job ends now; a running one is flagged for its worker.
-        let (new_state, cancel_requested, finalized_at) = match state {
-            JobState::Scheduled | JobState::Available | JobState::Retryable => {
-                (JobState::Cancelled, false, Some(now))
-            }
-            JobState::Running => (JobState::Running, true, None),
-            JobState::Cancelled => {
-                drop(tx);
-                return self.get(workspace, id).await?.ok_or(JobError::NotFound);
-            }
-            other => return Err(JobError::WrongState(other)),
-        };
-        let sql = format!(
-            "UPDATE jobs SET state = $1, cancel_requested = $2, finalized_at = $3 \
-             WHERE workspace_id = $4 AND id = $5 RETURNING {JOB_COLUMNS}"
-        );
-        let row: JobRow = with_tx!(&mut tx, conn => {
-            sqlx::query_as(&sql)
-                .bind(new_state.as_str())
-                .bind(cancel_requested)
-                .bind(finalized_at)
-                .bind(workspace.as_str())
-                .bind(id.as_str())
-                .fetch_one(conn)
-                .await
-        })?;
-        if state != JobState::Running {
-            let mut moves = Moves::new();
-            moves.moved(
-                workspace.as_str(),
-                &queue,
-                Some(state),
-                Some(JobState::Cancelled),
-            );
-            moves.apply(&mut tx).await?;
-        }
-        tx.commit().await?;
-        Ok(Job::try_from(row)?)
+        self.operate(workspace, id, |state, now| match state {
+            JobState::Scheduled | JobState::Available | JobState::Retryable => Ok(Some(Change {
+                finalized_at: Some(now),
+                ..Change::to(JobState::Cancelled)
+            })),
+            JobState::Running => Ok(Some(Change {
+                cancel_requested: true,
+                ..Change::to(JobState::Running)
+            })),
+            JobState::Cancelled => Ok(None),
+            other => Err(JobError::WrongState(other)),
+        })
+        .await
     }
 
     /// Runs a job again now: a finished one (including dead letters) gets one more attempt if it
     /// had used them all; a waiting one is made due at once.
     pub async fn retry(&self, workspace: &WorkspaceId, id: &JobId) -> Result<Job, JobError> {
+        self.operate(workspace, id, |state, now| match state {
+            JobState::Running => Err(JobError::WrongState(state)),
+            _ => Ok(Some(Change {
+                run_at: Some(now),
+                grant_attempt: true,
+                ..Change::to(JobState::Available)
+            })),
+        })
+        .await
+    }
+
+    /// Locks a tenant's job, asks `decide` what to do given its state and the time (`None`:
+    /// nothing), applies that with its counter move, and wakes the queue if the job became
+    /// available.
+    async fn operate(
+        &self,
+        workspace: &WorkspaceId,
+        id: &JobId,
+        decide: impl FnOnce(JobState, i64) -> Result<Option<Change>, JobError>,
+    ) -> Result<Job, JobError> {
         let now = self.clock.now().as_micros();
         let mut tx = self.db.begin().await?;
         let (state, queue) = self.lock_state(&mut tx, workspace, id).await?;
-        if state == JobState::Running {
-            return Err(JobError::WrongState(state));
-        }
+        let Some(change) = decide(state, now)? else {
+            drop(tx);
+            return self.get(workspace, id).await?.ok_or(JobError::NotFound);
+        };
         let sql = format!(
-            "UPDATE jobs SET state = 'available', run_at = $1, finalized_at = NULL, \
-             cancel_requested = FALSE, max_attempts = CASE WHEN attempt >= max_attempts \
-             THEN attempt + 1 ELSE max_attempts END WHERE workspace_id = $2 AND id = $3 \
+            "UPDATE jobs SET state = $1, cancel_requested = $2, finalized_at = $3, \
+             run_at = COALESCE($4, run_at), max_attempts = CASE WHEN $5 AND attempt >= max_attempts \
+             THEN attempt + 1 ELSE max_attempts END WHERE workspace_id = $6 AND id = $7 \
              RETURNING {JOB_COLUMNS}"
         );
         let updated: Result<JobRow, sqlx::Error> = with_tx!(&mut tx, conn => {
             sqlx::query_as(&sql)
-                .bind(now)
+                .bind(change.to.as_str())
+                .bind(change.cancel_requested)
+                .bind(change.finalized_at)
+                .bind(change.run_at)
+                .bind(change.grant_attempt)
                 .bind(workspace.as_str())
                 .bind(id.as_str())
                 .fetch_one(conn)
                 .await
         });
         let row = match updated {
+            // Retrying a finished job whose unique key another unfinished job now holds.
             Err(err) if is_unique_violation(&err) => return Err(JobError::UniqueConflict),
             other => other?,
         };
         let mut moves = Moves::new();
-        moves.moved(
-            workspace.as_str(),
-            &queue,
-            Some(state),
-            Some(JobState::Available),
-        );
+        moves.moved(workspace.as_str(), &queue, Some(state), Some(change.to));
         moves.apply(&mut tx).await?;
-        wake_after_commit(&self.notifier, &mut tx, workspace, &queue).await?;
+        if change.to == JobState::Available {
+            wake_after_commit(&self.notifier, &mut tx, workspace, &queue).await?;
+        }
         tx.commit().await?;
         Ok(Job::try_from(row)?)
+    }
+}
+
+/// What an operator's action does to one job.
+#[derive(Debug)]
+struct Change {
+    to: JobState,
+    cancel_requested: bool,
+    finalized_at: Option<i64>,
+    /// A new due time; `None` keeps the job's.
+    run_at: Option<i64>,
+    /// One more attempt for a job that used them all.
+    grant_attempt: bool,
+}
+
+impl Change {
+    /// Into `state`, clearing the cancellation flag and the finish time, keeping the rest.
+    fn to(state: JobState) -> Self {
+        Self {
+            to: state,
+            cancel_requested: false,
+            finalized_at: None,
+            run_at: None,
+            grant_attempt: false,
+        }
     }
 }
