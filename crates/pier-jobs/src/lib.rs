@@ -39,5 +39,8 @@ pub use store::{
 pub use worker::{JobContext, JobFailure, PoolOptions, Worker, WorkerPool};
 
 /// The tables this crate owns (`jobs`, `queues`, `job_counts`), for [`pier_db::Db::migrate`].
-pub const MIGRATIONS: &[pier_db::Migration] =
-    pier_db::migrations!(2 => "0002_jobs", 3 => "0003_jobs_by_workspace");
+pub const MIGRATIONS: &[pier_db::Migration] = pier_db::migrations!(
+    2 => "0002_jobs",
+    3 => "0003_jobs_by_workspace",
+    5 => "0005_lease_only_while_running",
+);

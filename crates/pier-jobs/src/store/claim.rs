@@ -298,12 +298,12 @@ impl JobStore {
              FROM (SELECT value ->> 0 AS ws, value ->> 1 AS id, value ->> 2 AS token, \
              CAST(value ->> 3 AS BIGINT) AS lease FROM {}) AS k \
              WHERE jobs.workspace_id = k.ws AND jobs.id = k.id AND jobs.lease_token = k.token \
-             AND jobs.state = 'running' \
-             RETURNING jobs.workspace_id, jobs.id, jobs.lease_expires_at, jobs.cancel_requested",
+             RETURNING jobs.workspace_id, jobs.id, jobs.lease_token, jobs.lease_expires_at, \
+             jobs.cancel_requested",
             self.db.backend().json_rows("$2")
         );
         let mut tx = self.db.begin_relaxed().await?;
-        let renewed: Vec<(String, String, i64, bool)> = with_tx!(&mut tx, conn => {
+        let renewed: Vec<(String, String, String, i64, bool)> = with_tx!(&mut tx, conn => {
             sqlx::query_as(&sql)
                 .bind(now)
                 .bind(rows.as_str())
@@ -311,22 +311,22 @@ impl JobStore {
                 .await
         })?;
         tx.commit().await?;
-        let renewed: HashMap<(String, String), Heartbeat> = renewed
+        // Keyed by token too: of two beats naming one job, only the current token's counts.
+        let renewed: HashMap<(String, String, String), Heartbeat> = renewed
             .into_iter()
-            .map(|(ws, id, at, cancel_requested)| {
+            .map(|(ws, id, token, at, cancel_requested)| {
                 let beat = Heartbeat {
                     lease_expires_at: Timestamp::from_micros(at),
                     cancel_requested,
                 };
-                ((ws, id), beat)
+                ((ws, id, token), beat)
             })
             .collect();
         Ok(beats
             .iter()
             .map(|(h, _)| {
-                renewed
-                    .get(&(h.workspace.to_string(), h.id.to_string()))
-                    .copied()
+                let key = (h.workspace.to_string(), h.id.to_string(), h.token.clone());
+                renewed.get(&key).copied()
             })
             .collect())
     }

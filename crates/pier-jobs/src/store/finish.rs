@@ -1,7 +1,7 @@
 //! Ending attempts: complete and fail (retry, dead-letter or acknowledge cancellation), one job or
 //! a batch per statement, each fenced by its lease token; and releasing a lease at shutdown.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use pier_core::{Timestamp, WorkspaceId};
@@ -149,7 +149,7 @@ pub(crate) async fn record_failure(
         sqlx::query(
             "UPDATE jobs SET state = $1, run_at = $2, errors = $3, finalized_at = $4, \
              lease_token = NULL, lease_expires_at = NULL \
-             WHERE workspace_id = $7 AND id = $5 AND lease_token = $6 AND state = 'running'",
+             WHERE workspace_id = $7 AND id = $5 AND lease_token = $6",
         )
         .bind(state.as_str())
         .bind(run_at.as_micros())
@@ -171,6 +171,11 @@ pub(crate) async fn record_failure(
     Ok(state)
 }
 
+/// `(workspace, id)` of a held job, as the statements return them.
+fn key(job: &Held) -> (String, String) {
+    (job.workspace.to_string(), job.id.to_string())
+}
+
 /// `(workspace, id, token)` of each held job, as one JSON list.
 fn held_list<'a>(jobs: impl Iterator<Item = &'a Held>) -> Result<JsonList, sqlx::Error> {
     let rows: Vec<[&str; 3]> = jobs
@@ -187,30 +192,42 @@ impl JobStore {
             return Ok(Vec::new());
         }
         let now = self.clock.now().as_micros();
+        let mut tx = self.db.begin_relaxed().await?;
+        // The statement reports which jobs it completed, not under which token (it clears it),
+        // so a job named twice (a stale worker and the current one, gathered into one group
+        // commit) is settled first: only the item holding its current token goes on.
+        let current = self.current_tokens(&mut tx, items).await?;
+        let eligible: Vec<bool> = items
+            .iter()
+            .map(|c| current.get(&key(&c.job)).is_none_or(|t| *t == c.job.token))
+            .collect();
         let rows: Vec<(&str, &str, &str, Option<&str>)> = items
             .iter()
-            .map(|c| {
+            .zip(&eligible)
+            .filter(|(_, eligible)| **eligible)
+            .map(|(c, _)| {
                 let h = &c.job;
+                let result = c.result.as_deref();
                 (
                     h.workspace.as_str(),
                     h.id.as_str(),
                     h.token.as_str(),
-                    c.result.as_deref(),
+                    result,
                 )
             })
             .collect();
         let rows = JsonList::new(&rows)?;
-        // Joined on the primary key; the state and token are checked on the row found.
+        // Joined on the primary key; the token is checked on the row found (see "Held jobs" in
+        // the store module).
         let sql = format!(
             "UPDATE jobs SET state = 'completed', finalized_at = $1, lease_token = NULL, \
              lease_expires_at = NULL, result = k.result \
              FROM (SELECT value ->> 0 AS ws, value ->> 1 AS id, value ->> 2 AS token, \
              value ->> 3 AS result FROM {}) AS k \
              WHERE jobs.workspace_id = k.ws AND jobs.id = k.id AND jobs.lease_token = k.token \
-             AND jobs.state = 'running' RETURNING jobs.id, jobs.workspace_id, jobs.queue",
+             RETURNING jobs.id, jobs.workspace_id, jobs.queue",
             self.db.backend().json_rows("$2")
         );
-        let mut tx = self.db.begin_relaxed().await?;
         let done: Vec<(String, String, String)> = with_tx!(&mut tx, conn => {
             sqlx::query_as(&sql)
                 .bind(now)
@@ -229,11 +246,47 @@ impl JobStore {
         }
         moves.apply(&mut tx).await?;
         tx.commit().await?;
-        let done: std::collections::HashSet<(String, String)> =
+        let done: HashSet<(String, String)> =
             done.into_iter().map(|(id, ws, _)| (ws, id)).collect();
         Ok(items
             .iter()
-            .map(|c| done.contains(&(c.job.workspace.to_string(), c.job.id.to_string())))
+            .zip(eligible)
+            .map(|(c, eligible)| eligible && done.contains(&key(&c.job)))
+            .collect())
+    }
+
+    /// The current lease tokens of the jobs `items` name more than once, locked for `tx`.
+    async fn current_tokens(
+        &self,
+        tx: &mut Tx,
+        items: &[Completion],
+    ) -> Result<HashMap<(String, String), String>, sqlx::Error> {
+        let mut named: HashMap<(String, String), usize> = HashMap::new();
+        for c in items {
+            *named.entry(key(&c.job)).or_default() += 1;
+        }
+        let repeated: Vec<[&str; 2]> = named
+            .iter()
+            .filter(|(_, n)| **n > 1)
+            .map(|((ws, id), _)| [ws.as_str(), id.as_str()])
+            .collect();
+        if repeated.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let sql = format!(
+            "SELECT workspace_id, id, lease_token FROM jobs WHERE (workspace_id, id) IN \
+             (SELECT value ->> 0, value ->> 1 FROM {}) AND lease_token IS NOT NULL \
+             ORDER BY workspace_id, id {}",
+            self.db.backend().json_rows("$1"),
+            self.db.backend().for_update()
+        );
+        let repeated = JsonList::new(&repeated)?;
+        let rows: Vec<(String, String, String)> = with_tx!(tx, conn => {
+            sqlx::query_as(&sql).bind(repeated.as_str()).fetch_all(conn).await
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|(ws, id, token)| ((ws, id), token))
             .collect())
     }
 
@@ -268,7 +321,7 @@ impl JobStore {
         let held = held_list(failures.iter().map(|f| &f.job))?;
         let sql = format!(
             "SELECT {FAIL_COLUMNS} FROM jobs WHERE (workspace_id, id, lease_token) IN \
-             (SELECT value ->> 0, value ->> 1, value ->> 2 FROM {}) AND state = 'running' \
+             (SELECT value ->> 0, value ->> 1, value ->> 2 FROM {}) \
              ORDER BY workspace_id, id {}",
             self.db.backend().json_rows("$1"),
             self.db.backend().for_update()
@@ -320,7 +373,7 @@ impl JobStore {
             sqlx::query_as(
                 "UPDATE jobs SET state = 'available', attempt = attempt - 1, run_at = $1, \
                  lease_token = NULL, lease_expires_at = NULL, worker_id = NULL \
-                 WHERE workspace_id = $4 AND id = $2 AND lease_token = $3 AND state = 'running' \
+                 WHERE workspace_id = $4 AND id = $2 AND lease_token = $3 \
                  RETURNING queue",
             )
             .bind(now)

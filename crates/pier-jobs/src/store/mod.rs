@@ -32,6 +32,13 @@ pub(crate) const JOB_COLUMNS: &str = "id, workspace_id, queue, kind, payload, st
     run_at, attempt, max_attempts, unique_key, result, errors, cancel_requested, worker_id, \
     lease_expires_at, created_at, attempted_at, finalized_at";
 
+// Held jobs. Heartbeat, complete, fail and release find a job by its primary key and its lease
+// token. A token is only ever set on a running job (the `jobs_lease_only_while_running`
+// constraint: every transition out of `running` clears it), so a matching token *is* a running
+// job held under it, and the statements do not name the state as well: PostgreSQL, before it
+// has statistics on a freshly filled table, would then walk the running-jobs index once per job
+// of a batch (measured: 113 s instead of 30 ms for 2,000 completions among 200,000 running).
+
 /// The states of a job that is still waiting to run, as SQL.
 pub(crate) const WAITING: &str = "('available', 'scheduled', 'retryable')";
 /// The states of an unfinished job, as SQL.

@@ -143,27 +143,39 @@ fn held(jobs: &Jobs, claimed: &pier_jobs::ClaimedJob) -> pier_jobs::Held {
     .expect("a claimed token")
 }
 
-/// Completion requires the job to be running under the token presented: a token left on a job
-/// that is no longer running (which no transition should leave, but a bug could) fences nothing.
+/// A lease token exists only on a running job: the database refuses any other row that holds one,
+/// so matching a token is matching a running job held under it, and a transition that forgot to
+/// clear the token would fail instead of leaving a job that a stale worker could still complete.
 async fn completion_needs_a_running_job_and_its_token(backend: Backend) {
     let jobs = Jobs::new(backend).await;
     jobs.enqueue(vec![job("k", "q", json!({}))]).await;
     let claimed = jobs.claim("q", 1).await;
     let job = held(&jobs, &claimed[0]);
     let mut tx = jobs.db.begin().await.expect("begin");
-    with_tx!(&mut tx, conn => sqlx::query("UPDATE jobs SET state = 'available' WHERE id = $1")
+    let corrupt = with_tx!(&mut tx, conn => sqlx::query("UPDATE jobs SET state = 'available' WHERE id = $1")
         .bind(job.id.as_str())
         .execute(conn)
         .await
-        .map(drop))
-    .expect("corrupt the state");
-    tx.commit().await.expect("commit");
+        .map(drop));
+    assert!(
+        corrupt.is_err(),
+        "a non-running job holding a lease token is refused"
+    );
+    drop(tx);
+    let other_token = pier_jobs::Held::new(jobs.workspace.clone(), job.id.clone(), &"0".repeat(32))
+        .expect("token");
     let done = jobs
+        .store
+        .complete_many(&[Completion::new(other_token), Completion::new(job.clone())])
+        .await
+        .expect("complete");
+    assert_eq!(done, [false, true], "only the current token completes");
+    let again = jobs
         .store
         .complete_many(&[Completion::new(job)])
         .await
         .expect("complete");
-    assert_eq!(done, [false], "a job that is not running cannot complete");
+    assert_eq!(again, [false], "a completed job holds no token");
 }
 
 async fn a_corrupt_error_history_fails_loudly(backend: Backend) {
