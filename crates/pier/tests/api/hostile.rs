@@ -27,6 +27,12 @@ fn hostile_strings() -> Vec<Value> {
         "\u{202e}rtl",
         "'; DROP TABLE jobs; --",
         "\\u0000",
+        // Timestamps at and beyond the edges of what both engines store.
+        "9999-12-31T23:59:59.999999Z",
+        "0001-01-01T00:00:00Z",
+        "1969-12-31T23:59:59.999999-23:59",
+        "+10000-01-01T00:00:00Z",
+        "2026-02-30T00:00:00Z",
     ]
     .into_iter()
     .map(Value::from)
