@@ -10,16 +10,21 @@
 //               graphile-worker's default settings
 //   perf-multi  like perf, but with K worker processes at once (the upstream
 //               perfTest runs 4); not part of "all"
+//   addjob      single enqueues: A jobs through WorkerUtils.addJob, one call
+//               (one transaction) per job, C calls in flight at once; reports
+//               jobs/s and per-call latency; not part of "all"
 //
 // Options: argv `--name=value` (or `--name value`) or the environment variable
 // shown in brackets. See README.md.
 //   --jobs          [BENCH_JOBS]            N for enqueue/perf/perf-multi (100000)
 //   --default-jobs  [BENCH_DEFAULT_JOBS]    M for the default-settings burn-down (20000)
-//   --mode          [BENCH_MODE]            all | enqueue | perf | default | perf-multi | full,
-//                                           or a comma-separated list (all)
+//   --mode          [BENCH_MODE]            all | enqueue | perf | default | perf-multi |
+//                                           addjob | full, or a comma-separated list (all)
 //   --batch         [BENCH_BATCH_SIZE]      jobs per add_jobs call (10000)
 //   --processes     [BENCH_PERF_PROCESSES]  worker processes for perf-multi (4)
 //   --timeout       [BENCH_TIMEOUT_SECONDS] give up on one burn-down after this (600)
+//   --addjob-jobs   [BENCH_ADDJOB_JOBS]     A for addjob (20000)
+//   --addjob-concurrency [BENCH_ADDJOB_CONCURRENCY] C for addjob (10)
 //   admin connection [PIER_BENCH_DATABASE_URL] (postgres://postgres@127.0.0.1:5432/test)
 //
 // stdout carries only JSON lines, one per measurement; progress goes to stderr.
@@ -181,14 +186,19 @@ const DEFAULT_JOBS = posInt("default-jobs", opt("default-jobs", "BENCH_DEFAULT_J
 const BATCH = posInt("batch", opt("batch", "BENCH_BATCH_SIZE", "10000"));
 const PROCESSES = posInt("processes", opt("processes", "BENCH_PERF_PROCESSES", "4"));
 const TIMEOUT_S = posInt("timeout", opt("timeout", "BENCH_TIMEOUT_SECONDS", "600"));
+const ADDJOB_JOBS = posInt("addjob-jobs", opt("addjob-jobs", "BENCH_ADDJOB_JOBS", "20000"));
+const ADDJOB_CONCURRENCY = posInt(
+  "addjob-concurrency",
+  opt("addjob-concurrency", "BENCH_ADDJOB_CONCURRENCY", "10"),
+);
 const MODE = String(opt("mode", "BENCH_MODE", "all"));
 const DB_URL = benchUrl(ADMIN_URL);
 
-const KNOWN = ["enqueue", "perf", "default", "perf-multi"];
+const KNOWN = ["enqueue", "perf", "default", "perf-multi", "addjob"];
 const modes = [];
 for (const m of MODE.split(",").map((s) => s.trim()).filter(Boolean)) {
   const expanded =
-    m === "all" ? ["enqueue", "perf", "default"] : m === "full" ? [...KNOWN] : [m];
+    m === "all" ? ["enqueue", "perf", "default"] : m === "full" ? ["enqueue", "perf", "default", "perf-multi"] : [m];
   for (const e of expanded) {
     if (!KNOWN.includes(e)) throw new Error(`unknown mode: ${e} (known: all, full, ${KNOWN.join(", ")})`);
     if (!modes.includes(e)) modes.push(e);
@@ -345,6 +355,75 @@ async function measureEnqueue() {
   });
 }
 
+// Single enqueues: n calls of WorkerUtils.addJob (each one
+// `select graphile_worker.add_job(...)`, i.e. one transaction with a durable
+// commit), `concurrency` of them in flight at once, sharing a pool of as many
+// connections. Each call is timed from the call to its promise resolving.
+async function measureAddJob(n, concurrency) {
+  await freshSchema();
+  const checkpointed = await checkpoint();
+  const maxPoolSize = Math.max(10, concurrency);
+  const utils = await makeWorkerUtils({ connectionString: DB_URL, logger: quietLogger, maxPoolSize });
+  const latencies = new Float64Array(n);
+  let next = 0;
+  let seconds;
+  try {
+    // One untimed call so the schema and a connection are warm.
+    await utils.addJob(TASK, { id: 0 });
+    log(`addjob: adding ${n} jobs one call each, ${concurrency} in flight`);
+    const loop = async () => {
+      for (;;) {
+        const i = next++;
+        if (i >= n) return;
+        const t = now();
+        await utils.addJob(TASK, { id: i + 1 });
+        latencies[i] = now() - t;
+      }
+    };
+    const t0 = now();
+    await Promise.all(Array.from({ length: Math.min(concurrency, n) }, loop));
+    seconds = (now() - t0) / 1000;
+  } finally {
+    await utils.release();
+  }
+  // Every call must have left a job behind (plus the warm-up one).
+  const client = new pg.Client({ connectionString: DB_URL });
+  await client.connect();
+  let stored;
+  try {
+    stored = await countJobs(client);
+  } finally {
+    await client.end();
+  }
+  if (stored !== n + 1) throw new Error(`addjob: ${stored} jobs stored, expected ${n + 1}`);
+  const sorted = Array.from(latencies).sort((a, b) => a - b);
+  const pct = (p) => round(sorted[Math.min(n - 1, Math.round((n - 1) * p))], 3);
+  emit({
+    system: "graphile-worker",
+    version: GW_VERSION,
+    measure: "single_enqueue",
+    jobs: n,
+    concurrency,
+    seconds: round(seconds, 3),
+    jobs_per_sec: Math.round(n / seconds),
+    latency_ms: {
+      p50: pct(0.5),
+      p90: pct(0.9),
+      p99: pct(0.99),
+      max: round(sorted[n - 1], 3),
+      mean: round(sorted.reduce((a, b) => a + b, 0) / n, 3),
+    },
+    settings: {
+      api: "WorkerUtils.addJob -> graphile_worker.add_job (one transaction per job)",
+      in_flight: concurrency,
+      max_pool_size: maxPoolSize,
+      payload: '{"id": i}',
+    },
+    detail: { checkpoint_before: checkpointed, jobs_stored: stored },
+    env: envInfo(),
+  });
+}
+
 // In-process burn-down: enqueue n jobs, start run(), time until the table is empty.
 async function measureBurnDown(measure, n, settings, effective) {
   await freshSchema();
@@ -475,7 +554,10 @@ async function measureBurnDownMulti(n, k, settings) {
 }
 
 try {
-  log(`graphile-worker ${GW_VERSION}; modes=${modes.join(",")} jobs=${JOBS} default_jobs=${DEFAULT_JOBS} db=${DB_URL}`);
+  log(
+    `graphile-worker ${GW_VERSION}; modes=${modes.join(",")} jobs=${JOBS} default_jobs=${DEFAULT_JOBS} ` +
+      `addjob_jobs=${ADDJOB_JOBS} addjob_concurrency=${ADDJOB_CONCURRENCY} db=${DB_URL}`,
+  );
   for (const m of modes) {
     if (m === "enqueue") await measureEnqueue();
     else if (m === "perf")
@@ -483,6 +565,7 @@ try {
     else if (m === "default")
       await measureBurnDown("burndown_default_settings", DEFAULT_JOBS, DEFAULT_SETTINGS, DEFAULT_SETTINGS_EFFECTIVE);
     else if (m === "perf-multi") await measureBurnDownMulti(JOBS, PROCESSES, PERF_SETTINGS);
+    else if (m === "addjob") await measureAddJob(ADDJOB_JOBS, ADDJOB_CONCURRENCY);
   }
   await dropDatabase();
 } catch (err) {

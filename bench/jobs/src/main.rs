@@ -2,9 +2,17 @@
 //!
 //! - `enqueue`: bulk enqueue rate (batches of 1,000 in one statement each);
 //! - `burndown`: enqueue N no-op jobs, then time worker pools draining them;
-//! - `latency`: a steady trickle of single enqueues; time from enqueue to handler start.
+//! - `latency`: a steady trickle of single enqueues; time from enqueue to handler start;
+//! - `noisy-neighbour`: one workspace's claim latency next to another workspace's paused backlog
+//!   in a queue of the same name, against the same loop on an empty table;
+//! - `http-burndown`: like `burndown`, but against a running Pier, with workers that claim and
+//!   complete over HTTP (see `http.rs`).
 //!
-//! Each run prints one JSON object per measurement. See `bench/RESULTS.md` for how to run it.
+//! `all` runs the first three. Each run prints one JSON object per measurement. See
+//! `bench/RESULTS.md` for how to run it.
+
+mod http;
+mod neighbour;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,7 +35,7 @@ struct Args {
     /// sqlite://PATH or postgres://…; the default is a fresh SQLite file in a temp dir
     #[arg(long)]
     database_url: Option<String>,
-    /// Jobs for enqueue and burn-down
+    /// Jobs for enqueue and the burn-downs (in-process and over HTTP)
     #[arg(long, default_value_t = 100_000)]
     jobs: usize,
     /// Worker pools draining the queue (each is one claim loop)
@@ -42,10 +50,44 @@ struct Args {
     /// Milliseconds between trickle enqueues
     #[arg(long, default_value_t = 5)]
     trickle_every_ms: u64,
-    /// enqueue, burndown, latency or all
+    /// enqueue, burndown, latency, noisy-neighbour, http-burndown, or all (the first three)
     #[arg(long, default_value = "all")]
     measure: String,
+    /// Noisy neighbour: jobs in the other workspace's paused queue
+    #[arg(long, default_value_t = 1_000_000)]
+    backlog: usize,
+    /// Noisy neighbour: timed enqueue-then-claim rounds, on the empty table and next to the backlog
+    #[arg(long, default_value_t = 2_000)]
+    claims: usize,
+    /// HTTP burn-down: Pier's base URL, e.g. http://127.0.0.1:8080
+    #[arg(long)]
+    url: Option<String>,
+    /// HTTP burn-down: an API key of the workspace to use (`jobs:write` and `jobs:work`)
+    #[arg(long, env = "PIER_BENCH_KEY", hide_env_values = true)]
+    key: Option<String>,
+    /// HTTP burn-down: the server's backend, only for the report (the client cannot see it)
+    #[arg(long, default_value = "unknown")]
+    server_backend: String,
+    /// HTTP burn-down: the queue to fill and drain
+    #[arg(long, default_value = "bench")]
+    queue: String,
+    /// HTTP burn-down: workers claiming and completing at once
+    #[arg(long, default_value_t = 4)]
+    workers: usize,
+    /// HTTP burn-down: jobs each claim asks for (each batch is completed in one call)
+    #[arg(long, default_value_t = 100)]
+    claim_max: u32,
 }
+
+/// Every value of `--measure`.
+const MEASURES: [&str; 6] = [
+    "all",
+    "enqueue",
+    "burndown",
+    "latency",
+    "noisy-neighbour",
+    "http-burndown",
+];
 
 /// Does nothing, as fast as possible; counts runs.
 #[derive(Clone)]
@@ -88,6 +130,8 @@ impl Worker for Timer {
 }
 
 struct Bench {
+    /// Where `db` connects, for measures that need a second, fresh pool.
+    url: DatabaseUrl,
     db: Db,
     backend: &'static str,
     store: JobStore,
@@ -98,6 +142,28 @@ struct Bench {
 fn noop_jobs(n: usize, queue: &QueueName) -> anyhow::Result<Vec<NewJob>> {
     let job = JobSpec::new(NoOp::KIND).build()?.on_queue(queue.clone());
     Ok(vec![job; n])
+}
+
+/// The `p` quantile (0 to 1) of sorted microsecond figures, in milliseconds; 0 when empty.
+fn percentile_ms(sorted_us: &[u64], p: f64) -> f64 {
+    let Some(last) = sorted_us.len().checked_sub(1) else {
+        return 0.0;
+    };
+    let at = ((last as f64) * p).round() as usize;
+    sorted_us.get(at.min(last)).copied().unwrap_or(0) as f64 / 1000.0
+}
+
+/// The mean of microsecond figures, in milliseconds; 0 when empty.
+fn mean_ms(us: &[u64]) -> f64 {
+    if us.is_empty() {
+        return 0.0;
+    }
+    us.iter().sum::<u64>() as f64 / us.len() as f64 / 1000.0
+}
+
+/// Microseconds in `d`, saturating.
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 fn report(measure: &str, backend: &str, fields: serde_json::Value) {
@@ -253,13 +319,7 @@ impl Bench {
             .map_err(|_| anyhow::anyhow!("poisoned"))?
             .clone();
         delays.sort_unstable();
-        let pct = |p: f64| {
-            delays
-                .get(((delays.len() as f64 - 1.0) * p).round() as usize)
-                .copied()
-                .unwrap_or(0) as f64
-                / 1000.0
-        };
+        let pct = |p: f64| percentile_ms(&delays, p);
         report(
             "pickup_latency",
             self.backend,
@@ -275,6 +335,17 @@ impl Bench {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if !MEASURES.contains(&args.measure.as_str()) {
+        bail!(
+            "unknown --measure {}; expected one of {}",
+            args.measure,
+            MEASURES.join(", ")
+        );
+    }
+    // Against a running server: no database of its own.
+    if args.measure == "http-burndown" {
+        return http::burndown(&args).await;
+    }
     let dir = tempfile::tempdir()?;
     let url: DatabaseUrl = match &args.database_url {
         Some(url) => url.parse()?,
@@ -292,6 +363,7 @@ async fn main() -> anyhow::Result<()> {
     let relay = notifier.relay(&db);
     let measure = args.measure.clone();
     let bench = Bench {
+        url,
         db,
         backend,
         store,
@@ -306,6 +378,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if matches!(measure.as_str(), "all" | "latency") {
         bench.latency().await?;
+    }
+    if measure == "noisy-neighbour" {
+        bench.noisy_neighbour().await?;
     }
     if let Some(relay) = relay {
         relay.abort();

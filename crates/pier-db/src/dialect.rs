@@ -38,7 +38,12 @@ impl Backend {
     /// A row source over the JSON array bound at `param` (e.g. `$3`), one row per element with
     /// the element in column `value`: read fields with `value ->> 'name'` or `value ->> 0`, and
     /// `CAST(… AS BIGINT)` where a number is needed. Binding one [`JsonList`] instead of one
-    /// parameter per row keeps a single statement and a single plan for any batch size.
+    /// parameter per row keeps a single statement for any batch size.
+    ///
+    /// Run such statements unprepared (`.persistent(false)`): PostgreSQL cannot see into the
+    /// list when it plans a prepared statement generically, so a plan cached while a table was
+    /// small (say, a sequential scan joined by hash) would stay as the table grows. Planned each
+    /// time, they follow the table's real size; the planning costs little next to a batch.
     pub fn json_rows(self, param: &str) -> String {
         match self {
             Self::Sqlite => format!("json_each({param})"),

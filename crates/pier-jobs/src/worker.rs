@@ -17,7 +17,7 @@ use std::time::Duration;
 use pier_core::Timestamp;
 use pier_core::WorkspaceId;
 use serde::de::DeserializeOwned;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::model::{ClaimedJob, JobId};
@@ -253,11 +253,11 @@ impl WorkerPool {
             let idle = jobs.is_empty();
             for job in jobs {
                 let Some(permit) = permits.pop() else { break };
-                let task = self.execute(job, done_tx.clone(), cancel_all.clone());
-                running.spawn(async move {
-                    task.await;
-                    drop(permit);
-                });
+                let slot = Slot {
+                    permit,
+                    done: done_tx.clone(),
+                };
+                running.spawn(self.execute(job, slot, cancel_all.clone()));
             }
             drop(permits);
             while running.try_join_next().is_some() {}
@@ -289,7 +289,7 @@ impl WorkerPool {
     fn execute(
         &self,
         job: ClaimedJob,
-        done: mpsc::UnboundedSender<Outcome>,
+        done: Slot,
         mut shutdown: watch::Receiver<bool>,
     ) -> impl Future<Output = ()> + Send + 'static {
         let store = self.store.clone();
@@ -305,7 +305,7 @@ impl WorkerPool {
             let Some(handler) = handler else {
                 let failure =
                     JobFailure::new(format!("no handler for kind `{}` on this queue", job.kind));
-                let _ = done.send(Outcome::Failed(held, failure));
+                done.report(Outcome::Failed(held, failure));
                 return;
             };
             let (cancel_tx, cancel_rx) = watch::channel(false);
@@ -352,19 +352,34 @@ impl WorkerPool {
                     Outcome::Failed(held, JobFailure::new(message))
                 }
             };
-            let _ = done.send(outcome);
+            done.report(outcome);
         }
     }
 }
 
+/// A job's place in the pool: held from its claim until its outcome is recorded, so the pool
+/// never has more jobs claimed than it has slots, however far behind the recording falls.
+struct Slot {
+    permit: OwnedSemaphorePermit,
+    done: mpsc::UnboundedSender<(Outcome, OwnedSemaphorePermit)>,
+}
+
+impl Slot {
+    fn report(self, outcome: Outcome) {
+        let _ = self.done.send((outcome, self.permit));
+    }
+}
+
 /// Reports outcomes: the completions and the failures gathered meanwhile go in one statement
-/// (or transaction) each.
-async fn report(store: JobStore, mut rx: mpsc::UnboundedReceiver<Outcome>) {
+/// (or transaction) each; their slots free up once they are recorded.
+async fn report(store: JobStore, mut rx: mpsc::UnboundedReceiver<(Outcome, OwnedSemaphorePermit)>) {
     let mut buffer = Vec::new();
     while rx.recv_many(&mut buffer, 1000).await > 0 {
         let mut completed = Vec::new();
         let mut failed = Vec::new();
-        for outcome in buffer.drain(..) {
+        let mut slots = Vec::with_capacity(buffer.len());
+        for (outcome, slot) in buffer.drain(..) {
+            slots.push(slot);
             match outcome {
                 Outcome::Completed(held) => completed.push(Completion::new(held)),
                 Outcome::Failed(job, failure) => failed.push(Failure {
@@ -385,6 +400,7 @@ async fn report(store: JobStore, mut rx: mpsc::UnboundedReceiver<Outcome>) {
         if let Err(err) = store.fail_many(&failed).await {
             tracing::warn!(error = %err, jobs = failed.len(), "could not record failures");
         }
+        drop(slots);
     }
 }
 

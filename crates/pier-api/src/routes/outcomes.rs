@@ -5,7 +5,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use pier_core::{Timestamp, ValidationErrors};
-use pier_jobs::{Completion, Failure, JobError, JobId, JobState};
+use pier_jobs::{Completion, Failure, Held, JobId, JobState};
 use serde::{Deserialize, Serialize};
 
 use super::leases::held;
@@ -175,12 +175,31 @@ fn parse_items<T, U>(items: Vec<T>, parse: impl Fn(T) -> ApiResult<U>) -> ApiRes
     Ok(parsed)
 }
 
-async fn not_recorded(state: &AppState, job: &pier_jobs::Held) -> ApiResult<&'static str> {
-    match state.jobs().why_not_held(&job.workspace, &job.id).await {
-        JobError::NotFound => Ok("not_found"),
-        JobError::StaleLease => Ok("stale_lease"),
-        other => Err(other.into()),
-    }
+/// Each report's outcome: `recorded` when it counted, else why not (one query for the batch).
+async fn outcomes(
+    state: &AppState,
+    jobs: &[&Held],
+    counted: &[bool],
+    recorded: &'static str,
+) -> ApiResult<Vec<&'static str>> {
+    let missed: Vec<&Held> = jobs
+        .iter()
+        .zip(counted)
+        .filter(|(_, counted)| !**counted)
+        .map(|(job, _)| *job)
+        .collect();
+    let existing = state.jobs().existing(&missed).await?;
+    Ok(jobs
+        .iter()
+        .zip(counted)
+        .map(
+            |(job, counted)| match (counted, existing.contains(&job.key())) {
+                (true, _) => recorded,
+                (false, true) => "stale_lease",
+                (false, false) => "not_found",
+            },
+        )
+        .collect())
 }
 
 /// Report many successes in one call (one statement), each fenced by its own lease token.
@@ -199,19 +218,17 @@ pub async fn complete_many(
 ) -> ApiResult<Json<Reports>> {
     let completions = parse_items(items, |item| completion(&auth, &item.id, item.body))?;
     let done = state.jobs().complete_many(&completions).await?;
-    let mut data = Vec::with_capacity(done.len());
-    for (completion, done) in completions.iter().zip(done) {
-        let outcome = if done {
-            "completed"
-        } else {
-            not_recorded(&state, &completion.job).await?
-        };
-        data.push(Reported {
-            id: completion.job.id.clone(),
+    let jobs: Vec<&Held> = completions.iter().map(|c| &c.job).collect();
+    let outcomes = outcomes(&state, &jobs, &done, "completed").await?;
+    let data = jobs
+        .iter()
+        .zip(outcomes)
+        .map(|(job, outcome)| Reported {
+            id: job.id.clone(),
             outcome,
             state: None,
-        });
-    }
+        })
+        .collect();
     Ok(Json(Reports { data }))
 }
 
@@ -231,17 +248,18 @@ pub async fn fail_many(
 ) -> ApiResult<Json<Reports>> {
     let failures = parse_items(items, |item| failure(&auth, &item.id, item.body))?;
     let states = state.jobs().fail_many(&failures).await?;
-    let mut data = Vec::with_capacity(states.len());
-    for (failure, after) in failures.iter().zip(states) {
-        let outcome = match after {
-            Some(_) => "failed",
-            None => not_recorded(&state, &failure.job).await?,
-        };
-        data.push(Reported {
-            id: failure.job.id.clone(),
+    let jobs: Vec<&Held> = failures.iter().map(|f| &f.job).collect();
+    let counted: Vec<bool> = states.iter().map(Option::is_some).collect();
+    let outcomes = outcomes(&state, &jobs, &counted, "failed").await?;
+    let data = jobs
+        .iter()
+        .zip(outcomes)
+        .zip(states)
+        .map(|((job, outcome), state)| Reported {
+            id: job.id.clone(),
             outcome,
-            state: after,
-        });
-    }
+            state,
+        })
+        .collect();
     Ok(Json(Reports { data }))
 }

@@ -187,7 +187,7 @@ impl JobStore {
             self.db.backend().json_rows("$5")
         );
         let rows: Vec<ClaimedRow> = with_tx!(&mut tx, conn => {
-            sqlx::query_as(&mark)
+            sqlx::query_as(&mark).persistent(false)
                 .bind(&token)
                 .bind(now)
                 .bind(lease.map(micros))
@@ -304,7 +304,7 @@ impl JobStore {
         );
         let mut tx = self.db.begin_relaxed().await?;
         let renewed: Vec<(String, String, String, i64, bool)> = with_tx!(&mut tx, conn => {
-            sqlx::query_as(&sql)
+            sqlx::query_as(&sql).persistent(false)
                 .bind(now)
                 .bind(rows.as_str())
                 .fetch_all(conn)

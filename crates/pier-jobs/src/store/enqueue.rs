@@ -177,7 +177,7 @@ async fn insert(
     );
     let rows = JsonList::new(rows)?;
     with_tx!(tx, conn => {
-        sqlx::query_as(&sql)
+        sqlx::query_as(&sql).persistent(false)
             .bind(now.as_micros())
             .bind(rows.as_str())
             .fetch_all(conn)

@@ -27,6 +27,11 @@ pub struct Held {
 }
 
 impl Held {
+    /// `(workspace, id)`, as [`JobStore::existing`] reports jobs.
+    pub fn key(&self) -> (String, String) {
+        key(self)
+    }
+
     /// A job named by a worker, whose `token` must look like one a claim issued.
     pub fn new(workspace: WorkspaceId, id: JobId, token: &str) -> Result<Self, String> {
         if token.len() == 32 && token.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -172,7 +177,7 @@ pub(crate) async fn record_failure(
 }
 
 /// `(workspace, id)` of a held job, as the statements return them.
-fn key(job: &Held) -> (String, String) {
+pub(crate) fn key(job: &Held) -> (String, String) {
     (job.workspace.to_string(), job.id.to_string())
 }
 
@@ -229,7 +234,7 @@ impl JobStore {
             self.db.backend().json_rows("$2")
         );
         let done: Vec<(String, String, String)> = with_tx!(&mut tx, conn => {
-            sqlx::query_as(&sql)
+            sqlx::query_as(&sql).persistent(false)
                 .bind(now)
                 .bind(rows.as_str())
                 .fetch_all(conn)
@@ -282,7 +287,7 @@ impl JobStore {
         );
         let repeated = JsonList::new(&repeated)?;
         let rows: Vec<(String, String, String)> = with_tx!(tx, conn => {
-            sqlx::query_as(&sql).bind(repeated.as_str()).fetch_all(conn).await
+            sqlx::query_as(&sql).persistent(false).bind(repeated.as_str()).fetch_all(conn).await
         })?;
         Ok(rows
             .into_iter()
@@ -301,11 +306,34 @@ impl JobStore {
 
     /// Tells a missing job (`404`) from a stale lease (`409`).
     pub async fn why_not_held(&self, workspace: &WorkspaceId, id: &JobId) -> JobError {
-        match self.find(workspace, id).await {
+        match self.get(workspace, id).await {
             Ok(Some(_)) => JobError::StaleLease,
             Ok(None) => JobError::NotFound,
             Err(err) => err.into(),
         }
+    }
+
+    /// Of jobs a worker named but could not report, which exist (their lease went stale) and
+    /// which do not: one query for a whole batch. Like [`get`](Self::get), it sees a tenant's
+    /// jobs only, not Pier's own.
+    pub async fn existing(&self, jobs: &[&Held]) -> Result<HashSet<(String, String)>, sqlx::Error> {
+        if jobs.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let keys: Vec<[&str; 2]> = jobs
+            .iter()
+            .map(|h| [h.workspace.as_str(), h.id.as_str()])
+            .collect();
+        let keys = JsonList::new(&keys)?;
+        let sql = format!(
+            "SELECT workspace_id, id FROM jobs WHERE (workspace_id, id) IN \
+             (SELECT value ->> 0, value ->> 1 FROM {}) AND queue NOT LIKE 'pier.%'",
+            self.db.backend().json_rows("$1")
+        );
+        let rows: Vec<(String, String)> = pier_db::with_reader!(&self.db, pool => {
+            sqlx::query_as(&sql).persistent(false).bind(keys.as_str()).fetch_all(pool).await
+        })?;
+        Ok(rows.into_iter().collect())
     }
 
     /// Records failed attempts in one transaction. A failure counts only if its job is still
@@ -328,7 +356,7 @@ impl JobStore {
         );
         let mut tx = self.db.begin().await?;
         let rows: Vec<FailRow> = with_tx!(&mut tx, conn => {
-            sqlx::query_as(&sql).bind(held.as_str()).fetch_all(conn).await
+            sqlx::query_as(&sql).persistent(false).bind(held.as_str()).fetch_all(conn).await
         })?;
         let mut rows: HashMap<(String, String), FailRow> = rows
             .into_iter()

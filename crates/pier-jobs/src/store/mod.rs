@@ -185,23 +185,12 @@ impl JobStore {
         workspace: &WorkspaceId,
         id: &JobId,
     ) -> Result<Option<Job>, sqlx::Error> {
-        Ok(self
-            .find(workspace, id)
-            .await?
-            .filter(|job| !job.queue.starts_with(crate::model::RESERVED_PREFIX)))
-    }
-
-    /// Any job of the workspace, Pier's own included.
-    pub(crate) async fn find(
-        &self,
-        workspace: &WorkspaceId,
-        id: &JobId,
-    ) -> Result<Option<Job>, sqlx::Error> {
         let row: Option<JobRow> = self
             .db
             .find_owned("jobs", JOB_COLUMNS, workspace.as_str(), id.as_str())
             .await?;
-        row.map(Job::try_from).transpose()
+        let job = row.map(Job::try_from).transpose()?;
+        Ok(job.filter(|job| !job.queue.starts_with(crate::model::RESERVED_PREFIX)))
     }
 
     /// A tenant's jobs, newest first (ids are time-ordered), keyset-paginated on the id along the

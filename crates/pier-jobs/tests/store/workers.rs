@@ -311,3 +311,58 @@ async fn a_panicking_handler_fails_the_attempt(backend: Backend) {
         "{error}"
     );
 }
+
+/// A pool never holds more jobs than it has slots, even when recording outcomes falls behind:
+/// a slot frees only once its job's outcome is written. (The completion of one job is held up
+/// by a row lock; the pool must not claim past its two slots meanwhile.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set PIER_TEST_DATABASE_URL"]
+async fn slots_free_only_once_outcomes_are_recorded() {
+    let jobs = Jobs::new(Backend::postgres()).await;
+    let recorder = Recorder {
+        hold: Duration::from_millis(20),
+        ..Recorder::default()
+    };
+    jobs.enqueue((0..30).map(|n| item(n, "slow-report")).collect())
+        .await;
+    let (stop, stopped) = watch::channel(false);
+    let running = pool(&jobs, "slow-report", options(2), recorder).spawn(stopped);
+    // Lock the first job a worker takes, so its completion waits.
+    let mut blocker = jobs.db.begin().await.expect("begin");
+    let mut locked: Option<String> = None;
+    for _ in 0..500 {
+        locked = pier_db::with_tx!(&mut blocker, conn => {
+            sqlx::query_scalar(
+                "SELECT id FROM jobs WHERE state = 'running' LIMIT 1 FOR UPDATE SKIP LOCKED",
+            )
+            .fetch_optional(conn)
+            .await
+        })
+        .expect("lock");
+        if locked.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(locked.is_some(), "a running job was locked");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let running_now = count(&jobs, "running").await;
+    assert!(
+        running_now <= 2,
+        "{running_now} jobs claimed by a pool of 2 slots"
+    );
+    blocker.rollback().await.expect("release the lock");
+    wait_for_count(&jobs, "slow-report", "completed", 30).await;
+    stop.send(true).expect("stop");
+    running.await.expect("pool stops");
+}
+
+async fn count(jobs: &Jobs, state: &str) -> i64 {
+    pier_db::with_reader!(&jobs.db, pool => {
+        sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE state = $1")
+            .bind(state)
+            .fetch_one(pool)
+            .await
+    })
+    .expect("count")
+}

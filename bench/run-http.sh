@@ -1,0 +1,290 @@
+#!/usr/bin/env bash
+# The HTTP benchmark, in one go, each measurement on a fresh database:
+#
+#   for each backend (SQLite, then PostgreSQL):
+#     http_single_enqueue  wrk: one job per POST /v1/jobs, 32 connections (bench/http/enqueue.lua)
+#     [PostgreSQL only, right after it: graphile-worker's addJob, one transaction per job,
+#      10 calls in flight (bench/graphile-worker, mode addjob), on the same server]
+#     http_burndown        pier-bench: N jobs enqueued over HTTP, then 4 HTTP workers claim 100
+#                          and complete them in one call, until GET /v1/queues counts N completed
+#     burndown             pier-bench: the same N jobs drained by in-process pools, for comparison
+#     noisy_neighbour      pier-bench: one workspace's claim latency next to another workspace's
+#                          paused backlog of 1,000,000 jobs (on the same connection pool and on a
+#                          fresh one), against the same loop on an empty table
+#
+# stdout: one JSON object per measurement; progress, wrk's own report and server warnings go to
+# stderr. Servers, databases and temporary files it creates are removed on exit, also on failure.
+#
+# Usage: bench/run-http.sh > results-http.jsonl
+# Smoke test: BENCH_WRK_DURATION=5s BENCH_ADDJOB_JOBS=5000 BENCH_BURNDOWN_JOBS=5000 \
+#             BENCH_BACKLOG=50000 BENCH_CLAIMS=500 bench/run-http.sh
+#
+# Environment (defaults in brackets):
+#   BENCH_WRK_DURATION [20s]  BENCH_WRK_CONNECTIONS [32]  BENCH_WRK_THREADS [2]
+#   BENCH_ADDJOB_JOBS [20000]  BENCH_ADDJOB_CONCURRENCY [10]
+#   BENCH_BURNDOWN_JOBS [100000]  BENCH_HTTP_WORKERS [4]  BENCH_CLAIM_MAX [100]
+#   BENCH_POOLS [2]  BENCH_POOL_CONCURRENCY [2000]   (the in-process burn-down, as run-jobs.sh)
+#   BENCH_BACKLOG [1000000]  BENCH_CLAIMS [2000]      (noisy neighbour)
+#   BENCH_BACKENDS [sqlite,postgres]
+#   BENCH_PARTS [enqueue,addjob,http-burndown,burndown,noisy]   (addjob runs only with postgres)
+#   BENCH_PORT [18080]  BENCH_ADMIN_PORT [18081]  BENCH_PIER_LOG [warn]
+#   PIER_BENCH_DATABASE_URL [postgres://postgres@127.0.0.1:5432/test]: an admin connection, used to
+#     drop and create the databases pier_bench_http (and, through the baseline, pier_bench_graphile)
+#   BENCH_SKIP_BUILD=1 skips `cargo build`; PIER_BIN and PIER_BENCH_BIN choose other binaries
+#     [target/release/pier, target/release/pier-bench]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+WRK_DURATION="${BENCH_WRK_DURATION:-20s}"
+WRK_CONNECTIONS="${BENCH_WRK_CONNECTIONS:-32}"
+WRK_THREADS="${BENCH_WRK_THREADS:-2}"
+ADDJOB_JOBS="${BENCH_ADDJOB_JOBS:-20000}"
+ADDJOB_CONCURRENCY="${BENCH_ADDJOB_CONCURRENCY:-10}"
+BURNDOWN_JOBS="${BENCH_BURNDOWN_JOBS:-100000}"
+HTTP_WORKERS="${BENCH_HTTP_WORKERS:-4}"
+CLAIM_MAX="${BENCH_CLAIM_MAX:-100}"
+POOLS="${BENCH_POOLS:-2}"
+POOL_CONCURRENCY="${BENCH_POOL_CONCURRENCY:-2000}"
+BACKLOG="${BENCH_BACKLOG:-1000000}"
+CLAIMS="${BENCH_CLAIMS:-2000}"
+BACKENDS="${BENCH_BACKENDS:-sqlite,postgres}"
+PARTS="${BENCH_PARTS:-enqueue,addjob,http-burndown,burndown,noisy}"
+PORT="${BENCH_PORT:-18080}"
+ADMIN_PORT="${BENCH_ADMIN_PORT:-18081}"
+PIER_LOG_LEVEL="${BENCH_PIER_LOG:-warn}"
+ADMIN_URL="${PIER_BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
+PG_DB=pier_bench_http
+PG_URL="${ADMIN_URL%/*}/$PG_DB"
+BASE="http://127.0.0.1:$PORT"
+QUEUE=bench
+
+log() { printf '[run-http %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() {
+  log "error: $*"
+  exit 1
+}
+has() { [[ ",$2," == *",$1,"* ]]; }
+
+for part in ${PARTS//,/ }; do
+  has "$part" "enqueue,addjob,http-burndown,burndown,noisy" || die "unknown part in BENCH_PARTS: $part"
+done
+for backend in ${BACKENDS//,/ }; do
+  has "$backend" "sqlite,postgres" || die "unknown backend in BENCH_BACKENDS: $backend"
+done
+need=(curl jq)
+has enqueue "$PARTS" && need+=(wrk)
+has postgres "$BACKENDS" && need+=(psql)
+has postgres "$BACKENDS" && has addjob "$PARTS" && need+=(node npm)
+for tool in "${need[@]}"; do
+  command -v "$tool" >/dev/null || die "$tool is needed and not installed"
+done
+
+if [ "${BENCH_SKIP_BUILD:-}" != 1 ]; then
+  log "building pier and pier-bench (release)"
+  cargo build --release --quiet -p pier -p pier-bench
+fi
+PIER_BIN="$(realpath "${PIER_BIN:-target/release/pier}")"
+BENCH_BIN="$(realpath "${PIER_BENCH_BIN:-target/release/pier-bench}")"
+[ -x "$PIER_BIN" ] || die "no pier binary at $PIER_BIN"
+[ -x "$BENCH_BIN" ] || die "no pier-bench binary at $BENCH_BIN"
+
+# The server gets only the settings below, whatever PIER_* variables this shell has.
+UNSET_PIER=()
+while IFS= read -r name; do
+  UNSET_PIER+=(-u "$name")
+done < <(compgen -e | grep '^PIER_' || true)
+
+WORK_DIR="$(mktemp -d -t pier-bench-http.XXXXXX)"
+PIER_PID=""
+KEY=""
+PG_TOUCHED=""
+GRAPHILE_TOUCHED=""
+SERVERS=0
+SERVER_LOG_LINES=0
+
+stop_pier() {
+  [ -n "$PIER_PID" ] || return 0
+  local pid="$PIER_PID"
+  PIER_PID=""
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 150); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    log "pier (pid $pid) did not stop within 15 s; killing it"
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  wait "$pid" 2>/dev/null || true
+  # Everything but the start-up notice about the bootstrap key is a log line worth a look.
+  local lines
+  lines=$(grep -cv '^Created workspace .* with the owner key from PIER_BOOTSTRAP_API_KEY' \
+    "$SERVER_LOG" || true)
+  if [ "$lines" -gt 0 ]; then
+    SERVER_LOG_LINES=$((SERVER_LOG_LINES + lines))
+    log "pier logged $lines line(s) (log level $PIER_LOG_LEVEL); the first ones:"
+    grep -v '^Created workspace .* with the owner key from PIER_BOOTSTRAP_API_KEY' \
+      "$SERVER_LOG" | head -n 5 >&2
+  fi
+}
+
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  stop_pier || true
+  if [ -n "$PG_TOUCHED" ]; then
+    psql "$ADMIN_URL" -qc "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" >/dev/null 2>&1 ||
+      log "could not drop the database $PG_DB"
+  fi
+  if [ -n "$GRAPHILE_TOUCHED" ]; then
+    psql "$ADMIN_URL" -qc "DROP DATABASE IF EXISTS pier_bench_graphile WITH (FORCE)" \
+      >/dev/null 2>&1 || log "could not drop the database pier_bench_graphile"
+  fi
+  rm -rf "$WORK_DIR"
+  if [ "$rc" -ne 0 ]; then
+    log "failed (exit status $rc); servers and databases it started are cleaned up"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+fresh_postgres() {
+  PG_TOUCHED=1
+  PGOPTIONS="-c client_min_messages=warning" psql "$ADMIN_URL" -v ON_ERROR_STOP=1 -q \
+    -c "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" -c "CREATE DATABASE $PG_DB" >&2
+}
+
+# Starts pier on a fresh database of `backend`; sets PIER_PID, KEY and SERVER_LOG.
+start_pier() {
+  local backend="$1"
+  if curl -s -o /dev/null "$BASE/healthz"; then
+    die "something already listens on 127.0.0.1:$PORT; set BENCH_PORT"
+  fi
+  SERVERS=$((SERVERS + 1))
+  local data_dir="$WORK_DIR/data-$SERVERS"
+  mkdir -p "$data_dir"
+  SERVER_LOG="$WORK_DIR/pier-$SERVERS.log"
+  KEY="$("$PIER_BIN" keys generate)"
+  local db=()
+  if [ "$backend" = postgres ]; then
+    fresh_postgres
+    db=("PIER_DATABASE_URL=$PG_URL")
+  fi
+  # PostgreSQL needs a secret key for secrets at rest; older binaries have no such command.
+  local secret
+  if secret="$("$PIER_BIN" generate-secret-key 2>/dev/null)"; then
+    db+=("PIER_SECRET_KEY=$secret")
+  fi
+  # From its own directory, so that no ./pier.toml is picked up.
+  (cd "$data_dir" && exec env "${UNSET_PIER[@]}" PIER_LISTEN="127.0.0.1:$PORT" \
+    PIER_ADMIN_LISTEN="127.0.0.1:$ADMIN_PORT" PIER_DATA_DIR="$data_dir" \
+    PIER_BOOTSTRAP_API_KEY="$KEY" PIER_LOG="$PIER_LOG_LEVEL" "${db[@]}" \
+    "$PIER_BIN" serve) </dev/null >"$SERVER_LOG" 2>&1 &
+  PIER_PID=$!
+  for _ in $(seq 1 300); do
+    if curl -fs -o /dev/null "$BASE/readyz"; then
+      return 0
+    fi
+    if ! kill -0 "$PIER_PID" 2>/dev/null; then
+      PIER_PID=""
+      tail -n 20 "$SERVER_LOG" >&2
+      die "pier on $backend exited during start-up"
+    fi
+    sleep 0.1
+  done
+  die "pier on $backend was not ready within 30 s"
+}
+
+# Jobs of the queue in any state, from the server's counters.
+queued_jobs() {
+  curl -fsS -H "Authorization: Bearer $KEY" "$BASE/v1/queues" |
+    jq --arg q "$QUEUE" '[.data[] | select(.name == $q) | .counts | add] | add // 0'
+}
+
+measure_enqueue() {
+  local backend="$1"
+  start_pier "$backend"
+  log "pier on $backend: wrk single enqueue, $WRK_CONNECTIONS connections, $WRK_DURATION"
+  local out
+  out="$(PIER_BENCH_KEY="$KEY" PIER_BENCH_QUEUE="$QUEUE" wrk -t"$WRK_THREADS" \
+    -c"$WRK_CONNECTIONS" -d"$WRK_DURATION" --latency -s bench/http/enqueue.lua "$BASE")"
+  printf '%s\n' "$out" | grep -v '^wrk-json: ' >&2
+  local summary
+  summary="$(printf '%s\n' "$out" | sed -n 's/^wrk-json: //p')"
+  [ -n "$summary" ] || die "wrk printed no summary (did enqueue.lua run?)"
+  local queued
+  queued="$(queued_jobs)"
+  stop_pier
+  local line
+  line="$(jq -c --arg backend "$backend" --argjson threads "$WRK_THREADS" \
+    --argjson connections "$WRK_CONNECTIONS" --arg duration "$WRK_DURATION" \
+    --argjson queued "$queued" \
+    '{system: "pier", backend: $backend, measure: "http_single_enqueue", tool: "wrk",
+      threads: $threads, connections: $connections, duration: $duration}
+     + . + {jobs_per_sec: .created_per_sec, jobs_in_queue: $queued}' <<<"$summary")"
+  printf '%s\n' "$line"
+  local bad
+  bad="$(jq -r '.not_created + .socket_errors.connect + .socket_errors.read
+    + .socket_errors.write + .socket_errors.timeout' <<<"$line")"
+  if [ "$bad" -ne 0 ]; then
+    log "WARNING: pier on $backend: $bad enqueue requests failed (see not_created, socket_errors)"
+  fi
+  # Requests still in flight when wrk stops may be committed without being counted.
+  if [ "$(jq '.jobs_in_queue < .created' <<<"$line")" = true ]; then
+    log "WARNING: pier on $backend: fewer jobs in the queue than 201 responses"
+  fi
+}
+
+measure_addjob() {
+  GRAPHILE_TOUCHED=1
+  log "graphile-worker on postgres: addJob x $ADDJOB_JOBS, $ADDJOB_CONCURRENCY in flight"
+  BENCH_MODE=addjob BENCH_ADDJOB_JOBS="$ADDJOB_JOBS" \
+    BENCH_ADDJOB_CONCURRENCY="$ADDJOB_CONCURRENCY" PIER_BENCH_DATABASE_URL="$ADMIN_URL" \
+    bench/graphile-worker/run.sh
+}
+
+measure_http_burndown() {
+  local backend="$1"
+  start_pier "$backend"
+  log "pier on $backend: HTTP burn-down of $BURNDOWN_JOBS jobs, $HTTP_WORKERS workers"
+  PIER_BENCH_KEY="$KEY" "$BENCH_BIN" --measure http-burndown --url "$BASE" \
+    --server-backend "$backend" --queue "$QUEUE" --jobs "$BURNDOWN_JOBS" \
+    --workers "$HTTP_WORKERS" --claim-max "$CLAIM_MAX"
+  stop_pier
+}
+
+# pier-bench in-process, on a fresh database of `backend`.
+in_process() {
+  local backend="$1"
+  shift
+  if [ "$backend" = postgres ]; then
+    fresh_postgres
+    "$BENCH_BIN" --database-url "$PG_URL" "$@"
+  else
+    TMPDIR="$WORK_DIR" "$BENCH_BIN" "$@"
+  fi
+}
+
+for backend in ${BACKENDS//,/ }; do
+  if has enqueue "$PARTS"; then
+    measure_enqueue "$backend"
+  fi
+  if [ "$backend" = postgres ] && has addjob "$PARTS"; then
+    measure_addjob
+  fi
+  if has http-burndown "$PARTS"; then
+    measure_http_burndown "$backend"
+  fi
+  if has burndown "$PARTS"; then
+    log "pier on $backend: in-process burn-down of $BURNDOWN_JOBS jobs"
+    in_process "$backend" --measure burndown --jobs "$BURNDOWN_JOBS" --pools "$POOLS" \
+      --concurrency "$POOL_CONCURRENCY"
+  fi
+  if has noisy "$PARTS"; then
+    log "pier on $backend: noisy neighbour, backlog $BACKLOG, $CLAIMS claims"
+    in_process "$backend" --measure noisy-neighbour --backlog "$BACKLOG" --claims "$CLAIMS"
+  fi
+done
+log "done; pier logged $SERVER_LOG_LINES line(s) in all (log level $PIER_LOG_LEVEL)"
