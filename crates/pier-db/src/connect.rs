@@ -92,7 +92,10 @@ impl DatabaseUrl {
                     .synchronous(SqliteSynchronous::Full)
                     .busy_timeout(Duration::from_secs(10))
                     .foreign_keys(true);
+                // No ping before each use (sqlx's default): it would double the round trips of
+                // every statement, and a broken connection fails its statement anyway.
                 let writer = SqlitePoolOptions::new()
+                    .test_before_acquire(false)
                     .max_connections(1)
                     .min_connections(1)
                     .idle_timeout(None)
@@ -100,6 +103,7 @@ impl DatabaseUrl {
                     .connect_with(base.clone().create_if_missing(true))
                     .await?;
                 let reader = SqlitePoolOptions::new()
+                    .test_before_acquire(false)
                     .max_connections(max_connections.max(1))
                     .connect_with(base.read_only(true))
                     .await?;
@@ -107,7 +111,11 @@ impl DatabaseUrl {
             }
             Self::Postgres(url) => {
                 let options = PgConnectOptions::from_str(url.expose())?.application_name("pier");
+                // No ping before each use (sqlx's default), which would double the round trips
+                // of every statement; a connection that broke fails its statement, and the pool
+                // replaces it.
                 let pool = PgPoolOptions::new()
+                    .test_before_acquire(false)
                     .max_connections(max_connections.max(2))
                     .acquire_timeout(Duration::from_secs(10))
                     .connect_with(options)

@@ -47,7 +47,8 @@ impl Backend {
     pub fn json_rows(self, param: &str) -> String {
         match self {
             Self::Sqlite => format!("json_each({param})"),
-            Self::Postgres => format!("json_array_elements({param}::json)"),
+            // jsonb: parsed once, then `->>` looks fields up instead of re-reading the text.
+            Self::Postgres => format!("jsonb_array_elements({param}::jsonb)"),
         }
     }
 }

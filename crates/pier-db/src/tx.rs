@@ -40,15 +40,12 @@ impl Tx {
         let conn = match &db.0 {
             // The writer runs `synchronous = FULL`: every commit is on disk when it returns.
             Pools::Sqlite { writer, .. } => Conn::Sqlite(writer.begin().await?),
-            Pools::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                if !durable {
-                    sqlx::query("SET LOCAL synchronous_commit = off")
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                Conn::Postgres(tx)
-            }
+            // One round trip either way: a relaxed transaction's setting travels with its BEGIN.
+            Pools::Postgres(pool) if durable => Conn::Postgres(pool.begin().await?),
+            Pools::Postgres(pool) => Conn::Postgres(
+                pool.begin_with("BEGIN; SET LOCAL synchronous_commit = off")
+                    .await?,
+            ),
         };
         Ok(Self {
             conn,
@@ -71,14 +68,15 @@ impl Tx {
         }
     }
 
-    /// Sends `payload` on `channel` to every listener (PostgreSQL `NOTIFY`) when, and only if,
-    /// the transaction commits. A no-op on SQLite, where every writer is in this process; pair it
-    /// with an [`after_commit`](Self::after_commit) hook for local listeners.
-    pub async fn notify(&mut self, channel: &str, payload: &str) -> Result<(), sqlx::Error> {
-        if let Conn::Postgres(tx) = &mut self.conn {
-            sqlx::query("SELECT pg_notify($1, $2)")
+    /// Sends each of `payloads` on `channel` to every listener (PostgreSQL `NOTIFY`, in one
+    /// statement) when, and only if, the transaction commits. A no-op on SQLite, where every
+    /// writer is in this process; pair it with an [`after_commit`](Self::after_commit) hook for
+    /// local listeners.
+    pub async fn notify(&mut self, channel: &str, payloads: &[String]) -> Result<(), sqlx::Error> {
+        if let (Conn::Postgres(tx), false) = (&mut self.conn, payloads.is_empty()) {
+            sqlx::query("SELECT pg_notify($1, p) FROM UNNEST($2::text[]) AS p")
                 .bind(channel)
-                .bind(payload)
+                .bind(payloads)
                 .execute(&mut **tx)
                 .await?;
         }

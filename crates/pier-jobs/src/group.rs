@@ -129,9 +129,11 @@ impl std::fmt::Debug for GroupCommit {
 impl GroupCommit {
     /// Starts the committers for `store`.
     pub fn start(store: &JobStore) -> Self {
+        // SQLite has one writer; on PostgreSQL a second commit in flight overlaps the first's
+        // disk sync (more committers only make each gathering smaller: measured).
         let committers = match store.db().backend() {
             Backend::Sqlite => 1,
-            Backend::Postgres => 4,
+            Backend::Postgres => 2,
         };
         Self {
             enqueue: Lane::start(

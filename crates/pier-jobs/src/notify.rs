@@ -187,17 +187,25 @@ impl Notifier {
     }
 }
 
-/// Wakes the waiters of `queue` (here, and on other nodes through the database) once `tx`
-/// commits, and never if it rolls back.
+/// Wakes the waiters of each `(workspace, queue)` (here, and on other nodes through the
+/// database) once `tx` commits, and never if it rolls back.
 pub(crate) async fn wake_after_commit(
     notifier: &Notifier,
     tx: &mut Tx,
-    workspace: &WorkspaceId,
-    queue: &str,
+    queues: impl IntoIterator<Item = (WorkspaceId, String)>,
 ) -> Result<(), sqlx::Error> {
-    tx.notify(CHANNEL, &format!("{workspace} {queue}")).await?;
-    let (notifier, workspace, queue) = (notifier.clone(), workspace.clone(), queue.to_owned());
-    tx.after_commit(move || notifier.wake(&workspace, &queue));
+    let queues: Vec<(WorkspaceId, String)> = queues.into_iter().collect();
+    let payloads: Vec<String> = queues
+        .iter()
+        .map(|(workspace, queue)| format!("{workspace} {queue}"))
+        .collect();
+    tx.notify(CHANNEL, &payloads).await?;
+    let notifier = notifier.clone();
+    tx.after_commit(move || {
+        for (workspace, queue) in &queues {
+            notifier.wake(workspace, queue);
+        }
+    });
     Ok(())
 }
 

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use pier_db::{Tx, with_tx};
+use pier_db::{JsonList, Tx, with_tx};
 
 use crate::model::JobState;
 
@@ -40,29 +40,36 @@ impl Moves {
         }
     }
 
-    /// Writes the moves inside `tx`, all on one shard picked for this transaction.
+    /// Writes the moves inside `tx`, in one statement, all on one shard picked for this
+    /// transaction; rows are upserted in key order.
     pub(crate) async fn apply(self, tx: &mut Tx) -> Result<(), sqlx::Error> {
+        let rows: Vec<(&str, &str, &str, i64)> = self
+            .0
+            .iter()
+            .filter(|(_, delta)| **delta != 0)
+            .map(|((workspace, queue, state), delta)| {
+                (workspace.as_str(), queue.as_str(), state.as_str(), *delta)
+            })
+            .collect();
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "INSERT INTO job_counts (workspace_id, queue, state, shard, n) \
+             SELECT value ->> 0, value ->> 1, value ->> 2, $1, CAST(value ->> 3 AS BIGINT) \
+             FROM {} WHERE true ORDER BY 1, 2, 3 \
+             ON CONFLICT (workspace_id, queue, state, shard) DO UPDATE SET n = job_counts.n + excluded.n",
+            tx.backend().json_rows("$2")
+        );
+        let rows = JsonList::new(&rows)?;
         let shard = rand::random_range(0..SHARDS);
-        for ((workspace, queue, state), delta) in self.0 {
-            if delta == 0 {
-                continue;
-            }
-            with_tx!(tx, conn => {
-                sqlx::query(
-                    "INSERT INTO job_counts (workspace_id, queue, state, shard, n) \
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (workspace_id, queue, state, shard) \
-                     DO UPDATE SET n = job_counts.n + excluded.n",
-                )
-                .bind(&workspace)
-                .bind(&queue)
-                .bind(state.as_str())
+        with_tx!(tx, conn => {
+            sqlx::query(&sql)
                 .bind(shard)
-                .bind(delta)
+                .bind(rows.as_str())
                 .execute(conn)
                 .await
-                .map(|r| r.rows_affected())
-            })?;
-        }
-        Ok(())
+                .map(drop)
+        })
     }
 }

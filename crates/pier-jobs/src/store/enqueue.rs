@@ -149,9 +149,8 @@ impl JobStore {
         }
 
         moves.apply(tx).await?;
-        for (workspace, queue) in woken {
-            wake_after_commit(&self.notifier, tx, workspace, queue).await?;
-        }
+        let woken = woken.into_iter().map(|(w, q)| (w.clone(), q.to_owned()));
+        wake_after_commit(&self.notifier, tx, woken).await?;
         Ok(outcomes.into_iter().flatten().collect())
     }
 }
@@ -177,7 +176,7 @@ async fn insert(
     );
     let rows = JsonList::new(rows)?;
     with_tx!(tx, conn => {
-        sqlx::query_as(&sql).persistent(false)
+        sqlx::query_as(&sql)
             .bind(now.as_micros())
             .bind(rows.as_str())
             .fetch_all(conn)

@@ -420,7 +420,12 @@ impl JobStore {
                 Some(JobState::Available),
             );
             moves.apply(&mut tx).await?;
-            wake_after_commit(&self.notifier, &mut tx, &job.workspace, queue).await?;
+            wake_after_commit(
+                &self.notifier,
+                &mut tx,
+                [(job.workspace.clone(), queue.clone())],
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(queue.is_some())

@@ -109,7 +109,7 @@ impl JobStore {
         moves.moved(workspace.as_str(), &queue, Some(state), Some(change.to));
         moves.apply(&mut tx).await?;
         if change.to == JobState::Available {
-            wake_after_commit(&self.notifier, &mut tx, workspace, &queue).await?;
+            wake_after_commit(&self.notifier, &mut tx, [(workspace.clone(), queue)]).await?;
         }
         tx.commit().await?;
         Ok(Job::try_from(row)?)

@@ -169,7 +169,12 @@ impl JobStore {
         self.write_settings(&mut tx, workspace, queue, patch)
             .await?;
         if patch.paused == Some(false) {
-            wake_after_commit(&self.notifier, &mut tx, workspace, queue.as_str()).await?;
+            wake_after_commit(
+                &self.notifier,
+                &mut tx,
+                [(workspace.clone(), queue.to_string())],
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(self
