@@ -53,12 +53,14 @@ pub struct AppStateParts {
     pub claim_budget_bytes: u64,
     /// Idempotency records (their replays are sealed under the server's key).
     pub idempotency: IdempotencyStore,
+    /// How long an authenticated key is remembered unless revoked sooner.
+    pub key_cache_ttl: std::time::Duration,
 }
 
 impl AppState {
     pub fn new(parts: AppStateParts) -> Self {
         let (db, clock) = (&parts.db, &parts.clock);
-        let api_keys = ApiKeyStore::new(db.clone(), clock.clone());
+        let api_keys = ApiKeyStore::with_cache_ttl(db.clone(), clock.clone(), parts.key_cache_ttl);
         Self(Arc::new(Inner {
             authenticator: Authenticator::new(api_keys.clone(), clock.clone()),
             workspaces: WorkspaceStore::new(db.clone(), clock.clone()),

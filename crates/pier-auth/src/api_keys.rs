@@ -1,12 +1,14 @@
 //! API keys: creation, lookup, keyset-paginated listing and revocation.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use pier_core::{Clock, Label, Timestamp, define_id};
-use pier_db::{Db, Tx, with_reader, with_tx, with_writer};
+use pier_db::{Db, Notice, Tx, with_reader, with_tx, with_writer};
 use serde::Serialize;
 use subtle::ConstantTimeEq;
 
+use crate::key_cache::{self, KeyCache};
 use crate::{KeySecret, Permission, PermissionSet, Role, WorkspaceId};
 
 define_id!(
@@ -123,15 +125,44 @@ pub struct ApiKeyFilter {
     pub role: Option<Role>,
 }
 
+/// API keys on the configured database. Clones share one cache of recently used keys.
 #[derive(Debug, Clone)]
 pub struct ApiKeyStore {
     db: Db,
     clock: Arc<dyn Clock>,
+    cache: Arc<KeyCache>,
 }
 
 impl ApiKeyStore {
+    /// How long a key found by its secret is remembered unless revoked sooner.
+    pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(5);
+
     pub fn new(db: Db, clock: Arc<dyn Clock>) -> Self {
-        Self { db, clock }
+        Self::with_cache_ttl(db, clock, Self::DEFAULT_CACHE_TTL)
+    }
+
+    pub fn with_cache_ttl(db: Db, clock: Arc<dyn Clock>, ttl: Duration) -> Self {
+        Self {
+            db,
+            clock,
+            cache: Arc::new(KeyCache::new(ttl)),
+        }
+    }
+
+    /// Evicts keys revoked on other nodes from this node's cache (PostgreSQL; `None` on SQLite,
+    /// where every revocation through the API happens in this process).
+    pub fn relay_revocations(&self) -> Option<tokio::task::JoinHandle<()>> {
+        let cache = self.cache.clone();
+        self.db
+            .relay(key_cache::CHANNEL, move |notice| match notice {
+                Notice::Message(id) => cache.evict(id),
+                Notice::Connected => cache.clear(),
+            })
+    }
+
+    /// How many keys the cache holds (for tests and metrics).
+    pub fn cached_keys(&self) -> usize {
+        self.cache.len()
     }
 
     /// Creates a key with a fresh secret, returned once and never stored.
@@ -203,11 +234,24 @@ impl ApiKeyStore {
     /// Looks a presented key up by its hash, in any workspace. The index finds the row; the
     /// stored hash is then compared in constant time, so no comparison in our code leaks how
     /// much of a guess matched.
+    /// Served from the cache of recently used keys when it can be (see [`crate::key_cache`]).
     pub async fn find_by_secret(&self, secret: &KeySecret) -> Result<Option<ApiKey>, sqlx::Error> {
         let hash = secret.hash();
+        let now = self.clock.now();
+        if let Some(key) = self.cache.get(&hash, now) {
+            return Ok(Some(key));
+        }
+        let key = self.read_by_hash(&hash).await?;
+        if let Some(key) = &key {
+            self.cache.put(hash, key.clone(), now);
+        }
+        Ok(key)
+    }
+
+    async fn read_by_hash(&self, hash: &str) -> Result<Option<ApiKey>, sqlx::Error> {
         let sql = format!("SELECT {COLUMNS}, secret_hash FROM api_keys WHERE secret_hash = $1");
         let row: Option<StoredKey> = with_reader!(&self.db, pool => {
-            sqlx::query_as(&sql).bind(&hash).fetch_optional(pool).await
+            sqlx::query_as(&sql).bind(hash).fetch_optional(pool).await
         })?;
         row.filter(|r| bool::from(r.secret_hash.as_bytes().ct_eq(hash.as_bytes())))
             .map(|r| ApiKey::try_from(r.key))
@@ -258,15 +302,25 @@ impl ApiKeyStore {
             "UPDATE api_keys SET revoked_at = $1 WHERE workspace_id = $2 AND id = $3 \
              AND revoked_at IS NULL AND last_used_at IS NOT DISTINCT FROM $4 RETURNING {COLUMNS}"
         );
-        let row: Option<ApiKeyRow> = with_writer!(&self.db, pool => {
+        let mut tx = self.db.begin().await?;
+        let row: Option<ApiKeyRow> = with_tx!(&mut tx, conn => {
             sqlx::query_as(&sql)
                 .bind(now.as_micros())
                 .bind(seen.workspace_id.as_str())
                 .bind(seen.id.as_str())
                 .bind(seen.last_used_at.map(Timestamp::as_micros))
-                .fetch_optional(pool)
+                .fetch_optional(conn)
                 .await
         })?;
+        if row.is_some() {
+            // Every node forgets the key when this commits: this one at once, the others when
+            // the notification reaches them.
+            tx.notify(key_cache::CHANNEL, &[seen.id.to_string()])
+                .await?;
+            let (cache, id) = (self.cache.clone(), seen.id.to_string());
+            tx.after_commit(move || cache.evict(&id));
+        }
+        tx.commit().await?;
         row.map(ApiKey::try_from).transpose()
     }
 
@@ -275,7 +329,7 @@ impl ApiKeyStore {
         let now = self.clock.now();
         let fresh = key
             .last_used_at
-            .is_some_and(|t| now.duration_since(t) < std::time::Duration::from_secs(60));
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(60));
         if fresh {
             return Ok(());
         }
@@ -290,6 +344,7 @@ impl ApiKeyStore {
             .await
             .map(|r| r.rows_affected())
         })?;
+        self.cache.used(key.id.as_str(), now);
         Ok(())
     }
 }

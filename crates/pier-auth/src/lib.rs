@@ -17,6 +17,7 @@
 
 mod api_keys;
 mod bootstrap;
+mod key_cache;
 mod key_secret;
 mod permission;
 mod principal;

@@ -11,6 +11,7 @@ use pier_core::{Clock, ManualClock};
 use pier_testkit::{Backend, TestDb, on_both_backends};
 
 on_both_backends!(
+    cached_keys_follow_revocation,
     keys_authenticate_until_revoked_or_expired,
     pages_cover_keys_sharing_a_timestamp,
     bootstrap_happens_once_however_many_nodes_start,
@@ -153,4 +154,67 @@ async fn bootstrap_happens_once_however_many_nodes_start(backend: Backend) {
         .await
         .expect("list");
     assert_eq!(all.len(), 1);
+}
+
+/// Authentication remembers keys: a revocation through the store takes effect on the next
+/// request; one written behind the store's back (another process) within the cache TTL.
+async fn cached_keys_follow_revocation(backend: Backend) {
+    let (test_db, clock) = setup(backend).await;
+    let clock_arc: Arc<dyn Clock> = Arc::new(clock.clone());
+    let (workspace, _, _) = WorkspaceStore::new(test_db.db.clone(), clock_arc.clone())
+        .create_with_owner_key(WorkspaceName::parse("acme").expect("name"))
+        .await
+        .expect("workspace");
+    let ttl = Duration::from_secs(5);
+    let keys = ApiKeyStore::with_cache_ttl(test_db.db.clone(), clock_arc.clone(), ttl);
+    let auth = Authenticator::new(keys.clone(), clock_arc);
+    let header = |secret: &KeySecret| format!("Bearer {}", secret.expose());
+
+    let (key, secret) = keys
+        .create(&workspace.id, new_key("revoked here", None, &clock))
+        .await
+        .expect("key");
+    auth.authenticate(Some(&header(&secret)))
+        .await
+        .expect("valid");
+    assert_eq!(keys.cached_keys(), 1);
+    let seen = keys
+        .get(&workspace.id, &key.id)
+        .await
+        .expect("get")
+        .expect("key");
+    keys.revoke(&seen).await.expect("revoke").expect("revoked");
+    assert!(
+        auth.authenticate(Some(&header(&secret))).await.is_err(),
+        "at once"
+    );
+
+    let (other, other_secret) = keys
+        .create(&workspace.id, new_key("revoked elsewhere", None, &clock))
+        .await
+        .expect("key");
+    auth.authenticate(Some(&header(&other_secret)))
+        .await
+        .expect("valid");
+    let mut tx = test_db.db.begin().await.expect("begin");
+    pier_db::with_tx!(&mut tx, conn => sqlx::query("UPDATE api_keys SET revoked_at = 1 WHERE id = $1")
+        .bind(other.id.as_str())
+        .execute(conn)
+        .await
+        .map(drop))
+    .expect("revoke behind the store's back");
+    tx.commit().await.expect("commit");
+    assert!(
+        auth.authenticate(Some(&header(&other_secret)))
+            .await
+            .is_ok(),
+        "still remembered"
+    );
+    clock.advance(ttl + Duration::from_millis(1));
+    assert!(
+        auth.authenticate(Some(&header(&other_secret)))
+            .await
+            .is_err(),
+        "refused once the cache forgets"
+    );
 }

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 pub use connect::{DatabaseUrl, InvalidDatabaseUrl};
 pub use dialect::{Backend, JsonList};
-pub use listen::Listener;
+pub use listen::Notice;
 pub use migrate::Migration;
 pub use settings::server_secret;
 pub use tx::Tx;
@@ -106,15 +106,6 @@ impl Db {
         tokio::time::timeout(timeout, probe)
             .await
             .map_err(|_| sqlx::Error::PoolTimedOut)?
-    }
-
-    /// Subscribes to notifications on `channel` (PostgreSQL `LISTEN`); `None` on SQLite, where
-    /// every writer lives in this process and needs no relay.
-    pub async fn listen(&self, channel: &str) -> Option<Result<Listener, sqlx::Error>> {
-        match &self.0 {
-            Pools::Sqlite { .. } => None,
-            Pools::Postgres(pool) => Some(Listener::connect(pool, channel).await),
-        }
     }
 
     pub async fn close(&self) {

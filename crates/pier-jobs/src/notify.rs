@@ -9,10 +9,9 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use pier_core::WorkspaceId;
-use pier_db::{Backend, Db, Tx};
+use pier_db::{Db, Notice, Tx};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -151,39 +150,18 @@ impl Notifier {
     }
 
     /// Relays wake-ups sent by other nodes (PostgreSQL `NOTIFY pier_jobs`) to local waiters
-    /// until aborted; `None` on SQLite, where every enqueue happens in this process. Reconnects
-    /// after errors; waiters poll meanwhile.
+    /// until aborted; `None` on SQLite, where every enqueue happens in this process. Waiters
+    /// also poll, which covers what is lost while the listener reconnects.
     pub fn relay(&self, db: &Db) -> Option<JoinHandle<()>> {
-        if db.backend() == Backend::Sqlite {
-            return None;
-        }
-        let (notifier, db) = (self.clone(), db.clone());
-        Some(tokio::spawn(async move {
-            loop {
-                match db.listen(CHANNEL).await {
-                    Some(Ok(mut listener)) => loop {
-                        match listener.recv().await {
-                            Ok(payload) => {
-                                if let Some((workspace, queue)) = payload.split_once(' ')
-                                    && let Ok(workspace) = WorkspaceId::parse(workspace)
-                                {
-                                    notifier.wake(&workspace, queue);
-                                }
-                            }
-                            Err(err) => {
-                                tracing::warn!(error = %err, "job wake-up listener lost");
-                                break;
-                            }
-                        }
-                    },
-                    Some(Err(err)) => {
-                        tracing::warn!(error = %err, "cannot LISTEN for job wake-ups");
-                    }
-                    None => return,
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
+        let notifier = self.clone();
+        db.relay(CHANNEL, move |notice| {
+            if let Notice::Message(payload) = notice
+                && let Some((workspace, queue)) = payload.split_once(' ')
+                && let Ok(workspace) = WorkspaceId::parse(workspace)
+            {
+                notifier.wake(&workspace, queue);
             }
-        }))
+        })
     }
 }
 
@@ -272,6 +250,8 @@ impl Drop for WaitSlot {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use pier_core::Timestamp;
 
     use super::*;

@@ -142,6 +142,7 @@ impl Application {
             jobs: jobs.clone(),
             claim_budget_bytes: config.jobs.claim_budget_bytes,
             idempotency: IdempotencyStore::new(db.clone(), clock.clone(), &master_key),
+            key_cache_ttl: Duration::from_secs(config.auth.key_cache_ttl_secs),
         });
         let listener = bind(config.server.listen, "the API").await?;
         let admin_listener = bind(config.server.admin_listen, "metrics").await?;
@@ -230,7 +231,10 @@ impl Application {
                     .maintain(retention(&self.config.jobs), stop_rx),
             )
         });
-        let wake_relay = self.jobs.notifier().relay(&self.db);
+        let relays = [
+            self.jobs.notifier().relay(&self.db),
+            self.state.api_keys().relay_revocations(),
+        ];
 
         tokio::select! {
             () = shutdown => tracing::info!("shutting down: finishing in-flight requests"),
@@ -246,7 +250,7 @@ impl Application {
         if let Some(upkeep) = job_upkeep {
             let _ = upkeep.await;
         }
-        if let Some(relay) = wake_relay {
+        for relay in relays.into_iter().flatten() {
             relay.abort();
         }
         self.db.close().await;

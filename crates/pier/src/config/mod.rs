@@ -185,11 +185,22 @@ settings! {
     }
 }
 
+settings! {
+    /// Authentication.
+    AuthSettings in "auth" {
+        /// How long a key, once authenticated, is remembered, in seconds: revocation through
+        /// the API takes effect at once on every node, an offline `pier keys revoke` on SQLite
+        /// within this.
+        key_cache_ttl_secs: u64 = 5,
+    }
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone, Default)]
 pub struct Config {
     pub server: ServerSettings,
     pub jobs: JobsSettings,
+    pub auth: AuthSettings,
 }
 
 /// A configuration error: one line that names the setting and how it can be given.
@@ -217,7 +228,10 @@ impl Sources {
 impl Config {
     /// Every setting of every section.
     pub fn keys() -> impl Iterator<Item = &'static Key> {
-        ServerSettings::KEYS.iter().chain(JobsSettings::KEYS)
+        ServerSettings::KEYS
+            .iter()
+            .chain(JobsSettings::KEYS)
+            .chain(AuthSettings::KEYS)
     }
 
     /// Layers the sources over the defaults and validates the result.
@@ -240,6 +254,7 @@ impl Config {
         let applied = match section {
             "" => self.server.set(name, text),
             "jobs" => self.jobs.set(name, text),
+            "auth" => self.auth.set(name, text),
             _ => None,
         };
         let key = Self::keys().find(|k| k.path() == path);
@@ -268,6 +283,7 @@ impl Config {
             self.database_url().redacted().into(),
         );
         table.insert("jobs".to_owned(), self.jobs.shown().into());
+        table.insert("auth".to_owned(), self.auth.shown().into());
         toml::to_string(&table).unwrap_or_default()
     }
 }

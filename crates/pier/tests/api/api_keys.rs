@@ -288,3 +288,44 @@ async fn if_match_guards_revocation(backend: Backend) {
     )
     .await;
 }
+
+/// A key revoked through one node is refused by another at once (the revocation reaches every
+/// node's key cache through the database).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set PIER_TEST_DATABASE_URL"]
+async fn revocation_reaches_every_node() {
+    let a = TestApp::spawn(Backend::postgres()).await;
+    let b = a.another_node().await;
+    let (id, secret) = a.create_key("member", None).await;
+    // Both nodes have authenticated the key, so both caches hold it.
+    for node in [&a, &b] {
+        assert_eq!(
+            node.call_as(&secret, Method::GET, "/v1/workspace")
+                .await
+                .status(),
+            200
+        );
+    }
+    let response = a.call(Method::DELETE, &format!("/v1/api-keys/{id}")).await;
+    assert_eq!(response.status(), 204);
+    assert_eq!(
+        a.call_as(&secret, Method::GET, "/v1/workspace")
+            .await
+            .status(),
+        401
+    );
+    // The notification travels through PostgreSQL: allow it a moment, far below the cache TTL.
+    let mut refused = false;
+    for _ in 0..50 {
+        if b.call_as(&secret, Method::GET, "/v1/workspace")
+            .await
+            .status()
+            == 401
+        {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(refused, "node B still accepts a key revoked on node A");
+}

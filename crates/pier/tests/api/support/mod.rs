@@ -28,6 +28,7 @@ pub struct TestApp {
     pub jobs: pier_jobs::JobStore,
     /// The database's URL (a PostgreSQL database of its own, or a SQLite file in `data_dir`).
     pub database_url: String,
+    secret_key: String,
     pub data_dir: std::path::PathBuf,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
@@ -53,6 +54,31 @@ impl TestApp {
     pub async fn spawn_with(backend: Backend, options: Options) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let database_url = backend.fresh_database_url(dir.path()).await;
+        let secret_key = pier_core::MasterKey::generate().to_hex();
+        Self::start(dir, database_url, secret_key, None, options).await
+    }
+
+    /// A second node on this one's database (PostgreSQL), sharing its secret key.
+    pub async fn another_node(&self) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let first = (self.owner_key.clone(), self.workspace_id.clone());
+        Self::start(
+            dir,
+            self.database_url.clone(),
+            self.secret_key.clone(),
+            Some(first),
+            Options::default(),
+        )
+        .await
+    }
+
+    async fn start(
+        dir: tempfile::TempDir,
+        database_url: String,
+        secret_key: String,
+        bootstrapped: Option<(String, String)>,
+        options: Options,
+    ) -> Self {
         let mut sources = Sources::default()
             .set("listen", "127.0.0.1:0")
             .set("admin_listen", "127.0.0.1:0")
@@ -60,8 +86,8 @@ impl TestApp {
             .set("database_url", database_url.clone())
             .set("shutdown_timeout_secs", "5")
             .set("db_max_connections", "4");
-        if matches!(backend, Backend::Postgres(_)) {
-            sources = sources.set("secret_key", pier_core::MasterKey::generate().to_hex());
+        if database_url.starts_with("postgres") {
+            sources = sources.set("secret_key", secret_key.clone());
         }
         if let Some(url) = options.redis_url {
             sources = sources.set("redis_url", url);
@@ -80,9 +106,13 @@ impl TestApp {
         if !options.background_upkeep {
             app = app.without_background_upkeep();
         }
-        let first = app.bootstrap().expect("a fresh database is bootstrapped");
-        let owner_key = first.secret.expose().to_owned();
-        let workspace_id = first.workspace.id.to_string();
+        let (owner_key, workspace_id) = bootstrapped.unwrap_or_else(|| {
+            let first = app.bootstrap().expect("a fresh database is bootstrapped");
+            (
+                first.secret.expose().to_owned(),
+                first.workspace.id.to_string(),
+            )
+        });
         let base = format!("http://{}", app.local_addr());
         let admin_base = format!("http://{}", app.admin_addr());
         let db = app.db().clone();
@@ -101,6 +131,7 @@ impl TestApp {
             db,
             jobs,
             database_url,
+            secret_key,
             data_dir: dir.path().to_owned(),
             shutdown: Some(tx),
             task: Some(task),
