@@ -360,7 +360,7 @@ async fn main() -> anyhow::Result<()> {
     let workspace = WorkspaceId::new(clock.now());
     let notifier = Notifier::default();
     let store = JobStore::new(db.clone(), clock, notifier.clone());
-    let relay = notifier.relay(&db);
+    let relay = notifier.listen(pier_db::Relay::default()).spawn(&db);
     let measure = args.measure.clone();
     let bench = Bench {
         url,

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pier_core::{Clock, Label, Timestamp, define_id};
-use pier_db::{Db, Notice, Tx, with_reader, with_tx, with_writer};
+use pier_db::{Db, Notice, Relay, Tx, with_reader, with_tx, with_writer};
 use serde::Serialize;
 use subtle::ConstantTimeEq;
 
@@ -149,15 +149,15 @@ impl ApiKeyStore {
         }
     }
 
-    /// Evicts keys revoked on other nodes from this node's cache (PostgreSQL; `None` on SQLite,
-    /// where every revocation through the API happens in this process).
-    pub fn relay_revocations(&self) -> Option<tokio::task::JoinHandle<()>> {
+    /// Adds the revocation channel to `relay`: keys revoked on other nodes leave this node's
+    /// cache (PostgreSQL; on SQLite every revocation through the API happens in this process).
+    #[must_use]
+    pub fn listen(&self, relay: Relay) -> Relay {
         let cache = self.cache.clone();
-        self.db
-            .relay(key_cache::CHANNEL, move |notice| match notice {
-                Notice::Message(id) => cache.evict(id),
-                Notice::Connected => cache.clear(),
-            })
+        relay.on(key_cache::CHANNEL, move |notice| match notice {
+            Notice::Message(id) => cache.evict(id),
+            Notice::Connected => cache.clear(),
+        })
     }
 
     /// How many keys the cache holds (for tests and metrics).

@@ -118,9 +118,14 @@ impl DatabaseUrl {
                     .test_before_acquire(false)
                     .max_connections(max_connections.max(2))
                     .acquire_timeout(Duration::from_secs(10))
-                    .connect_with(options)
+                    .connect_with(options.clone())
                     .await?;
-                Ok(Db(Pools::Postgres(pool)))
+                let listen = PgPoolOptions::new()
+                    .max_connections(1)
+                    .idle_timeout(None)
+                    .max_lifetime(None)
+                    .connect_lazy_with(options);
+                Ok(Db(Pools::Postgres { pool, listen }))
             }
         }
     }

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 pub use connect::{DatabaseUrl, InvalidDatabaseUrl};
 pub use dialect::{Backend, JsonList};
-pub use listen::Notice;
+pub use listen::{Notice, Relay};
 pub use migrate::Migration;
 pub use settings::server_secret;
 pub use tx::Tx;
@@ -45,14 +45,18 @@ enum Pools {
         writer: sqlx::SqlitePool,
         reader: sqlx::SqlitePool,
     },
-    Postgres(sqlx::PgPool),
+    Postgres {
+        pool: sqlx::PgPool,
+        /// One connection, outside `pool`, for the notification listener (see [`Relay`]).
+        listen: sqlx::PgPool,
+    },
 }
 
 impl Db {
     pub fn backend(&self) -> Backend {
         match &self.0 {
             Pools::Sqlite { .. } => Backend::Sqlite,
-            Pools::Postgres(_) => Backend::Postgres,
+            Pools::Postgres { .. } => Backend::Postgres,
         }
     }
 
@@ -114,7 +118,10 @@ impl Db {
                 reader.close().await;
                 writer.close().await;
             }
-            Pools::Postgres(pool) => pool.close().await,
+            Pools::Postgres { pool, listen } => {
+                listen.close().await;
+                pool.close().await;
+            }
         }
     }
 }
@@ -134,14 +141,14 @@ pub mod __private {
     pub fn reader(db: &crate::Db) -> PoolRef<'_> {
         match &db.0 {
             crate::Pools::Sqlite { reader, .. } => PoolRef::Sqlite(reader),
-            crate::Pools::Postgres(pool) => PoolRef::Postgres(pool),
+            crate::Pools::Postgres { pool, .. } => PoolRef::Postgres(pool),
         }
     }
 
     pub fn writer(db: &crate::Db) -> PoolRef<'_> {
         match &db.0 {
             crate::Pools::Sqlite { writer, .. } => PoolRef::Sqlite(writer),
-            crate::Pools::Postgres(pool) => PoolRef::Postgres(pool),
+            crate::Pools::Postgres { pool, .. } => PoolRef::Postgres(pool),
         }
     }
 }

@@ -75,7 +75,7 @@ impl Db {
     pub async fn migrate(&self, sets: &[&[Migration]]) -> Result<(), MigrateError> {
         match &self.0 {
             Pools::Sqlite { writer, .. } => migrator(sets, false)?.run(writer).await,
-            Pools::Postgres(pool) => migrator(sets, true)?.run(pool).await,
+            Pools::Postgres { pool, .. } => migrator(sets, true)?.run(pool).await,
         }
     }
 }

@@ -41,8 +41,8 @@ impl Tx {
             // The writer runs `synchronous = FULL`: every commit is on disk when it returns.
             Pools::Sqlite { writer, .. } => Conn::Sqlite(writer.begin().await?),
             // One round trip either way: a relaxed transaction's setting travels with its BEGIN.
-            Pools::Postgres(pool) if durable => Conn::Postgres(pool.begin().await?),
-            Pools::Postgres(pool) => Conn::Postgres(
+            Pools::Postgres { pool, .. } if durable => Conn::Postgres(pool.begin().await?),
+            Pools::Postgres { pool, .. } => Conn::Postgres(
                 pool.begin_with("BEGIN; SET LOCAL synchronous_commit = off")
                     .await?,
             ),

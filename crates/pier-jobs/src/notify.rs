@@ -11,9 +11,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use pier_core::WorkspaceId;
-use pier_db::{Db, Notice, Tx};
+use pier_db::{Notice, Relay, Tx};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use crate::model::QueueName;
 
@@ -149,12 +148,13 @@ impl Notifier {
         self.lock().signals.len()
     }
 
-    /// Relays wake-ups sent by other nodes (PostgreSQL `NOTIFY pier_jobs`) to local waiters
-    /// until aborted; `None` on SQLite, where every enqueue happens in this process. Waiters
-    /// also poll, which covers what is lost while the listener reconnects.
-    pub fn relay(&self, db: &Db) -> Option<JoinHandle<()>> {
+    /// Adds this notifier's channel to `relay`: wake-ups sent by other nodes (PostgreSQL
+    /// `NOTIFY pier_jobs`) reach local waiters. Waiters also poll, which covers what is lost
+    /// while the listener reconnects.
+    #[must_use]
+    pub fn listen(&self, relay: Relay) -> Relay {
         let notifier = self.clone();
-        db.relay(CHANNEL, move |notice| {
+        relay.on(CHANNEL, move |notice| {
             if let Notice::Message(payload) = notice
                 && let Some((workspace, queue)) = payload.split_once(' ')
                 && let Ok(workspace) = WorkspaceId::parse(workspace)

@@ -11,7 +11,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use pier_api::{AppState, AppStateParts, Redis};
 use pier_auth::Bootstrap;
 use pier_core::{Clock, CursorCodec, SecretUrl, SystemClock};
-use pier_db::Db;
+use pier_db::{Db, Relay};
 use pier_idempotency::IdempotencyStore;
 use pier_jobs::{JobStore, Notifier, Retention, WaiterLimits};
 use tokio::net::TcpListener;
@@ -231,10 +231,11 @@ impl Application {
                     .maintain(retention(&self.config.jobs), stop_rx),
             )
         });
-        let relays = [
-            self.jobs.notifier().relay(&self.db),
-            self.state.api_keys().relay_revocations(),
-        ];
+        let relay = self
+            .state
+            .api_keys()
+            .listen(self.jobs.notifier().listen(Relay::default()))
+            .spawn(&self.db);
 
         tokio::select! {
             () = shutdown => tracing::info!("shutting down: finishing in-flight requests"),
@@ -250,7 +251,7 @@ impl Application {
         if let Some(upkeep) = job_upkeep {
             let _ = upkeep.await;
         }
-        for relay in relays.into_iter().flatten() {
+        if let Some(relay) = relay {
             relay.abort();
         }
         self.db.close().await;

@@ -53,7 +53,8 @@ async fn an_enqueue_wakes_other_nodes() {
     let jobs = Jobs::new(Backend::postgres()).await;
     let other_node = pier_jobs::Notifier::default();
     let relay = other_node
-        .relay(&jobs.db)
+        .listen(pier_db::Relay::default())
+        .spawn(&jobs.db)
         .expect("PostgreSQL relays wake-ups");
     let queue = queue_name("remote");
     let mut mine = other_node.subscribe(Some(&jobs.workspace), &queue);
