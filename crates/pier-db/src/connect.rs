@@ -166,4 +166,27 @@ mod tests {
         );
         assert!(!format!("{url:?}").contains("s3cret"));
     }
+
+    /// An acknowledged write survives power loss: the SQLite writer syncs the WAL on every
+    /// commit.
+    #[tokio::test]
+    async fn the_sqlite_writer_syncs_every_commit() {
+        let dir = tempfile::tempdir().expect("dir");
+        let db = DatabaseUrl::sqlite_in(dir.path())
+            .connect(2)
+            .await
+            .expect("opens");
+        let (journal, synchronous): (String, i64) = crate::with_writer!(&db, pool => {
+            let journal = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(pool).await;
+            let synchronous = sqlx::query_scalar("PRAGMA synchronous").fetch_one(pool).await;
+            journal.and_then(|j| synchronous.map(|s| (j, s)))
+        })
+        .expect("pragmas");
+        assert_eq!(
+            (journal.as_str(), synchronous),
+            ("wal", 2),
+            "WAL with synchronous = FULL"
+        );
+        db.close().await;
+    }
 }

@@ -86,9 +86,13 @@ impl JobStore {
     /// claim moved to `running` after the pick looked must not be put back to `available`.
     pub async fn promote_due(&self) -> Result<u64, sqlx::Error> {
         let now = self.clock.now().as_micros();
+        // `state IN (…)` is the `jobs_due` index's own predicate, written out so that both
+        // engines see the index applies (with the state as a parameter SQLite scanned the whole
+        // table: 28 ms a second at 200,000 jobs, holding the writer).
         let sql = format!(
             "UPDATE jobs SET state = 'available' WHERE (workspace_id, id) IN \
-             (SELECT workspace_id, id FROM jobs WHERE state = $1 AND run_at <= $2 LIMIT 5000 {}) \
+             (SELECT workspace_id, id FROM jobs WHERE state IN ('scheduled', 'retryable') \
+             AND state = $1 AND run_at <= $2 LIMIT 5000 {}) \
              AND state = $1 RETURNING workspace_id, queue",
             self.db.backend().for_update_skip_locked()
         );
