@@ -23,10 +23,12 @@ const MAX_BATCH: usize = 500;
 const QUEUED: usize = 10_000;
 
 type Reply<R> = oneshot::Sender<Result<R, sqlx::Error>>;
+/// Runs a gathering as one transaction; the items are shared, so that a failed gathering can be
+/// retried item by item without copying every payload up front.
 type Run<I, R> = Arc<
     dyn Fn(
             JobStore,
-            Vec<I>,
+            Arc<Vec<I>>,
         ) -> futures_util::future::BoxFuture<'static, Result<Vec<R>, sqlx::Error>>
         + Send
         + Sync,
@@ -45,7 +47,7 @@ impl<I, R> Clone for Lane<I, R> {
     }
 }
 
-impl<I: Clone + Send + 'static, R: Send + 'static> Lane<I, R> {
+impl<I: Clone + Send + Sync + 'static, R: Send + 'static> Lane<I, R> {
     /// Starts `committers` tasks that each take what queued up and run it as one batch; on
     /// PostgreSQL several commits can be in flight at once, on SQLite one writer serves them all.
     fn start(store: &JobStore, committers: usize, run: Run<I, R>) -> Self {
@@ -83,30 +85,29 @@ async fn commit<I: Clone, R>(
     items: Vec<I>,
     replies: Vec<Reply<R>>,
 ) {
-    let alone = (items.len() > 1).then(|| items.clone());
-    match run(store.clone(), items).await {
+    let items = Arc::new(items);
+    match run(store.clone(), items.clone()).await {
         Ok(outcomes) => {
             for (reply, outcome) in replies.into_iter().zip(outcomes) {
                 let _ = reply.send(Ok(outcome));
             }
         }
-        Err(err) => match alone {
-            None => {
-                if let Some(reply) = replies.into_iter().next() {
-                    let _ = reply.send(Err(err));
-                }
+        Err(err) if items.len() == 1 => {
+            if let Some(reply) = replies.into_iter().next() {
+                let _ = reply.send(Err(err));
             }
-            Some(items) => {
-                tracing::warn!(error = %err, operations = items.len(), "a group commit failed; retrying each operation alone");
-                for (item, reply) in items.into_iter().zip(replies) {
-                    let outcome = run(store.clone(), vec![item]).await.and_then(|mut one| {
-                        one.pop()
-                            .ok_or_else(|| sqlx::Error::Protocol("no outcome".into()))
-                    });
-                    let _ = reply.send(outcome);
-                }
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, operations = items.len(), "a group commit failed; retrying each operation alone");
+            for (item, reply) in items.iter().zip(replies) {
+                let alone = Arc::new(vec![item.clone()]);
+                let outcome = run(store.clone(), alone).await.and_then(|mut one| {
+                    one.pop()
+                        .ok_or_else(|| sqlx::Error::Protocol("no outcome".into()))
+                });
+                let _ = reply.send(outcome);
             }
-        },
+        }
     }
 }
 
