@@ -387,7 +387,7 @@ async fn unique_keys_changing_hands_mid_enqueue_are_defined(backend: Backend) {
     let finisher = {
         let jobs = jobs.clone();
         tokio::spawn(async move {
-            for _ in 0..150 {
+            for _ in 0..500 {
                 for c in jobs.claim("keyed", 1).await {
                     let job = pier_jobs::Held::new(jobs.workspace.clone(), c.id, &c.lease_token)
                         .expect("token");
@@ -399,7 +399,7 @@ async fn unique_keys_changing_hands_mid_enqueue_are_defined(backend: Backend) {
             }
         })
     };
-    for _ in 0..300 {
+    for _ in 0..1000 {
         jobs.store
             .enqueue(&jobs.workspace, vec![keyed()])
             .await
