@@ -69,3 +69,33 @@ impl JsonList {
         &self.0
     }
 }
+
+/// Keys of tenant-owned rows, `(workspace_id, id)`, bound as one JSON list; see
+/// [`Backend::owned_keys_in`].
+#[derive(Debug, Clone)]
+pub struct OwnedKeys(JsonList);
+
+impl OwnedKeys {
+    pub fn new<'a>(
+        keys: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Self, sqlx::Error> {
+        let keys: Vec<[&str; 2]> = keys.into_iter().map(|(ws, id)| [ws, id]).collect();
+        JsonList::new(&keys).map(Self)
+    }
+
+    /// The text to bind.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl Backend {
+    /// `(workspace_id, id) IN (…)` over the [`OwnedKeys`] bound at `param`: the one way a
+    /// statement names many rows of a tenant-owned table.
+    pub fn owned_keys_in(self, param: &str) -> String {
+        format!(
+            "(workspace_id, id) IN (SELECT value ->> 0, value ->> 1 FROM {})",
+            self.json_rows(param)
+        )
+    }
+}

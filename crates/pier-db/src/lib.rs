@@ -19,7 +19,7 @@ mod tx;
 use std::time::Duration;
 
 pub use connect::{DatabaseUrl, InvalidDatabaseUrl};
-pub use dialect::{Backend, JsonList};
+pub use dialect::{Backend, JsonList, OwnedKeys};
 pub use listen::{Notice, Relay};
 pub use migrate::Migration;
 pub use settings::server_secret;

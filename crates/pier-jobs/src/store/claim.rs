@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use pier_core::{Timestamp, WorkspaceId};
-use pier_db::{JsonList, with_tx};
+use pier_db::{JsonList, OwnedKeys, with_tx};
 use rand::RngCore;
 
 use super::counts::Moves;
@@ -176,15 +176,14 @@ impl JobStore {
         }
 
         let token = new_token();
-        let pairs: Vec<[&str; 2]> = picked
-            .iter()
-            .map(|p| [p.workspace_id.as_str(), p.id.as_str()])
-            .collect();
-        let pairs = JsonList::new(&pairs)?;
+        let pairs = OwnedKeys::new(
+            picked
+                .iter()
+                .map(|p| (p.workspace_id.as_str(), p.id.as_str())),
+        )?;
         let mark = format!(
-            "{MARK_RUNNING} WHERE (workspace_id, id) IN (SELECT value ->> 0, value ->> 1 FROM {}) \
-             RETURNING {CLAIMED_COLUMNS}",
-            self.db.backend().json_rows("$5")
+            "{MARK_RUNNING} WHERE {} RETURNING {CLAIMED_COLUMNS}",
+            self.db.backend().owned_keys_in("$5")
         );
         let rows: Vec<ClaimedRow> = with_tx!(&mut tx, conn => {
             sqlx::query_as(&mark).persistent(false)

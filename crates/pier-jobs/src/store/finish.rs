@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use pier_core::{Timestamp, WorkspaceId};
-use pier_db::{JsonList, Tx, with_tx};
+use pier_db::{JsonList, OwnedKeys, Tx, with_tx};
 use serde::Serialize;
 
 use super::counts::Moves;
@@ -270,22 +270,21 @@ impl JobStore {
         for c in items {
             *named.entry(key(&c.job)).or_default() += 1;
         }
-        let repeated: Vec<[&str; 2]> = named
+        let repeated: Vec<(&str, &str)> = named
             .iter()
             .filter(|(_, n)| **n > 1)
-            .map(|((ws, id), _)| [ws.as_str(), id.as_str()])
+            .map(|((ws, id), _)| (ws.as_str(), id.as_str()))
             .collect();
         if repeated.is_empty() {
             return Ok(HashMap::new());
         }
+        let repeated = OwnedKeys::new(repeated)?;
         let sql = format!(
-            "SELECT workspace_id, id, lease_token FROM jobs WHERE (workspace_id, id) IN \
-             (SELECT value ->> 0, value ->> 1 FROM {}) AND lease_token IS NOT NULL \
+            "SELECT workspace_id, id, lease_token FROM jobs WHERE {} AND lease_token IS NOT NULL \
              ORDER BY workspace_id, id {}",
-            self.db.backend().json_rows("$1"),
+            self.db.backend().owned_keys_in("$1"),
             self.db.backend().for_update()
         );
-        let repeated = JsonList::new(&repeated)?;
         let rows: Vec<(String, String, String)> = with_tx!(tx, conn => {
             sqlx::query_as(&sql).persistent(false).bind(repeated.as_str()).fetch_all(conn).await
         })?;
@@ -320,15 +319,14 @@ impl JobStore {
         if jobs.is_empty() {
             return Ok(HashSet::new());
         }
-        let keys: Vec<[&str; 2]> = jobs
+        let keys: Vec<(&str, &str)> = jobs
             .iter()
-            .map(|h| [h.workspace.as_str(), h.id.as_str()])
+            .map(|h| (h.workspace.as_str(), h.id.as_str()))
             .collect();
-        let keys = JsonList::new(&keys)?;
+        let keys = OwnedKeys::new(keys)?;
         let sql = format!(
-            "SELECT workspace_id, id FROM jobs WHERE (workspace_id, id) IN \
-             (SELECT value ->> 0, value ->> 1 FROM {}) AND queue NOT LIKE 'pier.%'",
-            self.db.backend().json_rows("$1")
+            "SELECT workspace_id, id FROM jobs WHERE {} AND queue NOT LIKE 'pier.%'",
+            self.db.backend().owned_keys_in("$1")
         );
         let rows: Vec<(String, String)> = pier_db::with_reader!(&self.db, pool => {
             sqlx::query_as(&sql).persistent(false).bind(keys.as_str()).fetch_all(pool).await
