@@ -186,7 +186,8 @@ impl JobStore {
             self.db.backend().owned_keys_in("$5")
         );
         let rows: Vec<ClaimedRow> = with_tx!(&mut tx, conn => {
-            sqlx::query_as(&mark).persistent(false)
+            sqlx::query_as(&mark)
+                .persistent(false)
                 .bind(&token)
                 .bind(now)
                 .bind(lease.map(micros))
@@ -303,7 +304,8 @@ impl JobStore {
         );
         let mut tx = self.db.begin_relaxed().await?;
         let renewed: Vec<(String, String, String, i64, bool)> = with_tx!(&mut tx, conn => {
-            sqlx::query_as(&sql).persistent(false)
+            sqlx::query_as(&sql)
+                .persistent(false)
                 .bind(now)
                 .bind(rows.as_str())
                 .fetch_all(conn)

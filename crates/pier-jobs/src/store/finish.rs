@@ -234,7 +234,8 @@ impl JobStore {
             self.db.backend().json_rows("$2")
         );
         let done: Vec<(String, String, String)> = with_tx!(&mut tx, conn => {
-            sqlx::query_as(&sql).persistent(false)
+            sqlx::query_as(&sql)
+                .persistent(false)
                 .bind(now)
                 .bind(rows.as_str())
                 .fetch_all(conn)
@@ -286,7 +287,11 @@ impl JobStore {
             self.db.backend().for_update()
         );
         let rows: Vec<(String, String, String)> = with_tx!(tx, conn => {
-            sqlx::query_as(&sql).persistent(false).bind(repeated.as_str()).fetch_all(conn).await
+            sqlx::query_as(&sql)
+                .persistent(false)
+                .bind(repeated.as_str())
+                .fetch_all(conn)
+                .await
         })?;
         Ok(rows
             .into_iter()
@@ -329,7 +334,11 @@ impl JobStore {
             self.db.backend().owned_keys_in("$1")
         );
         let rows: Vec<(String, String)> = pier_db::with_reader!(&self.db, pool => {
-            sqlx::query_as(&sql).persistent(false).bind(keys.as_str()).fetch_all(pool).await
+            sqlx::query_as(&sql)
+                .persistent(false)
+                .bind(keys.as_str())
+                .fetch_all(pool)
+                .await
         })?;
         Ok(rows.into_iter().collect())
     }
@@ -354,7 +363,11 @@ impl JobStore {
         );
         let mut tx = self.db.begin().await?;
         let rows: Vec<FailRow> = with_tx!(&mut tx, conn => {
-            sqlx::query_as(&sql).persistent(false).bind(held.as_str()).fetch_all(conn).await
+            sqlx::query_as(&sql)
+                .persistent(false)
+                .bind(held.as_str())
+                .fetch_all(conn)
+                .await
         })?;
         let mut rows: HashMap<(String, String), FailRow> = rows
             .into_iter()
