@@ -369,18 +369,19 @@ impl JobStore {
                 .fetch_all(conn)
                 .await
         })?;
-        let mut rows: HashMap<(String, String), FailRow> = rows
+        // Keyed by token too: of two reports naming one job, only the current token's counts.
+        let mut rows: HashMap<(String, String, String), FailRow> = rows
             .into_iter()
-            .map(|r| ((r.workspace_id.clone(), r.id.clone()), r))
+            .map(|r| {
+                let token = r.lease_token.clone().unwrap_or_default();
+                ((r.workspace_id.clone(), r.id.clone(), token), r)
+            })
             .collect();
         let mut states = Vec::with_capacity(failures.len());
         let mut moves = Moves::new();
         for failure in failures {
-            let key = (
-                failure.job.workspace.to_string(),
-                failure.job.id.to_string(),
-            );
-            let state = match rows.remove(&key) {
+            let (workspace, id) = key(&failure.job);
+            let state = match rows.remove(&(workspace, id, failure.job.token.clone())) {
                 Some(row) => {
                     let reported = (failure.error.as_str(), failure.retry_at);
                     Some(record_failure(&mut tx, &row, reported, now, &mut moves).await?)

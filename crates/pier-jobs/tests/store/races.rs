@@ -176,6 +176,31 @@ async fn completion_needs_a_running_job_and_its_token(backend: Backend) {
         .await
         .expect("complete");
     assert_eq!(again, [false], "a completed job holds no token");
+
+    // The same for heartbeats and failures that name one job twice, current token second.
+    jobs.enqueue(vec![crate::support::job("k", "q", json!({}))])
+        .await;
+    let claimed = jobs.claim("q", 1).await;
+    let current = held(&jobs, &claimed[0]);
+    let stale = pier_jobs::Held::new(jobs.workspace.clone(), current.id.clone(), &"f".repeat(32))
+        .expect("token");
+    let beats = jobs
+        .store
+        .heartbeat_many(&[(stale.clone(), None), (current.clone(), None)])
+        .await
+        .expect("heartbeat");
+    assert_eq!((beats[0].is_some(), beats[1].is_some()), (false, true));
+    let failure = |job: pier_jobs::Held| Failure {
+        job,
+        error: "boom".into(),
+        retry_at: None,
+    };
+    let failed = jobs
+        .store
+        .fail_many(&[failure(stale), failure(current)])
+        .await
+        .expect("fail");
+    assert_eq!((failed[0], failed[1].is_some()), (None, true));
 }
 
 async fn a_corrupt_error_history_fails_loudly(backend: Backend) {
