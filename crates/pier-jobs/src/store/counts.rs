@@ -73,3 +73,50 @@ impl Moves {
         })
     }
 }
+
+/// Folds `workspace`'s counters: the rows of a queue that holds no job any more (every state sums
+/// to zero) go, and so do rows at zero, so counters do not outlive their queues however many
+/// queue names a workspace has used. The rows are locked in key order, the order every
+/// transaction updates them in, and summed under the lock, so nothing concurrent is lost.
+pub(crate) async fn compact(tx: &mut Tx, workspace: &str) -> Result<u64, sqlx::Error> {
+    let sql = format!(
+        "SELECT queue, state, shard, n FROM job_counts WHERE workspace_id = $1 \
+         ORDER BY queue, state, shard {}",
+        tx.backend().for_update()
+    );
+    let rows: Vec<(String, String, i64, i64)> = with_tx!(tx, conn => {
+        sqlx::query_as(&sql).bind(workspace).fetch_all(conn).await
+    })?;
+    let mut sums: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+    for (queue, state, _, n) in &rows {
+        *sums.entry((queue, state)).or_default() += n;
+    }
+    let busy: std::collections::HashSet<&str> = sums
+        .iter()
+        .filter(|(_, sum)| **sum != 0)
+        .map(|((queue, _), _)| *queue)
+        .collect();
+    let gone: Vec<(&str, &str, i64)> = rows
+        .iter()
+        .filter(|(queue, _, _, n)| *n == 0 || !busy.contains(queue.as_str()))
+        .map(|(queue, state, shard, _)| (queue.as_str(), state.as_str(), *shard))
+        .collect();
+    if gone.is_empty() {
+        return Ok(0);
+    }
+    let sql = format!(
+        "DELETE FROM job_counts WHERE workspace_id = $1 AND (queue, state, shard) IN \
+         (SELECT value ->> 0, value ->> 1, CAST(value ->> 2 AS BIGINT) FROM {})",
+        tx.backend().json_rows("$2")
+    );
+    let gone = JsonList::new(&gone)?;
+    with_tx!(tx, conn => {
+        sqlx::query(&sql)
+            .persistent(false)
+            .bind(workspace)
+            .bind(gone.as_str())
+            .execute(conn)
+            .await
+            .map(|r| r.rows_affected())
+    })
+}

@@ -8,7 +8,7 @@ use pier_core::WorkspaceId;
 use pier_db::{with_reader, with_tx};
 
 use super::JobStore;
-use super::counts::Moves;
+use super::counts::{self, Moves};
 use super::finish::{FAIL_COLUMNS, FailRow, record_failure};
 use crate::model::{JobId, JobState};
 use crate::notify::until_true;
@@ -122,9 +122,9 @@ impl JobStore {
     }
 
     /// Deletes finished jobs older than `retention`, in bounded batches, one workspace at a time
-    /// (each walks its primary-key range of ids older than the cutoff). Returns how many. Like
-    /// promotion, the pick skips locked rows and the delete checks the state again, so a job
-    /// retried meanwhile is never deleted.
+    /// (each walks its primary-key range of ids older than the cutoff), then folds the
+    /// workspace's counters. Returns how many jobs. Like promotion, the pick skips locked rows
+    /// and the delete checks the state again, so a job retried meanwhile is never deleted.
     pub async fn prune(&self, retention: &Retention) -> Result<u64, sqlx::Error> {
         let now = self.clock.now();
         let workspaces: Vec<(String,)> = with_reader!(&self.db, pool => {
@@ -173,6 +173,9 @@ impl JobStore {
                     }
                 }
             }
+            let mut tx = self.db.begin().await?;
+            counts::compact(&mut tx, workspace).await?;
+            tx.commit().await?;
         }
         Ok(pruned)
     }

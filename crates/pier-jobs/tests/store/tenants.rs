@@ -15,6 +15,7 @@ on_both_backends!(
     claims_stop_at_their_byte_budget,
     queue_settings_are_bounded_and_merge,
     listing_queues_pages_in_one_query,
+    counters_do_not_outlive_their_queues,
 );
 
 async fn pier_queues_are_out_of_tenants_reach(backend: Backend) {
@@ -191,4 +192,49 @@ async fn listing_queues_pages_in_one_query(backend: Backend) {
         .expect("page");
     assert_eq!(next.len(), 15);
     assert_eq!(next[0].name, "q10");
+}
+
+/// A workspace that used many queue names once keeps no counter rows for them after pruning.
+async fn counters_do_not_outlive_their_queues(backend: Backend) {
+    let jobs = Jobs::new(backend).await;
+    jobs.enqueue(
+        (0..40)
+            .map(|i| job("k", &format!("once-{i}"), json!({})))
+            .collect(),
+    )
+    .await;
+    jobs.enqueue(vec![job("k", "kept", json!({}))]).await;
+    for i in 0..40 {
+        for c in jobs.claim(&format!("once-{i}"), 1).await {
+            let held =
+                pier_jobs::Held::new(jobs.workspace.clone(), c.id, &c.lease_token).expect("token");
+            jobs.store
+                .complete(pier_jobs::Completion::new(held))
+                .await
+                .expect("complete");
+        }
+    }
+    jobs.clock.advance(Duration::from_secs(2 * 24 * 3600));
+    let pruned = jobs
+        .store
+        .prune(&pier_jobs::Retention::default())
+        .await
+        .expect("prune");
+    assert_eq!(pruned, 40);
+    let rows: Vec<(String,)> = pier_db::with_reader!(&jobs.db, pool => {
+        sqlx::query_as("SELECT DISTINCT queue FROM job_counts").fetch_all(pool).await
+    })
+    .expect("counters");
+    assert_eq!(
+        rows,
+        [("kept".to_owned(),)],
+        "only the queue with a job keeps counters"
+    );
+    jobs.assert_counters_match_rows().await;
+    let queues = jobs
+        .store
+        .queues(&jobs.workspace, None, 100)
+        .await
+        .expect("queues");
+    assert_eq!(queues.len(), 1);
 }
