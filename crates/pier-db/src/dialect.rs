@@ -40,10 +40,11 @@ impl Backend {
     /// `CAST(… AS BIGINT)` where a number is needed. Binding one [`JsonList`] instead of one
     /// parameter per row keeps a single statement for any batch size.
     ///
-    /// Run such statements unprepared (`.persistent(false)`): PostgreSQL cannot see into the
-    /// list when it plans a prepared statement generically, so a plan cached while a table was
-    /// small (say, a sequential scan joined by hash) would stay as the table grows. Planned each
-    /// time, they follow the table's real size; the planning costs little next to a batch.
+    /// Run statements that find table rows by the list unprepared (`.persistent(false)`):
+    /// PostgreSQL cannot see into the list when it plans a prepared statement generically, so a
+    /// plan cached while a table was small (say, a sequential scan joined by hash) would stay as
+    /// the table grows. Planned each time, they follow the table's real size; the planning costs
+    /// little next to a batch. Plain inserts from a list have no such choice and stay prepared.
     pub fn json_rows(self, param: &str) -> String {
         match self {
             Self::Sqlite => format!("json_each({param})"),

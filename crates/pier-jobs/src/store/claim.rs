@@ -303,14 +303,8 @@ impl JobStore {
             self.db.backend().json_rows("$2")
         );
         let mut tx = self.db.begin_relaxed().await?;
-        let renewed: Vec<(String, String, String, i64, bool)> = with_tx!(&mut tx, conn => {
-            sqlx::query_as(&sql)
-                .persistent(false)
-                .bind(now)
-                .bind(rows.as_str())
-                .fetch_all(conn)
-                .await
-        })?;
+        let renewed: Vec<(String, String, String, i64, bool)> =
+            super::update_listed(&mut tx, &sql, now, &rows).await?;
         tx.commit().await?;
         // Keyed by token too: of two beats naming one job, only the current token's counts.
         let renewed: HashMap<(String, String, String), Heartbeat> = renewed

@@ -233,14 +233,8 @@ impl JobStore {
              RETURNING jobs.id, jobs.workspace_id, jobs.queue",
             self.db.backend().json_rows("$2")
         );
-        let done: Vec<(String, String, String)> = with_tx!(&mut tx, conn => {
-            sqlx::query_as(&sql)
-                .persistent(false)
-                .bind(now)
-                .bind(rows.as_str())
-                .fetch_all(conn)
-                .await
-        })?;
+        let done: Vec<(String, String, String)> =
+            super::update_listed(&mut tx, &sql, now, &rows).await?;
         let mut moves = Moves::new();
         for (_, workspace, queue) in &done {
             moves.moved(

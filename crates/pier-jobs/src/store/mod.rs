@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use pier_core::WorkspaceId;
 use pier_core::{Clock, Timestamp};
-use pier_db::{Db, Tx, with_reader};
+use pier_db::{Db, JsonList, Tx, with_reader, with_tx};
 
 pub use claim::{ClaimLimits, ClaimTarget, Heartbeat};
 pub use finish::{Completion, Failure, Held, MAX_ERROR_CHARS, MAX_RESULT_BYTES};
@@ -66,6 +66,29 @@ pub(crate) struct JobRow {
     created_at: i64,
     attempted_at: Option<i64>,
     finalized_at: Option<i64>,
+}
+
+/// Runs `sql`, an update of held jobs whose `$1` is the time now and `$2` the jobs as a
+/// [`JsonList`], unprepared as [`pier_db::Backend::json_rows`] asks, and returns its rows.
+pub(crate) async fn update_listed<T>(
+    tx: &mut Tx,
+    sql: &str,
+    now: i64,
+    rows: &JsonList,
+) -> Result<Vec<T>, sqlx::Error>
+where
+    T: Send + Unpin,
+    T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>,
+    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+{
+    with_tx!(tx, conn => {
+        sqlx::query_as(sql)
+            .persistent(false)
+            .bind(now)
+            .bind(rows.as_str())
+            .fetch_all(conn)
+            .await
+    })
 }
 
 pub(crate) fn decode_error(what: &str, err: impl std::fmt::Display) -> sqlx::Error {
