@@ -11,6 +11,11 @@
 #     noisy_neighbour      pier-bench: one workspace's claim latency next to another workspace's
 #                          paused backlog of 1,000,000 jobs (on the same connection pool and on a
 #                          fresh one), against the same loop on an empty table
+#     http_limiter         wrk: GET /v1/workspace with the API's rate limiter off, then on (local
+#                          store, a policy that never refuses), twice each, alternating
+#
+# Every server runs with its per-key rate limit raised out of the way (`gcra 1000000000/1s`):
+# the limiter decides every request, but a single-key benchmark is not throttled at 1,000/s.
 #
 # stdout: one JSON object per measurement; progress, wrk's own report and server warnings go to
 # stderr. Servers, databases and temporary files it creates are removed on exit, also on failure.
@@ -26,7 +31,8 @@
 #   BENCH_POOLS [2]  BENCH_POOL_CONCURRENCY [2000]   (the in-process burn-down, as run-jobs.sh)
 #   BENCH_BACKLOG [1000000]  BENCH_CLAIMS [2000]      (noisy neighbour)
 #   BENCH_BACKENDS [sqlite,postgres]
-#   BENCH_PARTS [enqueue,addjob,http-burndown,burndown,noisy]   (addjob runs only with postgres)
+#   BENCH_PARTS [enqueue,addjob,http-burndown,burndown,noisy,limiter]
+#               (addjob runs only with postgres, limiter only with sqlite)
 #   BENCH_PORT [18080]  BENCH_ADMIN_PORT [18081]  BENCH_PIER_LOG [warn]
 #   PIER_BENCH_DATABASE_URL [postgres://postgres@127.0.0.1:5432/test]: an admin connection, used to
 #     drop and create the databases pier_bench_http (and, through the baseline, pier_bench_graphile)
@@ -48,7 +54,7 @@ POOL_CONCURRENCY="${BENCH_POOL_CONCURRENCY:-2000}"
 BACKLOG="${BENCH_BACKLOG:-1000000}"
 CLAIMS="${BENCH_CLAIMS:-2000}"
 BACKENDS="${BENCH_BACKENDS:-sqlite,postgres}"
-PARTS="${BENCH_PARTS:-enqueue,addjob,http-burndown,burndown,noisy}"
+PARTS="${BENCH_PARTS:-enqueue,addjob,http-burndown,burndown,noisy,limiter}"
 PORT="${BENCH_PORT:-18080}"
 ADMIN_PORT="${BENCH_ADMIN_PORT:-18081}"
 PIER_LOG_LEVEL="${BENCH_PIER_LOG:-warn}"
@@ -66,13 +72,14 @@ die() {
 has() { [[ ",$2," == *",$1,"* ]]; }
 
 for part in ${PARTS//,/ }; do
-  has "$part" "enqueue,addjob,http-burndown,burndown,noisy" || die "unknown part in BENCH_PARTS: $part"
+  has "$part" "enqueue,addjob,http-burndown,burndown,noisy,limiter" ||
+    die "unknown part in BENCH_PARTS: $part"
 done
 for backend in ${BACKENDS//,/ }; do
   has "$backend" "sqlite,postgres" || die "unknown backend in BENCH_BACKENDS: $backend"
 done
 need=(curl jq)
-has enqueue "$PARTS" && need+=(wrk)
+{ has enqueue "$PARTS" || has limiter "$PARTS"; } && need+=(wrk)
 has postgres "$BACKENDS" && need+=(psql)
 has postgres "$BACKENDS" && has addjob "$PARTS" && need+=(node npm)
 for tool in "${need[@]}"; do
@@ -93,6 +100,9 @@ UNSET_PIER=()
 while IFS= read -r name; do
   UNSET_PIER+=(-u "$name")
 done < <(compgen -e | grep '^PIER_' || true)
+
+# Settings every server gets; measure_limiter changes them.
+LIMITS=(PIER_RATE_LIMITS_PER_API_KEY="gcra 1000000000/1s")
 
 WORK_DIR="$(mktemp -d -t pier-bench-http.XXXXXX)"
 PIER_PID=""
@@ -180,7 +190,7 @@ start_pier() {
   # From its own directory, so that no ./pier.toml is picked up.
   (cd "$data_dir" && exec env "${UNSET_PIER[@]}" PIER_LISTEN="127.0.0.1:$PORT" \
     PIER_ADMIN_LISTEN="127.0.0.1:$ADMIN_PORT" PIER_DATA_DIR="$data_dir" \
-    PIER_BOOTSTRAP_API_KEY="$KEY" PIER_LOG="$PIER_LOG_LEVEL" "${db[@]}" \
+    PIER_BOOTSTRAP_API_KEY="$KEY" PIER_LOG="$PIER_LOG_LEVEL" "${db[@]}" "${LIMITS[@]}" \
     "$PIER_BIN" serve) </dev/null >"$SERVER_LOG" 2>&1 &
   PIER_PID=$!
   for _ in $(seq 1 300); do
@@ -255,6 +265,32 @@ measure_http_burndown() {
   stop_pier
 }
 
+# wrk on an authenticated read with the limiter off and on, alternating, on a fresh server each.
+measure_limiter() {
+  local backend="$1" mode out rps
+  for mode in off on off on; do
+    if [ "$mode" = off ]; then
+      LIMITS=(PIER_RATE_LIMITS_ENABLED=false)
+    else
+      LIMITS=(PIER_RATE_LIMITS_PER_API_KEY="gcra 1000000000/1s")
+    fi
+    start_pier "$backend"
+    log "pier on $backend: wrk GET /v1/workspace, limiter $mode, $WRK_CONNECTIONS connections"
+    out="$(wrk -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d"$WRK_DURATION" --latency \
+      -H "Authorization: Bearer $KEY" "$BASE/v1/workspace")"
+    printf '%s\n' "$out" >&2
+    stop_pier
+    grep -q 'Non-2xx' <<<"$out" && die "limiter $mode: wrk saw non-2xx responses"
+    rps="$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")"
+    jq -nc --arg backend "$backend" --arg limiter "$mode" --argjson rps "$rps" \
+      --argjson connections "$WRK_CONNECTIONS" --arg duration "$WRK_DURATION" \
+      '{system: "pier", backend: $backend, measure: "http_limiter", tool: "wrk",
+        route: "GET /v1/workspace", limiter: $limiter, connections: $connections,
+        duration: $duration, requests_per_sec: $rps}'
+  done
+  LIMITS=(PIER_RATE_LIMITS_PER_API_KEY="gcra 1000000000/1s")
+}
+
 # pier-bench in-process, on a fresh database of `backend`.
 in_process() {
   local backend="$1"
@@ -285,6 +321,9 @@ for backend in ${BACKENDS//,/ }; do
   if has noisy "$PARTS"; then
     log "pier on $backend: noisy neighbour, backlog $BACKLOG, $CLAIMS claims"
     in_process "$backend" --measure noisy-neighbour --backlog "$BACKLOG" --claims "$CLAIMS"
+  fi
+  if [ "$backend" = sqlite ] && has limiter "$PARTS"; then
+    measure_limiter "$backend"
   fi
 done
 log "done; pier logged $SERVER_LOG_LINES line(s) in all (log level $PIER_LOG_LEVEL)"

@@ -7,10 +7,12 @@ pub mod middleware;
 mod openapi;
 pub mod pagination;
 pub mod problem;
+pub mod rate_limit;
 mod response;
 mod routes;
 mod state;
 
 pub use problem::{ApiError, ApiResult, Problem};
+pub use rate_limit::ApiProtection;
 pub use routes::router;
 pub use state::{AppState, AppStateParts, Redis};

@@ -18,11 +18,14 @@ use pier_jobs::JobError;
 use serde::Serialize;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
+/// The problem type of a `429` (draft-ietf-httpapi-ratelimit-headers, "Quota Exceeded").
+pub const QUOTA_EXCEEDED: &str = "https://iana.org/assignments/http-problem-types#quota-exceeded";
 
 /// The body of every error response.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Problem {
-    /// A URI naming the kind of problem: `urn:pier:problem:<code>`.
+    /// A URI naming the kind of problem: `urn:pier:problem:<code>`, or a registered type
+    /// (`https://iana.org/assignments/http-problem-types#quota-exceeded` for `429`).
     #[serde(rename = "type")]
     pub type_uri: String,
     /// The HTTP reason phrase.
@@ -37,6 +40,9 @@ pub struct Problem {
     pub request_id: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// For `429`s: the names of the rate-limit policies the request exceeded.
+    #[serde(rename = "violated-policies", skip_serializing_if = "Vec::is_empty")]
+    pub violated_policies: Vec<String>,
     #[serde(skip)]
     #[schema(ignore)]
     pub(crate) cause: Option<Arc<anyhow::Error>>,
@@ -52,6 +58,7 @@ impl Problem {
             code: code.to_owned(),
             request_id: None,
             errors: Vec::new(),
+            violated_policies: Vec::new(),
             cause: None,
         }
     }
@@ -159,6 +166,22 @@ impl ApiError {
             "precondition_failed",
             "the resource changed: its ETag no longer matches If-Match; fetch it again",
         )
+    }
+
+    /// `429` with the problem type of the IETF rate-limit headers draft, naming the policies
+    /// the request exceeded. The caller adds `Retry-After` and the `RateLimit` fields.
+    pub fn quota_exceeded(violated: Vec<String>) -> Self {
+        let mut err = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "quota_exceeded",
+            format!(
+                "the request exceeds the rate limit of {}; retry after the `Retry-After` seconds",
+                violated.join(", ")
+            ),
+        );
+        err.0.problem.type_uri = QUOTA_EXCEEDED.to_owned();
+        err.0.problem.violated_policies = violated;
+        err
     }
 
     /// A failure whose cause is logged but never shown.

@@ -7,6 +7,9 @@ use pier_core::{Clock, CursorCodec};
 use pier_db::Db;
 use pier_idempotency::IdempotencyStore;
 use pier_jobs::{GroupCommit, JobStore};
+use pier_ratelimit::{Limiter, PolicySpec, PolicyStore};
+
+use crate::rate_limit::ApiProtection;
 
 /// A Redis connection (it reconnects by itself); `Debug` hides its address.
 #[derive(Clone)]
@@ -30,6 +33,7 @@ struct Inner {
     api_keys: ApiKeyStore,
     workspaces: WorkspaceStore,
     group_commit: GroupCommit,
+    policies: PolicyStore,
 }
 
 /// The inputs [`AppState`] is built from.
@@ -55,6 +59,13 @@ pub struct AppStateParts {
     pub idempotency: IdempotencyStore,
     /// How long an authenticated key is remembered unless revoked sooner.
     pub key_cache_ttl: std::time::Duration,
+    /// Decides rate limits, for API protection and the decision API.
+    pub limiter: Arc<Limiter>,
+    /// How Pier's own API is limited.
+    pub protection: ApiProtection,
+    /// Rate-limit policies from the configuration file, by name: every workspace may check
+    /// them (each with its own counts); the API cannot change them.
+    pub configured_policies: Vec<(String, PolicySpec)>,
 }
 
 impl AppState {
@@ -65,6 +76,7 @@ impl AppState {
             authenticator: Authenticator::new(api_keys.clone(), clock.clone()),
             workspaces: WorkspaceStore::new(db.clone(), clock.clone()),
             group_commit: GroupCommit::start(&parts.jobs),
+            policies: PolicyStore::new(db.clone(), clock.clone()),
             api_keys,
             parts,
         }))
@@ -116,6 +128,33 @@ impl AppState {
 
     pub fn idempotency(&self) -> &IdempotencyStore {
         &self.0.parts.idempotency
+    }
+
+    pub fn limiter(&self) -> &Limiter {
+        &self.0.parts.limiter
+    }
+
+    pub fn protection(&self) -> &ApiProtection {
+        &self.0.parts.protection
+    }
+
+    /// Policies workspaces defined through the API.
+    pub fn policies(&self) -> &PolicyStore {
+        &self.0.policies
+    }
+
+    /// The configuration file's policy named `name`, if any.
+    pub fn configured_policy(&self, name: &str) -> Option<&PolicySpec> {
+        self.0
+            .parts
+            .configured_policies
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, spec)| spec)
+    }
+
+    pub fn configured_policies(&self) -> &[(String, PolicySpec)] {
+        &self.0.parts.configured_policies
     }
 
     /// Single enqueues and reports, committed in groups (see [`GroupCommit`]).

@@ -11,6 +11,9 @@
 //! | `jobs:read`      |   ✓   |   ✓   |   ✓    |   ✓    |
 //! | `jobs:write`     |   ✓   |   ✓   |   ✓    |        |
 //! | `jobs:work`      |   ✓   |   ✓   |   ✓    |        |
+//! | `rate_limits:read`  |   ✓   |   ✓   |   ✓    |   ✓    |
+//! | `rate_limits:write` |   ✓   |   ✓   |        |        |
+//! | `rate_limits:check` |   ✓   |   ✓   |   ✓    |        |
 //!
 //! Beyond the matrix, a caller may only create or revoke keys whose role is not above its own
 //! (an admin cannot mint or revoke an owner key) and whose permissions it holds itself.

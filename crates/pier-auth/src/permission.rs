@@ -45,6 +45,9 @@ permissions! {
     JobsRead => "jobs:read",
     JobsWrite => "jobs:write",
     JobsWork => "jobs:work",
+    RateLimitsRead => "rate_limits:read",
+    RateLimitsWrite => "rate_limits:write",
+    RateLimitsCheck => "rate_limits:check",
 }
 
 impl fmt::Display for Permission {
@@ -144,10 +147,19 @@ impl Role {
         use Permission::*;
         match self {
             Self::Owner | Self::Admin => Permission::ALL.iter().copied().collect(),
-            Self::Member => [WorkspaceRead, JobsRead, JobsWrite, JobsWork]
+            Self::Member => [
+                WorkspaceRead,
+                JobsRead,
+                JobsWrite,
+                JobsWork,
+                RateLimitsRead,
+                RateLimitsCheck,
+            ]
+            .into_iter()
+            .collect(),
+            Self::Viewer => [WorkspaceRead, JobsRead, RateLimitsRead]
                 .into_iter()
                 .collect(),
-            Self::Viewer => [WorkspaceRead, JobsRead].into_iter().collect(),
         }
     }
 

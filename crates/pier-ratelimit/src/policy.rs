@@ -93,32 +93,13 @@ pub mod bounds {
 }
 
 /// A validated policy description.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(try_from = "SpecFields", into = "SpecFields")]
-#[schema(as = RateLimitPolicySpec)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PolicySpec {
     algorithm: Algorithm,
     limit: u64,
     period_seconds: u64,
     burst: u64,
     failure_mode: FailureMode,
-}
-
-/// The JSON form of a [`PolicySpec`], before validation.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SpecFields {
-    algorithm: Algorithm,
-    limit: u64,
-    period_seconds: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    burst: Option<u64>,
-    #[serde(default = "default_failure_mode")]
-    failure_mode: FailureMode,
-}
-
-fn default_failure_mode() -> FailureMode {
-    FailureMode::Local
 }
 
 /// Why a spec is invalid: the field and a sentence.
@@ -221,32 +202,6 @@ impl PolicySpec {
             limit: int(self.limit),
             period_ms: int(self.period_seconds * 1000),
             capacity: int(self.burst),
-        }
-    }
-}
-
-impl TryFrom<SpecFields> for PolicySpec {
-    type Error = SpecError;
-
-    fn try_from(f: SpecFields) -> Result<Self, SpecError> {
-        Self::new(
-            f.algorithm,
-            f.limit,
-            f.period_seconds,
-            f.burst,
-            f.failure_mode,
-        )
-    }
-}
-
-impl From<PolicySpec> for SpecFields {
-    fn from(s: PolicySpec) -> Self {
-        Self {
-            algorithm: s.algorithm,
-            limit: s.limit,
-            period_seconds: s.period_seconds,
-            burst: Some(s.burst),
-            failure_mode: s.failure_mode,
         }
     }
 }

@@ -8,16 +8,17 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use pier_api::{AppState, AppStateParts, Redis};
+use pier_api::{ApiProtection, AppState, AppStateParts, Redis};
 use pier_auth::Bootstrap;
 use pier_core::{Clock, CursorCodec, SecretUrl, SystemClock};
 use pier_db::{Db, Relay};
 use pier_idempotency::IdempotencyStore;
 use pier_jobs::{JobStore, Notifier, Retention, WaiterLimits};
+use pier_ratelimit::{Limiter, Policy, RedisStore};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::{Config, JobsSettings};
+use crate::config::{Config, JobsSettings, RateLimitSettings};
 
 /// How often expired idempotency records are deleted.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(600);
@@ -41,6 +42,7 @@ const SCHEMA: &[&[pier_db::Migration]] = &[
     pier_auth::MIGRATIONS,
     pier_jobs::MIGRATIONS,
     pier_idempotency::MIGRATIONS,
+    pier_ratelimit::MIGRATIONS,
 ];
 
 /// Opens the configured database and applies pending migrations.
@@ -92,6 +94,30 @@ fn retention(jobs: &JobsSettings) -> Retention {
     }
 }
 
+/// The limiter: on Redis when one is configured (shared by every node), else in process.
+fn limiter(settings: &RateLimitSettings, clock: Arc<dyn Clock>, redis: Option<&Redis>) -> Limiter {
+    let max_keys = usize::try_from(settings.local_max_keys).unwrap_or(usize::MAX);
+    let limiter = Limiter::local(clock, max_keys);
+    match redis {
+        Some(redis) => limiter.with_redis(
+            RedisStore::new(redis.0.clone()),
+            Duration::from_millis(settings.redis_timeout_ms),
+        ),
+        None => limiter,
+    }
+}
+
+fn protection(settings: &RateLimitSettings) -> ApiProtection {
+    if !settings.enabled {
+        return ApiProtection::default();
+    }
+    ApiProtection {
+        per_key: Some(Policy::server("per-key", settings.per_api_key)),
+        per_ip: Some(Policy::server("per-ip", settings.per_client_ip)),
+        trusted_proxies: settings.trusted_proxies.0.clone(),
+    }
+}
+
 /// The process-wide metrics recorder, installed once even when tests build many apps.
 fn metrics() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -132,6 +158,7 @@ impl Application {
         let master_key = crate::secret_key::load(&config)?;
         let jobs = JobStore::new(db.clone(), clock.clone(), notifier(&config.jobs))
             .with_default_lease(Duration::from_secs(config.jobs.default_lease_secs));
+        let limiter = Arc::new(limiter(&config.rate_limits, clock.clone(), redis.as_ref()));
         let state = AppState::new(AppStateParts {
             db: db.clone(),
             clock: clock.clone(),
@@ -143,6 +170,9 @@ impl Application {
             claim_budget_bytes: config.jobs.claim_budget_bytes,
             idempotency: IdempotencyStore::new(db.clone(), clock.clone(), &master_key),
             key_cache_ttl: Duration::from_secs(config.auth.key_cache_ttl_secs),
+            limiter,
+            protection: protection(&config.rate_limits),
+            configured_policies: config.rate_limit_policies.clone(),
         });
         let listener = bind(config.server.listen, "the API").await?;
         let admin_listener = bind(config.server.admin_listen, "metrics").await?;

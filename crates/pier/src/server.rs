@@ -99,7 +99,7 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let stream = match accepted {
-            Ok((stream, _)) => stream,
+            Ok(accepted) => accepted,
             Err(err) => {
                 // Usually out of file descriptors: back off instead of spinning.
                 tracing::warn!(error = %err, "cannot accept a connection");
@@ -107,11 +107,15 @@ pub async fn serve(
                 continue;
             }
         };
+        let (stream, peer) = stream;
         let _ = stream.set_nodelay(true);
         let busy = Arc::new(AtomicBool::new(false));
         let (router, flag) = (router.clone(), busy.clone());
-        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
             flag.store(true, Ordering::Release);
+            // The client's address, for limits per client IP.
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
             let (router, busy) = (router.clone(), flag.clone());
             async move {
                 let response = router.oneshot(req).await?;

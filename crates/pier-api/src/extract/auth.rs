@@ -35,7 +35,10 @@ pub mod perm {
         ApiKeysWrite,
         JobsRead,
         JobsWrite,
-        JobsWork
+        JobsWork,
+        RateLimitsRead,
+        RateLimitsWrite,
+        RateLimitsCheck,
     );
 }
 

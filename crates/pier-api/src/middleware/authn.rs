@@ -15,7 +15,11 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     let header = match req.headers().get(header::AUTHORIZATION).map(|v| v.to_str()) {
         None => None,
         Some(Ok(text)) => Some(text),
-        Some(Err(_)) => return ApiError::from(AuthError::Malformed).into_response(),
+        Some(Err(_)) => {
+            let refused = ApiError::from(AuthError::Malformed).into_response();
+            return super::after_refused_credentials(&state, super::ip_key(&state, &req), refused)
+                .await;
+        }
     };
     match state.authenticator().authenticate(header).await {
         Ok(principal) => {
@@ -25,6 +29,11 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
             req.extensions_mut().insert(principal);
             next.run(req).await
         }
-        Err(err) => ApiError::from(err).into_response(),
+        Err(AuthError::Database(e)) => ApiError::from(e).into_response(),
+        Err(err) => {
+            let client = super::ip_key(&state, &req);
+            super::after_refused_credentials(&state, client, ApiError::from(err).into_response())
+                .await
+        }
     }
 }

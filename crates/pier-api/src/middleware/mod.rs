@@ -1,12 +1,16 @@
 //! Middleware, outermost first: [`edge`] (request ids, problem rendering, the access log),
-//! [`record_route`], [`authenticate`], [`idempotency`] and [`deadline`].
+//! [`record_route`], [`authenticate`], [`limit_per_key`] (or [`limit_per_ip`] on public
+//! routes), [`idempotency`] and [`deadline`].
 
 mod authn;
 mod deadline;
 mod edge;
 mod idempotency;
+mod limits;
 
 pub use authn::authenticate;
 pub use deadline::{Deadline, deadline};
 pub use edge::{RequestContext, edge, record_route};
 pub use idempotency::idempotency;
+pub(crate) use limits::{after_refused_credentials, ip_key};
+pub use limits::{limit_per_ip, limit_per_key};

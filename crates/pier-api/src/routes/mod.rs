@@ -8,6 +8,7 @@ mod jobs;
 mod leases;
 mod outcomes;
 mod queues;
+mod rate_limits;
 mod workspace;
 
 use axum::Router;
@@ -17,7 +18,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
-use crate::middleware::{Deadline, authenticate, deadline, edge, idempotency, record_route};
+use crate::middleware::{
+    Deadline, authenticate, deadline, edge, idempotency, limit_per_ip, limit_per_key, record_route,
+};
 use crate::openapi;
 
 pub fn router(state: AppState) -> Router {
@@ -44,14 +47,25 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(queues::update))
         .routes(routes!(queues::pause))
         .routes(routes!(queues::resume))
+        .routes(routes!(rate_limits::list))
+        .routes(routes!(
+            rate_limits::put,
+            rate_limits::get,
+            rate_limits::delete
+        ))
+        .routes(routes!(rate_limits::check))
+        .routes(routes!(rate_limits::reset))
+        .routes(routes!(rate_limits::check_batch))
         .route_layer(from_fn_with_state(normal, deadline))
         .merge(claims)
         // route_layer: unknown paths stay a plain 404 instead of asking for credentials.
         .route_layer(from_fn_with_state(state.clone(), idempotency))
+        .route_layer(from_fn_with_state(state.clone(), limit_per_key))
         .route_layer(from_fn_with_state(state.clone(), authenticate));
     let public = OpenApiRouter::new()
         .routes(routes!(health::healthz))
-        .routes(routes!(health::readyz));
+        .routes(routes!(health::readyz))
+        .route_layer(from_fn_with_state(state.clone(), limit_per_ip));
 
     let (router, spec) = OpenApiRouter::with_openapi(openapi::base())
         .merge(resources)
@@ -59,7 +73,10 @@ pub fn router(state: AppState) -> Router {
         .split_for_parts();
 
     router
-        .merge(docs::router(openapi::finish(spec)))
+        .merge(
+            docs::router(openapi::finish(spec))
+                .route_layer(from_fn_with_state(state.clone(), limit_per_ip)),
+        )
         .route_layer(from_fn(record_route))
         .layer(DefaultBodyLimit::max(state.body_limit()))
         .layer(from_fn(edge))

@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 use pier_auth::KeySecret;
 use pier_core::{MasterKey, Secret, SecretUrl};
 use pier_db::DatabaseUrl;
+use pier_ratelimit::PolicySpec;
 
-pub use value::{LogFilter, LogFormat, SettingValue};
+pub use value::{LogFilter, LogFormat, ProxyList, SettingValue};
 
 /// One setting, as the command line, the environment and the file name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,12 +196,49 @@ settings! {
     }
 }
 
+/// A policy given as text, for defaults.
+fn policy(text: &str) -> PolicySpec {
+    text.parse()
+        .unwrap_or_else(|e| unreachable!("default policy `{text}`: {e}"))
+}
+
+settings! {
+    /// Rate limits: the protection of Pier's own API, and the limiter's stores. With
+    /// `redis_url` set, limits are shared by every node through Redis.
+    RateLimitSettings in "rate_limits" {
+        /// Limit Pier's own API: per API key, and per client address on public routes and
+        /// refused credentials.
+        enabled: bool = true,
+        /// The policy per API key, `ALGORITHM LIMIT/PERIOD [burst=N] [FAILURE_MODE]`.
+        per_api_key: PolicySpec = policy("gcra 60000/60s burst=2000 local"),
+        /// The policy per client address (IPv6 addresses by /64).
+        per_client_ip: PolicySpec = policy("gcra 1200/60s burst=200 local"),
+        /// Proxies (addresses or CIDR blocks, comma-separated) whose X-Forwarded-For is
+        /// believed; empty: the client is the socket's peer.
+        trusted_proxies: ProxyList = ProxyList::default(),
+        /// How long a decision waits for Redis before the policy's failure_mode decides, in
+        /// milliseconds.
+        redis_timeout_ms: u64 = 50,
+        /// The most keys the in-process store holds (about 150 bytes each); when full, the key
+        /// nearest to a full quota is forgotten first.
+        local_max_keys: u64 = 1_000_000,
+    }
+}
+
+/// The section of named policies: `[rate_limit_policies]` with `name = "gcra 100/60s"` lines,
+/// offered to every workspace by the decision API. File only (names are free, so they have no
+/// flags or variables).
+const POLICIES_SECTION: &str = "rate_limit_policies";
+
 /// The validated configuration.
 #[derive(Debug, Clone, Default)]
 pub struct Config {
     pub server: ServerSettings,
     pub jobs: JobsSettings,
     pub auth: AuthSettings,
+    pub rate_limits: RateLimitSettings,
+    /// `[rate_limit_policies]`, by name.
+    pub rate_limit_policies: Vec<(String, PolicySpec)>,
 }
 
 /// A configuration error: one line that names the setting and how it can be given.
@@ -232,6 +270,7 @@ impl Config {
             .iter()
             .chain(JobsSettings::KEYS)
             .chain(AuthSettings::KEYS)
+            .chain(RateLimitSettings::KEYS)
     }
 
     /// Layers the sources over the defaults and validates the result.
@@ -255,6 +294,8 @@ impl Config {
             "" => self.server.set(name, text),
             "jobs" => self.jobs.set(name, text),
             "auth" => self.auth.set(name, text),
+            "rate_limits" => self.rate_limits.set(name, text),
+            POLICIES_SECTION => return self.set_policy(name, text),
             _ => None,
         };
         let key = Self::keys().find(|k| k.path() == path);
@@ -265,6 +306,18 @@ impl Config {
             }
             _ => Err(ConfigError(format!("unknown setting `{path}`"))),
         }
+    }
+
+    fn set_policy(&mut self, name: &str, text: &str) -> Result<(), ConfigError> {
+        let problem = |p: String| ConfigError(format!("{POLICIES_SECTION}.{name}: {p}"));
+        pier_ratelimit::check_name(name).map_err(|e| problem(format!("the name {e}")))?;
+        let spec: PolicySpec = text
+            .parse()
+            .map_err(|e: pier_ratelimit::SpecError| problem(e.to_string()))?;
+        self.rate_limit_policies.retain(|(n, _)| n != name);
+        self.rate_limit_policies.push((name.to_owned(), spec));
+        self.rate_limit_policies.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(())
     }
 
     /// The database, by default a SQLite file in the data directory.
@@ -284,6 +337,13 @@ impl Config {
         );
         table.insert("jobs".to_owned(), self.jobs.shown().into());
         table.insert("auth".to_owned(), self.auth.shown().into());
+        table.insert("rate_limits".to_owned(), self.rate_limits.shown().into());
+        let policies: toml::Table = self
+            .rate_limit_policies
+            .iter()
+            .map(|(name, spec)| (name.clone(), spec.to_string().into()))
+            .collect();
+        table.insert(POLICIES_SECTION.to_owned(), policies.into());
         toml::to_string(&table).unwrap_or_default()
     }
 }
@@ -365,5 +425,33 @@ mod tests {
              PIER_JOBS_DEFAULT_LEASE_SECS): must be greater than zero"
         );
         assert!(Config::load(&Sources::default().set("jobs.nope", "1")).is_err());
+    }
+
+    #[test]
+    fn rate_limit_policies_are_read_checked_and_shown() {
+        let config = Config::load(
+            &Sources::default()
+                .set("rate_limits.per_api_key", "fixed_window 10/1m fail_closed")
+                .set("rate_limits.trusted_proxies", "10.0.0.0/8, 192.0.2.7")
+                .set("rate_limit_policies.login", "gcra 5/60s"),
+        )
+        .expect("valid");
+        assert_eq!(
+            config.rate_limits.per_api_key.to_string(),
+            "fixed_window 10/60s fail_closed"
+        );
+        assert_eq!(config.rate_limits.trusted_proxies.0.len(), 2);
+        assert_eq!(config.rate_limit_policies[0].0, "login");
+        let shown = config.to_toml();
+        assert!(shown.contains("login = \"gcra 5/60s local\""), "{shown}");
+        let err = |path: &str, text: &str| {
+            Config::load(&Sources::default().set(path, text))
+                .expect_err(text)
+                .to_string()
+        };
+        assert!(err("rate_limits.per_client_ip", "gcra 0/1s").contains("limit must be"));
+        assert!(err("rate_limits.trusted_proxies", "10.0.0.0/33").contains("CIDR"));
+        assert!(err("rate_limit_policies.bad name", "gcra 1/1s").contains("the name must be"));
+        assert!(err("rate_limit_policies.ok", "gcra").contains("ALGORITHM LIMIT/PERIOD"));
     }
 }

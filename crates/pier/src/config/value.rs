@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use pier_auth::KeySecret;
 use pier_core::{MasterKey, Secret, SecretUrl};
 use pier_db::DatabaseUrl;
+use pier_ratelimit::PolicySpec;
 use serde::Serialize;
 
 /// A type a setting can have.
@@ -157,5 +158,53 @@ impl SettingValue for LogFilter {
 
     fn show(&self) -> Option<toml::Value> {
         Some(self.0.clone().into())
+    }
+}
+
+impl SettingValue for bool {
+    fn parse(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "true" | "on" | "yes" | "1" => Ok(true),
+            "false" | "off" | "no" | "0" => Ok(false),
+            other => Err(format!("`{other}` is not true or false")),
+        }
+    }
+
+    fn show(&self) -> Option<toml::Value> {
+        Some((*self).into())
+    }
+}
+
+impl SettingValue for PolicySpec {
+    fn parse(text: &str) -> Result<Self, String> {
+        text.parse()
+            .map_err(|e: pier_ratelimit::SpecError| e.to_string())
+    }
+
+    fn show(&self) -> Option<toml::Value> {
+        Some(self.to_string().into())
+    }
+}
+
+/// Addresses and CIDR blocks, separated by commas or spaces: `10.0.0.0/8, 192.0.2.7`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProxyList(pub Vec<ipnet::IpNet>);
+
+impl SettingValue for ProxyList {
+    fn parse(text: &str) -> Result<Self, String> {
+        text.split([',', ' '])
+            .filter(|part| !part.is_empty())
+            .map(|part| {
+                part.parse::<ipnet::IpNet>()
+                    .or_else(|_| part.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| format!("`{part}` is not an IP address or CIDR block"))
+            })
+            .collect::<Result<_, _>>()
+            .map(Self)
+    }
+
+    fn show(&self) -> Option<toml::Value> {
+        let list: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        Some(list.join(", ").into())
     }
 }

@@ -12,3 +12,4 @@ mod jobs;
 mod lifecycle;
 mod pagination;
 mod protocol;
+mod rate_limits;

@@ -60,6 +60,11 @@ impl TestApp {
 
     /// A second node on this one's database (PostgreSQL), sharing its secret key.
     pub async fn another_node(&self) -> Self {
+        self.another_node_with(Options::default()).await
+    }
+
+    /// [`another_node`](Self::another_node) with its own options.
+    pub async fn another_node_with(&self, options: Options) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let first = (self.owner_key.clone(), self.workspace_id.clone());
         Self::start(
@@ -67,7 +72,7 @@ impl TestApp {
             self.database_url.clone(),
             self.secret_key.clone(),
             Some(first),
-            Options::default(),
+            options,
         )
         .await
     }
@@ -280,7 +285,11 @@ pub async fn problem(response: Response, status: u16, code: &str) -> Value {
     let body: Value = response.json().await.expect("problem is JSON");
     assert_eq!(body["status"], status);
     assert_eq!(body["code"], code, "problem: {body}");
-    assert_eq!(body["type"], format!("urn:pier:problem:{code}"));
+    let type_uri = match code {
+        "quota_exceeded" => pier_api::problem::QUOTA_EXCEEDED.to_owned(),
+        _ => format!("urn:pier:problem:{code}"),
+    };
+    assert_eq!(body["type"], type_uri);
     assert_eq!(body["request_id"], request_id.as_str());
     assert!(body["title"].is_string() && body["detail"].is_string());
     body
