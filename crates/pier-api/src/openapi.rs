@@ -24,6 +24,7 @@ use crate::problem::{PROBLEM_JSON, Problem};
         (name = "jobs", description = "Enqueue and inspect durable jobs"),
         (name = "workers", description = "The protocol for workers in any language: claim, heartbeat, complete, fail"),
         (name = "queues", description = "Queue statistics, pause and resume, concurrency limits"),
+        (name = "rate-limits", description = "Named rate-limit policies and the decision API (GCRA, sliding and fixed windows)"),
         (name = "health", description = "Liveness and readiness probes"),
     )
 )]
@@ -72,8 +73,15 @@ pub fn finish(mut spec: OpenApi) -> OpenApi {
 
 fn add_contract(method: HttpMethod, op: &mut Operation, has_id: bool) {
     let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
-    let mut errors: Vec<(&str, &str)> =
-        vec![("500", "Internal error (details are logged, not shown)")];
+    let mut errors: Vec<(&str, &str)> = vec![
+        ("500", "Internal error (details are logged, not shown)"),
+        (
+            "429",
+            "Over the rate limit (per API key, or per client address on public routes): \
+             `Retry-After` says when to retry; the problem's type is \
+             https://iana.org/assignments/http-problem-types#quota-exceeded",
+        ),
+    ];
     if secured {
         errors.push((
             "401",
@@ -105,11 +113,14 @@ fn add_contract(method: HttpMethod, op: &mut Operation, has_id: bool) {
                 .build(),
         );
     }
-    if matches!(method, HttpMethod::Delete | HttpMethod::Patch) {
+    if matches!(
+        method,
+        HttpMethod::Delete | HttpMethod::Patch | HttpMethod::Put
+    ) {
         errors.push(("412", "If-Match did not match the current ETag"));
     }
     if matches!(method, HttpMethod::Get) && !secured {
-        errors.retain(|(status, _)| *status == "500");
+        errors.retain(|(status, _)| matches!(*status, "500" | "429"));
     }
     for (status, description) in errors {
         op.responses

@@ -95,7 +95,7 @@ impl Limiter {
                     .decisions[0]
             }
         };
-        count(policy, decision.allowed);
+        policy.count(decision.allowed);
         Ok(decision)
     }
 
@@ -134,7 +134,7 @@ impl Limiter {
         };
         if consume {
             for (policy, decision) in policies.iter().zip(&verdict.decisions) {
-                count(policy, decision.allowed);
+                policy.count(decision.allowed);
             }
         }
         Ok(verdict)
@@ -269,14 +269,4 @@ fn check_cost(policies: &[Policy], cost: u64) -> Result<i64, LimitError> {
     }
     // Capacity is at most a billion, so the cost fits.
     Ok(i64::try_from(cost).unwrap_or(i64::MAX))
-}
-
-fn count(policy: &Policy, allowed: bool) {
-    let outcome = if allowed { "allowed" } else { "denied" };
-    metrics::counter!(
-        "pier_ratelimit_decisions_total",
-        "policy" => policy.metric_label(),
-        "outcome" => outcome
-    )
-    .increment(1);
 }

@@ -310,9 +310,11 @@ struct Inner {
     /// Identifies the policy's state in a store: namespace, name, algorithm and period.
     scope: String,
     namespace: String,
-    /// The `policy` label of this policy's metrics: its name for the server's own policies, a
-    /// constant for workspaces' (whose names are unbounded).
-    metric_label: &'static str,
+    /// `pier_ratelimit_decisions_total` for this policy, allowed and denied. The `policy` label
+    /// is the name of the server's own policies and `workspace` for workspaces' (whose names are
+    /// unbounded). Registered once here, so a decision only increments.
+    allowed: metrics::Counter,
+    denied: metrics::Counter,
 }
 
 impl Policy {
@@ -330,6 +332,13 @@ impl Policy {
 
     fn build(namespace: &str, name: String, spec: PolicySpec, metric_label: &'static str) -> Self {
         let quota = spec.quota();
+        let counter = |outcome: &'static str| {
+            metrics::counter!(
+                "pier_ratelimit_decisions_total",
+                "policy" => metric_label,
+                "outcome" => outcome
+            )
+        };
         let scope = format!(
             "{namespace}:{name}:{}{}",
             spec.algorithm.code(),
@@ -341,7 +350,8 @@ impl Policy {
             quota,
             scope,
             namespace: namespace.to_owned(),
-            metric_label,
+            allowed: counter("allowed"),
+            denied: counter("denied"),
         }))
     }
 
@@ -365,8 +375,13 @@ impl Policy {
         &self.0.namespace
     }
 
-    pub(crate) fn metric_label(&self) -> &'static str {
-        self.0.metric_label
+    /// Counts a decision in the policy's metrics.
+    pub(crate) fn count(&self, allowed: bool) {
+        if allowed {
+            self.0.allowed.increment(1);
+        } else {
+            self.0.denied.increment(1);
+        }
     }
 }
 

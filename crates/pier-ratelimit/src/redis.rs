@@ -71,6 +71,12 @@ impl RedisStore {
                 .arg(q.capacity);
         }
         let reply: Vec<i64> = call.invoke_async(&mut self.conn.clone()).await?;
+        if reply.len() != policies.len() * 4 {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::TypeError,
+                "the decision script answered with the wrong number of values",
+            )));
+        }
         Ok(policies
             .iter()
             .zip(reply.chunks_exact(4))

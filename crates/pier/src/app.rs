@@ -139,6 +139,8 @@ fn metrics() -> &'static PrometheusHandle {
 
 impl Application {
     pub async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        // First: handles registered from here on (rate-limit policies') reach the recorder.
+        metrics();
         let db = open_database(&config).await?;
         let chosen = config
             .server
