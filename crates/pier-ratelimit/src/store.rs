@@ -82,6 +82,27 @@ fn int(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
+/// Binds `$1`–`$8` of a write: name, the spec's five columns, now, the workspace.
+fn bind_policy<'q, DB, O>(
+    query: sqlx::query::QueryAs<'q, DB, O, <DB as sqlx::Database>::Arguments<'q>>,
+    (name, spec, now, workspace): (&'q str, PolicySpec, i64, &'q str),
+) -> sqlx::query::QueryAs<'q, DB, O, <DB as sqlx::Database>::Arguments<'q>>
+where
+    DB: sqlx::Database,
+    &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    query
+        .bind(name)
+        .bind(spec.algorithm().as_str())
+        .bind(int(spec.limit()))
+        .bind(int(spec.period().as_secs()))
+        .bind(int(spec.burst()))
+        .bind(spec.failure_mode().as_str())
+        .bind(now)
+        .bind(workspace)
+}
+
 impl PolicyStore {
     pub const MAX_PER_WORKSPACE: i64 = 1000;
 
@@ -129,7 +150,7 @@ impl PolicyStore {
         rows.into_iter().map(PolicyRecord::try_from).collect()
     }
 
-    /// Creates or replaces a policy; with `seen`, only if it is still what was read (else
+    /// Creates or replaces a policy; with `seen`, only a policy still as it was read (else
     /// [`StoreError::Changed`]). Returns the policy and whether it was created.
     pub async fn put(
         &self,
@@ -140,48 +161,62 @@ impl PolicyStore {
     ) -> Result<(PolicyRecord, bool), StoreError> {
         let now = self.clock.now().as_micros();
         let mut tx = self.db.begin().await?;
-        let (count, exists): (i64, bool) = with_tx!(&mut tx, conn => {
-            sqlx::query_as(
-                "SELECT count(*), coalesce(max(CASE WHEN name = $2 THEN 1 ELSE 0 END), 0) = 1 \
-                 FROM rate_limit_policies WHERE workspace_id = $1",
-            )
-            .bind(workspace.as_str())
-            .bind(name)
-            .fetch_one(conn)
-            .await
-        })?;
-        if !exists && count >= Self::MAX_PER_WORKSPACE {
-            return Err(StoreError::TooMany {
-                max: Self::MAX_PER_WORKSPACE,
-            });
-        }
-        let sql = format!(
-            "INSERT INTO rate_limit_policies ({COLUMNS}, workspace_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8) \
-             ON CONFLICT (workspace_id, name) DO UPDATE SET algorithm = $2, quota = $3, \
-             period_seconds = $4, burst = $5, failure_mode = $6, updated_at = $7 \
-             WHERE $9 IS NULL OR rate_limit_policies.updated_at = $9 \
-             RETURNING {COLUMNS}"
-        );
-        let row: Option<PolicyRow> = with_tx!(&mut tx, conn => {
-            sqlx::query_as(&sql)
-                .bind(name)
-                .bind(spec.algorithm().as_str())
-                .bind(int(spec.limit()))
-                .bind(int(spec.period().as_secs()))
-                .bind(int(spec.burst()))
-                .bind(spec.failure_mode().as_str())
-                .bind(now)
-                .bind(workspace.as_str())
-                .bind(seen.map(|s| s.updated_at.as_micros()))
-                .fetch_optional(conn)
-                .await
-        })?;
-        let Some(row) = row else {
-            return Err(StoreError::Changed);
+        let values = (name, spec, now, workspace.as_str());
+        // Insert unless it exists (a concurrent insert of the same name makes this one a
+        // replacement), then replace, compare-and-set on `updated_at` when `seen` is given.
+        let inserted = match seen {
+            Some(_) => None,
+            None => {
+                let count: i64 = with_tx!(&mut tx, conn => {
+                    sqlx::query_scalar(
+                        "SELECT count(*) FROM rate_limit_policies WHERE workspace_id = $1",
+                    )
+                    .bind(workspace.as_str())
+                    .fetch_one(conn)
+                    .await
+                })?;
+                let sql = format!(
+                    "INSERT INTO rate_limit_policies ({COLUMNS}, workspace_id) \
+                     SELECT $1, $2, $3, $4, $5, $6, $7, $7, $8 WHERE $9 \
+                     ON CONFLICT (workspace_id, name) DO NOTHING RETURNING {COLUMNS}"
+                );
+                with_tx!(&mut tx, conn => {
+                    bind_policy(sqlx::query_as::<_, PolicyRow>(&sql), values)
+                        .bind(count < Self::MAX_PER_WORKSPACE)
+                        .fetch_optional(conn)
+                        .await
+                })?
+            }
+        };
+        let (row, created) = match inserted {
+            Some(row) => (row, true),
+            None => {
+                let sql = format!(
+                    "UPDATE rate_limit_policies SET algorithm = $2, quota = $3, \
+                     period_seconds = $4, burst = $5, failure_mode = $6, updated_at = $7 \
+                     WHERE workspace_id = $8 AND name = $1 AND ($9 IS NULL OR updated_at = $9) \
+                     RETURNING {COLUMNS}"
+                );
+                let updated = with_tx!(&mut tx, conn => {
+                    bind_policy(sqlx::query_as::<_, PolicyRow>(&sql), values)
+                        .bind(seen.map(|s| s.updated_at.as_micros()))
+                        .fetch_optional(conn)
+                        .await
+                })?;
+                match (updated, seen) {
+                    (Some(row), _) => (row, false),
+                    (None, Some(_)) => return Err(StoreError::Changed),
+                    // Neither inserted nor there: the workspace is full.
+                    (None, None) => {
+                        return Err(StoreError::TooMany {
+                            max: Self::MAX_PER_WORKSPACE,
+                        });
+                    }
+                }
+            }
         };
         tx.commit().await?;
-        Ok((PolicyRecord::try_from(row)?, !exists))
+        Ok((PolicyRecord::try_from(row)?, created))
     }
 
     /// Deletes a policy; with `seen`, only if it is still what was read. Returns whether one
