@@ -97,24 +97,30 @@ fn gcra(q: &Quota, state: Option<State>, now: i64, cost: i64, consume: bool) -> 
         debt
     };
     let held = if allowed { debt + need } else { debt };
-    let next = (allowed && consume).then_some(State::Gcra {
-        tat: now + after / l,
-        frac: after % l,
-    });
+    // One division gives the new TAT, its remainder and when it runs out.
+    let (whole, frac) = (after / l, after % l);
+    let runs_out = whole + i64::from(frac > 0);
     Outcome {
         decision: Decision {
             allowed,
             limit: to_u64(l),
             remaining: to_u64((capacity - held) / q.period_ms),
-            reset_after: millis(ceil_div(held, l)),
+            reset_after: millis(if held == after {
+                runs_out
+            } else {
+                ceil_div(held, l)
+            }),
             retry_after: millis(if allowed {
                 0
             } else {
                 ceil_div(debt + need - capacity, l)
             }),
         },
-        next,
-        expires_at: now + ceil_div(after, l),
+        next: (allowed && consume).then_some(State::Gcra {
+            tat: now + whole,
+            frac,
+        }),
+        expires_at: now + runs_out,
     }
 }
 

@@ -241,7 +241,7 @@ impl Limiter {
     }
 
     fn now_ms(&self) -> i64 {
-        self.clock.now().as_micros().div_euclid(1000)
+        self.clock.millis()
     }
 }
 

@@ -75,11 +75,20 @@ impl LocalStore {
         consume: bool,
         now: i64,
     ) -> Decision {
-        let hash = self.hash(policy.scope(), key);
+        let (scope, quota) = (policy.scope(), policy.quota());
+        let hash = self.hash(scope, key);
         let mut shard = self.lock(shard_of(hash));
-        let state = shard.state(hash, policy.scope(), key);
-        let out = decide(policy.quota(), state, now, cost, consume);
-        shard.store(hash, policy.scope(), key, &out, now, self.shard_cap);
+        // A known key: one lookup, updated in place.
+        if let Some(entry) = shard.table.find_mut(hash, |e| e.is(scope, key)) {
+            let out = decide(quota, Some(entry.state), now, cost, consume);
+            if let Some(next) = out.next {
+                entry.state = next;
+                entry.expires_at = out.expires_at;
+            }
+            return out.decision;
+        }
+        let out = decide(quota, None, now, cost, consume);
+        shard.store(hash, scope, key, &out, now, self.shard_cap);
         out.decision
     }
 

@@ -124,6 +124,42 @@ async fn three_nodes_share_one_quota_by_redis_time() {
     assert_eq!(total, 30);
 }
 
+/// Without coalescing (Redis Cluster), every decision is its own call and just as exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis: set PIER_TEST_REDIS_URL"]
+async fn one_call_per_decision_decides_the_same() {
+    let url = pier_testkit::redis_url();
+    let store = RedisStore::one_call_per_decision(redis_conn(&url).await);
+    let limiter = Arc::new(
+        Limiter::local(Arc::new(SystemClock), 1000).with_redis(store, Duration::from_secs(5)),
+    );
+    let policies = [
+        Policy::server("single-a", "gcra 25/3600s".parse().expect("spec")),
+        Policy::server("single-b", "fixed_window 1000/1d".parse().expect("spec")),
+    ];
+    let key = fresh_key("single");
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (limiter, policies, key) = (limiter.clone(), policies.clone(), key.clone());
+            tokio::spawn(async move {
+                let mut admitted = 0;
+                for _ in 0..10 {
+                    let verdict = limiter.check_all(&policies, &key, 1, true).await;
+                    admitted += u32::from(verdict.expect("decides").allowed);
+                }
+                admitted
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for task in tasks {
+        total += task.await.expect("task");
+    }
+    assert_eq!(total, 25);
+    let day = limiter.peek(&policies[1], &key, 1).await.expect("peeks");
+    assert_eq!(day.remaining, 1000 - 25 - 1);
+}
+
 /// Stopped Redis: each policy's failure mode decides, at once and without waiting for Redis.
 #[tokio::test]
 #[ignore = "needs Redis: set PIER_TEST_REDIS_URL"]

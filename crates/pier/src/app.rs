@@ -98,13 +98,13 @@ fn retention(jobs: &JobsSettings) -> Retention {
 fn limiter(settings: &RateLimitSettings, clock: Arc<dyn Clock>, redis: Option<&Redis>) -> Limiter {
     let max_keys = usize::try_from(settings.local_max_keys).unwrap_or(usize::MAX);
     let limiter = Limiter::local(clock, max_keys);
-    match redis {
-        Some(redis) => limiter.with_redis(
-            RedisStore::new(redis.0.clone()),
-            Duration::from_millis(settings.redis_timeout_ms),
-        ),
-        None => limiter,
-    }
+    let Some(redis) = redis else { return limiter };
+    let store = if settings.redis_cluster {
+        RedisStore::one_call_per_decision(redis.0.clone())
+    } else {
+        RedisStore::new(redis.0.clone())
+    };
+    limiter.with_redis(store, Duration::from_millis(settings.redis_timeout_ms))
 }
 
 fn protection(settings: &RateLimitSettings) -> ApiProtection {

@@ -219,6 +219,9 @@ settings! {
         /// How long a decision waits for Redis before the policy's failure_mode decides, in
         /// milliseconds.
         redis_timeout_ms: u64 = 50,
+        /// Redis is a Redis Cluster (through a cluster-aware proxy): send every decision on its
+        /// own, touching one slot, instead of coalescing concurrent decisions into one call.
+        redis_cluster: bool = false,
         /// The most keys the in-process store holds (about 150 bytes each); when full, the key
         /// nearest to a full quota is forgotten first.
         local_max_keys: u64 = 1_000_000,
