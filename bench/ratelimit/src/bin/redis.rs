@@ -1,9 +1,11 @@
 //! Redis-backed rate-limit decisions per second at N concurrent callers (50 by default), each a
 //! tokio task deciding for its own key in a loop, on a multi-thread runtime with 2 workers:
 //!
-//! - `own`: every task has its own `Limiter` on its own `ConnectionManager` (N connections);
-//! - `shared`: every task shares one `Limiter`, so one multiplexed connection, on which the
-//!   redis crate pipelines the concurrent requests.
+//! - `own`: every task has its own `Limiter` on its own `ConnectionManager` (N connections), each
+//!   decision one script call (`RedisStore::one_call_per_decision`), as redis-benchmark sends one
+//!   EVALSHA per request;
+//! - `shared`: every task shares one `Limiter` as `pier serve` has it (`RedisStore::new`): one
+//!   multiplexed connection, concurrent decisions coalesced into script calls pipelined on it.
 //!
 //! Each mode warms up (loading the script, opening connections), then counts the decisions that
 //! complete during the measured span. The policy is `gcra 1000000000/1s fail_closed`: nothing is
@@ -117,10 +119,22 @@ async fn run(args: &Args) -> redis::RedisResult<()> {
     Ok(())
 }
 
-async fn limiter(client: &redis::Client, timeout: Duration) -> redis::RedisResult<Arc<Limiter>> {
+/// A limiter on its own connection: coalescing concurrent decisions into one script call when
+/// `coalesce`, else one script call per decision (as redis-benchmark sends one EVALSHA per
+/// request).
+async fn limiter(
+    client: &redis::Client,
+    timeout: Duration,
+    coalesce: bool,
+) -> redis::RedisResult<Arc<Limiter>> {
     let conn = ConnectionManager::new(client.clone()).await?;
+    let store = if coalesce {
+        RedisStore::new(conn)
+    } else {
+        RedisStore::one_call_per_decision(conn)
+    };
     Ok(Arc::new(
-        Limiter::local(Arc::new(SystemClock), 1000).with_redis(RedisStore::new(conn), timeout),
+        Limiter::local(Arc::new(SystemClock), 1000).with_redis(store, timeout),
     ))
 }
 
@@ -131,7 +145,7 @@ async fn measure(
     mode: Mode,
 ) -> redis::RedisResult<serde_json::Value> {
     let shared = match mode {
-        Mode::Shared => Some(limiter(client, args.timeout).await?),
+        Mode::Shared => Some(limiter(client, args.timeout, true).await?),
         Mode::Own => None,
     };
     let decisions = Arc::new(AtomicU64::new(0));
@@ -141,7 +155,7 @@ async fn measure(
     for t in 0..args.tasks {
         let limiter = match &shared {
             Some(limiter) => Arc::clone(limiter),
-            None => limiter(client, args.timeout).await?,
+            None => limiter(client, args.timeout, false).await?,
         };
         let (policy, decisions, refused, stop) = (
             policy.clone(),
