@@ -1,8 +1,10 @@
 //! The [`Limiter`]: decides on the local store, or on Redis when one is configured, and applies
-//! each policy's failure mode when Redis does not answer within the timeout.
+//! each policy's failure mode when Redis does not answer within the timeout. After a failure,
+//! decisions skip Redis for a second (so a stalled Redis costs one timeout a second, not one
+//! per request), then the next decision tries it again.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use pier_core::Clock;
@@ -14,6 +16,8 @@ use crate::redis::RedisStore;
 
 /// How long a decision waits for Redis before its policy's failure mode decides, by default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
+/// How long decisions skip Redis after it failed one, in ms.
+const SKIP_FAILING_REDIS_MS: i64 = 1000;
 /// What a refusal by `fail_closed` tells the caller to wait.
 pub const FAIL_CLOSED_RETRY: Duration = Duration::from_secs(1);
 
@@ -52,6 +56,9 @@ pub struct Limiter {
     clock: Arc<dyn Clock>,
     /// Whether Redis failed last time, so the change is logged once rather than per request.
     redis_failing: AtomicBool,
+    /// Until when (ms) decisions skip a failing Redis: the failure modes decide at once instead
+    /// of every request waiting out the timeout; the first decision after it probes Redis again.
+    skip_redis_until: AtomicI64,
 }
 
 impl Limiter {
@@ -63,6 +70,7 @@ impl Limiter {
             timeout: DEFAULT_TIMEOUT,
             clock,
             redis_failing: AtomicBool::new(false),
+            skip_redis_until: AtomicI64::new(i64::MIN),
         }
     }
 
@@ -157,6 +165,10 @@ impl Limiter {
         cost: i64,
         consume: bool,
     ) -> Verdict {
+        let now = self.now_ms();
+        if now < self.skip_redis_until.load(Ordering::Relaxed) {
+            return self.decide_without_redis(policies, key, cost, consume);
+        }
         let error = match tokio::time::timeout(
             self.timeout,
             redis.decide_all(policies, key, cost, consume),
@@ -180,6 +192,8 @@ impl Limiter {
                 format!("no answer within {} ms", self.timeout.as_millis())
             }
         };
+        self.skip_redis_until
+            .store(now + SKIP_FAILING_REDIS_MS, Ordering::Relaxed);
         if !self.redis_failing.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 %error,

@@ -236,4 +236,21 @@ async fn a_stalled_redis_is_given_up_on_after_the_timeout() {
     assert!(!refused.allowed);
     assert!(waited >= Duration::from_millis(50), "{waited:?}");
     assert!(waited < Duration::from_secs(2), "{waited:?}");
+    // For a second after, decisions do not wait for the stalled Redis (20 timeouts would take
+    // a second).
+    let started = Instant::now();
+    for _ in 0..20 {
+        assert!(
+            !limiter
+                .check(&closed, &key, 1)
+                .await
+                .expect("decides")
+                .allowed
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(50),
+        "{:?}",
+        started.elapsed()
+    );
 }
