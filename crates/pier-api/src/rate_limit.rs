@@ -125,14 +125,10 @@ pub fn client_ip(
         }
     }
     Some(match client {
-        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
-            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
-            IpAddr::V6(prefix.into())
-        }
-        IpAddr::V6(v6) => IpAddr::V4(
-            v6.to_ipv4_mapped()
-                .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
-        ),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
         v4 => v4,
     })
 }

@@ -82,11 +82,6 @@ impl Limiter {
         self
     }
 
-    /// The local store (for its size, in metrics and tests).
-    pub fn local_store(&self) -> &LocalStore {
-        &self.local
-    }
-
     /// Spends `cost` units of `key`'s quota under `policy`, if it allows.
     pub async fn check(
         &self,

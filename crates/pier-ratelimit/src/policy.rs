@@ -55,7 +55,7 @@ impl Algorithm {
         }
     }
 
-    fn parse(text: &str) -> Option<Self> {
+    pub(crate) fn parse(text: &str) -> Option<Self> {
         [Self::Gcra, Self::SlidingWindow, Self::FixedWindow]
             .into_iter()
             .find(|a| a.as_str() == text)
@@ -71,7 +71,7 @@ impl FailureMode {
         }
     }
 
-    fn parse(text: &str) -> Option<Self> {
+    pub(crate) fn parse(text: &str) -> Option<Self> {
         [Self::FailOpen, Self::FailClosed, Self::Local]
             .into_iter()
             .find(|m| m.as_str() == text)

@@ -37,11 +37,9 @@ impl TryFrom<PolicyRow> for PolicyRecord {
 
     fn try_from(row: PolicyRow) -> Result<Self, sqlx::Error> {
         let corrupt = |what: &str| sqlx::Error::Decode(format!("stored policy: {what}").into());
-        let text = |s: &str| serde_json::Value::String(s.to_owned());
-        let algorithm: Algorithm =
-            serde_json::from_value(text(&row.algorithm)).map_err(|_| corrupt("algorithm"))?;
-        let failure_mode: FailureMode =
-            serde_json::from_value(text(&row.failure_mode)).map_err(|_| corrupt("failure_mode"))?;
+        let algorithm = Algorithm::parse(&row.algorithm).ok_or_else(|| corrupt("algorithm"))?;
+        let failure_mode =
+            FailureMode::parse(&row.failure_mode).ok_or_else(|| corrupt("failure_mode"))?;
         let count = |n: i64| u64::try_from(n).map_err(|_| corrupt("negative count"));
         let spec = PolicySpec::new(
             algorithm,

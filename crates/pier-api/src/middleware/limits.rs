@@ -7,7 +7,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use pier_auth::Principal;
-use pier_ratelimit::Policy;
+use pier_ratelimit::{Decision, Policy};
 
 use crate::AppState;
 use crate::problem::ApiError;
@@ -44,14 +44,13 @@ pub(crate) async fn after_refused_credentials(
     let (Some(policy), Some(ip)) = (&state.protection().per_ip, client) else {
         return refused;
     };
-    match state.limiter().check(policy, &ip, 1).await {
-        Ok(d) if d.allowed => {
+    match spend(state, policy, &ip).await {
+        Ok(d) => {
             let mut response = refused;
             insert_fields(response.headers_mut(), &[(policy, &d)]);
             response
         }
-        Ok(d) => refusal(&[(policy, &d)]),
-        Err(e) => ApiError::internal(e).into_response(),
+        Err(over) => over,
     }
 }
 
@@ -68,14 +67,22 @@ async fn enforce(
     req: Request,
     next: Next,
 ) -> Response {
-    match state.limiter().check(policy, key, 1).await {
-        Ok(d) if d.allowed => {
+    match spend(state, policy, key).await {
+        Ok(d) => {
             let mut response = next.run(req).await;
             insert_fields(response.headers_mut(), &[(policy, &d)]);
             response
         }
-        Ok(d) => refusal(&[(policy, &d)]),
+        Err(over) => over,
+    }
+}
+
+/// One unit of `key`'s quota: the decision when allowed, else the `429` to send.
+async fn spend(state: &AppState, policy: &Policy, key: &str) -> Result<Decision, Response> {
+    match state.limiter().check(policy, key, 1).await {
+        Ok(d) if d.allowed => Ok(d),
+        Ok(d) => Err(refusal(&[(policy, &d)])),
         // One unit always fits a valid policy; an error here is a bug, not the client's.
-        Err(e) => ApiError::internal(e).into_response(),
+        Err(e) => Err(ApiError::internal(e).into_response()),
     }
 }

@@ -65,6 +65,23 @@ fn param(item: &(String, Vec<(String, i64)>), key: &str) -> i64 {
         .1
 }
 
+/// Creates a policy as the owner, expecting `201`.
+async fn create_policy(app: &TestApp, name: &str, body: &Value) {
+    let response = app
+        .request(Method::PUT, &format!("/v1/rate-limit-policies/{name}"))
+        .json(body)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 201, "creating policy {name}");
+}
+
+/// Checks a `422` whose first field error names `field`.
+async fn invalid_field(response: reqwest::Response, field: &str) {
+    let body = problem(response, 422, "validation_failed").await;
+    assert_eq!(body["errors"][0]["field"], field, "{body}");
+}
+
 async fn spawn_with_settings(backend: Backend, settings: &[(&'static str, &str)]) -> TestApp {
     let options = Options {
         settings: settings
@@ -290,8 +307,7 @@ async fn policies_are_created_read_listed_and_deleted(backend: Backend) {
             .send()
             .await
             .expect("sent");
-        let problem = problem(response, 422, "validation_failed").await;
-        assert_eq!(problem["errors"][0]["field"], field, "{problem}");
+        invalid_field(response, field).await;
     }
     assert_eq!(
         app.call(Method::DELETE, "/v1/rate-limit-policies/search")
@@ -334,12 +350,7 @@ async fn checks_decide_spend_and_answer_200_either_way(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let owner = app.owner_key.clone();
     let body = json!({"algorithm": "gcra", "limit": 3, "period_seconds": 3});
-    let put = app
-        .request(Method::PUT, "/v1/rate-limit-policies/api")
-        .json(&body)
-        .send()
-        .await;
-    assert_eq!(put.expect("sent").status(), 201);
+    create_policy(&app, "api", &body).await;
     let dry = check(
         &app,
         &owner,
@@ -402,8 +413,7 @@ async fn checks_decide_spend_and_answer_200_either_way(backend: Backend) {
         let response = app
             .post_json("/v1/rate-limit-policies/api/check", &bad)
             .await;
-        let problem = problem(response, 422, "validation_failed").await;
-        assert_eq!(problem["errors"][0]["field"], field, "{problem}");
+        invalid_field(response, field).await;
     }
     let unknown = app
         .post_json("/v1/rate-limit-policies/nope/check", &json!({"key": "k"}))
@@ -418,12 +428,7 @@ async fn batch_checks_spend_on_every_policy_or_none(backend: Backend) {
     )
     .await;
     let body = json!({"algorithm": "gcra", "limit": 2, "period_seconds": 60});
-    let put = app
-        .request(Method::PUT, "/v1/rate-limit-policies/burst")
-        .json(&body)
-        .send()
-        .await;
-    assert_eq!(put.expect("sent").status(), 201);
+    create_policy(&app, "burst", &body).await;
     let batch = json!({"policies": ["per-day", "burst"], "key": "tenant-9"});
     for _ in 0..2 {
         let (status, result) = app.post_value("/v1/rate-limit-checks", &batch).await;
@@ -467,8 +472,7 @@ async fn batch_checks_spend_on_every_policy_or_none(backend: Backend) {
         ),
     ] {
         let response = app.post_json("/v1/rate-limit-checks", &bad).await;
-        let problem = problem(response, 422, "validation_failed").await;
-        assert_eq!(problem["errors"][0]["field"], field, "{problem}");
+        invalid_field(response, field).await;
     }
 }
 
@@ -479,12 +483,7 @@ async fn workspaces_see_and_count_only_their_own(backend: Backend) {
     )
     .await;
     let body = json!({"algorithm": "gcra", "limit": 1, "period_seconds": 60});
-    let put = app
-        .request(Method::PUT, "/v1/rate-limit-policies/mine")
-        .json(&body)
-        .send()
-        .await;
-    assert_eq!(put.expect("sent").status(), 201);
+    create_policy(&app, "mine", &body).await;
     let (_, _, other) =
         pier_auth::WorkspaceStore::new(app.db.clone(), std::sync::Arc::new(app.clock.clone()))
             .create_with_owner_key(pier_auth::WorkspaceName::parse("other").expect("name"))
@@ -526,12 +525,7 @@ async fn workspaces_see_and_count_only_their_own(backend: Backend) {
 async fn permissions_guard_policies_and_checks(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let body = json!({"algorithm": "gcra", "limit": 5, "period_seconds": 60});
-    let put = app
-        .request(Method::PUT, "/v1/rate-limit-policies/p")
-        .json(&body)
-        .send()
-        .await;
-    assert_eq!(put.expect("sent").status(), 201);
+    create_policy(&app, "p", &body).await;
     let (_, viewer) = app.create_key("viewer", None).await;
     let (_, member) = app.create_key("member", None).await;
     assert_eq!(
@@ -597,12 +591,7 @@ async fn three_nodes_sharing_redis_admit_the_limit_in_total() {
     );
     let nodes = [&first, &second, &third];
     let body = json!({"algorithm": "gcra", "limit": 20, "period_seconds": 3600});
-    let put = first
-        .request(Method::PUT, "/v1/rate-limit-policies/global")
-        .json(&body)
-        .send()
-        .await;
-    assert_eq!(put.expect("sent").status(), 201);
+    create_policy(&first, "global", &body).await;
     let caller = format!("caller-{}", first.workspace_id);
     // One API key, 30 concurrent requests spread over the nodes: its protection lets 12 in.
     let (_, busy) = first.create_key("member", None).await;
