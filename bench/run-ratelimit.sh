@@ -7,8 +7,9 @@
 #   Redis baseline    redis-benchmark, 50 clients, EVALSHA of `return 1` (no pipelining, then
 #                     -P 16); for context also Pier's own decision script (decide.lua) the same
 #                     two ways, on 50 keys
-#   Redis decisions   redis-bench (src/bin/redis.rs): 50 tokio tasks (2 workers) deciding on Redis,
-#                     each on its own connection, then all on one shared connection
+#   Redis decisions   redis-bench (src/bin/redis.rs): 50 tokio tasks deciding on Redis, each on
+#                     its own connection, then all on one shared connection; on one runtime
+#                     worker (as redis-benchmark is one thread), then for context on two
 #
 # stdout: one JSON object per figure, then the ratios; criterion's and redis-benchmark's own
 # reports and progress go to stderr. Other work on this 2-core machine moves every figure here,
@@ -189,11 +190,13 @@ rb_record() {
       others_cpu: $others}'
 }
 
-# One mode of redis-bench: prints its record, sets PIER (decisions per second).
+# One mode of redis-bench on N runtime workers: prints its record, sets PIER (decisions per
+# second).
 pier_record() {
   wait_idle
   with_others "$TARGET/release/redis-bench" --url "redis://$REDIS_HOST:$REDIS_PORT" \
-    --tasks "$CLIENTS" --seconds "$SECONDS_PER_MODE" --warmup "$WARMUP" --mode "$1" >"$OUT"
+    --tasks "$CLIENTS" --seconds "$SECONDS_PER_MODE" --warmup "$WARMUP" --mode "$1" \
+    --workers "$2" >"$OUT"
   jq -c --argjson idle "$IDLE" --argjson others "$OTHERS" \
     '. + {idle_before: $idle, others_cpu: $others}' "$OUT"
   PIER=$(jq '.decisions_per_sec' "$OUT")
@@ -203,9 +206,10 @@ if has_part redis; then
   redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" ping >/dev/null
   decide_lua=$(cat ../../crates/pier-ratelimit/src/decide.lua)
   # decide.lua's arguments for one decision on one GCRA policy of 10^9/s, as RedisStore sends a
-  # batch of one: now ("" = Redis's clock), then the number of policies, cost, consume, and the
-  # policy's algorithm, limit, period (ms) and capacity.
-  decide_args=(1 "pier:rl:{bench:__rand_int__}:bench:g1000" "" 1 1 1 g 1000000000 1000 1000000000)
+  # call of one: now ("" = Redis's clock), the number of policies, the policy's algorithm, limit,
+  # period (ms) and capacity, then one run: 1 decision, 1 policy, cost 1, consume, policy 1.
+  decide_args=(1 "pier:rl:{bench:__rand_int__}:bench:g1000" "" 1 g 1000000000 1000 1000000000
+    1 1 1 1 1)
 
   log "redis-benchmark: EVALSHA of 'return 1', $CLIENTS clients, $REQUESTS requests"
   rb_record return_1 1 'return 1' EVALSHA @SHA@ 0
@@ -217,14 +221,16 @@ if has_part redis; then
   rb_record decide_lua 16 "$decide_lua" -r 50 EVALSHA @SHA@ "${decide_args[@]}"
 
   log "redis-bench: $CLIENTS tasks, ${WARMUP}s warm-up + ${SECONDS_PER_MODE}s per mode"
-  pier_record own
+  pier_record own 1
   own=$PIER
-  pier_record shared
+  pier_record shared 1
   shared=$PIER
+  pier_record own 2
+  pier_record shared 2
 
   jq -n -c --argjson own "$own" --argjson shared "$shared" --argjson plain "$plain" \
     --argjson piped "$piped" '{
-      measure: "redis_ratio",
+      measure: "redis_ratio", workers: 1,
       own_over_evalsha: ($own / $plain * 1000 | round / 1000),
       own_goal: ">= 0.8",
       shared_over_evalsha: ($shared / $plain * 1000 | round / 1000),

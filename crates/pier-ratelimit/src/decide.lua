@@ -1,124 +1,135 @@
 -- Pier's rate-limit decisions, atomically: one or more decisions, each over one or more policies
--- for one caller. It mirrors crates/pier-ratelimit/src/algorithm.rs step for step (read that
--- file for the algorithms); every value stays below 2^53, so Lua's doubles compute the same
--- integers.
+-- for one caller. The script decides only what to write: whether each decision is allowed (so
+-- consumes) and the states it leaves. It returns the state every decision read, and the caller
+-- derives the whole answer (remaining, reset, retry) from that with algorithm.rs, the code the
+-- local store runs, so the two stores can only agree. The arithmetic below mirrors that file;
+-- every value stays below 2^53 (see policy.rs, `bounds`), where doubles hold integers exactly
+-- and floor(a / b) is exact division.
 --
--- ARGV[1]: now in ms, or "" for Redis's own clock (so nodes never disagree). Then per decision:
--- the number of policies n, cost, consume (1 or 0), and per policy: algorithm (g, f or s),
--- limit, period in ms, capacity. KEYS: each policy's state key, in the same order.
--- State is packed doubles: (tat, frac) for GCRA, (index, count, previous) for the windows.
--- Returns per policy: allowed (1/0), remaining, reset after (ms), retry after (ms). A decision
--- writes its states, each with an expiry, only when consuming and all its policies allow.
+-- ARGV[1]: now in ms, or "" for Redis's own clock (so nodes never disagree). ARGV[2]: the number
+-- of policies in the call, then per policy: algorithm (g, f or s), limit, period in ms, capacity.
+-- Then runs of alike decisions: how many decisions c, their number of policies n, cost, consume
+-- (1 or 0), and n policy positions (1-based, into that list). A run's decisions take the next
+-- c × n KEYS, n per decision: each policy's state key, in order.
+-- State is packed little-endian doubles: (tat, frac) for GCRA, (index, count, previous) for the
+-- windows. A decision writes its states, each with an expiry when it runs out, only when it
+-- consumes and all its policies allow.
+-- Returns now, then per key the state its decision read (false for none).
+--
+-- Every state is read up front with MGET, one command for the call: a command from a script
+-- costs more than a decision's arithmetic. A key that an earlier decision of the call wrote is
+-- read from `written` instead.
+
+local floor, pack, unpack_state = math.floor, struct.pack, struct.unpack
 
 local now
 if ARGV[1] ~= '' then
   now = tonumber(ARGV[1])
 else
   local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  now = tonumber(t[1]) * 1000 + floor(tonumber(t[2]) / 1000)
 end
 
--- floor(a / b) for 0 <= a, 0 < b, corrected for the rounding of the double quotient.
-local function idiv(a, b)
-  local q = math.floor(a / b)
-  if q * b > a then
-    q = q - 1
-  elseif (q + 1) * b <= a then
-    q = q + 1
+-- Per policy, with what every decision of the call shares: the windows' current index, the
+-- sliding window's weight for the previous count, and their expiry (in ms from now, as text).
+local policies = {}
+local a = 3
+for i = 1, tonumber(ARGV[2]) do
+  local alg, l, p, cap = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  local policy = { gcra = alg == 'g', fixed = alg == 'f', l = l, p = p, cap = cap, lp = l * p }
+  if not policy.gcra then
+    local index = floor(now / p)
+    local window_end = (index + 1) * p
+    policy.index, policy.weight = index, p - (now - index * p)
+    -- The sliding window keeps its count for one more window, as the next one's previous.
+    policy.ttl = tostring(policy.fixed and window_end - now or window_end + p - now)
   end
-  return q
+  policies[i] = policy
+  a = a + 4
 end
 
-local reply, r, k, a = {}, 0, 0, 2
+-- MGET in slices, as unpack() is bounded by Lua's C stack.
+local reply = { now }
+for first = 1, #KEYS, 1000 do
+  local last = math.min(first + 999, #KEYS)
+  local got = redis.call('MGET', unpack(KEYS, first, last))
+  for i = 1, last - first + 1 do
+    reply[first + i] = got[i]
+  end
+end
+
+local written, gcra_ttls = {}, {}
+local states, ttls = {}, {}
+local k = 0
 while a <= #ARGV do
-  local n, cost, consume = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), ARGV[a + 2] == '1'
-  a = a + 3
-  local all, states = true, {}
+  local c, n, cost, consume = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), ARGV[a + 3] == '1'
+  local positions = {}
   for i = 1, n do
-    local alg, l, p, cap = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
-    a = a + 4
-    local raw = redis.call('GET', KEYS[k + i])
-    local allowed, remaining, reset, retry, packed, expires
-    if alg == 'g' then
-      local debt = 0
+    positions[i] = policies[tonumber(ARGV[a + 3 + i])]
+  end
+  a = a + 4 + n
+  for _ = 1, c do
+    local all = true
+    for i = 1, n do
+      local key, policy = KEYS[k + i], positions[i]
+      local raw = written[key]
       if raw then
-        local tat, frac = struct.unpack('dd', raw)
-        if tat >= now then debt = (tat - now) * l + frac end
-      end
-      local capacity, need = cap * p, cost * p
-      allowed = debt + need <= capacity
-      local held, after = debt, debt
-      retry = 0
-      if allowed then
-        held = debt + need
-        if consume then after = held end
+        reply[k + i + 1] = raw
       else
-        retry = idiv(debt + need - capacity + l - 1, l)
+        raw = reply[k + i + 1]
       end
-      remaining = idiv(capacity - held, p)
-      reset = idiv(held + l - 1, l)
-      local q = idiv(after, l)
-      packed = struct.pack('dd', now + q, after - q * l)
-      expires = now + idiv(after + l - 1, l)
-    else
-      local index = idiv(now, p)
-      local count, previous = 0, 0
-      if raw then
-        local stored, c, prev = struct.unpack('ddd', raw)
-        if stored == index then
-          count, previous = c, prev
-        elseif stored == index - 1 and alg == 's' then
-          previous = c
+      local l, p = policy.l, policy.p
+      local allowed
+      if policy.gcra then
+        local debt = 0
+        if raw then
+          local tat, frac = unpack_state('<dd', raw)
+          if tat >= now then debt = (tat - now) * l + frac end
         end
-      end
-      local window_end = (index + 1) * p
-      if alg == 'f' then
-        allowed = count + cost <= l
-        local held = count
-        if allowed then held = count + cost end
-        remaining, reset, retry = l - held, 0, 0
-        if held > 0 then reset = window_end - now end
-        if not allowed then retry = window_end - now end
-        packed, expires = struct.pack('ddd', index, held, 0), window_end
+        local after = debt + cost * p
+        allowed = after <= policy.cap * p
+        if allowed then
+          local whole = floor(after / l)
+          local frac = after - whole * l
+          local ttl = whole
+          if frac > 0 then ttl = whole + 1 end
+          local text = gcra_ttls[ttl]
+          if not text then
+            text = tostring(ttl)
+            gcra_ttls[ttl] = text
+          end
+          states[i], ttls[i] = pack('<dd', now + whole, frac), text
+        end
       else
-        local weighted = previous * (p - (now - index * p))
-        allowed = weighted + (count + cost) * p <= l * p
-        local held = count
-        if allowed then held = count + cost end
-        remaining = math.max(idiv(l * p - weighted, p) - held, 0)
-        local reset_at, retry_at = now, now
-        if held > 0 then
-          reset_at = window_end + p
-        elseif previous > 0 then
-          reset_at = window_end
-        end
-        if not allowed then
-          if count + cost <= l then
-            retry_at = window_end - idiv((l - count - cost) * p, previous)
-          else
-            retry_at = window_end + p - idiv((l - cost) * p, count)
+        local index, count, previous = policy.index, 0, 0
+        if raw then
+          local stored, held, before = unpack_state('<ddd', raw)
+          if stored == index then
+            count, previous = held, before
+          elseif stored == index - 1 then
+            previous = held
           end
         end
-        reset, retry = reset_at - now, retry_at - now
-        expires = window_end
-        if held > 0 then expires = window_end + p end
-        packed = struct.pack('ddd', index, held, previous)
+        if policy.fixed then
+          allowed = count + cost <= l
+          previous = 0
+        else
+          allowed = previous * policy.weight + (count + cost) * p <= policy.lp
+        end
+        if allowed then
+          states[i], ttls[i] = pack('<ddd', index, count + cost, previous), policy.ttl
+        end
+      end
+      all = all and allowed
+    end
+    if consume and all then
+      for i = 1, n do
+        local key = KEYS[k + i]
+        redis.call('SET', key, states[i], 'PX', ttls[i])
+        written[key] = states[i]
       end
     end
-    all = all and allowed
-    states[i] = packed
-    states[n + i] = expires
-    reply[r + 1] = allowed and 1 or 0
-    reply[r + 2] = remaining
-    reply[r + 3] = reset
-    reply[r + 4] = retry
-    r = r + 4
+    k = k + n
   end
-  if consume and all then
-    for i = 1, n do
-      redis.call('SET', KEYS[k + i], states[i], 'PX', math.max(states[n + i] - now, 1))
-    end
-  end
-  k = k + n
 end
 return reply

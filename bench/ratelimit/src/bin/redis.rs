@@ -1,5 +1,8 @@
 //! Redis-backed rate-limit decisions per second at N concurrent callers (50 by default), each a
-//! tokio task deciding for its own key in a loop, on a multi-thread runtime with 2 workers:
+//! tokio task deciding for its own key in a loop, on a multi-thread runtime with one worker by
+//! default: redis-benchmark, the ceiling these figures are compared with, is one thread too, and
+//! on a 2-core machine Redis needs the other core (`--workers 2` shows what a second worker
+//! fighting Redis for it costs):
 //!
 //! - `own`: every task has its own `Limiter` on its own `ConnectionManager` (N connections), each
 //!   decision one script call (`RedisStore::one_call_per_decision`), as redis-benchmark sends one
@@ -12,8 +15,8 @@
 //! ever over the limit, so a refusal means Redis did not answer in time (or failed) and the
 //! failure mode decided; refusals are reported as `refused` and should be 0.
 //!
-//! Usage: redis-bench [--url redis://127.0.0.1:6379] [--tasks 50] [--seconds 10] [--warmup 2]
-//!                    [--timeout-ms 50] [--mode own|shared|both]
+//! Usage: redis-bench [--url redis://127.0.0.1:6379] [--tasks 50] [--workers 1] [--seconds 10]
+//!                    [--warmup 2] [--timeout-ms 50] [--mode own|shared|both]
 //! Prints one JSON object per mode on stdout.
 
 use std::process::ExitCode;
@@ -33,6 +36,7 @@ struct Args {
     seconds: f64,
     warmup: f64,
     timeout: Duration,
+    workers: usize,
     modes: Vec<Mode>,
 }
 
@@ -58,6 +62,7 @@ fn parse_args() -> Result<Args, String> {
         seconds: 10.0,
         warmup: 2.0,
         timeout: pier_ratelimit::DEFAULT_TIMEOUT,
+        workers: 1,
         modes: vec![Mode::Own, Mode::Shared],
     };
     let mut it = std::env::args().skip(1);
@@ -67,6 +72,9 @@ fn parse_args() -> Result<Args, String> {
         match flag.as_str() {
             "--url" => args.url = value()?,
             "--tasks" => args.tasks = value()?.parse().map_err(|e| format!("--tasks: {e}"))?,
+            "--workers" => {
+                args.workers = value()?.parse().map_err(|e| format!("--workers: {e}"))?;
+            }
             "--seconds" => args.seconds = number(value()?)?,
             "--warmup" => args.warmup = number(value()?)?,
             "--timeout-ms" => args.timeout = Duration::from_secs_f64(number(value()?)? / 1000.0),
@@ -81,8 +89,8 @@ fn parse_args() -> Result<Args, String> {
             other => return Err(format!("unknown argument `{other}`")),
         }
     }
-    if args.tasks == 0 || args.seconds <= 0.0 || args.warmup < 0.0 {
-        return Err("--tasks and --seconds must be positive".to_owned());
+    if args.tasks == 0 || args.workers == 0 || args.seconds <= 0.0 || args.warmup < 0.0 {
+        return Err("--tasks, --workers and --seconds must be positive".to_owned());
     }
     Ok(args)
 }
@@ -96,7 +104,7 @@ fn main() -> ExitCode {
         }
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(args.workers)
         .enable_all()
         .build()
         .expect("tokio runtime");
@@ -200,7 +208,7 @@ async fn measure(
         "mode": mode.name(),
         "tasks": args.tasks,
         "connections": if mode == Mode::Own { args.tasks } else { 1 },
-        "worker_threads": 2,
+        "worker_threads": args.workers,
         "policy": SPEC,
         "seconds": (elapsed * 1000.0).round() / 1000.0,
         "decisions": counted,
