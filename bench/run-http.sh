@@ -13,6 +13,9 @@
 #                          fresh one), against the same loop on an empty table
 #     http_limiter         wrk: GET /v1/workspace with the API's rate limiter off, then on (local
 #                          store, a policy that never refuses), twice each, alternating
+#     http_auth            wrk: GET /healthz (no authentication) and the authenticated
+#                          GET /v1/workspace, alternating twice on one server: what authenticating
+#                          a request costs
 #
 # Every server runs with its per-key rate limit raised out of the way (`gcra 1000000000/1s`):
 # the limiter decides every request, but a single-key benchmark is not throttled at 1,000/s.
@@ -31,7 +34,7 @@
 #   BENCH_POOLS [2]  BENCH_POOL_CONCURRENCY [2000]   (the in-process burn-down, as run-jobs.sh)
 #   BENCH_BACKLOG [1000000]  BENCH_CLAIMS [2000]      (noisy neighbour)
 #   BENCH_BACKENDS [sqlite,postgres]
-#   BENCH_PARTS [enqueue,addjob,http-burndown,burndown,noisy,limiter]
+#   BENCH_PARTS [enqueue,addjob,http-burndown,burndown,noisy,limiter,auth]
 #               (addjob runs only with postgres, limiter only with sqlite)
 #   BENCH_PORT [18080]  BENCH_ADMIN_PORT [18081]  BENCH_PIER_LOG [warn]
 #   PIER_BENCH_DATABASE_URL [postgres://postgres@127.0.0.1:5432/test]: an admin connection, used to
@@ -54,7 +57,7 @@ POOL_CONCURRENCY="${BENCH_POOL_CONCURRENCY:-2000}"
 BACKLOG="${BENCH_BACKLOG:-1000000}"
 CLAIMS="${BENCH_CLAIMS:-2000}"
 BACKENDS="${BENCH_BACKENDS:-sqlite,postgres}"
-PARTS="${BENCH_PARTS:-enqueue,addjob,http-burndown,burndown,noisy,limiter}"
+PARTS="${BENCH_PARTS:-enqueue,addjob,http-burndown,burndown,noisy,limiter,auth}"
 PORT="${BENCH_PORT:-18080}"
 ADMIN_PORT="${BENCH_ADMIN_PORT:-18081}"
 PIER_LOG_LEVEL="${BENCH_PIER_LOG:-warn}"
@@ -72,14 +75,14 @@ die() {
 has() { [[ ",$2," == *",$1,"* ]]; }
 
 for part in ${PARTS//,/ }; do
-  has "$part" "enqueue,addjob,http-burndown,burndown,noisy,limiter" ||
+  has "$part" "enqueue,addjob,http-burndown,burndown,noisy,limiter,auth" ||
     die "unknown part in BENCH_PARTS: $part"
 done
 for backend in ${BACKENDS//,/ }; do
   has "$backend" "sqlite,postgres" || die "unknown backend in BENCH_BACKENDS: $backend"
 done
 need=(curl jq)
-{ has enqueue "$PARTS" || has limiter "$PARTS"; } && need+=(wrk)
+{ has enqueue "$PARTS" || has limiter "$PARTS" || has auth "$PARTS"; } && need+=(wrk)
 has postgres "$BACKENDS" && need+=(psql)
 has postgres "$BACKENDS" && has addjob "$PARTS" && need+=(node npm)
 for tool in "${need[@]}"; do
@@ -291,6 +294,32 @@ measure_limiter() {
   LIMITS=(PIER_RATE_LIMITS_PER_API_KEY="gcra 1000000000/1s")
 }
 
+# wrk on GET /healthz and on the authenticated GET /v1/workspace, alternating on one server (the
+# per-address limit raised out of the way too, since /healthz spends it).
+measure_auth() {
+  local backend="$1" route out rps p99 auth
+  LIMITS=(PIER_RATE_LIMITS_PER_API_KEY="gcra 1000000000/1s"
+    PIER_RATE_LIMITS_PER_CLIENT_IP="gcra 1000000000/1s")
+  start_pier "$backend"
+  for route in /healthz /v1/workspace /healthz /v1/workspace; do
+    auth=()
+    [ "$route" = /v1/workspace ] && auth=(-H "Authorization: Bearer $KEY")
+    log "pier on $backend: wrk GET $route, $WRK_CONNECTIONS connections"
+    out="$(wrk -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d"$WRK_DURATION" --latency "${auth[@]}" \
+      "$BASE$route")"
+    printf '%s\n' "$out" >&2
+    grep -q 'Non-2xx' <<<"$out" && die "GET $route: wrk saw non-2xx responses"
+    rps="$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")"
+    p99="$(awk '$1 == "99%" {print $2}' <<<"$out")"
+    jq -nc --arg backend "$backend" --arg route "GET $route" --argjson rps "$rps" \
+      --arg p99 "$p99" --argjson connections "$WRK_CONNECTIONS" --arg duration "$WRK_DURATION" \
+      '{system: "pier", backend: $backend, measure: "http_auth", tool: "wrk", route: $route,
+        connections: $connections, duration: $duration, requests_per_sec: $rps, p99: $p99}'
+  done
+  stop_pier
+  LIMITS=(PIER_RATE_LIMITS_PER_API_KEY="gcra 1000000000/1s")
+}
+
 # pier-bench in-process, on a fresh database of `backend`.
 in_process() {
   local backend="$1"
@@ -324,6 +353,9 @@ for backend in ${BACKENDS//,/ }; do
   fi
   if [ "$backend" = sqlite ] && has limiter "$PARTS"; then
     measure_limiter "$backend"
+  fi
+  if has auth "$PARTS"; then
+    measure_auth "$backend"
   fi
 done
 log "done; pier logged $SERVER_LOG_LINES line(s) in all (log level $PIER_LOG_LEVEL)"

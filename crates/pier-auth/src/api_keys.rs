@@ -3,12 +3,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use pier_cache::{Cache, Settings};
 use pier_core::{Clock, Label, Timestamp, define_id};
-use pier_db::{Db, Notice, Relay, Tx, with_reader, with_tx, with_writer};
+use pier_db::{Db, Notice, Relay, Tx, with_reader, with_tx};
 use serde::Serialize;
 use subtle::ConstantTimeEq;
+use tokio::sync::watch;
 
-use crate::key_cache::{self, KeyCache};
+use crate::key_use::{self, KeyUses};
 use crate::{KeySecret, Permission, PermissionSet, Role, WorkspaceId};
 
 define_id!(
@@ -125,12 +127,31 @@ pub struct ApiKeyFilter {
     pub role: Option<Role>,
 }
 
-/// API keys on the configured database. Clones share one cache of recently used keys.
+/// The notification channel of revocations; the payload is the revoked key's secret hash, the
+/// key it is cached under.
+const REVOKED: &str = "pier_auth";
+/// Keys remembered at most.
+const CACHE_CAPACITY: u64 = 10_000;
+/// How long a secret that matches no key is remembered as unknown (at most the TTL).
+const UNKNOWN_TTL: Duration = Duration::from_secs(1);
+
+/// API keys on the configured database. Clones share one cache of recently authenticated keys
+/// and one record of their uses.
+///
+/// The cache (a [`pier_cache::Cache`] by secret hash) means most requests learn who is calling
+/// without a database read. Revoking a key invalidates it at once on the node that revokes it
+/// and, on PostgreSQL, on every other node through a notification sent in the revoking
+/// transaction; a node whose listener reconnects clears the cache, since it may have missed
+/// some. The TTL bounds what is left: a key revoked with the offline `pier keys revoke` on
+/// SQLite, while the server runs, stops working within it. Expiry needs nothing: it is checked
+/// on every use, from the cached key. Uses are written off the request path (see
+/// [`crate::key_use`]).
 #[derive(Debug, Clone)]
 pub struct ApiKeyStore {
     db: Db,
     clock: Arc<dyn Clock>,
-    cache: Arc<KeyCache>,
+    cache: Cache<ApiKey>,
+    uses: Arc<KeyUses>,
 }
 
 impl ApiKeyStore {
@@ -142,10 +163,17 @@ impl ApiKeyStore {
     }
 
     pub fn with_cache_ttl(db: Db, clock: Arc<dyn Clock>, ttl: Duration) -> Self {
+        let settings = Settings {
+            capacity: CACHE_CAPACITY,
+            ttl,
+            negative_ttl: UNKNOWN_TTL.min(ttl),
+            jitter: 0.2,
+        };
         Self {
             db,
+            cache: Cache::new("api_keys", settings, clock.clone()),
             clock,
-            cache: Arc::new(KeyCache::new(ttl)),
+            uses: Arc::default(),
         }
     }
 
@@ -154,14 +182,15 @@ impl ApiKeyStore {
     #[must_use]
     pub fn listen(&self, relay: Relay) -> Relay {
         let cache = self.cache.clone();
-        relay.on(key_cache::CHANNEL, move |notice| match notice {
-            Notice::Message(id) => cache.evict(id),
+        relay.on(REVOKED, move |notice| match notice {
+            Notice::Message(hash) => cache.invalidate(hash),
             Notice::Connected => cache.clear(),
         })
     }
 
     /// How many keys the cache holds (for tests and metrics).
-    pub fn cached_keys(&self) -> usize {
+    pub async fn cached_keys(&self) -> u64 {
+        self.cache.sync().await;
         self.cache.len()
     }
 
@@ -233,19 +262,16 @@ impl ApiKeyStore {
 
     /// Looks a presented key up by its hash, in any workspace. The index finds the row; the
     /// stored hash is then compared in constant time, so no comparison in our code leaks how
-    /// much of a guess matched.
-    /// Served from the cache of recently used keys when it can be (see [`crate::key_cache`]).
+    /// much of a guess matched. Served from the cache when it can be.
     pub async fn find_by_secret(&self, secret: &KeySecret) -> Result<Option<ApiKey>, sqlx::Error> {
         let hash = secret.hash();
-        let now = self.clock.now();
-        if let Some(key) = self.cache.get(&hash, now) {
-            return Ok(Some(key));
-        }
-        let key = self.read_by_hash(&hash).await?;
-        if let Some(key) = &key {
-            self.cache.put(hash, key.clone(), now);
-        }
-        Ok(key)
+        self.cache
+            .get_or_load(&hash, || self.read_by_hash(&hash))
+            .await
+            .map_err(|shared| {
+                // Callers that waited on one failed load share its error.
+                Arc::try_unwrap(shared).unwrap_or_else(|e| sqlx::Error::Protocol(e.to_string()))
+            })
     }
 
     async fn read_by_hash(&self, hash: &str) -> Result<Option<ApiKey>, sqlx::Error> {
@@ -300,10 +326,11 @@ impl ApiKeyStore {
         let now = self.clock.now();
         let sql = format!(
             "UPDATE api_keys SET revoked_at = $1 WHERE workspace_id = $2 AND id = $3 \
-             AND revoked_at IS NULL AND last_used_at IS NOT DISTINCT FROM $4 RETURNING {COLUMNS}"
+             AND revoked_at IS NULL AND last_used_at IS NOT DISTINCT FROM $4 \
+             RETURNING {COLUMNS}, secret_hash"
         );
         let mut tx = self.db.begin().await?;
-        let row: Option<ApiKeyRow> = with_tx!(&mut tx, conn => {
+        let row: Option<StoredKey> = with_tx!(&mut tx, conn => {
             sqlx::query_as(&sql)
                 .bind(now.as_micros())
                 .bind(seen.workspace_id.as_str())
@@ -312,39 +339,62 @@ impl ApiKeyStore {
                 .fetch_optional(conn)
                 .await
         })?;
-        if row.is_some() {
+        if let Some(row) = &row {
             // Every node forgets the key when this commits: this one at once, the others when
             // the notification reaches them.
-            tx.notify(key_cache::CHANNEL, &[seen.id.to_string()])
+            tx.notify(REVOKED, std::slice::from_ref(&row.secret_hash))
                 .await?;
-            let (cache, id) = (self.cache.clone(), seen.id.to_string());
-            tx.after_commit(move || cache.evict(&id));
+            let (cache, hash) = (self.cache.clone(), row.secret_hash.clone());
+            tx.after_commit(move || cache.invalidate(&hash));
         }
         tx.commit().await?;
-        row.map(ApiKey::try_from).transpose()
+        row.map(|r| ApiKey::try_from(r.key)).transpose()
     }
 
-    /// Records use, at most once a minute per key so authentication rarely writes.
-    pub(crate) async fn touch(&self, key: &ApiKey) -> Result<(), sqlx::Error> {
-        let now = self.clock.now();
-        let fresh = key
-            .last_used_at
-            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(60));
-        if fresh {
+    /// Notes that `key` was used now; [`record_uses`](Self::record_uses) writes it.
+    pub(crate) fn note_use(&self, key: &ApiKey) {
+        self.uses.note(key.id.as_str(), self.clock.now());
+    }
+
+    /// Writes the noted key uses every [`key_use::FLUSH_EVERY`] until `stop`; the caller writes
+    /// the last ones with [`write_uses`](Self::write_uses) once requests have finished.
+    pub async fn record_uses(&self, mut stop: watch::Receiver<bool>) {
+        let mut every = tokio::time::interval(key_use::FLUSH_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = stop.wait_for(|stop| *stop) => return,
+            }
+            if let Err(err) = self.write_uses().await {
+                tracing::warn!(error = %err, "could not record key uses");
+            }
+        }
+    }
+
+    /// Writes the key uses noted so far, in one transaction. Uses that fail to be written are
+    /// dropped: `last_used_at` is a hint, and the next use notes it again.
+    pub async fn write_uses(&self) -> Result<(), sqlx::Error> {
+        let uses = self.uses.take();
+        if uses.is_empty() {
             return Ok(());
         }
-        with_writer!(&self.db, pool => {
-            sqlx::query(
-                "UPDATE api_keys SET last_used_at = $1 WHERE id = $2 \
-                 AND (last_used_at IS NULL OR last_used_at < $1)",
-            )
-            .bind(now.as_micros())
-            .bind(key.id.as_str())
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected())
-        })?;
-        self.cache.used(key.id.as_str(), now);
+        let mut tx = self.db.begin().await?;
+        for (id, at) in &uses {
+            with_tx!(&mut tx, conn => {
+                sqlx::query(
+                    "UPDATE api_keys SET last_used_at = $1 WHERE id = $2 \
+                     AND (last_used_at IS NULL OR last_used_at < $1)",
+                )
+                .bind(at.as_micros())
+                .bind(id)
+                .execute(conn)
+                .await
+                .map(|r| r.rows_affected())
+            })?;
+        }
+        tx.commit().await?;
+        self.uses.wrote(uses, self.clock.now());
         Ok(())
     }
 }

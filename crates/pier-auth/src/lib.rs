@@ -20,8 +20,8 @@
 
 mod api_keys;
 mod bootstrap;
-mod key_cache;
 mod key_secret;
+pub mod key_use;
 mod permission;
 mod principal;
 mod workspaces;

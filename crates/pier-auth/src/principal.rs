@@ -100,9 +100,7 @@ impl Authenticator {
         if key.expires_at.is_some_and(|at| at <= self.clock.now()) {
             return Err(AuthError::Expired);
         }
-        if let Err(err) = self.keys.touch(&key).await {
-            tracing::warn!(error = %err, key_id = %key.id, "could not record key use");
-        }
+        self.keys.note_use(&key);
         Ok(Principal::ApiKey {
             permissions: key.permissions(),
             key_id: key.id,

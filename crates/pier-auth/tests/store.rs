@@ -12,6 +12,7 @@ use pier_testkit::{Backend, TestDb, on_both_backends};
 
 on_both_backends!(
     cached_keys_follow_revocation,
+    key_uses_are_written_in_batches_at_most_once_a_minute,
     keys_authenticate_until_revoked_or_expired,
     pages_cover_keys_sharing_a_timestamp,
     bootstrap_happens_once_however_many_nodes_start,
@@ -177,7 +178,7 @@ async fn cached_keys_follow_revocation(backend: Backend) {
     auth.authenticate(Some(&header(&secret)))
         .await
         .expect("valid");
-    assert_eq!(keys.cached_keys(), 1);
+    assert_eq!(keys.cached_keys().await, 1);
     let seen = keys
         .get(&workspace.id, &key.id)
         .await
@@ -216,5 +217,67 @@ async fn cached_keys_follow_revocation(backend: Backend) {
             .await
             .is_err(),
         "refused once the cache forgets"
+    );
+}
+
+/// Authentication writes nothing: uses are noted in memory and written together by
+/// `write_uses`, each key's at most once a minute.
+async fn key_uses_are_written_in_batches_at_most_once_a_minute(backend: Backend) {
+    let (test_db, clock) = setup(backend).await;
+    let clock_arc: Arc<dyn Clock> = Arc::new(clock.clone());
+    let (workspace, _, _) = WorkspaceStore::new(test_db.db.clone(), clock_arc.clone())
+        .create_with_owner_key(WorkspaceName::parse("acme").expect("name"))
+        .await
+        .expect("workspace");
+    let keys = ApiKeyStore::new(test_db.db.clone(), clock_arc.clone());
+    let auth = Authenticator::new(keys.clone(), clock_arc);
+    let mut created = Vec::new();
+    for name in ["one", "two"] {
+        created.push(
+            keys.create(&workspace.id, new_key(name, None, &clock))
+                .await
+                .expect("key"),
+        );
+    }
+    let last_used = |i: usize| {
+        let (keys, workspace, id) = (keys.clone(), workspace.id.clone(), created[i].0.id.clone());
+        async move {
+            keys.get(&workspace, &id)
+                .await
+                .expect("get")
+                .expect("key")
+                .last_used_at
+        }
+    };
+    let use_all = || async {
+        for (_, secret) in &created {
+            let header = format!("Bearer {}", secret.expose());
+            auth.authenticate(Some(&header)).await.expect("valid");
+        }
+    };
+
+    use_all().await;
+    assert_eq!((last_used(0).await, last_used(1).await), (None, None));
+    keys.write_uses().await.expect("write");
+    let first = clock.now();
+    assert_eq!(last_used(0).await, Some(first));
+    assert_eq!(last_used(1).await, Some(first));
+
+    clock.advance(Duration::from_secs(30));
+    use_all().await;
+    keys.write_uses().await.expect("write");
+    assert_eq!(
+        last_used(0).await,
+        Some(first),
+        "within the minute: not written"
+    );
+
+    clock.advance(Duration::from_secs(31));
+    use_all().await;
+    keys.write_uses().await.expect("write");
+    assert_eq!(
+        last_used(1).await,
+        Some(clock.now()),
+        "a minute on: written"
     );
 }

@@ -256,6 +256,11 @@ impl Application {
             self.state.idempotency().clone(),
             stop_rx.clone(),
         ));
+        let key_uses = {
+            let keys = self.state.api_keys().clone();
+            let stop = stop_rx.clone();
+            tokio::spawn(async move { keys.record_uses(stop).await })
+        };
         let job_upkeep = self.background_upkeep.then(|| {
             tokio::spawn(
                 self.jobs
@@ -280,6 +285,11 @@ impl Application {
         api.await.context("the API server panicked")?;
         let _ = admin.await;
         let _ = maintenance.await;
+        // Requests have finished: write the key uses they noted.
+        let _ = key_uses.await;
+        if let Err(err) = self.state.api_keys().write_uses().await {
+            tracing::warn!(error = %err, "could not record the last key uses");
+        }
         if let Some(upkeep) = job_upkeep {
             let _ = upkeep.await;
         }

@@ -1,0 +1,71 @@
+//! When keys were last used, written off the request path: authentication notes a key's use in
+//! memory, and [`ApiKeyStore::record_uses`](crate::ApiKeyStore::record_uses) writes the uses
+//! noted since its last pass in one transaction, every [`FLUSH_EVERY`]. A key's use is written
+//! at most once a [`RESOLUTION`]: `last_used_at` says roughly when, and a write per request
+//! would make every authenticated read a database write.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use pier_core::Timestamp;
+
+/// How often noted uses are written.
+pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// A key's use is written at most this often.
+pub const RESOLUTION: Duration = Duration::from_secs(60);
+/// The most keys whose use waits to be written; uses of keys beyond it are dropped until the
+/// next pass (and counted), so a flood of keys cannot grow memory.
+const MAX_PENDING: usize = 100_000;
+
+#[derive(Debug, Default)]
+struct Uses {
+    /// Key id → its latest use, not yet written.
+    pending: HashMap<String, Timestamp>,
+    /// Key id → the use last written, for keys written within the resolution.
+    written: HashMap<String, Timestamp>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct KeyUses(Mutex<Uses>);
+
+impl KeyUses {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Uses> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Notes that key `id` was used at `at`.
+    pub(crate) fn note(&self, id: &str, at: Timestamp) {
+        let mut uses = self.lock();
+        if uses
+            .written
+            .get(id)
+            .is_some_and(|&last| at.duration_since(last) < RESOLUTION)
+        {
+            return;
+        }
+        if let Some(pending) = uses.pending.get_mut(id) {
+            *pending = (*pending).max(at);
+        } else if uses.pending.len() < MAX_PENDING {
+            uses.pending.insert(id.to_owned(), at);
+        } else {
+            metrics::counter!("pier_auth_key_uses_dropped_total").increment(1);
+        }
+    }
+
+    /// The uses to write now.
+    pub(crate) fn take(&self) -> Vec<(String, Timestamp)> {
+        self.lock().pending.drain().collect()
+    }
+
+    /// Notes that `written` reached the database at `now`, and forgets writes older than the
+    /// resolution (so `written` holds only the keys used within it).
+    pub(crate) fn wrote(&self, written: Vec<(String, Timestamp)>, now: Timestamp) {
+        let mut uses = self.lock();
+        uses.written
+            .retain(|_, &mut last| now.duration_since(last) < RESOLUTION);
+        uses.written.extend(written);
+    }
+}
