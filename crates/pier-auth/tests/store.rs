@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pier_auth::{
-    ApiKeyFilter, ApiKeyStore, Authenticator, KeyName, KeySecret, NewApiKey, Role, WorkspaceName,
-    WorkspaceStore,
+    ApiKeyFilter, ApiKeyStore, Authenticator, KeyName, KeySecret, NewApiKey, Role, Workspace,
+    WorkspaceName, WorkspaceStore,
 };
 use pier_core::{Clock, ManualClock};
 use pier_testkit::{Backend, TestDb, on_both_backends};
@@ -21,6 +21,17 @@ on_both_backends!(
 async fn setup(backend: Backend) -> (TestDb, ManualClock) {
     let db = TestDb::new(&backend, &[pier_db::MIGRATIONS, pier_auth::MIGRATIONS]).await;
     (db, ManualClock::starting_now())
+}
+
+/// A fresh database holding one workspace, and the clock as itself and as a `dyn Clock`.
+async fn with_workspace(backend: Backend) -> (TestDb, ManualClock, Arc<dyn Clock>, Workspace) {
+    let (test_db, clock) = setup(backend).await;
+    let clock_arc: Arc<dyn Clock> = Arc::new(clock.clone());
+    let (workspace, _, _) = WorkspaceStore::new(test_db.db.clone(), clock_arc.clone())
+        .create_with_owner_key(WorkspaceName::parse("acme").expect("name"))
+        .await
+        .expect("workspace");
+    (test_db, clock, clock_arc, workspace)
 }
 
 fn new_key(name: &str, expires_in: Option<Duration>, clock: &ManualClock) -> NewApiKey {
@@ -95,12 +106,7 @@ async fn keys_authenticate_until_revoked_or_expired(backend: Backend) {
 }
 
 async fn pages_cover_keys_sharing_a_timestamp(backend: Backend) {
-    let (test_db, clock) = setup(backend).await;
-    let clock_arc: Arc<dyn Clock> = Arc::new(clock.clone());
-    let (workspace, _, _) = WorkspaceStore::new(test_db.db.clone(), clock_arc.clone())
-        .create_with_owner_key(WorkspaceName::parse("acme").expect("name"))
-        .await
-        .expect("workspace");
+    let (test_db, clock, clock_arc, workspace) = with_workspace(backend).await;
     let keys = ApiKeyStore::new(test_db.db.clone(), clock_arc);
     for i in 0..7 {
         keys.create(&workspace.id, new_key(&format!("k{i}"), None, &clock))
@@ -160,12 +166,7 @@ async fn bootstrap_happens_once_however_many_nodes_start(backend: Backend) {
 /// Authentication remembers keys: a revocation through the store takes effect on the next
 /// request; one written behind the store's back (another process) within the cache TTL.
 async fn cached_keys_follow_revocation(backend: Backend) {
-    let (test_db, clock) = setup(backend).await;
-    let clock_arc: Arc<dyn Clock> = Arc::new(clock.clone());
-    let (workspace, _, _) = WorkspaceStore::new(test_db.db.clone(), clock_arc.clone())
-        .create_with_owner_key(WorkspaceName::parse("acme").expect("name"))
-        .await
-        .expect("workspace");
+    let (test_db, clock, clock_arc, workspace) = with_workspace(backend).await;
     let ttl = Duration::from_secs(5);
     let keys = ApiKeyStore::with_cache_ttl(test_db.db.clone(), clock_arc.clone(), ttl);
     let auth = Authenticator::new(keys.clone(), clock_arc);
@@ -223,12 +224,7 @@ async fn cached_keys_follow_revocation(backend: Backend) {
 /// Authentication writes nothing: uses are noted in memory and written together by
 /// `write_uses`, each key's at most once a minute.
 async fn key_uses_are_written_in_batches_at_most_once_a_minute(backend: Backend) {
-    let (test_db, clock) = setup(backend).await;
-    let clock_arc: Arc<dyn Clock> = Arc::new(clock.clone());
-    let (workspace, _, _) = WorkspaceStore::new(test_db.db.clone(), clock_arc.clone())
-        .create_with_owner_key(WorkspaceName::parse("acme").expect("name"))
-        .await
-        .expect("workspace");
+    let (test_db, clock, clock_arc, workspace) = with_workspace(backend).await;
     let keys = ApiKeyStore::new(test_db.db.clone(), clock_arc.clone());
     let auth = Authenticator::new(keys.clone(), clock_arc);
     let mut created = Vec::new();
