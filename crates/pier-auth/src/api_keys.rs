@@ -268,10 +268,7 @@ impl ApiKeyStore {
         self.cache
             .get_or_load(&hash, || self.read_by_hash(&hash))
             .await
-            .map_err(|shared| {
-                // Callers that waited on one failed load share its error.
-                Arc::try_unwrap(shared).unwrap_or_else(|e| sqlx::Error::Protocol(e.to_string()))
-            })
+            .map_err(pier_db::unshare)
     }
 
     async fn read_by_hash(&self, hash: &str) -> Result<Option<ApiKey>, sqlx::Error> {

@@ -1,7 +1,9 @@
 //! Workspaces: the tenant boundary. Every tenant-owned row carries a `workspace_id`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use pier_cache::{Cache, Settings};
 use pier_core::{Clock, Label, Timestamp, WorkspaceId};
 use pier_db::{Db, Tx, with_reader, with_tx};
 use serde::Serialize;
@@ -36,15 +38,30 @@ impl From<WorkspaceRow> for Workspace {
     }
 }
 
+/// Workspaces on the configured database. Every authenticated request reads its workspace, so
+/// reads are served from a cache (shared by clones): a workspace never changes once created (no
+/// route or command renames or deletes one), so an entry cannot go stale; the TTL only returns
+/// the memory of workspaces no longer used. Whatever starts changing workspaces must invalidate.
 #[derive(Debug, Clone)]
 pub struct WorkspaceStore {
     db: Db,
     clock: Arc<dyn Clock>,
+    cache: Cache<Workspace>,
 }
 
 impl WorkspaceStore {
     pub fn new(db: Db, clock: Arc<dyn Clock>) -> Self {
-        Self { db, clock }
+        let settings = Settings {
+            capacity: 10_000,
+            ttl: Duration::from_secs(300),
+            negative_ttl: Duration::from_secs(1),
+            jitter: 0.2,
+        };
+        Self {
+            db,
+            cache: Cache::new("workspaces", settings, clock.clone()),
+            clock,
+        }
     }
 
     /// Creates a workspace and its first owner key in one transaction.
@@ -93,6 +110,13 @@ impl WorkspaceStore {
     }
 
     pub async fn get(&self, id: &WorkspaceId) -> Result<Option<Workspace>, sqlx::Error> {
+        self.cache
+            .get_or_load(id.as_str(), || self.read(id))
+            .await
+            .map_err(pier_db::unshare)
+    }
+
+    async fn read(&self, id: &WorkspaceId) -> Result<Option<Workspace>, sqlx::Error> {
         let row: Option<WorkspaceRow> = with_reader!(&self.db, pool => {
             sqlx::query_as("SELECT id, name, created_at FROM workspaces WHERE id = $1")
                 .bind(id.as_str())

@@ -189,6 +189,12 @@ macro_rules! with_tx {
     };
 }
 
+/// The error of one database operation that several callers awaited together (a cache's single
+/// load): the error itself for the last holder, else a protocol error that describes it.
+pub fn unshare(shared: std::sync::Arc<sqlx::Error>) -> sqlx::Error {
+    std::sync::Arc::try_unwrap(shared).unwrap_or_else(|e| sqlx::Error::Protocol(e.to_string()))
+}
+
 /// True when `err` is a unique-constraint violation, which callers map to a domain conflict.
 pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
