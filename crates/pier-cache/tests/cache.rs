@@ -245,3 +245,49 @@ async fn memory_stays_within_the_capacity() {
     cache.sync().await;
     assert!(cache.len() <= 1_000, "{} entries", cache.len());
 }
+
+/// Every outcome is counted under the cache's name, as Prometheus renders it.
+#[tokio::test]
+async fn hits_misses_loads_and_evictions_are_counted() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let rendered = recorder.handle();
+    let clock = ManualClock::starting_now();
+    let settings = Settings {
+        capacity: 2,
+        ..SETTINGS
+    };
+    let cache = metrics::with_local_recorder(&recorder, || {
+        Cache::new("counted", settings, Arc::new(clock.clone()))
+    });
+    let calls = AtomicUsize::new(0);
+    for key in ["a", "a", "a", "gone", "b", "c", "d"] {
+        let value = (key != "gone").then_some("v");
+        cache
+            .get_or_load(key, counting(&calls, value))
+            .await
+            .expect("loads");
+    }
+    let failing = || std::future::ready(Err::<Option<String>, _>("down"));
+    cache.get_or_load("e", failing).await.expect_err("fails");
+    cache.sync().await;
+    let text = rendered.render();
+    for line in [
+        r#"pier_cache_hits_total{cache="counted"} 2"#,
+        r#"pier_cache_misses_total{cache="counted"} 6"#,
+        r#"pier_cache_loads_total{cache="counted",outcome="found"} 4"#,
+        r#"pier_cache_loads_total{cache="counted",outcome="absent"} 1"#,
+        r#"pier_cache_loads_total{cache="counted",outcome="failed"} 1"#,
+    ] {
+        assert!(text.contains(line), "{line} in\n{text}");
+    }
+    let evicted = text
+        .lines()
+        .find(|l| l.starts_with(r#"pier_cache_evictions_total{cache="counted",reason="size"}"#))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(
+        evicted >= 3,
+        "5 entries into a capacity of 2: {evicted} evicted\n{text}"
+    );
+}
