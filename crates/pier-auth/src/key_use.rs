@@ -69,3 +69,45 @@ impl KeyUses {
         uses.written.extend(written);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: u64) -> Timestamp {
+        Timestamp::from_micros(1_700_000_000_000_000).saturating_add(Duration::from_secs(secs))
+    }
+
+    #[test]
+    fn pending_uses_are_bounded_and_keep_the_latest() {
+        let uses = KeyUses::default();
+        for i in 0..=MAX_PENDING {
+            uses.note(&format!("key_{i}"), at(0));
+        }
+        uses.note("key_0", at(5));
+        let taken = uses.take();
+        assert_eq!(
+            taken.len(),
+            MAX_PENDING,
+            "the key past the bound was dropped"
+        );
+        assert!(taken.contains(&("key_0".to_owned(), at(5))));
+        assert!(uses.take().is_empty(), "taking empties the queue");
+    }
+
+    #[test]
+    fn written_keys_wait_out_the_resolution_and_are_then_forgotten() {
+        let uses = KeyUses::default();
+        uses.note("key_a", at(0));
+        uses.wrote(uses.take(), at(0));
+        uses.note("key_a", at(59));
+        assert!(uses.take().is_empty(), "within the resolution");
+        uses.note("key_a", at(60));
+        assert_eq!(uses.take(), vec![("key_a".to_owned(), at(60))]);
+        uses.wrote(Vec::new(), at(61));
+        assert!(
+            uses.lock().written.is_empty(),
+            "a write older than the resolution is forgotten"
+        );
+    }
+}
