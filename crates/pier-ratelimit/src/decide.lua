@@ -22,6 +22,12 @@
 
 local floor, pack, unpack_state = math.floor, struct.pack, struct.unpack
 
+-- Whole milliseconds as text for `PX`: tostring would write 10^14 and above as `1e+14`, which
+-- Redis refuses.
+local function ms_text(ms)
+  return string.format('%d', ms)
+end
+
 local now
 if ARGV[1] ~= '' then
   now = tonumber(ARGV[1])
@@ -42,7 +48,7 @@ for i = 1, tonumber(ARGV[2]) do
     local window_end = (index + 1) * p
     policy.index, policy.weight = index, p - (now - index * p)
     -- The sliding window keeps its count for one more window, as the next one's previous.
-    policy.ttl = tostring(policy.fixed and window_end - now or window_end + p - now)
+    policy.ttl = ms_text(policy.fixed and window_end - now or window_end + p - now)
   end
   policies[i] = policy
   a = a + 4
@@ -95,7 +101,7 @@ while a <= #ARGV do
           if frac > 0 then ttl = whole + 1 end
           local text = gcra_ttls[ttl]
           if not text then
-            text = tostring(ttl)
+            text = ms_text(ttl)
             gcra_ttls[ttl] = text
           end
           states[i], ttls[i] = pack('<dd', now + whole, frac), text

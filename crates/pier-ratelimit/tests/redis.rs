@@ -254,3 +254,31 @@ async fn a_stalled_redis_is_given_up_on_after_the_timeout() {
         started.elapsed()
     );
 }
+
+/// A state that lasts longer than 10^14 ms (a burst spent under a policy of one a year) is
+/// written with its expiry in whole digits: Lua's own number-to-text would give `3.16224e+15`,
+/// which Redis refuses as an expiry, failing the decision.
+#[tokio::test]
+#[ignore = "needs Redis: set PIER_TEST_REDIS_URL"]
+async fn a_state_lasting_millennia_is_still_written() {
+    let url = pier_testkit::redis_url();
+    let limiter = shared_limiter(&url, Duration::from_secs(5)).await;
+    let policy = Policy::server(
+        "yearly",
+        "gcra 1/366d burst=100000 fail_closed"
+            .parse()
+            .expect("spec"),
+    );
+    let key = fresh_key("yearly");
+    let spent = limiter
+        .check(&policy, &key, 100_000)
+        .await
+        .expect("decides");
+    assert!(
+        spent.allowed,
+        "Redis decided and wrote the state: {spent:?}"
+    );
+    let next = limiter.check(&policy, &key, 1).await.expect("decides");
+    assert!(!next.allowed);
+    assert!(next.retry_after > Duration::from_secs(3600 * 24 * 365));
+}
