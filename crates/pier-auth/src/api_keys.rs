@@ -348,9 +348,18 @@ impl ApiKeyStore {
         row.map(|r| ApiKey::try_from(r.key)).transpose()
     }
 
-    /// Notes that `key` was used now; [`record_uses`](Self::record_uses) writes it.
+    /// Notes that `key` was used now; [`record_uses`](Self::record_uses) writes it. A key whose
+    /// stored use is already within the resolution needs nothing, which most requests learn
+    /// from the cached key without taking the shared lock.
     pub(crate) fn note_use(&self, key: &ApiKey) {
-        self.uses.note(key.id.as_str(), self.clock.now());
+        let now = self.clock.now();
+        if key
+            .last_used_at
+            .is_some_and(|last| now.duration_since(last) < key_use::RESOLUTION)
+        {
+            return;
+        }
+        self.uses.note(key.id.as_str(), now);
     }
 
     /// Writes the noted key uses every [`key_use::FLUSH_EVERY`] until `stop`; the caller writes
