@@ -28,6 +28,12 @@ pub fn plain_text(text: &str, min: usize, max: usize) -> Result<(), String> {
     }
 }
 
+/// `text` trimmed, if it then passes [`plain_text`]: the rule of every name-like field.
+pub fn trimmed_text(text: &str, max: usize) -> Result<String, String> {
+    let trimmed = text.trim();
+    plain_text(trimmed, 1, max).map(|()| trimmed.to_owned())
+}
+
 /// "must be from A to B".
 pub fn range_message<T: std::fmt::Display>(range: &std::ops::RangeInclusive<T>) -> String {
     format!("must be from {} to {}", range.start(), range.end())
@@ -42,8 +48,7 @@ impl Label {
     pub const MAX_CHARS: usize = 100;
 
     pub fn parse(text: &str) -> Result<Self, String> {
-        let trimmed = text.trim();
-        plain_text(trimmed, 1, Self::MAX_CHARS).map(|()| Self(trimmed.to_owned()))
+        trimmed_text(text, Self::MAX_CHARS).map(Self)
     }
 
     pub fn as_str(&self) -> &str {

@@ -1,0 +1,43 @@
+-- Short links. `slug` is unique across the service (the redirect path knows no workspace) and
+-- compared case-sensitively, as text is here. `clicks` counts human visits; the hourly table
+-- holds the series, bots apart. `version` moves on every change the owner makes (not on
+-- clicks), so it is the ETag a conditional update compares.
+CREATE TABLE links (
+    id              TEXT PRIMARY KEY,
+    workspace_id    TEXT NOT NULL,
+    slug            TEXT NOT NULL UNIQUE,
+    url             TEXT NOT NULL,
+    title           TEXT,
+    tags            TEXT NOT NULL,
+    redirect_status INTEGER NOT NULL,
+    expires_at      BIGINT,
+    max_clicks      BIGINT,
+    password_hash   TEXT,
+    created_by      TEXT NOT NULL,
+    version         BIGINT NOT NULL,
+    clicks          BIGINT NOT NULL DEFAULT 0,
+    created_at      BIGINT NOT NULL,
+    updated_at      BIGINT NOT NULL
+);
+CREATE INDEX links_by_workspace ON links (workspace_id, created_at, id);
+
+-- One row per tag of a link, ordered like the list, so `?tag=` pages by keyset over the
+-- links that carry it instead of scanning the workspace for them.
+CREATE TABLE link_tags (
+    workspace_id TEXT NOT NULL,
+    tag          TEXT NOT NULL,
+    created_at   BIGINT NOT NULL,
+    link_id      TEXT NOT NULL,
+    PRIMARY KEY (workspace_id, tag, created_at, link_id)
+);
+CREATE INDEX link_tags_by_link ON link_tags (link_id);
+
+-- Visits per link and hour (`hour` is the hour's first microsecond), written by the click
+-- flusher in batches.
+CREATE TABLE link_clicks_hourly (
+    link_id TEXT NOT NULL,
+    hour    BIGINT NOT NULL,
+    humans  BIGINT NOT NULL,
+    bots    BIGINT NOT NULL,
+    PRIMARY KEY (link_id, hour)
+);

@@ -1,0 +1,215 @@
+//! The redirect lookup: what a slug answers, served from a [`pier_cache::Cache`] so a hot slug
+//! costs no database read and a cold one costs one however many visitors ask at once. Unknown
+//! slugs are remembered too, briefly, so a scan of random paths does not reach the database
+//! on every request.
+//!
+//! Every write that changes what a slug answers (create, which may replace a remembered
+//! "unknown", update and delete) forgets the slug when it commits: on this node at once, on the
+//! others through a notification sent in the same transaction (PostgreSQL `NOTIFY`; SQLite has
+//! one process). A node whose listener reconnects forgets everything, since it may have missed
+//! some. The TTL bounds what is left.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use pier_cache::{Cache, Settings};
+use pier_core::{Clock, Timestamp};
+use pier_db::{Db, Notice, Relay, Tx, with_reader, with_writer};
+
+use crate::clicks::{ClickBuffer, Visitor};
+use crate::link::{LinkId, RedirectStatus};
+
+/// The notification channel of changed slugs; the payload is the slug.
+const CHANNEL: &str = "pier_links";
+
+/// What the redirect path needs to know of a link.
+#[derive(Debug)]
+pub struct Destination {
+    pub link_id: LinkId,
+    pub url: String,
+    pub status: RedirectStatus,
+    pub expires_at: Option<Timestamp>,
+    pub max_clicks: Option<i64>,
+    password_hash: Option<String>,
+    /// Set once a click was refused for `max_clicks`, so an exhausted link costs no more
+    /// writes until an update (which loads a new destination) raises the limit.
+    exhausted: AtomicBool,
+}
+
+/// Whether a destination takes visitors now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Availability {
+    Open,
+    Expired,
+    Exhausted,
+}
+
+impl Destination {
+    pub fn availability(&self, now: Timestamp) -> Availability {
+        if self.expires_at.is_some_and(|at| at <= now) {
+            Availability::Expired
+        } else if self.exhausted.load(Ordering::Relaxed) {
+            Availability::Exhausted
+        } else {
+            Availability::Open
+        }
+    }
+
+    pub fn needs_password(&self) -> bool {
+        self.password_hash.is_some()
+    }
+
+    /// Checks a visitor's password: tens of milliseconds of CPU, so call it on a blocking
+    /// thread. A link without a password takes none.
+    pub fn password_matches(&self, password: &str) -> bool {
+        self.password_hash
+            .as_deref()
+            .is_some_and(|phc| crate::password::verify(password, phc))
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct DestinationRow {
+    id: String,
+    url: String,
+    redirect_status: i32,
+    expires_at: Option<i64>,
+    max_clicks: Option<i64>,
+    password_hash: Option<String>,
+    clicks: i64,
+}
+
+/// The redirect lookup and the click recorder. Clones share the cache and the buffer.
+#[derive(Debug, Clone)]
+pub struct Redirects {
+    db: Db,
+    clock: Arc<dyn Clock>,
+    cache: Cache<Arc<Destination>>,
+    clicks: Arc<ClickBuffer>,
+}
+
+impl Redirects {
+    /// Slugs remembered at most, by default.
+    pub const DEFAULT_CAPACITY: u64 = 100_000;
+
+    pub fn new(db: Db, clock: Arc<dyn Clock>, cache: Settings, clicks: ClickBuffer) -> Self {
+        Self {
+            cache: Cache::new("links", cache, clock.clone()),
+            db,
+            clock,
+            clicks: Arc::new(clicks),
+        }
+    }
+
+    /// Adds the channel of changed slugs to `relay` (PostgreSQL; on SQLite every write
+    /// happens in this process).
+    #[must_use]
+    pub fn listen(&self, relay: Relay) -> Relay {
+        let cache = self.cache.clone();
+        relay.on(CHANNEL, move |notice| match notice {
+            Notice::Message(slug) => cache.invalidate(slug),
+            Notice::Connected => cache.clear(),
+        })
+    }
+
+    /// Makes every node forget `slugs` once `tx` commits.
+    pub(crate) async fn forget_on_commit(
+        &self,
+        tx: &mut Tx,
+        slugs: impl IntoIterator<Item = String>,
+    ) -> Result<(), sqlx::Error> {
+        let mut slugs: Vec<String> = slugs.into_iter().collect();
+        slugs.dedup();
+        tx.notify(CHANNEL, &slugs).await?;
+        let cache = self.cache.clone();
+        tx.after_commit(move || slugs.iter().for_each(|s| cache.invalidate(s)));
+        Ok(())
+    }
+
+    /// What `slug` answers, if it is a link.
+    pub async fn resolve(&self, slug: &str) -> Result<Option<Arc<Destination>>, sqlx::Error> {
+        self.cache
+            .get_or_load(slug, || self.load(slug))
+            .await
+            .map_err(pier_db::unshare)
+    }
+
+    async fn load(&self, slug: &str) -> Result<Option<Arc<Destination>>, sqlx::Error> {
+        let row: Option<DestinationRow> = with_reader!(&self.db, pool => {
+            sqlx::query_as(
+                "SELECT id, url, redirect_status, expires_at, max_clicks, password_hash, clicks \
+                 FROM links WHERE slug = $1",
+            )
+            .bind(slug)
+            .fetch_optional(pool)
+            .await
+        })?;
+        let Some(row) = row else { return Ok(None) };
+        let status = u16::try_from(row.redirect_status)
+            .ok()
+            .and_then(RedirectStatus::from_code)
+            .unwrap_or_default();
+        Ok(Some(Arc::new(Destination {
+            link_id: LinkId::from_trusted(row.id),
+            url: row.url,
+            status,
+            expires_at: row.expires_at.map(Timestamp::from_micros),
+            exhausted: AtomicBool::new(row.max_clicks.is_some_and(|max| row.clicks >= max)),
+            max_clicks: row.max_clicks,
+            password_hash: row.password_hash,
+        })))
+    }
+
+    /// Lets a visitor through and records the click, or refuses it because the link's
+    /// `max_clicks` are spent (`Ok(false)`).
+    ///
+    /// Bots pass without spending a click (a chat app's link preview must not use up a
+    /// one-time link) and are counted apart. A human click on a link with `max_clicks` takes
+    /// its click with one conditional update, so the limit holds exactly across concurrent
+    /// visitors and nodes: the one write the redirect path waits for, and only on such links.
+    /// Every other click goes to the buffer, which a background task writes in batches.
+    pub async fn admit(&self, dest: &Destination, visitor: Visitor) -> Result<bool, sqlx::Error> {
+        let counted = match dest.max_clicks {
+            Some(_) if !visitor.is_bot() => {
+                if !self.take_click(&dest.link_id).await? {
+                    dest.exhausted.store(true, Ordering::Relaxed);
+                    return Ok(false);
+                }
+                true
+            }
+            _ => false,
+        };
+        self.clicks
+            .record(&dest.link_id, self.clock.now(), visitor, counted);
+        Ok(true)
+    }
+
+    async fn take_click(&self, link: &LinkId) -> Result<bool, sqlx::Error> {
+        let taken = with_writer!(&self.db, pool => {
+            sqlx::query(
+                "UPDATE links SET clicks = clicks + 1 WHERE id = $1 AND clicks < max_clicks",
+            )
+            .bind(link.as_str())
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+        })?;
+        Ok(taken == 1)
+    }
+
+    /// The click buffer, for the flusher and tests.
+    pub fn clicks(&self) -> &ClickBuffer {
+        &self.clicks
+    }
+
+    /// Writes the buffered clicks (see [`ClickBuffer::flush`]).
+    pub async fn flush_clicks(&self) -> Result<usize, sqlx::Error> {
+        self.clicks.flush(&self.db).await
+    }
+
+    /// How many slugs the cache holds.
+    pub async fn cached_slugs(&self) -> u64 {
+        self.cache.sync().await;
+        self.cache.len()
+    }
+}

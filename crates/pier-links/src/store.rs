@@ -1,0 +1,452 @@
+//! Links on the configured database: create (with collision-safe generated slugs), read, list
+//! by keyset with filters, conditional update and delete. Every write that changes what a slug
+//! answers tells every node's redirect cache (see [`crate::redirect`]).
+
+use std::sync::Arc;
+
+use pier_core::{Clock, Timestamp, WorkspaceId};
+use pier_db::{Db, JsonList, Tx, with_reader, with_tx};
+
+use crate::link::{Link, LinkFields, LinkId, PasswordChange, RedirectStatus};
+use crate::redirect::Redirects;
+use crate::{Slug, Tag};
+
+/// How many generated slugs a create tries before giving up; with 56^7 slugs a second try is
+/// already rare.
+const SLUG_ATTEMPTS: usize = 8;
+
+/// Why a write was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("the slug `{0}` is taken")]
+    SlugTaken(String),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+/// Filters for listing links; all that are set must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkFilter {
+    /// Links carrying this tag.
+    pub tag: Option<String>,
+    /// Links whose slug, URL or title contains this text, without regard to ASCII case.
+    pub q: Option<String>,
+    pub created_after: Option<Timestamp>,
+    pub created_before: Option<Timestamp>,
+}
+
+/// A position in the list: the `(created_at, id)` of the last link of the previous page.
+pub type ListPosition = (i64, String);
+
+type SlugSource = Arc<dyn Fn() -> Slug + Send + Sync>;
+
+/// Links, and the redirect cache their writes keep current. Clones share both.
+#[derive(Clone)]
+pub struct LinkStore {
+    db: Db,
+    clock: Arc<dyn Clock>,
+    redirects: Redirects,
+    slugs: SlugSource,
+}
+
+impl std::fmt::Debug for LinkStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkStore").finish_non_exhaustive()
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct LinkRow {
+    id: String,
+    workspace_id: String,
+    slug: String,
+    url: String,
+    title: Option<String>,
+    tags: String,
+    redirect_status: i32,
+    expires_at: Option<i64>,
+    max_clicks: Option<i64>,
+    has_password: bool,
+    created_by: String,
+    version: i64,
+    clicks: i64,
+    created_at: i64,
+    updated_at: i64,
+}
+
+/// The columns of [`LinkRow`], of the table aliased `l` in reads.
+const COLUMNS: &str = "l.id, l.workspace_id, l.slug, l.url, l.title, l.tags, l.redirect_status, \
+                       l.expires_at, l.max_clicks, l.password_hash IS NOT NULL AS has_password, \
+                       l.created_by, l.version, l.clicks, l.created_at, l.updated_at";
+/// The same, for `RETURNING` (which SQLite lets name only the bare table's columns).
+const RETURNED: &str = "id, workspace_id, slug, url, title, tags, redirect_status, expires_at, \
+                        max_clicks, password_hash IS NOT NULL AS has_password, created_by, \
+                        version, clicks, created_at, updated_at";
+
+impl TryFrom<LinkRow> for Link {
+    type Error = sqlx::Error;
+    fn try_from(row: LinkRow) -> Result<Self, sqlx::Error> {
+        let decode = |e: String| sqlx::Error::Decode(e.into());
+        let status = u16::try_from(row.redirect_status)
+            .ok()
+            .and_then(RedirectStatus::from_code)
+            .ok_or_else(|| decode(format!("redirect status {}", row.redirect_status)))?;
+        Ok(Self {
+            id: LinkId::from_trusted(row.id),
+            workspace_id: WorkspaceId::from_trusted(row.workspace_id),
+            slug: row.slug,
+            url: row.url,
+            title: row.title,
+            tags: serde_json::from_str(&row.tags).map_err(|e| decode(e.to_string()))?,
+            redirect_status: status,
+            expires_at: row.expires_at.map(Timestamp::from_micros),
+            max_clicks: row.max_clicks,
+            has_password: row.has_password,
+            created_by: row.created_by,
+            version: row.version,
+            clicks: row.clicks,
+            created_at: Timestamp::from_micros(row.created_at),
+            updated_at: Timestamp::from_micros(row.updated_at),
+        })
+    }
+}
+
+fn tags_json(tags: &[Tag]) -> String {
+    serde_json::Value::from(tags.iter().map(Tag::as_str).collect::<Vec<_>>()).to_string()
+}
+
+/// Binds a link's owner-set fields as `$1` to `$7`: slug, url, title, tags, redirect_status,
+/// expires_at, max_clicks (the order both writes name them in).
+macro_rules! bind_fields {
+    ($query:expr, $slug:expr, $fields:expr) => {
+        $query
+            .bind($slug.as_str())
+            .bind($fields.target.as_str())
+            .bind($fields.title.as_ref().map(|t| t.as_str()))
+            .bind(tags_json(&$fields.tags))
+            .bind(i32::from($fields.redirect_status.code()))
+            .bind($fields.expires_at.map(Timestamp::as_micros))
+            .bind($fields.max_clicks)
+    };
+}
+
+/// A value bound to a statement assembled from optional parts.
+enum Bind {
+    Text(String),
+    Int(i64),
+}
+
+impl LinkStore {
+    pub fn new(db: Db, clock: Arc<dyn Clock>, redirects: Redirects) -> Self {
+        Self {
+            db,
+            clock,
+            redirects,
+            slugs: Arc::new(Slug::generate),
+        }
+    }
+
+    /// Draws generated slugs from `source` instead of at random (tests force collisions).
+    #[must_use]
+    pub fn with_slug_source(mut self, source: impl Fn() -> Slug + Send + Sync + 'static) -> Self {
+        self.slugs = Arc::new(source);
+        self
+    }
+
+    /// The redirect lookup these writes keep current.
+    pub fn redirects(&self) -> &Redirects {
+        &self.redirects
+    }
+
+    /// Creates a link. A chosen slug that is taken is [`LinkError::SlugTaken`]; a generated one
+    /// that is taken (another create drew it first) is drawn again.
+    pub async fn create(
+        &self,
+        workspace: &WorkspaceId,
+        created_by: &str,
+        fields: LinkFields,
+    ) -> Result<Link, LinkError> {
+        let chosen = fields.slug.is_some();
+        let mut attempts = 0;
+        loop {
+            let slug = fields.slug.clone().unwrap_or_else(|| (self.slugs)());
+            attempts += 1;
+            match self.insert(workspace, created_by, &fields, &slug).await {
+                Err(LinkError::SlugTaken(_)) if !chosen && attempts < SLUG_ATTEMPTS => {
+                    tracing::debug!(attempts, "generated slug was taken; drawing another");
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn insert(
+        &self,
+        workspace: &WorkspaceId,
+        created_by: &str,
+        fields: &LinkFields,
+        slug: &Slug,
+    ) -> Result<Link, LinkError> {
+        let now = self.clock.now();
+        let id = LinkId::new(now);
+        let password = match &fields.password {
+            PasswordChange::Set(hash) => Some(hash.as_str()),
+            PasswordChange::Keep | PasswordChange::Remove => None,
+        };
+        let sql = format!(
+            "INSERT INTO links (slug, url, title, tags, redirect_status, expires_at, max_clicks, \
+             id, workspace_id, password_hash, created_by, version, clicks, created_at, \
+             updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, 0, $12, $12) \
+             RETURNING {RETURNED}"
+        );
+        let mut tx = self.db.begin().await?;
+        let row: LinkRow = with_tx!(&mut tx, conn => {
+            bind_fields!(sqlx::query_as(&sql), slug, fields)
+                .bind(id.as_str())
+                .bind(workspace.as_str())
+                .bind(password)
+                .bind(created_by)
+                .bind(now.as_micros())
+                .fetch_one(conn)
+                .await
+        })
+        .map_err(|e| slug_conflict(e, slug))?;
+        let link = Link::try_from(row)?;
+        self.write_tags(&mut tx, &link, &fields.tags).await?;
+        // A node may remember this slug as unknown.
+        self.redirects
+            .forget_on_commit(&mut tx, [link.slug.clone()])
+            .await?;
+        tx.commit().await?;
+        Ok(link)
+    }
+
+    async fn write_tags(&self, tx: &mut Tx, link: &Link, tags: &[Tag]) -> Result<(), sqlx::Error> {
+        with_tx!(tx, conn => {
+            sqlx::query("DELETE FROM link_tags WHERE link_id = $1")
+                .bind(link.id.as_str())
+                .execute(conn)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        if tags.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<[&str; 1]> = tags.iter().map(|t| [t.as_str()]).collect();
+        let list = JsonList::new(&rows)?;
+        let sql = format!(
+            "INSERT INTO link_tags (workspace_id, tag, created_at, link_id) \
+             SELECT $1, value ->> 0, $2, $3 FROM {}",
+            tx.backend().json_rows("$4")
+        );
+        with_tx!(tx, conn => {
+            sqlx::query(&sql)
+                .bind(link.workspace_id.as_str())
+                .bind(link.created_at.as_micros())
+                .bind(link.id.as_str())
+                .bind(list.as_str())
+                .execute(conn)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        Ok(())
+    }
+
+    pub async fn get(
+        &self,
+        workspace: &WorkspaceId,
+        id: &LinkId,
+    ) -> Result<Option<Link>, sqlx::Error> {
+        let row: Option<LinkRow> = self
+            .db
+            .find_owned("links l", COLUMNS, workspace.as_str(), id.as_str())
+            .await?;
+        row.map(Link::try_from).transpose()
+    }
+
+    pub async fn get_by_slug(
+        &self,
+        workspace: &WorkspaceId,
+        slug: &str,
+    ) -> Result<Option<Link>, sqlx::Error> {
+        let sql =
+            format!("SELECT {COLUMNS} FROM links l WHERE l.slug = $1 AND l.workspace_id = $2");
+        let row: Option<LinkRow> = with_reader!(&self.db, pool => {
+            sqlx::query_as(&sql)
+                .bind(slug)
+                .bind(workspace.as_str())
+                .fetch_optional(pool)
+                .await
+        })?;
+        row.map(Link::try_from).transpose()
+    }
+
+    /// Newest first, by keyset over `(created_at, id)`: page 1,000 costs what page 1 does. With
+    /// a tag, the walk is over that tag's index rows instead of the workspace's links.
+    pub async fn list(
+        &self,
+        workspace: &WorkspaceId,
+        filter: &LinkFilter,
+        after: Option<ListPosition>,
+        limit: u32,
+    ) -> Result<Vec<Link>, sqlx::Error> {
+        let mut binds = vec![Bind::Text(workspace.as_str().to_owned())];
+        let mut next = |bind: Bind| {
+            binds.push(bind);
+            format!("${}", binds.len())
+        };
+        // The walk's table: the tag index when filtering by tag, else the links themselves.
+        let (from, at, id) = match &filter.tag {
+            Some(tag) => (
+                format!(
+                    "link_tags t JOIN links l ON l.id = t.link_id \
+                     WHERE t.workspace_id = $1 AND t.tag = {}",
+                    next(Bind::Text(tag.clone()))
+                ),
+                "t.created_at",
+                "t.link_id",
+            ),
+            None => (
+                "links l WHERE l.workspace_id = $1".to_owned(),
+                "l.created_at",
+                "l.id",
+            ),
+        };
+        let mut sql = format!("SELECT {COLUMNS} FROM {from}");
+        if let Some(q) = &filter.q {
+            let p = next(Bind::Text(like_pattern(q)));
+            sql += &format!(
+                " AND (LOWER(l.slug) LIKE {p} ESCAPE '\\' OR LOWER(l.url) LIKE {p} ESCAPE '\\' \
+                 OR LOWER(COALESCE(l.title, '')) LIKE {p} ESCAPE '\\')"
+            );
+        }
+        if let Some(t) = filter.created_after {
+            sql += &format!(" AND {at} > {}", next(Bind::Int(t.as_micros())));
+        }
+        if let Some(t) = filter.created_before {
+            sql += &format!(" AND {at} < {}", next(Bind::Int(t.as_micros())));
+        }
+        if let Some((after_at, after_id)) = after {
+            let (a, i) = (next(Bind::Int(after_at)), next(Bind::Text(after_id)));
+            sql += &format!(" AND ({at}, {id}) < ({a}, {i})");
+        }
+        let l = next(Bind::Int(i64::from(limit)));
+        sql += &format!(" ORDER BY {at} DESC, {id} DESC LIMIT {l}");
+        let rows: Vec<LinkRow> = with_reader!(&self.db, pool => {
+            let mut query = sqlx::query_as(&sql);
+            for bind in binds {
+                query = match bind {
+                    Bind::Text(text) => query.bind(text),
+                    Bind::Int(n) => query.bind(n),
+                };
+            }
+            query.fetch_all(pool).await
+        })?;
+        rows.into_iter().map(Link::try_from).collect()
+    }
+
+    /// Replaces `seen`'s fields with `fields` unless the link changed since it was read (its
+    /// version moved), in which case `Ok(None)`. A new slug frees the old one.
+    pub async fn update(&self, seen: &Link, fields: LinkFields) -> Result<Option<Link>, LinkError> {
+        let slug = fields.slug.clone().unwrap_or_else(|| (self.slugs)());
+        let (keep_password, password) = match &fields.password {
+            PasswordChange::Keep => (true, None),
+            PasswordChange::Remove => (false, None),
+            PasswordChange::Set(hash) => (false, Some(hash.as_str())),
+        };
+        let sql = format!(
+            "UPDATE links SET slug = $1, url = $2, title = $3, tags = $4, \
+             redirect_status = $5, expires_at = $6, max_clicks = $7, \
+             password_hash = CASE WHEN $8 THEN password_hash ELSE $9 END, \
+             version = version + 1, updated_at = $10 \
+             WHERE workspace_id = $11 AND id = $12 AND version = $13 RETURNING {RETURNED}"
+        );
+        let mut tx = self.db.begin().await?;
+        let row: Option<LinkRow> = with_tx!(&mut tx, conn => {
+            bind_fields!(sqlx::query_as(&sql), slug, fields)
+                .bind(keep_password)
+                .bind(password)
+                .bind(self.clock.now().as_micros())
+                .bind(seen.workspace_id.as_str())
+                .bind(seen.id.as_str())
+                .bind(seen.version)
+                .fetch_optional(conn)
+                .await
+        })
+        .map_err(|e| slug_conflict(e, &slug))?;
+        let Some(row) = row else { return Ok(None) };
+        let link = Link::try_from(row)?;
+        self.write_tags(&mut tx, &link, &fields.tags).await?;
+        let slugs = [seen.slug.clone(), link.slug.clone()];
+        self.redirects.forget_on_commit(&mut tx, slugs).await?;
+        tx.commit().await?;
+        Ok(Some(link))
+    }
+
+    /// Deletes `seen` unless its version moved (`Ok(false)`); the slug is free at once, and the
+    /// link's tags and click series go with it.
+    pub async fn delete(&self, seen: &Link) -> Result<bool, sqlx::Error> {
+        let mut tx = self.db.begin().await?;
+        let deleted = with_tx!(&mut tx, conn => {
+            sqlx::query("DELETE FROM links WHERE workspace_id = $1 AND id = $2 AND version = $3")
+                .bind(seen.workspace_id.as_str())
+                .bind(seen.id.as_str())
+                .bind(seen.version)
+                .execute(conn)
+                .await
+                .map(|r| r.rows_affected())
+        })? == 1;
+        if !deleted {
+            return Ok(false);
+        }
+        for table in ["link_tags", "link_clicks_hourly"] {
+            let sql = format!("DELETE FROM {table} WHERE link_id = $1");
+            with_tx!(&mut tx, conn => {
+                sqlx::query(&sql)
+                    .bind(seen.id.as_str())
+                    .execute(conn)
+                    .await
+                    .map(|r| r.rows_affected())
+            })?;
+        }
+        self.redirects
+            .forget_on_commit(&mut tx, [seen.slug.clone()])
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+}
+
+fn slug_conflict(err: sqlx::Error, slug: &Slug) -> LinkError {
+    if pier_db::is_unique_violation(&err) {
+        LinkError::SlugTaken(slug.as_str().to_owned())
+    } else {
+        LinkError::Db(err)
+    }
+}
+
+/// `%text%` for `LIKE`, lowercased, with `LIKE`'s own characters escaped so they match
+/// themselves.
+fn like_pattern(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for c in text.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_patterns_match_their_text_literally() {
+        assert_eq!(like_pattern("Sale"), "%sale%");
+        assert_eq!(like_pattern("50%_off\\"), "%50\\%\\_off\\\\%");
+    }
+}

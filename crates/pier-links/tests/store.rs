@@ -1,0 +1,444 @@
+//! The links store, the redirect lookup and click recording against real databases, on both
+//! backends.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use pier_cache::Settings;
+use pier_core::{Clock, ManualClock, WorkspaceId};
+use pier_links::{
+    Availability, ClickBuffer, ClickSettings, LinkError, LinkFields, LinkFilter, LinkStore,
+    PasswordChange, RedirectStatus, Redirects, Slug, Tag, Target, Title, Visitor,
+};
+use pier_testkit::{Backend, TestDb, on_both_backends};
+
+on_both_backends!(
+    generated_slugs_stay_unique_when_32_creates_collide,
+    chosen_slugs_are_unique_case_sensitive_and_freed_by_delete,
+    lists_filter_by_tag_text_and_time_and_page_by_keyset,
+    updates_are_conditional_and_reach_the_redirect_lookup,
+    max_clicks_hold_exactly_under_200_concurrent_clicks,
+    clicks_are_flushed_into_hourly_counts_and_totals,
+    another_workspace_sees_nothing,
+);
+
+struct Fixture {
+    _db: TestDb,
+    db: pier_db::Db,
+    clock: ManualClock,
+    store: LinkStore,
+    workspace: WorkspaceId,
+}
+
+async fn fixture(backend: Backend) -> Fixture {
+    let test_db = TestDb::new(&backend, &[pier_db::MIGRATIONS, pier_links::MIGRATIONS]).await;
+    let clock = ManualClock::starting_now();
+    let clock_arc: Arc<dyn Clock> = Arc::new(clock.clone());
+    let cache = Settings {
+        capacity: 1000,
+        ttl: Duration::from_secs(300),
+        negative_ttl: Duration::from_secs(5),
+        jitter: 0.0,
+    };
+    let redirects = Redirects::new(
+        test_db.db.clone(),
+        clock_arc.clone(),
+        cache,
+        ClickBuffer::new(ClickSettings::default()),
+    );
+    Fixture {
+        db: test_db.db.clone(),
+        store: LinkStore::new(test_db.db.clone(), clock_arc, redirects),
+        workspace: WorkspaceId::new(clock.now()),
+        clock,
+        _db: test_db,
+    }
+}
+
+fn fields(slug: Option<&str>, url: &str) -> LinkFields {
+    LinkFields {
+        slug: slug.map(|s| Slug::parse(s).expect("slug")),
+        target: Target::parse(url).expect("url"),
+        title: None,
+        tags: Vec::new(),
+        redirect_status: RedirectStatus::default(),
+        expires_at: None,
+        max_clicks: None,
+        password: PasswordChange::Keep,
+    }
+}
+
+async fn generated_slugs_stay_unique_when_32_creates_collide(backend: Backend) {
+    let f = fixture(backend).await;
+    // Each slug is drawn twice, so half the draws collide with another create's.
+    let drawn = Arc::new(AtomicUsize::new(0));
+    let source = {
+        let drawn = drawn.clone();
+        move || {
+            let n = drawn.fetch_add(1, Ordering::SeqCst) / 2;
+            Slug::parse(&format!("gen{n}")).expect("slug")
+        }
+    };
+    let store = f.store.clone().with_slug_source(source);
+    let creates = (0..32).map(|i| {
+        let (store, ws) = (store.clone(), f.workspace.clone());
+        tokio::spawn(async move {
+            let url = format!("https://example.com/{i}");
+            store.create(&ws, "key_test", fields(None, &url)).await
+        })
+    });
+    let mut slugs = HashSet::new();
+    for create in creates.collect::<Vec<_>>() {
+        let link = create.await.expect("task").expect("every create succeeds");
+        assert!(slugs.insert(link.slug), "slugs are unique");
+    }
+    assert_eq!(slugs.len(), 32);
+    assert!(
+        drawn.load(Ordering::SeqCst) > 32,
+        "some draws collided and were redrawn"
+    );
+}
+
+async fn chosen_slugs_are_unique_case_sensitive_and_freed_by_delete(backend: Backend) {
+    let f = fixture(backend).await;
+    let ws = &f.workspace;
+    let first = f
+        .store
+        .create(ws, "key_a", fields(Some("promo"), "https://a.example/"))
+        .await
+        .expect("create");
+    let taken = f
+        .store
+        .create(ws, "key_a", fields(Some("promo"), "https://b.example/"))
+        .await;
+    assert!(matches!(taken, Err(LinkError::SlugTaken(s)) if s == "promo"));
+    // Another workspace cannot take it either: slugs are unique across the service.
+    let other = WorkspaceId::new(f.clock.now());
+    let taken = f
+        .store
+        .create(&other, "key_b", fields(Some("promo"), "https://b.example/"))
+        .await;
+    assert!(matches!(taken, Err(LinkError::SlugTaken(_))));
+    f.store
+        .create(ws, "key_a", fields(Some("Promo"), "https://c.example/"))
+        .await
+        .expect("case-sensitive");
+
+    assert!(f.store.delete(&first).await.expect("delete"));
+    assert!(
+        f.store
+            .redirects()
+            .resolve("promo")
+            .await
+            .expect("db")
+            .is_none()
+    );
+    let again = f
+        .store
+        .create(&other, "key_b", fields(Some("promo"), "https://d.example/"))
+        .await
+        .expect("the slug is free again");
+    let dest = f.store.redirects().resolve("promo").await.expect("db");
+    assert_eq!(dest.expect("found").link_id, again.id);
+}
+
+async fn lists_filter_by_tag_text_and_time_and_page_by_keyset(backend: Backend) {
+    let f = fixture(backend).await;
+    let ws = &f.workspace;
+    let start = f.clock.now();
+    for i in 0..30 {
+        let mut new = fields(None, &format!("https://shop.example/item/{i}"));
+        if i % 3 == 0 {
+            new.tags = vec![Tag::parse("sale").expect("tag")];
+        }
+        if i == 7 {
+            new.title = Some(Title::parse("Winter 50%_OFF").expect("title"));
+        }
+        f.store.create(ws, "key", new).await.expect("create");
+        // Pairs share a timestamp: the keyset must order them by id.
+        if i % 2 == 1 {
+            f.clock.advance(Duration::from_secs(1));
+        }
+    }
+    let all = |filter: LinkFilter| {
+        let store = f.store.clone();
+        let ws = ws.clone();
+        async move {
+            let mut seen = Vec::new();
+            let mut after = None;
+            loop {
+                let page = store
+                    .list(&ws, &filter, after.clone(), 4)
+                    .await
+                    .expect("list");
+                let Some(last) = page.last() else { break };
+                after = Some((last.created_at.as_micros(), last.id.as_str().to_owned()));
+                seen.extend(page);
+            }
+            seen
+        }
+    };
+    let everything = all(LinkFilter::default()).await;
+    assert_eq!(everything.len(), 30);
+    assert!(
+        everything
+            .windows(2)
+            .all(|w| (w[0].created_at, &w[0].id) > (w[1].created_at, &w[1].id))
+    );
+    let sale = all(LinkFilter {
+        tag: Some("sale".into()),
+        ..LinkFilter::default()
+    })
+    .await;
+    assert_eq!(sale.len(), 10);
+    assert!(sale.iter().all(|l| l.tags == ["sale"]));
+    let found = all(LinkFilter {
+        q: Some("50%_off".into()),
+        ..LinkFilter::default()
+    })
+    .await;
+    assert_eq!(
+        found.len(),
+        1,
+        "LIKE's own characters match literally, without case"
+    );
+    let item = all(LinkFilter {
+        q: Some("ITEM/2".into()),
+        ..LinkFilter::default()
+    })
+    .await;
+    assert_eq!(item.len(), 11, "item/2 and item/20..29");
+    let window = LinkFilter {
+        tag: Some("sale".into()),
+        created_after: Some(start.saturating_add(Duration::from_secs(2))),
+        created_before: Some(start.saturating_add(Duration::from_secs(10))),
+        ..LinkFilter::default()
+    };
+    // Created at seconds 3..=9 (items 6..19), tagged: items 6, 9, 12, 15, 18.
+    assert_eq!(all(window).await.len(), 5);
+}
+
+async fn updates_are_conditional_and_reach_the_redirect_lookup(backend: Backend) {
+    let f = fixture(backend).await;
+    let redirects = f.store.redirects().clone();
+    // A slug looked up before it exists is remembered as unknown; creating it must forget that.
+    assert!(redirects.resolve("spring").await.expect("db").is_none());
+    let link = f
+        .store
+        .create(
+            &f.workspace,
+            "key",
+            fields(Some("spring"), "https://old.example/"),
+        )
+        .await
+        .expect("create");
+    let dest = redirects
+        .resolve("spring")
+        .await
+        .expect("db")
+        .expect("found");
+    assert_eq!(dest.url, "https://old.example/");
+
+    let mut change = link.fields().expect("fields");
+    change.target = Target::parse("https://new.example/").expect("url");
+    change.redirect_status = RedirectStatus::PermanentRedirect;
+    let updated = f
+        .store
+        .update(&link, change.clone())
+        .await
+        .expect("update")
+        .expect("current");
+    assert_eq!(updated.version, link.version + 1);
+    let dest = redirects
+        .resolve("spring")
+        .await
+        .expect("db")
+        .expect("found");
+    assert_eq!(dest.url, "https://new.example/");
+    assert_eq!(dest.status, RedirectStatus::PermanentRedirect);
+    assert!(
+        f.store
+            .update(&link, change.clone())
+            .await
+            .expect("update")
+            .is_none(),
+        "a stale version changes nothing"
+    );
+
+    change.slug = Some(Slug::parse("summer").expect("slug"));
+    change.password = PasswordChange::Set(pier_links::password::hash("pw").expect("hash"));
+    change.expires_at = Some(f.clock.now().saturating_add(Duration::from_secs(60)));
+    let renamed = f
+        .store
+        .update(&updated, change)
+        .await
+        .expect("update")
+        .expect("current");
+    assert!(renamed.has_password);
+    assert!(
+        redirects.resolve("spring").await.expect("db").is_none(),
+        "old slug is free"
+    );
+    let dest = redirects
+        .resolve("summer")
+        .await
+        .expect("db")
+        .expect("found");
+    assert!(dest.needs_password() && dest.password_matches("pw") && !dest.password_matches("no"));
+    assert_eq!(dest.availability(f.clock.now()), Availability::Open);
+    f.clock.advance(Duration::from_secs(60));
+    assert_eq!(dest.availability(f.clock.now()), Availability::Expired);
+}
+
+async fn max_clicks_hold_exactly_under_200_concurrent_clicks(backend: Backend) {
+    let f = fixture(backend).await;
+    let mut new = fields(Some("once"), "https://limited.example/");
+    new.max_clicks = Some(50);
+    f.store
+        .create(&f.workspace, "key", new)
+        .await
+        .expect("create");
+    let redirects = f.store.redirects().clone();
+    let clicks = (0..200).map(|i| {
+        let redirects = redirects.clone();
+        tokio::spawn(async move {
+            let dest = redirects.resolve("once").await.expect("db").expect("found");
+            // Every fourth visitor is a bot, which passes without spending a click.
+            let visitor = if i % 4 == 0 {
+                Visitor::Bot
+            } else {
+                Visitor::Browser
+            };
+            (
+                visitor,
+                redirects.admit(&dest, visitor).await.expect("admit"),
+            )
+        })
+    });
+    let mut humans_admitted = 0;
+    for click in clicks.collect::<Vec<_>>() {
+        let (visitor, admitted) = click.await.expect("task");
+        if visitor == Visitor::Browser && admitted {
+            humans_admitted += 1;
+        }
+        if visitor == Visitor::Bot {
+            assert!(
+                admitted,
+                "bots never spend clicks, so they are not refused by the count"
+            );
+        }
+    }
+    assert_eq!(humans_admitted, 50);
+    let dest = redirects.resolve("once").await.expect("db").expect("found");
+    assert_eq!(dest.availability(f.clock.now()), Availability::Exhausted);
+    redirects.flush_clicks().await.expect("flush");
+    let link = f
+        .store
+        .get_by_slug(&f.workspace, "once")
+        .await
+        .expect("db")
+        .expect("found");
+    assert_eq!(
+        link.clicks, 50,
+        "clicks counted when admitted are not added again"
+    );
+}
+
+async fn clicks_are_flushed_into_hourly_counts_and_totals(backend: Backend) {
+    let f = fixture(backend).await;
+    let link = f
+        .store
+        .create(
+            &f.workspace,
+            "key",
+            fields(Some("news"), "https://news.example/"),
+        )
+        .await
+        .expect("create");
+    let redirects = f.store.redirects();
+    let dest = redirects.resolve("news").await.expect("db").expect("found");
+    for visitor in [
+        Visitor::Browser,
+        Visitor::Unknown,
+        Visitor::Bot,
+        Visitor::Browser,
+    ] {
+        assert!(redirects.admit(&dest, visitor).await.expect("admit"));
+    }
+    f.clock.advance(Duration::from_secs(3600));
+    assert!(
+        redirects
+            .admit(&dest, Visitor::Browser)
+            .await
+            .expect("admit")
+    );
+    assert_eq!(redirects.clicks().pending_clicks(), 5);
+    assert_eq!(redirects.flush_clicks().await.expect("flush"), 5);
+    assert_eq!(redirects.clicks().pending_clicks(), 0);
+    assert_eq!(redirects.flush_clicks().await.expect("flush"), 0);
+
+    let link = f
+        .store
+        .get(&f.workspace, &link.id)
+        .await
+        .expect("db")
+        .expect("found");
+    assert_eq!(link.clicks, 4, "the bot is not in the total");
+    let hours: Vec<(i64, i64)> = pier_db::with_reader!(&f.db, pool => {
+        sqlx::query_as(
+            "SELECT humans, bots FROM link_clicks_hourly WHERE link_id = $1 ORDER BY hour",
+        )
+        .bind(link.id.as_str())
+        .fetch_all(pool)
+        .await
+    })
+    .expect("read");
+    assert_eq!(hours, vec![(3, 1), (1, 0)]);
+
+    // Clicks of a link deleted before the flush are discarded, not written as orphans.
+    assert!(
+        redirects
+            .admit(&dest, Visitor::Browser)
+            .await
+            .expect("admit")
+    );
+    assert!(f.store.delete(&link).await.expect("delete"));
+    redirects.flush_clicks().await.expect("flush");
+    let left: i64 = pier_db::with_reader!(&f.db, pool => {
+        sqlx::query_scalar("SELECT COUNT(*) FROM link_clicks_hourly")
+            .fetch_one(pool)
+            .await
+    })
+    .expect("read");
+    assert_eq!(left, 0);
+}
+
+async fn another_workspace_sees_nothing(backend: Backend) {
+    let f = fixture(backend).await;
+    let link = f
+        .store
+        .create(
+            &f.workspace,
+            "key",
+            fields(Some("mine"), "https://mine.example/"),
+        )
+        .await
+        .expect("create");
+    let other = WorkspaceId::new(f.clock.now());
+    assert!(f.store.get(&other, &link.id).await.expect("db").is_none());
+    assert!(
+        f.store
+            .get_by_slug(&other, "mine")
+            .await
+            .expect("db")
+            .is_none()
+    );
+    let listed = f
+        .store
+        .list(&other, &LinkFilter::default(), None, 10)
+        .await
+        .expect("list");
+    assert!(listed.is_empty());
+}
