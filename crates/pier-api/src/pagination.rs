@@ -30,6 +30,18 @@ pub struct Page<T> {
     next_link: Option<String>,
 }
 
+impl<T> Page<T> {
+    /// The same page with each row converted, e.g. into its API view.
+    pub fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
+        Page {
+            data: self.data.into_iter().map(f).collect(),
+            has_more: self.has_more,
+            next_cursor: self.next_cursor,
+            next_link: self.next_link,
+        }
+    }
+}
+
 impl<T: Serialize> IntoResponse for Page<T> {
     fn into_response(self) -> Response {
         let link = self

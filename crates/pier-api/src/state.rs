@@ -7,7 +7,8 @@ use pier_core::{Clock, CursorCodec};
 use pier_db::Db;
 use pier_idempotency::IdempotencyStore;
 use pier_jobs::{GroupCommit, JobStore};
-use pier_ratelimit::{Limiter, PolicySpec, PolicyStore};
+use pier_links::LinkStore;
+use pier_ratelimit::{Limiter, Policy, PolicySpec, PolicyStore};
 
 use crate::rate_limit::ApiProtection;
 
@@ -66,6 +67,12 @@ pub struct AppStateParts {
     /// Rate-limit policies from the configuration file, by name: every workspace may check
     /// them (each with its own counts); the API cannot change them.
     pub configured_policies: Vec<(String, PolicySpec)>,
+    /// Short links (their redirect cache and click buffer inside).
+    pub links: LinkStore,
+    /// What short URLs start with, e.g. `https://s.example` (no trailing slash).
+    pub short_link_base: String,
+    /// Guesses at a link's password, per link and client address.
+    pub password_guesses: Policy,
 }
 
 impl AppState {
@@ -155,6 +162,18 @@ impl AppState {
 
     pub fn configured_policies(&self) -> &[(String, PolicySpec)] {
         &self.0.parts.configured_policies
+    }
+
+    pub fn links(&self) -> &LinkStore {
+        &self.0.parts.links
+    }
+
+    pub fn short_link_base(&self) -> &str {
+        &self.0.parts.short_link_base
+    }
+
+    pub fn password_guesses(&self) -> &Policy {
+        &self.0.parts.password_guesses
     }
 
     /// Single enqueues and reports, committed in groups (see [`GroupCommit`]).

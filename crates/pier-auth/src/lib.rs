@@ -14,6 +14,8 @@
 //! | `rate_limits:read`  |   ✓   |   ✓   |   ✓    |   ✓    |
 //! | `rate_limits:write` |   ✓   |   ✓   |        |        |
 //! | `rate_limits:check` |   ✓   |   ✓   |   ✓    |        |
+//! | `links:read`     |   ✓   |   ✓   |   ✓    |   ✓    |
+//! | `links:write`    |   ✓   |   ✓   |   ✓    |        |
 //!
 //! Beyond the matrix, a caller may only create or revoke keys whose role is not above its own
 //! (an admin cannot mint or revoke an owner key) and whose permissions it holds itself.

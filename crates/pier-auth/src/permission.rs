@@ -48,6 +48,8 @@ permissions! {
     RateLimitsRead => "rate_limits:read",
     RateLimitsWrite => "rate_limits:write",
     RateLimitsCheck => "rate_limits:check",
+    LinksRead => "links:read",
+    LinksWrite => "links:write",
 }
 
 impl fmt::Display for Permission {
@@ -154,10 +156,12 @@ impl Role {
                 JobsWork,
                 RateLimitsRead,
                 RateLimitsCheck,
+                LinksRead,
+                LinksWrite,
             ]
             .into_iter()
             .collect(),
-            Self::Viewer => [WorkspaceRead, JobsRead, RateLimitsRead]
+            Self::Viewer => [WorkspaceRead, JobsRead, RateLimitsRead, LinksRead]
                 .into_iter()
                 .collect(),
         }

@@ -123,6 +123,18 @@ impl ValidationErrors {
             .ok()
     }
 
+    /// Like [`check`](Self::check), with the code the error itself names.
+    pub fn check_coded<T, E: std::fmt::Display>(
+        &mut self,
+        field: &str,
+        result: Result<T, E>,
+        code: impl Fn(&E) -> &'static str,
+    ) -> Option<T> {
+        result
+            .map_err(|e| self.add(field, code(&e), e.to_string()))
+            .ok()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -14,11 +14,12 @@ use pier_core::{Clock, CursorCodec, SecretUrl, SystemClock};
 use pier_db::{Db, Relay};
 use pier_idempotency::IdempotencyStore;
 use pier_jobs::{JobStore, Notifier, Retention, WaiterLimits};
+use pier_links::{ClickBuffer, ClickSettings, LinkStore, Redirects};
 use pier_ratelimit::{Limiter, Policy, RedisStore};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::{Config, JobsSettings, RateLimitSettings};
+use crate::config::{Config, JobsSettings, LinkSettings, RateLimitSettings};
 
 /// How often expired idempotency records are deleted.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(600);
@@ -43,6 +44,7 @@ const SCHEMA: &[&[pier_db::Migration]] = &[
     pier_jobs::MIGRATIONS,
     pier_idempotency::MIGRATIONS,
     pier_ratelimit::MIGRATIONS,
+    pier_links::MIGRATIONS,
 ];
 
 /// Opens the configured database and applies pending migrations.
@@ -118,6 +120,23 @@ fn protection(settings: &RateLimitSettings) -> ApiProtection {
     }
 }
 
+fn links(settings: &LinkSettings, db: &Db, clock: Arc<dyn Clock>) -> LinkStore {
+    let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+    let cache = pier_cache::Settings {
+        capacity: settings.cache_capacity,
+        ttl: Duration::from_secs(settings.cache_ttl_secs),
+        negative_ttl: Duration::from_secs(settings.unknown_ttl_secs.min(settings.cache_ttl_secs)),
+        jitter: 0.2,
+    };
+    let clicks = ClickBuffer::new(ClickSettings {
+        max_links: size(settings.click_buffer_links),
+        batch_links: size(settings.click_batch_links),
+        flush_every: Duration::from_millis(settings.click_flush_ms),
+    });
+    let redirects = Redirects::new(db.clone(), clock.clone(), cache, clicks);
+    LinkStore::new(db.clone(), clock, redirects)
+}
+
 /// The process-wide metrics recorder, installed once even when tests build many apps.
 fn metrics() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -161,6 +180,13 @@ impl Application {
         let jobs = JobStore::new(db.clone(), clock.clone(), notifier(&config.jobs))
             .with_default_lease(Duration::from_secs(config.jobs.default_lease_secs));
         let limiter = Arc::new(limiter(&config.rate_limits, clock.clone(), redis.as_ref()));
+        let listener = bind(config.server.listen, "the API").await?;
+        let admin_listener = bind(config.server.admin_listen, "metrics").await?;
+        // Short URLs name the bound port when none is configured (`listen` may say port 0).
+        let short_link_base = match &config.links.base_url {
+            Some(base) => base.0.clone(),
+            None => format!("http://{}", listener.local_addr()?),
+        };
         let state = AppState::new(AppStateParts {
             db: db.clone(),
             clock: clock.clone(),
@@ -175,9 +201,10 @@ impl Application {
             limiter,
             protection: protection(&config.rate_limits),
             configured_policies: config.rate_limit_policies.clone(),
+            links: links(&config.links, &db, clock.clone()),
+            short_link_base,
+            password_guesses: Policy::server("link-password", config.links.password_guesses),
         });
-        let listener = bind(config.server.listen, "the API").await?;
-        let admin_listener = bind(config.server.admin_listen, "metrics").await?;
         Ok(Self {
             config,
             db,
@@ -261,6 +288,11 @@ impl Application {
             let stop = stop_rx.clone();
             tokio::spawn(async move { keys.record_uses(stop).await })
         };
+        let clicks = {
+            let (redirects, db) = (self.state.links().redirects().clone(), self.db.clone());
+            let stop = stop_rx.clone();
+            tokio::spawn(async move { redirects.clicks().run(&db, stop).await })
+        };
         let job_upkeep = self.background_upkeep.then(|| {
             tokio::spawn(
                 self.jobs
@@ -268,11 +300,10 @@ impl Application {
                     .maintain(retention(&self.config.jobs), stop_rx),
             )
         });
-        let relay = self
-            .state
-            .api_keys()
-            .listen(self.jobs.notifier().listen(Relay::default()))
-            .spawn(&self.db);
+        let relay = Relay::default();
+        let relay = self.jobs.notifier().listen(relay);
+        let relay = self.state.api_keys().listen(relay);
+        let relay = self.state.links().redirects().listen(relay).spawn(&self.db);
 
         tokio::select! {
             () = shutdown => tracing::info!("shutting down: finishing in-flight requests"),
@@ -289,6 +320,11 @@ impl Application {
         let _ = key_uses.await;
         if let Err(err) = self.state.api_keys().write_uses().await {
             tracing::warn!(error = %err, "could not record the last key uses");
+        }
+        // And the clicks they recorded.
+        let _ = clicks.await;
+        if let Err(err) = self.state.links().redirects().flush_clicks().await {
+            tracing::warn!(error = %err, "could not record the last clicks");
         }
         if let Some(upkeep) = job_upkeep {
             let _ = upkeep.await;

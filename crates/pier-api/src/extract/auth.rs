@@ -39,6 +39,8 @@ pub mod perm {
         RateLimitsRead,
         RateLimitsWrite,
         RateLimitsCheck,
+        LinksRead,
+        LinksWrite,
     );
 }
 

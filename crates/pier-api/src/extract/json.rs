@@ -63,9 +63,18 @@ pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let inner = err.into_inner();
         match inner.classify() {
             serde_json::error::Category::Data => {
-                let field = if path == "." { "body".to_owned() } else { path };
                 let message = strip_position(&inner.to_string());
-                ApiError::validation(ValidationErrors::single(&field, "invalid", message))
+                // serde names a missing field only in its message; report it as the field.
+                let missing = message
+                    .strip_prefix("missing field `")
+                    .and_then(|rest| rest.strip_suffix('`'));
+                let (field, code) = match (missing, path.as_str()) {
+                    (Some(name), ".") => (name.to_owned(), "required"),
+                    (Some(name), parent) => (format!("{parent}.{name}"), "required"),
+                    (None, ".") => ("body".to_owned(), "invalid"),
+                    (None, _) => (path, "invalid"),
+                };
+                ApiError::validation(ValidationErrors::single(&field, code, message))
             }
             _ => malformed(&inner),
         }
@@ -116,6 +125,8 @@ mod tests {
             .expect_err("shape error");
         assert_eq!(shape.code(), "validation_failed");
         assert!(parse::<Body>(b"{\"name\": \"x\"} trailing").is_err());
+        let missing = parse::<Body>(b"{}").map(drop).expect_err("missing field");
+        assert_eq!(missing.status(), StatusCode::UNPROCESSABLE_ENTITY);
         assert!(parse::<Body>(b"{\"name\": \"x\"}").is_ok());
     }
 

@@ -120,10 +120,18 @@ pub async fn edge(mut req: Request, next: Next) -> Response {
     response
 }
 
+/// Marks an error response that carries its own body (an HTML page for a browser), which the
+/// edge must not replace with a problem document.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OwnBody;
+
 fn render_problem(response: &mut Response, ctx: &RequestContext) {
     let problem = match response.extensions_mut().remove::<Problem>() {
         Some(problem) => problem,
-        None if response.status().as_u16() >= 400 && !is_problem(response) => {
+        None if response.status().as_u16() >= 400
+            && !is_problem(response)
+            && response.extensions().get::<OwnBody>().is_none() =>
+        {
             Problem::for_status(response.status())
         }
         None => return,

@@ -10,6 +10,7 @@ mod limits;
 
 pub use authn::authenticate;
 pub use deadline::{Deadline, deadline};
+pub(crate) use edge::OwnBody;
 pub use edge::{RequestContext, edge, record_route};
 pub use idempotency::idempotency;
 pub(crate) use limits::{after_refused_credentials, ip_key};

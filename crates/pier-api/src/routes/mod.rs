@@ -6,9 +6,11 @@ mod docs;
 mod health;
 mod jobs;
 mod leases;
+mod links;
 mod outcomes;
 mod queues;
 mod rate_limits;
+mod redirect;
 mod workspace;
 
 use axum::Router;
@@ -56,6 +58,9 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(rate_limits::check))
         .routes(routes!(rate_limits::reset))
         .routes(routes!(rate_limits::check_batch))
+        .routes(routes!(links::create, links::list))
+        .routes(routes!(links::get, links::update, links::delete))
+        .routes(routes!(links::get_by_slug))
         .route_layer(from_fn_with_state(normal, deadline))
         .merge(claims)
         // route_layer: unknown paths stay a plain 404 instead of asking for credentials.
@@ -66,10 +71,14 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .route_layer(from_fn_with_state(state.clone(), limit_per_ip));
+    // The redirect is public and outside the per-address limit of the API's public routes:
+    // one address (an office behind NAT) may follow many links.
+    let redirects = OpenApiRouter::new().routes(routes!(redirect::follow, redirect::unlock));
 
     let (router, spec) = OpenApiRouter::with_openapi(openapi::base())
         .merge(resources)
         .merge(public)
+        .merge(redirects)
         .split_for_parts();
 
     router

@@ -15,7 +15,7 @@ use pier_core::{MasterKey, Secret, SecretUrl};
 use pier_db::DatabaseUrl;
 use pier_ratelimit::PolicySpec;
 
-pub use value::{LogFilter, LogFormat, ProxyList, SettingValue};
+pub use value::{BaseUrl, LogFilter, LogFormat, ProxyList, SettingValue};
 
 /// One setting, as the command line, the environment and the file name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,6 +228,31 @@ settings! {
     }
 }
 
+settings! {
+    /// Short links: their addresses, the redirect cache, click recording and password guesses.
+    LinkSettings in "links" {
+        /// What short URLs start with, e.g. https://s.example (default: http://<listen>).
+        base_url: Option<BaseUrl> = None,
+        /// Slugs the redirect cache holds at most.
+        cache_capacity: u64 = 100_000,
+        /// How long a link stays cached, in seconds; changes reach every node's cache at once,
+        /// so this only bounds what a missed notification leaves.
+        cache_ttl_secs: u64 = 300,
+        /// How long a slug that matches no link is remembered as unknown, in seconds.
+        unknown_ttl_secs: u64 = 5,
+        /// How often buffered clicks are written, in milliseconds.
+        click_flush_ms: u64 = 1000,
+        /// Links whose clicks one write carries at most; a buffer holding this many is written
+        /// without waiting for the interval.
+        click_batch_links: u64 = 10_000,
+        /// Links the click buffer holds at most; clicks of further links are dropped (and
+        /// counted in pier_links_clicks_dropped_total).
+        click_buffer_links: u64 = 100_000,
+        /// The limit of guesses at a link's password, per link and client address.
+        password_guesses: PolicySpec = policy("gcra 10/300s burst=5 local"),
+    }
+}
+
 /// The section of named policies: `[rate_limit_policies]` with `name = "gcra 100/60s"` lines,
 /// offered to every workspace by the decision API. File only (names are free, so they have no
 /// flags or variables).
@@ -240,6 +265,7 @@ pub struct Config {
     pub jobs: JobsSettings,
     pub auth: AuthSettings,
     pub rate_limits: RateLimitSettings,
+    pub links: LinkSettings,
     /// `[rate_limit_policies]`, by name.
     pub rate_limit_policies: Vec<(String, PolicySpec)>,
 }
@@ -274,6 +300,7 @@ impl Config {
             .chain(JobsSettings::KEYS)
             .chain(AuthSettings::KEYS)
             .chain(RateLimitSettings::KEYS)
+            .chain(LinkSettings::KEYS)
     }
 
     /// Layers the sources over the defaults and validates the result.
@@ -298,6 +325,7 @@ impl Config {
             "jobs" => self.jobs.set(name, text),
             "auth" => self.auth.set(name, text),
             "rate_limits" => self.rate_limits.set(name, text),
+            "links" => self.links.set(name, text),
             POLICIES_SECTION => return self.set_policy(name, text),
             _ => None,
         };
@@ -341,6 +369,7 @@ impl Config {
         table.insert("jobs".to_owned(), self.jobs.shown().into());
         table.insert("auth".to_owned(), self.auth.shown().into());
         table.insert("rate_limits".to_owned(), self.rate_limits.shown().into());
+        table.insert("links".to_owned(), self.links.shown().into());
         let policies: toml::Table = self
             .rate_limit_policies
             .iter()

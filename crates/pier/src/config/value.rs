@@ -208,3 +208,23 @@ impl SettingValue for ProxyList {
         Some(list.join(", ").into())
     }
 }
+
+/// The base of short URLs: an absolute `http` or `https` URL without credentials, query or
+/// fragment, kept without its trailing `/` so a slug is appended with one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseUrl(pub String);
+
+impl SettingValue for BaseUrl {
+    fn parse(text: &str) -> Result<Self, String> {
+        let url = pier_links::Target::parse(text.trim()).map_err(|e| format!("the URL {e}"))?;
+        let text = url.as_str();
+        if text.contains(['?', '#']) {
+            return Err("must not have a query or fragment".to_owned());
+        }
+        Ok(Self(text.trim_end_matches('/').to_owned()))
+    }
+
+    fn show(&self) -> Option<toml::Value> {
+        Some(self.0.clone().into())
+    }
+}

@@ -10,6 +10,7 @@ mod hostile;
 mod idempotency;
 mod jobs;
 mod lifecycle;
+mod links;
 mod pagination;
 mod protocol;
 mod rate_limits;

@@ -132,7 +132,11 @@ impl TestApp {
             owner_key,
             workspace_id,
             clock,
-            client: reqwest::Client::new(),
+            // Short links answer with redirects, which the tests read rather than follow.
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("client"),
             db,
             jobs,
             database_url,

@@ -1,0 +1,537 @@
+//! `/v1/links`: create, list, read, change (merge patch) and delete short links.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use pier_core::{Timestamp, ValidationErrors};
+use pier_links::{
+    Link, LinkFields, LinkFilter, LinkId, PasswordChange, RedirectStatus, Slug, Tag, Target, Title,
+};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::AppState;
+use crate::extract::{ApiJson, ApiQuery, Authed, ETag, IfMatch, perm};
+use crate::pagination::{CursorScope, Page, PageParams, Pagination};
+use crate::problem::{ApiError, ApiResult};
+use crate::response::located;
+
+/// The most clicks a link can be limited to.
+const MAX_CLICKS: i64 = 1_000_000_000_000;
+
+/// A short link as the API shows it (its password never).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LinkView {
+    id: LinkId,
+    /// The path the link answers on; unique across the service, case-sensitive.
+    slug: String,
+    /// The link itself: the configured base URL and the slug.
+    short_url: String,
+    /// Where visitors are sent.
+    url: String,
+    title: Option<String>,
+    tags: Vec<String>,
+    /// 301, 302 (the default), 307 or 308.
+    #[schema(example = 302)]
+    redirect_status: u16,
+    /// After this, the link answers `410 Gone`.
+    expires_at: Option<Timestamp>,
+    /// After this many human visits, the link answers `410 Gone`.
+    max_clicks: Option<i64>,
+    /// Whether visitors must enter a password.
+    has_password: bool,
+    /// The API key that created the link.
+    created_by: String,
+    /// Human visits recorded so far (bots are counted apart); written within about a second.
+    clicks: i64,
+    created_at: Timestamp,
+    updated_at: Timestamp,
+}
+
+impl LinkView {
+    pub(crate) fn new(link: Link, base: &str) -> Self {
+        Self {
+            short_url: format!("{base}/{}", link.slug),
+            id: link.id,
+            slug: link.slug,
+            url: link.url,
+            title: link.title,
+            tags: link.tags,
+            redirect_status: link.redirect_status.code(),
+            expires_at: link.expires_at,
+            max_clicks: link.max_clicks,
+            has_password: link.has_password,
+            created_by: link.created_by,
+            clicks: link.clicks,
+            created_at: link.created_at,
+            updated_at: link.updated_at,
+        }
+    }
+}
+
+/// The ETag of a link: its version, which clicks do not move, so a client's `If-Match` holds
+/// while visitors follow the link.
+fn etag(link: &Link) -> ETag {
+    ETag::of(&(link.id.as_str(), link.version))
+}
+
+fn respond(state: &AppState, status: StatusCode, link: Link) -> Response {
+    let tag = etag(&link).header_value();
+    let mut response = (status, Json(LinkView::new(link, state.short_link_base()))).into_response();
+    response.headers_mut().insert(header::ETAG, tag);
+    response
+}
+
+/// The body of `POST /v1/links`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateLink {
+    /// Where visitors are sent: an absolute `http` or `https` URL without credentials, at
+    /// most 8 KiB. Stored normalised.
+    #[schema(example = "https://example.com/spring-sale")]
+    url: String,
+    /// 1 to 64 letters, digits, `-` or `_`, not one of Pier's own paths; omit for a random
+    /// 7-character slug.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
+    slug: Option<String>,
+    /// Up to 300 characters.
+    title: Option<String>,
+    /// Up to 20 tags of 1 to 50 characters.
+    tags: Option<Vec<String>>,
+    /// 301, 302 (the default), 307 or 308.
+    redirect_status: Option<u16>,
+    /// When the link stops working; must be in the future.
+    expires_at: Option<Timestamp>,
+    /// How many human visits the link takes, at least 1.
+    max_clicks: Option<i64>,
+    /// Visitors must enter it before being redirected. Write-only: stored as an Argon2id
+    /// hash, never shown.
+    password: Option<String>,
+}
+
+/// A merge patch of a link (RFC 7396): fields left out stay as they are; `null` clears
+/// `title`, `tags`, `expires_at`, `max_clicks` and `password`, and resets `redirect_status`.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateLink {
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    url: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    slug: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    title: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Vec<String>>)]
+    tags: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u16>)]
+    redirect_status: Option<Option<u16>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Timestamp>)]
+    expires_at: Option<Option<Timestamp>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>)]
+    max_clicks: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    password: Option<Option<String>>,
+}
+
+/// A field that was sent, possibly as `null` (`Some(None)`); a missing one stays `None`.
+fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+impl From<CreateLink> for UpdateLink {
+    fn from(c: CreateLink) -> Self {
+        Self {
+            url: Some(Some(c.url)),
+            slug: c.slug.map(Some),
+            title: c.title.map(Some),
+            tags: c.tags.map(Some),
+            redirect_status: c.redirect_status.map(Some),
+            expires_at: c.expires_at.map(Some),
+            max_clicks: c.max_clicks.map(Some),
+            password: c.password.map(Some),
+        }
+    }
+}
+
+/// A patch checked against the link it changes (or, for a create, against nothing), with the
+/// new password, if any, still to be hashed.
+struct Checked {
+    fields: LinkFields,
+    new_password: Option<String>,
+}
+
+impl UpdateLink {
+    /// Applies the patch to `base` (a create's base is `None`), collecting every field's error.
+    fn apply(self, base: Option<LinkFields>, now: Timestamp) -> Result<Checked, ValidationErrors> {
+        let mut errors = ValidationErrors::new();
+        let required = |errors: &mut ValidationErrors, field: &str| {
+            errors.add(field, "required", "must be given and not null");
+        };
+        let target = match (self.url, base.as_ref()) {
+            (Some(Some(url)), _) => errors.check_coded("url", Target::parse(&url), |e| e.code()),
+            (None, Some(base)) => Some(base.target.clone()),
+            _ => {
+                required(&mut errors, "url");
+                None
+            }
+        };
+        let slug = match (self.slug, base.as_ref()) {
+            (Some(Some(slug)), _) => errors
+                .check_coded("slug", Slug::parse(&slug), |e| e.code())
+                .map(Some),
+            (Some(None), Some(_)) => {
+                required(&mut errors, "slug");
+                None
+            }
+            (None, Some(base)) => Some(base.slug.clone()),
+            (Some(None) | None, None) => Some(None),
+        };
+        let title = match self.title {
+            Some(Some(t)) => errors.check("title", "invalid", Title::parse(&t)).map(Some),
+            Some(None) => Some(None),
+            None => Some(base.as_ref().and_then(|b| b.title.clone())),
+        };
+        let tags = match self.tags {
+            Some(list) => check_tags(list.unwrap_or_default(), &mut errors),
+            None => Some(base.as_ref().map(|b| b.tags.clone()).unwrap_or_default()),
+        };
+        let redirect_status = match self.redirect_status {
+            Some(Some(code)) => RedirectStatus::from_code(code).or_else(|| {
+                let message = "must be 301, 302, 307 or 308";
+                errors.add("redirect_status", "invalid", message);
+                None
+            }),
+            Some(None) => Some(RedirectStatus::default()),
+            None => Some(base.as_ref().map(|b| b.redirect_status).unwrap_or_default()),
+        };
+        let expires_at = match self.expires_at {
+            Some(Some(at)) if at <= now => {
+                errors.add("expires_at", "in_past", "must be in the future");
+                None
+            }
+            Some(at) => at,
+            None => base.as_ref().and_then(|b| b.expires_at),
+        };
+        let max_clicks = match self.max_clicks {
+            Some(Some(n)) => errors
+                .check_range("max_clicks", n, &(1..=MAX_CLICKS))
+                .map(Some),
+            Some(None) => Some(None),
+            None => Some(base.as_ref().and_then(|b| b.max_clicks)),
+        };
+        let (password, new_password) = match self.password {
+            Some(Some(pw)) => {
+                errors.check("password", "invalid", pier_links::password::check(&pw));
+                (PasswordChange::Keep, Some(pw))
+            }
+            Some(None) => (PasswordChange::Remove, None),
+            None => (PasswordChange::Keep, None),
+        };
+        errors.into_result()?;
+        match (target, slug, title, tags, redirect_status, max_clicks) {
+            (Some(target), Some(slug), Some(title), Some(tags), Some(status), Some(max_clicks)) => {
+                Ok(Checked {
+                    fields: LinkFields {
+                        slug,
+                        target,
+                        title,
+                        tags,
+                        redirect_status: status,
+                        expires_at,
+                        max_clicks,
+                        password,
+                    },
+                    new_password,
+                })
+            }
+            _ => Err(ValidationErrors::single("body", "invalid", "invalid link")),
+        }
+    }
+}
+
+/// Distinct tags, sorted, at most [`Tag::MAX_PER_LINK`].
+fn check_tags(list: Vec<String>, errors: &mut ValidationErrors) -> Option<Vec<Tag>> {
+    if list.len() > Tag::MAX_PER_LINK {
+        let message = format!("at most {} tags", Tag::MAX_PER_LINK);
+        errors.add("tags", "too_many", message);
+        return None;
+    }
+    let mut tags = Vec::with_capacity(list.len());
+    for (i, text) in list.iter().enumerate() {
+        tags.extend(errors.check(&format!("tags[{i}]"), "invalid", Tag::parse(text)));
+    }
+    tags.sort();
+    tags.dedup();
+    (tags.len() == list.len() || errors.is_empty()).then_some(tags)
+}
+
+impl Checked {
+    /// Hashes the new password off the async executor: Argon2id takes tens of milliseconds.
+    async fn into_fields(mut self) -> ApiResult<LinkFields> {
+        if let Some(password) = self.new_password {
+            let hash = tokio::task::spawn_blocking(move || pier_links::password::hash(&password))
+                .await
+                .map_err(ApiError::internal)?
+                .map_err(|e| ApiError::internal(anyhow::anyhow!("hashing a password: {e}")))?;
+            self.fields.password = PasswordChange::Set(hash);
+        }
+        Ok(self.fields)
+    }
+}
+
+/// Create a link. Honours `Idempotency-Key`.
+#[utoipa::path(
+    post,
+    path = "/v1/links",
+    tag = "links",
+    security(("bearer" = [])),
+    request_body = CreateLink,
+    responses(
+        (status = 201, body = LinkView, headers(("Location" = String), ("ETag" = String))),
+        (status = 409, description = "The slug is taken", body = crate::Problem)
+    )
+)]
+pub async fn create(
+    State(state): State<AppState>,
+    auth: Authed<perm::LinksWrite>,
+    ApiJson(body): ApiJson<CreateLink>,
+) -> ApiResult<Response> {
+    let now = state.clock().now();
+    let checked = UpdateLink::from(body)
+        .apply(None, now)
+        .map_err(ApiError::validation)?;
+    let fields = checked.into_fields().await?;
+    let principal = &auth.principal;
+    let link = state
+        .links()
+        .create(principal.workspace_id(), principal.subject(), fields)
+        .await?;
+    tracing::info!(link_id = %link.id, slug = %link.slug, "link created");
+    let location = format!("/v1/links/{}", link.id);
+    Ok(located(
+        StatusCode::CREATED,
+        &location,
+        respond(&state, StatusCode::CREATED, link),
+    ))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListLinks {
+    /// Only links with this tag.
+    tag: Option<String>,
+    /// Only links whose slug, URL or title contains this text (ASCII letters in any case).
+    q: Option<String>,
+    /// Only links created after this time.
+    created_after: Option<Timestamp>,
+    /// Only links created before this time.
+    created_before: Option<Timestamp>,
+}
+
+/// The longest `q`.
+const MAX_QUERY_CHARS: usize = 200;
+
+/// List links, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/links",
+    tag = "links",
+    security(("bearer" = [])),
+    params(ListLinks, PageParams),
+    responses((status = 200, body = Page<LinkView>))
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    auth: Authed<perm::LinksRead>,
+    page: Pagination,
+    ApiQuery(query): ApiQuery<ListLinks>,
+) -> ApiResult<Page<LinkView>> {
+    let mut errors = ValidationErrors::new();
+    let tag = query
+        .tag
+        .as_deref()
+        .and_then(|t| errors.check("tag", "invalid", Tag::parse(t)));
+    if let Some(q) = &query.q {
+        errors.check(
+            "q",
+            "invalid",
+            pier_core::validation::plain_text(q, 1, MAX_QUERY_CHARS),
+        );
+    }
+    errors.into_result().map_err(ApiError::validation)?;
+    let filter = LinkFilter {
+        tag: tag.map(|t| t.as_str().to_owned()),
+        q: query.q,
+        created_after: query.created_after,
+        created_before: query.created_before,
+    };
+    let micros = |t: Option<Timestamp>| t.map(|t| t.as_micros().to_string());
+    let workspace = auth.principal.workspace_id();
+    let scope = CursorScope::new("links", workspace)
+        .filter("tag", filter.tag.as_deref())
+        .filter("q", filter.q.as_deref())
+        .filter("created_after", micros(filter.created_after).as_deref())
+        .filter("created_before", micros(filter.created_before).as_deref());
+    let after = page.position(state.cursors(), &scope)?;
+    let rows = state
+        .links()
+        .list(workspace, &filter, after, page.fetch_limit())
+        .await?;
+    let base = state.short_link_base();
+    let page = page.page(state.cursors(), &scope, rows, |l| {
+        (l.created_at.as_micros(), l.id.as_str().to_owned())
+    });
+    Ok(page.map(|l| LinkView::new(l, base)))
+}
+
+async fn load(
+    state: &AppState,
+    auth_workspace: &pier_core::WorkspaceId,
+    id: &str,
+) -> ApiResult<Link> {
+    let not_found = || ApiError::not_found("link");
+    let id = LinkId::parse(id).map_err(|_| not_found())?;
+    state
+        .links()
+        .get(auth_workspace, &id)
+        .await?
+        .ok_or_else(not_found)
+}
+
+/// Read one link. Another workspace's link is `404`.
+#[utoipa::path(
+    get,
+    path = "/v1/links/{id}",
+    tag = "links",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The link id, `link_…`")),
+    responses((status = 200, body = LinkView, headers(("ETag" = String))))
+)]
+pub async fn get(
+    State(state): State<AppState>,
+    auth: Authed<perm::LinksRead>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let link = load(&state, auth.principal.workspace_id(), &id).await?;
+    Ok(respond(&state, StatusCode::OK, link))
+}
+
+/// Read the workspace's link with this slug.
+#[utoipa::path(
+    get,
+    path = "/v1/links/by-slug/{slug}",
+    tag = "links",
+    security(("bearer" = [])),
+    params(("slug" = String, Path, description = "The slug, case-sensitive")),
+    responses((status = 200, body = LinkView, headers(("ETag" = String))))
+)]
+pub async fn get_by_slug(
+    State(state): State<AppState>,
+    auth: Authed<perm::LinksRead>,
+    Path(slug): Path<String>,
+) -> ApiResult<Response> {
+    let link = state
+        .links()
+        .get_by_slug(auth.principal.workspace_id(), &slug)
+        .await?
+        .ok_or_else(|| ApiError::not_found("link"))?;
+    Ok(respond(&state, StatusCode::OK, link))
+}
+
+/// Change a link with a JSON merge patch. Honours `If-Match`; without it, the change applies
+/// to the link as it is when the request arrives.
+#[utoipa::path(
+    patch,
+    path = "/v1/links/{id}",
+    tag = "links",
+    security(("bearer" = [])),
+    request_body(content = UpdateLink, content_type = "application/merge-patch+json"),
+    params(
+        ("id" = String, Path, description = "The link id, `link_…`"),
+        ("If-Match" = Option<String>, Header, description = "Change only if the ETag still matches")
+    ),
+    responses(
+        (status = 200, body = LinkView, headers(("ETag" = String))),
+        (status = 409, description = "The slug is taken", body = crate::Problem),
+        (status = 412, description = "The link changed since the ETag was read", body = crate::Problem)
+    )
+)]
+pub async fn update(
+    State(state): State<AppState>,
+    auth: Authed<perm::LinksWrite>,
+    if_match: IfMatch,
+    Path(id): Path<String>,
+    ApiJson(patch): ApiJson<UpdateLink>,
+) -> ApiResult<Response> {
+    let link = load(&state, auth.principal.workspace_id(), &id).await?;
+    if_match.check(&etag(&link))?;
+    let base = link
+        .fields()
+        .map_err(|e| ApiError::internal(anyhow::anyhow!(e)))?;
+    let fields = patch
+        .apply(Some(base), state.clock().now())
+        .map_err(ApiError::validation)?
+        .into_fields()
+        .await?;
+    match state.links().update(&link, fields).await? {
+        Some(updated) => Ok(respond(&state, StatusCode::OK, updated)),
+        // Another change landed between our read and write: the client's view is stale.
+        None if if_match.is_present() => Err(ApiError::precondition_failed()),
+        None => Err(ApiError::conflict(
+            "concurrent_update",
+            "the link changed while this request ran; retry it",
+        )),
+    }
+}
+
+/// Delete a link; its slug is free at once and it answers `404`. Honours `If-Match`.
+#[utoipa::path(
+    delete,
+    path = "/v1/links/{id}",
+    tag = "links",
+    security(("bearer" = [])),
+    params(
+        ("id" = String, Path, description = "The link id, `link_…`"),
+        ("If-Match" = Option<String>, Header, description = "Delete only if the ETag still matches")
+    ),
+    responses((status = 204, description = "Deleted"))
+)]
+pub async fn delete(
+    State(state): State<AppState>,
+    auth: Authed<perm::LinksWrite>,
+    if_match: IfMatch,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let link = load(&state, auth.principal.workspace_id(), &id).await?;
+    if_match.check(&etag(&link))?;
+    if state.links().delete(&link).await? {
+        tracing::info!(link_id = %link.id, "link deleted");
+        return Ok(StatusCode::NO_CONTENT);
+    }
+    Err(if if_match.is_present() {
+        ApiError::precondition_failed()
+    } else {
+        ApiError::conflict(
+            "concurrent_update",
+            "the link changed while this request ran; retry it",
+        )
+    })
+}
+
+impl From<pier_links::LinkError> for ApiError {
+    fn from(err: pier_links::LinkError) -> Self {
+        match err {
+            pier_links::LinkError::SlugTaken(_) => Self::conflict("slug_taken", err.to_string()),
+            pier_links::LinkError::Db(db) => db.into(),
+        }
+    }
+}

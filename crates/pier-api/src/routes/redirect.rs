@@ -1,0 +1,251 @@
+//! `GET` and `HEAD /{slug}`: the redirect, and `POST /{slug}` for a password link's form.
+//!
+//! A slug's destination comes from the redirect cache (see [`pier_links::Redirects`]), so a hot
+//! link costs no database read, and its click goes to a buffer written in the background, so
+//! the answer never waits for a database write (except the one conditional write that keeps
+//! `max_clicks` exact). Browsers get small HTML pages for unknown, gone and password-protected
+//! links; other clients get problem documents.
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use pier_links::{Availability, Destination, Slug, Visitor};
+use std::sync::Arc;
+
+use crate::AppState;
+use crate::middleware::{OwnBody, ip_key};
+use crate::problem::ApiError;
+use crate::rate_limit::refusal;
+
+/// The longest password form accepted, in bytes.
+const MAX_FORM_BYTES: usize = 4 * 1024;
+
+/// Temporary redirects: browsers ask again every time, so every click reaches us.
+const TEMPORARY: HeaderValue = HeaderValue::from_static("private, max-age=0");
+/// Permanent redirects may be kept by browsers; a day bounds how long an edit takes to reach
+/// them.
+const PERMANENT: HeaderValue = HeaderValue::from_static("public, max-age=86400");
+const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+/// The HTML pages load nothing and may only post their own form.
+const PAGE_POLICY: HeaderValue = HeaderValue::from_static(
+    "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+);
+
+/// Follow a short link. Not part of the JSON API: the answer is a redirect, or an HTML page
+/// for browsers (unknown or gone links, password forms).
+#[utoipa::path(
+    get,
+    path = "/{slug}",
+    tag = "links",
+    security(()),
+    params(("slug" = String, Path, description = "The link's slug")),
+    responses(
+        (status = 302, description = "The link's redirect (301, 302, 307 or 308 as configured)", headers(("Location" = String))),
+        (status = 200, description = "The password form of a protected link", content_type = "text/html"),
+        (status = 404, description = "No link has this slug", body = crate::Problem),
+        (status = 410, description = "The link expired or used its clicks", body = crate::Problem)
+    )
+)]
+pub async fn follow(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+) -> Response {
+    let dest = match open_destination(&state, &slug, &headers).await {
+        Ok(dest) => dest,
+        Err(response) => return response,
+    };
+    if dest.needs_password() {
+        return password_page(StatusCode::OK, &slug, None);
+    }
+    // A HEAD is a check, not a visit: it is answered without spending or counting a click.
+    if method == Method::HEAD {
+        return redirect(&dest, dest.status.code());
+    }
+    visit(&state, &dest, &headers, dest.status.code()).await
+}
+
+/// Unlock a password-protected link with its form (`password=…`, form-encoded). Wrong guesses
+/// are limited per link and client address.
+#[utoipa::path(
+    post,
+    path = "/{slug}",
+    tag = "links",
+    security(()),
+    params(("slug" = String, Path, description = "The link's slug")),
+    request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "`password=…`"),
+    responses(
+        (status = 303, description = "The password is right: on to the target", headers(("Location" = String))),
+        (status = 401, description = "The password is wrong: the form again", content_type = "text/html"),
+        (status = 429, description = "Too many guesses from this address", body = crate::Problem)
+    )
+)]
+pub async fn unlock(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+    req: Request,
+) -> Response {
+    let client = ip_key(&state, &req).unwrap_or_default();
+    let (parts, body) = req.into_parts();
+    let dest = match open_destination(&state, &slug, &parts.headers).await {
+        Ok(dest) if dest.needs_password() => dest,
+        Ok(_) => return StatusCode::METHOD_NOT_ALLOWED.into_response(),
+        Err(response) => return response,
+    };
+    let policy = state.password_guesses();
+    let key = format!("{}:{client}", dest.link_id);
+    match state.limiter().check(policy, &key, 1).await {
+        Ok(decision) if decision.allowed => {}
+        Ok(decision) => return refusal(&[(policy, &decision)]),
+        Err(err) => return ApiError::internal(err).into_response(),
+    }
+    let Ok(form) = axum::body::to_bytes(body, MAX_FORM_BYTES).await else {
+        return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+    };
+    let password = form_password(&form);
+    let checked = Arc::clone(&dest);
+    let matches = tokio::task::spawn_blocking(move || checked.password_matches(&password)).await;
+    match matches {
+        Ok(true) => {
+            let mut response = visit(&state, &dest, &parts.headers, 303).await;
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, NO_STORE);
+            response
+        }
+        Ok(false) => password_page(StatusCode::UNAUTHORIZED, &slug, Some("Wrong password.")),
+        Err(err) => ApiError::internal(err).into_response(),
+    }
+}
+
+fn form_password(form: &Bytes) -> String {
+    form_urlencoded::parse(form)
+        .find(|(name, _)| name == "password")
+        .map(|(_, value)| value.into_owned())
+        .unwrap_or_default()
+}
+
+/// The destination of `slug` if it takes visitors now, else the page or problem to answer.
+async fn open_destination(
+    state: &AppState,
+    slug: &str,
+    headers: &HeaderMap,
+) -> Result<Arc<Destination>, Response> {
+    // A path that cannot be a slug is unknown without asking the cache or the database.
+    if Slug::parse(slug).is_err() {
+        return Err(not_found(headers));
+    }
+    let dest = match state.links().redirects().resolve(slug).await {
+        Ok(Some(dest)) => dest,
+        Ok(None) => return Err(not_found(headers)),
+        Err(err) => return Err(ApiError::from(err).into_response()),
+    };
+    match dest.availability(state.clock().now()) {
+        Availability::Open => Ok(dest),
+        Availability::Expired => Err(gone(headers, "This link has expired.")),
+        Availability::Exhausted => Err(gone(headers, "This link has been used up.")),
+    }
+}
+
+/// Admits the visitor (spending a click where the link counts them) and redirects.
+async fn visit(state: &AppState, dest: &Destination, headers: &HeaderMap, status: u16) -> Response {
+    let agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok());
+    match state
+        .links()
+        .redirects()
+        .admit(dest, Visitor::classify(agent))
+        .await
+    {
+        Ok(true) => redirect(dest, status),
+        Ok(false) => gone(headers, "This link has been used up."),
+        Err(err) => ApiError::from(err).into_response(),
+    }
+}
+
+fn redirect(dest: &Destination, status: u16) -> Response {
+    let Ok(location) = HeaderValue::from_str(&dest.url) else {
+        // Stored targets are validated URLs, always valid header text.
+        return ApiError::internal(anyhow::anyhow!("link target is not header text"))
+            .into_response();
+    };
+    let cache = if dest.status.is_permanent() {
+        PERMANENT
+    } else {
+        TEMPORARY
+    };
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FOUND);
+    let mut response = status.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::LOCATION, location);
+    headers.insert(header::CACHE_CONTROL, cache);
+    response
+}
+
+/// Whether the client reads HTML: a browser navigating says so in `Accept`.
+fn wants_html(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"))
+}
+
+fn not_found(headers: &HeaderMap) -> Response {
+    if wants_html(headers) {
+        page(
+            StatusCode::NOT_FOUND,
+            "Link not found",
+            "<p>No link lives at this address.</p>",
+        )
+    } else {
+        ApiError::not_found("link").into_response()
+    }
+}
+
+fn gone(headers: &HeaderMap, why: &'static str) -> Response {
+    if wants_html(headers) {
+        page(
+            StatusCode::GONE,
+            "Link unavailable",
+            &format!("<p>{why}</p>"),
+        )
+    } else {
+        ApiError::new(StatusCode::GONE, "link_gone", why).into_response()
+    }
+}
+
+/// The form of a protected link; `error` says why it is shown again.
+fn password_page(status: StatusCode, slug: &str, error: Option<&str>) -> Response {
+    // Slugs are letters, digits, `-` and `_`: nothing to escape.
+    let error = error.map_or(String::new(), |e| format!("<p role=\"alert\">{e}</p>"));
+    let body = format!(
+        "<p>This link is protected by a password.</p>{error}\
+         <form method=\"post\" action=\"/{slug}\">\
+         <label>Password <input type=\"password\" name=\"password\" required autofocus></label> \
+         <button type=\"submit\">Continue</button></form>"
+    );
+    page(status, "Password required", &body)
+}
+
+fn page(status: StatusCode, title: &str, body: &str) -> Response {
+    let html = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
+         <meta name=\"robots\" content=\"noindex\"><title>{title}</title>\
+         <style>body{{font:16px/1.5 system-ui,sans-serif;max-width:32rem;margin:4rem auto;\
+         padding:0 1rem}}</style></head><body><h1>{title}</h1>{body}</body></html>"
+    );
+    let mut response = (status, Body::from(html)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(header::CACHE_CONTROL, NO_STORE);
+    headers.insert(header::CONTENT_SECURITY_POLICY, PAGE_POLICY);
+    response.extensions_mut().insert(OwnBody);
+    response
+}

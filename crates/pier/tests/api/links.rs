@@ -1,0 +1,588 @@
+//! Short links over HTTP: the links API, the redirect path, password links, exact limits under
+//! concurrency, cache invalidation (across nodes on PostgreSQL) and tenant isolation.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pier_auth::{WorkspaceName, WorkspaceStore};
+use pier_core::Clock;
+use reqwest::{Method, Response};
+use serde_json::{Value, json};
+
+use crate::support::{Backend, TestApp, on_both_backends, problem};
+
+on_both_backends!(
+    link_lifecycle,
+    bad_links_are_refused_with_their_reason,
+    redirect_statuses_and_head,
+    password_links_ask_and_throttle_guesses,
+    limits_hold_exactly_under_200_concurrent_clicks,
+    clicks_are_counted_after_a_flush,
+    lists_filter_and_page,
+    another_workspaces_link_is_404,
+    idempotent_creates_return_the_first_link,
+);
+
+async fn create(app: &TestApp, body: Value) -> Value {
+    let response = app.post_json("/v1/links", &body).await;
+    assert_eq!(response.status(), 201, "creating {body}");
+    response.json().await.expect("json")
+}
+
+/// Follows `slug` once as a client that does not read HTML.
+async fn follow(app: &TestApp, slug: &str) -> Response {
+    app.client
+        .get(app.url(&format!("/{slug}")))
+        .send()
+        .await
+        .expect("request sent")
+}
+
+fn header<'a>(response: &'a Response, name: &str) -> &'a str {
+    response
+        .headers()
+        .get(name)
+        .map_or("", |v| v.to_str().expect("ascii"))
+}
+
+async fn link_lifecycle(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let response = app
+        .post_json(
+            "/v1/links",
+            &json!({"url": "HTTPS://Example.COM:443/a/../spring?x=1", "title": " Spring ",
+                    "tags": ["sale", "news", "sale"]}),
+        )
+        .await;
+    assert_eq!(response.status(), 201);
+    let location = header(&response, "location").to_owned();
+    let etag = header(&response, "etag").to_owned();
+    let link: Value = response.json().await.expect("json");
+    let slug = link["slug"].as_str().expect("slug").to_owned();
+    assert_eq!(slug.len(), 7, "a generated slug");
+    assert_eq!(
+        location,
+        format!("/v1/links/{}", link["id"].as_str().expect("id"))
+    );
+    assert_eq!(
+        link["url"], "https://example.com/spring?x=1",
+        "stored normalised"
+    );
+    assert_eq!(link["short_url"], format!("{}/{slug}", app.base));
+    assert_eq!(link["title"], "Spring");
+    assert_eq!(link["tags"], json!(["news", "sale"]));
+    assert_eq!(link["redirect_status"], 302);
+    assert_eq!(link["clicks"], 0);
+    assert_eq!(link["has_password"], false);
+    assert!(link.get("password").is_none() && link.get("version").is_none());
+    assert_eq!(app.get_value(&location).await, link);
+    assert_eq!(
+        app.get_value(&format!("/v1/links/by-slug/{slug}")).await,
+        link
+    );
+
+    let visit = follow(&app, &slug).await;
+    assert_eq!(visit.status(), 302);
+    assert_eq!(header(&visit, "location"), "https://example.com/spring?x=1");
+    assert_eq!(header(&visit, "cache-control"), "private, max-age=0");
+
+    // A merge patch changes what it names; the next redirect uses it at once.
+    let patch = |body: Value, if_match: &str| {
+        app.request(Method::PATCH, &location)
+            .header("content-type", "application/merge-patch+json")
+            .header("if-match", if_match.to_owned())
+            .body(body.to_string())
+            .send()
+    };
+    let response = patch(
+        json!({"url": "https://example.com/summer", "title": null}),
+        &etag,
+    )
+    .await
+    .expect("sent");
+    assert_eq!(response.status(), 200);
+    let new_etag = header(&response, "etag").to_owned();
+    assert_ne!(new_etag, etag);
+    let changed: Value = response.json().await.expect("json");
+    assert_eq!(changed["title"], Value::Null);
+    assert_eq!(changed["tags"], json!(["news", "sale"]), "left as it was");
+    let visit = follow(&app, &slug).await;
+    assert_eq!(header(&visit, "location"), "https://example.com/summer");
+    // A stale ETag changes nothing.
+    let stale = patch(json!({"url": "https://example.com/x"}), &etag)
+        .await
+        .expect("sent");
+    problem(stale, 412, "precondition_failed").await;
+
+    // Renaming frees the old slug.
+    let renamed = patch(json!({"slug": "summer"}), &new_etag)
+        .await
+        .expect("sent");
+    assert_eq!(renamed.status(), 200);
+    problem(follow(&app, &slug).await, 404, "not_found").await;
+    assert_eq!(follow(&app, "summer").await.status(), 302);
+
+    let delete = app.call(Method::DELETE, &location).await;
+    assert_eq!(delete.status(), 204);
+    problem(app.get(&location).await, 404, "not_found").await;
+    problem(follow(&app, "summer").await, 404, "not_found").await;
+    let page = app
+        .client
+        .get(app.url("/summer"))
+        .header("accept", "text/html,application/xhtml+xml")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(page.status(), 404);
+    assert!(header(&page, "content-type").starts_with("text/html"));
+    assert!(page.text().await.expect("body").contains("Link not found"));
+    // The slug is free again.
+    create(
+        &app,
+        json!({"url": "https://example.com/", "slug": "summer"}),
+    )
+    .await;
+}
+
+async fn bad_links_are_refused_with_their_reason(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    create(
+        &app,
+        json!({"url": "https://example.com/", "slug": "taken"}),
+    )
+    .await;
+    let cases = [
+        (
+            json!({"url": "javascript:alert(1)"}),
+            "url",
+            "scheme_not_allowed",
+        ),
+        (
+            json!({"url": "data:text/html,hi"}),
+            "url",
+            "scheme_not_allowed",
+        ),
+        (
+            json!({"url": "file:///etc/passwd"}),
+            "url",
+            "scheme_not_allowed",
+        ),
+        (
+            json!({"url": "https://user:pw@example.com/"}),
+            "url",
+            "credentials_not_allowed",
+        ),
+        (json!({"url": "/relative"}), "url", "invalid"),
+        (
+            json!({"url": format!("https://e.com/{}", "a".repeat(8200))}),
+            "url",
+            "too_long",
+        ),
+        (json!({"title": "no url"}), "url", "required"),
+        (
+            json!({"url": "https://e.com/", "slug": "docs"}),
+            "slug",
+            "reserved",
+        ),
+        (
+            json!({"url": "https://e.com/", "slug": "Healthz"}),
+            "slug",
+            "reserved",
+        ),
+        (
+            json!({"url": "https://e.com/", "slug": "a/b"}),
+            "slug",
+            "invalid",
+        ),
+        (
+            json!({"url": "https://e.com/", "slug": "x".repeat(65)}),
+            "slug",
+            "too_long",
+        ),
+        (
+            json!({"url": "https://e.com/", "redirect_status": 200}),
+            "redirect_status",
+            "invalid",
+        ),
+        (
+            json!({"url": "https://e.com/", "max_clicks": 0}),
+            "max_clicks",
+            "out_of_range",
+        ),
+        (
+            json!({"url": "https://e.com/", "expires_at": "2001-01-01T00:00:00Z"}),
+            "expires_at",
+            "in_past",
+        ),
+        (
+            json!({"url": "https://e.com/", "tags": vec!["t"; 21]}),
+            "tags",
+            "too_many",
+        ),
+        (
+            json!({"url": "https://e.com/", "tags": [""]}),
+            "tags[0]",
+            "invalid",
+        ),
+        (
+            json!({"url": "https://e.com/", "password": ""}),
+            "password",
+            "invalid",
+        ),
+        (
+            json!({"url": "https://e.com/", "clicks": 5}),
+            "clicks",
+            "invalid",
+        ),
+    ];
+    for (body, field, code) in cases {
+        let response = app.post_json("/v1/links", &body).await;
+        let shown = problem(response, 422, "validation_failed").await;
+        let errors = shown["errors"].as_array().expect("errors");
+        assert!(
+            errors
+                .iter()
+                .any(|e| e["field"] == field && e["code"] == code),
+            "{body} → {shown}"
+        );
+    }
+    let taken = app
+        .post_json(
+            "/v1/links",
+            &json!({"url": "https://e.com/", "slug": "taken"}),
+        )
+        .await;
+    problem(taken, 409, "slug_taken").await;
+
+    let link = create(&app, json!({"url": "https://example.com/"})).await;
+    let path = format!("/v1/links/{}", link["id"].as_str().expect("id"));
+    for (body, field) in [
+        (json!({"url": null}), "url"),
+        (json!({"slug": null}), "slug"),
+    ] {
+        let response = app
+            .request(Method::PATCH, &path)
+            .json(&body)
+            .send()
+            .await
+            .expect("sent");
+        let shown = problem(response, 422, "validation_failed").await;
+        assert_eq!(shown["errors"][0]["field"], field);
+    }
+    let response = app
+        .request(Method::PATCH, &path)
+        .json(&json!({"slug": "taken"}))
+        .send()
+        .await
+        .expect("sent");
+    problem(response, 409, "slug_taken").await;
+    // Nothing above changed the link.
+    let now: Value = app.get_value(&path).await;
+    assert_eq!(now["slug"], link["slug"]);
+    assert_eq!(now["updated_at"], link["updated_at"]);
+}
+
+async fn redirect_statuses_and_head(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    for (status, cache) in [
+        (301, "public, max-age=86400"),
+        (302, "private, max-age=0"),
+        (307, "private, max-age=0"),
+        (308, "public, max-age=86400"),
+    ] {
+        let slug = format!("s{status}");
+        create(
+            &app,
+            json!({"url": "https://example.com/", "slug": slug, "redirect_status": status}),
+        )
+        .await;
+        let visit = follow(&app, &slug).await;
+        assert_eq!(visit.status().as_u16(), status);
+        assert_eq!(header(&visit, "cache-control"), cache);
+        let head = app
+            .client
+            .head(app.url(&format!("/{slug}")))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(head.status().as_u16(), status);
+        assert_eq!(header(&head, "location"), "https://example.com/");
+    }
+    // Paths that cannot be slugs, and reserved ones, are simply unknown.
+    for path in ["/no-such-link", "/v1", "/a.b", "/%00"] {
+        let response = app.client.get(app.url(path)).send().await.expect("sent");
+        assert_eq!(response.status(), 404, "{path}");
+    }
+}
+
+async fn password_links_ask_and_throttle_guesses(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let link = create(
+        &app,
+        json!({"url": "https://secret.example/", "slug": "vault", "password": "open sesame"}),
+    )
+    .await;
+    assert_eq!(link["has_password"], true);
+    let form = follow(&app, "vault").await;
+    assert_eq!(form.status(), 200);
+    assert!(header(&form, "content-type").starts_with("text/html"));
+    assert_eq!(header(&form, "cache-control"), "no-store");
+    let html = form.text().await.expect("body");
+    assert!(
+        html.contains("<form method=\"post\" action=\"/vault\">"),
+        "{html}"
+    );
+    assert!(!html.contains("secret.example"), "the target stays hidden");
+
+    let guess = |password: &str| {
+        app.client
+            .post(app.url("/vault"))
+            .form(&[("password", password)])
+            .send()
+    };
+    let right = guess("open sesame").await.expect("sent");
+    assert_eq!(right.status(), 303);
+    assert_eq!(header(&right, "location"), "https://secret.example/");
+    let wrong = guess("open says me").await.expect("sent");
+    assert_eq!(wrong.status(), 401);
+    assert!(wrong.text().await.expect("body").contains("Wrong password"));
+    // Five guesses per client in a burst (the default policy), then 429 whatever the guess.
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(guess("nope").await.expect("sent").status().as_u16());
+    }
+    assert_eq!(statuses, [401, 401, 401, 429, 429]);
+    let refused = guess("open sesame").await.expect("sent");
+    assert_eq!(refused.status(), 429);
+    assert!(!header(&refused, "retry-after").is_empty());
+}
+
+async fn limits_hold_exactly_under_200_concurrent_clicks(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    create(
+        &app,
+        json!({"url": "https://limited.example/", "slug": "fifty", "max_clicks": 50}),
+    )
+    .await;
+    let app = Arc::new(app);
+    let visits = (0..200).map(|_| {
+        let app = app.clone();
+        tokio::spawn(async move { follow(&app, "fifty").await.status().as_u16() })
+    });
+    let mut statuses = Vec::new();
+    for visit in visits.collect::<Vec<_>>() {
+        statuses.push(visit.await.expect("task"));
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 302).count(), 50);
+    assert_eq!(statuses.iter().filter(|s| **s == 410).count(), 150);
+    problem(follow(&app, "fifty").await, 410, "link_gone").await;
+
+    // Expiry: open until the moment, gone from it.
+    let at = app.clock.now().saturating_add(Duration::from_secs(60));
+    create(
+        &app,
+        json!({"url": "https://soon.example/", "slug": "soon", "expires_at": at.to_rfc3339()}),
+    )
+    .await;
+    assert_eq!(follow(&app, "soon").await.status(), 302);
+    app.clock.advance(Duration::from_secs(60));
+    problem(follow(&app, "soon").await, 410, "link_gone").await;
+}
+
+/// The link as GET shows it once at least `clicks` are recorded (written about a second after
+/// the visits).
+async fn once_clicked(app: &TestApp, path: &str, clicks: i64) -> Value {
+    for _ in 0..50 {
+        let shown = app.get_value(path).await;
+        if shown["clicks"].as_i64() >= Some(clicks) {
+            return shown;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{path} did not reach {clicks} clicks within 5 s");
+}
+
+async fn clicks_are_counted_after_a_flush(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let link = create(
+        &app,
+        json!({"url": "https://example.com/", "slug": "count"}),
+    )
+    .await;
+    let path = format!("/v1/links/{}", link["id"].as_str().expect("id"));
+    for agent in [
+        "Mozilla/5.0 (X11) Firefox/120.0",
+        "curl/8.5.0",
+        "Googlebot/2.1",
+        "Mozilla/5.0",
+    ] {
+        let visit = app
+            .client
+            .get(app.url("/count"))
+            .header("user-agent", agent)
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(visit.status(), 302);
+    }
+    let head = app
+        .client
+        .head(app.url("/count"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(head.status(), 302);
+    let shown = once_clicked(&app, &path, 3).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(shown["clicks"], 3, "the bot and the HEAD are not counted");
+    assert_eq!(app.get_value(&path).await["clicks"], 3);
+}
+
+async fn lists_filter_and_page(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    for i in 0..7 {
+        let tags = if i % 2 == 0 {
+            json!(["even"])
+        } else {
+            json!([])
+        };
+        create(
+            &app,
+            json!({"url": format!("https://example.com/p{i}"), "title": format!("Page {i}"), "tags": tags}),
+        )
+        .await;
+        app.clock.advance(Duration::from_secs(1));
+    }
+    let page = app.get_value("/v1/links?tag=even&limit=3").await;
+    assert_eq!(page["data"].as_array().expect("data").len(), 3);
+    assert_eq!(page["has_more"], true);
+    let cursor = page["next_cursor"].as_str().expect("cursor");
+    let rest = app
+        .get_value(&format!("/v1/links?tag=even&limit=3&cursor={cursor}"))
+        .await;
+    assert_eq!(rest["data"].as_array().expect("data").len(), 1);
+    assert_eq!(rest["data"][0]["title"], "Page 0", "newest first");
+    // A cursor is bound to its filters.
+    let other = app.get(&format!("/v1/links?limit=3&cursor={cursor}")).await;
+    problem(other, 400, "cursor_mismatch").await;
+    let found = app.get_value("/v1/links?q=PAGE%203").await;
+    assert_eq!(found["data"].as_array().expect("data").len(), 1);
+    let bad = app.get(&format!("/v1/links?q={}", "x".repeat(201))).await;
+    problem(bad, 422, "validation_failed").await;
+}
+
+async fn another_workspaces_link_is_404(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let store = WorkspaceStore::new(app.db.clone(), Arc::new(app.clock.clone()));
+    let (_, _, other_secret) = store
+        .create_with_owner_key(WorkspaceName::parse("other").expect("name"))
+        .await
+        .expect("workspace");
+    let link = create(&app, json!({"url": "https://example.com/", "slug": "ours"})).await;
+    let path = format!("/v1/links/{}", link["id"].as_str().expect("id"));
+    let theirs = other_secret.expose();
+    for (method, path) in [
+        (Method::GET, path.as_str()),
+        (Method::PATCH, path.as_str()),
+        (Method::DELETE, path.as_str()),
+        (Method::GET, "/v1/links/by-slug/ours"),
+    ] {
+        let response = app
+            .request_as(theirs, method, path)
+            .json(&json!({"title": "mine now"}))
+            .send()
+            .await
+            .expect("sent");
+        problem(response, 404, "not_found").await;
+    }
+    let listed: Value = app
+        .request_as(theirs, Method::GET, "/v1/links")
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(listed["data"], json!([]));
+    // A viewer reads links but cannot write them.
+    let (_, viewer) = app.create_key("viewer", None).await;
+    assert_eq!(
+        app.call_as(&viewer, Method::GET, "/v1/links")
+            .await
+            .status(),
+        200
+    );
+    let response = app
+        .request_as(&viewer, Method::POST, "/v1/links")
+        .json(&json!({"url": "https://example.com/"}))
+        .send()
+        .await
+        .expect("sent");
+    problem(response, 403, "forbidden").await;
+}
+
+async fn idempotent_creates_return_the_first_link(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let send = || {
+        app.request(Method::POST, "/v1/links")
+            .header("idempotency-key", "create-spring-link")
+            .json(&json!({"url": "https://example.com/spring"}))
+            .send()
+    };
+    let first: Value = send().await.expect("sent").json().await.expect("json");
+    let again = send().await.expect("sent");
+    assert_eq!(again.status(), 201);
+    assert_eq!(header(&again, "idempotent-replayed"), "true");
+    let again: Value = again.json().await.expect("json");
+    assert_eq!(again["id"], first["id"]);
+    let listed = app.get_value("/v1/links").await;
+    assert_eq!(listed["data"].as_array().expect("data").len(), 1);
+}
+
+/// A link changed through one node redirects to its new target on another at once (the change
+/// reaches every node's redirect cache through PostgreSQL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set PIER_TEST_DATABASE_URL"]
+async fn changes_reach_every_nodes_redirect_cache() {
+    let a = TestApp::spawn(Backend::postgres()).await;
+    let b = a.another_node().await;
+    // Node B remembers the slug as unknown before it exists.
+    problem(follow(&b, "moving").await, 404, "not_found").await;
+    let link = create(&a, json!({"url": "https://one.example/", "slug": "moving"})).await;
+    let path = format!("/v1/links/{}", link["id"].as_str().expect("id"));
+    wait_for_target(&b, Some("https://one.example/")).await;
+    let response = a
+        .request(Method::PATCH, &path)
+        .json(&json!({"url": "https://two.example/"}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+    let visit = follow(&a, "moving").await;
+    assert_eq!(
+        header(&visit, "location"),
+        "https://two.example/",
+        "at once on node A"
+    );
+    wait_for_target(&b, Some("https://two.example/")).await;
+    assert_eq!(a.call(Method::DELETE, &path).await.status(), 204);
+    wait_for_target(&b, None).await;
+}
+
+/// Waits (far below the cache TTL) for `node` to redirect `/moving` to `want`, or to answer
+/// 404 when `want` is `None`: the notification travels through PostgreSQL.
+async fn wait_for_target(node: &TestApp, want: Option<&str>) {
+    let mut seen = None;
+    for _ in 0..50 {
+        let visit = follow(node, "moving").await;
+        seen = visit
+            .headers()
+            .get("location")
+            .map(|v| v.to_str().expect("ascii").to_owned());
+        if seen.as_deref() == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("node still redirects to {seen:?}, not {want:?}");
+}
