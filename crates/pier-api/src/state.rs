@@ -73,6 +73,8 @@ pub struct AppStateParts {
     pub short_link_base: String,
     /// Guesses at a link's password, per link and client address.
     pub password_guesses: Policy,
+    /// Keys the visitor hashes of unique-visitor counts; the same on every node.
+    pub visitor_key: [u8; 32],
 }
 
 impl AppState {
@@ -174,6 +176,10 @@ impl AppState {
 
     pub fn password_guesses(&self) -> &Policy {
         &self.0.parts.password_guesses
+    }
+
+    pub fn visitor_key(&self) -> &[u8; 32] {
+        &self.0.parts.visitor_key
     }
 
     /// Single enqueues and reports, committed in groups (see [`GroupCommit`]).

@@ -1,19 +1,22 @@
 //! Click recording off the request path. A redirect adds its click to an in-memory buffer of
-//! counts per link and hour; a background task writes the buffer in batches (every interval,
-//! or sooner when it fills) into the hourly series and the links' totals. The buffer holds
-//! counts, not clicks, so its size follows the number of busy links, not the traffic, and it
-//! is bounded: when it holds its most links, a click of yet another link is dropped and
-//! counted as dropped. A write that fails puts its counts back.
+//! counts per link: visits per hour (humans and bots apart), and per day the visitors (for the
+//! unique-visitor estimate) and referring hosts, plus the latest few clicks. A background task
+//! writes the buffer in batches (every interval, or sooner when it fills; see
+//! [`crate::flush`]). The buffer holds counts, not clicks, so its size follows the number of
+//! busy links, not the traffic, and it is bounded: at most a few KiB per link, and when it
+//! holds its most links, a click of yet another link is dropped and counted as dropped. A
+//! write that fails puts its counts back.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use metrics::Counter;
-use pier_core::Timestamp;
-use pier_db::{Db, JsonList, with_tx};
+use pier_core::{Timestamp, WorkspaceId};
+use pier_db::Db;
 use tokio::sync::{Notify, watch};
 
 use crate::link::LinkId;
+use crate::sketch::Sketch;
 
 /// Who followed a link, as far as its `User-Agent` tells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,26 +76,219 @@ impl Visitor {
     pub fn is_bot(self) -> bool {
         self == Self::Bot
     }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Browser => "browser",
+            Self::Bot => "bot",
+            Self::Unknown => "unknown",
+        }
+    }
 }
 
-const HOUR_MICROS: i64 = 3_600_000_000;
+impl std::str::FromStr for Visitor {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        [Self::Browser, Self::Bot, Self::Unknown]
+            .into_iter()
+            .find(|v| v.as_str() == text)
+            .ok_or_else(|| format!("`{text}` is not a visitor class"))
+    }
+}
+
+/// What one visit tells about its visitor.
+#[derive(Debug, Clone, Copy)]
+pub struct Visit<'a> {
+    pub visitor: Visitor,
+    /// See [`crate::sketch::visitor_hash`].
+    pub identity: u64,
+    /// The referring page's host (see [`referrer_host`]).
+    pub referrer: Option<&'a str>,
+}
+
+/// The longest referrer host kept; longer ones are not valid DNS names anyway.
+const MAX_HOST_CHARS: usize = 100;
+
+/// The host of a `Referer` header, lowercase, if it names one of reasonable length.
+pub fn referrer_host(referer: &str) -> Option<String> {
+    let url = url::Url::parse(referer).ok()?;
+    let host = url.host_str()?;
+    (host.len() <= MAX_HOST_CHARS).then(|| host.to_ascii_lowercase())
+}
+
+pub(crate) const HOUR_MICROS: i64 = 3_600_000_000;
+pub(crate) const DAY_MICROS: i64 = 24 * HOUR_MICROS;
+/// Referring hosts and recent clicks one link keeps between two flushes; more are folded into
+/// "(other)" or left out, so a buffered link costs at most a few KiB whatever its traffic.
+const HOSTS_PER_FLUSH: usize = 5;
+const RECENT_PER_FLUSH: usize = 5;
+/// Visitor hashes a link keeps before folding them into a sketch (1 KiB, like 128 hashes).
+const HASHES_BEFORE_SKETCH: usize = 128;
+/// The referrer of visits from hosts beyond a link's quota.
+pub(crate) const OTHER_HOSTS: &str = "(other)";
 
 /// Clicks of one link in one hour.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct HourCounts {
-    hour: i64,
-    humans: i64,
-    bots: i64,
+pub(crate) struct HourCounts {
+    pub hour: i64,
+    pub humans: i64,
+    pub bots: i64,
     /// Human clicks already added to the link's total when they were let through (links with
     /// `max_clicks`), which the flush must not add again.
-    counted: i64,
+    pub counted: i64,
 }
 
-impl HourCounts {
-    fn add(&mut self, other: &Self) {
-        self.humans += other.humans;
-        self.bots += other.bots;
-        self.counted += other.counted;
+/// The visitors of one link and day, as hashes while few, else as a sketch.
+#[derive(Debug, Clone)]
+pub(crate) enum Visitors {
+    Few(Vec<u64>),
+    Many(Sketch),
+}
+
+impl Visitors {
+    fn add(&mut self, hash: u64) {
+        match self {
+            Self::Few(hashes) if hashes.len() < HASHES_BEFORE_SKETCH => hashes.push(hash),
+            Self::Few(hashes) => {
+                let mut sketch = Sketch::default();
+                hashes.iter().for_each(|h| sketch.add(*h));
+                sketch.add(hash);
+                *self = Self::Many(sketch);
+            }
+            Self::Many(sketch) => sketch.add(hash),
+        }
+    }
+
+    pub fn into_sketch(self) -> Sketch {
+        match self {
+            Self::Few(hashes) => {
+                let mut sketch = Sketch::default();
+                hashes.iter().for_each(|h| sketch.add(*h));
+                sketch
+            }
+            Self::Many(sketch) => sketch,
+        }
+    }
+}
+
+/// Human visits of one link and day: who, and from where.
+#[derive(Debug, Clone)]
+pub(crate) struct DayCounts {
+    pub day: i64,
+    pub visitors: Visitors,
+    pub referrers: Vec<(String, i64)>,
+}
+
+/// One click for the recent-clicks log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecentClick {
+    pub at: Timestamp,
+    pub visitor: Visitor,
+    pub referrer: Option<String>,
+}
+
+/// Everything buffered for one link.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LinkClicks {
+    pub workspace_id: String,
+    pub hours: Vec<HourCounts>,
+    pub days: Vec<DayCounts>,
+    /// The latest clicks, oldest first.
+    pub recent: Vec<RecentClick>,
+}
+
+impl LinkClicks {
+    fn add(&mut self, at: Timestamp, visit: &Visit<'_>, counted: bool) {
+        let micros = at.as_micros();
+        let human = !visit.visitor.is_bot();
+        let click = HourCounts {
+            hour: micros - micros.rem_euclid(HOUR_MICROS),
+            humans: i64::from(human),
+            bots: i64::from(!human),
+            counted: i64::from(counted && human),
+        };
+        self.add_hour(&click);
+        if human {
+            let day = micros - micros.rem_euclid(DAY_MICROS);
+            let counts = match self.days.iter_mut().position(|d| d.day == day) {
+                Some(i) => &mut self.days[i],
+                None => {
+                    self.days.push(DayCounts {
+                        day,
+                        visitors: Visitors::Few(Vec::new()),
+                        referrers: Vec::new(),
+                    });
+                    self.days.last_mut().unwrap_or_else(|| unreachable!())
+                }
+            };
+            counts.visitors.add(visit.identity);
+            if let Some(host) = visit.referrer {
+                add_host(&mut counts.referrers, host, 1);
+            }
+        }
+        if self.recent.len() == RECENT_PER_FLUSH {
+            self.recent.remove(0);
+        }
+        self.recent.push(RecentClick {
+            at,
+            visitor: visit.visitor,
+            referrer: visit.referrer.map(str::to_owned),
+        });
+    }
+
+    fn add_hour(&mut self, click: &HourCounts) {
+        match self.hours.iter_mut().find(|h| h.hour == click.hour) {
+            Some(existing) => {
+                existing.humans += click.humans;
+                existing.bots += click.bots;
+                existing.counted += click.counted;
+            }
+            None => self.hours.push(*click),
+        }
+    }
+
+    /// Folds `other` (counts whose write failed) into these.
+    fn merge(&mut self, other: Self) {
+        other.hours.iter().for_each(|h| self.add_hour(h));
+        for day in other.days {
+            match self.days.iter_mut().find(|d| d.day == day.day) {
+                Some(mine) => {
+                    let mut sketch =
+                        std::mem::replace(&mut mine.visitors, Visitors::Few(Vec::new()))
+                            .into_sketch();
+                    sketch.merge(&day.visitors.into_sketch());
+                    mine.visitors = Visitors::Many(sketch);
+                    for (host, n) in day.referrers {
+                        add_host(&mut mine.referrers, &host, n);
+                    }
+                }
+                None => self.days.push(day),
+            }
+        }
+        let mut recent = other.recent;
+        recent.append(&mut self.recent);
+        let excess = recent.len().saturating_sub(RECENT_PER_FLUSH);
+        self.recent = recent.split_off(excess);
+    }
+
+    fn clicks(&self) -> i64 {
+        self.hours.iter().map(|h| h.humans + h.bots).sum()
+    }
+}
+
+/// Adds `n` visits from `host`, within the per-flush quota of hosts.
+fn add_host(referrers: &mut Vec<(String, i64)>, host: &str, n: i64) {
+    if let Some(entry) = referrers.iter_mut().find(|(h, _)| h == host) {
+        entry.1 += n;
+    } else if referrers.len() < HOSTS_PER_FLUSH {
+        referrers.push((host.to_owned(), n));
+    } else if let Some(other) = referrers.iter_mut().find(|(h, _)| h == OTHER_HOSTS) {
+        other.1 += n;
+    } else {
+        // The last slot becomes "(other)", holding what it held and this.
+        let last = referrers.len() - 1;
+        let held = referrers[last].1;
+        referrers[last] = (OTHER_HOSTS.to_owned(), held + n);
     }
 }
 
@@ -120,7 +316,7 @@ impl Default for ClickSettings {
 /// Clicks waiting to be written; see the module documentation.
 #[derive(Debug)]
 pub struct ClickBuffer {
-    pending: Mutex<HashMap<String, Vec<HourCounts>>>,
+    pending: Mutex<HashMap<String, LinkClicks>>,
     settings: ClickSettings,
     full: Notify,
     buffered: Counter,
@@ -141,21 +337,24 @@ impl ClickBuffer {
     }
 
     /// Adds a click; `counted` when the link's total already includes it.
-    pub(crate) fn record(&self, link: &LinkId, at: Timestamp, visitor: Visitor, counted: bool) {
-        let hour = at.as_micros() - at.as_micros().rem_euclid(HOUR_MICROS);
-        let human = i64::from(!visitor.is_bot());
-        let click = HourCounts {
-            hour,
-            humans: human,
-            bots: 1 - human,
-            counted: i64::from(counted && human == 1),
-        };
+    pub(crate) fn record(
+        &self,
+        (workspace, link): (&WorkspaceId, &LinkId),
+        at: Timestamp,
+        visit: &Visit<'_>,
+        counted: bool,
+    ) {
         let links = {
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(hours) = pending.get_mut(link.as_str()) {
-                merge(hours, &click);
+            if let Some(clicks) = pending.get_mut(link.as_str()) {
+                clicks.add(at, visit, counted);
             } else if pending.len() < self.settings.max_links {
-                pending.insert(link.as_str().to_owned(), vec![click]);
+                let mut clicks = LinkClicks {
+                    workspace_id: workspace.as_str().to_owned(),
+                    ..LinkClicks::default()
+                };
+                clicks.add(at, visit, counted);
+                pending.insert(link.as_str().to_owned(), clicks);
             } else {
                 drop(pending);
                 self.dropped.increment(1);
@@ -172,25 +371,25 @@ impl ClickBuffer {
     /// Clicks waiting, humans and bots.
     pub fn pending_clicks(&self) -> i64 {
         let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        pending.values().flatten().map(|c| c.humans + c.bots).sum()
+        pending.values().map(LinkClicks::clicks).sum()
     }
 
-    fn take(&self) -> Vec<(String, Vec<HourCounts>)> {
+    fn take(&self) -> Vec<(String, LinkClicks)> {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         std::mem::take(&mut *pending).into_iter().collect()
     }
 
     /// Puts counts whose write failed back, within the bound.
-    fn put_back(&self, batch: Vec<(String, Vec<HourCounts>)>) {
+    fn put_back(&self, batch: Vec<(String, LinkClicks)>) {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        for (link, hours) in batch {
+        for (link, clicks) in batch {
             if let Some(existing) = pending.get_mut(&link) {
-                hours.iter().for_each(|h| merge(existing, h));
+                existing.merge(clicks);
             } else if pending.len() < self.settings.max_links {
-                pending.insert(link, hours);
+                pending.insert(link, clicks);
             } else {
-                let lost: i64 = hours.iter().map(|h| h.humans + h.bots).sum();
-                self.dropped.increment(u64::try_from(lost).unwrap_or(0));
+                self.dropped
+                    .increment(u64::try_from(clicks.clicks()).unwrap_or(0));
             }
         }
     }
@@ -203,7 +402,7 @@ impl ClickBuffer {
         while !taken.is_empty() {
             let rest = taken.split_off(taken.len().min(self.settings.batch_links));
             let batch = std::mem::replace(&mut taken, rest);
-            match write(db, &batch).await {
+            match crate::flush::write(db, &batch).await {
                 Ok(clicks) => written += clicks,
                 Err(err) => {
                     self.put_back(batch);
@@ -234,61 +433,6 @@ impl ClickBuffer {
     }
 }
 
-fn merge(hours: &mut Vec<HourCounts>, click: &HourCounts) {
-    match hours.iter_mut().find(|h| h.hour == click.hour) {
-        Some(existing) => existing.add(click),
-        None => hours.push(*click),
-    }
-}
-
-/// One transaction: the hourly rows, then the links' totals.
-async fn write(db: &Db, batch: &[(String, Vec<HourCounts>)]) -> Result<usize, sqlx::Error> {
-    let mut hourly = Vec::new();
-    let mut totals = Vec::new();
-    let mut clicks = 0;
-    for (link, hours) in batch {
-        let mut uncounted = 0;
-        for h in hours {
-            hourly.push((link.as_str(), h.hour, h.humans, h.bots));
-            uncounted += h.humans - h.counted;
-            clicks += usize::try_from(h.humans + h.bots).unwrap_or(0);
-        }
-        if uncounted > 0 {
-            totals.push((link.as_str(), uncounted));
-        }
-    }
-    let (hourly, totals) = (JsonList::new(&hourly)?, JsonList::new(&totals)?);
-    let rows = db.backend().json_rows("$1");
-    let upsert = format!(
-        "INSERT INTO link_clicks_hourly (link_id, hour, humans, bots) \
-         SELECT k.link_id, k.hour, k.humans, k.bots FROM (SELECT value ->> 0 AS link_id, \
-         CAST(value ->> 1 AS BIGINT) AS hour, CAST(value ->> 2 AS BIGINT) AS humans, \
-         CAST(value ->> 3 AS BIGINT) AS bots FROM {rows}) AS k \
-         WHERE EXISTS (SELECT 1 FROM links WHERE links.id = k.link_id) \
-         ON CONFLICT (link_id, hour) DO UPDATE SET \
-         humans = link_clicks_hourly.humans + excluded.humans, \
-         bots = link_clicks_hourly.bots + excluded.bots"
-    );
-    let add = format!(
-        "UPDATE links SET clicks = clicks + k.n FROM (SELECT value ->> 0 AS link_id, \
-         CAST(value ->> 1 AS BIGINT) AS n FROM {rows}) AS k WHERE links.id = k.link_id"
-    );
-    // Relaxed: a crash of the machine may lose the last second of counts, never a link.
-    let mut tx = db.begin_relaxed().await?;
-    for (sql, list) in [(&upsert, &hourly), (&add, &totals)] {
-        with_tx!(&mut tx, conn => {
-            sqlx::query(sql)
-                .bind(list.as_str())
-                .persistent(false)
-                .execute(conn)
-                .await
-                .map(|r| r.rows_affected())
-        })?;
-    }
-    tx.commit().await?;
-    Ok(clicks)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,6 +457,14 @@ mod tests {
         assert_eq!(Visitor::classify(Some(&long)), Visitor::Unknown);
     }
 
+    fn visit(visitor: Visitor, identity: u64, referrer: Option<&str>) -> Visit<'_> {
+        Visit {
+            visitor,
+            identity,
+            referrer,
+        }
+    }
+
     #[test]
     fn the_buffer_keeps_counts_per_link_and_hour_and_is_bounded() {
         let buffer = ClickBuffer::new(ClickSettings {
@@ -321,12 +473,19 @@ mod tests {
         });
         let at = Timestamp::from_micros(10 * HOUR_MICROS + 5);
         let next_hour = Timestamp::from_micros(11 * HOUR_MICROS);
+        let ws = WorkspaceId::from_trusted("ws_1".to_owned());
         let [a, b, c] = ["a", "b", "c"].map(|s| LinkId::from_trusted(format!("link_{s}")));
-        buffer.record(&a, at, Visitor::Browser, false);
-        buffer.record(&a, at, Visitor::Bot, false);
-        buffer.record(&a, next_hour, Visitor::Unknown, true);
-        buffer.record(&b, at, Visitor::Browser, false);
-        buffer.record(&c, at, Visitor::Browser, false);
+        let [a, b, c] = [(&ws, &a), (&ws, &b), (&ws, &c)];
+        buffer.record(
+            a,
+            at,
+            &visit(Visitor::Browser, 1, Some("news.example")),
+            false,
+        );
+        buffer.record(a, at, &visit(Visitor::Bot, 2, Some("bots.example")), false);
+        buffer.record(a, next_hour, &visit(Visitor::Unknown, 1, None), true);
+        buffer.record(b, at, &visit(Visitor::Browser, 3, None), false);
+        buffer.record(c, at, &visit(Visitor::Browser, 4, None), false);
         assert_eq!(
             buffer.pending_clicks(),
             4,
@@ -334,26 +493,57 @@ mod tests {
         );
         let mut taken = buffer.take();
         taken.sort_by(|x, y| x.0.cmp(&y.0));
-        assert_eq!(taken[0].0, "link_a");
+        let a_clicks = &taken[0].1;
+        let hour = |hour, humans, bots, counted| HourCounts {
+            hour,
+            humans,
+            bots,
+            counted,
+        };
         assert_eq!(
-            taken[0].1,
-            vec![
-                HourCounts {
-                    hour: 10 * HOUR_MICROS,
-                    humans: 1,
-                    bots: 1,
-                    counted: 0
-                },
-                HourCounts {
-                    hour: 11 * HOUR_MICROS,
-                    humans: 1,
-                    bots: 0,
-                    counted: 1
-                },
+            a_clicks.hours,
+            [
+                hour(10 * HOUR_MICROS, 1, 1, 0),
+                hour(11 * HOUR_MICROS, 1, 0, 1)
             ]
         );
+        // Humans only: the bot's visit and referrer are not among the day's.
+        let day = &a_clicks.days[0];
+        assert_eq!(day.referrers, [("news.example".to_owned(), 1)]);
+        assert_eq!(day.visitors.clone().into_sketch().estimate(), 1);
+        assert_eq!(a_clicks.recent.len(), 3, "the log keeps bots too");
         assert_eq!(buffer.pending_clicks(), 0);
         buffer.put_back(taken);
         assert_eq!(buffer.pending_clicks(), 4);
+    }
+
+    #[test]
+    fn hosts_and_recent_clicks_per_link_are_bounded() {
+        let buffer = ClickBuffer::new(ClickSettings::default());
+        let ws = WorkspaceId::from_trusted("ws_1".to_owned());
+        let link = LinkId::from_trusted("link_x".to_owned());
+        let at = Timestamp::from_micros(DAY_MICROS);
+        for n in 0..1000u64 {
+            let host = format!("h{}.example", n % 50);
+            buffer.record(
+                (&ws, &link),
+                at,
+                &visit(Visitor::Browser, n, Some(&host)),
+                false,
+            );
+        }
+        let taken = buffer.take();
+        let clicks = &taken[0].1;
+        let referrers = &clicks.days[0].referrers;
+        assert_eq!(referrers.len(), HOSTS_PER_FLUSH);
+        assert_eq!(referrers.iter().map(|(_, n)| n).sum::<i64>(), 1000);
+        assert!(referrers.iter().any(|(h, _)| h == OTHER_HOSTS));
+        assert_eq!(clicks.recent.len(), RECENT_PER_FLUSH);
+        assert!(matches!(clicks.days[0].visitors, Visitors::Many(_)));
+        assert_eq!(
+            referrer_host("https://News.Example:8443/a?b#c").as_deref(),
+            Some("news.example")
+        );
+        assert_eq!(referrer_host("not a url"), None);
     }
 }

@@ -1,22 +1,28 @@
 //! Short links: the rules every link obeys ([`Target`], [`Slug`], [`link`]), the store that
-//! keeps them ([`LinkStore`]), the cached lookup the redirect path answers from
-//! ([`Redirects`]) and click recording off the request path ([`clicks`]). The HTTP side lives
-//! in `pier-api`.
+//! keeps them ([`LinkStore`], which also creates many at once for imports), the cached lookup
+//! the redirect path answers from ([`Redirects`]) and click recording off the request path
+//! ([`clicks`]). The HTTP side lives in `pier-api`.
 
+mod bulk;
 pub mod clicks;
+mod flush;
 pub mod link;
 pub mod password;
 mod redirect;
+pub mod sketch;
 mod slug;
+pub mod stats;
 mod store;
 mod target;
 
-pub use clicks::{ClickBuffer, ClickSettings, Visitor};
+pub use bulk::NotCreated;
+pub use clicks::{ClickBuffer, ClickSettings, RecentClick, Visit, Visitor};
 pub use link::{Link, LinkFields, LinkId, PasswordChange, RedirectStatus, Tag, Title};
 pub use redirect::{Availability, Destination, Redirects};
 pub use slug::{RESERVED, Slug, SlugError};
 pub use store::{LinkError, LinkFilter, LinkStore, ListPosition};
 pub use target::{Target, TargetError};
 
-/// The links tables.
-pub const MIGRATIONS: &[pier_db::Migration] = pier_db::migrations!(7 => "0007_links");
+/// The links tables and their click statistics.
+pub const MIGRATIONS: &[pier_db::Migration] =
+    pier_db::migrations!(7 => "0007_links", 8 => "0008_link_stats");

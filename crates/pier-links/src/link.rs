@@ -67,7 +67,8 @@ impl Title {
     }
 }
 
-/// A tag: 1 to [`Tag::MAX_CHARS`] characters of plain text, trimmed, compared exactly.
+/// A tag: 1 to [`Tag::MAX_CHARS`] characters of plain text without `,`, trimmed, compared
+/// exactly.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Tag(String);
 
@@ -75,8 +76,13 @@ impl Tag {
     pub const MAX_CHARS: usize = 50;
     /// The most tags one link carries.
     pub const MAX_PER_LINK: usize = 20;
+    /// Separates a link's tags in one CSV cell (imports and exports), so no tag holds it.
+    pub const SEPARATOR: char = ',';
 
     pub fn parse(text: &str) -> Result<Self, String> {
+        if text.contains(Self::SEPARATOR) {
+            return Err(format!("must not contain `{}`", Self::SEPARATOR));
+        }
         trimmed_text(text, Self::MAX_CHARS).map(Self)
     }
 
@@ -174,5 +180,15 @@ mod tests {
         assert!(Tag::parse("a\u{0}b").is_err());
         assert!(Title::parse(&"é".repeat(300)).is_ok());
         assert!(Title::parse(&"é".repeat(301)).is_err());
+    }
+
+    #[test]
+    fn tags_hold_no_comma_so_a_csv_cell_can_list_them() {
+        assert_eq!(
+            Tag::parse("sale,news"),
+            Err("must not contain `,`".to_owned())
+        );
+        assert!(Tag::parse(",").is_err());
+        assert!(Tag::parse("sale;news").is_ok());
     }
 }

@@ -13,10 +13,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use pier_cache::{Cache, Settings};
-use pier_core::{Clock, Timestamp};
+use pier_core::{Clock, Timestamp, WorkspaceId};
 use pier_db::{Db, Notice, Relay, Tx, with_reader, with_writer};
 
-use crate::clicks::{ClickBuffer, Visitor};
+use crate::clicks::{ClickBuffer, Visit};
 use crate::link::{LinkId, RedirectStatus};
 
 /// The notification channel of changed slugs; the payload is the slug.
@@ -26,6 +26,7 @@ const CHANNEL: &str = "pier_links";
 #[derive(Debug)]
 pub struct Destination {
     pub link_id: LinkId,
+    pub workspace_id: WorkspaceId,
     pub url: String,
     pub status: RedirectStatus,
     pub expires_at: Option<Timestamp>,
@@ -71,6 +72,7 @@ impl Destination {
 #[derive(sqlx::FromRow)]
 struct DestinationRow {
     id: String,
+    workspace_id: String,
     url: String,
     redirect_status: i32,
     expires_at: Option<i64>,
@@ -137,8 +139,8 @@ impl Redirects {
     async fn load(&self, slug: &str) -> Result<Option<Arc<Destination>>, sqlx::Error> {
         let row: Option<DestinationRow> = with_reader!(&self.db, pool => {
             sqlx::query_as(
-                "SELECT id, url, redirect_status, expires_at, max_clicks, password_hash, clicks \
-                 FROM links WHERE slug = $1",
+                "SELECT id, workspace_id, url, redirect_status, expires_at, max_clicks, \
+                 password_hash, clicks FROM links WHERE slug = $1",
             )
             .bind(slug)
             .fetch_optional(pool)
@@ -151,6 +153,7 @@ impl Redirects {
             .unwrap_or_default();
         Ok(Some(Arc::new(Destination {
             link_id: LinkId::from_trusted(row.id),
+            workspace_id: WorkspaceId::from_trusted(row.workspace_id),
             url: row.url,
             status,
             expires_at: row.expires_at.map(Timestamp::from_micros),
@@ -168,9 +171,9 @@ impl Redirects {
     /// its click with one conditional update, so the limit holds exactly across concurrent
     /// visitors and nodes: the one write the redirect path waits for, and only on such links.
     /// Every other click goes to the buffer, which a background task writes in batches.
-    pub async fn admit(&self, dest: &Destination, visitor: Visitor) -> Result<bool, sqlx::Error> {
+    pub async fn admit(&self, dest: &Destination, visit: &Visit<'_>) -> Result<bool, sqlx::Error> {
         let counted = match dest.max_clicks {
-            Some(_) if !visitor.is_bot() => {
+            Some(_) if !visit.visitor.is_bot() => {
                 if !self.take_click(&dest.link_id).await? {
                     dest.exhausted.store(true, Ordering::Relaxed);
                     return Ok(false);
@@ -179,8 +182,8 @@ impl Redirects {
             }
             _ => false,
         };
-        self.clicks
-            .record(&dest.link_id, self.clock.now(), visitor, counted);
+        let link = (&dest.workspace_id, &dest.link_id);
+        self.clicks.record(link, self.clock.now(), visit, counted);
         Ok(true)
     }
 

@@ -69,6 +69,11 @@ impl Slug {
 
     /// A slug a client chose.
     pub fn parse(text: &str) -> Result<Self, SlugError> {
+        Self::check(text).map(|()| Self(text.to_owned()))
+    }
+
+    /// Whether `text` is a valid slug, without keeping it (the redirect path's first test).
+    pub fn check(text: &str) -> Result<(), SlugError> {
         if text.is_empty() {
             return Err(SlugError::Empty);
         }
@@ -85,7 +90,7 @@ impl Slug {
         if is_reserved(text) {
             return Err(SlugError::Reserved(text.to_owned()));
         }
-        Ok(Self(text.to_owned()))
+        Ok(())
     }
 
     /// A fresh random slug, never a reserved one (`metrics` could be drawn).

@@ -13,7 +13,7 @@ use crate::{Slug, Tag};
 
 /// How many generated slugs a create tries before giving up; with 56^7 slugs a second try is
 /// already rare.
-const SLUG_ATTEMPTS: usize = 8;
+pub(crate) const SLUG_ATTEMPTS: usize = 8;
 
 /// Why a write was refused.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +56,7 @@ impl std::fmt::Debug for LinkStore {
 }
 
 #[derive(sqlx::FromRow)]
-struct LinkRow {
+pub(crate) struct LinkRow {
     id: String,
     workspace_id: String,
     slug: String,
@@ -79,9 +79,10 @@ const COLUMNS: &str = "l.id, l.workspace_id, l.slug, l.url, l.title, l.tags, l.r
                        l.expires_at, l.max_clicks, l.password_hash IS NOT NULL AS has_password, \
                        l.created_by, l.version, l.clicks, l.created_at, l.updated_at";
 /// The same, for `RETURNING` (which SQLite lets name only the bare table's columns).
-const RETURNED: &str = "id, workspace_id, slug, url, title, tags, redirect_status, expires_at, \
-                        max_clicks, password_hash IS NOT NULL AS has_password, created_by, \
-                        version, clicks, created_at, updated_at";
+pub(crate) const RETURNED: &str = "id, workspace_id, slug, url, title, tags, redirect_status, \
+                                   expires_at, max_clicks, password_hash IS NOT NULL AS \
+                                   has_password, created_by, version, clicks, created_at, \
+                                   updated_at";
 
 impl TryFrom<LinkRow> for Link {
     type Error = sqlx::Error;
@@ -111,7 +112,7 @@ impl TryFrom<LinkRow> for Link {
     }
 }
 
-fn tags_json(tags: &[Tag]) -> String {
+pub(crate) fn tags_json(tags: &[Tag]) -> String {
     serde_json::Value::from(tags.iter().map(Tag::as_str).collect::<Vec<_>>()).to_string()
 }
 
@@ -156,6 +157,19 @@ impl LinkStore {
     /// The redirect lookup these writes keep current.
     pub fn redirects(&self) -> &Redirects {
         &self.redirects
+    }
+
+    pub(crate) fn db(&self) -> &Db {
+        &self.db
+    }
+
+    pub(crate) fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// A generated slug, from the configured source.
+    pub(crate) fn draw_slug(&self) -> Slug {
+        (self.slugs)()
     }
 
     /// Creates a link. A chosen slug that is taken is [`LinkError::SlugTaken`]; a generated one
@@ -223,33 +237,18 @@ impl LinkStore {
 
     async fn write_tags(&self, tx: &mut Tx, link: &Link, tags: &[Tag]) -> Result<(), sqlx::Error> {
         with_tx!(tx, conn => {
-            sqlx::query("DELETE FROM link_tags WHERE link_id = $1")
-                .bind(link.id.as_str())
-                .execute(conn)
-                .await
-                .map(|r| r.rows_affected())
-        })?;
-        if tags.is_empty() {
-            return Ok(());
-        }
-        let rows: Vec<[&str; 1]> = tags.iter().map(|t| [t.as_str()]).collect();
-        let list = JsonList::new(&rows)?;
-        let sql = format!(
-            "INSERT INTO link_tags (workspace_id, tag, created_at, link_id) \
-             SELECT $1, value ->> 0, $2, $3 FROM {}",
-            tx.backend().json_rows("$4")
-        );
-        with_tx!(tx, conn => {
-            sqlx::query(&sql)
+            sqlx::query("DELETE FROM link_tags WHERE workspace_id = $1 AND link_id = $2")
                 .bind(link.workspace_id.as_str())
-                .bind(link.created_at.as_micros())
                 .bind(link.id.as_str())
-                .bind(list.as_str())
                 .execute(conn)
                 .await
                 .map(|r| r.rows_affected())
         })?;
-        Ok(())
+        let rows: Vec<[&str; 2]> = tags
+            .iter()
+            .map(|t| [t.as_str(), link.id.as_str()])
+            .collect();
+        insert_tags(tx, &link.workspace_id, link.created_at, &rows).await
     }
 
     pub async fn get(
@@ -384,7 +383,7 @@ impl LinkStore {
     }
 
     /// Deletes `seen` unless its version moved (`Ok(false)`); the slug is free at once, and the
-    /// link's tags and click series go with it.
+    /// link's tags and click statistics go with it.
     pub async fn delete(&self, seen: &Link) -> Result<bool, sqlx::Error> {
         let mut tx = self.db.begin().await?;
         let deleted = with_tx!(&mut tx, conn => {
@@ -399,10 +398,17 @@ impl LinkStore {
         if !deleted {
             return Ok(false);
         }
-        for table in ["link_tags", "link_clicks_hourly"] {
-            let sql = format!("DELETE FROM {table} WHERE link_id = $1");
+        for table in [
+            "link_tags",
+            "link_clicks_hourly",
+            "link_visitors_daily",
+            "link_referrers_daily",
+            "link_clicks_recent",
+        ] {
+            let sql = format!("DELETE FROM {table} WHERE workspace_id = $1 AND link_id = $2");
             with_tx!(&mut tx, conn => {
                 sqlx::query(&sql)
+                    .bind(seen.workspace_id.as_str())
                     .bind(seen.id.as_str())
                     .execute(conn)
                     .await
@@ -415,6 +421,35 @@ impl LinkStore {
         tx.commit().await?;
         Ok(true)
     }
+}
+
+/// The tag index rows `[tag, link_id]` of links of `workspace` created at `created_at`, in one
+/// statement.
+pub(crate) async fn insert_tags(
+    tx: &mut Tx,
+    workspace: &WorkspaceId,
+    created_at: Timestamp,
+    rows: &[[&str; 2]],
+) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let list = JsonList::new(rows)?;
+    let sql = format!(
+        "INSERT INTO link_tags (workspace_id, tag, created_at, link_id) \
+         SELECT $1, value ->> 0, $2, value ->> 1 FROM {}",
+        tx.backend().json_rows("$3")
+    );
+    with_tx!(tx, conn => {
+        sqlx::query(&sql)
+            .bind(workspace.as_str())
+            .bind(created_at.as_micros())
+            .bind(list.as_str())
+            .execute(conn)
+            .await
+            .map(|r| r.rows_affected())
+    })?;
+    Ok(())
 }
 
 fn slug_conflict(err: sqlx::Error, slug: &Slug) -> LinkError {

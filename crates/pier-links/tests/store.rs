@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use pier_cache::Settings;
 use pier_core::{Clock, ManualClock, WorkspaceId};
+use pier_links::stats::{self, Interval, StatsQuery};
 use pier_links::{
     Availability, ClickBuffer, ClickSettings, LinkError, LinkFields, LinkFilter, LinkStore,
-    PasswordChange, RedirectStatus, Redirects, Slug, Tag, Target, Title, Visitor,
+    PasswordChange, RedirectStatus, Redirects, Slug, Tag, Target, Title, Visit, Visitor,
 };
 use pier_testkit::{Backend, TestDb, on_both_backends};
 
@@ -54,6 +55,15 @@ async fn fixture(backend: Backend) -> Fixture {
         workspace: WorkspaceId::new(clock.now()),
         clock,
         _db: test_db,
+    }
+}
+
+/// A visit by `visitor`, whose identity is `who`.
+fn visit(visitor: Visitor, who: u64, referrer: Option<&str>) -> Visit<'_> {
+    Visit {
+        visitor,
+        identity: who.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        referrer,
     }
 }
 
@@ -301,7 +311,7 @@ async fn max_clicks_hold_exactly_under_200_concurrent_clicks(backend: Backend) {
         .await
         .expect("create");
     let redirects = f.store.redirects().clone();
-    let clicks = (0..200).map(|i| {
+    let clicks = (0..200u64).map(|i| {
         let redirects = redirects.clone();
         tokio::spawn(async move {
             let dest = redirects.resolve("once").await.expect("db").expect("found");
@@ -313,7 +323,10 @@ async fn max_clicks_hold_exactly_under_200_concurrent_clicks(backend: Backend) {
             };
             (
                 visitor,
-                redirects.admit(&dest, visitor).await.expect("admit"),
+                redirects
+                    .admit(&dest, &visit(visitor, i, None))
+                    .await
+                    .expect("admit"),
             )
         })
     });
@@ -359,21 +372,19 @@ async fn clicks_are_flushed_into_hourly_counts_and_totals(backend: Backend) {
         .expect("create");
     let redirects = f.store.redirects();
     let dest = redirects.resolve("news").await.expect("db").expect("found");
-    for visitor in [
-        Visitor::Browser,
-        Visitor::Unknown,
-        Visitor::Bot,
-        Visitor::Browser,
-    ] {
-        assert!(redirects.admit(&dest, visitor).await.expect("admit"));
+    let from = f.clock.now();
+    let visits = [
+        visit(Visitor::Browser, 1, Some("news.example")),
+        visit(Visitor::Unknown, 2, Some("news.example")),
+        visit(Visitor::Bot, 3, Some("crawler.example")),
+        visit(Visitor::Browser, 1, Some("mail.example")),
+    ];
+    for v in &visits {
+        assert!(redirects.admit(&dest, v).await.expect("admit"));
     }
     f.clock.advance(Duration::from_secs(3600));
-    assert!(
-        redirects
-            .admit(&dest, Visitor::Browser)
-            .await
-            .expect("admit")
-    );
+    let later = visit(Visitor::Browser, 4, None);
+    assert!(redirects.admit(&dest, &later).await.expect("admit"));
     assert_eq!(redirects.clicks().pending_clicks(), 5);
     assert_eq!(redirects.flush_clicks().await.expect("flush"), 5);
     assert_eq!(redirects.clicks().pending_clicks(), 0);
@@ -397,22 +408,65 @@ async fn clicks_are_flushed_into_hourly_counts_and_totals(backend: Backend) {
     .expect("read");
     assert_eq!(hours, vec![(3, 1), (1, 0)]);
 
-    // Clicks of a link deleted before the flush are discarded, not written as orphans.
+    let query = StatsQuery {
+        from,
+        to: f.clock.now().saturating_add(Duration::from_secs(1)),
+        interval: Interval::Hour,
+    };
+    let shown = stats::read(&f.db, (&f.workspace, &link.id), &query)
+        .await
+        .expect("stats");
+    assert_eq!((shown.clicks, shown.bots), (4, 1));
+    assert_eq!(shown.unique_visitors, 3, "visitor 1 came twice");
+    assert_eq!(shown.series.len(), 2);
+    assert_eq!((shown.series[0].clicks, shown.series[1].clicks), (3, 1));
+    let top = [
+        ("news.example".to_owned(), 2),
+        ("mail.example".to_owned(), 1),
+    ];
+    assert_eq!(shown.top_referrers, top, "humans only, most first");
+    assert_eq!(shown.recent.len(), 5);
+    assert_eq!(shown.recent[0].visitor, Visitor::Browser, "newest first");
+    assert_eq!(shown.recent[2].referrer.as_deref(), Some("crawler.example"));
+    // A second flush of the same day adds to the stored sketch and counts.
     assert!(
         redirects
-            .admit(&dest, Visitor::Browser)
+            .admit(&dest, &visit(Visitor::Browser, 5, Some("news.example")))
             .await
             .expect("admit")
     );
+    redirects.flush_clicks().await.expect("flush");
+    let shown = stats::read(&f.db, (&f.workspace, &link.id), &query)
+        .await
+        .expect("stats");
+    assert_eq!(shown.unique_visitors, 4);
+    assert_eq!(shown.top_referrers[0], ("news.example".to_owned(), 3));
+
+    // Deleting a link takes its statistics, and clicks buffered before are discarded, not
+    // written as orphans.
+    let last = visit(Visitor::Browser, 6, Some("x.example"));
+    assert!(redirects.admit(&dest, &last).await.expect("admit"));
+    let link = f
+        .store
+        .get(&f.workspace, &link.id)
+        .await
+        .expect("db")
+        .expect("found");
     assert!(f.store.delete(&link).await.expect("delete"));
     redirects.flush_clicks().await.expect("flush");
-    let left: i64 = pier_db::with_reader!(&f.db, pool => {
-        sqlx::query_scalar("SELECT COUNT(*) FROM link_clicks_hourly")
-            .fetch_one(pool)
-            .await
-    })
-    .expect("read");
-    assert_eq!(left, 0);
+    for table in [
+        "link_clicks_hourly",
+        "link_visitors_daily",
+        "link_referrers_daily",
+        "link_clicks_recent",
+    ] {
+        let sql = format!("SELECT COUNT(*) FROM {table}");
+        let left: i64 = pier_db::with_reader!(&f.db, pool => {
+            sqlx::query_scalar(&sql).fetch_one(pool).await
+        })
+        .expect("read");
+        assert_eq!(left, 0, "{table}");
+    }
 }
 
 async fn another_workspace_sees_nothing(backend: Backend) {

@@ -172,6 +172,9 @@ impl Application {
         let cursor_key = pier_db::server_secret(&db, "cursor_signing_key")
             .await
             .context("cannot load the cursor signing key")?;
+        let visitor_key = pier_db::server_secret(&db, "visitor_hash_key")
+            .await
+            .context("cannot load the visitor hash key")?;
         let redis = match &config.server.redis_url {
             Some(url) => Some(connect_redis(url).await?),
             None => None,
@@ -204,6 +207,7 @@ impl Application {
             links: links(&config.links, &db, clock.clone()),
             short_link_base,
             password_guesses: Policy::server("link-password", config.links.password_guesses),
+            visitor_key,
         });
         Ok(Self {
             config,

@@ -5,7 +5,8 @@
 //! statuses from the framework into problems, and records each request once: an access-log
 //! line and the `pier_http_*` metrics, labelled by route template (never the raw path).
 
-use std::sync::{Arc, OnceLock};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Instant;
 
 use axum::body::Body;
@@ -26,7 +27,7 @@ pub struct RequestContext(Arc<ContextInner>);
 #[derive(Debug)]
 struct ContextInner {
     request_id: String,
-    route: OnceLock<String>,
+    route: OnceLock<&'static str>,
     workspace_id: OnceLock<String>,
 }
 
@@ -92,21 +93,11 @@ pub async fn edge(mut req: Request, next: Next) -> Response {
 
     let status = response.status().as_u16();
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let route = ctx.0.route.get().map_or("<unmatched>", String::as_str);
+    let route = ctx.0.route.get().copied().unwrap_or(UNMATCHED);
     let workspace_id = ctx.0.workspace_id.get().map(String::as_str);
-    metrics::counter!(
-        "pier_http_requests_total",
-        "method" => method,
-        "route" => route.to_owned(),
-        "status" => status.to_string()
-    )
-    .increment(1);
-    metrics::histogram!(
-        "pier_http_request_duration_seconds",
-        "method" => method,
-        "route" => route.to_owned()
-    )
-    .record(latency_ms / 1000.0);
+    let (requests, duration) = route_metrics(method, route, status);
+    requests.increment(1);
+    duration.record(latency_ms / 1000.0);
     tracing::info!(
         target: "pier::access",
         method = %method,
@@ -162,7 +153,68 @@ pub async fn record_route(req: Request, next: Next) -> Response {
         req.extensions().get::<RequestContext>(),
         req.extensions().get::<MatchedPath>(),
     ) {
-        let _ = ctx.0.route.set(path.as_str().to_owned());
+        let _ = ctx.0.route.set(intern(path.as_str()));
     }
     next.run(req).await
+}
+
+/// The route label of requests that matched no route.
+const UNMATCHED: &str = "<unmatched>";
+
+/// Route templates as `'static` strings, each leaked once: the router's templates are a fixed,
+/// small set, and requests then carry their route without allocating.
+fn intern(route: &str) -> &'static str {
+    static ROUTES: OnceLock<RwLock<HashSet<&'static str>>> = OnceLock::new();
+    let routes = ROUTES.get_or_init(RwLock::default);
+    if let Some(known) = routes.read().unwrap_or_else(|e| e.into_inner()).get(route) {
+        return known;
+    }
+    let mut routes = routes.write().unwrap_or_else(|e| e.into_inner());
+    match routes.get(route) {
+        Some(known) => known,
+        None => {
+            let leaked: &'static str = Box::leak(route.to_owned().into_boxed_str());
+            routes.insert(leaked);
+            leaked
+        }
+    }
+}
+
+type RouteKey = (&'static str, &'static str, u16);
+
+/// The request counter and latency histogram of a method, route and status, registered once:
+/// building a metric's labels on every request would allocate and hash them each time. The
+/// set is bounded like the labels: methods and routes are closed sets, statuses are three
+/// digits.
+fn route_metrics(
+    method: &'static str,
+    route: &'static str,
+    status: u16,
+) -> (metrics::Counter, metrics::Histogram) {
+    static HANDLES: OnceLock<RwLock<HashMap<RouteKey, (metrics::Counter, metrics::Histogram)>>> =
+        OnceLock::new();
+    let handles = HANDLES.get_or_init(RwLock::default);
+    let key = (method, route, status);
+    if let Some(found) = handles.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return found.clone();
+    }
+    let registered = (
+        metrics::counter!(
+            "pier_http_requests_total",
+            "method" => method,
+            "route" => route,
+            "status" => status.to_string()
+        ),
+        metrics::histogram!(
+            "pier_http_request_duration_seconds",
+            "method" => method,
+            "route" => route
+        ),
+    );
+    handles
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(key)
+        .or_insert(registered)
+        .clone()
 }

@@ -22,30 +22,30 @@ const MAX_CLICKS: i64 = 1_000_000_000_000;
 /// A short link as the API shows it (its password never).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LinkView {
-    id: LinkId,
+    pub(crate) id: LinkId,
     /// The path the link answers on; unique across the service, case-sensitive.
-    slug: String,
+    pub(crate) slug: String,
     /// The link itself: the configured base URL and the slug.
-    short_url: String,
+    pub(crate) short_url: String,
     /// Where visitors are sent.
-    url: String,
-    title: Option<String>,
-    tags: Vec<String>,
+    pub(crate) url: String,
+    pub(crate) title: Option<String>,
+    pub(crate) tags: Vec<String>,
     /// 301, 302 (the default), 307 or 308.
     #[schema(example = 302)]
-    redirect_status: u16,
+    pub(crate) redirect_status: u16,
     /// After this, the link answers `410 Gone`.
-    expires_at: Option<Timestamp>,
+    pub(crate) expires_at: Option<Timestamp>,
     /// After this many human visits, the link answers `410 Gone`.
-    max_clicks: Option<i64>,
+    pub(crate) max_clicks: Option<i64>,
     /// Whether visitors must enter a password.
-    has_password: bool,
+    pub(crate) has_password: bool,
     /// The API key that created the link.
-    created_by: String,
+    pub(crate) created_by: String,
     /// Human visits recorded so far (bots are counted apart); written within about a second.
-    clicks: i64,
-    created_at: Timestamp,
-    updated_at: Timestamp,
+    pub(crate) clicks: i64,
+    pub(crate) created_at: Timestamp,
+    pub(crate) updated_at: Timestamp,
 }
 
 impl LinkView {
@@ -89,24 +89,24 @@ pub struct CreateLink {
     /// Where visitors are sent: an absolute `http` or `https` URL without credentials, at
     /// most 8 KiB. Stored normalised.
     #[schema(example = "https://example.com/spring-sale")]
-    url: String,
+    pub(crate) url: String,
     /// 1 to 64 letters, digits, `-` or `_`, not one of Pier's own paths; omit for a random
     /// 7-character slug.
     #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
-    slug: Option<String>,
+    pub(crate) slug: Option<String>,
     /// Up to 300 characters.
-    title: Option<String>,
+    pub(crate) title: Option<String>,
     /// Up to 20 tags of 1 to 50 characters.
-    tags: Option<Vec<String>>,
+    pub(crate) tags: Option<Vec<String>>,
     /// 301, 302 (the default), 307 or 308.
-    redirect_status: Option<u16>,
+    pub(crate) redirect_status: Option<u16>,
     /// When the link stops working; must be in the future.
-    expires_at: Option<Timestamp>,
+    pub(crate) expires_at: Option<Timestamp>,
     /// How many human visits the link takes, at least 1.
-    max_clicks: Option<i64>,
+    pub(crate) max_clicks: Option<i64>,
     /// Visitors must enter it before being redirected. Write-only: stored as an Argon2id
     /// hash, never shown.
-    password: Option<String>,
+    pub(crate) password: Option<String>,
 }
 
 /// A merge patch of a link (RFC 7396): fields left out stay as they are; `null` clears
@@ -164,14 +164,18 @@ impl From<CreateLink> for UpdateLink {
 
 /// A patch checked against the link it changes (or, for a create, against nothing), with the
 /// new password, if any, still to be hashed.
-struct Checked {
+pub(crate) struct Checked {
     fields: LinkFields,
     new_password: Option<String>,
 }
 
 impl UpdateLink {
     /// Applies the patch to `base` (a create's base is `None`), collecting every field's error.
-    fn apply(self, base: Option<LinkFields>, now: Timestamp) -> Result<Checked, ValidationErrors> {
+    pub(crate) fn apply(
+        self,
+        base: Option<LinkFields>,
+        now: Timestamp,
+    ) -> Result<Checked, ValidationErrors> {
         let mut errors = ValidationErrors::new();
         let required = |errors: &mut ValidationErrors, field: &str| {
             errors.add(field, "required", "must be given and not null");
@@ -276,7 +280,7 @@ fn check_tags(list: Vec<String>, errors: &mut ValidationErrors) -> Option<Vec<Ta
 
 impl Checked {
     /// Hashes the new password off the async executor: Argon2id takes tens of milliseconds.
-    async fn into_fields(mut self) -> ApiResult<LinkFields> {
+    pub(crate) async fn into_fields(mut self) -> ApiResult<LinkFields> {
         if let Some(password) = self.new_password {
             let hash = tokio::task::spawn_blocking(move || pier_links::password::hash(&password))
                 .await
@@ -340,6 +344,31 @@ pub struct ListLinks {
 /// The longest `q`.
 const MAX_QUERY_CHARS: usize = 200;
 
+impl ListLinks {
+    /// The filter these parameters ask for, checked.
+    pub(crate) fn filter(self) -> ApiResult<LinkFilter> {
+        let mut errors = ValidationErrors::new();
+        let tag = self
+            .tag
+            .as_deref()
+            .and_then(|t| errors.check("tag", "invalid", Tag::parse(t)));
+        if let Some(q) = &self.q {
+            errors.check(
+                "q",
+                "invalid",
+                pier_core::validation::plain_text(q, 1, MAX_QUERY_CHARS),
+            );
+        }
+        errors.into_result().map_err(ApiError::validation)?;
+        Ok(LinkFilter {
+            tag: tag.map(|t| t.as_str().to_owned()),
+            q: self.q,
+            created_after: self.created_after,
+            created_before: self.created_before,
+        })
+    }
+}
+
 /// List links, newest first.
 #[utoipa::path(
     get,
@@ -355,25 +384,7 @@ pub async fn list(
     page: Pagination,
     ApiQuery(query): ApiQuery<ListLinks>,
 ) -> ApiResult<Page<LinkView>> {
-    let mut errors = ValidationErrors::new();
-    let tag = query
-        .tag
-        .as_deref()
-        .and_then(|t| errors.check("tag", "invalid", Tag::parse(t)));
-    if let Some(q) = &query.q {
-        errors.check(
-            "q",
-            "invalid",
-            pier_core::validation::plain_text(q, 1, MAX_QUERY_CHARS),
-        );
-    }
-    errors.into_result().map_err(ApiError::validation)?;
-    let filter = LinkFilter {
-        tag: tag.map(|t| t.as_str().to_owned()),
-        q: query.q,
-        created_after: query.created_after,
-        created_before: query.created_before,
-    };
+    let filter = query.filter()?;
     let micros = |t: Option<Timestamp>| t.map(|t| t.as_micros().to_string());
     let workspace = auth.principal.workspace_id();
     let scope = CursorScope::new("links", workspace)
@@ -393,7 +404,7 @@ pub async fn list(
     Ok(page.map(|l| LinkView::new(l, base)))
 }
 
-async fn load(
+pub(crate) async fn load(
     state: &AppState,
     auth_workspace: &pier_core::WorkspaceId,
     id: &str,

@@ -6,6 +6,9 @@ mod docs;
 mod health;
 mod jobs;
 mod leases;
+mod link_bulk;
+mod link_qr;
+mod link_stats;
 mod links;
 mod outcomes;
 mod queues;
@@ -16,7 +19,7 @@ mod workspace;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::{from_fn, from_fn_with_state};
-use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
 use crate::AppState;
@@ -61,6 +64,12 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(links::create, links::list))
         .routes(routes!(links::get, links::update, links::delete))
         .routes(routes!(links::get_by_slug))
+        .routes(routes!(link_stats::get))
+        .routes(
+            routes!(link_bulk::import).layer(DefaultBodyLimit::max(link_bulk::MAX_IMPORT_BYTES)),
+        )
+        .routes(routes!(link_bulk::export))
+        .routes(routes!(link_qr::qr))
         .route_layer(from_fn_with_state(normal, deadline))
         .merge(claims)
         // route_layer: unknown paths stay a plain 404 instead of asking for credentials.

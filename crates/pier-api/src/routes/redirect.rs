@@ -7,16 +7,19 @@
 //! links; other clients get problem documents.
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Request, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use pier_links::{Availability, Destination, Slug, Visitor};
+use pier_links::clicks::referrer_host;
+use pier_links::sketch::visitor_hash;
+use pier_links::{Availability, Destination, Slug, Visit, Visitor};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use crate::AppState;
 use crate::middleware::{OwnBody, ip_key};
 use crate::problem::ApiError;
-use crate::rate_limit::refusal;
+use crate::rate_limit::{client_ip, refusal};
 
 /// The longest password form accepted, in bytes.
 const MAX_FORM_BYTES: usize = 4 * 1024;
@@ -50,10 +53,11 @@ const PAGE_POLICY: HeaderValue = HeaderValue::from_static(
 pub async fn follow(
     State(state): State<AppState>,
     Path(slug): Path<String>,
-    method: Method,
-    headers: HeaderMap,
+    req: Request,
 ) -> Response {
-    let dest = match open_destination(&state, &slug, &headers).await {
+    // The request is borrowed, not taken apart: extracting `HeaderMap` would copy it.
+    let headers = req.headers();
+    let dest = match open_destination(&state, &slug, headers).await {
         Ok(dest) => dest,
         Err(response) => return response,
     };
@@ -61,10 +65,11 @@ pub async fn follow(
         return password_page(StatusCode::OK, &slug, None);
     }
     // A HEAD is a check, not a visit: it is answered without spending or counting a click.
-    if method == Method::HEAD {
+    if req.method() == Method::HEAD {
         return redirect(&dest, dest.status.code());
     }
-    visit(&state, &dest, &headers, dest.status.code()).await
+    let peer = req.extensions().get();
+    visit(&state, &dest, headers, peer, dest.status.code()).await
 }
 
 /// Unlock a password-protected link with its form (`password=…`, form-encoded). Wrong guesses
@@ -88,8 +93,7 @@ pub async fn unlock(
     req: Request,
 ) -> Response {
     let client = ip_key(&state, &req).unwrap_or_default();
-    let (parts, body) = req.into_parts();
-    let dest = match open_destination(&state, &slug, &parts.headers).await {
+    let dest = match open_destination(&state, &slug, req.headers()).await {
         Ok(dest) if dest.needs_password() => dest,
         Ok(_) => return StatusCode::METHOD_NOT_ALLOWED.into_response(),
         Err(response) => return response,
@@ -101,15 +105,18 @@ pub async fn unlock(
         Ok(decision) => return refusal(&[(policy, &decision)]),
         Err(err) => return ApiError::internal(err).into_response(),
     }
+    let (parts, body) = req.into_parts();
     let Ok(form) = axum::body::to_bytes(body, MAX_FORM_BYTES).await else {
         return StatusCode::PAYLOAD_TOO_LARGE.into_response();
     };
+
     let password = form_password(&form);
     let checked = Arc::clone(&dest);
     let matches = tokio::task::spawn_blocking(move || checked.password_matches(&password)).await;
     match matches {
         Ok(true) => {
-            let mut response = visit(&state, &dest, &parts.headers, 303).await;
+            let peer = parts.extensions.get();
+            let mut response = visit(&state, &dest, &parts.headers, peer, 303).await;
             response
                 .headers_mut()
                 .insert(header::CACHE_CONTROL, NO_STORE);
@@ -134,7 +141,7 @@ async fn open_destination(
     headers: &HeaderMap,
 ) -> Result<Arc<Destination>, Response> {
     // A path that cannot be a slug is unknown without asking the cache or the database.
-    if Slug::parse(slug).is_err() {
+    if Slug::check(slug).is_err() {
         return Err(not_found(headers));
     }
     let dest = match state.links().redirects().resolve(slug).await {
@@ -150,16 +157,31 @@ async fn open_destination(
 }
 
 /// Admits the visitor (spending a click where the link counts them) and redirects.
-async fn visit(state: &AppState, dest: &Destination, headers: &HeaderMap, status: u16) -> Response {
-    let agent = headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok());
-    match state
-        .links()
-        .redirects()
-        .admit(dest, Visitor::classify(agent))
-        .await
-    {
+async fn visit(
+    state: &AppState,
+    dest: &Destination,
+    headers: &HeaderMap,
+    peer: Option<&ConnectInfo<SocketAddr>>,
+    status: u16,
+) -> Response {
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    let agent = text(header::USER_AGENT);
+    let address = match client_ip(headers, peer, &state.protection().trusted_proxies) {
+        Some(IpAddr::V4(ip)) => ip.octets().to_vec(),
+        Some(IpAddr::V6(ip)) => ip.octets().to_vec(),
+        None => Vec::new(),
+    };
+    let referrer = text(header::REFERER).and_then(referrer_host);
+    let visit = Visit {
+        visitor: Visitor::classify(agent),
+        identity: visitor_hash(state.visitor_key(), &address, agent.unwrap_or_default()),
+        referrer: referrer.as_deref(),
+    };
+    match state.links().redirects().admit(dest, &visit).await {
         Ok(true) => redirect(dest, status),
         Ok(false) => gone(headers, "This link has been used up."),
         Err(err) => ApiError::from(err).into_response(),

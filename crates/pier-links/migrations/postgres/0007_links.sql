@@ -30,14 +30,15 @@ CREATE TABLE link_tags (
     link_id      TEXT NOT NULL,
     PRIMARY KEY (workspace_id, tag, created_at, link_id)
 );
-CREATE INDEX link_tags_by_link ON link_tags (link_id);
+CREATE INDEX link_tags_by_link ON link_tags (workspace_id, link_id);
 
 -- Visits per link and hour (`hour` is the hour's first microsecond), written by the click
 -- flusher in batches.
 CREATE TABLE link_clicks_hourly (
-    link_id TEXT NOT NULL,
-    hour    BIGINT NOT NULL,
-    humans  BIGINT NOT NULL,
-    bots    BIGINT NOT NULL,
-    PRIMARY KEY (link_id, hour)
+    workspace_id TEXT NOT NULL,
+    link_id      TEXT NOT NULL,
+    hour         BIGINT NOT NULL,
+    humans       BIGINT NOT NULL,
+    bots         BIGINT NOT NULL,
+    PRIMARY KEY (workspace_id, link_id, hour)
 );

@@ -410,20 +410,27 @@ async fn clicks_are_counted_after_a_flush(backend: Backend) {
     )
     .await;
     let path = format!("/v1/links/{}", link["id"].as_str().expect("id"));
-    for agent in [
-        "Mozilla/5.0 (X11) Firefox/120.0",
-        "curl/8.5.0",
-        "Googlebot/2.1",
-        "Mozilla/5.0",
-    ] {
-        let visit = app
+    let visits = [
+        (
+            "Mozilla/5.0 (X11) Firefox/120.0",
+            Some("https://news.example/story"),
+        ),
+        ("curl/8.5.0", None),
+        ("Googlebot/2.1", Some("https://crawler.example/")),
+        (
+            "Mozilla/5.0 (X11) Firefox/120.0",
+            Some("https://news.example/other"),
+        ),
+    ];
+    for (agent, referer) in visits {
+        let mut request = app
             .client
             .get(app.url("/count"))
-            .header("user-agent", agent)
-            .send()
-            .await
-            .expect("sent");
-        assert_eq!(visit.status(), 302);
+            .header("user-agent", agent);
+        if let Some(referer) = referer {
+            request = request.header("referer", referer);
+        }
+        assert_eq!(request.send().await.expect("sent").status(), 302);
     }
     let head = app
         .client
@@ -436,6 +443,36 @@ async fn clicks_are_counted_after_a_flush(backend: Backend) {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(shown["clicks"], 3, "the bot and the HEAD are not counted");
     assert_eq!(app.get_value(&path).await["clicks"], 3);
+
+    // The range ends at "now", excluded; the test clock has not moved since the visits.
+    app.clock.advance(Duration::from_secs(1));
+    let stats = app.get_value(&format!("{path}/stats?interval=hour")).await;
+    assert_eq!(stats["interval"], "hour");
+    assert_eq!(
+        stats["totals"],
+        json!({"clicks": 3, "bots": 1, "unique_visitors": 2})
+    );
+    assert_eq!(
+        stats["series"].as_array().expect("series").len(),
+        7 * 24 + 1
+    );
+    assert_eq!(
+        stats["top_referrers"],
+        json!([{"host": "news.example", "clicks": 2}])
+    );
+    assert_eq!(stats["recent"].as_array().expect("recent").len(), 4);
+    assert_eq!(stats["recent"][1]["visitor"], "bot");
+    let daily = app.get_value(&format!("{path}/stats")).await;
+    assert_eq!(daily["totals"]["clicks"], 3);
+    for query in [
+        "interval=week",
+        "interval=hour&from=2020-01-01T00:00:00Z",
+        "from=2030-01-02T00:00:00Z&to=2030-01-01T00:00:00Z",
+    ] {
+        let response = app.get(&format!("{path}/stats?{query}")).await;
+        problem(response, 422, "validation_failed").await;
+    }
+    problem(app.get("/v1/links/link_nope/stats").await, 404, "not_found").await;
 }
 
 async fn lists_filter_and_page(backend: Backend) {

@@ -10,6 +10,8 @@ mod hostile;
 mod idempotency;
 mod jobs;
 mod lifecycle;
+mod link_bulk;
+mod link_qr;
 mod links;
 mod pagination;
 mod protocol;

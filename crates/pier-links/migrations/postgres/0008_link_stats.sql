@@ -1,0 +1,30 @@
+-- What click statistics need beyond the hourly counts, per link and (UTC) day: a sketch of
+-- the distinct visitors (HyperLogLog registers, hex) and the referring hosts of human visits,
+-- at most 100 hosts a day, the rest counted under '(other)'.
+CREATE TABLE link_visitors_daily (
+    workspace_id TEXT NOT NULL,
+    link_id      TEXT NOT NULL,
+    day          BIGINT NOT NULL,
+    sketch       TEXT NOT NULL,
+    PRIMARY KEY (workspace_id, link_id, day)
+);
+
+CREATE TABLE link_referrers_daily (
+    workspace_id TEXT NOT NULL,
+    link_id      TEXT NOT NULL,
+    day          BIGINT NOT NULL,
+    host         TEXT NOT NULL,
+    clicks       BIGINT NOT NULL,
+    PRIMARY KEY (workspace_id, link_id, day, host)
+);
+
+-- The latest clicks of each link (at most 100 are kept), for a glance at who came lately.
+CREATE TABLE link_clicks_recent (
+    seq          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    workspace_id TEXT NOT NULL,
+    link_id      TEXT NOT NULL,
+    at           BIGINT NOT NULL,
+    visitor      TEXT NOT NULL,
+    referrer     TEXT
+);
+CREATE INDEX link_clicks_recent_by_link ON link_clicks_recent (workspace_id, link_id, seq);
