@@ -18,6 +18,7 @@ use pier_db::{Db, Notice, Relay, Tx, with_reader, with_writer};
 
 use crate::clicks::{ClickBuffer, Visit};
 use crate::link::{LinkId, RedirectStatus};
+use crate::shared::{Lookup, SharedTier};
 
 /// The notification channel of changed slugs; the payload is the slug.
 const CHANNEL: &str = "pier_links";
@@ -31,10 +32,10 @@ pub struct Destination {
     pub status: RedirectStatus,
     pub expires_at: Option<Timestamp>,
     pub max_clicks: Option<i64>,
-    password_hash: Option<String>,
+    pub(crate) password_hash: Option<String>,
     /// Set once a click was refused for `max_clicks`, so an exhausted link costs no more
     /// writes until an update (which loads a new destination) raises the limit.
-    exhausted: AtomicBool,
+    pub(crate) exhausted: AtomicBool,
 }
 
 /// Whether a destination takes visitors now.
@@ -88,6 +89,8 @@ pub struct Redirects {
     clock: Arc<dyn Clock>,
     cache: Cache<Arc<Destination>>,
     clicks: Arc<ClickBuffer>,
+    /// The Redis tier, when Redis is configured.
+    shared: Option<SharedTier>,
 }
 
 impl Redirects {
@@ -100,7 +103,22 @@ impl Redirects {
             db,
             clock,
             clicks: Arc::new(clicks),
+            shared: None,
         }
+    }
+
+    /// Adds the Redis tier (see [`crate::shared`]).
+    #[must_use]
+    pub fn with_shared(mut self, tier: SharedTier) -> Self {
+        self.shared = Some(tier);
+        self
+    }
+
+    /// Listens for the slugs other nodes change, through Redis, until the task is dropped;
+    /// `None` without the Redis tier.
+    pub fn spawn_shared_listener(&self) -> Option<tokio::task::JoinHandle<()>> {
+        let tier = self.shared.clone()?;
+        Some(tokio::spawn(tier.listen(self.cache.clone())))
     }
 
     /// Adds the channel of changed slugs to `relay` (PostgreSQL; on SQLite every write
@@ -114,7 +132,8 @@ impl Redirects {
         })
     }
 
-    /// Makes every node forget `slugs` once `tx` commits.
+    /// Makes every node forget `slugs` once `tx` commits: this one at once, the others by
+    /// `NOTIFY` (PostgreSQL) and Redis pub/sub (when configured), whose tier is fenced first.
     pub(crate) async fn forget_on_commit(
         &self,
         tx: &mut Tx,
@@ -123,8 +142,16 @@ impl Redirects {
         let mut slugs: Vec<String> = slugs.into_iter().collect();
         slugs.dedup();
         tx.notify(CHANNEL, &slugs).await?;
-        let cache = self.cache.clone();
-        tx.after_commit(move || slugs.iter().for_each(|s| cache.invalidate(s)));
+        if let Some(shared) = &self.shared {
+            shared.fence(&slugs).await;
+        }
+        let (cache, shared) = (self.cache.clone(), self.shared.clone());
+        tx.after_commit(move || {
+            slugs.iter().for_each(|s| cache.invalidate(s));
+            if let Some(shared) = shared {
+                tokio::spawn(async move { shared.announce(slugs).await });
+            }
+        });
         Ok(())
     }
 
@@ -136,7 +163,25 @@ impl Redirects {
             .map_err(pier_db::unshare)
     }
 
+    /// From the Redis tier when it knows the slug, else from the database (offering the answer
+    /// to the tier unless the slug was fenced).
     async fn load(&self, slug: &str) -> Result<Option<Arc<Destination>>, sqlx::Error> {
+        let Some(shared) = &self.shared else {
+            return self.read(slug).await;
+        };
+        match shared.get(slug).await {
+            Lookup::Known(dest) => Ok(dest),
+            Lookup::Load { fill } => {
+                let dest = self.read(slug).await?;
+                if fill {
+                    shared.fill(slug, dest.as_deref()).await;
+                }
+                Ok(dest)
+            }
+        }
+    }
+
+    async fn read(&self, slug: &str) -> Result<Option<Arc<Destination>>, sqlx::Error> {
         let row: Option<DestinationRow> = with_reader!(&self.db, pool => {
             sqlx::query_as(
                 "SELECT id, workspace_id, url, redirect_status, expires_at, max_clicks, \

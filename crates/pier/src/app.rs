@@ -14,7 +14,7 @@ use pier_core::{Clock, CursorCodec, SecretUrl, SystemClock};
 use pier_db::{Db, Relay};
 use pier_idempotency::IdempotencyStore;
 use pier_jobs::{JobStore, Notifier, Retention, WaiterLimits};
-use pier_links::{ClickBuffer, ClickSettings, LinkStore, Redirects};
+use pier_links::{ClickBuffer, ClickSettings, LinkStore, Redirects, SharedTier};
 use pier_ratelimit::{Limiter, Policy, RedisStore};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -61,7 +61,9 @@ pub async fn open_database(config: &Config) -> anyhow::Result<Db> {
     Ok(db)
 }
 
-async fn connect_redis(url: &SecretUrl) -> anyhow::Result<Redis> {
+/// The command connection (it reconnects by itself) and the client, which opens the links'
+/// pub/sub connection.
+async fn connect_redis(url: &SecretUrl) -> anyhow::Result<(redis::Client, Redis)> {
     // The driver's errors never get the URL itself, only its redacted form.
     let shown = url.redacted();
     let client =
@@ -71,7 +73,7 @@ async fn connect_redis(url: &SecretUrl) -> anyhow::Result<Redis> {
         .map_err(anyhow::Error::from)
         .and_then(|r| r.map_err(anyhow::Error::from))
         .with_context(|| format!("cannot connect to Redis at {shown}"))?;
-    Ok(Redis(manager))
+    Ok((client, Redis(manager)))
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
@@ -120,7 +122,12 @@ fn protection(settings: &RateLimitSettings) -> ApiProtection {
     }
 }
 
-fn links(settings: &LinkSettings, db: &Db, clock: Arc<dyn Clock>) -> LinkStore {
+fn links(
+    settings: &LinkSettings,
+    db: &Db,
+    clock: Arc<dyn Clock>,
+    redis: Option<(&redis::Client, &Redis)>,
+) -> LinkStore {
     let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
     let cache = pier_cache::Settings {
         capacity: settings.cache_capacity,
@@ -133,7 +140,11 @@ fn links(settings: &LinkSettings, db: &Db, clock: Arc<dyn Clock>) -> LinkStore {
         batch_links: size(settings.click_batch_links),
         flush_every: Duration::from_millis(settings.click_flush_ms),
     });
-    let redirects = Redirects::new(db.clone(), clock.clone(), cache, clicks);
+    let mut redirects = Redirects::new(db.clone(), clock.clone(), cache, clicks);
+    if let Some((client, Redis(conn))) = redis {
+        let tier = SharedTier::new(conn.clone(), client.clone(), cache.ttl, cache.negative_ttl);
+        redirects = redirects.with_shared(tier);
+    }
     LinkStore::new(db.clone(), clock, redirects)
 }
 
@@ -175,9 +186,12 @@ impl Application {
         let visitor_key = pier_db::server_secret(&db, "visitor_hash_key")
             .await
             .context("cannot load the visitor hash key")?;
-        let redis = match &config.server.redis_url {
-            Some(url) => Some(connect_redis(url).await?),
-            None => None,
+        let (redis_client, redis) = match &config.server.redis_url {
+            Some(url) => {
+                let (client, redis) = connect_redis(url).await?;
+                (Some(client), Some(redis))
+            }
+            None => (None, None),
         };
         let master_key = crate::secret_key::load(&config)?;
         let jobs = JobStore::new(db.clone(), clock.clone(), notifier(&config.jobs))
@@ -190,6 +204,12 @@ impl Application {
             Some(base) => base.0.clone(),
             None => format!("http://{}", listener.local_addr()?),
         };
+        let links = links(
+            &config.links,
+            &db,
+            clock.clone(),
+            redis_client.as_ref().zip(redis.as_ref()),
+        );
         let state = AppState::new(AppStateParts {
             db: db.clone(),
             clock: clock.clone(),
@@ -204,7 +224,7 @@ impl Application {
             limiter,
             protection: protection(&config.rate_limits),
             configured_policies: config.rate_limit_policies.clone(),
-            links: links(&config.links, &db, clock.clone()),
+            links,
             short_link_base,
             password_guesses: Policy::server("link-password", config.links.password_guesses),
             visitor_key,
@@ -308,6 +328,7 @@ impl Application {
         let relay = self.jobs.notifier().listen(relay);
         let relay = self.state.api_keys().listen(relay);
         let relay = self.state.links().redirects().listen(relay).spawn(&self.db);
+        let link_changes = self.state.links().redirects().spawn_shared_listener();
 
         tokio::select! {
             () = shutdown => tracing::info!("shutting down: finishing in-flight requests"),
@@ -335,6 +356,9 @@ impl Application {
         }
         if let Some(relay) = relay {
             relay.abort();
+        }
+        if let Some(listener) = link_changes {
+            listener.abort();
         }
         self.db.close().await;
         tracing::info!("stopped");

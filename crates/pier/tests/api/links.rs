@@ -9,7 +9,7 @@ use pier_core::Clock;
 use reqwest::{Method, Response};
 use serde_json::{Value, json};
 
-use crate::support::{Backend, TestApp, on_both_backends, problem};
+use crate::support::{Backend, Options, TestApp, on_both_backends, problem};
 
 on_both_backends!(
     link_lifecycle,
@@ -587,7 +587,7 @@ async fn changes_reach_every_nodes_redirect_cache() {
     problem(follow(&b, "moving").await, 404, "not_found").await;
     let link = create(&a, json!({"url": "https://one.example/", "slug": "moving"})).await;
     let path = format!("/v1/links/{}", link["id"].as_str().expect("id"));
-    wait_for_target(&b, Some("https://one.example/")).await;
+    wait_for(&b, "moving", Some("https://one.example/")).await;
     let response = a
         .request(Method::PATCH, &path)
         .json(&json!({"url": "https://two.example/"}))
@@ -601,17 +601,17 @@ async fn changes_reach_every_nodes_redirect_cache() {
         "https://two.example/",
         "at once on node A"
     );
-    wait_for_target(&b, Some("https://two.example/")).await;
+    wait_for(&b, "moving", Some("https://two.example/")).await;
     assert_eq!(a.call(Method::DELETE, &path).await.status(), 204);
-    wait_for_target(&b, None).await;
+    wait_for(&b, "moving", None).await;
 }
 
-/// Waits (far below the cache TTL) for `node` to redirect `/moving` to `want`, or to answer
-/// 404 when `want` is `None`: the notification travels through PostgreSQL.
-async fn wait_for_target(node: &TestApp, want: Option<&str>) {
+/// Waits (far below the cache TTL) for `node` to redirect `slug` to `want`, or to answer 404
+/// when `want` is `None`: the change travels through PostgreSQL or Redis.
+async fn wait_for(node: &TestApp, slug: &str, want: Option<&str>) {
     let mut seen = None;
     for _ in 0..50 {
-        let visit = follow(node, "moving").await;
+        let visit = follow(node, slug).await;
         seen = visit
             .headers()
             .get("location")
@@ -622,4 +622,58 @@ async fn wait_for_target(node: &TestApp, want: Option<&str>) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("node still redirects to {seen:?}, not {want:?}");
+}
+
+/// Node A and node B share a SQLite file and a Redis, so a change made on A can reach B's
+/// redirect cache only through Redis pub/sub; and a slug one node loaded is in the Redis tier
+/// for the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis: set PIER_TEST_REDIS_URL"]
+async fn redis_carries_changes_between_nodes() {
+    let with_redis = || Options {
+        redis_url: Some(pier_testkit::redis_url()),
+        ..Options::default()
+    };
+    let a = TestApp::spawn_with(Backend::Sqlite, with_redis()).await;
+    let b = a.another_node_with(with_redis()).await;
+    // Slugs are global in Redis: this run's own, so parallel runs do not meet.
+    let slug = format!("r{}", pier_core::id::new_body(a.clock.now()));
+    let link = create(&a, json!({"url": "https://one.example/", "slug": slug})).await;
+    let path = format!("/v1/links/{}", link["id"].as_str().expect("id"));
+    assert_eq!(
+        header(&follow(&a, &slug).await, "location"),
+        "https://one.example/"
+    );
+    let client = redis::Client::open(pier_testkit::redis_url()).expect("redis url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let mut stored = async |slug: &str| -> Option<String> {
+        redis::AsyncCommands::get(&mut conn, format!("pier:link:{slug}"))
+            .await
+            .expect("get")
+    };
+    // The create fenced its slug: for a while, loads read the database and fill nothing.
+    assert_eq!(stored(&slug).await.as_deref(), Some("!"));
+    // An unknown slug one node looked up is known as unknown to the others.
+    let unknown = format!("u{slug}");
+    problem(follow(&a, &unknown).await, 404, "not_found").await;
+    assert_eq!(stored(&unknown).await.as_deref(), Some("-"));
+    problem(follow(&b, &unknown).await, 404, "not_found").await;
+    assert_eq!(
+        header(&follow(&b, &slug).await, "location"),
+        "https://one.example/"
+    );
+
+    let response = a
+        .request(Method::PATCH, &path)
+        .json(&json!({"url": "https://two.example/"}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+    wait_for(&b, &slug, Some("https://two.example/")).await;
+    assert_eq!(a.call(Method::DELETE, &path).await.status(), 204);
+    wait_for(&b, &slug, None).await;
 }
