@@ -196,6 +196,14 @@ seed_links() {
       'Seeded page ' || n, '[]', 302, 'bench', 1, 0, $now - ($count - n) * 1000,
       $now - ($count - n) * 1000
     FROM ($series) AS seeds"
+  local stored
+  if [ "$backend" = postgres ]; then
+    stored="$(psql "$PG_URL" -tAc "SELECT COUNT(*) FROM links")"
+  else
+    stored="$(sqlite3 "$DATA_DIR/pier.db" "SELECT COUNT(*) FROM links")"
+  fi
+  [ "$stored" -ge "$count" ] || die "seeded $count links but the database holds $stored"
+  log "the database holds $stored links"
 }
 
 # wrk against `url`; prints {requests_per_sec, p50_ms, p99_ms, non_2xx_3xx, errors}.
