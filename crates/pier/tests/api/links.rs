@@ -21,6 +21,7 @@ on_both_backends!(
     lists_filter_and_page,
     another_workspaces_link_is_404,
     idempotent_creates_return_the_first_link,
+    clicks_are_written_at_shutdown,
 );
 
 async fn create(app: &TestApp, body: Value) -> Value {
@@ -473,6 +474,30 @@ async fn clicks_are_counted_after_a_flush(backend: Backend) {
         problem(response, 422, "validation_failed").await;
     }
     problem(app.get("/v1/links/link_nope/stats").await, 404, "not_found").await;
+}
+
+async fn clicks_are_written_at_shutdown(backend: Backend) {
+    // The periodic flush is an hour away: only the one at shutdown can write these clicks.
+    let options = Options {
+        settings: vec![("links.click_flush_ms", "3600000".to_owned())],
+        ..Options::default()
+    };
+    let mut app = TestApp::spawn_with(backend, options).await;
+    create(&app, json!({"url": "https://example.com/", "slug": "last"})).await;
+    for _ in 0..3 {
+        assert_eq!(follow(&app, "last").await.status(), 302);
+    }
+    app.trigger_shutdown();
+    app.join().await.expect("stops cleanly");
+    let url: pier_db::DatabaseUrl = app.database_url.parse().expect("url");
+    let db = url.connect(1).await.expect("the database opens again");
+    let clicks: i64 = pier_db::with_reader!(&db, pool => {
+        sqlx::query_scalar("SELECT clicks FROM links WHERE slug = 'last'")
+            .fetch_one(pool)
+            .await
+    })
+    .expect("read");
+    assert_eq!(clicks, 3);
 }
 
 async fn lists_filter_and_page(backend: Backend) {
