@@ -8,6 +8,7 @@ use pier_db::Db;
 use pier_idempotency::IdempotencyStore;
 use pier_jobs::{GroupCommit, JobStore};
 use pier_links::LinkStore;
+use pier_links::geo::Countries;
 use pier_ratelimit::{Limiter, Policy, PolicySpec, PolicyStore};
 
 use crate::rate_limit::ApiProtection;
@@ -75,6 +76,8 @@ pub struct AppStateParts {
     pub password_guesses: Policy,
     /// Keys the visitor hashes of unique-visitor counts; the same on every node.
     pub visitor_key: [u8; 32],
+    /// Visitors' countries, when a GeoIP database is configured.
+    pub countries: Option<Arc<Countries>>,
 }
 
 impl AppState {
@@ -180,6 +183,10 @@ impl AppState {
 
     pub fn visitor_key(&self) -> &[u8; 32] {
         &self.0.parts.visitor_key
+    }
+
+    pub fn countries(&self) -> Option<&Countries> {
+        self.0.parts.countries.as_deref()
     }
 
     /// Single enqueues and reports, committed in groups (see [`GroupCommit`]).

@@ -15,6 +15,7 @@ use pier_core::{Timestamp, WorkspaceId};
 use pier_db::Db;
 use tokio::sync::{Notify, watch};
 
+use crate::geo::Country;
 use crate::link::LinkId;
 use crate::sketch::Sketch;
 
@@ -104,6 +105,8 @@ pub struct Visit<'a> {
     pub identity: u64,
     /// The referring page's host (see [`referrer_host`]).
     pub referrer: Option<&'a str>,
+    /// Where the visitor is, when a GeoIP database is configured.
+    pub country: Option<Country>,
 }
 
 /// The longest referrer host kept; longer ones are not valid DNS names anyway.
@@ -177,6 +180,8 @@ pub(crate) struct DayCounts {
     pub day: i64,
     pub visitors: Visitors,
     pub referrers: Vec<(String, i64)>,
+    /// At most one entry per ISO code, so bounded.
+    pub countries: Vec<(Country, i64)>,
 }
 
 /// One click for the recent-clicks log.
@@ -185,6 +190,7 @@ pub struct RecentClick {
     pub at: Timestamp,
     pub visitor: Visitor,
     pub referrer: Option<String>,
+    pub country: Option<Country>,
 }
 
 /// Everything buffered for one link.
@@ -217,6 +223,7 @@ impl LinkClicks {
                         day,
                         visitors: Visitors::Few(Vec::new()),
                         referrers: Vec::new(),
+                        countries: Vec::new(),
                     });
                     self.days.last_mut().unwrap_or_else(|| unreachable!())
                 }
@@ -224,6 +231,9 @@ impl LinkClicks {
             counts.visitors.add(visit.identity);
             if let Some(host) = visit.referrer {
                 add_host(&mut counts.referrers, host, 1);
+            }
+            if let Some(country) = visit.country {
+                add_country(&mut counts.countries, country, 1);
             }
         }
         if self.recent.len() == RECENT_PER_FLUSH {
@@ -233,6 +243,7 @@ impl LinkClicks {
             at,
             visitor: visit.visitor,
             referrer: visit.referrer.map(str::to_owned),
+            country: visit.country,
         });
     }
 
@@ -260,6 +271,9 @@ impl LinkClicks {
                     mine.visitors = Visitors::Many(sketch);
                     for (host, n) in day.referrers {
                         add_host(&mut mine.referrers, &host, n);
+                    }
+                    for (country, n) in day.countries {
+                        add_country(&mut mine.countries, country, n);
                     }
                 }
                 None => self.days.push(day),
@@ -289,6 +303,13 @@ fn add_host(referrers: &mut Vec<(String, i64)>, host: &str, n: i64) {
         let last = referrers.len() - 1;
         let held = referrers[last].1;
         referrers[last] = (OTHER_HOSTS.to_owned(), held + n);
+    }
+}
+
+fn add_country(countries: &mut Vec<(Country, i64)>, country: Country, n: i64) {
+    match countries.iter_mut().find(|(c, _)| *c == country) {
+        Some(entry) => entry.1 += n,
+        None => countries.push((country, n)),
     }
 }
 
@@ -462,6 +483,7 @@ mod tests {
             visitor,
             identity,
             referrer,
+            country: Country::parse("NZ"),
         }
     }
 

@@ -9,6 +9,7 @@ use pier_db::{Db, JsonList, Tx, with_tx};
 use serde::Serialize;
 
 use crate::clicks::{LinkClicks, OTHER_HOSTS};
+use crate::geo::Country;
 use crate::sketch::Sketch;
 
 /// Referring hosts kept per link and day; visits from further hosts count under "(other)".
@@ -23,6 +24,7 @@ pub(crate) async fn write(db: &Db, batch: &[(String, LinkClicks)]) -> Result<usi
     let clicks = write_counts(&mut tx, batch).await?;
     write_visitors(&mut tx, batch).await?;
     write_referrers(&mut tx, batch).await?;
+    write_countries(&mut tx, batch).await?;
     write_recent(&mut tx, batch).await?;
     tx.commit().await?;
     Ok(clicks)
@@ -204,40 +206,72 @@ async fn write_referrers(tx: &mut Tx, batch: &[(String, LinkClicks)]) -> Result<
         .into_iter()
         .map(|(((ws, link, day), host), n)| (ws, link, day, host, n))
         .collect();
+    add_daily_counts(tx, "link_referrers_daily", "host", &rows).await
+}
+
+/// Visits by country; ISO codes are a closed set, so this needs no cap.
+async fn write_countries(tx: &mut Tx, batch: &[(String, LinkClicks)]) -> Result<(), sqlx::Error> {
+    let rows: Vec<(&str, &str, i64, &str, i64)> = batch
+        .iter()
+        .flat_map(|(link, c)| {
+            let ws = c.workspace_id.as_str();
+            c.days.iter().flat_map(move |d| {
+                d.countries
+                    .iter()
+                    .map(move |(country, n)| (ws, link.as_str(), d.day, country.as_str(), *n))
+            })
+        })
+        .collect();
+    add_daily_counts(tx, "link_countries_daily", "country", &rows).await
+}
+
+/// Adds `(workspace_id, link_id, day, value, clicks)` rows to a table of daily counts by
+/// `column` (a referring host, a country).
+async fn add_daily_counts(
+    tx: &mut Tx,
+    table: &str,
+    column: &str,
+    rows: &[(&str, &str, i64, &str, i64)],
+) -> Result<(), sqlx::Error> {
     let upsert = format!(
-        "INSERT INTO link_referrers_daily (workspace_id, link_id, day, host, clicks) \
-         SELECT k.ws, k.link_id, k.day, k.host, k.n FROM (SELECT value ->> 0 AS ws, \
-         value ->> 1 AS link_id, CAST(value ->> 2 AS BIGINT) AS day, value ->> 3 AS host, \
+        "INSERT INTO {table} (workspace_id, link_id, day, {column}, clicks) \
+         SELECT k.ws, k.link_id, k.day, k.v, k.n FROM (SELECT value ->> 0 AS ws, \
+         value ->> 1 AS link_id, CAST(value ->> 2 AS BIGINT) AS day, value ->> 3 AS v, \
          CAST(value ->> 4 AS BIGINT) AS n FROM {{rows}}) AS k WHERE {LINK_EXISTS} \
-         ON CONFLICT (workspace_id, link_id, day, host) DO UPDATE SET \
-         clicks = link_referrers_daily.clicks + excluded.clicks"
+         ON CONFLICT (workspace_id, link_id, day, {column}) DO UPDATE SET \
+         clicks = {table}.clicks + excluded.clicks"
     );
-    execute(tx, &upsert, &rows).await
+    execute(tx, &upsert, rows).await
 }
 
 /// Appends the batch's latest clicks and trims each link's log to [`RECENT_KEPT`].
 async fn write_recent(tx: &mut Tx, batch: &[(String, LinkClicks)]) -> Result<(), sqlx::Error> {
-    let rows: Vec<(&str, &str, i64, &str, Option<&str>)> = batch
+    type Row<'a> = (
+        &'a str,
+        &'a str,
+        i64,
+        &'a str,
+        Option<&'a str>,
+        Option<&'a str>,
+    );
+    let rows: Vec<Row<'_>> = batch
         .iter()
         .flat_map(|(link, c)| {
             let ws = c.workspace_id.as_str();
             c.recent.iter().map(move |r| {
                 let referrer = r.referrer.as_deref();
-                (
-                    ws,
-                    link.as_str(),
-                    r.at.as_micros(),
-                    r.visitor.as_str(),
-                    referrer,
-                )
+                let country = r.country.as_ref().map(Country::as_str);
+                let at = r.at.as_micros();
+                (ws, link.as_str(), at, r.visitor.as_str(), referrer, country)
             })
         })
         .collect();
     let insert = format!(
-        "INSERT INTO link_clicks_recent (workspace_id, link_id, at, visitor, referrer) \
-         SELECT k.ws, k.link_id, k.at, k.visitor, k.referrer FROM (SELECT value ->> 0 AS ws, \
-         value ->> 1 AS link_id, CAST(value ->> 2 AS BIGINT) AS at, value ->> 3 AS visitor, \
-         value ->> 4 AS referrer FROM {{rows}}) AS k WHERE {LINK_EXISTS} ORDER BY k.at"
+        "INSERT INTO link_clicks_recent (workspace_id, link_id, at, visitor, referrer, country) \
+         SELECT k.ws, k.link_id, k.at, k.visitor, k.referrer, k.country FROM (SELECT \
+         value ->> 0 AS ws, value ->> 1 AS link_id, CAST(value ->> 2 AS BIGINT) AS at, \
+         value ->> 3 AS visitor, value ->> 4 AS referrer, value ->> 5 AS country \
+         FROM {{rows}}) AS k WHERE {LINK_EXISTS} ORDER BY k.at"
     );
     execute(tx, &insert, &rows).await?;
     let links: Vec<[&str; 2]> = batch

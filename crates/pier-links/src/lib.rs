@@ -6,6 +6,7 @@
 mod bulk;
 pub mod clicks;
 mod flush;
+pub mod geo;
 pub mod link;
 pub mod password;
 mod redirect;

@@ -7,6 +7,7 @@ use pier_core::{Timestamp, WorkspaceId};
 use pier_db::{Db, with_reader};
 
 use crate::clicks::{DAY_MICROS, HOUR_MICROS, RecentClick, Visitor};
+use crate::geo::Country;
 use crate::link::LinkId;
 use crate::sketch::Sketch;
 
@@ -59,12 +60,14 @@ pub struct LinkStats {
     pub series: Vec<Bucket>,
     /// Hosts by human visits, most first.
     pub top_referrers: Vec<(String, i64)>,
+    /// Countries (ISO codes) by human visits, most first; empty without a GeoIP database.
+    pub top_countries: Vec<(String, i64)>,
     /// The latest clicks in the range, newest first.
     pub recent: Vec<RecentClick>,
 }
 
-/// Referring hosts listed at most.
-const TOP_REFERRERS: i64 = 10;
+/// Referring hosts and countries listed at most.
+const TOP: i64 = 10;
 /// Recent clicks listed at most.
 const RECENT_LISTED: i64 = 20;
 
@@ -106,23 +109,35 @@ pub async fn read(
         .fetch_all(pool)
         .await
     })?;
-    let top_referrers: Vec<(String, i64)> = with_reader!(db, pool => {
-        sqlx::query_as(
-            "SELECT host, CAST(SUM(clicks) AS BIGINT) AS n FROM link_referrers_daily \
+    let top = |table: &str, column: &str| {
+        format!(
+            "SELECT {column}, CAST(SUM(clicks) AS BIGINT) AS n FROM {table} \
              WHERE workspace_id = $1 AND link_id = $2 AND day >= $3 AND day < $4 \
-             GROUP BY host ORDER BY n DESC, host LIMIT $5",
+             GROUP BY {column} ORDER BY n DESC, {column} LIMIT $5"
         )
-        .bind(ws)
-        .bind(id)
-        .bind(first_day)
-        .bind(end)
-        .bind(TOP_REFERRERS)
-        .fetch_all(pool)
-        .await
-    })?;
-    let recent: Vec<(i64, String, Option<String>)> = with_reader!(db, pool => {
+    };
+    let mut tops = Vec::with_capacity(2);
+    for sql in [
+        top("link_referrers_daily", "host"),
+        top("link_countries_daily", "country"),
+    ] {
+        let rows: Vec<(String, i64)> = with_reader!(db, pool => {
+            sqlx::query_as(&sql)
+                .bind(ws)
+                .bind(id)
+                .bind(first_day)
+                .bind(end)
+                .bind(TOP)
+                .fetch_all(pool)
+                .await
+        })?;
+        tops.push(rows);
+    }
+    let top_countries = tops.pop().unwrap_or_default();
+    let top_referrers = tops.pop().unwrap_or_default();
+    let recent: Vec<(i64, String, Option<String>, Option<String>)> = with_reader!(db, pool => {
         sqlx::query_as(
-            "SELECT at, visitor, referrer FROM link_clicks_recent \
+            "SELECT at, visitor, referrer, country FROM link_clicks_recent \
              WHERE workspace_id = $1 AND link_id = $2 AND at >= $3 AND at < $4 \
              ORDER BY seq DESC LIMIT $5",
         )
@@ -161,12 +176,14 @@ pub async fn read(
         unique_visitors: visitors.estimate(),
         series,
         top_referrers,
+        top_countries,
         recent: recent
             .into_iter()
-            .map(|(at, visitor, referrer)| RecentClick {
+            .map(|(at, visitor, referrer, country)| RecentClick {
                 at: Timestamp::from_micros(at),
                 visitor: visitor.parse().unwrap_or(Visitor::Unknown),
                 referrer,
+                country: country.as_deref().and_then(Country::parse),
             })
             .collect(),
     })

@@ -403,6 +403,7 @@ impl LinkStore {
             "link_clicks_hourly",
             "link_visitors_daily",
             "link_referrers_daily",
+            "link_countries_daily",
             "link_clicks_recent",
         ] {
             let sql = format!("DELETE FROM {table} WHERE workspace_id = $1 AND link_id = $2");

@@ -64,6 +64,7 @@ fn visit(visitor: Visitor, who: u64, referrer: Option<&str>) -> Visit<'_> {
         visitor,
         identity: who.wrapping_mul(0x9E37_79B9_7F4A_7C15),
         referrer,
+        country: None,
     }
 }
 

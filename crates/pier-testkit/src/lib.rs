@@ -6,6 +6,8 @@
 //! `cargo test -- --include-ignored` once `PIER_TEST_DATABASE_URL` (and `PIER_TEST_REDIS_URL`)
 //! are set. A case that runs without its variable fails instead of passing silently.
 
+pub mod mmdb;
+
 use pier_db::{DatabaseUrl, Db, Migration};
 use sqlx::Connection;
 

@@ -14,6 +14,7 @@ use pier_core::{Clock, CursorCodec, SecretUrl, SystemClock};
 use pier_db::{Db, Relay};
 use pier_idempotency::IdempotencyStore;
 use pier_jobs::{JobStore, Notifier, Retention, WaiterLimits};
+use pier_links::geo::Countries;
 use pier_links::{ClickBuffer, ClickSettings, LinkStore, Redirects, SharedTier};
 use pier_ratelimit::{Limiter, Policy, RedisStore};
 use tokio::net::TcpListener;
@@ -210,6 +211,12 @@ impl Application {
             clock.clone(),
             redis_client.as_ref().zip(redis.as_ref()),
         );
+        let countries = match &config.links.geoip_database {
+            Some(path) => Some(Arc::new(Countries::open(path).map_err(|e| {
+                anyhow::anyhow!("cannot read the GeoIP database at {}: {e}", path.display())
+            })?)),
+            None => None,
+        };
         let state = AppState::new(AppStateParts {
             db: db.clone(),
             clock: clock.clone(),
@@ -228,6 +235,7 @@ impl Application {
             short_link_base,
             password_guesses: Policy::server("link-password", config.links.password_guesses),
             visitor_key,
+            countries,
         });
         Ok(Self {
             config,

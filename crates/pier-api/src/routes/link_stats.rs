@@ -58,11 +58,21 @@ pub struct TopReferrer {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TopCountry {
+    /// ISO 3166-1 alpha-2.
+    #[schema(example = "NZ")]
+    country: String,
+    clicks: i64,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RecentClickView {
     at: Timestamp,
     /// `browser`, `bot` or `unknown`.
     visitor: String,
     referrer: Option<String>,
+    /// ISO 3166-1 alpha-2, when a GeoIP database is configured.
+    country: Option<String>,
 }
 
 /// A link's statistics over a range.
@@ -77,6 +87,8 @@ pub struct LinkStatsView {
     series: Vec<StatsBucket>,
     /// Up to 10 hosts, by human visits.
     top_referrers: Vec<TopReferrer>,
+    /// Up to 10 countries, by human visits; empty unless a GeoIP database is configured.
+    top_countries: Vec<TopCountry>,
     /// Up to 20 of the latest clicks in the range, newest first.
     recent: Vec<RecentClickView>,
 }
@@ -162,6 +174,11 @@ fn view(link_id: LinkId, query: &StatsQuery, interval: &str, stats: LinkStats) -
             .into_iter()
             .map(|(host, clicks)| TopReferrer { host, clicks })
             .collect(),
+        top_countries: stats
+            .top_countries
+            .into_iter()
+            .map(|(country, clicks)| TopCountry { country, clicks })
+            .collect(),
         recent: stats
             .recent
             .into_iter()
@@ -169,6 +186,7 @@ fn view(link_id: LinkId, query: &StatsQuery, interval: &str, stats: LinkStats) -
                 at: r.at,
                 visitor: r.visitor.as_str().to_owned(),
                 referrer: r.referrer,
+                country: r.country.map(|c| c.as_str().to_owned()),
             })
             .collect(),
     }

@@ -170,16 +170,22 @@ async fn visit(
             .and_then(|v: &HeaderValue| v.to_str().ok())
     };
     let agent = text(header::USER_AGENT);
-    let address = match client_ip(headers, peer, &state.protection().trusted_proxies) {
+    let ip = client_ip(headers, peer, &state.protection().trusted_proxies);
+    let address = match ip {
         Some(IpAddr::V4(ip)) => ip.octets().to_vec(),
         Some(IpAddr::V6(ip)) => ip.octets().to_vec(),
         None => Vec::new(),
     };
+    let country = state
+        .countries()
+        .zip(ip)
+        .and_then(|(db, ip)| db.country(ip));
     let referrer = text(header::REFERER).and_then(referrer_host);
     let visit = Visit {
         visitor: Visitor::classify(agent),
         identity: visitor_hash(state.visitor_key(), &address, agent.unwrap_or_default()),
         referrer: referrer.as_deref(),
+        country,
     };
     match state.links().redirects().admit(dest, &visit).await {
         Ok(true) => redirect(dest, status),

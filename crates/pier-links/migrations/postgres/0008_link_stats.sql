@@ -18,6 +18,16 @@ CREATE TABLE link_referrers_daily (
     PRIMARY KEY (workspace_id, link_id, day, host)
 );
 
+-- Human visits per link, day and visitor country, when a GeoIP database is configured.
+CREATE TABLE link_countries_daily (
+    workspace_id TEXT NOT NULL,
+    link_id      TEXT NOT NULL,
+    day          BIGINT NOT NULL,
+    country      TEXT NOT NULL,
+    clicks       BIGINT NOT NULL,
+    PRIMARY KEY (workspace_id, link_id, day, country)
+);
+
 -- The latest clicks of each link (at most 100 are kept), for a glance at who came lately.
 CREATE TABLE link_clicks_recent (
     seq          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -25,6 +35,7 @@ CREATE TABLE link_clicks_recent (
     link_id      TEXT NOT NULL,
     at           BIGINT NOT NULL,
     visitor      TEXT NOT NULL,
-    referrer     TEXT
+    referrer     TEXT,
+    country      TEXT
 );
 CREATE INDEX link_clicks_recent_by_link ON link_clicks_recent (workspace_id, link_id, seq);

@@ -250,6 +250,9 @@ settings! {
         click_buffer_links: u64 = 100_000,
         /// The limit of guesses at a link's password, per link and client address.
         password_guesses: PolicySpec = policy("gcra 10/300s burst=5 local"),
+        /// A MaxMind-format database (GeoLite2/GeoIP2 Country or City) to count clicks by
+        /// visitor country; none by default.
+        geoip_database: Option<PathBuf> = None,
     }
 }
 

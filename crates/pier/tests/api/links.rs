@@ -22,6 +22,7 @@ on_both_backends!(
     another_workspaces_link_is_404,
     idempotent_creates_return_the_first_link,
     clicks_are_written_at_shutdown,
+    clicks_are_counted_by_country,
 );
 
 async fn create(app: &TestApp, body: Value) -> Value {
@@ -498,6 +499,52 @@ async fn clicks_are_written_at_shutdown(backend: Backend) {
     })
     .expect("read");
     assert_eq!(clicks, 3);
+}
+
+async fn clicks_are_counted_by_country(backend: Backend) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("countries.mmdb");
+    let networks = [([203, 0, 113, 0], 24, "NZ"), ([198, 51, 100, 0], 24, "DE")];
+    std::fs::write(&path, pier_testkit::mmdb::country_database(&networks)).expect("write");
+    // The test client is the proxy, so X-Forwarded-For names the visitor.
+    let options = Options {
+        settings: vec![
+            ("links.geoip_database", path.display().to_string()),
+            ("rate_limits.trusted_proxies", "127.0.0.1".to_owned()),
+        ],
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(backend, options).await;
+    let link = create(
+        &app,
+        json!({"url": "https://example.com/", "slug": "world"}),
+    )
+    .await;
+    let path = format!("/v1/links/{}", link["id"].as_str().expect("id"));
+    for visitor in ["203.0.113.7", "203.0.113.8", "198.51.100.1", "192.0.2.1"] {
+        let visit = app
+            .client
+            .get(app.url("/world"))
+            .header("x-forwarded-for", visitor)
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(visit.status(), 302);
+    }
+    once_clicked(&app, &path, 4).await;
+    app.clock.advance(Duration::from_secs(1));
+    let stats = app.get_value(&format!("{path}/stats")).await;
+    assert_eq!(
+        stats["top_countries"],
+        json!([{"country": "NZ", "clicks": 2}, {"country": "DE", "clicks": 1}])
+    );
+    assert_eq!(stats["totals"]["unique_visitors"], 4);
+    assert_eq!(
+        stats["recent"][0]["country"],
+        Value::Null,
+        "192.0.2.1 is in no network"
+    );
+    assert_eq!(stats["recent"][1]["country"], "DE");
 }
 
 async fn lists_filter_and_page(backend: Backend) {
