@@ -95,7 +95,11 @@ pub async fn unlock(
     let client = ip_key(&state, &req).unwrap_or_default();
     let dest = match open_destination(&state, &slug, req.headers()).await {
         Ok(dest) if dest.needs_password() => dest,
-        Ok(_) => return StatusCode::METHOD_NOT_ALLOWED.into_response(),
+        // Only a password link takes a form.
+        Ok(_) => {
+            let allow = [(header::ALLOW, HeaderValue::from_static("GET, HEAD"))];
+            return (StatusCode::METHOD_NOT_ALLOWED, allow).into_response();
+        }
         Err(response) => return response,
     };
     let policy = state.password_guesses();

@@ -310,6 +310,16 @@ async fn redirect_statuses_and_head(backend: Backend) {
         assert_eq!(head.status().as_u16(), status);
         assert_eq!(header(&head, "location"), "https://example.com/");
     }
+    // Only a password link takes a form.
+    let form = app
+        .client
+        .post(app.url("/s302"))
+        .form(&[("password", "x")])
+        .send()
+        .await;
+    let form = form.expect("sent");
+    assert_eq!(header(&form, "allow"), "GET, HEAD");
+    problem(form, 405, "method_not_allowed").await;
     // Paths that cannot be slugs, and reserved ones, are simply unknown.
     for path in ["/no-such-link", "/v1", "/a.b", "/%00"] {
         let response = app.client.get(app.url(path)).send().await.expect("sent");
@@ -648,18 +658,19 @@ async fn idempotent_creates_return_the_first_link(backend: Backend) {
     assert_eq!(listed["data"].as_array().expect("data").len(), 1);
 }
 
-/// A link changed through one node redirects to its new target on another at once (the change
-/// reaches every node's redirect cache through PostgreSQL).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs PostgreSQL: set PIER_TEST_DATABASE_URL"]
-async fn changes_reach_every_nodes_redirect_cache() {
-    let a = TestApp::spawn(Backend::postgres()).await;
-    let b = a.another_node().await;
+/// A link changed through one node redirects to its new target on another at once: the
+/// change reaches every node's redirect cache through PostgreSQL, and with Redis configured
+/// through its pub/sub and fenced tier too.
+async fn changes_reach_another_node(options: impl Fn() -> Options) {
+    let a = TestApp::spawn_with(Backend::postgres(), options()).await;
+    let b = a.another_node_with(options()).await;
+    // Slugs are global in a shared Redis: this run's own.
+    let slug = format!("m{}", pier_core::id::new_body(a.clock.now()));
     // Node B remembers the slug as unknown before it exists.
-    problem(follow(&b, "moving").await, 404, "not_found").await;
-    let link = create(&a, json!({"url": "https://one.example/", "slug": "moving"})).await;
+    problem(follow(&b, &slug).await, 404, "not_found").await;
+    let link = create(&a, json!({"url": "https://one.example/", "slug": slug})).await;
     let path = format!("/v1/links/{}", link["id"].as_str().expect("id"));
-    wait_for(&b, "moving", Some("https://one.example/")).await;
+    wait_for(&b, &slug, Some("https://one.example/")).await;
     let response = a
         .request(Method::PATCH, &path)
         .json(&json!({"url": "https://two.example/"}))
@@ -667,15 +678,31 @@ async fn changes_reach_every_nodes_redirect_cache() {
         .await
         .expect("sent");
     assert_eq!(response.status(), 200);
-    let visit = follow(&a, "moving").await;
+    let visit = follow(&a, &slug).await;
     assert_eq!(
         header(&visit, "location"),
         "https://two.example/",
         "at once on node A"
     );
-    wait_for(&b, "moving", Some("https://two.example/")).await;
+    wait_for(&b, &slug, Some("https://two.example/")).await;
     assert_eq!(a.call(Method::DELETE, &path).await.status(), 204);
-    wait_for(&b, "moving", None).await;
+    wait_for(&b, &slug, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set PIER_TEST_DATABASE_URL"]
+async fn changes_reach_another_node_on_postgres() {
+    changes_reach_another_node(Options::default).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL and Redis: set PIER_TEST_DATABASE_URL and PIER_TEST_REDIS_URL"]
+async fn changes_reach_another_node_on_postgres_and_redis() {
+    changes_reach_another_node(|| Options {
+        redis_url: Some(pier_testkit::redis_url()),
+        ..Options::default()
+    })
+    .await;
 }
 
 /// Waits (far below the cache TTL) for `node` to redirect `slug` to `want`, or to answer 404
