@@ -94,9 +94,6 @@ pub struct Redirects {
 }
 
 impl Redirects {
-    /// Slugs remembered at most, by default.
-    pub const DEFAULT_CAPACITY: u64 = 100_000;
-
     pub fn new(db: Db, clock: Arc<dyn Clock>, cache: Settings, clicks: ClickBuffer) -> Self {
         Self {
             cache: Cache::new("links", cache, clock.clone()),
@@ -253,11 +250,5 @@ impl Redirects {
     /// Writes the buffered clicks (see [`ClickBuffer::flush`]).
     pub async fn flush_clicks(&self) -> Result<usize, sqlx::Error> {
         self.clicks.flush(&self.db).await
-    }
-
-    /// How many slugs the cache holds.
-    pub async fn cached_slugs(&self) -> u64 {
-        self.cache.sync().await;
-        self.cache.len()
     }
 }
