@@ -7,6 +7,8 @@ mod health;
 mod jobs;
 mod leases;
 mod link_bulk;
+mod link_export;
+mod link_import;
 mod link_qr;
 mod link_stats;
 mod links;
@@ -66,9 +68,10 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(links::get_by_slug))
         .routes(routes!(link_stats::get))
         .routes(
-            routes!(link_bulk::import).layer(DefaultBodyLimit::max(link_bulk::MAX_IMPORT_BYTES)),
+            routes!(link_import::import)
+                .layer(DefaultBodyLimit::max(link_import::MAX_IMPORT_BYTES)),
         )
-        .routes(routes!(link_bulk::export))
+        .routes(routes!(link_export::export))
         .routes(routes!(link_qr::qr))
         .route_layer(from_fn_with_state(normal, deadline))
         .merge(claims)
