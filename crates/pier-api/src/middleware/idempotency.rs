@@ -54,11 +54,17 @@ async fn run(
     key: &str,
 ) -> Result<Response, Response> {
     let (parts, body) = req.into_parts();
-    let bytes = to_bytes(body, state.body_limit()).await.map_err(|_| {
+    // The body is kept to tell a retry from a different request, so it is bounded by the
+    // server's body limit even on routes that take more without a key (link imports).
+    let limit = state.body_limit();
+    let bytes = to_bytes(body, limit).await.map_err(|_| {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
-            "the request body is too large",
+            format!(
+                "a request with an Idempotency-Key may carry at most {limit} bytes; send a \
+                 larger one without the key, or split it"
+            ),
         )
         .into_response()
     })?;
