@@ -216,8 +216,8 @@ impl LinkClicks {
         self.add_hour(&click);
         if human {
             let day = micros - micros.rem_euclid(DAY_MICROS);
-            let counts = match self.days.iter_mut().position(|d| d.day == day) {
-                Some(i) => &mut self.days[i],
+            let index = match self.days.iter().position(|d| d.day == day) {
+                Some(i) => i,
                 None => {
                     self.days.push(DayCounts {
                         day,
@@ -225,9 +225,10 @@ impl LinkClicks {
                         referrers: Vec::new(),
                         countries: Vec::new(),
                     });
-                    self.days.last_mut().unwrap_or_else(|| unreachable!())
+                    self.days.len() - 1
                 }
             };
+            let counts = &mut self.days[index];
             counts.visitors.add(visit.identity);
             if let Some(host) = visit.referrer {
                 add_host(&mut counts.referrers, host, 1);

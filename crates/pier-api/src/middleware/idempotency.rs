@@ -61,10 +61,7 @@ async fn run(
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
-            format!(
-                "a request with an Idempotency-Key may carry at most {limit} bytes; send a \
-                 larger one without the key, or split it"
-            ),
+            format!("a request with an Idempotency-Key may carry at most {limit} bytes"),
         )
         .into_response()
     })?;

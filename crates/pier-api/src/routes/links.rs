@@ -269,13 +269,16 @@ fn check_tags(list: Vec<String>, errors: &mut ValidationErrors) -> Option<Vec<Ta
         errors.add("tags", "too_many", message);
         return None;
     }
-    let mut tags = Vec::with_capacity(list.len());
-    for (i, text) in list.iter().enumerate() {
-        tags.extend(errors.check(&format!("tags[{i}]"), "invalid", Tag::parse(text)));
-    }
+    // Every tag is checked, so each bad one is reported, before any is kept.
+    let checked: Vec<Option<Tag>> = list
+        .iter()
+        .enumerate()
+        .map(|(i, text)| errors.check(&format!("tags[{i}]"), "invalid", Tag::parse(text)))
+        .collect();
+    let mut tags: Vec<Tag> = checked.into_iter().collect::<Option<_>>()?;
     tags.sort();
     tags.dedup();
-    (tags.len() == list.len() || errors.is_empty()).then_some(tags)
+    Some(tags)
 }
 
 impl Checked {

@@ -175,10 +175,11 @@ async fn visit(
     };
     let agent = text(header::USER_AGENT);
     let ip = client_ip(headers, peer, &state.protection().trusted_proxies);
+    // Sixteen bytes either way, without allocating on the redirect path.
     let address = match ip {
-        Some(IpAddr::V4(ip)) => ip.octets().to_vec(),
-        Some(IpAddr::V6(ip)) => ip.octets().to_vec(),
-        None => Vec::new(),
+        Some(IpAddr::V4(ip)) => ip.to_ipv6_mapped().octets(),
+        Some(IpAddr::V6(ip)) => ip.octets(),
+        None => [0; 16],
     };
     let country = state
         .countries()
