@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use crate::problem::ApiError;
 
 pub const DEFAULT_LIMIT: u32 = 20;
-pub const MAX_LIMIT: u32 = 100;
+pub const LIMIT_RANGE: std::ops::RangeInclusive<u32> = 1..=100;
 
 /// One page of a list.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -62,10 +62,26 @@ impl<T: Serialize> IntoResponse for Page<T> {
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)]
 pub struct PageParams {
-    /// Page size, 1 to 100 (default 20).
+    /// Page size (default 20).
+    #[param(schema_with = limit_schema)]
     limit: Option<u32>,
-    /// The `next_cursor` of the previous page.
+    /// The `next_cursor` of the previous page: URL-safe base64, signed and bound to the list
+    /// and its filters (anything else is `400 invalid_cursor` or `cursor_mismatch`).
+    #[param(schema_with = cursor_schema)]
     cursor: Option<String>,
+}
+
+fn limit_schema() -> utoipa::openapi::Object {
+    pier_core::schema::integer(&LIMIT_RANGE)
+        .default(Some(DEFAULT_LIMIT.into()))
+        .build()
+}
+
+fn cursor_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .pattern(Some("^[A-Za-z0-9_-]+$"))
+        .build()
 }
 
 /// The `limit` and `cursor` of a list request (other query parameters are the list's filters).
@@ -89,7 +105,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Pagination {
                     let mut errors = ValidationErrors::new();
                     let parsed = value.parse().unwrap_or(0);
                     limit = errors
-                        .check_range("limit", parsed, &(1..=MAX_LIMIT))
+                        .check_range("limit", parsed, &LIMIT_RANGE)
                         .ok_or_else(|| ApiError::validation(errors))?;
                 }
                 "cursor" => cursor = Some(value),

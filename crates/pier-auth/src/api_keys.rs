@@ -44,6 +44,7 @@ fn effective(role: Role, scopes: Option<PermissionSet>) -> PermissionSet {
 
 /// An API key as the API shows it (never with its secret).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(example = ApiKey::example)]
 pub struct ApiKey {
     pub id: ApiKeyId,
     pub workspace_id: WorkspaceId,
@@ -60,6 +61,16 @@ pub struct ApiKey {
 }
 
 impl ApiKey {
+    /// What the OpenAPI document shows of a key.
+    pub fn example() -> serde_json::Value {
+        serde_json::json!({"id": "key_01m8pd91emf07nqws6p476403x",
+            "workspace_id": "ws_01m8hpqca6yrpxjm9wy9jmw19v", "name": "ci",
+            "prefix": "pier_aQ4KUJiA", "role": "member",
+            "scopes": ["jobs:read", "jobs:write"],
+            "created_at": "2026-11-30T12:00:00.000000Z", "last_used_at": null,
+            "expires_at": null, "revoked_at": null})
+    }
+
     /// The role's permissions narrowed by the key's scopes.
     pub fn permissions(&self) -> PermissionSet {
         effective(

@@ -9,7 +9,7 @@ macro_rules! permissions {
     ($($variant:ident => $name:literal),* $(,)?) => {
         /// One thing a caller may do. Scopes on a key are permissions.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        #[derive(Serialize, Deserialize, utoipa::ToSchema)]
+        #[derive(Serialize, Deserialize)]
         pub enum Permission {
             $(#[serde(rename = $name)] $variant),*
         }
@@ -51,6 +51,18 @@ permissions! {
     LinksRead => "links:read",
     LinksWrite => "links:write",
 }
+
+// By hand: the derive cannot read the names through the macro above.
+impl utoipa::PartialSchema for Permission {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .enum_values(Some(Permission::ALL.iter().map(|p| p.as_str())))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Permission {}
 
 impl fmt::Display for Permission {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -15,6 +15,8 @@ use crate::{KeySecret, Role};
 pub type WorkspaceName = Label;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"id": "ws_01m8hpqca6yrpxjm9wy9jmw19v", "name": "default",
+                          "created_at": "2026-11-30T12:00:00.000000Z"}))]
 pub struct Workspace {
     pub id: WorkspaceId,
     pub name: String,

@@ -4,10 +4,12 @@
 pub mod clock;
 pub mod cursor;
 pub mod id;
+pub mod schema;
 pub mod seal;
 pub mod secret;
 pub mod tenant;
 pub mod validation;
+pub mod whole;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use cursor::{CursorCodec, CursorError};

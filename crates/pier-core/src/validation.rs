@@ -28,10 +28,15 @@ pub fn plain_text(text: &str, min: usize, max: usize) -> Result<(), String> {
     }
 }
 
-/// `text` trimmed, if it then passes [`plain_text`]: the rule of every name-like field.
+/// `text` trimmed, if it passes [`plain_text`] (up to `max` characters as sent) and holds more
+/// than whitespace: the rule of every name-like field.
 pub fn trimmed_text(text: &str, max: usize) -> Result<String, String> {
+    plain_text(text, 1, max)?;
     let trimmed = text.trim();
-    plain_text(trimmed, 1, max).map(|()| trimmed.to_owned())
+    if trimmed.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    Ok(trimmed.to_owned())
 }
 
 /// "must be from A to B".
@@ -179,6 +184,8 @@ mod tests {
         assert!(super::Label::parse("   ").is_err());
         assert!(super::Label::parse("bell\u{7}").is_err());
         assert!(super::Label::parse(&"x".repeat(101)).is_err());
+        // The limit is on what was sent, so the document's `maxLength` holds as written.
+        assert!(super::Label::parse(&format!(" {} ", "x".repeat(99))).is_err());
     }
 
     #[test]

@@ -30,11 +30,12 @@ pub use model::{
 pub use notify::{Notifier, Subscription, WaitRefused, WaitSlot, WaiterLimits};
 pub use spec::{
     BackoffSpec, JobSpec, LEASE_SECONDS_RANGE, MAX_ATTEMPTS_RANGE, MAX_PAYLOAD_BYTES,
-    PRIORITY_RANGE,
+    PRIORITY_RANGE, lease_seconds,
 };
 pub use store::{
     ClaimLimits, ClaimTarget, Completion, Failure, Heartbeat, Held, JobFilter, JobStore,
-    MAX_ERROR_CHARS, MAX_QUEUE_SETTINGS, MAX_RESULT_BYTES, QueueInfo, QueuePatch, Retention,
+    LeaseToken, MAX_ERROR_CHARS, MAX_QUEUE_SETTINGS, MAX_RESULT_BYTES, QueueInfo, QueuePatch,
+    Retention,
 };
 pub use worker::{JobContext, JobFailure, PoolOptions, Worker, WorkerPool};
 

@@ -22,6 +22,8 @@ fn valid_name(text: &str, max: usize) -> bool {
 }
 
 const NAME_RULE: &str = "letters, digits, `_`, `-`, `.` or `:`, starting with a letter or digit";
+/// What `valid_name` accepts, as a pattern.
+const NAME_PATTERN: &str = "[A-Za-z0-9][A-Za-z0-9_.:-]*$";
 
 /// The prefix of Pier's own queues (e.g. `pier.webhooks`): tenants can neither enqueue into,
 /// claim from, pause nor list them, and only they may be served across workspaces.
@@ -80,6 +82,20 @@ fn is_reserved(name: &str) -> bool {
         .is_some_and(|p| p.eq_ignore_ascii_case(RESERVED_PREFIX))
 }
 
+impl utoipa::PartialSchema for QueueName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let tenant = format!(
+            "^(?!{}){NAME_PATTERN}",
+            pier_core::schema::any_case(RESERVED_PREFIX)
+        );
+        pier_core::schema::string(1, Self::MAX_LEN)
+            .pattern(Some(tenant))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for QueueName {}
+
 impl fmt::Display for QueueName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -109,6 +125,16 @@ impl JobKind {
         &self.0
     }
 }
+
+impl utoipa::PartialSchema for JobKind {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        pier_core::schema::string(1, Self::MAX_LEN)
+            .pattern(Some(format!("^{NAME_PATTERN}")))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for JobKind {}
 
 impl fmt::Display for JobKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -282,6 +308,7 @@ pub struct AttemptError {
 
 /// A job as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[schema(example = Job::example)]
 pub struct Job {
     pub id: JobId,
     pub queue: String,
@@ -308,8 +335,22 @@ pub struct Job {
     pub finalized_at: Option<Timestamp>,
 }
 
+impl Job {
+    /// What the OpenAPI document shows of a job.
+    pub fn example() -> serde_json::Value {
+        serde_json::json!({"id": "job_01m8pd9e61ya13bwk7fzzb9vzj", "queue": "emails", "kind": "send_welcome",
+            "payload": {"user": 42}, "state": "available", "priority": 0,
+            "run_at": "2026-11-30T12:00:00.000000Z", "attempt": 0, "max_attempts": 5,
+            "unique_key": "welcome-42", "result": null, "errors": [],
+            "cancel_requested": false, "worker_id": null, "lease_expires_at": null,
+            "created_at": "2026-11-30T12:00:00.000000Z", "attempted_at": null,
+            "finalized_at": null})
+    }
+}
+
 /// A job handed to a worker, with the lease it must present to heartbeat, complete or fail it.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[schema(example = ClaimedJob::example)]
 pub struct ClaimedJob {
     pub id: JobId,
     #[serde(skip)]
@@ -321,6 +362,16 @@ pub struct ClaimedJob {
     pub attempt: u32,
     pub lease_token: String,
     pub lease_expires_at: Timestamp,
+}
+
+impl ClaimedJob {
+    /// What the OpenAPI document shows of a claimed job.
+    pub fn example() -> serde_json::Value {
+        serde_json::json!({"id": "job_01m8pd9e61ya13bwk7fzzb9vzj", "queue": "emails",
+            "kind": "send_welcome", "payload": {"user": 42}, "attempt": 1,
+            "lease_token": "3f9c2a7d51e84b6fa0c9d2e1b7a45f10",
+            "lease_expires_at": "2026-11-30T12:00:30.000000Z"})
+    }
 }
 
 /// What an enqueue did.

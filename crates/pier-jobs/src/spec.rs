@@ -4,67 +4,110 @@
 
 use std::time::Duration;
 
+use std::ops::RangeInclusive;
+
 use pier_core::validation::{plain_text, range_message};
-use pier_core::{Timestamp, ValidationErrors};
+use pier_core::{Timestamp, ValidationErrors, schema, whole};
 use serde::Deserialize;
+use utoipa::openapi::Object;
 
 use crate::model::{JobKind, NewJob, QueueName, RetryPolicy};
 
 /// The largest payload, as JSON text.
 pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
-pub const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = -1_000_000..=1_000_000;
-pub const MAX_ATTEMPTS_RANGE: std::ops::RangeInclusive<u32> = 1..=1000;
+pub const PRIORITY_RANGE: RangeInclusive<i32> = -1_000_000..=1_000_000;
+pub const MAX_ATTEMPTS_RANGE: RangeInclusive<u32> = 1..=1000;
 /// Leases, in seconds: long enough for a heartbeat to get through, short enough that a dead
 /// worker's job is rescued within the hour.
-pub const LEASE_SECONDS_RANGE: std::ops::RangeInclusive<u32> = 1..=3600;
-/// The longest delay between attempts, in seconds (30 days).
-pub const MAX_BACKOFF_SECONDS: u32 = 30 * 24 * 3600;
+pub const LEASE_SECONDS_RANGE: RangeInclusive<u32> = 1..=3600;
+/// Backoff delays, in seconds: up to 30 days.
+pub const BACKOFF_SECONDS_RANGE: RangeInclusive<u32> = 1..=30 * 24 * 3600;
 pub const UNIQUE_KEY_MAX_CHARS: usize = 255;
 
-/// Retry timing for one job; both default to the standard policy (1 s and 1 h).
+/// Retry timing for one job; both default to the standard policy (1 s and 1 h). The delay
+/// never exceeds `max_seconds`, even when `base_seconds` is larger.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BackoffSpec {
-    /// Delay after the first failure, in seconds (doubling after each further failure).
-    #[schema(minimum = 1, maximum = 2592000)]
+    #[serde(default, deserialize_with = "whole::optional")]
+    #[schema(schema_with = backoff_base)]
     pub base_seconds: Option<u32>,
-    /// The longest delay, in seconds.
-    #[schema(minimum = 1, maximum = 2592000)]
+    #[serde(default, deserialize_with = "whole::optional")]
+    #[schema(schema_with = backoff_max)]
     pub max_seconds: Option<u32>,
 }
 
 /// A job to enqueue. Only `kind` is required.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"queue": "emails", "kind": "send_welcome", "payload": {"user": 42},
+                          "unique_key": "welcome-42", "max_attempts": 5}))]
 pub struct JobSpec {
     /// Defaults to `default`. Names starting with `pier.` are reserved.
-    #[schema(max_length = 64, pattern = "^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
+    #[schema(value_type = Option<QueueName>, nullable)]
     pub queue: Option<String>,
     /// What the job does; workers dispatch on it.
-    #[schema(
-        min_length = 1,
-        max_length = 128,
-        pattern = "^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
-    )]
+    #[schema(value_type = JobKind)]
     pub kind: String,
     /// Any JSON, at most 1 MiB as text; defaults to `{}`.
-    #[schema(value_type = Option<Object>)]
     pub payload: Option<serde_json::Value>,
     /// Not before this time; omit to run now.
     pub run_at: Option<Timestamp>,
-    /// Smaller runs first; default 0.
-    #[schema(minimum = -1000000, maximum = 1000000)]
+    #[serde(default, deserialize_with = "whole::optional")]
+    #[schema(schema_with = priority)]
     pub priority: Option<i32>,
-    /// Attempts before the job is discarded (dead-lettered); default 20.
-    #[schema(minimum = 1, maximum = 1000)]
+    #[serde(default, deserialize_with = "whole::optional")]
+    #[schema(schema_with = max_attempts)]
     pub max_attempts: Option<u32>,
-    /// While an unfinished job has this key, enqueuing another returns it instead.
-    #[schema(min_length = 1, max_length = 255)]
+    #[schema(schema_with = unique_key)]
     pub unique_key: Option<String>,
     pub backoff: Option<BackoffSpec>,
-    /// How long a claim holds the job without a heartbeat; default 30 (configurable).
-    #[schema(minimum = 1, maximum = 3600)]
+    #[serde(default, deserialize_with = "whole::optional")]
+    #[schema(schema_with = lease_seconds)]
     pub lease_seconds: Option<u32>,
+}
+
+// The fields' schemas, with their descriptions (a field's own doc comment does not reach a
+// schema made by a function).
+
+fn backoff_base() -> Object {
+    schema::nullable(schema::integer(&BACKOFF_SECONDS_RANGE).description(Some(
+        "Delay after the first failure, in seconds (doubling after each further failure)",
+    )))
+}
+
+fn backoff_max() -> Object {
+    schema::nullable(
+        schema::integer(&BACKOFF_SECONDS_RANGE).description(Some("The longest delay, in seconds")),
+    )
+}
+
+fn priority() -> Object {
+    schema::nullable(
+        schema::integer(&PRIORITY_RANGE).description(Some("Smaller runs first; default 0")),
+    )
+}
+
+fn max_attempts() -> Object {
+    schema::nullable(schema::integer(&MAX_ATTEMPTS_RANGE).description(Some(
+        "Attempts before the job is discarded (dead-lettered); default 20",
+    )))
+}
+
+fn unique_key() -> Object {
+    schema::nullable(
+        schema::plain_text(1, UNIQUE_KEY_MAX_CHARS).description(Some(
+            "While an unfinished job has this key, enqueuing another returns it instead",
+        )),
+    )
+}
+
+/// A lease length, for jobs, claims and heartbeats.
+pub fn lease_seconds() -> Object {
+    schema::nullable(schema::integer(&LEASE_SECONDS_RANGE).description(Some(
+        "How long a claim holds the job without a heartbeat, in seconds (default: the job's \
+         own, 30 unless set)",
+    )))
 }
 
 impl JobSpec {
@@ -147,24 +190,21 @@ impl JobSpec {
             }
         }
         if let Some(backoff) = self.backoff {
-            let base = backoff
-                .base_seconds
-                .map_or(retry.backoff_base.as_secs(), u64::from);
-            let max = backoff
-                .max_seconds
-                .map_or(retry.backoff_max.as_secs(), u64::from);
-            if base == 0 || base > max || max > u64::from(MAX_BACKOFF_SECONDS) {
-                errors.add(
-                    &field("backoff"),
-                    "invalid",
-                    format!(
-                        "base_seconds must be at least 1 and at most max_seconds, which must be \
-                         at most {MAX_BACKOFF_SECONDS}"
-                    ),
-                );
-            }
-            retry.backoff_base = Duration::from_secs(base);
-            retry.backoff_max = Duration::from_secs(max);
+            let mut seconds = |name: &str, value: Option<u32>, default: Duration| {
+                value
+                    .and_then(|v| errors.check_range(&field(name), v, &BACKOFF_SECONDS_RANGE))
+                    .map_or(default, |v| Duration::from_secs(v.into()))
+            };
+            retry.backoff_base = seconds(
+                "backoff.base_seconds",
+                backoff.base_seconds,
+                retry.backoff_base,
+            );
+            retry.backoff_max = seconds(
+                "backoff.max_seconds",
+                backoff.max_seconds,
+                retry.backoff_max,
+            );
         }
         if let Some(key) = &self.unique_key {
             errors.check(
@@ -204,7 +244,7 @@ mod tests {
             unique_key: Some("nul\0byte".into()),
             lease_seconds: Some(0),
             backoff: Some(BackoffSpec {
-                base_seconds: Some(10),
+                base_seconds: Some(0),
                 max_seconds: Some(5),
             }),
             payload: Some(serde_json::json!("x".repeat(MAX_PAYLOAD_BYTES))),
@@ -220,7 +260,7 @@ mod tests {
                 "payload",
                 "priority",
                 "max_attempts",
-                "backoff",
+                "backoff.base_seconds",
                 "unique_key",
                 "lease_seconds"
             ]

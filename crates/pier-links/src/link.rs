@@ -41,6 +41,13 @@ impl RedirectStatus {
         }
     }
 
+    /// The codes as the OpenAPI document lists them.
+    pub fn schema() -> utoipa::openapi::schema::ObjectBuilder {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::Integer)
+            .enum_values(Some(Self::ALL.map(Self::code)))
+    }
+
     pub fn from_code(code: u16) -> Option<Self> {
         Self::ALL.into_iter().find(|s| s.code() == code)
     }
@@ -60,6 +67,11 @@ impl Title {
 
     pub fn parse(text: &str) -> Result<Self, String> {
         trimmed_text(text, Self::MAX_CHARS).map(Self)
+    }
+
+    /// [`Title::parse`]'s rule for the OpenAPI document.
+    pub fn schema() -> utoipa::openapi::schema::ObjectBuilder {
+        pier_core::schema::trimmed_text(Self::MAX_CHARS, "")
     }
 
     pub fn as_str(&self) -> &str {
@@ -84,6 +96,11 @@ impl Tag {
             return Err(format!("must not contain `{}`", Self::SEPARATOR));
         }
         trimmed_text(text, Self::MAX_CHARS).map(Self)
+    }
+
+    /// [`Tag::parse`]'s rule for the OpenAPI document.
+    pub fn schema() -> utoipa::openapi::schema::ObjectBuilder {
+        pier_core::schema::trimmed_text(Self::MAX_CHARS, ",")
     }
 
     pub fn as_str(&self) -> &str {

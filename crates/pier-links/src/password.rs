@@ -7,27 +7,23 @@ use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 
-/// The longest password accepted, in bytes: enough for any passphrase, and a bound on the work
-/// an unauthenticated visitor can ask for.
-pub const MAX_BYTES: usize = 1024;
+/// The longest password accepted, in characters: enough for any passphrase, and a bound (4 KiB)
+/// on the work an unauthenticated visitor can ask for.
+pub const MAX_CHARS: usize = 1024;
 
 fn hasher() -> Argon2<'static> {
     let params = Params::new(19 * 1024, 2, 1, None).unwrap_or_default();
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
-/// Checks a new password: 1 to [`MAX_BYTES`] bytes, no control characters.
+/// Checks a new password: 1 to [`MAX_CHARS`] characters, no control characters.
 pub fn check(password: &str) -> Result<(), String> {
-    if password.is_empty() {
-        return Err("must not be empty".to_owned());
-    }
-    if password.len() > MAX_BYTES {
-        return Err(format!("must be at most {MAX_BYTES} bytes"));
-    }
-    if password.chars().any(char::is_control) {
-        return Err("must not contain control characters".to_owned());
-    }
-    Ok(())
+    pier_core::validation::plain_text(password, 1, MAX_CHARS)
+}
+
+/// A new password in the OpenAPI document: [`check`]'s rule.
+pub fn schema() -> utoipa::openapi::schema::ObjectBuilder {
+    pier_core::schema::plain_text(1, MAX_CHARS)
 }
 
 /// The PHC string of `password` under a fresh random salt.
@@ -42,7 +38,7 @@ pub fn hash(password: &str) -> Result<String, String> {
 /// Whether `password` matches `phc` (compared in constant time by the hasher). A malformed
 /// stored hash matches nothing.
 pub fn verify(password: &str, phc: &str) -> bool {
-    password.len() <= MAX_BYTES
+    password.len() <= 4 * MAX_CHARS
         && PasswordHash::new(phc).is_ok_and(|parsed| {
             hasher()
                 .verify_password(password.as_bytes(), &parsed)
@@ -68,7 +64,8 @@ mod tests {
     fn new_passwords_are_bounded_plain_text() {
         assert!(check("pw").is_ok());
         assert!(check("").is_err());
-        assert!(check(&"x".repeat(MAX_BYTES + 1)).is_err());
+        assert!(check(&"é".repeat(MAX_CHARS)).is_ok());
+        assert!(check(&"x".repeat(MAX_CHARS + 1)).is_err());
         assert!(check("a\nb").is_err());
     }
 }

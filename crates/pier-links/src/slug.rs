@@ -111,6 +111,23 @@ impl Slug {
     }
 }
 
+impl Slug {
+    /// [`Slug::check`]'s rule for the OpenAPI document.
+    pub fn schema_builder() -> utoipa::openapi::schema::ObjectBuilder {
+        pier_core::schema::string(1, Self::MAX_CHARS).pattern(Some(
+            pier_core::schema::refusing_words(RESERVED, "[A-Za-z0-9_-]+$"),
+        ))
+    }
+}
+
+impl utoipa::PartialSchema for Slug {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        Self::schema_builder().into()
+    }
+}
+
+impl utoipa::ToSchema for Slug {}
+
 impl std::fmt::Display for Slug {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)

@@ -84,6 +84,35 @@ impl Target {
     }
 }
 
+/// The canonical form of a target, which the OpenAPI document states: `http`/`https`, an ASCII
+/// host name (its last label starting with a letter, so no parser takes it for an address) or
+/// an IPv4 address, an optional port, then URI characters that normalisation leaves as they are.
+/// [`Target::parse`] takes more than this (international host names, characters it
+/// percent-encodes) and stores it in this form.
+pub const CANONICAL_PATTERN: &str = concat!(
+    r"^[hH][tT][tT][pP][sS]?://",
+    r"(([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?",
+    r"|((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9]))",
+    r"(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?",
+    r"([/?#][A-Za-z0-9._~:/?#\[\]@!$&()*+,;=%-]*)?$",
+);
+
+impl utoipa::PartialSchema for Target {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        pier_core::schema::string(1, Self::MAX_BYTES)
+            .pattern(Some(CANONICAL_PATTERN))
+            .description(Some(
+                "Where visitors are sent: an absolute `http` or `https` URL without \
+                 credentials. Stored normalised; international host names and characters \
+                 that need percent-encoding are taken too, and stored encoded.",
+            ))
+            .examples(["https://example.com/spring-sale"])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Target {}
+
 impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())

@@ -21,7 +21,9 @@ mod store;
 pub use algorithm::Decision;
 pub use limiter::{DEFAULT_TIMEOUT, FAIL_CLOSED_RETRY, LimitError, Limiter, Verdict};
 pub use local::LocalStore;
-pub use policy::{Algorithm, FailureMode, Policy, PolicySpec, SpecError, bounds, check_name};
+pub use policy::{
+    Algorithm, FailureMode, Policy, PolicyName, PolicySpec, SpecError, bounds, check_name,
+};
 pub use redis::RedisStore;
 pub use store::{PolicyRecord, PolicyStore, StoreError};
 

@@ -297,6 +297,23 @@ pub fn check_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// What [`check_name`] accepts, as a pattern.
+pub const NAME_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._-]*$";
+
+/// A policy's name in the OpenAPI document: [`check_name`]'s rule.
+#[derive(Debug)]
+pub struct PolicyName;
+
+impl utoipa::PartialSchema for PolicyName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        pier_core::schema::string(*bounds::NAME_CHARS.start(), *bounds::NAME_CHARS.end())
+            .pattern(Some(NAME_PATTERN))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for PolicyName {}
+
 /// A named spec in a namespace (a workspace, or `pier` for the server's own), ready to decide
 /// with. Cheap to clone.
 #[derive(Debug, Clone)]

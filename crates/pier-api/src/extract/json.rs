@@ -7,6 +7,7 @@ use axum::http::{StatusCode, header};
 use pier_core::ValidationErrors;
 use serde::de::DeserializeOwned;
 
+use super::ObjectsOnly;
 use crate::problem::ApiError;
 
 /// A JSON body deserialized into `T`.
@@ -58,7 +59,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 /// Deserializes, telling syntax errors (`400`) from shape errors (`422` with the field's path).
 pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {
+    let value = serde_path_to_error::deserialize(ObjectsOnly(&mut de)).map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner();
         match inner.classify() {

@@ -3,9 +3,11 @@
 mod auth;
 mod conditional;
 mod json;
+mod objects_only;
 mod query;
 
 pub use auth::{Authed, RequiredPermission, perm};
 pub use conditional::{ETag, IfMatch};
 pub use json::ApiJson;
+pub(crate) use objects_only::ObjectsOnly;
 pub use query::ApiQuery;

@@ -138,15 +138,28 @@ fn into_response(err: sqlx::Error) -> Response {
     ApiError::from(err).into_response()
 }
 
-/// 1 to 255 printable ASCII characters.
+/// The longest `Idempotency-Key`.
+pub const KEY_MAX: usize = 255;
+/// Printable ASCII, not starting or ending with a space (HTTP drops those spaces anyway).
+pub const KEY_PATTERN: &str = r"^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$";
+
+/// The rule [`KEY_PATTERN`] describes, 1 to [`KEY_MAX`] characters.
 fn parse_key(value: &HeaderValue) -> Result<String, ApiError> {
     let bytes = value.as_bytes();
-    if (1..=255).contains(&bytes.len()) && bytes.iter().all(|b| (0x20..0x7f).contains(b)) {
+    let visible = |b: Option<&u8>| b.is_some_and(|b| (0x21..0x7f).contains(b));
+    if bytes.len() <= KEY_MAX
+        && visible(bytes.first())
+        && visible(bytes.last())
+        && bytes.iter().all(|b| (0x20..0x7f).contains(b))
+    {
         Ok(String::from_utf8_lossy(bytes).into_owned())
     } else {
         Err(ApiError::bad_request(
             "invalid_idempotency_key",
-            "Idempotency-Key must be 1 to 255 printable ASCII characters",
+            format!(
+                "Idempotency-Key must be 1 to {KEY_MAX} printable ASCII characters, not \
+                 starting or ending with a space"
+            ),
         ))
     }
 }

@@ -12,6 +12,8 @@ pub use authn::authenticate;
 pub use deadline::{Deadline, deadline};
 pub(crate) use edge::OwnBody;
 pub use edge::{RequestContext, edge, record_route};
-pub use idempotency::idempotency;
+pub use idempotency::{
+    KEY_MAX as IDEMPOTENCY_KEY_MAX, KEY_PATTERN as IDEMPOTENCY_KEY_PATTERN, idempotency,
+};
 pub(crate) use limits::{after_refused_credentials, ip_key};
 pub use limits::{limit_per_ip, limit_per_key};

@@ -17,21 +17,30 @@ use crate::response::located;
 /// The body of `POST /v1/api-keys`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "ci", "role": "member", "scopes": ["jobs:read", "jobs:write"]}))]
 pub struct CreateApiKey {
-    /// A label, 1 to 100 characters.
+    #[schema(schema_with = key_name)]
     name: String,
     /// Defaults to `member`. Cannot be above the caller's own role.
-    #[schema(value_type = Option<Role>)]
+    #[schema(value_type = Option<Role>, nullable)]
     role: Option<String>,
-    /// Narrows the role to these permissions; omit for everything the role allows.
-    #[schema(value_type = Option<Vec<Permission>>)]
+    /// Narrows the role to these permissions, each of which the role must include; omit for
+    /// everything the role allows.
+    #[schema(value_type = Option<Vec<Permission>>, nullable)]
     scopes: Option<Vec<String>>,
     /// When the key stops working; must be in the future.
     expires_at: Option<Timestamp>,
 }
 
+fn key_name() -> utoipa::openapi::Object {
+    pier_core::schema::trimmed_text(KeyName::MAX_CHARS, "")
+        .description(Some("A label for people"))
+        .build()
+}
+
 /// A new key with its secret, which is shown only in this response.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = created_example)]
 pub struct CreatedApiKey {
     #[serde(flatten)]
     api_key: ApiKey,
@@ -39,11 +48,17 @@ pub struct CreatedApiKey {
     key: String,
 }
 
+fn created_example() -> serde_json::Value {
+    let mut key = ApiKey::example();
+    key["key"] = "pier_aQ4KUJiAo0ppHL5sIXrZx9HtUfqFoUhX0LrQ5v".into();
+    key
+}
+
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListApiKeys {
     /// Only keys with this role.
-    #[param(value_type = Option<Role>)]
+    #[param(value_type = Option<Role>, inline)]
     role: Option<String>,
 }
 
@@ -123,6 +138,7 @@ fn with_etag(status: StatusCode, key: &ApiKey, body: impl IntoResponse) -> Respo
 #[utoipa::path(
     post,
     path = "/v1/api-keys",
+    operation_id = "createApiKey",
     tag = "api-keys",
     security(("bearer" = [])),
     request_body = CreateApiKey,
@@ -158,6 +174,7 @@ pub async fn create(
 #[utoipa::path(
     get,
     path = "/v1/api-keys",
+    operation_id = "listApiKeys",
     tag = "api-keys",
     security(("bearer" = [])),
     params(ListApiKeys, PageParams),
@@ -201,9 +218,10 @@ async fn load(state: &AppState, principal: &Principal, id: &str) -> ApiResult<Ap
 #[utoipa::path(
     get,
     path = "/v1/api-keys/{id}",
+    operation_id = "getApiKey",
     tag = "api-keys",
     security(("bearer" = [])),
-    params(("id" = String, Path, description = "The key id, `key_…`")),
+    params(("id" = inline(ApiKeyId), Path, description = "The key id")),
     responses((status = 200, body = ApiKey, headers(("ETag" = String))))
 )]
 pub async fn get(
@@ -219,10 +237,11 @@ pub async fn get(
 #[utoipa::path(
     delete,
     path = "/v1/api-keys/{id}",
+    operation_id = "revokeApiKey",
     tag = "api-keys",
     security(("bearer" = [])),
     params(
-        ("id" = String, Path, description = "The key id, `key_…`"),
+        ("id" = inline(ApiKeyId), Path, description = "The key id"),
         ("If-Match" = Option<String>, Header, description = "Revoke only if the ETag still matches")
     ),
     responses((status = 204, description = "Revoked (or already revoked)"))

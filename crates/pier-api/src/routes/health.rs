@@ -13,6 +13,7 @@ use crate::problem::{ApiError, ApiResult};
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"status": "ready", "checks": [{"name": "database", "status": "ok"}]}))]
 pub struct Health {
     /// `ok` when alive, `ready` when every dependency answered.
     pub status: &'static str,
@@ -29,7 +30,13 @@ pub struct Check {
 
 /// The process is alive. Checks nothing else, so an orchestrator never restarts a healthy
 /// process because its database is slow.
-#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Health)))]
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "checkLiveness",
+    tag = "health",
+    responses((status = 200, body = Health))
+)]
 pub async fn healthz() -> Json<Health> {
     Json(Health {
         status: "ok",
@@ -41,8 +48,10 @@ pub async fn healthz() -> Json<Health> {
 #[utoipa::path(
     get,
     path = "/readyz",
+    operation_id = "checkReadiness",
     tag = "health",
-    responses((status = 200, body = Health), (status = 503, body = crate::Problem))
+    responses((status = 200, body = Health),
+        (status = 503, description = "`not_ready`: the database or Redis did not answer in time", body = crate::Problem))
 )]
 pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Health>> {
     let mut checks = Vec::new();

@@ -16,11 +16,18 @@ use crate::response::located;
 
 /// A job, and whether an enqueue returned an existing one.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = enqueued_example)]
 pub struct EnqueuedJob {
     #[serde(flatten)]
     job: Job,
     /// True when an unfinished job with the same `unique_key` was returned instead of a new one.
     existing: bool,
+}
+
+fn enqueued_example() -> serde_json::Value {
+    let mut job = Job::example();
+    job["existing"] = false.into();
+    job
 }
 
 impl From<Enqueued> for EnqueuedJob {
@@ -36,6 +43,7 @@ impl From<Enqueued> for EnqueuedJob {
 #[utoipa::path(
     post,
     path = "/v1/jobs",
+    operation_id = "enqueueJob",
     tag = "jobs",
     security(("bearer" = [])),
     request_body = JobSpec,
@@ -67,27 +75,39 @@ pub async fn create(
     ))
 }
 
-/// The most jobs one batch enqueue may carry.
-const MAX_BATCH: usize = 1000;
+/// How many jobs one batch enqueue may carry.
+const BATCH: std::ops::RangeInclusive<usize> = 1..=1000;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"jobs": [{"kind": "resize_image", "payload": {"image": 1}},
+                                   {"kind": "resize_image", "payload": {"image": 2}}]}))]
 pub struct CreateJobs {
-    /// 1 to 1000 jobs, enqueued together in one transaction.
-    #[schema(min_items = 1, max_items = 1000)]
+    /// Jobs enqueued together in one transaction.
+    #[schema(schema_with = batch_schema)]
     jobs: Vec<JobSpec>,
 }
 
+fn batch_schema() -> utoipa::openapi::Array {
+    utoipa::openapi::ArrayBuilder::new()
+        .items(utoipa::openapi::Ref::from_schema_name("JobSpec"))
+        .min_items(Some(*BATCH.start()))
+        .max_items(Some(*BATCH.end()))
+        .build()
+}
+
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"data": [enqueued_example()]}))]
 pub struct EnqueuedJobs {
     /// One entry per requested job, in order.
     data: Vec<EnqueuedJob>,
 }
 
-/// Enqueue up to 1000 jobs atomically: all are accepted or none.
+/// Enqueue many jobs atomically: all are accepted or none.
 #[utoipa::path(
     post,
     path = "/v1/jobs/batch",
+    operation_id = "enqueueJobs",
     tag = "jobs",
     security(("bearer" = [])),
     request_body = CreateJobs,
@@ -99,7 +119,7 @@ pub async fn create_batch(
     ApiJson(body): ApiJson<CreateJobs>,
 ) -> ApiResult<(StatusCode, Json<EnqueuedJobs>)> {
     let mut errors = ValidationErrors::new();
-    errors.check_range("jobs", body.jobs.len(), &(1..=MAX_BATCH));
+    errors.check_range("jobs", body.jobs.len(), &BATCH);
     let jobs: Vec<Option<NewJob>> = body
         .jobs
         .into_iter()
@@ -120,11 +140,13 @@ pub async fn create_batch(
 #[into_params(parameter_in = Query)]
 pub struct ListJobs {
     /// Only jobs of this queue.
+    #[param(value_type = Option<QueueName>, inline)]
     queue: Option<String>,
     /// Only jobs in this state.
-    #[param(value_type = Option<JobState>)]
+    #[param(value_type = Option<JobState>, inline)]
     state: Option<String>,
     /// Only jobs of this kind.
+    #[param(value_type = Option<JobKind>, inline)]
     kind: Option<String>,
 }
 
@@ -132,6 +154,7 @@ pub struct ListJobs {
 #[utoipa::path(
     get,
     path = "/v1/jobs",
+    operation_id = "listJobs",
     tag = "jobs",
     security(("bearer" = [])),
     params(ListJobs, PageParams),
@@ -180,9 +203,10 @@ pub(crate) fn parse_job_id(id: &str) -> ApiResult<JobId> {
 #[utoipa::path(
     get,
     path = "/v1/jobs/{id}",
+    operation_id = "getJob",
     tag = "jobs",
     security(("bearer" = [])),
-    params(("id" = String, Path, description = "The job id, `job_…`")),
+    params(("id" = inline(JobId), Path, description = "The job id")),
     responses((status = 200, body = Job))
 )]
 pub async fn get(
@@ -200,10 +224,11 @@ pub async fn get(
 #[utoipa::path(
     post,
     path = "/v1/jobs/{id}/cancel",
+    operation_id = "cancelJob",
     tag = "jobs",
     security(("bearer" = [])),
-    params(("id" = String, Path, description = "The job id, `job_…`")),
-    responses((status = 200, body = Job), (status = 409, description = "The job already finished", body = crate::Problem))
+    params(("id" = inline(JobId), Path, description = "The job id")),
+    responses((status = 200, body = Job), (status = 409, description = "`invalid_state`: the job already finished", body = crate::Problem))
 )]
 pub async fn cancel(
     State(state): State<AppState>,
@@ -219,10 +244,11 @@ pub async fn cancel(
 #[utoipa::path(
     post,
     path = "/v1/jobs/{id}/retry",
+    operation_id = "retryJob",
     tag = "jobs",
     security(("bearer" = [])),
-    params(("id" = String, Path, description = "The job id, `job_…`")),
-    responses((status = 200, body = Job), (status = 409, description = "The job is running, or its unique key is taken", body = crate::Problem))
+    params(("id" = inline(JobId), Path, description = "The job id")),
+    responses((status = 200, body = Job), (status = 409, description = "`invalid_state`: the job is running; `unique_key_taken`: another unfinished job holds its unique key", body = crate::Problem))
 )]
 pub async fn retry(
     State(state): State<AppState>,

@@ -8,11 +8,13 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use pier_core::validation::plain_text;
-use pier_core::{Timestamp, ValidationErrors};
+use pier_core::{Timestamp, ValidationErrors, schema, whole};
 use pier_jobs::{
-    ClaimLimits, ClaimTarget, ClaimedJob, Held, LEASE_SECONDS_RANGE, QueueName, WaitRefused,
+    ClaimLimits, ClaimTarget, ClaimedJob, Held, LEASE_SECONDS_RANGE, LeaseToken, QueueName,
+    WaitRefused,
 };
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::Object;
 
 use super::jobs::parse_job_id;
 use crate::AppState;
@@ -23,18 +25,44 @@ const POLL_FALLBACK: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"max": 10, "wait_seconds": 20, "worker_id": "worker-1"}))]
 pub struct Claim {
-    /// How many jobs to take, 1 to 1000 (default 1).
+    #[serde(default, deserialize_with = "whole::optional")]
+    #[schema(schema_with = claim_max)]
     max: Option<u32>,
-    /// The lease length, 1 to 3600 seconds (default: each job's own, 30 unless set).
+    #[serde(default, deserialize_with = "whole::optional")]
+    #[schema(schema_with = pier_jobs::lease_seconds)]
     lease_seconds: Option<u32>,
-    /// Wait up to this many seconds (0 to 30) for a job when none is available.
+    #[serde(default, deserialize_with = "whole::optional")]
+    #[schema(schema_with = wait_seconds)]
     wait_seconds: Option<u32>,
-    /// Shown on claimed jobs, to tell workers apart; up to 128 characters.
+    #[schema(schema_with = worker_id)]
     worker_id: Option<String>,
 }
 
+fn claim_max() -> Object {
+    schema::nullable(
+        schema::integer(&CLAIM_MAX).description(Some("How many jobs to take (default 1)")),
+    )
+}
+
+fn wait_seconds() -> Object {
+    schema::nullable(schema::integer(&WAIT_SECONDS).description(Some(
+        "Wait up to this many seconds for a job when none is available (default 0)",
+    )))
+}
+
+fn worker_id() -> Object {
+    schema::nullable(
+        schema::plain_text(1, WORKER_ID_MAX_CHARS)
+            .description(Some("Shown on claimed jobs, to tell workers apart")),
+    )
+}
+
+const WORKER_ID_MAX_CHARS: usize = 128;
+
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"jobs": [ClaimedJob::example()]}))]
 pub struct Claimed {
     jobs: Vec<ClaimedJob>,
 }
@@ -43,9 +71,10 @@ pub struct Claimed {
 #[utoipa::path(
     post,
     path = "/v1/queues/{name}/claim",
+    operation_id = "claimJobs",
     tag = "workers",
     security(("bearer" = [])),
-    params(("name" = String, Path, description = "The queue")),
+    params(("name" = inline(QueueName), Path, description = "The queue")),
     request_body = Claim,
     responses((status = 200, body = Claimed))
 )]
@@ -65,7 +94,11 @@ pub async fn claim(
         &WAIT_SECONDS,
     );
     if let Some(worker) = &body.worker_id {
-        errors.check("worker_id", "invalid", plain_text(worker, 1, 128));
+        errors.check(
+            "worker_id",
+            "invalid",
+            plain_text(worker, 1, WORKER_ID_MAX_CHARS),
+        );
     }
     errors.into_result().map_err(ApiError::validation)?;
     let (Some(queue), Some(max), Some(wait)) = (queue, max, wait) else {
@@ -134,13 +167,17 @@ fn refused(err: WaitRefused) -> ApiError {
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"lease_token": "3f9c2a7d51e84b6fa0c9d2e1b7a45f10", "lease_seconds": 60}))]
 pub struct HeartbeatBody {
+    #[schema(value_type = LeaseToken)]
     lease_token: String,
-    /// Extend by this many seconds from now (default: the job's lease length).
+    #[serde(default, deserialize_with = "whole::optional")]
+    #[schema(schema_with = pier_jobs::lease_seconds)]
     lease_seconds: Option<u32>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"lease_expires_at": "2026-11-30T12:01:00.000000Z", "cancel_requested": false}))]
 pub struct HeartbeatReply {
     lease_expires_at: Timestamp,
     /// Stop working on the job and report it with `fail`; it will be cancelled.
@@ -158,11 +195,12 @@ pub(crate) fn held(auth: &Authed<perm::JobsWork>, id: &str, token: &str) -> ApiR
 #[utoipa::path(
     post,
     path = "/v1/jobs/{id}/heartbeat",
+    operation_id = "heartbeatJob",
     tag = "workers",
     security(("bearer" = [])),
-    params(("id" = String, Path, description = "The job id, `job_…`")),
+    params(("id" = inline(pier_jobs::JobId), Path, description = "The job id")),
     request_body = HeartbeatBody,
-    responses((status = 200, body = HeartbeatReply), (status = 409, description = "Stale lease token", body = crate::Problem))
+    responses((status = 200, body = HeartbeatReply), (status = 409, description = "`stale_lease`: the lease expired and the job was rescued, finished or claimed again", body = crate::Problem))
 )]
 pub async fn heartbeat(
     State(state): State<AppState>,

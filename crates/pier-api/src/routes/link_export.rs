@@ -50,6 +50,7 @@ pub(super) const EXPORTED: [(&str, Cell); 14] = [
 #[into_params(parameter_in = Query)]
 pub struct ExportParams {
     /// `ndjson` (the default) or `csv`.
+    #[param(inline)]
     format: Option<BulkFormat>,
 }
 
@@ -59,6 +60,7 @@ pub struct ExportParams {
 #[utoipa::path(
     get,
     path = "/v1/links/export",
+    operation_id = "exportLinks",
     tag = "links",
     security(("bearer" = [])),
     params(ExportParams, ListLinks),

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::link_bulk::BulkFormat;
 use super::link_export::EXPORTED;
 use crate::AppState;
-use crate::extract::{ApiQuery, Authed, perm};
+use crate::extract::{ApiQuery, Authed, ObjectsOnly, perm};
 use crate::problem::{ApiError, ApiResult};
 use crate::routes::links::{Checked, CreateLink, LinkView, UpdateLink};
 
@@ -62,6 +62,10 @@ pub struct ImportParams {
 
 /// What an import did, row by row.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"created": 1, "failed": 1, "rows": [
+    {"row": 1, "status": "created", "link": LinkView::example()},
+    {"row": 2, "status": "failed",
+     "errors": [{"field": "url", "code": "scheme_not_allowed", "message": "must use http or https, not `ftp:`"}]}]}))]
 pub struct ImportReport {
     created: usize,
     failed: usize,
@@ -99,6 +103,7 @@ type ReadRow = (usize, Result<Checked, ValidationErrors>);
 #[utoipa::path(
     post,
     path = "/v1/links/import",
+    operation_id = "importLinks",
     tag = "links",
     security(("bearer" = [])),
     params(ImportParams),
@@ -108,10 +113,10 @@ type ReadRow = (usize, Result<Checked, ValidationErrors>);
     )),
     responses(
         (status = 200, description = "Every row's outcome", body = ImportReport),
-        (status = 413, description = "The body is larger than 32 MiB", body = crate::Problem),
-        (status = 415, description = "The body is neither CSV nor NDJSON", body = crate::Problem),
-        (status = 422, description = "A bad CSV header, too many rows or passwords, or (atomic) \
-                                      refused rows", body = crate::Problem)
+        (status = 413, description = "`payload_too_large`: the body is larger than 32 MiB", body = crate::Problem),
+        (status = 415, description = "`unsupported_media_type`: the body is neither CSV nor NDJSON", body = crate::Problem),
+        (status = 422, description = "`validation_failed`: a bad CSV header, too many rows or passwords, \
+                                      or (atomic) refused rows", body = crate::Problem)
     )
 )]
 pub async fn import(
@@ -305,17 +310,19 @@ fn json_row(line: &[u8]) -> Result<CreateLink, ValidationErrors> {
             ValidationErrors::single(ROW, code, message)
         })?;
     object.retain(|name, _| !is_read_only(name));
-    serde_path_to_error::deserialize(serde_json::Value::Object(object)).map_err(|err| {
-        let path = err.path().to_string();
-        let message = err.into_inner().to_string();
-        match message.strip_prefix("missing field `") {
-            Some(rest) => {
-                let field = rest.trim_end_matches('`');
-                ValidationErrors::single(field, "required", "must be given and not null")
+    serde_path_to_error::deserialize(ObjectsOnly(serde_json::Value::Object(object))).map_err(
+        |err| {
+            let path = err.path().to_string();
+            let message = err.into_inner().to_string();
+            match message.strip_prefix("missing field `") {
+                Some(rest) => {
+                    let field = rest.trim_end_matches('`');
+                    ValidationErrors::single(field, "required", "must be given and not null")
+                }
+                None => ValidationErrors::single(&path, "invalid", message),
             }
-            None => ValidationErrors::single(&path, "invalid", message),
-        }
-    })
+        },
+    )
 }
 
 /// Whether an import skips this column (or JSON field): an export writes it, but it is not

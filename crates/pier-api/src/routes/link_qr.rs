@@ -33,18 +33,27 @@ pub enum QrFormat {
 #[into_params(parameter_in = Query)]
 pub struct QrParams {
     /// `svg` (the default) or `png`.
+    #[param(inline)]
     format: Option<QrFormat>,
-    /// The image's width and height in pixels, 64 to 2048 (default 256).
+    /// The image's width and height in pixels (default 256).
+    #[param(schema_with = size)]
     size: Option<u32>,
+}
+
+fn size() -> utoipa::openapi::Object {
+    pier_core::schema::integer(&SIZES)
+        .default(Some(DEFAULT_SIZE.into()))
+        .build()
 }
 
 /// A QR code of the link's `short_url`, black on white with the quiet zone around it.
 #[utoipa::path(
     get,
     path = "/v1/links/{id}/qr",
+    operation_id = "getLinkQrCode",
     tag = "links",
     security(("bearer" = [])),
-    params(("id" = String, Path, description = "The link id, `link_…`"), QrParams),
+    params(("id" = inline(pier_links::LinkId), Path, description = "The link id"), QrParams),
     responses((
         status = 200,
         description = "The image, `size` pixels square",

@@ -26,7 +26,7 @@ pub struct StatsParams {
     to: Option<Timestamp>,
     /// `hour` (at most 31 days) or `day` (the default; at most about three years). Buckets are
     /// aligned to UTC hours and days.
-    #[param(value_type = Option<String>, pattern = "^(hour|day)$")]
+    #[param(schema_with = interval)]
     interval: Option<String>,
 }
 
@@ -77,6 +77,15 @@ pub struct RecentClickView {
 
 /// A link's statistics over a range.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"link_id": "link_01m8pd9e61ya13bwk7fzzb9vzj",
+    "from": "2026-11-28T00:00:00.000000Z", "to": "2026-11-30T00:00:00.000000Z", "interval": "day",
+    "totals": {"clicks": 130, "bots": 12, "unique_visitors": 97},
+    "series": [{"start": "2026-11-28T00:00:00.000000Z", "clicks": 50, "bots": 5},
+               {"start": "2026-11-29T00:00:00.000000Z", "clicks": 80, "bots": 7}],
+    "top_referrers": [{"host": "news.example", "clicks": 70}],
+    "top_countries": [{"country": "NZ", "clicks": 40}],
+    "recent": [{"at": "2026-11-29T23:59:10.000000Z", "visitor": "browser",
+                "referrer": "news.example", "country": "NZ"}]}))]
 pub struct LinkStatsView {
     link_id: LinkId,
     from: Timestamp,
@@ -91,6 +100,13 @@ pub struct LinkStatsView {
     top_countries: Vec<TopCountry>,
     /// Up to 20 of the latest clicks in the range, newest first.
     recent: Vec<RecentClickView>,
+}
+
+fn interval() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .enum_values(Some(["hour", "day"]))
+        .build()
 }
 
 impl StatsParams {
@@ -124,9 +140,10 @@ impl StatsParams {
 #[utoipa::path(
     get,
     path = "/v1/links/{id}/stats",
+    operation_id = "getLinkStats",
     tag = "links",
     security(("bearer" = [])),
-    params(("id" = String, Path, description = "The link id, `link_…`"), StatsParams),
+    params(("id" = inline(LinkId), Path, description = "The link id"), StatsParams),
     responses((status = 200, body = LinkStatsView))
 )]
 pub async fn get(

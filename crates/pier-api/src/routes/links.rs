@@ -5,10 +5,12 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use pier_core::{Timestamp, ValidationErrors};
+use pier_core::{schema, whole};
 use pier_links::{
     Link, LinkFields, LinkFilter, LinkId, PasswordChange, RedirectStatus, Slug, Tag, Target, Title,
 };
 use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::openapi::schema::{Array, ArrayBuilder, Object, SchemaType, Type};
 
 use crate::AppState;
 use crate::extract::{ApiJson, ApiQuery, Authed, ETag, IfMatch, perm};
@@ -17,10 +19,11 @@ use crate::problem::{ApiError, ApiResult};
 use crate::response::located;
 
 /// The most clicks a link can be limited to.
-const MAX_CLICKS: i64 = 1_000_000_000_000;
+const MAX_CLICKS: std::ops::RangeInclusive<i64> = 1..=1_000_000_000_000;
 
 /// A short link as the API shows it (its password never).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = LinkView::example)]
 pub struct LinkView {
     pub(crate) id: LinkId,
     /// The path the link answers on; unique across the service, case-sensitive.
@@ -49,6 +52,16 @@ pub struct LinkView {
 }
 
 impl LinkView {
+    /// What the OpenAPI document shows of a link.
+    pub(crate) fn example() -> serde_json::Value {
+        serde_json::json!({"id": "link_01m8pd9e61ya13bwk7fzzb9vzj", "slug": "spring",
+            "short_url": "https://s.example/spring", "url": "https://example.com/spring-sale",
+            "title": "Spring sale", "tags": ["campaign"], "redirect_status": 302,
+            "expires_at": null, "max_clicks": null, "has_password": false,
+            "created_by": "key_01m8pd91emf07nqws6p476403x", "clicks": 0,
+            "created_at": "2026-11-30T12:00:00.000000Z", "updated_at": "2026-11-30T12:00:00.000000Z"})
+    }
+
     pub(crate) fn new(link: Link, base: &str) -> Self {
         Self {
             short_url: format!("{base}/{}", link.slug),
@@ -85,27 +98,26 @@ fn respond(state: &AppState, status: StatusCode, link: Link) -> Response {
 /// The body of `POST /v1/links`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"url": "https://example.com/spring-sale", "slug": "spring",
+                          "title": "Spring sale", "tags": ["campaign"], "redirect_status": 302}))]
 pub struct CreateLink {
-    /// Where visitors are sent: an absolute `http` or `https` URL without credentials, at
-    /// most 8 KiB. Stored normalised.
-    #[schema(example = "https://example.com/spring-sale")]
+    #[schema(value_type = Target)]
     pub(crate) url: String,
-    /// 1 to 64 letters, digits, `-` or `_`, not one of Pier's own paths; omit for a random
-    /// 7-character slug.
-    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
+    #[schema(schema_with = slug)]
     pub(crate) slug: Option<String>,
-    /// Up to 300 characters.
+    #[schema(schema_with = title)]
     pub(crate) title: Option<String>,
-    /// Up to 20 tags of 1 to 50 characters.
+    #[schema(schema_with = tags)]
     pub(crate) tags: Option<Vec<String>>,
-    /// 301, 302 (the default), 307 or 308.
+    #[serde(default, deserialize_with = "whole::optional")]
+    #[schema(schema_with = redirect_status)]
     pub(crate) redirect_status: Option<u16>,
-    /// When the link stops working; must be in the future.
+    /// When the link stops working (`410 Gone`); must be in the future.
     pub(crate) expires_at: Option<Timestamp>,
-    /// How many human visits the link takes, at least 1.
+    #[serde(default, deserialize_with = "whole::optional")]
+    #[schema(schema_with = max_clicks)]
     pub(crate) max_clicks: Option<i64>,
-    /// Visitors must enter it before being redirected. Write-only: stored as an Argon2id
-    /// hash, never shown.
+    #[schema(schema_with = password)]
     pub(crate) password: Option<String>,
 }
 
@@ -113,31 +125,90 @@ pub struct CreateLink {
 /// `title`, `tags`, `expires_at`, `max_clicks` and `password`, and resets `redirect_status`.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"title": "Summer sale", "expires_at": "2030-09-01T00:00:00Z"}))]
 pub struct UpdateLink {
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Target)]
     url: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Slug, inline)]
     slug: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = title)]
     title: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<Vec<String>>)]
+    #[schema(schema_with = tags)]
     tags: Option<Option<Vec<String>>>,
-    #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<u16>)]
+    #[serde(default, deserialize_with = "present_whole")]
+    #[schema(schema_with = redirect_status)]
     redirect_status: Option<Option<u16>>,
+    /// When the link stops working (`410 Gone`); must be in the future.
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<Timestamp>)]
     expires_at: Option<Option<Timestamp>>,
-    #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<i64>)]
+    #[serde(default, deserialize_with = "present_whole")]
+    #[schema(schema_with = max_clicks)]
     max_clicks: Option<Option<i64>>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = password)]
     password: Option<Option<String>>,
+}
+
+// The fields' schemas, from the rules that check them, with their descriptions (a field's own
+// doc comment does not reach a schema made by a function).
+
+fn slug() -> Object {
+    schema::nullable(Slug::schema_builder().description(Some(
+        "Letters, digits, `-` or `_`, not one of Pier's own paths; omit (or `null`) for a \
+         random 7-character slug",
+    )))
+}
+
+fn title() -> Object {
+    schema::nullable(Title::schema().description(Some("Shown in lists; trimmed")))
+}
+
+fn tags() -> Array {
+    ArrayBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
+        .items(Tag::schema())
+        .max_items(Some(Tag::MAX_PER_LINK))
+        .description(Some(
+            "Tags to find the link by; trimmed, duplicates kept once",
+        ))
+        .build()
+}
+
+fn redirect_status() -> Object {
+    let mut schema = schema::nullable(RedirectStatus::schema().description(Some(
+        "301 or 308 (permanent: browsers may not come back, so later clicks go uncounted), \
+         302 (the default) or 307",
+    )));
+    schema
+        .enum_values
+        .get_or_insert_with(Vec::new)
+        .push(serde_json::Value::Null);
+    schema
+}
+
+fn max_clicks() -> Object {
+    schema::nullable(schema::integer(&MAX_CLICKS).description(Some(
+        "After this many human visits, the link answers `410 Gone`",
+    )))
+}
+
+fn password() -> Object {
+    schema::nullable(pier_links::password::schema().description(Some(
+        "Visitors must enter it before being redirected. Write-only: stored as an Argon2id \
+         hash, never shown",
+    )))
+}
+
+/// A field that was sent as a whole number, possibly as `null`.
+fn present_whole<'de, D: Deserializer<'de>, T: TryFrom<i128>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    whole::optional(d).map(Some)
 }
 
 /// A field that was sent, possibly as `null` (`Some(None)`); a missing one stays `None`.
@@ -226,9 +297,7 @@ impl UpdateLink {
             None => base.as_ref().and_then(|b| b.expires_at),
         };
         let max_clicks = match self.max_clicks {
-            Some(Some(n)) => errors
-                .check_range("max_clicks", n, &(1..=MAX_CLICKS))
-                .map(Some),
+            Some(Some(n)) => errors.check_range("max_clicks", n, &MAX_CLICKS).map(Some),
             Some(None) => Some(None),
             None => Some(base.as_ref().and_then(|b| b.max_clicks)),
         };
@@ -299,12 +368,13 @@ impl Checked {
 #[utoipa::path(
     post,
     path = "/v1/links",
+    operation_id = "createLink",
     tag = "links",
     security(("bearer" = [])),
     request_body = CreateLink,
     responses(
         (status = 201, body = LinkView, headers(("Location" = String), ("ETag" = String))),
-        (status = 409, description = "The slug is taken", body = crate::Problem)
+        (status = 409, description = "`slug_taken`: another link has this slug", body = crate::Problem)
     )
 )]
 pub async fn create(
@@ -335,8 +405,10 @@ pub async fn create(
 #[into_params(parameter_in = Query)]
 pub struct ListLinks {
     /// Only links with this tag.
+    #[param(schema_with = tag_filter)]
     tag: Option<String>,
     /// Only links whose slug, URL or title contains this text (ASCII letters in any case).
+    #[param(schema_with = text_filter)]
     q: Option<String>,
     /// Only links created after this time.
     created_after: Option<Timestamp>,
@@ -346,6 +418,14 @@ pub struct ListLinks {
 
 /// The longest `q`.
 const MAX_QUERY_CHARS: usize = 200;
+
+fn tag_filter() -> Object {
+    Tag::schema().build()
+}
+
+fn text_filter() -> Object {
+    schema::plain_text(1, MAX_QUERY_CHARS).build()
+}
 
 impl ListLinks {
     /// The filter these parameters ask for, checked.
@@ -376,6 +456,7 @@ impl ListLinks {
 #[utoipa::path(
     get,
     path = "/v1/links",
+    operation_id = "listLinks",
     tag = "links",
     security(("bearer" = [])),
     params(ListLinks, PageParams),
@@ -425,9 +506,10 @@ pub(crate) async fn load(
 #[utoipa::path(
     get,
     path = "/v1/links/{id}",
+    operation_id = "getLink",
     tag = "links",
     security(("bearer" = [])),
-    params(("id" = String, Path, description = "The link id, `link_…`")),
+    params(("id" = inline(LinkId), Path, description = "The link id")),
     responses((status = 200, body = LinkView, headers(("ETag" = String))))
 )]
 pub async fn get(
@@ -443,9 +525,10 @@ pub async fn get(
 #[utoipa::path(
     get,
     path = "/v1/links/by-slug/{slug}",
+    operation_id = "getLinkBySlug",
     tag = "links",
     security(("bearer" = [])),
-    params(("slug" = String, Path, description = "The slug, case-sensitive")),
+    params(("slug" = inline(Slug), Path, description = "The slug, case-sensitive")),
     responses((status = 200, body = LinkView, headers(("ETag" = String))))
 )]
 pub async fn get_by_slug(
@@ -466,17 +549,18 @@ pub async fn get_by_slug(
 #[utoipa::path(
     patch,
     path = "/v1/links/{id}",
+    operation_id = "updateLink",
     tag = "links",
     security(("bearer" = [])),
     request_body(content = UpdateLink, content_type = "application/merge-patch+json"),
     params(
-        ("id" = String, Path, description = "The link id, `link_…`"),
+        ("id" = inline(LinkId), Path, description = "The link id"),
         ("If-Match" = Option<String>, Header, description = "Change only if the ETag still matches")
     ),
     responses(
         (status = 200, body = LinkView, headers(("ETag" = String))),
-        (status = 409, description = "The slug is taken", body = crate::Problem),
-        (status = 412, description = "The link changed since the ETag was read", body = crate::Problem)
+        (status = 409, description = "`slug_taken`: another link has this slug", body = crate::Problem),
+        (status = 412, description = "`precondition_failed`: the link changed since the ETag was read", body = crate::Problem)
     )
 )]
 pub async fn update(
@@ -511,10 +595,11 @@ pub async fn update(
 #[utoipa::path(
     delete,
     path = "/v1/links/{id}",
+    operation_id = "deleteLink",
     tag = "links",
     security(("bearer" = [])),
     params(
-        ("id" = String, Path, description = "The link id, `link_…`"),
+        ("id" = inline(LinkId), Path, description = "The link id"),
         ("If-Match" = Option<String>, Header, description = "Delete only if the ETag still matches")
     ),
     responses((status = 204, description = "Deleted"))

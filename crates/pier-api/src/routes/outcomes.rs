@@ -5,23 +5,54 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use pier_core::{Timestamp, ValidationErrors};
-use pier_jobs::{Completion, Failure, Held, JobId, JobState};
+use pier_jobs::{Completion, Failure, Held, JobId, JobState, LeaseToken};
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::{ArrayBuilder, Ref, RefOr, Schema};
 
 use super::leases::held;
 use crate::AppState;
 use crate::extract::{ApiJson, Authed, perm};
 use crate::problem::{ApiError, ApiResult};
 
-/// The most jobs one batch report may name.
-const MAX_REPORTS: usize = 1000;
+/// How many jobs one batch report may name.
+const REPORTS: std::ops::RangeInclusive<usize> = 1..=1000;
+
+/// Declares the body of a batch report as the document describes it: [`REPORTS`] items of
+/// `$item` (a marker: the handler reads a `Vec<$item>`).
+macro_rules! batch_body {
+    ($name:ident, $item:ty) => {
+        struct $name;
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> RefOr<Schema> {
+                ArrayBuilder::new()
+                    .items(Ref::from_schema_name(<$item as utoipa::ToSchema>::name()))
+                    .min_items(Some(*REPORTS.start()))
+                    .max_items(Some(*REPORTS.end()))
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {
+            fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+                let name = <$item as utoipa::ToSchema>::name().into_owned();
+                schemas.push((name, <$item as utoipa::PartialSchema>::schema()));
+                <$item as utoipa::ToSchema>::schemas(schemas);
+            }
+        }
+    };
+}
+
+batch_body!(CompleteBatch, CompleteItem);
+batch_body!(FailBatch, FailItem);
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"lease_token": "3f9c2a7d51e84b6fa0c9d2e1b7a45f10", "result": {"sent": true}}))]
 pub struct CompleteBody {
+    #[schema(value_type = LeaseToken)]
     lease_token: String,
-    /// What the job produced, kept on it (at most 64 KiB as JSON).
-    #[schema(value_type = Option<Object>)]
+    /// What the job produced, any JSON, kept on it (at most 64 KiB as JSON text).
     result: Option<serde_json::Value>,
 }
 
@@ -43,11 +74,12 @@ fn completion(
 #[utoipa::path(
     post,
     path = "/v1/jobs/{id}/complete",
+    operation_id = "completeJob",
     tag = "workers",
     security(("bearer" = [])),
-    params(("id" = String, Path, description = "The job id, `job_…`")),
+    params(("id" = inline(JobId), Path, description = "The job id")),
     request_body = CompleteBody,
-    responses((status = 204, description = "Completed"), (status = 409, description = "Stale lease token", body = crate::Problem))
+    responses((status = 204, description = "Completed"), (status = 409, description = "`stale_lease`: the lease expired and the job was rescued, finished or claimed again", body = crate::Problem))
 )]
 pub async fn complete(
     State(state): State<AppState>,
@@ -70,9 +102,11 @@ pub async fn complete(
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"lease_token": "3f9c2a7d51e84b6fa0c9d2e1b7a45f10", "error": "SMTP timeout"}))]
 pub struct FailBody {
+    #[schema(value_type = LeaseToken)]
     lease_token: String,
-    /// What went wrong; kept on the job (up to 2000 characters).
+    /// What went wrong; the first 2000 characters are kept on the job.
     error: String,
     /// Retry at this time instead of after the backoff.
     retry_at: Option<Timestamp>,
@@ -87,6 +121,7 @@ fn failure(auth: &Authed<perm::JobsWork>, id: &str, body: FailBody) -> ApiResult
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"state": "retryable"}))]
 pub struct Failed {
     /// `retryable`, `discarded` (out of attempts) or `cancelled` (cancellation acknowledged).
     state: JobState,
@@ -97,11 +132,12 @@ pub struct Failed {
 #[utoipa::path(
     post,
     path = "/v1/jobs/{id}/fail",
+    operation_id = "failJob",
     tag = "workers",
     security(("bearer" = [])),
-    params(("id" = String, Path, description = "The job id, `job_…`")),
+    params(("id" = inline(JobId), Path, description = "The job id")),
     request_body = FailBody,
-    responses((status = 200, body = Failed), (status = 409, description = "Stale lease token", body = crate::Problem))
+    responses((status = 200, body = Failed), (status = 409, description = "`stale_lease`: the lease expired and the job was rescued, finished or claimed again", body = crate::Problem))
 )]
 pub async fn fail(
     State(state): State<AppState>,
@@ -121,21 +157,57 @@ pub async fn fail(
     }
 }
 
-/// One job named in a batch report.
+/// One job named in a batch report: [`CompleteBody`]'s fields and the job's id. Spelled out
+/// rather than flattened, because JSON Schema cannot say "these fields and no others" of a
+/// flattened struct.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"id": "job_01m8pd9e61ya13bwk7fzzb9vzj",
+                          "lease_token": "3f9c2a7d51e84b6fa0c9d2e1b7a45f10"}))]
 pub struct CompleteItem {
+    #[schema(value_type = JobId)]
     id: String,
-    #[serde(flatten)]
-    body: CompleteBody,
+    #[schema(value_type = LeaseToken)]
+    lease_token: String,
+    /// What the job produced, any JSON, kept on it (at most 64 KiB as JSON text).
+    result: Option<serde_json::Value>,
 }
 
+impl CompleteItem {
+    fn split(self) -> (String, CompleteBody) {
+        let body = CompleteBody {
+            lease_token: self.lease_token,
+            result: self.result,
+        };
+        (self.id, body)
+    }
+}
+
+/// One job named in a batch failure report: [`FailBody`]'s fields and the job's id.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"id": "job_01m8pd9e61ya13bwk7fzzb9vzj",
+                          "lease_token": "3f9c2a7d51e84b6fa0c9d2e1b7a45f10", "error": "timeout"}))]
 pub struct FailItem {
+    #[schema(value_type = JobId)]
     id: String,
-    #[serde(flatten)]
-    body: FailBody,
+    #[schema(value_type = LeaseToken)]
+    lease_token: String,
+    /// What went wrong; the first 2000 characters are kept on the job.
+    error: String,
+    /// Retry at this time instead of after the backoff.
+    retry_at: Option<Timestamp>,
+}
+
+impl FailItem {
+    fn split(self) -> (String, FailBody) {
+        let body = FailBody {
+            lease_token: self.lease_token,
+            error: self.error,
+            retry_at: self.retry_at,
+        };
+        (self.id, body)
+    }
 }
 
 /// How one job of a batch report fared.
@@ -150,6 +222,9 @@ pub struct Reported {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"data": [
+    {"id": "job_01m8pd9e61ya13bwk7fzzb9vzj", "outcome": "completed"},
+    {"id": "job_01m8pd9e4m7br6fm9ty0k66418", "outcome": "stale_lease"}]}))]
 pub struct Reports {
     /// One entry per reported job, in order.
     data: Vec<Reported>,
@@ -158,10 +233,7 @@ pub struct Reports {
 /// Checks every item, naming bad fields by position (`[3].lease_token`).
 fn parse_items<T, U>(items: Vec<T>, parse: impl Fn(T) -> ApiResult<U>) -> ApiResult<Vec<U>> {
     let mut errors = ValidationErrors::new();
-    if errors
-        .check_range("body", items.len(), &(1..=MAX_REPORTS))
-        .is_none()
-    {
+    if errors.check_range("body", items.len(), &REPORTS).is_none() {
         return Err(ApiError::validation(errors));
     }
     let mut parsed = Vec::with_capacity(items.len());
@@ -206,9 +278,10 @@ async fn outcomes(
 #[utoipa::path(
     post,
     path = "/v1/jobs/complete",
+    operation_id = "completeJobs",
     tag = "workers",
     security(("bearer" = [])),
-    request_body(content = Vec<CompleteItem>, description = "1 to 1000 jobs"),
+    request_body(content = inline(CompleteBatch)),
     responses((status = 200, body = Reports))
 )]
 pub async fn complete_many(
@@ -216,7 +289,10 @@ pub async fn complete_many(
     auth: Authed<perm::JobsWork>,
     ApiJson(items): ApiJson<Vec<CompleteItem>>,
 ) -> ApiResult<Json<Reports>> {
-    let completions = parse_items(items, |item| completion(&auth, &item.id, item.body))?;
+    let completions = parse_items(items, |item| {
+        let (id, body) = item.split();
+        completion(&auth, &id, body)
+    })?;
     let done = state.jobs().complete_many(&completions).await?;
     let jobs: Vec<&Held> = completions.iter().map(|c| &c.job).collect();
     let outcomes = outcomes(&state, &jobs, &done, "completed").await?;
@@ -236,9 +312,10 @@ pub async fn complete_many(
 #[utoipa::path(
     post,
     path = "/v1/jobs/fail",
+    operation_id = "failJobs",
     tag = "workers",
     security(("bearer" = [])),
-    request_body(content = Vec<FailItem>, description = "1 to 1000 jobs"),
+    request_body(content = inline(FailBatch)),
     responses((status = 200, body = Reports))
 )]
 pub async fn fail_many(
@@ -246,7 +323,10 @@ pub async fn fail_many(
     auth: Authed<perm::JobsWork>,
     ApiJson(items): ApiJson<Vec<FailItem>>,
 ) -> ApiResult<Json<Reports>> {
-    let failures = parse_items(items, |item| failure(&auth, &item.id, item.body))?;
+    let failures = parse_items(items, |item| {
+        let (id, body) = item.split();
+        failure(&auth, &id, body)
+    })?;
     let states = state.jobs().fail_many(&failures).await?;
     let jobs: Vec<&Held> = failures.iter().map(|f| &f.job).collect();
     let counted: Vec<bool> = states.iter().map(Option::is_some).collect();

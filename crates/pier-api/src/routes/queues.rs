@@ -16,6 +16,7 @@ use crate::problem::{ApiError, ApiResult};
 #[utoipa::path(
     get,
     path = "/v1/queues",
+    operation_id = "listQueues",
     tag = "queues",
     security(("bearer" = [])),
     params(PageParams),
@@ -60,9 +61,10 @@ async fn apply(
 #[utoipa::path(
     post,
     path = "/v1/queues/{name}/pause",
+    operation_id = "pauseQueue",
     tag = "queues",
     security(("bearer" = [])),
-    params(("name" = String, Path, description = "The queue")),
+    params(("name" = inline(QueueName), Path, description = "The queue")),
     responses((status = 200, body = QueueInfo))
 )]
 pub async fn pause(
@@ -81,9 +83,10 @@ pub async fn pause(
 #[utoipa::path(
     post,
     path = "/v1/queues/{name}/resume",
+    operation_id = "resumeQueue",
     tag = "queues",
     security(("bearer" = [])),
-    params(("name" = String, Path, description = "The queue")),
+    params(("name" = inline(QueueName), Path, description = "The queue")),
     responses((status = 200, body = QueueInfo))
 )]
 pub async fn resume(
@@ -101,21 +104,28 @@ pub async fn resume(
 /// A JSON Merge Patch of a queue's settings: a missing member changes nothing, `null` resets it.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"concurrency_limit": 5}))]
 pub struct QueuePatchBody {
     /// Pause (`true`) or resume (`false`) the queue.
     #[serde(default)]
     paused: Option<bool>,
-    /// The most jobs of the queue running at once across all nodes; `null` for no limit.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<u32>, minimum = 1, maximum = 100000)]
+    #[schema(schema_with = concurrency_limit)]
     concurrency_limit: Option<Option<u32>>,
 }
 
-/// Tells a member sent as `null` (`Some(None)`) from one left out (`None`, by `default`).
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
+fn concurrency_limit() -> utoipa::openapi::Object {
+    pier_core::schema::nullable(
+        pier_core::schema::integer(&CONCURRENCY_LIMIT).description(Some(
+            "The most jobs of the queue running at once across all nodes; `null` for no limit",
+        )),
+    )
+}
+
+/// Tells a member sent as `null` (`Some(None)`) from one left out (`None`, by `default`), and
+/// takes the whole number however it is spelled.
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<u32>>, D::Error> {
+    pier_core::whole::optional(d).map(Some)
 }
 
 const CONCURRENCY_LIMIT: std::ops::RangeInclusive<u32> = 1..=100_000;
@@ -124,9 +134,10 @@ const CONCURRENCY_LIMIT: std::ops::RangeInclusive<u32> = 1..=100_000;
 #[utoipa::path(
     patch,
     path = "/v1/queues/{name}",
+    operation_id = "updateQueue",
     tag = "queues",
     security(("bearer" = [])),
-    params(("name" = String, Path, description = "The queue")),
+    params(("name" = inline(QueueName), Path, description = "The queue")),
     request_body(content = QueuePatchBody, content_type = "application/merge-patch+json"),
     responses((status = 200, body = QueueInfo))
 )]

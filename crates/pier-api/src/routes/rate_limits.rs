@@ -8,11 +8,14 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use pier_core::{Timestamp, ValidationErrors, WorkspaceId};
+use pier_core::{Timestamp, ValidationErrors, WorkspaceId, schema, whole};
 use pier_ratelimit::{
-    Algorithm, Decision, FailureMode, Policy, PolicyRecord, PolicySpec, StoreError, check_name,
+    Algorithm, Decision, FailureMode, Policy, PolicyName, PolicyRecord, PolicySpec, StoreError,
+    bounds, check_name,
 };
 use serde::{Deserialize, Serialize};
+use utoipa::PartialSchema as _;
+use utoipa::openapi::schema::{Array, ArrayBuilder, Object};
 
 use crate::AppState;
 use crate::extract::{ApiJson, Authed, ETag, IfMatch, perm};
@@ -21,27 +24,71 @@ use crate::problem::{ApiError, ApiResult};
 use crate::rate_limit::insert_fields;
 use crate::response::located;
 
-/// The most policies one batch check may name.
-const MAX_BATCH: usize = 10;
+/// How many policies one batch check may name.
+const BATCH: std::ops::RangeInclusive<usize> = 1..=10;
 /// The longest caller key, in characters.
 const MAX_KEY_CHARS: usize = 256;
 
-/// A policy as `PUT` takes it.
+/// A policy as `PUT` takes it. `max(limit, burst) × period_seconds × 1000` may be at most
+/// 2^52, so every count stays exact in floating point (Redis scripts count in doubles).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"algorithm": "gcra", "limit": 100, "period_seconds": 60, "burst": 20}))]
 pub struct PolicyBody {
     algorithm: Algorithm,
-    /// Units per period, 1 to 1,000,000,000.
-    #[schema(minimum = 1, maximum = 1_000_000_000)]
+    #[serde(deserialize_with = "whole::required")]
+    #[schema(schema_with = policy_limit)]
     limit: u64,
-    /// The period in seconds, 1 to 31,622,400 (366 days).
-    #[schema(minimum = 1, maximum = 31_622_400)]
+    #[serde(deserialize_with = "whole::required")]
+    #[schema(schema_with = period_seconds)]
     period_seconds: u64,
-    /// GCRA only: units spendable at once (default: `limit`).
-    #[schema(minimum = 1, maximum = 1_000_000_000)]
+    #[serde(default, deserialize_with = "whole::optional")]
+    #[schema(schema_with = burst)]
     burst: Option<u64>,
     /// What to decide when Redis cannot answer in time (default: `local`).
     failure_mode: Option<FailureMode>,
+}
+
+fn policy_limit() -> Object {
+    schema::integer(&bounds::LIMIT)
+        .description(Some("Units per period"))
+        .build()
+}
+
+fn period_seconds() -> Object {
+    schema::integer(&bounds::PERIOD_SECONDS)
+        .description(Some("The period in seconds"))
+        .build()
+}
+
+fn burst() -> Object {
+    schema::nullable(schema::integer(&bounds::BURST).description(Some(
+        "GCRA only: units spendable at once (default: `limit`)",
+    )))
+}
+
+fn caller_key() -> Object {
+    schema::plain_text(1, MAX_KEY_CHARS)
+        .description(Some("Whose quota: a user id, an IP address, a tenant…"))
+        .build()
+}
+
+fn cost() -> Object {
+    schema::nullable(
+        schema::integer(&(1..=*bounds::BURST.end())).description(Some(
+            "Units to spend (default 1); at most the policy's burst",
+        )),
+    )
+}
+
+fn policy_names() -> Array {
+    ArrayBuilder::new()
+        .items(PolicyName::schema())
+        .min_items(Some(*BATCH.start()))
+        .max_items(Some(*BATCH.end()))
+        .unique_items(true)
+        .description(Some("Distinct policy names"))
+        .build()
 }
 
 /// Where a policy comes from.
@@ -56,6 +103,10 @@ pub enum PolicySource {
 
 /// A named rate-limit policy.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"name": "per-user", "algorithm": "gcra", "limit": 100,
+                          "period_seconds": 60, "burst": 20, "failure_mode": "local",
+                          "source": "api", "created_at": "2026-11-30T12:00:00.000000Z",
+                          "updated_at": "2026-11-30T12:00:00.000000Z"}))]
 pub struct RateLimitPolicy {
     name: String,
     algorithm: Algorithm,
@@ -97,11 +148,12 @@ impl RateLimitPolicy {
 /// The body of a check.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"key": "user_42", "cost": 1}))]
 pub struct CheckBody {
-    /// Whose quota: a user id, an IP address, a tenant… 1 to 256 characters.
+    #[schema(schema_with = caller_key)]
     key: String,
-    /// Units to spend (default 1); at most the policy's burst.
-    #[schema(minimum = 1)]
+    #[serde(default, deserialize_with = "whole::optional")]
+    #[schema(schema_with = cost)]
     cost: Option<u64>,
     /// Answer without spending anything.
     #[serde(default)]
@@ -111,12 +163,14 @@ pub struct CheckBody {
 /// The body of a batch check: several policies for one caller.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"policies": ["per-user", "per-tenant"], "key": "user_42"}))]
 pub struct BatchCheckBody {
-    /// 1 to 10 distinct policy names.
-    #[schema(min_items = 1, max_items = 10)]
+    #[schema(schema_with = policy_names)]
     policies: Vec<String>,
+    #[schema(schema_with = caller_key)]
     key: String,
-    #[schema(minimum = 1)]
+    #[serde(default, deserialize_with = "whole::optional")]
+    #[schema(schema_with = cost)]
     cost: Option<u64>,
     #[serde(default)]
     dry_run: bool,
@@ -125,12 +179,16 @@ pub struct BatchCheckBody {
 /// The body of a reset.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"key": "user_42"}))]
 pub struct ResetBody {
+    #[schema(schema_with = caller_key)]
     key: String,
 }
 
 /// A decision.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"allowed": true, "limit": 100, "remaining": 99,
+                          "reset_after_ms": 600, "retry_after_ms": 0}))]
 pub struct CheckResult {
     allowed: bool,
     limit: u64,
@@ -165,6 +223,11 @@ pub struct PolicyDecision {
 
 /// A batch's decisions: allowed only if every policy allows, and then spent on all.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"allowed": false, "decisions": [
+    {"policy": "per-user", "allowed": true, "limit": 100, "remaining": 99,
+     "reset_after_ms": 600, "retry_after_ms": 0},
+    {"policy": "per-tenant", "allowed": false, "limit": 1000, "remaining": 0,
+     "reset_after_ms": 60000, "retry_after_ms": 60}]}))]
 pub struct BatchCheckResult {
     allowed: bool,
     decisions: Vec<PolicyDecision>,
@@ -234,10 +297,11 @@ async fn decide(
 #[utoipa::path(
     put,
     path = "/v1/rate-limit-policies/{name}",
+    operation_id = "putRateLimitPolicy",
     tag = "rate-limits",
     security(("bearer" = [])),
     params(
-        ("name" = String, Path, description = "1 to 64 letters, digits, `.`, `_` or `-`"),
+        ("name" = inline(PolicyName), Path, description = "The policy's name"),
         ("If-Match" = Option<String>, Header, description = "Replace only if the ETag still matches")
     ),
     request_body = PolicyBody,
@@ -303,9 +367,10 @@ pub async fn put(
 #[utoipa::path(
     get,
     path = "/v1/rate-limit-policies/{name}",
+    operation_id = "getRateLimitPolicy",
     tag = "rate-limits",
     security(("bearer" = [])),
-    params(("name" = String, Path, description = "The policy's name")),
+    params(("name" = inline(PolicyName), Path, description = "The policy's name")),
     responses((status = 200, body = RateLimitPolicy, headers(("ETag" = String))))
 )]
 pub async fn get(
@@ -334,10 +399,11 @@ pub async fn get(
 #[utoipa::path(
     delete,
     path = "/v1/rate-limit-policies/{name}",
+    operation_id = "deleteRateLimitPolicy",
     tag = "rate-limits",
     security(("bearer" = [])),
     params(
-        ("name" = String, Path, description = "The policy's name"),
+        ("name" = inline(PolicyName), Path, description = "The policy's name"),
         ("If-Match" = Option<String>, Header, description = "Delete only if the ETag still matches")
     ),
     responses((status = 204, description = "Deleted"))
@@ -372,6 +438,7 @@ pub async fn delete(
 #[utoipa::path(
     get,
     path = "/v1/rate-limit-policies",
+    operation_id = "listRateLimitPolicies",
     tag = "rate-limits",
     security(("bearer" = [])),
     params(PageParams),
@@ -406,9 +473,10 @@ pub async fn list(
 #[utoipa::path(
     post,
     path = "/v1/rate-limit-policies/{name}/check",
+    operation_id = "checkRateLimit",
     tag = "rate-limits",
     security(("bearer" = [])),
-    params(("name" = String, Path, description = "The policy's name")),
+    params(("name" = inline(PolicyName), Path, description = "The policy's name")),
     request_body = CheckBody,
     responses((status = 200, body = CheckResult, headers(("RateLimit-Policy" = String), ("RateLimit" = String))))
 )]
@@ -434,20 +502,24 @@ pub async fn check(
 #[utoipa::path(
     post,
     path = "/v1/rate-limit-checks",
+    operation_id = "checkRateLimits",
     tag = "rate-limits",
     security(("bearer" = [])),
     request_body = BatchCheckBody,
-    responses((status = 200, body = BatchCheckResult, headers(("RateLimit-Policy" = String), ("RateLimit" = String))))
+    responses(
+        (status = 200, body = BatchCheckResult, headers(("RateLimit-Policy" = String), ("RateLimit" = String))),
+        (status = 404, description = "`not_found`: a named policy does not exist", body = crate::Problem)
+    )
 )]
 pub async fn check_batch(
     State(state): State<AppState>,
     auth: Authed<perm::RateLimitsCheck>,
     ApiJson(body): ApiJson<BatchCheckBody>,
 ) -> ApiResult<Response> {
-    if body.policies.is_empty() || body.policies.len() > MAX_BATCH {
+    if !BATCH.contains(&body.policies.len()) {
         return Err(invalid(
             "policies",
-            format!("must name 1 to {MAX_BATCH} policies"),
+            format!("must name {} to {} policies", BATCH.start(), BATCH.end()),
         ));
     }
     let mut policies = Vec::with_capacity(body.policies.len());
@@ -477,9 +549,10 @@ pub async fn check_batch(
 #[utoipa::path(
     post,
     path = "/v1/rate-limit-policies/{name}/reset",
+    operation_id = "resetRateLimit",
     tag = "rate-limits",
     security(("bearer" = [])),
-    params(("name" = String, Path, description = "The policy's name")),
+    params(("name" = inline(PolicyName), Path, description = "The policy's name")),
     request_body = ResetBody,
     responses((status = 204, description = "The quota is whole again"))
 )]

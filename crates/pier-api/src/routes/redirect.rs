@@ -40,14 +40,20 @@ const PAGE_POLICY: HeaderValue = HeaderValue::from_static(
 #[utoipa::path(
     get,
     path = "/{slug}",
+    operation_id = "followLink",
     tag = "links",
     security(()),
-    params(("slug" = String, Path, description = "The link's slug")),
+    params(("slug" = inline(Slug), Path, description = "The link's slug")),
     responses(
-        (status = 302, description = "The link's redirect (301, 302, 307 or 308 as configured)", headers(("Location" = String))),
+        (status = 302, description = "The link's redirect (the default status)", headers(("Location" = String))),
+        (status = 301, description = "The link's redirect, if it is set to 301", headers(("Location" = String))),
+        (status = 307, description = "The link's redirect, if it is set to 307", headers(("Location" = String))),
+        (status = 308, description = "The link's redirect, if it is set to 308", headers(("Location" = String))),
         (status = 200, description = "The password form of a protected link", content_type = "text/html"),
-        (status = 404, description = "No link has this slug", body = crate::Problem),
-        (status = 410, description = "The link expired or used its clicks", body = crate::Problem)
+        (status = 404, description = "`not_found`: no link has this slug (a page for browsers)",
+            content((crate::Problem = "application/problem+json"), (String = "text/html"))),
+        (status = 410, description = "`link_gone`: the link expired or used its clicks (a page for browsers)",
+            content((crate::Problem = "application/problem+json"), (String = "text/html")))
     )
 )]
 pub async fn follow(
@@ -77,14 +83,19 @@ pub async fn follow(
 #[utoipa::path(
     post,
     path = "/{slug}",
+    operation_id = "unlockLink",
     tag = "links",
     security(()),
-    params(("slug" = String, Path, description = "The link's slug")),
-    request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "`password=…`"),
+    params(("slug" = inline(Slug), Path, description = "The link's slug")),
+    request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "`password=…`", example = "password=open%20sesame"),
     responses(
-        (status = 303, description = "The password is right: on to the target", headers(("Location" = String))),
+        (status = 303, description = "The password is right (or the link has none): on to the target", headers(("Location" = String))),
         (status = 401, description = "The password is wrong: the form again", content_type = "text/html"),
-        (status = 429, description = "Too many guesses from this address", body = crate::Problem)
+        (status = 404, description = "`not_found`: no link has this slug (a page for browsers)",
+            content((crate::Problem = "application/problem+json"), (String = "text/html"))),
+        (status = 410, description = "`link_gone`: the link expired or used its clicks (a page for browsers)",
+            content((crate::Problem = "application/problem+json"), (String = "text/html"))),
+        (status = 429, description = "`quota_exceeded`: too many guesses at this link from this address", body = crate::Problem)
     )
 )]
 pub async fn unlock(
@@ -95,10 +106,10 @@ pub async fn unlock(
     let client = ip_key(&state, &req).unwrap_or_default();
     let dest = match open_destination(&state, &slug, req.headers()).await {
         Ok(dest) if dest.needs_password() => dest,
-        // Only a password link takes a form.
-        Ok(_) => {
-            let allow = [(header::ALLOW, HeaderValue::from_static("GET, HEAD"))];
-            return (StatusCode::METHOD_NOT_ALLOWED, allow).into_response();
+        // The password was removed while the form was open: nothing to check, on you go.
+        Ok(dest) => {
+            let peer = req.extensions().get();
+            return visit(&state, &dest, req.headers(), peer, 303).await;
         }
         Err(response) => return response,
     };

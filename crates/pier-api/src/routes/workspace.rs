@@ -12,6 +12,7 @@ use crate::problem::{ApiError, ApiResult};
 #[utoipa::path(
     get,
     path = "/v1/workspace",
+    operation_id = "getWorkspace",
     tag = "workspace",
     security(("bearer" = [])),
     responses((status = 200, body = Workspace))

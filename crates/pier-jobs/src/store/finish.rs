@@ -33,8 +33,9 @@ impl Held {
     }
 
     /// A job named by a worker, whose `token` must look like one a claim issued.
+    /// `token` must be a [`LeaseToken`].
     pub fn new(workspace: WorkspaceId, id: JobId, token: &str) -> Result<Self, String> {
-        if token.len() == 32 && token.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if token.len() == LeaseToken::DIGITS && token.bytes().all(|b| b.is_ascii_hexdigit()) {
             Ok(Self {
                 workspace,
                 id,
@@ -45,6 +46,25 @@ impl Held {
         }
     }
 }
+
+/// A lease token as the OpenAPI document describes it: what [`Held::new`] accepts.
+#[derive(Debug)]
+pub struct LeaseToken;
+
+impl LeaseToken {
+    pub const DIGITS: usize = 32;
+}
+
+impl utoipa::PartialSchema for LeaseToken {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        pier_core::schema::string(Self::DIGITS, Self::DIGITS)
+            .pattern(Some(format!("^[0-9A-Fa-f]{{{}}}$", Self::DIGITS)))
+            .description(Some("The token a claim returned with the job"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for LeaseToken {}
 
 /// A successful attempt to record.
 #[derive(Debug, Clone, PartialEq, Eq)]

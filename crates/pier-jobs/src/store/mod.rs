@@ -18,7 +18,7 @@ use pier_core::{Clock, Timestamp};
 use pier_db::{Db, JsonList, Tx, with_reader, with_tx};
 
 pub use claim::{ClaimLimits, ClaimTarget, Heartbeat};
-pub use finish::{Completion, Failure, Held, MAX_ERROR_CHARS, MAX_RESULT_BYTES};
+pub use finish::{Completion, Failure, Held, LeaseToken, MAX_ERROR_CHARS, MAX_RESULT_BYTES};
 pub use maintenance::Retention;
 pub use queues::{MAX_QUEUE_SETTINGS, QueueInfo, QueuePatch};
 

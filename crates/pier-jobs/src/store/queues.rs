@@ -16,6 +16,11 @@ pub const MAX_QUEUE_SETTINGS: i64 = 1000;
 
 /// A queue as `GET /v1/queues` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"name": "emails", "paused": false, "concurrency_limit": 5,
+                          "counts": {"available": 12, "running": 3, "scheduled": 0,
+                                     "retryable": 1, "completed": 940, "discarded": 2,
+                                     "cancelled": 0},
+                          "oldest_available_age_secs": 0.8}))]
 pub struct QueueInfo {
     pub name: String,
     pub paused: bool,

@@ -1,0 +1,99 @@
+//! JSON Schemas made from the same constants and rules that validate, so the OpenAPI document
+//! states each rule as the server enforces it and cannot drift from it. The patterns are written
+//! in the dialect JSON Schema uses (ECMA-262), which Python's and most generators' engines read
+//! too: no Unicode property classes, no inline flags.
+
+use std::ops::RangeInclusive;
+
+use utoipa::Number;
+use utoipa::openapi::schema::{Object, ObjectBuilder, SchemaType, Type};
+
+/// Control characters (Unicode category Cc, what `char::is_control` finds), for a class.
+const CONTROL: &str = r"\x00-\x1f\x7f-\x9f";
+/// Whitespace `str::trim` removes that is not already a control character.
+const SPACE: &str = r" \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000";
+
+/// An integer in `range`.
+pub fn integer<T: Copy + Into<Number>>(range: &RangeInclusive<T>) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .minimum(Some(*range.start()))
+        .maximum(Some(*range.end()))
+}
+
+/// Text that [`crate::validation::plain_text`] accepts: `min` to `max` characters, no control
+/// characters.
+pub fn plain_text(min: usize, max: usize) -> ObjectBuilder {
+    string(min, max).pattern(Some(format!("^[^{CONTROL}]*$")))
+}
+
+/// Text that [`crate::validation::trimmed_text`] accepts: at most `max` characters, no control
+/// characters, something other than whitespace; `excluded` lists further refused characters
+/// (escaped for a class).
+pub fn trimmed_text(max: usize, excluded: &str) -> ObjectBuilder {
+    let any = format!("[^{CONTROL}{excluded}]*");
+    string(1, max).pattern(Some(format!("^{any}[^{CONTROL}{SPACE}{excluded}]{any}$")))
+}
+
+/// A string of `min` to `max` characters.
+pub fn string(min: usize, max: usize) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(min))
+        .max_length(Some(max))
+}
+
+/// The same schema, also allowing `null` (what an `Option` field deserializes from).
+pub fn nullable(schema: ObjectBuilder) -> Object {
+    let mut built = schema.build();
+    if let SchemaType::Type(t) = built.schema_type {
+        built.schema_type = SchemaType::from_iter([t, Type::Null]);
+    }
+    built
+}
+
+/// A pattern that refuses every word of `words`, whatever its case, then requires `rest`:
+/// `^(?!(?:[vV]1|[dD][oO][cC][sS])$)rest`. Letters become two-case classes so the pattern
+/// needs no case-insensitive flag.
+pub fn refusing_words(words: &[&str], rest: &str) -> String {
+    let alternatives: Vec<String> = words.iter().map(|w| any_case(w)).collect();
+    format!("^(?!(?:{})$){rest}", alternatives.join("|"))
+}
+
+/// `text` matched in any letter case, for a pattern: `pier.` → `[pP][iI][eE][rR]\.`.
+pub fn any_case(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphabetic() {
+                format!("[{}{}]", c.to_ascii_lowercase(), c.to_ascii_uppercase())
+            } else if c.is_ascii_alphanumeric() || c == '_' {
+                c.to_string()
+            } else {
+                format!("\\{c}")
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_are_refused_in_any_case() {
+        assert_eq!(
+            refusing_words(&["v1", "docs"], "[a-z]+$"),
+            "^(?!(?:[vV]1|[dD][oO][cC][sS])$)[a-z]+$"
+        );
+        assert_eq!(any_case("pier."), r"[pP][iI][eE][rR]\.");
+    }
+
+    #[test]
+    fn nullable_keeps_the_constraints() {
+        let schema = nullable(integer(&(1u32..=5)));
+        let json = serde_json::to_value(&schema).expect("json");
+        assert_eq!(json["type"], serde_json::json!(["integer", "null"]));
+        assert_eq!(json["minimum"], 1);
+        assert_eq!(json["maximum"], 5);
+    }
+}
