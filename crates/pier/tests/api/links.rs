@@ -550,7 +550,12 @@ async fn clicks_are_counted_by_country(backend: Backend) {
         stats["top_countries"],
         json!([{"country": "NZ", "clicks": 2}, {"country": "DE", "clicks": 1}])
     );
-    assert_eq!(stats["totals"]["unique_visitors"], 4);
+    // An estimate under a random per-database key: two of the four visitors share a sketch
+    // register in about 0.6% of databases, and then it says 3.
+    let unique = stats["totals"]["unique_visitors"]
+        .as_u64()
+        .expect("estimate");
+    assert!((3..=4).contains(&unique), "{unique} unique visitors of 4");
     assert_eq!(
         stats["recent"][0]["country"],
         Value::Null,
