@@ -237,8 +237,21 @@ fn add_contract(method: &HttpMethod, op: &mut Operation, has_path_params: bool) 
     for (status, response) in &mut op.responses.responses {
         if let RefOr::T(response) = response {
             problems_as_problems(status, response);
+            if response.description.is_empty() {
+                response.description = reason(status).to_owned();
+            }
         }
     }
+}
+
+/// The reason phrase of a status written as digits, for responses a handler left undescribed.
+fn reason(status: &str) -> &'static str {
+    status
+        .parse()
+        .ok()
+        .and_then(|code| axum::http::StatusCode::from_u16(code).ok())
+        .and_then(|code| code.canonical_reason())
+        .unwrap_or("Success")
 }
 
 /// An error response's body is a problem, served as `application/problem+json`: a handler's

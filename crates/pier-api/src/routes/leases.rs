@@ -76,7 +76,13 @@ pub struct Claimed {
     security(("bearer" = [])),
     params(("name" = inline(QueueName), Path, description = "The queue")),
     request_body = Claim,
-    responses((status = 200, body = Claimed))
+    responses(
+        (status = 200, description = "The jobs claimed, none if none came within `wait_seconds`", body = Claimed),
+        (status = 429, description = "`too_many_waiting_claims`: the workspace has as many long-poll \
+                                      claims waiting as it may; `quota_exceeded`: over the rate limit", body = crate::Problem),
+        (status = 503, description = "`server_busy`: the node has as many long-poll claims waiting as it \
+                                      may; `request_timeout`: the request ran too long", body = crate::Problem)
+    )
 )]
 pub async fn claim(
     State(state): State<AppState>,

@@ -101,6 +101,12 @@ async fn path_ids_declare_their_pattern_and_errors_are_problems() {
             }
         }
         for (status, response) in op["responses"].as_object().expect("responses") {
+            assert!(
+                response["description"]
+                    .as_str()
+                    .is_some_and(|d| !d.is_empty()),
+                "{name} {status} is described"
+            );
             // The redirect's pages for browsers (a wrong password's form) are HTML alone.
             let html_only = response["content"]
                 .as_object()
