@@ -33,10 +33,12 @@ const CHAINS: &[Chain] = &[
         parameters: &[("name", "$response.body#/queue")],
         body: None,
     },
+    // Not to `revokeApiKey`: a revoked key stays readable, marked `revoked_at`, for audit,
+    // which a client reading DELETE as removal would not expect of the key it created.
     Chain {
         from: "createApiKey",
         statuses: &["201"],
-        to: &["getApiKey", "revokeApiKey"],
+        to: &["getApiKey"],
         parameters: &[("id", "$response.body#/id")],
         body: None,
     },
@@ -53,13 +55,8 @@ const CHAINS: &[Chain] = &[
         parameters: &[("id", "$response.body#/id")],
         body: None,
     },
-    Chain {
-        from: "createLink",
-        statuses: &["201"],
-        to: &["getLinkBySlug", "followLink"],
-        parameters: &[("slug", "$response.body#/slug")],
-        body: None,
-    },
+    // Not by slug: the slug names the link its id names, so a client that deletes by id and
+    // then reads by slug sees the link gone and cannot tell why.
     Chain {
         from: "putRateLimitPolicy",
         statuses: &["200", "201"],
