@@ -38,6 +38,7 @@ pub fn hash(password: &str) -> Result<String, String> {
 /// Whether `password` matches `phc` (compared in constant time by the hasher). A malformed
 /// stored hash matches nothing.
 pub fn verify(password: &str, phc: &str) -> bool {
+    // A character is at most 4 bytes: the cheap bound before any hashing work.
     password.len() <= 4 * MAX_CHARS
         && PasswordHash::new(phc).is_ok_and(|parsed| {
             hasher()
