@@ -85,6 +85,11 @@ def adjust_body(name, body):
             largest = max(int(limit), int(burst) if _whole(burst) else 0)
             if largest * int(period) * 1000 > SCALED:
                 body["period_seconds"] = max(1, SCALED // (largest * 1000))
+    # An enabled endpoint receives every event the run publishes and every link change it
+    # makes: with hundreds of endpoints that is a load test, not a contract check. Endpoints
+    # start disabled unless the case says otherwise.
+    if name == "POST /v1/webhook-endpoints" and "enabled" not in body:
+        body["enabled"] = False
     # A claim on an empty queue waits up to `wait_seconds`; the fuzzer has nothing to wait for.
     if name == "POST /v1/queues/{name}/claim" and _whole(body.get("wait_seconds")):
         if 0 <= body["wait_seconds"] <= 30:

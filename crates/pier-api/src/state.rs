@@ -10,6 +10,7 @@ use pier_jobs::{GroupCommit, JobStore};
 use pier_links::LinkStore;
 use pier_links::geo::Countries;
 use pier_ratelimit::{Limiter, Policy, PolicySpec, PolicyStore};
+use pier_webhooks::WebhookStore;
 
 use crate::rate_limit::ApiProtection;
 
@@ -78,6 +79,8 @@ pub struct AppStateParts {
     pub visitor_key: [u8; 32],
     /// Visitors' countries, when a GeoIP database is configured.
     pub countries: Option<Arc<Countries>>,
+    /// Webhook endpoints, event types and published events.
+    pub webhooks: WebhookStore,
 }
 
 impl AppState {
@@ -142,7 +145,7 @@ impl AppState {
         &self.0.parts.idempotency
     }
 
-    pub fn limiter(&self) -> &Limiter {
+    pub fn limiter(&self) -> &Arc<Limiter> {
         &self.0.parts.limiter
     }
 
@@ -171,6 +174,10 @@ impl AppState {
 
     pub fn links(&self) -> &LinkStore {
         &self.0.parts.links
+    }
+
+    pub fn webhooks(&self) -> &WebhookStore {
+        &self.0.parts.webhooks
     }
 
     pub fn short_link_base(&self) -> &str {

@@ -16,6 +16,9 @@
 //! | `rate_limits:check` |   ✓   |   ✓   |   ✓    |        |
 //! | `links:read`     |   ✓   |   ✓   |   ✓    |   ✓    |
 //! | `links:write`    |   ✓   |   ✓   |   ✓    |        |
+//! | `webhooks:read` |   ✓   |   ✓   |   ✓    |   ✓    |
+//! | `webhooks:write`|   ✓   |   ✓   |        |        |
+//! | `events:publish`|   ✓   |   ✓   |   ✓    |        |
 //!
 //! Beyond the matrix, a caller may only create or revoke keys whose role is not above its own
 //! (an admin cannot mint or revoke an owner key) and whose permissions it holds itself.

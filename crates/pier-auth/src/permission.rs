@@ -50,6 +50,9 @@ permissions! {
     RateLimitsCheck => "rate_limits:check",
     LinksRead => "links:read",
     LinksWrite => "links:write",
+    WebhooksRead => "webhooks:read",
+    WebhooksWrite => "webhooks:write",
+    EventsPublish => "events:publish",
 }
 
 // By hand: the derive cannot read the names through the macro above.
@@ -170,12 +173,20 @@ impl Role {
                 RateLimitsCheck,
                 LinksRead,
                 LinksWrite,
+                WebhooksRead,
+                EventsPublish,
             ]
             .into_iter()
             .collect(),
-            Self::Viewer => [WorkspaceRead, JobsRead, RateLimitsRead, LinksRead]
-                .into_iter()
-                .collect(),
+            Self::Viewer => [
+                WorkspaceRead,
+                JobsRead,
+                RateLimitsRead,
+                LinksRead,
+                WebhooksRead,
+            ]
+            .into_iter()
+            .collect(),
         }
     }
 

@@ -227,6 +227,24 @@ impl Clock for ManualClock {
     }
 }
 
+/// A span of time as settings write it, in seconds: `60`, `60s`, `5m`, `1h` or `1d` (a whole
+/// number, seconds when it has no unit).
+pub fn parse_seconds(text: &str) -> Option<u64> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return None,
+    };
+    n.checked_mul(scale)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,20 @@ const CONTROL: &str = r"\x00-\x1f\x7f-\x9f";
 /// Whitespace `str::trim` removes that is not already a control character.
 const SPACE: &str = r" \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000";
 
+/// The canonical form of an absolute web URL, as the URL parser leaves it and the OpenAPI
+/// document states it (a short link's target, a webhook endpoint): `http`/`https`, an ASCII
+/// host name (its last label starting with a letter, so no parser takes it for an address) or
+/// an IPv4 address, an optional port, then URI characters that normalisation leaves as they are.
+/// Parsers take more than this (international host names, characters they percent-encode)
+/// and store it in this form.
+pub const HTTP_URL: &str = concat!(
+    r"^[hH][tT][tT][pP][sS]?://",
+    r"(([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?",
+    r"|((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9]))",
+    r"(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?",
+    r"([/?#][A-Za-z0-9._~:/?#\[\]@!$&()*+,;=%-]*)?$",
+);
+
 /// An integer in `range`.
 pub fn integer<T: Copy + Into<Number>>(range: &RangeInclusive<T>) -> ObjectBuilder {
     ObjectBuilder::new()

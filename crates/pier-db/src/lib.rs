@@ -13,6 +13,7 @@ mod connect;
 mod dialect;
 mod listen;
 mod migrate;
+mod outbox;
 mod settings;
 mod tx;
 
@@ -22,6 +23,7 @@ pub use connect::{DatabaseUrl, InvalidDatabaseUrl};
 pub use dialect::{Backend, JsonList, OwnedKeys};
 pub use listen::{Notice, Relay};
 pub use migrate::Migration;
+pub use outbox::{Outbox, Publishing};
 pub use settings::server_secret;
 pub use tx::Tx;
 

@@ -156,6 +156,27 @@ pub struct Link {
 }
 
 impl Link {
+    /// What the `link.created` and `link.updated` events carry: the link's owner-set fields
+    /// and identity (not its click count, which changes without an event).
+    pub fn event_payload(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "slug": self.slug,
+            "url": self.url,
+            "title": self.title,
+            "tags": self.tags,
+            "redirect_status": self.redirect_status.code(),
+            "expires_at": self.expires_at,
+            "max_clicks": self.max_clicks,
+            "has_password": self.has_password,
+            "created_by": self.created_by,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        })
+    }
+}
+
+impl Link {
     /// The fields as they stand, for a merge patch to change some of.
     pub fn fields(&self) -> Result<LinkFields, String> {
         Ok(LinkFields {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use pier_core::{Clock, Timestamp, WorkspaceId};
-use pier_db::{Db, JsonList, Tx, with_reader, with_tx};
+use pier_db::{Db, JsonList, Outbox, Tx, with_reader, with_tx};
 
 use crate::link::{Link, LinkFields, LinkId, PasswordChange, RedirectStatus};
 use crate::redirect::Redirects;
@@ -47,6 +47,8 @@ pub struct LinkStore {
     clock: Arc<dyn Clock>,
     redirects: Redirects,
     slugs: SlugSource,
+    /// Where link changes are announced (`link.created`, `link.updated`, `link.deleted`).
+    outbox: Option<Arc<dyn Outbox>>,
 }
 
 impl std::fmt::Debug for LinkStore {
@@ -144,6 +146,33 @@ impl LinkStore {
             clock,
             redirects,
             slugs: Arc::new(Slug::generate),
+            outbox: None,
+        }
+    }
+
+    /// Announces every create, update and delete through `outbox`, in the transaction of the
+    /// change.
+    #[must_use]
+    pub fn with_outbox(mut self, outbox: Arc<dyn Outbox>) -> Self {
+        self.outbox = Some(outbox);
+        self
+    }
+
+    /// Publishes `event_type` for the change `tx` makes, if an outbox is set.
+    async fn announce(
+        &self,
+        tx: &mut Tx,
+        workspace: &WorkspaceId,
+        event_type: &'static str,
+        payload: serde_json::Value,
+    ) -> Result<(), sqlx::Error> {
+        match &self.outbox {
+            Some(outbox) => {
+                outbox
+                    .publish(tx, workspace.as_str(), event_type, payload)
+                    .await
+            }
+            None => Ok(()),
         }
     }
 
@@ -227,6 +256,8 @@ impl LinkStore {
         .map_err(|e| slug_conflict(e, slug))?;
         let link = Link::try_from(row)?;
         self.write_tags(&mut tx, &link, &fields.tags).await?;
+        self.announce(&mut tx, workspace, "link.created", link.event_payload())
+            .await?;
         // A node may remember this slug as unknown.
         self.redirects
             .forget_on_commit(&mut tx, [link.slug.clone()])
@@ -376,6 +407,9 @@ impl LinkStore {
         let Some(row) = row else { return Ok(None) };
         let link = Link::try_from(row)?;
         self.write_tags(&mut tx, &link, &fields.tags).await?;
+        let payload = link.event_payload();
+        self.announce(&mut tx, &link.workspace_id, "link.updated", payload)
+            .await?;
         let slugs = [seen.slug.clone(), link.slug.clone()];
         self.redirects.forget_on_commit(&mut tx, slugs).await?;
         tx.commit().await?;
@@ -416,6 +450,9 @@ impl LinkStore {
                     .map(|r| r.rows_affected())
             })?;
         }
+        let payload = serde_json::json!({ "id": seen.id, "slug": seen.slug });
+        self.announce(&mut tx, &seen.workspace_id, "link.deleted", payload)
+            .await?;
         self.redirects
             .forget_on_commit(&mut tx, [seen.slug.clone()])
             .await?;

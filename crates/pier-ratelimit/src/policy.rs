@@ -228,7 +228,7 @@ impl FromStr for PolicySpec {
             .and_then(|w| w.split_once('/'))
             .ok_or_else(syntax)?;
         let limit = limit.parse().map_err(|_| syntax())?;
-        let period_seconds = parse_period(period).ok_or_else(syntax)?;
+        let period_seconds = pier_core::clock::parse_seconds(period).ok_or_else(syntax)?;
         let (mut burst, mut mode) = (None, FailureMode::Local);
         for word in words {
             if let Some(n) = word.strip_prefix("burst=") {
@@ -239,23 +239,6 @@ impl FromStr for PolicySpec {
         }
         Self::new(algorithm, limit, period_seconds, burst, mode)
     }
-}
-
-/// `60`, `60s`, `5m`, `1h` or `1d`, in seconds.
-fn parse_period(text: &str) -> Option<u64> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let n: u64 = digits.parse().ok()?;
-    let scale = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        _ => return None,
-    };
-    n.checked_mul(scale)
 }
 
 impl fmt::Display for PolicySpec {

@@ -13,14 +13,19 @@ use pier_auth::Bootstrap;
 use pier_core::{Clock, CursorCodec, SecretUrl, SystemClock};
 use pier_db::{Db, Relay};
 use pier_idempotency::IdempotencyStore;
-use pier_jobs::{JobStore, Notifier, Retention, WaiterLimits};
+use pier_jobs::{
+    ClaimTarget, JobStore, Notifier, PoolOptions, Retention, WaiterLimits, WorkerPool,
+};
 use pier_links::geo::Countries;
 use pier_links::{ClickBuffer, ClickSettings, LinkStore, Redirects, SharedTier};
 use pier_ratelimit::{Limiter, Policy, RedisStore};
+use pier_webhooks::guard::Guard;
+use pier_webhooks::{Deliverer, WebhookStore};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
-use crate::config::{Config, JobsSettings, LinkSettings, RateLimitSettings};
+use crate::config::{Config, JobsSettings, LinkSettings, RateLimitSettings, WebhookSettings};
 
 /// How often expired idempotency records are deleted.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(600);
@@ -46,6 +51,7 @@ const SCHEMA: &[&[pier_db::Migration]] = &[
     pier_idempotency::MIGRATIONS,
     pier_ratelimit::MIGRATIONS,
     pier_links::MIGRATIONS,
+    pier_webhooks::MIGRATIONS,
 ];
 
 /// Opens the configured database and applies pending migrations.
@@ -149,6 +155,18 @@ fn links(
     LinkStore::new(db.clone(), clock, redirects)
 }
 
+fn webhook_settings(settings: &WebhookSettings) -> pier_webhooks::Settings {
+    pier_webhooks::Settings {
+        schedule: settings.retry_schedule.clone(),
+        connect_timeout: Duration::from_secs(settings.connect_timeout_secs),
+        timeout: Duration::from_secs(settings.timeout_secs),
+        max_retry_after: Duration::from_secs(settings.max_retry_after_secs),
+        disable_after: Duration::from_secs(settings.disable_after_secs),
+        secret_overlap: Duration::from_secs(settings.secret_overlap_secs),
+        max_payload_bytes: usize::try_from(settings.max_payload_bytes).unwrap_or(usize::MAX),
+    }
+}
+
 /// The process-wide metrics recorder, installed once even when tests build many apps.
 fn metrics() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -205,12 +223,21 @@ impl Application {
             Some(base) => base.0.clone(),
             None => format!("http://{}", listener.local_addr()?),
         };
+        let webhooks = WebhookStore::new(
+            db.clone(),
+            clock.clone(),
+            jobs.clone(),
+            master_key.derive("webhooks/signing-secrets"),
+            webhook_settings(&config.webhooks),
+            Guard::new(config.server.allow_private_webhook_targets),
+        );
         let links = links(
             &config.links,
             &db,
             clock.clone(),
             redis_client.as_ref().zip(redis.as_ref()),
-        );
+        )
+        .with_outbox(Arc::new(webhooks.clone()));
         let countries = match &config.links.geoip_database {
             Some(path) => Some(Arc::new(Countries::open(path).map_err(|e| {
                 anyhow::anyhow!("cannot read the GeoIP database at {}: {e}", path.display())
@@ -236,6 +263,7 @@ impl Application {
             password_guesses: Policy::server("link-password", config.links.password_guesses),
             visitor_key,
             countries,
+            webhooks,
         });
         Ok(Self {
             config,
@@ -293,6 +321,7 @@ impl Application {
             let _ = rx.wait_for(|stop| *stop).await;
         };
 
+        let deliveries = self.deliveries(stop_rx.clone())?;
         let server = &self.config.server;
         let limits = crate::server::Limits {
             header_read_timeout: Duration::from_secs(server.header_read_timeout_secs),
@@ -359,6 +388,8 @@ impl Application {
         if let Err(err) = self.state.links().redirects().flush_clicks().await {
             tracing::warn!(error = %err, "could not record the last clicks");
         }
+        // In-flight deliveries get the pool's grace period, then their leases go back.
+        let _ = deliveries.await;
         if let Some(upkeep) = job_upkeep {
             let _ = upkeep.await;
         }
@@ -371,6 +402,23 @@ impl Application {
         self.db.close().await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+impl Application {
+    /// The pool that sends webhook deliveries from Pier's internal queue, for every workspace.
+    fn deliveries(&self, stop: watch::Receiver<bool>) -> anyhow::Result<JoinHandle<()>> {
+        let target = ClaimTarget::internal(pier_webhooks::queue())
+            .context("the webhook queue must be one of Pier's own")?;
+        let deliverer = Deliverer::new(self.state.webhooks().clone(), self.state.limiter().clone())
+            .context("cannot build the webhook HTTP client")?;
+        let options = PoolOptions {
+            concurrency: usize::try_from(self.config.webhooks.concurrency).unwrap_or(usize::MAX),
+            ..PoolOptions::default()
+        };
+        Ok(WorkerPool::new(self.jobs.clone(), target, options)
+            .register(deliverer)
+            .spawn(stop))
     }
 }
 

@@ -83,6 +83,33 @@ pub enum Command {
     Workspaces(WorkspacesCommand),
     /// Print a fresh secret key for the secret_key setting (PIER_SECRET_KEY)
     GenerateSecretKey,
+    /// Webhook tools for receivers
+    #[command(subcommand)]
+    Webhooks(WebhooksCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhooksCommand {
+    /// Check a delivery's signature: the body on standard input, the headers as flags. Exits 0
+    /// and prints `valid` when it verifies, else prints why on standard error and exits 1
+    Verify {
+        /// The endpoint's signing secret, whsec_… (or set PIER_WEBHOOK_SECRET, which keeps it
+        /// out of the process list)
+        #[arg(long, env = "PIER_WEBHOOK_SECRET", hide_env_values = true)]
+        secret: String,
+        /// The webhook-id header
+        #[arg(long)]
+        id: String,
+        /// The webhook-timestamp header
+        #[arg(long)]
+        timestamp: String,
+        /// The webhook-signature header
+        #[arg(long)]
+        signature: String,
+        /// How far the timestamp may be from now, in seconds
+        #[arg(long, default_value_t = pier_webhook_verify::TOLERANCE_SECS)]
+        tolerance_secs: i64,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -8,6 +8,7 @@ pub mod config;
 mod secret_key;
 mod server;
 pub mod telemetry;
+pub mod webhook_verify;
 
 pub use app::{Application, launch, shutdown_signal};
 pub use config::Config;

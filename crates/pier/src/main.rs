@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches};
 use pier::cli::{self, Cli, Command};
-use pier::{Config, admin, launch, shutdown_signal, telemetry};
+use pier::{Config, admin, launch, shutdown_signal, telemetry, webhook_verify};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -26,6 +26,7 @@ async fn main() -> ExitCode {
         Command::Config => admin::print_config(&config),
         Command::Keys(command) => admin::keys(&config, command).await,
         Command::Workspaces(command) => admin::workspaces(&config, command).await,
+        Command::Webhooks(command) => webhook_verify::run(command),
         Command::GenerateSecretKey => {
             println!("{}", pier_core::MasterKey::generate().to_hex());
             Ok(())

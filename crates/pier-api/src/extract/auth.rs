@@ -41,6 +41,9 @@ pub mod perm {
         RateLimitsCheck,
         LinksRead,
         LinksWrite,
+        WebhooksRead,
+        WebhooksWrite,
+        EventsPublish,
     );
 }
 

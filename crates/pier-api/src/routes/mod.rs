@@ -16,6 +16,8 @@ mod outcomes;
 mod queues;
 mod rate_limits;
 mod redirect;
+mod webhook_endpoints;
+mod webhook_events;
 mod workspace;
 
 use axum::Router;
@@ -73,6 +75,25 @@ pub fn router(state: AppState) -> Router {
         )
         .routes(routes!(link_export::export))
         .routes(routes!(link_qr::qr))
+        .routes(routes!(
+            webhook_events::create_type,
+            webhook_events::list_types
+        ))
+        .routes(routes!(webhook_events::get_type))
+        .routes(routes!(webhook_events::publish, webhook_events::list))
+        .routes(routes!(webhook_events::get))
+        .routes(routes!(webhook_events::deliveries))
+        .routes(routes!(webhook_events::retry))
+        .routes(routes!(webhook_endpoints::create, webhook_endpoints::list))
+        .routes(routes!(
+            webhook_endpoints::get,
+            webhook_endpoints::update,
+            webhook_endpoints::delete
+        ))
+        .routes(routes!(webhook_endpoints::secret))
+        .routes(routes!(webhook_endpoints::rotate))
+        .routes(routes!(webhook_endpoints::attempts))
+        .routes(routes!(webhook_endpoints::recover))
         .route_layer(from_fn_with_state(normal, deadline))
         .merge(claims)
         // route_layer: unknown paths stay a plain 404 instead of asking for credentials.

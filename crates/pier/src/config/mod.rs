@@ -163,6 +163,9 @@ settings! {
         max_connections: u64 = 1024,
         /// The size of the database connection pool.
         db_max_connections: u64 = 16,
+        /// Let webhook endpoints use loopback, private and other internal addresses. Off by
+        /// default (the SSRF guard refuses them); for development and tests only.
+        allow_private_webhook_targets: bool = false,
     }
 }
 
@@ -256,6 +259,29 @@ settings! {
     }
 }
 
+settings! {
+    /// Webhook delivery: timeouts, the retry schedule and when endpoints are disabled.
+    WebhookSettings in "webhooks" {
+        /// Seconds to wait for a receiver's connection.
+        connect_timeout_secs: u64 = 5,
+        /// Seconds a whole delivery request may take, response included.
+        timeout_secs: u64 = 15,
+        /// The delay before each attempt, the first usually 0: one attempt per entry, each
+        /// delay spread by 10% either way.
+        retry_schedule: pier_webhooks::RetrySchedule = pier_webhooks::RetrySchedule::standard(),
+        /// The longest `Retry-After` (on 429 and 503) honoured, in seconds.
+        max_retry_after_secs: u64 = 3600,
+        /// An endpoint whose attempts all fail for this many seconds is disabled.
+        disable_after_secs: u64 = 5 * 24 * 3600,
+        /// Seconds a rotated-out signing secret keeps signing.
+        secret_overlap_secs: u64 = 24 * 3600,
+        /// The largest event payload accepted, as JSON text (413 beyond).
+        max_payload_bytes: u64 = 256 * 1024,
+        /// Deliveries this node sends at once.
+        concurrency: u64 = 50,
+    }
+}
+
 /// The section of named policies: `[rate_limit_policies]` with `name = "gcra 100/60s"` lines,
 /// offered to every workspace by the decision API. File only (names are free, so they have no
 /// flags or variables).
@@ -269,6 +295,7 @@ pub struct Config {
     pub auth: AuthSettings,
     pub rate_limits: RateLimitSettings,
     pub links: LinkSettings,
+    pub webhooks: WebhookSettings,
     /// `[rate_limit_policies]`, by name.
     pub rate_limit_policies: Vec<(String, PolicySpec)>,
 }
@@ -304,6 +331,7 @@ impl Config {
             .chain(AuthSettings::KEYS)
             .chain(RateLimitSettings::KEYS)
             .chain(LinkSettings::KEYS)
+            .chain(WebhookSettings::KEYS)
     }
 
     /// Layers the sources over the defaults and validates the result.
@@ -329,6 +357,7 @@ impl Config {
             "auth" => self.auth.set(name, text),
             "rate_limits" => self.rate_limits.set(name, text),
             "links" => self.links.set(name, text),
+            "webhooks" => self.webhooks.set(name, text),
             POLICIES_SECTION => return self.set_policy(name, text),
             _ => None,
         };
@@ -373,6 +402,7 @@ impl Config {
         table.insert("auth".to_owned(), self.auth.shown().into());
         table.insert("rate_limits".to_owned(), self.rate_limits.shown().into());
         table.insert("links".to_owned(), self.links.shown().into());
+        table.insert("webhooks".to_owned(), self.webhooks.shown().into());
         let policies: toml::Table = self
             .rate_limit_policies
             .iter()

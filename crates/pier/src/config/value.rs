@@ -228,3 +228,13 @@ impl SettingValue for BaseUrl {
         Some(self.0.clone().into())
     }
 }
+
+impl SettingValue for pier_webhooks::RetrySchedule {
+    fn parse(text: &str) -> Result<Self, String> {
+        text.parse()
+    }
+
+    fn show(&self) -> Option<toml::Value> {
+        Some(self.to_string().into())
+    }
+}

@@ -17,3 +17,4 @@ mod openapi;
 mod pagination;
 mod protocol;
 mod rate_limits;
+mod webhooks;

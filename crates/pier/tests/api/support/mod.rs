@@ -13,6 +13,8 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub mod receiver;
+
 pub use pier_testkit::{Backend, on_both_backends};
 
 /// A running Pier.

@@ -1,0 +1,677 @@
+//! `/v1/webhook-endpoints`: where a workspace's events are delivered. Create (the signing secret
+//! is in the response), list, read, change (merge patch), delete; read and rotate the secret;
+//! the attempts log; and recovery of failed deliveries.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use pier_core::{Timestamp, ValidationErrors, schema, whole};
+use pier_webhooks::model::{bounds, check_metadata};
+use pier_webhooks::{Attempt, Endpoint, EndpointFields, EndpointId, EventTypeName};
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::openapi::schema::{Array, ArrayBuilder, Object};
+
+use crate::AppState;
+use crate::extract::{ApiJson, Authed, ETag, IfMatch, perm};
+use crate::pagination::{CursorScope, Page, PageParams, Pagination};
+use crate::problem::{ApiError, ApiResult};
+use crate::response::located;
+
+/// The body of `POST /v1/webhook-endpoints`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"url": "https://example.com/webhooks/pier", "description": "Billing",
+                          "event_types": ["invoice.paid"], "rate_limit_per_second": 50}))]
+pub struct CreateEndpoint {
+    #[schema(schema_with = url)]
+    url: String,
+    #[schema(schema_with = description)]
+    description: Option<String>,
+    #[schema(schema_with = event_types)]
+    event_types: Option<Vec<String>>,
+    /// Defaults to true.
+    enabled: Option<bool>,
+    #[serde(default, deserialize_with = "whole::optional")]
+    #[schema(schema_with = rate_limit)]
+    rate_limit_per_second: Option<u32>,
+    /// Deliver one event at a time, in publish order (a later event waits while an earlier one
+    /// is retrying). Defaults to false.
+    ordered: Option<bool>,
+    #[schema(schema_with = metadata)]
+    metadata: Option<BTreeMap<String, String>>,
+}
+
+/// A merge patch of an endpoint (RFC 7396): fields left out stay as they are; `null` clears
+/// `description`, `event_types` (all events), `rate_limit_per_second` and `metadata`.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"enabled": true, "event_types": ["invoice.paid", "invoice.voided"]}))]
+pub struct UpdateEndpoint {
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = url)]
+    url: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = description)]
+    description: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = event_types)]
+    event_types: Option<Option<Vec<String>>>,
+    /// Enabling an endpoint that Pier disabled clears `disabled_reason`.
+    #[serde(default, deserialize_with = "present")]
+    enabled: Option<Option<bool>>,
+    #[serde(default, deserialize_with = "present_whole")]
+    #[schema(schema_with = rate_limit)]
+    rate_limit_per_second: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "present")]
+    ordered: Option<Option<bool>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = metadata)]
+    metadata: Option<Option<BTreeMap<String, String>>>,
+}
+
+// The fields' schemas, from the rules that check them (a field's own doc comment does not
+// reach a schema made by a function).
+
+fn url() -> Object {
+    schema::string(1, 8192)
+        .pattern(Some(schema::HTTP_URL))
+        .description(Some(
+            "An absolute `http` or `https` URL without credentials, on a public address \
+             (loopback, private, link-local and other internal ranges are refused unless the \
+             server allows private targets)",
+        ))
+        .build()
+}
+
+fn description() -> Object {
+    schema::nullable(
+        schema::trimmed_text(bounds::DESCRIPTION_CHARS, "").description(Some("For people")),
+    )
+}
+
+fn event_types() -> Array {
+    ArrayBuilder::new()
+        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+            utoipa::openapi::Type::Array,
+            utoipa::openapi::Type::Null,
+        ]))
+        .items(<EventTypeName as utoipa::PartialSchema>::schema())
+        .max_items(Some(bounds::EVENT_TYPE_FILTERS))
+        .description(Some(
+            "The event types the endpoint receives; empty or omitted for all",
+        ))
+        .build()
+}
+
+fn rate_limit() -> Object {
+    schema::nullable(
+        schema::integer(&bounds::RATE_LIMIT_PER_SECOND)
+            .description(Some("Deliveries per second at most; omit for no limit")),
+    )
+}
+
+fn metadata() -> Object {
+    let mut object = schema::nullable(
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::Object)
+            .additional_properties(Some(schema::plain_text(0, bounds::METADATA_VALUE_CHARS)))
+            .max_properties(Some(bounds::METADATA_ENTRIES))
+            .description(Some("Your own string pairs, kept with the endpoint")),
+    );
+    object.property_names = Some(Box::new(
+        schema::plain_text(1, bounds::METADATA_KEY_CHARS)
+            .build()
+            .into(),
+    ));
+    object
+}
+
+/// A field that was sent, possibly as `null` (`Some(None)`); a missing one stays `None`.
+fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// A whole number that was sent, possibly as `null`.
+fn present_whole<'de, D: Deserializer<'de>, T: TryFrom<i128>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    whole::optional(d).map(Some)
+}
+
+impl From<CreateEndpoint> for UpdateEndpoint {
+    fn from(c: CreateEndpoint) -> Self {
+        Self {
+            url: Some(Some(c.url)),
+            description: c.description.map(Some),
+            event_types: c.event_types.map(Some),
+            enabled: c.enabled.map(Some),
+            rate_limit_per_second: c.rate_limit_per_second.map(Some),
+            ordered: c.ordered.map(Some),
+            metadata: c.metadata.map(Some),
+        }
+    }
+}
+
+impl UpdateEndpoint {
+    /// Applies the patch to `base` (a create's base is `None`), collecting every field's error.
+    fn apply(
+        self,
+        state: &AppState,
+        base: Option<&Endpoint>,
+    ) -> Result<EndpointFields, ValidationErrors> {
+        let mut errors = ValidationErrors::new();
+        let guard = state.webhooks().guard();
+        let url = match (self.url, base) {
+            (Some(Some(url)), _) => errors.check_coded("url", guard.check_url(&url), |e| e.code()),
+            (None, Some(base)) => url::Url::parse(&base.url).ok(),
+            _ => {
+                errors.add("url", "required", "must be given and not null");
+                None
+            }
+        };
+        let description = match self.description {
+            Some(Some(text)) => errors
+                .check(
+                    "description",
+                    "invalid",
+                    pier_core::validation::trimmed_text(&text, bounds::DESCRIPTION_CHARS),
+                )
+                .map(Some),
+            Some(None) => Some(None),
+            None => Some(base.and_then(|b| b.description.clone())),
+        };
+        let event_types = match self.event_types {
+            Some(list) => check_types(list.unwrap_or_default(), &mut errors),
+            None => Some(
+                base.map(|b| {
+                    b.event_types
+                        .iter()
+                        .filter_map(|t| EventTypeName::parse(t).ok())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            ),
+        };
+        let rate_limit_per_second = match self.rate_limit_per_second {
+            Some(Some(rate)) => errors
+                .check_range(
+                    "rate_limit_per_second",
+                    rate,
+                    &bounds::RATE_LIMIT_PER_SECOND,
+                )
+                .map(Some),
+            Some(None) => Some(None),
+            None => Some(base.and_then(|b| b.rate_limit_per_second)),
+        };
+        let metadata = match self.metadata {
+            Some(Some(map)) => {
+                errors.check("metadata", "invalid", check_metadata(&map).map(|()| map))
+            }
+            Some(None) => Some(BTreeMap::new()),
+            None => Some(base.map(|b| b.metadata.clone()).unwrap_or_default()),
+        };
+        let flag = |patch: Option<Option<bool>>, current: Option<bool>, default: bool| {
+            patch.flatten().or(current).unwrap_or(default)
+        };
+        let enabled = flag(self.enabled, base.map(|b| b.enabled), true);
+        let ordered = flag(self.ordered, base.map(|b| b.ordered), false);
+        errors.into_result()?;
+        match (
+            url,
+            description,
+            event_types,
+            rate_limit_per_second,
+            metadata,
+        ) {
+            (Some(url), Some(description), Some(event_types), Some(rate), Some(metadata)) => {
+                Ok(EndpointFields {
+                    url,
+                    description,
+                    event_types,
+                    enabled,
+                    rate_limit_per_second: rate,
+                    ordered,
+                    metadata,
+                })
+            }
+            _ => Err(ValidationErrors::single(
+                "body",
+                "invalid",
+                "invalid endpoint",
+            )),
+        }
+    }
+}
+
+/// Distinct event types, sorted, at most [`bounds::EVENT_TYPE_FILTERS`].
+fn check_types(list: Vec<String>, errors: &mut ValidationErrors) -> Option<Vec<EventTypeName>> {
+    if list.len() > bounds::EVENT_TYPE_FILTERS {
+        let message = format!("at most {} event types", bounds::EVENT_TYPE_FILTERS);
+        errors.add("event_types", "too_many", message);
+        return None;
+    }
+    let checked: Vec<Option<EventTypeName>> = list
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            errors.check(
+                &format!("event_types[{i}]"),
+                "invalid",
+                EventTypeName::parse(t),
+            )
+        })
+        .collect();
+    let mut types: Vec<EventTypeName> = checked.into_iter().collect::<Option<_>>()?;
+    types.sort();
+    types.dedup();
+    Some(types)
+}
+
+/// A new endpoint with its signing secret.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = created_example)]
+pub struct CreatedEndpoint {
+    #[serde(flatten)]
+    endpoint: Endpoint,
+    /// The signing secret, `whsec_` and base64. Also readable later at
+    /// `/v1/webhook-endpoints/{id}/secret`.
+    secret: String,
+}
+
+fn created_example() -> serde_json::Value {
+    let mut endpoint = Endpoint::example();
+    endpoint["secret"] = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into();
+    endpoint
+}
+
+/// The secrets that sign an endpoint's deliveries now.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                          "previous": ["whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"]}))]
+pub struct EndpointSecret {
+    /// The current secret: the one to verify with.
+    secret: String,
+    /// Secrets rotated out that still sign (every live secret's signature is in the header)
+    /// until their overlap ends.
+    previous: Vec<String>,
+}
+
+/// The ETag of an endpoint: its version.
+fn etag(endpoint: &Endpoint) -> ETag {
+    ETag::of(&(endpoint.id.as_str(), endpoint.version))
+}
+
+fn respond(status: StatusCode, endpoint: Endpoint) -> Response {
+    let tag = etag(&endpoint).header_value();
+    let mut response = (status, Json(endpoint)).into_response();
+    response.headers_mut().insert(header::ETAG, tag);
+    response
+}
+
+pub(crate) async fn load(
+    state: &AppState,
+    auth: &pier_auth::Principal,
+    id: &str,
+) -> ApiResult<Endpoint> {
+    let not_found = || ApiError::not_found("webhook endpoint");
+    let id = EndpointId::parse(id).map_err(|_| not_found())?;
+    state
+        .webhooks()
+        .endpoint(auth.workspace_id(), &id)
+        .await?
+        .ok_or_else(not_found)
+}
+
+/// Create an endpoint. The response carries its signing secret. Honours `Idempotency-Key`.
+#[utoipa::path(
+    post,
+    path = "/v1/webhook-endpoints",
+    operation_id = "createWebhookEndpoint",
+    tag = "webhooks",
+    security(("bearer" = [])),
+    request_body = CreateEndpoint,
+    responses(
+        (status = 201, body = CreatedEndpoint, headers(("Location" = String), ("ETag" = String))),
+        (status = 422, description = "`validation_failed`: a field breaks its rule, e.g. a `url` on a private address (`not_public`)", body = crate::Problem)
+    )
+)]
+pub async fn create(
+    State(state): State<AppState>,
+    auth: Authed<perm::WebhooksWrite>,
+    ApiJson(body): ApiJson<CreateEndpoint>,
+) -> ApiResult<Response> {
+    let fields = UpdateEndpoint::from(body)
+        .apply(&state, None)
+        .map_err(ApiError::validation)?;
+    check_resolved(&state, &fields).await?;
+    let (endpoint, secret) = state
+        .webhooks()
+        .create_endpoint(auth.principal.workspace_id(), &fields)
+        .await
+        .map_err(webhook_error)?;
+    tracing::info!(endpoint_id = %endpoint.id, "webhook endpoint created");
+    let location = format!("/v1/webhook-endpoints/{}", endpoint.id);
+    let tag = etag(&endpoint).header_value();
+    let body = CreatedEndpoint {
+        endpoint,
+        secret: secret.to_whsec(),
+    };
+    let mut response = located(StatusCode::CREATED, &location, Json(body));
+    response.headers_mut().insert(header::ETAG, tag);
+    Ok(response)
+}
+
+/// Refuses a URL whose host resolves to a non-public address now. A name that does not resolve
+/// yet passes: every send checks again.
+async fn check_resolved(state: &AppState, fields: &EndpointFields) -> ApiResult<()> {
+    match state.webhooks().guard().check_resolved(&fields.url).await {
+        Err(err) if err.is_refusal() => Err(ApiError::validation(ValidationErrors::single(
+            "url",
+            err.code(),
+            err.to_string(),
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// List endpoints, oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/webhook-endpoints",
+    operation_id = "listWebhookEndpoints",
+    tag = "webhooks",
+    security(("bearer" = [])),
+    params(PageParams),
+    responses((status = 200, body = Page<Endpoint>))
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    auth: Authed<perm::WebhooksRead>,
+    page: Pagination,
+) -> ApiResult<Page<Endpoint>> {
+    let workspace = auth.principal.workspace_id();
+    let scope = CursorScope::new("webhook-endpoints", workspace);
+    let after: Option<String> = page.position(state.cursors(), &scope)?;
+    let rows = state
+        .webhooks()
+        .endpoints(workspace, after, page.fetch_limit())
+        .await?;
+    Ok(page.page(state.cursors(), &scope, rows, |e| e.id.as_str().to_owned()))
+}
+
+/// Read an endpoint. Another workspace's endpoint is `404`.
+#[utoipa::path(
+    get,
+    path = "/v1/webhook-endpoints/{id}",
+    operation_id = "getWebhookEndpoint",
+    tag = "webhooks",
+    security(("bearer" = [])),
+    params(("id" = inline(EndpointId), Path, description = "The endpoint id")),
+    responses((status = 200, body = Endpoint, headers(("ETag" = String))))
+)]
+pub async fn get(
+    State(state): State<AppState>,
+    auth: Authed<perm::WebhooksRead>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let endpoint = load(&state, &auth.principal, &id).await?;
+    Ok(respond(StatusCode::OK, endpoint))
+}
+
+/// Change an endpoint with a JSON merge patch. Honours `If-Match`.
+#[utoipa::path(
+    patch,
+    path = "/v1/webhook-endpoints/{id}",
+    operation_id = "updateWebhookEndpoint",
+    tag = "webhooks",
+    security(("bearer" = [])),
+    request_body(content = UpdateEndpoint, content_type = "application/merge-patch+json"),
+    params(
+        ("id" = inline(EndpointId), Path, description = "The endpoint id"),
+        ("If-Match" = Option<String>, Header, description = "Change only if the ETag still matches")
+    ),
+    responses(
+        (status = 200, body = Endpoint, headers(("ETag" = String))),
+        (status = 412, description = "`precondition_failed`: the endpoint changed since the ETag was read", body = crate::Problem)
+    )
+)]
+pub async fn update(
+    State(state): State<AppState>,
+    auth: Authed<perm::WebhooksWrite>,
+    if_match: IfMatch,
+    Path(id): Path<String>,
+    ApiJson(patch): ApiJson<UpdateEndpoint>,
+) -> ApiResult<Response> {
+    let endpoint = load(&state, &auth.principal, &id).await?;
+    if_match.check(&etag(&endpoint))?;
+    let url_changed = patch.url.is_some();
+    let fields = patch
+        .apply(&state, Some(&endpoint))
+        .map_err(ApiError::validation)?;
+    if url_changed {
+        check_resolved(&state, &fields).await?;
+    }
+    match state.webhooks().update_endpoint(&endpoint, &fields).await? {
+        Some(updated) => Ok(respond(StatusCode::OK, updated)),
+        None => Err(stale(&if_match)),
+    }
+}
+
+fn stale(if_match: &IfMatch) -> ApiError {
+    if if_match.is_present() {
+        ApiError::precondition_failed()
+    } else {
+        ApiError::conflict(
+            "concurrent_update",
+            "the endpoint changed while this request ran; retry it",
+        )
+    }
+}
+
+/// Delete an endpoint with its secrets and delivery history; deliveries still pending end as
+/// failed. Honours `If-Match`.
+#[utoipa::path(
+    delete,
+    path = "/v1/webhook-endpoints/{id}",
+    operation_id = "deleteWebhookEndpoint",
+    tag = "webhooks",
+    security(("bearer" = [])),
+    params(
+        ("id" = inline(EndpointId), Path, description = "The endpoint id"),
+        ("If-Match" = Option<String>, Header, description = "Delete only if the ETag still matches")
+    ),
+    responses((status = 204, description = "Deleted"))
+)]
+pub async fn delete(
+    State(state): State<AppState>,
+    auth: Authed<perm::WebhooksWrite>,
+    if_match: IfMatch,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let endpoint = load(&state, &auth.principal, &id).await?;
+    if_match.check(&etag(&endpoint))?;
+    if state.webhooks().delete_endpoint(&endpoint).await? {
+        tracing::info!(endpoint_id = %endpoint.id, "webhook endpoint deleted");
+        return Ok(StatusCode::NO_CONTENT);
+    }
+    Err(stale(&if_match))
+}
+
+/// Read the endpoint's signing secret, and the rotated-out ones that still sign.
+#[utoipa::path(
+    get,
+    path = "/v1/webhook-endpoints/{id}/secret",
+    operation_id = "getWebhookEndpointSecret",
+    tag = "webhooks",
+    security(("bearer" = [])),
+    params(("id" = inline(EndpointId), Path, description = "The endpoint id")),
+    responses((status = 200, body = EndpointSecret))
+)]
+pub async fn secret(
+    State(state): State<AppState>,
+    auth: Authed<perm::WebhooksWrite>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<EndpointSecret>> {
+    let endpoint = load(&state, &auth.principal, &id).await?;
+    let secrets = state
+        .webhooks()
+        .secrets(&endpoint.workspace_id, &endpoint.id)
+        .await
+        .map_err(webhook_error)?;
+    let mut texts = secrets.iter().map(|s| s.to_whsec());
+    let current = texts.next().ok_or_else(|| {
+        ApiError::internal(anyhow::anyhow!("endpoint {} has no secret", endpoint.id))
+    })?;
+    Ok(Json(EndpointSecret {
+        secret: current,
+        previous: texts.collect(),
+    }))
+}
+
+/// Issue a new signing secret. The old one keeps signing for the overlap (24 hours by default):
+/// during it every delivery carries both signatures, so receivers switch without a gap.
+#[utoipa::path(
+    post,
+    path = "/v1/webhook-endpoints/{id}/secret/rotate",
+    operation_id = "rotateWebhookEndpointSecret",
+    tag = "webhooks",
+    security(("bearer" = [])),
+    params(("id" = inline(EndpointId), Path, description = "The endpoint id")),
+    responses((status = 200, body = EndpointSecret))
+)]
+pub async fn rotate(
+    State(state): State<AppState>,
+    auth: Authed<perm::WebhooksWrite>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<EndpointSecret>> {
+    let endpoint = load(&state, &auth.principal, &id).await?;
+    state
+        .webhooks()
+        .rotate_secret(&endpoint.workspace_id, &endpoint.id)
+        .await
+        .map_err(webhook_error)?
+        .ok_or_else(|| ApiError::not_found("webhook endpoint"))?;
+    tracing::info!(endpoint_id = %endpoint.id, "webhook signing secret rotated");
+    secret(State(state), auth, Path(id)).await
+}
+
+/// The attempts made to an endpoint, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/webhook-endpoints/{id}/attempts",
+    operation_id = "listWebhookAttempts",
+    tag = "webhooks",
+    security(("bearer" = [])),
+    params(("id" = inline(EndpointId), Path, description = "The endpoint id"), PageParams),
+    responses((status = 200, body = Page<Attempt>))
+)]
+pub async fn attempts(
+    State(state): State<AppState>,
+    auth: Authed<perm::WebhooksRead>,
+    page: Pagination,
+    Path(id): Path<String>,
+) -> ApiResult<Page<Attempt>> {
+    let endpoint = load(&state, &auth.principal, &id).await?;
+    let scope = CursorScope::new("webhook-attempts", &endpoint.workspace_id)
+        .filter("endpoint", Some(endpoint.id.as_str()));
+    let before: Option<String> = page.position(state.cursors(), &scope)?;
+    let rows = state
+        .webhooks()
+        .attempts(
+            &endpoint.workspace_id,
+            &endpoint.id,
+            before,
+            page.fetch_limit(),
+        )
+        .await?;
+    Ok(page.page(state.cursors(), &scope, rows, |a| a.id.as_str().to_owned()))
+}
+
+/// The body of a recover request.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"since": "2026-11-29T00:00:00Z"}))]
+pub struct Recover {
+    /// Send again the failed deliveries of events published at or after this time.
+    since: Timestamp,
+}
+
+/// How many deliveries a recover sent again.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"recovered": 12}))]
+pub struct Recovered {
+    /// At most 10,000 per call; call again for more.
+    recovered: u64,
+}
+
+/// Send again the endpoint's failed deliveries since a time, each with a fresh retry schedule
+/// (in their original order on an ordered endpoint).
+#[utoipa::path(
+    post,
+    path = "/v1/webhook-endpoints/{id}/recover",
+    operation_id = "recoverWebhookEndpoint",
+    tag = "webhooks",
+    security(("bearer" = [])),
+    request_body = Recover,
+    params(("id" = inline(EndpointId), Path, description = "The endpoint id")),
+    responses(
+        (status = 202, body = Recovered),
+        (status = 409, description = "`endpoint_disabled`: enable the endpoint first", body = crate::Problem)
+    )
+)]
+pub async fn recover(
+    State(state): State<AppState>,
+    auth: Authed<perm::WebhooksWrite>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<Recover>,
+) -> ApiResult<(StatusCode, Json<Recovered>)> {
+    let endpoint = load(&state, &auth.principal, &id).await?;
+    let recovered = state
+        .webhooks()
+        .recover(&endpoint, body.since)
+        .await
+        .map_err(replay_error)?;
+    tracing::info!(endpoint_id = %endpoint.id, recovered, "webhook deliveries recovered");
+    Ok((StatusCode::ACCEPTED, Json(Recovered { recovered })))
+}
+
+pub(crate) fn replay_error(err: pier_webhooks::ReplayError) -> ApiError {
+    use pier_webhooks::ReplayError;
+    match err {
+        ReplayError::Unfinished => ApiError::conflict("delivery_unfinished", err.to_string()),
+        ReplayError::EndpointDisabled => ApiError::conflict("endpoint_disabled", err.to_string()),
+        ReplayError::Webhook(err) => webhook_error(err),
+    }
+}
+
+pub(crate) fn webhook_error(err: pier_webhooks::WebhookError) -> ApiError {
+    use pier_webhooks::WebhookError;
+    match err {
+        WebhookError::EventTypeExists(_) => {
+            ApiError::conflict("event_type_exists", err.to_string())
+        }
+        WebhookError::EventIdReused(_) => ApiError::conflict("event_id_reused", err.to_string()),
+        WebhookError::InvalidSchema(_) => ApiError::validation(ValidationErrors::single(
+            "schema",
+            "invalid",
+            err.to_string(),
+        )),
+        WebhookError::PayloadMismatch { .. } => ApiError::validation(ValidationErrors::single(
+            "payload",
+            "schema_mismatch",
+            err.to_string(),
+        )),
+        WebhookError::PayloadTooLarge { .. } => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            err.to_string(),
+        ),
+        WebhookError::Sealed(_) => ApiError::internal(err),
+        WebhookError::Db(db) => db.into(),
+    }
+}

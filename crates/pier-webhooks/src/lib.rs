@@ -1,0 +1,40 @@
+//! Webhooks: reliable, signed delivery of events to the endpoints a workspace registers.
+//!
+//! - **Publishing** ([`publish`]): an event, a delivery per endpoint that wants it and the jobs
+//!   that send them commit in one transaction (the outbox). Pier's own lifecycle events
+//!   (`link.created`, `webhook_endpoint.disabled`, …) take the same path through the
+//!   [`pier_db::Outbox`] seam, inside the transaction of the change they announce.
+//! - **Delivery** ([`deliver`]): jobs on Pier's internal queue `pier.webhooks`, so deliveries
+//!   survive crashes and restarts and are retried on a schedule with jitter. Each request is
+//!   signed the Standard Webhooks way (`webhook-id`, `webhook-timestamp`, `webhook-signature`;
+//!   see the `pier-webhook-verify` crate), goes through the SSRF [`guard`], and is recorded as
+//!   an attempt. `410 Gone` disables the endpoint at once, as does a failure window past its
+//!   limit; `429`/`503` with `Retry-After` push the next attempt back.
+//! - **Ordering**: an ordered endpoint gets one delivery at a time in publish order; a later
+//!   event waits while an earlier one is retrying.
+//! - **Secrets** ([`secrets`]) are sealed at rest under the server's secret key; a rotation
+//!   keeps the old secret signing for an overlap, so receivers switch without a gap.
+
+pub mod deliver;
+pub mod guard;
+pub mod model;
+mod payload;
+mod publish;
+mod replay;
+mod schedule;
+mod secrets;
+mod store;
+
+pub use deliver::{Deliverer, USER_AGENT};
+pub use model::{
+    Attempt, AttemptId, Delivery, DeliveryId, DeliveryState, DisabledReason, Endpoint,
+    EndpointFields, EndpointId, Event, EventId, EventType, EventTypeName, Metadata,
+};
+pub use publish::{NewEvent, Published, queue};
+pub use replay::{MAX_RECOVER, ReplayError};
+pub use schedule::RetrySchedule;
+pub use secrets::SecretUnreadable;
+pub use store::{Settings, WebhookError, WebhookStore};
+
+/// The webhook tables.
+pub const MIGRATIONS: &[pier_db::Migration] = pier_db::migrations!(9 => "0009_webhooks");

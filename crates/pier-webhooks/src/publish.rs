@@ -1,0 +1,497 @@
+//! Publishing: an event, one delivery per endpoint that wants it and the jobs that send them,
+//! all in one transaction (the outbox), so an event is delivered if and only if its publication
+//! committed. Also the reads of what was published and where it went.
+
+use pier_core::{Timestamp, WorkspaceId};
+use pier_db::{JsonList, Outbox, Publishing, Tx, with_reader, with_tx};
+use pier_jobs::{JobSpec, NewJob, QueueName};
+use serde::Serialize;
+
+use crate::model::{
+    Delivery, DeliveryId, DeliveryState, EndpointId, Event, EventId, EventTypeName,
+};
+use crate::store::{WebhookError, WebhookStore, decode, json};
+
+/// The queue deliveries run on, served across workspaces by Pier's own workers.
+pub fn queue() -> QueueName {
+    QueueName::internal("webhooks")
+}
+
+/// The job kind of a delivery.
+pub(crate) const DELIVER: &str = "webhook.deliver";
+
+/// An event to publish.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub event_type: EventTypeName,
+    pub payload: serde_json::Value,
+    /// The publisher's own id: publishing it again returns the first event.
+    pub event_id: Option<String>,
+}
+
+/// A published event, and whether it was published before under the same event id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Published {
+    pub event: Event,
+    pub existing: bool,
+}
+
+/// What a delivery job carries: the delivery it sends.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct DeliverJob {
+    pub delivery: String,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct EventRow {
+    id: String,
+    workspace_id: String,
+    #[sqlx(rename = "type")]
+    event_type: String,
+    payload: String,
+    client_event_id: Option<String>,
+    created_at: i64,
+}
+
+const EVENT_COLUMNS: &str = "id, workspace_id, type, payload, client_event_id, created_at";
+
+impl TryFrom<EventRow> for Event {
+    type Error = sqlx::Error;
+    fn try_from(row: EventRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            id: EventId::from_trusted(row.id),
+            workspace_id: WorkspaceId::from_trusted(row.workspace_id),
+            event_type: row.event_type,
+            payload: json(&row.payload)?,
+            event_id: row.client_event_id,
+            created_at: Timestamp::from_micros(row.created_at),
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct DeliveryRow {
+    id: String,
+    event_id: String,
+    endpoint_id: String,
+    state: String,
+    attempts: i64,
+    last_status: Option<i64>,
+    last_error: Option<String>,
+    next_attempt_at: Option<i64>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+pub(crate) const DELIVERY_COLUMNS: &str = "id, event_id, endpoint_id, state, attempts, \
+                                           last_status, last_error, next_attempt_at, created_at, \
+                                           updated_at";
+
+impl TryFrom<DeliveryRow> for Delivery {
+    type Error = sqlx::Error;
+    fn try_from(row: DeliveryRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            id: DeliveryId::from_trusted(row.id),
+            event_id: EventId::from_trusted(row.event_id),
+            endpoint_id: EndpointId::from_trusted(row.endpoint_id),
+            state: DeliveryState::parse(&row.state)
+                .ok_or_else(|| decode(format!("delivery state {}", row.state)))?,
+            attempts: u32::try_from(row.attempts).map_err(decode)?,
+            last_status: row
+                .last_status
+                .map(|s| u16::try_from(s).map_err(decode))
+                .transpose()?,
+            last_error: row.last_error,
+            next_attempt_at: row.next_attempt_at.map(Timestamp::from_micros),
+            created_at: Timestamp::from_micros(row.created_at),
+            updated_at: Timestamp::from_micros(row.updated_at),
+        })
+    }
+}
+
+/// One delivery row to insert, in the shape the bulk statement reads.
+#[derive(Serialize)]
+struct NewDelivery<'a> {
+    id: String,
+    endpoint_id: &'a str,
+    seq: Option<i64>,
+    state: &'static str,
+}
+
+#[derive(sqlx::FromRow)]
+struct Subscriber {
+    id: String,
+    event_types: String,
+    ordered: bool,
+}
+
+impl WebhookStore {
+    /// Publishes an event of the workspace: checked against its type's schema (when the type
+    /// is registered with one) and its size bound, then fanned out to every enabled endpoint
+    /// that wants it.
+    pub async fn publish(
+        &self,
+        workspace: &WorkspaceId,
+        event: NewEvent,
+    ) -> Result<Published, WebhookError> {
+        let payload = event.payload.to_string();
+        let max = self.settings.max_payload_bytes;
+        if payload.len() > max {
+            return Err(WebhookError::PayloadTooLarge {
+                size: payload.len(),
+                max,
+            });
+        }
+        let registered = self
+            .event_type(workspace, event.event_type.as_str())
+            .await?;
+        if let Some(schema) = registered.as_ref().and_then(|t| t.schema.as_ref()) {
+            crate::payload::check(event.event_type.as_str(), schema, &event.payload)?;
+        }
+        if let Some(client_id) = &event.event_id
+            && let Some(first) = self.by_client_id(workspace, client_id).await?
+        {
+            return same_event(first, &event);
+        }
+        let mut tx = self.db.begin().await?;
+        let inserted = self
+            .insert_event(
+                &mut tx,
+                workspace,
+                event.event_type.as_str(),
+                &payload,
+                event.event_id.as_deref(),
+            )
+            .await;
+        let created = match inserted {
+            Ok(created) => created,
+            // Published meanwhile by a concurrent request with the same event id.
+            Err(err) if pier_db::is_unique_violation(&err) => {
+                drop(tx);
+                let client_id = event.event_id.as_deref().unwrap_or_default();
+                let first = self.by_client_id(workspace, client_id).await?;
+                return first.map_or(Err(WebhookError::Db(err)), |f| same_event(f, &event));
+            }
+            Err(err) => return Err(err.into()),
+        };
+        self.fan_out(&mut tx, &created).await?;
+        tx.commit().await?;
+        metrics::counter!("pier_webhook_events_published_total").increment(1);
+        Ok(Published {
+            event: created,
+            existing: false,
+        })
+    }
+
+    /// Publishes one of Pier's own lifecycle events inside the caller's transaction.
+    pub(crate) async fn publish_own(
+        &self,
+        tx: &mut Tx,
+        workspace: &WorkspaceId,
+        event_type: &'static str,
+        payload: serde_json::Value,
+    ) -> Result<(), sqlx::Error> {
+        let name = EventTypeName::own(event_type);
+        let event = self
+            .insert_event(tx, workspace, name.as_str(), &payload.to_string(), None)
+            .await?;
+        self.fan_out(tx, &event).await
+    }
+
+    async fn insert_event(
+        &self,
+        tx: &mut Tx,
+        workspace: &WorkspaceId,
+        event_type: &str,
+        payload: &str,
+        client_id: Option<&str>,
+    ) -> Result<Event, sqlx::Error> {
+        let now = self.clock.now();
+        let sql = format!(
+            "INSERT INTO webhook_events (workspace_id, id, type, payload, client_event_id, \
+             created_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING {EVENT_COLUMNS}"
+        );
+        let row: EventRow = with_tx!(tx, conn => {
+            sqlx::query_as(&sql)
+                .bind(workspace.as_str())
+                .bind(EventId::new(now).as_str())
+                .bind(event_type)
+                .bind(payload)
+                .bind(client_id)
+                .bind(now.as_micros())
+                .fetch_one(conn)
+                .await
+        })?;
+        row.try_into()
+    }
+
+    async fn by_client_id(
+        &self,
+        workspace: &WorkspaceId,
+        client_id: &str,
+    ) -> Result<Option<Event>, sqlx::Error> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM webhook_events WHERE workspace_id = $1 \
+             AND client_event_id = $2"
+        );
+        let row: Option<EventRow> = with_reader!(&self.db, pool => {
+            sqlx::query_as(&sql)
+                .bind(workspace.as_str())
+                .bind(client_id)
+                .fetch_optional(pool)
+                .await
+        })?;
+        row.map(Event::try_from).transpose()
+    }
+
+    /// Writes a delivery for every enabled endpoint that wants `event`, and a job for each that
+    /// can go now. An ordered endpoint's delivery waits while an earlier one is unfinished: the
+    /// endpoint's row lock, taken to number it, orders this against the delivery that finishes
+    /// and looks for the next (see [`crate::deliver`]). Endpoints are locked in id order, so
+    /// concurrent publishes cannot deadlock on them.
+    async fn fan_out(&self, tx: &mut Tx, event: &Event) -> Result<(), sqlx::Error> {
+        let workspace = event.workspace_id.as_str();
+        let subscribers: Vec<Subscriber> = with_tx!(tx, conn => {
+            sqlx::query_as(
+                "SELECT id, event_types, ordered FROM webhook_endpoints \
+                 WHERE workspace_id = $1 AND enabled ORDER BY id",
+            )
+            .bind(workspace)
+            .fetch_all(conn)
+            .await
+        })?;
+        let now = self.clock.now();
+        let mut rows = Vec::new();
+        for endpoint in &subscribers {
+            let types: Vec<String> = serde_json::from_str(&endpoint.event_types).map_err(decode)?;
+            if !(types.is_empty() || types.contains(&event.event_type)) {
+                continue;
+            }
+            let (seq, state) = if endpoint.ordered {
+                let (seq, busy) = next_in_line(tx, workspace, &endpoint.id).await?;
+                let state = if busy {
+                    DeliveryState::Waiting
+                } else {
+                    DeliveryState::Pending
+                };
+                (Some(seq), state)
+            } else {
+                (None, DeliveryState::Pending)
+            };
+            rows.push(NewDelivery {
+                id: DeliveryId::new(now).to_string(),
+                endpoint_id: &endpoint.id,
+                seq,
+                state: state.as_str(),
+            });
+        }
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "INSERT INTO webhook_deliveries (workspace_id, id, event_id, endpoint_id, seq, state, \
+             created_at, updated_at) SELECT $1, value ->> 'id', $2, value ->> 'endpoint_id', \
+             CAST(value ->> 'seq' AS BIGINT), value ->> 'state', $3, $3 FROM {} WHERE true",
+            tx.backend().json_rows("$4")
+        );
+        let list = JsonList::new(&rows)?;
+        with_tx!(tx, conn => {
+            sqlx::query(&sql)
+                .bind(workspace)
+                .bind(event.id.as_str())
+                .bind(now.as_micros())
+                .bind(list.as_str())
+                .execute(conn)
+                .await
+                .map(drop)
+        })?;
+        let pending: Vec<&str> = rows
+            .iter()
+            .filter(|r| r.state == DeliveryState::Pending.as_str())
+            .map(|r| r.id.as_str())
+            .collect();
+        self.enqueue(tx, &event.workspace_id, &pending).await
+    }
+
+    /// Enqueues the job that sends each delivery, once: a delivery's id is its job's unique key.
+    pub(crate) async fn enqueue(
+        &self,
+        tx: &mut Tx,
+        workspace: &WorkspaceId,
+        deliveries: &[&str],
+    ) -> Result<(), sqlx::Error> {
+        if deliveries.is_empty() {
+            return Ok(());
+        }
+        let jobs = deliveries
+            .iter()
+            .map(|id| self.deliver_job(id))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.jobs.enqueue_in(tx, workspace, &jobs).await?;
+        Ok(())
+    }
+
+    fn deliver_job(&self, delivery: &str) -> Result<NewJob, sqlx::Error> {
+        let payload = serde_json::to_value(DeliverJob {
+            delivery: delivery.to_owned(),
+        })
+        .map_err(decode)?;
+        let mut spec = JobSpec::new(DELIVER)
+            .payload(payload)
+            .unique_key(delivery.to_owned());
+        // The schedule's attempts, and one spare: a worker that crashes during the last
+        // attempt leaves it to lease rescue, and the spare run records the delivery as failed
+        // instead of the job being discarded with the delivery still pending.
+        spec.max_attempts = Some(self.settings.schedule.attempts().saturating_add(1));
+        spec.build()
+            .map(|job| job.on_queue(queue()))
+            .map_err(|e| decode(format!("a delivery job: {e:?}")))
+    }
+
+    /// An event of the workspace.
+    pub async fn event(
+        &self,
+        workspace: &WorkspaceId,
+        id: &EventId,
+    ) -> Result<Option<Event>, sqlx::Error> {
+        let row: Option<EventRow> = self
+            .db
+            .find_owned(
+                "webhook_events",
+                EVENT_COLUMNS,
+                workspace.as_str(),
+                id.as_str(),
+            )
+            .await?;
+        row.map(Event::try_from).transpose()
+    }
+
+    /// Events, newest first, `limit` after the one with id `before`; of one type if `of_type`.
+    pub async fn events(
+        &self,
+        workspace: &WorkspaceId,
+        of_type: Option<&str>,
+        before: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<Event>, sqlx::Error> {
+        let type_filter = if of_type.is_some() {
+            "AND type = $4"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM webhook_events WHERE workspace_id = $1 \
+             AND ($2 = '' OR id < $2) {type_filter} ORDER BY id DESC LIMIT $3"
+        );
+        let rows: Vec<EventRow> = with_reader!(&self.db, pool => {
+            let mut query = sqlx::query_as(&sql)
+                .bind(workspace.as_str())
+                .bind(before.unwrap_or_default())
+                .bind(i64::from(limit));
+            if let Some(t) = of_type {
+                query = query.bind(t);
+            }
+            query.fetch_all(pool).await
+        })?;
+        rows.into_iter().map(Event::try_from).collect()
+    }
+
+    /// The deliveries of an event, in id order, `limit` after the one with id `after`.
+    pub async fn deliveries_of(
+        &self,
+        workspace: &WorkspaceId,
+        event: &EventId,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<Delivery>, sqlx::Error> {
+        let sql = format!(
+            "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE workspace_id = $1 \
+             AND event_id = $2 AND id > $3 ORDER BY id LIMIT $4"
+        );
+        let rows: Vec<DeliveryRow> = with_reader!(&self.db, pool => {
+            sqlx::query_as(&sql)
+                .bind(workspace.as_str())
+                .bind(event.as_str())
+                .bind(after.unwrap_or_default())
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await
+        })?;
+        rows.into_iter().map(Delivery::try_from).collect()
+    }
+
+    pub async fn delivery(
+        &self,
+        workspace: &WorkspaceId,
+        id: &DeliveryId,
+    ) -> Result<Option<Delivery>, sqlx::Error> {
+        let row: Option<DeliveryRow> = self
+            .db
+            .find_owned(
+                "webhook_deliveries",
+                DELIVERY_COLUMNS,
+                workspace.as_str(),
+                id.as_str(),
+            )
+            .await?;
+        row.map(Delivery::try_from).transpose()
+    }
+}
+
+/// The first publication of a client's event id answers a repeat that carries the same type
+/// and payload; a different one is a mistake the publisher must hear about.
+fn same_event(first: Event, again: &NewEvent) -> Result<Published, WebhookError> {
+    if first.event_type == again.event_type.as_str() && first.payload == again.payload {
+        Ok(Published {
+            event: first,
+            existing: true,
+        })
+    } else {
+        Err(WebhookError::EventIdReused(
+            first.event_id.unwrap_or_default(),
+        ))
+    }
+}
+
+/// Numbers the next delivery of an ordered endpoint (taking its row lock), and says whether
+/// an earlier one is still unfinished.
+async fn next_in_line(
+    tx: &mut Tx,
+    workspace: &str,
+    endpoint: &str,
+) -> Result<(i64, bool), sqlx::Error> {
+    with_tx!(tx, conn => {
+        let (seq,): (i64,) = sqlx::query_as(
+            "UPDATE webhook_endpoints SET next_seq = next_seq + 1 WHERE workspace_id = $1 \
+             AND id = $2 RETURNING next_seq",
+        )
+        .bind(workspace)
+        .bind(endpoint)
+        .fetch_one(&mut *conn)
+        .await?;
+        let busy: Option<(i64,)> = sqlx::query_as(
+            "SELECT seq FROM webhook_deliveries WHERE workspace_id = $1 AND endpoint_id = $2 \
+             AND seq IS NOT NULL AND state IN ('waiting', 'pending') LIMIT 1",
+        )
+        .bind(workspace)
+        .bind(endpoint)
+        .fetch_optional(conn)
+        .await?;
+        Ok((seq, busy.is_some()))
+    })
+}
+
+impl Outbox for WebhookStore {
+    fn publish<'a>(
+        &'a self,
+        tx: &'a mut Tx,
+        workspace: &'a str,
+        event_type: &'static str,
+        payload: serde_json::Value,
+    ) -> Publishing<'a> {
+        Box::pin(async move {
+            let workspace = WorkspaceId::from_trusted(workspace.to_owned());
+            self.publish_own(tx, &workspace, event_type, payload).await
+        })
+    }
+}

@@ -1,0 +1,597 @@
+//! Webhooks end to end: a real receiver on a local socket, deliveries sent by the in-process
+//! workers, time moved on the manual clock. Signatures are checked with the receivers' crate.
+
+use std::time::Duration;
+
+use pier_core::{Clock, Timestamp};
+use pier_webhook_verify::{Headers, SigningSecret, verify};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::support::receiver::{Received, Receiver, Reply};
+use crate::support::{Backend, Options, TestApp, on_both_backends, problem};
+
+on_both_backends!(
+    deliveries_are_signed_the_standard_way,
+    failures_follow_the_retry_schedule,
+    gone_disables_the_endpoint_and_says_so,
+    retry_after_pushes_the_next_attempt_back,
+    rotation_signs_with_both_secrets_for_the_overlap,
+    ordered_endpoints_deliver_one_at_a_time_in_order,
+    payloads_are_checked_and_deduplicated,
+    private_targets_are_refused_by_default,
+    link_changes_are_announced_only_when_they_commit,
+    retry_and_recover_send_again,
+    other_workspaces_see_nothing,
+    signing_secrets_are_sealed_at_rest,
+);
+
+/// An app whose endpoints may be on loopback, where the test receiver listens.
+async fn spawn(backend: Backend) -> TestApp {
+    let options = Options {
+        settings: vec![("allow_private_webhook_targets", "true".to_owned())],
+        ..Options::default()
+    };
+    TestApp::spawn_with(backend, options).await
+}
+
+/// Creates an endpoint; returns it with its secret.
+async fn endpoint(app: &TestApp, body: Value) -> (Value, SigningSecret) {
+    let (status, created) = app.post_value("/v1/webhook-endpoints", &body).await;
+    assert_eq!(status, 201, "{created}");
+    let secret = SigningSecret::parse(created["secret"].as_str().expect("secret")).expect("whsec");
+    (created, secret)
+}
+
+async fn publish(app: &TestApp, body: Value) -> Value {
+    let (status, event) = app.post_value("/v1/events", &body).await;
+    assert_eq!(status, 202, "{event}");
+    event
+}
+
+fn id(value: &Value) -> &str {
+    value["id"].as_str().expect("id")
+}
+
+/// The delivery of `event`, once it has settled in `state` (polled in real time).
+async fn delivery_in(app: &TestApp, event: &Value, state: &str) -> Value {
+    for _ in 0..200 {
+        let page = app
+            .get_value(&format!("/v1/events/{}/deliveries", id(event)))
+            .await;
+        if let Some(d) = page["data"].as_array().and_then(|d| d.first())
+            && d["state"] == state
+        {
+            return d.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the delivery of {} never became {state}", id(event));
+}
+
+/// The delivery of `event` once `n` attempts are recorded (polled in real time).
+async fn after_attempts(app: &TestApp, event: &Value, n: u64) -> Value {
+    for _ in 0..200 {
+        let page = app
+            .get_value(&format!("/v1/events/{}/deliveries", id(event)))
+            .await;
+        if let Some(d) = page["data"].as_array().and_then(|d| d.first())
+            && d["attempts"].as_u64() >= Some(n)
+        {
+            return d.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the delivery of {} never made {n} attempts", id(event));
+}
+
+fn verifies(received: &Received, secrets: &[SigningSecret], now: i64) -> bool {
+    let headers = Headers {
+        id: received.header("webhook-id"),
+        timestamp: received.header("webhook-timestamp"),
+        signature: received.header("webhook-signature"),
+    };
+    verify(secrets, headers, &received.body, now).is_ok()
+}
+
+fn unix(app: &TestApp) -> i64 {
+    app.clock.now().as_micros() / 1_000_000
+}
+
+/// How far in the future `at` (RFC 3339) is, in seconds.
+fn seconds_until(app: &TestApp, at: &Value) -> i64 {
+    let at = Timestamp::parse_rfc3339(at.as_str().expect("a time")).expect("RFC 3339");
+    (at.as_micros() - app.clock.now().as_micros()) / 1_000_000
+}
+
+async fn deliveries_are_signed_the_standard_way(backend: Backend) {
+    let app = spawn(backend).await;
+    let receiver = Receiver::start().await;
+    let (endpoint, secret) = endpoint(&app, json!({"url": receiver.url})).await;
+    assert!(
+        endpoint["secret"]
+            .as_str()
+            .expect("secret")
+            .starts_with("whsec_")
+    );
+    let event = publish(
+        &app,
+        json!({"type": "invoice.paid", "payload": {"invoice": "in_1", "amount": 1200}}),
+    )
+    .await;
+
+    let received = receiver.wait_for(1).await;
+    let request = &received[0];
+    assert_eq!(request.header("webhook-id"), id(&event));
+    assert_eq!(request.header("content-type"), "application/json");
+    assert!(request.header("user-agent").starts_with("Pier-Webhooks/"));
+    let signature = request.header("webhook-signature");
+    assert!(
+        signature.starts_with("v1,") && !signature.contains(' '),
+        "{signature}"
+    );
+    assert!(verifies(request, std::slice::from_ref(&secret), unix(&app)));
+    let other = SigningSecret::from_bytes(vec![7; 32]).expect("secret");
+    assert!(
+        !verifies(request, &[other], unix(&app)),
+        "another secret fails"
+    );
+    assert_eq!(
+        request.json(),
+        json!({"type": "invoice.paid", "timestamp": event["created_at"],
+               "data": {"invoice": "in_1", "amount": 1200}})
+    );
+
+    let delivery = delivery_in(&app, &event, "succeeded").await;
+    assert_eq!(delivery["attempts"], 1);
+    assert_eq!(delivery["last_status"], 200);
+    let attempts = app
+        .get_value(&format!("/v1/webhook-endpoints/{}/attempts", id(&endpoint)))
+        .await;
+    let attempt = &attempts["data"][0];
+    assert_eq!(attempt["status_code"], 200);
+    assert_eq!(attempt["response_body"], "received");
+    assert_eq!(attempt["succeeded"], true);
+    assert_eq!(attempt["delivery_id"], delivery["id"]);
+}
+
+async fn failures_follow_the_retry_schedule(backend: Backend) {
+    let app = spawn(backend).await;
+    let receiver = Receiver::start().await;
+    receiver.answer([Reply::status(500), Reply::status(502)]);
+    let (_, secret) = endpoint(&app, json!({"url": receiver.url})).await;
+    let event = publish(&app, json!({"type": "a.b", "payload": {}})).await;
+
+    let first = after_attempts(&app, &event, 1).await;
+    assert_eq!(first["state"], "pending");
+    let wait = seconds_until(&app, &first["next_attempt_at"]);
+    assert!(
+        (4..=6).contains(&wait),
+        "about 5 s after the first failure: {wait}"
+    );
+    assert_eq!(first["last_status"], 500);
+
+    // Not before its time.
+    app.clock.advance(Duration::from_secs(3));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        receiver.received().len(),
+        1,
+        "the second attempt waits for its time"
+    );
+
+    app.clock.advance(Duration::from_secs(3));
+    let second = after_attempts(&app, &event, 2).await;
+    assert_eq!(second["last_status"], 502);
+    let wait = seconds_until(&app, &second["next_attempt_at"]);
+    assert!(
+        (270..=330).contains(&wait),
+        "about 5 min after the second: {wait}"
+    );
+
+    app.clock.advance(Duration::from_secs(331));
+    let received = receiver.wait_for(3).await;
+    let delivered = delivery_in(&app, &event, "succeeded").await;
+    assert_eq!(delivered["attempts"], 3);
+    // Every attempt carries the same id and body, freshly signed.
+    assert!(
+        received
+            .iter()
+            .all(|r| r.header("webhook-id") == id(&event))
+    );
+    assert!(received.windows(2).all(|w| w[0].body == w[1].body));
+    assert!(verifies(&received[2], &[secret], unix(&app)));
+}
+
+async fn gone_disables_the_endpoint_and_says_so(backend: Backend) {
+    let app = spawn(backend).await;
+    let receiver = Receiver::start().await;
+    receiver.answer([Reply::status(410)]);
+    let (endpoint, _) = endpoint(&app, json!({"url": receiver.url, "event_types": ["a.b"]})).await;
+    // A second endpoint hears about the first one's disabling.
+    let watcher = Receiver::start().await;
+    endpoint_for(&app, &watcher, &["webhook_endpoint.disabled"]).await;
+    let event = publish(&app, json!({"type": "a.b", "payload": {}})).await;
+
+    let failed = delivery_in(&app, &event, "failed").await;
+    assert_eq!(failed["last_status"], 410);
+    let now = app
+        .get_value(&format!("/v1/webhook-endpoints/{}", id(&endpoint)))
+        .await;
+    assert_eq!(now["enabled"], false);
+    assert_eq!(now["disabled_reason"], "gone");
+    let notice = watcher.wait_for(1).await;
+    let body = notice[0].json();
+    assert_eq!(body["type"], "webhook_endpoint.disabled");
+    assert_eq!(body["data"]["endpoint"]["id"], id(&endpoint));
+    assert_eq!(body["data"]["reason"], "gone");
+
+    // Later events skip it; enabling it again clears the reason.
+    let later = publish(&app, json!({"type": "a.b", "payload": {}})).await;
+    let none = app
+        .get_value(&format!("/v1/events/{}/deliveries", id(&later)))
+        .await;
+    assert_eq!(none["data"], json!([]));
+    let response = app
+        .request(
+            Method::PATCH,
+            &format!("/v1/webhook-endpoints/{}", id(&endpoint)),
+        )
+        .header("content-type", "application/merge-patch+json")
+        .body(r#"{"enabled": true}"#)
+        .send()
+        .await
+        .expect("sent");
+    let enabled: Value = response.json().await.expect("json");
+    assert_eq!(enabled["enabled"], true);
+    assert_eq!(enabled["disabled_reason"], Value::Null);
+}
+
+async fn endpoint_for(app: &TestApp, receiver: &Receiver, types: &[&str]) -> Value {
+    endpoint(app, json!({"url": receiver.url, "event_types": types}))
+        .await
+        .0
+}
+
+async fn retry_after_pushes_the_next_attempt_back(backend: Backend) {
+    let app = spawn(backend).await;
+    let receiver = Receiver::start().await;
+    receiver.answer([
+        Reply::status(429).header("retry-after", "120"),
+        Reply::status(503).header("retry-after", "999999"),
+    ]);
+    endpoint(&app, json!({"url": receiver.url})).await;
+    let event = publish(&app, json!({"type": "a.b", "payload": {}})).await;
+    let first = after_attempts(&app, &event, 1).await;
+    let wait = seconds_until(&app, &first["next_attempt_at"]);
+    assert!((119..=121).contains(&wait), "Retry-After 120 s: {wait}");
+
+    app.clock.advance(Duration::from_secs(121));
+    let second = after_attempts(&app, &event, 2).await;
+    let wait = seconds_until(&app, &second["next_attempt_at"]);
+    assert!(
+        (3599..=3601).contains(&wait),
+        "capped at max_retry_after: {wait}"
+    );
+}
+
+async fn rotation_signs_with_both_secrets_for_the_overlap(backend: Backend) {
+    let app = spawn(backend).await;
+    let receiver = Receiver::start().await;
+    let (endpoint, old) = endpoint(&app, json!({"url": receiver.url})).await;
+    let path = format!("/v1/webhook-endpoints/{}/secret", id(&endpoint));
+    assert_eq!(app.get_value(&path).await["secret"], old.to_whsec());
+    let (status, rotated) = app.post_value(&format!("{path}/rotate"), &json!({})).await;
+    assert_eq!(status, 200, "{rotated}");
+    let new = SigningSecret::parse(rotated["secret"].as_str().expect("secret")).expect("whsec");
+    assert_ne!(new, old);
+    assert_eq!(rotated["previous"], json!([old.to_whsec()]));
+
+    publish(&app, json!({"type": "a.b", "payload": {}})).await;
+    let request = &receiver.wait_for(1).await[0];
+    assert_eq!(request.header("webhook-signature").split(' ').count(), 2);
+    assert!(verifies(request, std::slice::from_ref(&old), unix(&app)));
+    assert!(verifies(request, std::slice::from_ref(&new), unix(&app)));
+
+    // After the overlap, only the new secret signs.
+    app.clock.advance(Duration::from_secs(24 * 3600 + 1));
+    let shown = app.get_value(&path).await;
+    assert_eq!(shown, json!({"secret": new.to_whsec(), "previous": []}));
+    publish(&app, json!({"type": "a.b", "payload": {}})).await;
+    let request = &receiver.wait_for(2).await[1];
+    assert!(!request.header("webhook-signature").contains(' '));
+    assert!(verifies(request, std::slice::from_ref(&new), unix(&app)));
+    assert!(!verifies(request, &[old], unix(&app)));
+}
+
+async fn ordered_endpoints_deliver_one_at_a_time_in_order(backend: Backend) {
+    let app = spawn(backend).await;
+    let receiver = Receiver::start().await;
+    receiver.answer([Reply::status(500), Reply::status(500)]);
+    endpoint(&app, json!({"url": receiver.url, "ordered": true})).await;
+    let mut events = Vec::new();
+    for n in 0..5 {
+        events.push(publish(&app, json!({"type": "seq", "payload": {"n": n}})).await);
+    }
+    // The first fails and retries; the rest wait behind it.
+    after_attempts(&app, &events[0], 1).await;
+    delivery_in(&app, &events[1], "waiting").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        receiver.received().len(),
+        1,
+        "nothing overtakes a retrying event"
+    );
+
+    app.clock.advance(Duration::from_secs(6));
+    after_attempts(&app, &events[0], 2).await;
+    app.clock.advance(Duration::from_secs(331));
+    let received = receiver.wait_for(7).await;
+    let order: Vec<i64> = received
+        .iter()
+        .map(|r| r.json()["data"]["n"].as_i64().expect("n"))
+        .collect();
+    assert_eq!(order, [0, 0, 0, 1, 2, 3, 4]);
+    for event in &events {
+        delivery_in(&app, event, "succeeded").await;
+    }
+}
+
+async fn payloads_are_checked_and_deduplicated(backend: Backend) {
+    let app = spawn(backend).await;
+    let schema = json!({"type": "object", "required": ["invoice"],
+                        "properties": {"invoice": {"type": "string"}}});
+    let (status, created) = app
+        .post_value(
+            "/v1/event-types",
+            &json!({"name": "invoice.paid", "description": "Paid", "schema": schema}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let again = app
+        .post_json("/v1/event-types", &json!({"name": "invoice.paid"}))
+        .await;
+    problem(again, 409, "event_type_exists").await;
+    let bad_schema = app
+        .post_json(
+            "/v1/event-types",
+            &json!({"name": "x", "schema": {"type": "nonsense"}}),
+        )
+        .await;
+    problem(bad_schema, 422, "validation_failed").await;
+    let listed = app.get_value("/v1/event-types").await;
+    assert_eq!(listed["data"][0]["name"], "invoice.paid");
+
+    let mismatch = app
+        .post_json(
+            "/v1/events",
+            &json!({"type": "invoice.paid", "payload": {"invoice": 7}}),
+        )
+        .await;
+    let body = problem(mismatch, 422, "validation_failed").await;
+    assert_eq!(body["errors"][0]["code"], "schema_mismatch", "{body}");
+
+    let big = "x".repeat(256 * 1024);
+    let too_large = app
+        .post_json("/v1/events", &json!({"type": "blob", "payload": big}))
+        .await;
+    problem(too_large, 413, "payload_too_large").await;
+
+    let event = json!({"type": "invoice.paid", "payload": {"invoice": "in_1"},
+                       "event_id": "in_1-paid"});
+    let first = publish(&app, event.clone()).await;
+    let second = publish(&app, event).await;
+    assert_eq!(id(&first), id(&second), "an event id publishes once");
+    let reused = app
+        .post_json(
+            "/v1/events",
+            &json!({"type": "invoice.paid", "payload": {"invoice": "in_2"},
+                    "event_id": "in_1-paid"}),
+        )
+        .await;
+    problem(reused, 409, "event_id_reused").await;
+    let bad_name = app
+        .post_json("/v1/events", &json!({"type": "no spaces", "payload": {}}))
+        .await;
+    assert_eq!(bad_name.status(), 422);
+}
+
+async fn private_targets_are_refused_by_default(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    for url in [
+        "http://127.0.0.1:9/hook",
+        "http://127.1/",
+        "http://[::1]/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.0.0.1/",
+        "http://localhost/",
+        "ftp://example.com/",
+        "http://user:pass@example.com/",
+    ] {
+        let response = app
+            .post_json("/v1/webhook-endpoints", &json!({"url": url}))
+            .await;
+        let body = problem(response, 422, "validation_failed").await;
+        assert_eq!(body["errors"][0]["field"], "url", "{url}: {body}");
+    }
+}
+
+async fn link_changes_are_announced_only_when_they_commit(backend: Backend) {
+    let app = spawn(backend).await;
+    let receiver = Receiver::start().await;
+    endpoint_for(
+        &app,
+        &receiver,
+        &["link.created", "link.updated", "link.deleted"],
+    )
+    .await;
+    let (status, link) = app
+        .post_value(
+            "/v1/links",
+            &json!({"url": "https://example.com/a", "slug": "first"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (status, _) = app
+        .post_value(
+            "/v1/links",
+            &json!({"url": "https://example.com/b", "slug": "second"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    // Taking a slug that is in use fails and rolls back: no event.
+    let response = app
+        .request(Method::PATCH, &format!("/v1/links/{}", id(&link)))
+        .header("content-type", "application/merge-patch+json")
+        .body(r#"{"slug": "second"}"#)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 409);
+    let deleted = app
+        .call(Method::DELETE, &format!("/v1/links/{}", id(&link)))
+        .await;
+    assert_eq!(deleted.status(), 204);
+
+    let received = receiver.wait_for(3).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let types: Vec<String> = receiver
+        .received()
+        .iter()
+        .map(|r| r.json()["type"].as_str().expect("type").to_owned())
+        .collect();
+    assert_eq!(types, ["link.created", "link.created", "link.deleted"]);
+    assert_eq!(received[0].json()["data"]["slug"], "first");
+    let events = app.get_value("/v1/events?type=link.updated").await;
+    assert_eq!(
+        events["data"],
+        json!([]),
+        "the rolled-back update left no event"
+    );
+}
+
+async fn retry_and_recover_send_again(backend: Backend) {
+    let receiver = Receiver::start().await;
+    // One attempt per delivery, so failures end at once.
+    let settings = Options {
+        settings: vec![
+            ("allow_private_webhook_targets", "true".to_owned()),
+            ("webhooks.retry_schedule", "0".to_owned()),
+        ],
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(backend, settings).await;
+    receiver.answer([Reply::status(500), Reply::status(500)]);
+    let (endpoint, _) = endpoint(&app, json!({"url": receiver.url})).await;
+    let first = publish(&app, json!({"type": "a.b", "payload": {"n": 1}})).await;
+    let second = publish(&app, json!({"type": "a.b", "payload": {"n": 2}})).await;
+    let failed = delivery_in(&app, &first, "failed").await;
+    delivery_in(&app, &second, "failed").await;
+
+    let (status, retried) = app
+        .post_value(&format!("/v1/deliveries/{}/retry", id(&failed)), &json!({}))
+        .await;
+    assert_eq!(status, 202, "{retried}");
+    delivery_in(&app, &first, "succeeded").await;
+    let again = app
+        .post_json(&format!("/v1/deliveries/{}/retry", id(&failed)), &json!({}))
+        .await;
+    assert_eq!(
+        again.status(),
+        202,
+        "a succeeded delivery can be sent again"
+    );
+    let since = app.clock.now().saturating_sub(Duration::from_secs(60));
+    let (status, recovered) = app
+        .post_value(
+            &format!("/v1/webhook-endpoints/{}/recover", id(&endpoint)),
+            &json!({"since": since.to_rfc3339()}),
+        )
+        .await;
+    assert_eq!(status, 202, "{recovered}");
+    assert_eq!(recovered["recovered"], 1);
+    delivery_in(&app, &second, "succeeded").await;
+    let unknown = app
+        .post_json(
+            "/v1/deliveries/dlv_01m8hpqca6yrpxjm9wy9jmw19v/retry",
+            &json!({}),
+        )
+        .await;
+    problem(unknown, 404, "not_found").await;
+}
+
+async fn other_workspaces_see_nothing(backend: Backend) {
+    let app = spawn(backend).await;
+    let receiver = Receiver::start().await;
+    let (endpoint, _) = endpoint(&app, json!({"url": receiver.url})).await;
+    let event = publish(&app, json!({"type": "a.b", "payload": {}})).await;
+    let delivery = delivery_in(&app, &event, "succeeded").await;
+    let store =
+        pier_auth::WorkspaceStore::new(app.db.clone(), std::sync::Arc::new(app.clock.clone()));
+    let (_, _, other) = store
+        .create_with_owner_key(pier_auth::WorkspaceName::parse("other").expect("name"))
+        .await
+        .expect("workspace");
+    let endpoint_path = format!("/v1/webhook-endpoints/{}", id(&endpoint));
+    for (method, path) in [
+        (Method::GET, endpoint_path.clone()),
+        (Method::DELETE, endpoint_path.clone()),
+        (Method::GET, format!("{endpoint_path}/secret")),
+        (Method::POST, format!("{endpoint_path}/secret/rotate")),
+        (Method::GET, format!("{endpoint_path}/attempts")),
+        (Method::GET, format!("/v1/events/{}", id(&event))),
+        (Method::GET, format!("/v1/events/{}/deliveries", id(&event))),
+        (
+            Method::POST,
+            format!("/v1/deliveries/{}/retry", id(&delivery)),
+        ),
+    ] {
+        let response = app.call_as(other.expose(), method.clone(), &path).await;
+        assert_eq!(response.status(), 404, "{method} {path}");
+    }
+    let listed = app
+        .call_as(other.expose(), Method::GET, "/v1/webhook-endpoints")
+        .await;
+    let listed: Value = listed.json().await.expect("json");
+    assert_eq!(listed["data"], json!([]));
+    // Their events reach only their endpoints.
+    let theirs = app
+        .request_as(other.expose(), Method::POST, "/v1/events")
+        .json(&json!({"type": "a.b", "payload": {}}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(theirs.status(), 202);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.received().len(), 1);
+}
+
+async fn signing_secrets_are_sealed_at_rest(backend: Backend) {
+    let app = spawn(backend).await;
+    let receiver = Receiver::start().await;
+    let (endpoint, secret) = endpoint(&app, json!({"url": receiver.url})).await;
+    let path = format!("/v1/webhook-endpoints/{}/secret/rotate", id(&endpoint));
+    let (_, rotated) = app.post_value(&path, &json!({})).await;
+    let stored = everything(&app).await;
+    let rotated = SigningSecret::parse(rotated["secret"].as_str().expect("secret")).expect("whsec");
+    for secret in [secret, rotated] {
+        let text = secret.to_whsec();
+        let base64 = text.trim_start_matches("whsec_");
+        assert!(
+            !contains(&stored, base64.as_bytes()),
+            "a secret is stored in the clear"
+        );
+        assert!(
+            !contains(&stored, secret.as_bytes()),
+            "a secret's bytes are stored"
+        );
+    }
+}
+
+async fn everything(app: &TestApp) -> Vec<u8> {
+    crate::support::everything_stored(app).await
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
