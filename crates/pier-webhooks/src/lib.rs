@@ -21,6 +21,7 @@ pub mod model;
 mod payload;
 mod publish;
 mod replay;
+mod retention;
 mod schedule;
 mod secrets;
 mod store;

@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{Config, JobsSettings, LinkSettings, RateLimitSettings, WebhookSettings};
 
-/// How often expired idempotency records are deleted.
+/// How often expired idempotency records and old webhook events are deleted.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(600);
 
 /// A built service: database migrated, first start bootstrapped, listeners bound.
@@ -231,13 +231,16 @@ impl Application {
             webhook_settings(&config.webhooks),
             Guard::new(config.server.allow_private_webhook_targets),
         );
+        // Capabilities announce their changes through the webhooks' outbox.
+        let outbox: Arc<dyn pier_db::Outbox> = Arc::new(webhooks.clone());
+        jobs.announce_discards(&outbox);
         let links = links(
             &config.links,
             &db,
             clock.clone(),
             redis_client.as_ref().zip(redis.as_ref()),
         )
-        .with_outbox(Arc::new(webhooks.clone()));
+        .with_outbox(outbox);
         let countries = match &config.links.geoip_database {
             Some(path) => Some(Arc::new(Countries::open(path).map_err(|e| {
                 anyhow::anyhow!("cannot read the GeoIP database at {}: {e}", path.display())
@@ -342,6 +345,8 @@ impl Application {
         ));
         let maintenance = tokio::spawn(maintenance(
             self.state.idempotency().clone(),
+            self.state.webhooks().clone(),
+            Duration::from_secs(self.config.webhooks.retention_secs),
             stop_rx.clone(),
         ));
         let key_uses = {
@@ -432,7 +437,14 @@ fn admin_router(handle: PrometheusHandle) -> axum::Router {
     )
 }
 
-async fn maintenance(records: IdempotencyStore, mut stop: watch::Receiver<bool>) {
+/// Deletes expired idempotency records and webhook history past its retention, every
+/// [`MAINTENANCE_EVERY`].
+async fn maintenance(
+    records: IdempotencyStore,
+    webhooks: WebhookStore,
+    webhook_retention: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut every = tokio::time::interval(MAINTENANCE_EVERY);
     loop {
         tokio::select! {
@@ -443,6 +455,11 @@ async fn maintenance(records: IdempotencyStore, mut stop: watch::Receiver<bool>)
             Ok(0) => {}
             Ok(n) => tracing::debug!(deleted = n, "pruned expired idempotency keys"),
             Err(err) => tracing::warn!(error = %err, "could not prune idempotency keys"),
+        }
+        match webhooks.prune(webhook_retention).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(deleted = n, "pruned old webhook events"),
+            Err(err) => tracing::warn!(error = %err, "could not prune webhook events"),
         }
     }
 }

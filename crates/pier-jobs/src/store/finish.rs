@@ -106,6 +106,7 @@ pub(crate) struct FailRow {
     pub(crate) id: String,
     pub(crate) workspace_id: String,
     pub(crate) queue: String,
+    kind: String,
     pub(crate) lease_token: Option<String>,
     attempt: i64,
     max_attempts: i64,
@@ -115,7 +116,7 @@ pub(crate) struct FailRow {
     cancel_requested: bool,
 }
 
-pub(crate) const FAIL_COLUMNS: &str = "id, workspace_id, queue, lease_token, attempt, \
+pub(crate) const FAIL_COLUMNS: &str = "id, workspace_id, queue, kind, lease_token, attempt, \
     max_attempts, backoff_base_ms, backoff_max_ms, errors, cancel_requested";
 
 impl FailRow {
@@ -194,6 +195,34 @@ pub(crate) async fn record_failure(
         Some(state),
     );
     Ok(state)
+}
+
+impl JobStore {
+    /// Publishes `job.discarded` for a tenant's job that ran out of attempts, in the
+    /// transaction that discards it, when an outbox is set (Pier's own jobs are not announced).
+    pub(crate) async fn announce_discard(
+        &self,
+        tx: &mut Tx,
+        row: &FailRow,
+        error: &str,
+    ) -> Result<(), sqlx::Error> {
+        let Some(outbox) = self.outbox() else {
+            return Ok(());
+        };
+        if row.queue.starts_with(crate::model::RESERVED_PREFIX) {
+            return Ok(());
+        }
+        let payload = serde_json::json!({
+            "id": row.id,
+            "queue": row.queue,
+            "kind": row.kind,
+            "attempts": row.attempt,
+            "error": error.chars().take(MAX_ERROR_CHARS).collect::<String>(),
+        });
+        outbox
+            .publish(tx, &row.workspace_id, "job.discarded", payload)
+            .await
+    }
 }
 
 /// `(workspace, id)` of a held job, as the statements return them.
@@ -398,7 +427,11 @@ impl JobStore {
             let state = match rows.remove(&(workspace, id, failure.job.token.clone())) {
                 Some(row) => {
                     let reported = (failure.error.as_str(), failure.retry_at);
-                    Some(record_failure(&mut tx, &row, reported, now, &mut moves).await?)
+                    let state = record_failure(&mut tx, &row, reported, now, &mut moves).await?;
+                    if state == JobState::Discarded {
+                        self.announce_discard(&mut tx, &row, &failure.error).await?;
+                    }
+                    Some(state)
                 }
                 None => None,
             };

@@ -61,6 +61,9 @@ impl JobStore {
             for row in &rows {
                 let error = "the lease expired: the worker stopped heartbeating before finishing";
                 let state = record_failure(&mut tx, row, (error, None), now, &mut moves).await?;
+                if state == JobState::Discarded {
+                    self.announce_discard(&mut tx, row, error).await?;
+                }
                 if state == JobState::Retryable {
                     woken.push((row.workspace_id.clone(), row.queue.clone()));
                 }

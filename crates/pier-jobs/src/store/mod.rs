@@ -10,12 +10,12 @@ mod maintenance;
 mod operator;
 mod queues;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use pier_core::WorkspaceId;
 use pier_core::{Clock, Timestamp};
-use pier_db::{Db, JsonList, Tx, with_reader, with_tx};
+use pier_db::{Db, JsonList, Outbox, Tx, with_reader, with_tx};
 
 pub use claim::{ClaimLimits, ClaimTarget, Heartbeat};
 pub use finish::{Completion, Failure, Held, LeaseToken, MAX_ERROR_CHARS, MAX_RESULT_BYTES};
@@ -163,6 +163,9 @@ pub struct JobStore {
     clock: Arc<dyn Clock>,
     notifier: Notifier,
     default_lease: Duration,
+    /// Where discarded jobs are announced, once set (shared by every clone). Held weakly: the
+    /// outbox (webhooks) holds this store to enqueue its deliveries.
+    outbox: Arc<OnceLock<Weak<dyn Outbox>>>,
 }
 
 impl JobStore {
@@ -172,7 +175,18 @@ impl JobStore {
             clock,
             notifier,
             default_lease: DEFAULT_LEASE,
+            outbox: Arc::default(),
         }
+    }
+
+    /// Announces every tenant job that runs out of attempts as `job.discarded` through
+    /// `outbox`, in the transaction that discards it. Set once, for this store and its clones.
+    pub fn announce_discards(&self, outbox: &Arc<dyn Outbox>) {
+        let _ = self.outbox.set(Arc::downgrade(outbox));
+    }
+
+    pub(crate) fn outbox(&self) -> Option<Arc<dyn Outbox>> {
+        self.outbox.get().and_then(Weak::upgrade)
     }
 
     /// Sets the lease of jobs that do not choose their own.

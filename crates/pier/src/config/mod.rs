@@ -279,6 +279,8 @@ settings! {
         max_payload_bytes: u64 = 256 * 1024,
         /// Deliveries this node sends at once.
         concurrency: u64 = 50,
+        /// Seconds events, their deliveries and attempts are kept once every delivery ended.
+        retention_secs: u64 = 30 * 24 * 3600,
     }
 }
 

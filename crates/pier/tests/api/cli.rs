@@ -305,3 +305,63 @@ async fn first_start_prints_the_key_once() {
         "later starts print nothing secret: {second}"
     );
 }
+
+/// `pier webhooks verify` checks a delivery the way a receiver does: the body on stdin, the
+/// headers as flags, the secret preferably from the environment.
+#[test]
+fn webhooks_verify_accepts_a_signed_body_and_nothing_else() {
+    use std::io::Write;
+
+    use pier_webhook_verify::{SigningSecret, sign, unix_now};
+
+    let dir = tempfile::tempdir().expect("dir");
+    let secret = SigningSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").expect("secret");
+    let body = br#"{"type":"invoice.paid","timestamp":"2026-11-30T12:00:00Z","data":{}}"#;
+    let now = unix_now();
+    let verify = |timestamp: i64, signature: &str, body: &[u8]| {
+        let mut child = pier(dir.path())
+            .env("PIER_WEBHOOK_SECRET", secret.to_whsec())
+            .args(["webhooks", "verify", "--id", "msg_1"])
+            .args([
+                "--timestamp",
+                &timestamp.to_string(),
+                "--signature",
+                signature,
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("pier runs");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(body)
+            .expect("body written");
+        child.wait_with_output().expect("pier ends")
+    };
+
+    let signature = sign(&secret, "msg_1", now, body);
+    let valid = verify(now, &signature, body);
+    assert!(valid.status.success(), "{}", stderr(&valid));
+    assert_eq!(String::from_utf8_lossy(&valid.stdout).trim(), "valid");
+
+    let altered = verify(now, &signature, b"{}");
+    assert_eq!(altered.status.code(), Some(1));
+    assert!(
+        stderr(&altered).contains("no `v1` signature"),
+        "{}",
+        stderr(&altered)
+    );
+    assert_eq!(stderr(&altered).lines().count(), 1);
+
+    let old = now - 600;
+    let replayed = verify(old, &sign(&secret, "msg_1", old, body), body);
+    assert_eq!(replayed.status.code(), Some(1));
+    assert!(
+        stderr(&replayed).contains("too far in the past"),
+        "{}",
+        stderr(&replayed)
+    );
+}

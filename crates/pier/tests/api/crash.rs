@@ -11,9 +11,13 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
+use crate::support::receiver::{Receiver, Reply};
 use crate::support::{Backend, on_both_backends};
 
-on_both_backends!(killed_mid_run_loses_no_job);
+on_both_backends!(
+    killed_mid_run_loses_no_job,
+    killed_mid_delivery_delivers_after_restart
+);
 
 const JOBS: usize = 2000;
 
@@ -93,7 +97,8 @@ async fn work(
     }
 }
 
-async fn killed_mid_run_loses_no_job(backend: Backend) {
+/// A server on a fresh database of `backend`, started with `extra` arguments.
+async fn server(backend: &Backend, extra: &[&str]) -> Server {
     let dir = tempfile::tempdir().expect("dir");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("port")
@@ -115,15 +120,21 @@ async fn killed_mid_run_loses_no_job(backend: Backend) {
         "--database-url",
         &database_url,
     ]
+    .into_iter()
+    .chain(extra.iter().copied())
     .map(str::to_owned)
-    .to_vec();
-    let server = Server {
+    .collect();
+    Server {
         base: format!("http://127.0.0.1:{port}"),
         key: pier_auth::KeySecret::generate().expose().to_owned(),
         secret_key: pier_core::MasterKey::generate().to_hex(),
         args,
         dir,
-    };
+    }
+}
+
+async fn killed_mid_run_loses_no_job(backend: Backend) {
+    let server = server(&backend, &[]).await;
     let mut child = server.start().await;
     let client = reqwest::Client::new();
     for chunk in 0..JOBS / 1000 {
@@ -201,4 +212,71 @@ async fn killed_mid_run_loses_no_job(backend: Backend) {
     );
     child.start_kill().expect("stop");
     let _ = child.wait().await;
+}
+
+/// A delivery in flight when the server dies is sent again once it is back (its job's lease
+/// runs out and the job is rescued): delayed, never lost.
+async fn killed_mid_delivery_delivers_after_restart(backend: Backend) {
+    let server = server(
+        &backend,
+        &[
+            "--allow-private-webhook-targets",
+            "true",
+            "--jobs-default-lease-secs",
+            "2",
+        ],
+    )
+    .await;
+    let receiver = Receiver::start().await;
+    // The first request hangs until long after the server is gone.
+    receiver.answer([Reply::status(200).after(Duration::from_secs(60))]);
+    let mut child = server.start().await;
+    let client = reqwest::Client::new();
+    let post = |path: &str, body: Value| {
+        client
+            .post(format!("{}{path}", server.base))
+            .bearer_auth(&server.key)
+            .json(&body)
+            .send()
+    };
+    let created = post("/v1/webhook-endpoints", json!({"url": receiver.url}))
+        .await
+        .expect("create");
+    assert_eq!(created.status(), 201);
+    let event: Value = post("/v1/events", json!({"type": "crash", "payload": {}}))
+        .await
+        .expect("publish")
+        .json()
+        .await
+        .expect("json");
+    receiver.wait_for(1).await;
+    child.start_kill().expect("SIGKILL");
+    child.wait().await.expect("killed");
+
+    let _child = server.start().await;
+    let received = receiver.wait_for(2).await;
+    assert_eq!(received[1].header("webhook-id"), event["id"]);
+    let path = format!(
+        "{}/v1/events/{}/deliveries",
+        server.base,
+        event["id"].as_str().expect("id")
+    );
+    let mut state = Value::Null;
+    for _ in 0..100 {
+        let page: Value = client
+            .get(&path)
+            .bearer_auth(&server.key)
+            .send()
+            .await
+            .expect("deliveries")
+            .json()
+            .await
+            .expect("json");
+        state = page["data"][0]["state"].clone();
+        if state == "succeeded" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(state, "succeeded");
 }

@@ -24,12 +24,23 @@ on_both_backends!(
     retry_and_recover_send_again,
     other_workspaces_see_nothing,
     signing_secrets_are_sealed_at_rest,
+    discarded_jobs_are_announced,
+    throttled_endpoints_wait_for_their_rate,
+    endpoints_failing_past_the_window_are_disabled,
+    old_history_is_pruned_once_its_deliveries_ended,
 );
 
 /// An app whose endpoints may be on loopback, where the test receiver listens.
 async fn spawn(backend: Backend) -> TestApp {
+    spawn_with(backend, &[]).await
+}
+
+/// [`spawn`] with more settings.
+async fn spawn_with(backend: Backend, settings: &[(&'static str, &str)]) -> TestApp {
+    let mut all = vec![("allow_private_webhook_targets", "true".to_owned())];
+    all.extend(settings.iter().map(|(k, v)| (*k, (*v).to_owned())));
     let options = Options {
-        settings: vec![("allow_private_webhook_targets", "true".to_owned())],
+        settings: all,
         ..Options::default()
     };
     TestApp::spawn_with(backend, options).await
@@ -473,14 +484,7 @@ async fn link_changes_are_announced_only_when_they_commit(backend: Backend) {
 async fn retry_and_recover_send_again(backend: Backend) {
     let receiver = Receiver::start().await;
     // One attempt per delivery, so failures end at once.
-    let settings = Options {
-        settings: vec![
-            ("allow_private_webhook_targets", "true".to_owned()),
-            ("webhooks.retry_schedule", "0".to_owned()),
-        ],
-        ..Options::default()
-    };
-    let app = TestApp::spawn_with(backend, settings).await;
+    let app = spawn_with(backend, &[("webhooks.retry_schedule", "0")]).await;
     receiver.answer([Reply::status(500), Reply::status(500)]);
     let (endpoint, _) = endpoint(&app, json!({"url": receiver.url})).await;
     let first = publish(&app, json!({"type": "a.b", "payload": {"n": 1}})).await;
@@ -586,6 +590,122 @@ async fn signing_secrets_are_sealed_at_rest(backend: Backend) {
             "a secret's bytes are stored"
         );
     }
+}
+
+async fn discarded_jobs_are_announced(backend: Backend) {
+    let app = spawn(backend).await;
+    let receiver = Receiver::start().await;
+    endpoint_for(&app, &receiver, &["job.discarded"]).await;
+    let (status, job) = app
+        .post_value("/v1/jobs", &json!({"kind": "report", "max_attempts": 1}))
+        .await;
+    assert_eq!(status, 201);
+    let (_, claimed) = app
+        .post_value("/v1/queues/default/claim", &json!({"max": 1}))
+        .await;
+    let token = &claimed["jobs"][0]["lease_token"];
+    let (status, _) = app
+        .post_value(
+            &format!("/v1/jobs/{}/fail", id(&job)),
+            &json!({"lease_token": token, "error": "the printer is on fire"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let notice = receiver.wait_for(1).await[0].json();
+    assert_eq!(notice["type"], "job.discarded");
+    assert_eq!(notice["data"]["id"], id(&job));
+    assert_eq!(notice["data"]["kind"], "report");
+    assert_eq!(notice["data"]["error"], "the printer is on fire");
+}
+
+async fn throttled_endpoints_wait_for_their_rate(backend: Backend) {
+    let app = spawn(backend).await;
+    let receiver = Receiver::start().await;
+    endpoint(
+        &app,
+        json!({"url": receiver.url, "rate_limit_per_second": 1}),
+    )
+    .await;
+    let mut events = Vec::new();
+    for n in 0..3 {
+        events.push(publish(&app, json!({"type": "a.b", "payload": {"n": n}})).await);
+    }
+    // One a second on the app's clock, which stands still until the test moves it.
+    receiver.wait_for(1).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(receiver.received().len(), 1, "the others wait for the rate");
+    app.clock.advance(Duration::from_secs(1));
+    receiver.wait_for(2).await;
+    app.clock.advance(Duration::from_secs(1));
+    receiver.wait_for(3).await;
+    for event in &events {
+        let delivery = delivery_in(&app, event, "succeeded").await;
+        assert_eq!(delivery["attempts"], 1, "waiting spends no attempt");
+    }
+}
+
+async fn endpoints_failing_past_the_window_are_disabled(backend: Backend) {
+    let app = spawn_with(backend, &[("webhooks.retry_schedule", "0, 3d, 3d")]).await;
+    let receiver = Receiver::start().await;
+    receiver.answer([Reply::status(500), Reply::status(500), Reply::status(500)]);
+    let (endpoint, _) = endpoint(&app, json!({"url": receiver.url})).await;
+    let event = publish(&app, json!({"type": "a.b", "payload": {}})).await;
+    after_attempts(&app, &event, 1).await;
+    app.clock.advance(Duration::from_secs(84 * 3600));
+    after_attempts(&app, &event, 2).await;
+    let path = format!("/v1/webhook-endpoints/{}", id(&endpoint));
+    assert_eq!(
+        app.get_value(&path).await["enabled"],
+        true,
+        "3.5 days of failures"
+    );
+    app.clock.advance(Duration::from_secs(84 * 3600));
+    let failed = delivery_in(&app, &event, "failed").await;
+    assert_eq!(failed["attempts"], 3);
+    let now = app.get_value(&path).await;
+    assert_eq!(now["enabled"], false, "7 days of failures");
+    assert_eq!(now["disabled_reason"], "failing");
+}
+
+async fn old_history_is_pruned_once_its_deliveries_ended(backend: Backend) {
+    let app = spawn_with(backend, &[("webhooks.disable_after_secs", "8640000")]).await;
+    let fine = Receiver::start().await;
+    let failing = Receiver::start().await;
+    failing.answer((0..10).map(|_| Reply::status(500)));
+    let (to_fine, _) = endpoint(&app, json!({"url": fine.url, "event_types": ["a"]})).await;
+    endpoint(&app, json!({"url": failing.url, "event_types": ["b"]})).await;
+    let delivered = publish(&app, json!({"type": "a", "payload": {}})).await;
+    let retrying = publish(&app, json!({"type": "b", "payload": {}})).await;
+    delivery_in(&app, &delivered, "succeeded").await;
+    after_attempts(&app, &retrying, 1).await;
+
+    app.clock.advance(Duration::from_secs(31 * 24 * 3600));
+    after_attempts(&app, &retrying, 2).await;
+    let store = pier_webhooks::WebhookStore::new(
+        app.db.clone(),
+        std::sync::Arc::new(app.clock.clone()),
+        app.jobs.clone(),
+        pier_core::MasterKey::generate().derive("test"),
+        pier_webhooks::Settings::default(),
+        pier_webhooks::guard::Guard::new(true),
+    );
+    let pruned = store
+        .prune(Duration::from_secs(30 * 24 * 3600))
+        .await
+        .expect("pruned");
+    assert_eq!(pruned, 1, "the event still being delivered stays");
+    let events = app.get_value("/v1/events").await;
+    let left: Vec<&str> = events["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(id)
+        .collect();
+    assert_eq!(left, [id(&retrying)]);
+    let attempts = app
+        .get_value(&format!("/v1/webhook-endpoints/{}/attempts", id(&to_fine)))
+        .await;
+    assert_eq!(attempts["data"], json!([]), "its attempts went with it");
 }
 
 async fn everything(app: &TestApp) -> Vec<u8> {

@@ -35,6 +35,8 @@ impl Received {
 pub struct Reply {
     pub status: u16,
     pub headers: Vec<(&'static str, String)>,
+    /// How long the answer takes.
+    pub delay: Duration,
 }
 
 impl Reply {
@@ -42,7 +44,15 @@ impl Reply {
         Self {
             status,
             headers: Vec::new(),
+            delay: Duration::ZERO,
         }
+    }
+
+    /// An answer that takes `delay` (a receiver that hangs).
+    #[must_use]
+    pub fn after(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
     }
 
     #[must_use]
@@ -78,7 +88,7 @@ impl Receiver {
         let shared = inner.clone();
         let app = axum::Router::new().fallback(move |headers: HeaderMap, body: Bytes| {
             let inner = shared.clone();
-            async move { answer(&inner, headers, body) }
+            async move { answer(&inner, headers, body).await }
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -115,7 +125,7 @@ impl Receiver {
     }
 }
 
-fn answer(inner: &Inner, headers: HeaderMap, body: Bytes) -> Response {
+async fn answer(inner: &Inner, headers: HeaderMap, body: Bytes) -> Response {
     inner
         .received
         .lock()
@@ -124,6 +134,7 @@ fn answer(inner: &Inner, headers: HeaderMap, body: Bytes) -> Response {
     inner.arrived.notify_waiters();
     let reply = inner.script.lock().expect("script").pop_front();
     let reply = reply.unwrap_or_else(|| Reply::status(200));
+    tokio::time::sleep(reply.delay).await;
     let status = StatusCode::from_u16(reply.status).expect("a status");
     let mut response = (status, "received").into_response();
     for (name, value) in reply.headers {
