@@ -1,6 +1,7 @@
 //! OpenAPI links: where the ids in a response lead. A client (or the schema fuzzer) follows them
 //! from a created resource to the operations on it: an enqueued job to reading, cancelling and
-//! retrying it; a claim to the worker protocol with its lease token.
+//! retrying it; a claim to the worker protocol with its lease token; a webhook endpoint to its
+//! secret and attempts; a published event to its deliveries.
 
 use serde_json::{Value, json};
 use utoipa::openapi::extensions::Extensions;
@@ -52,6 +53,35 @@ const CHAINS: &[Chain] = &[
             "getLinkStats",
             "getLinkQrCode",
         ],
+        parameters: &[("id", "$response.body#/id")],
+        body: None,
+    },
+    Chain {
+        from: "createWebhookEndpoint",
+        statuses: &["201"],
+        to: &[
+            "getWebhookEndpoint",
+            "updateWebhookEndpoint",
+            "deleteWebhookEndpoint",
+            "getWebhookEndpointSecret",
+            "rotateWebhookEndpointSecret",
+            "listWebhookAttempts",
+            "recoverWebhookEndpoint",
+        ],
+        parameters: &[("id", "$response.body#/id")],
+        body: None,
+    },
+    Chain {
+        from: "createEventType",
+        statuses: &["201"],
+        to: &["getEventType"],
+        parameters: &[("name", "$response.body#/name")],
+        body: None,
+    },
+    Chain {
+        from: "publishEvent",
+        statuses: &["202"],
+        to: &["getEvent", "listEventDeliveries"],
         parameters: &[("id", "$response.body#/id")],
         body: None,
     },
