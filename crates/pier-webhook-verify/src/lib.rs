@@ -62,11 +62,18 @@
 //! - Errors ([`VerifyError`], [`SecretError`]) say what was wrong without secret material, so
 //!   they are safe to log. Answer the sender with a plain 4xx either way.
 
+#[cfg(feature = "ed25519")]
+mod asymmetric;
 mod secret;
 mod signature;
 #[cfg(test)]
 mod tests;
 
+#[cfg(feature = "ed25519")]
+pub use asymmetric::{
+    KeyError, PUBLIC_KEY_PREFIX, PublicKey, SECRET_KEY_PREFIX, SigningKey, sign_ed25519,
+    verify_ed25519,
+};
 pub use secret::{MAX_SECRET_LEN, MIN_SECRET_LEN, SECRET_PREFIX, SecretError, SigningSecret};
 pub use signature::{
     HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, Headers, TOLERANCE_SECS, VerifyError, sign,

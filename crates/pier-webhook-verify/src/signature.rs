@@ -56,15 +56,11 @@ pub enum VerifyError {
     NoMatch,
 }
 
-/// HMAC-SHA256 over `{msg_id}.{timestamp}.{body}`, fed in pieces to avoid copying the body.
+/// HMAC-SHA256 over [`signed_content`].
 fn mac(secret: &SigningSecret, msg_id: &str, timestamp: i64, body: &[u8]) -> [u8; 32] {
     let mut mac =
         Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC accepts keys of any length");
-    mac.update(msg_id.as_bytes());
-    mac.update(b".");
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
+    mac.update(&signed_content(msg_id, timestamp, body));
     mac.finalize().into_bytes().into()
 }
 
@@ -132,32 +128,12 @@ pub fn verify_with_tolerance(
     if secrets.is_empty() {
         return Err(VerifyError::NoSecrets);
     }
-    for (value, name) in [
-        (headers.id, HEADER_ID),
-        (headers.timestamp, HEADER_TIMESTAMP),
-        (headers.signature, HEADER_SIGNATURE),
-    ] {
-        if value.is_empty() {
-            return Err(VerifyError::MissingHeader(name));
-        }
-    }
-    let timestamp = parse_timestamp(headers.timestamp)?;
-    check_freshness(timestamp, now_unix_secs, tolerance_secs.max(0))?;
-
+    let timestamp = fresh_timestamp(headers, now_unix_secs, tolerance_secs)?;
     let expected: Vec<[u8; 32]> = secrets
         .iter()
         .map(|secret| mac(secret, headers.id, timestamp, body))
         .collect();
-    for entry in headers.signature.split_ascii_whitespace() {
-        let Some((version, encoded)) = entry.split_once(',') else {
-            continue;
-        };
-        if version != VERSION {
-            continue;
-        }
-        let Ok(given) = STANDARD.decode(encoded) else {
-            continue;
-        };
+    for given in signatures(headers.signature, VERSION) {
         // Constant time, so response timing cannot be used to guess a valid signature byte by
         // byte. Returning early on a match only reveals what the sender already knows.
         if expected
@@ -168,6 +144,50 @@ pub fn verify_with_tolerance(
         }
     }
     Err(VerifyError::NoMatch)
+}
+
+/// The checks every scheme makes before looking at signatures: the three headers are there,
+/// and the timestamp is an integer within `tolerance_secs` of `now` (a negative tolerance
+/// counts as 0). Returns the timestamp.
+pub(crate) fn fresh_timestamp(
+    headers: Headers<'_>,
+    now: i64,
+    tolerance_secs: i64,
+) -> Result<i64, VerifyError> {
+    for (value, name) in [
+        (headers.id, HEADER_ID),
+        (headers.timestamp, HEADER_TIMESTAMP),
+        (headers.signature, HEADER_SIGNATURE),
+    ] {
+        if value.is_empty() {
+            return Err(VerifyError::MissingHeader(name));
+        }
+    }
+    let timestamp = parse_timestamp(headers.timestamp)?;
+    check_freshness(timestamp, now, tolerance_secs.max(0))?;
+    Ok(timestamp)
+}
+
+/// The decoded signatures of `version` in a `webhook-signature` value. Entries of other
+/// versions, without a comma or not base64 are skipped, so new versions never break old
+/// receivers.
+pub(crate) fn signatures<'a>(
+    header: &'a str,
+    version: &'a str,
+) -> impl Iterator<Item = Vec<u8>> + 'a {
+    header.split_ascii_whitespace().filter_map(move |entry| {
+        let (v, encoded) = entry.split_once(',')?;
+        (v == version)
+            .then(|| STANDARD.decode(encoded).ok())
+            .flatten()
+    })
+}
+
+/// The text every scheme signs: `{msg_id}.{timestamp}.{body}`.
+pub(crate) fn signed_content(msg_id: &str, timestamp: i64, body: &[u8]) -> Vec<u8> {
+    let mut content = format!("{msg_id}.{timestamp}.").into_bytes();
+    content.extend_from_slice(body);
+    content
 }
 
 /// Accepts exactly what [`sign`]'s `i64` prints: an optional `-` then ASCII digits. Rust's

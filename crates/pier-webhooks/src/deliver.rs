@@ -186,12 +186,12 @@ impl Deliverer {
         endpoint: &Endpoint,
         pending: &Pending,
     ) -> Result<Response, WebhookError> {
-        let secrets = self.store.secrets(workspace, &endpoint.id).await?;
+        let keys = self.store.secrets(workspace, &endpoint.id).await?;
         let created = Timestamp::from_micros(pending.event_created_at);
         let body = crate::payload::body(&pending.event_type, created, &pending.payload);
         let timestamp = self.store.now().as_micros().div_euclid(1_000_000);
-        let signature = pier_webhook_verify::signature_header(
-            &secrets,
+        let signature = keys.signature_header(
+            endpoint.ed25519,
             &pending.event_id,
             timestamp,
             body.as_bytes(),

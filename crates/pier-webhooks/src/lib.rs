@@ -34,7 +34,7 @@ pub use model::{
 pub use publish::{NewEvent, Published, queue};
 pub use replay::{MAX_RECOVER, ReplayError};
 pub use schedule::RetrySchedule;
-pub use secrets::SecretUnreadable;
+pub use secrets::{Keys, SecretUnreadable};
 pub use store::{Settings, WebhookError, WebhookStore};
 
 /// The webhook tables.

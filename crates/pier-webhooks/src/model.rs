@@ -205,6 +205,8 @@ pub struct Endpoint {
     pub rate_limit_per_second: Option<u32>,
     /// Deliver one event at a time, in publish order.
     pub ordered: bool,
+    /// Sign with an Ed25519 key too (`v1a`), which receivers verify with its public key.
+    pub ed25519: bool,
     pub metadata: Metadata,
     #[serde(skip)]
     pub version: i64,
@@ -223,6 +225,7 @@ impl Endpoint {
             "disabled_reason": null,
             "rate_limit_per_second": 50,
             "ordered": false,
+            "ed25519": false,
             "metadata": {"team": "billing"},
             "created_at": "2026-11-30T12:00:00Z",
             "updated_at": "2026-11-30T12:00:00Z"
@@ -244,6 +247,7 @@ pub struct EndpointFields {
     pub enabled: bool,
     pub rate_limit_per_second: Option<u32>,
     pub ordered: bool,
+    pub ed25519: bool,
     pub metadata: Metadata,
 }
 

@@ -1,15 +1,19 @@
-//! Signing secrets at rest: sealed under a key derived from the server's secret key and bound
-//! to their row, so neither the database alone nor a row copied to another endpoint yields one.
+//! Signing keys at rest: sealed under a key derived from the server's secret key and bound to
+//! their row, so neither the database alone nor a row copied to another endpoint yields one.
+//! An endpoint always has an HMAC secret (`whsec_`, signatures `v1`) and, if it asks for one,
+//! an Ed25519 key (`whsk_`, signatures `v1a`, verified with its public `whpk_` key).
 
 use pier_core::{SubKey, Timestamp, WorkspaceId};
 use pier_db::{Db, Tx, with_reader, with_tx};
-use pier_webhook_verify::SigningSecret;
+use pier_webhook_verify::{SigningKey, SigningSecret};
 use rand::RngCore;
 
 use crate::model::EndpointId;
 
-/// The bytes of a new secret: 32, within the 24 to 64 that Standard Webhooks allows.
+/// The bytes of a new HMAC secret: 32, within the 24 to 64 that Standard Webhooks allows.
 const SECRET_BYTES: usize = 32;
+const HMAC: &str = "hmac";
+const ED25519: &str = "ed25519";
 
 /// A stored secret that did not open.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -19,49 +23,99 @@ const SECRET_BYTES: usize = 32;
 )]
 pub struct SecretUnreadable;
 
-pub(crate) fn generate() -> SigningSecret {
-    let mut bytes = vec![0u8; SECRET_BYTES];
-    rand::rng().fill_bytes(&mut bytes);
-    let Ok(secret) = SigningSecret::from_bytes(bytes) else {
-        unreachable!("{SECRET_BYTES} bytes is a valid secret length")
-    };
-    secret
+/// The keys that sign an endpoint's deliveries, the current one of each kind first.
+#[derive(Debug, Clone, Default)]
+pub struct Keys {
+    pub hmac: Vec<SigningSecret>,
+    pub ed25519: Vec<SigningKey>,
 }
 
-/// What a sealed secret is bound to: its workspace, endpoint and id.
+impl Keys {
+    /// A fresh HMAC secret, and an Ed25519 key if `ed25519`.
+    pub(crate) fn generate(ed25519: bool) -> Self {
+        let mut bytes = vec![0u8; SECRET_BYTES];
+        rand::rng().fill_bytes(&mut bytes);
+        let Ok(secret) = SigningSecret::from_bytes(bytes) else {
+            unreachable!("{SECRET_BYTES} bytes is a valid secret length")
+        };
+        Self {
+            hmac: vec![secret],
+            ed25519: if ed25519 {
+                vec![generate_ed25519()]
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    /// The `webhook-signature` value: a `v1` signature per HMAC secret and, when `ed25519`, a
+    /// `v1a` one per Ed25519 key, space-separated.
+    pub(crate) fn signature_header(
+        &self,
+        ed25519: bool,
+        msg_id: &str,
+        timestamp: i64,
+        body: &[u8],
+    ) -> String {
+        let symmetric = self
+            .hmac
+            .iter()
+            .map(|s| pier_webhook_verify::sign(s, msg_id, timestamp, body));
+        let asymmetric = self
+            .ed25519
+            .iter()
+            .filter(|_| ed25519)
+            .map(|k| pier_webhook_verify::sign_ed25519(k, msg_id, timestamp, body));
+        symmetric.chain(asymmetric).collect::<Vec<_>>().join(" ")
+    }
+}
+
+pub(crate) fn generate_ed25519() -> SigningKey {
+    let mut seed = [0u8; 32];
+    rand::rng().fill_bytes(&mut seed);
+    SigningKey::from_seed(seed)
+}
+
+/// What a sealed key is bound to: its workspace, endpoint and id.
 fn context(workspace: &WorkspaceId, endpoint: &EndpointId, id: &str) -> Vec<u8> {
     format!("{workspace}/{endpoint}/{id}").into_bytes()
 }
 
+/// Stores every key of `keys`, sealed.
 pub(crate) async fn insert(
     tx: &mut Tx,
     sealing: &SubKey,
     workspace: &WorkspaceId,
     endpoint: &EndpointId,
-    secret: &SigningSecret,
+    keys: &Keys,
     now: Timestamp,
 ) -> Result<(), sqlx::Error> {
-    let id = pier_core::id::new_body(now);
-    let sealed = sealing.seal(secret.as_bytes(), &context(workspace, endpoint, &id));
-    with_tx!(tx, conn => {
-        sqlx::query(
-            "INSERT INTO webhook_secrets (workspace_id, endpoint_id, id, sealed, created_at) \
-             VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(workspace.as_str())
-        .bind(endpoint.as_str())
-        .bind(&id)
-        .bind(sealed)
-        .bind(now.as_micros())
-        .execute(conn)
-        .await
-        .map(drop)
-    })?;
+    let hmac = keys.hmac.iter().map(|s| (HMAC, s.as_bytes().to_vec()));
+    let ed25519 = keys.ed25519.iter().map(|k| (ED25519, k.seed().to_vec()));
+    for (kind, bytes) in hmac.chain(ed25519) {
+        let id = pier_core::id::new_body(now);
+        let sealed = sealing.seal(&bytes, &context(workspace, endpoint, &id));
+        with_tx!(tx, conn => {
+            sqlx::query(
+                "INSERT INTO webhook_secrets (workspace_id, endpoint_id, id, kind, sealed, \
+                 created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(workspace.as_str())
+            .bind(endpoint.as_str())
+            .bind(&id)
+            .bind(kind)
+            .bind(sealed)
+            .bind(now.as_micros())
+            .execute(conn)
+            .await
+            .map(drop)
+        })?;
+    }
     Ok(())
 }
 
-/// Gives the secrets signing now until `until` (unless they expire sooner), and forgets the
-/// ones already expired.
+/// Gives the keys signing now until `until` (unless they expire sooner), and forgets the ones
+/// already expired.
 pub(crate) async fn retire(
     tx: &mut Tx,
     workspace: &WorkspaceId,
@@ -93,17 +147,17 @@ pub(crate) async fn retire(
     Ok(())
 }
 
-/// The secrets that sign at `now`: the current one (which never expires) first.
+/// The keys that sign at `now`: of each kind, the current one (which never expires) first.
 pub(crate) async fn live(
     db: &Db,
     sealing: &SubKey,
     workspace: &WorkspaceId,
     endpoint: &EndpointId,
     now: Timestamp,
-) -> Result<Vec<SigningSecret>, crate::WebhookError> {
-    let rows: Vec<(String, Vec<u8>)> = with_reader!(db, pool => {
+) -> Result<Keys, crate::WebhookError> {
+    let rows: Vec<(String, String, Vec<u8>)> = with_reader!(db, pool => {
         sqlx::query_as(
-            "SELECT id, sealed FROM webhook_secrets WHERE workspace_id = $1 \
+            "SELECT id, kind, sealed FROM webhook_secrets WHERE workspace_id = $1 \
              AND endpoint_id = $2 AND (expires_at IS NULL OR expires_at > $3) \
              ORDER BY COALESCE(expires_at, 9223372036854775807) DESC, id DESC",
         )
@@ -113,12 +167,20 @@ pub(crate) async fn live(
         .fetch_all(pool)
         .await
     })?;
-    rows.into_iter()
-        .map(|(id, sealed)| {
-            let bytes = sealing
-                .open(&sealed, &context(workspace, endpoint, &id))
-                .map_err(|_| SecretUnreadable)?;
-            SigningSecret::from_bytes(bytes).map_err(|_| SecretUnreadable.into())
-        })
-        .collect()
+    let mut keys = Keys::default();
+    for (id, kind, sealed) in rows {
+        let bytes = sealing
+            .open(&sealed, &context(workspace, endpoint, &id))
+            .map_err(|_| SecretUnreadable)?;
+        match kind.as_str() {
+            ED25519 => {
+                let seed: [u8; 32] = bytes.try_into().map_err(|_| SecretUnreadable)?;
+                keys.ed25519.push(SigningKey::from_seed(seed));
+            }
+            _ => keys
+                .hmac
+                .push(SigningSecret::from_bytes(bytes).map_err(|_| SecretUnreadable)?),
+        }
+    }
+    Ok(keys)
 }

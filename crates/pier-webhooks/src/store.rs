@@ -7,14 +7,13 @@ use std::time::Duration;
 use pier_core::{Clock, SubKey, Timestamp, WorkspaceId};
 use pier_db::{Db, Tx, with_reader, with_tx};
 use pier_jobs::JobStore;
-use pier_webhook_verify::SigningSecret;
 
 use crate::guard::Guard;
 use crate::model::{
     DisabledReason, Endpoint, EndpointFields, EndpointId, EventType, EventTypeName, Metadata,
 };
 use crate::schedule::RetrySchedule;
-use crate::secrets;
+use crate::secrets::{self, Keys};
 
 /// How deliveries behave; the server's configuration fills it.
 #[derive(Debug, Clone)]
@@ -124,6 +123,7 @@ pub(crate) struct EndpointRow {
     disabled_reason: Option<String>,
     rate_limit_per_second: Option<i64>,
     ordered: bool,
+    ed25519: bool,
     metadata: String,
     version: i64,
     created_at: i64,
@@ -132,7 +132,8 @@ pub(crate) struct EndpointRow {
 
 pub(crate) const ENDPOINT_COLUMNS: &str = "id, workspace_id, url, description, event_types, \
                                            enabled, disabled_reason, rate_limit_per_second, \
-                                           ordered, metadata, version, created_at, updated_at";
+                                           ordered, ed25519, metadata, version, created_at, \
+                                           updated_at";
 
 impl TryFrom<EndpointRow> for Endpoint {
     type Error = sqlx::Error;
@@ -157,6 +158,7 @@ impl TryFrom<EndpointRow> for Endpoint {
                 .map(|r| u32::try_from(r).map_err(decode))
                 .transpose()?,
             ordered: row.ordered,
+            ed25519: row.ed25519,
             metadata: serde_json::from_str::<Metadata>(&row.metadata).map_err(decode)?,
             version: row.version,
             created_at: Timestamp::from_micros(row.created_at),
@@ -188,8 +190,8 @@ fn metadata_json(metadata: &Metadata) -> String {
     serde_json::to_string(metadata).unwrap_or_else(|_| "{}".to_owned())
 }
 
-/// Binds an endpoint's owner-set fields as `$1` to `$7`: url, description, event_types, enabled,
-/// rate_limit_per_second, ordered, metadata (the order both writes name them in).
+/// Binds an endpoint's owner-set fields as `$1` to `$8`: url, description, event_types, enabled,
+/// rate_limit_per_second, ordered, metadata, ed25519 (the order both writes name them in).
 macro_rules! bind_fields {
     ($query:expr, $fields:expr) => {
         $query
@@ -200,6 +202,7 @@ macro_rules! bind_fields {
             .bind($fields.rate_limit_per_second.map(i64::from))
             .bind($fields.ordered)
             .bind(metadata_json(&$fields.metadata))
+            .bind($fields.ed25519)
     };
 }
 
@@ -306,21 +309,21 @@ impl WebhookStore {
 
     // --- Endpoints ---
 
-    /// Creates an endpoint with a fresh signing secret, returned this once (and by
-    /// [`secrets`](Self::secrets) later).
+    /// Creates an endpoint with a fresh signing secret (and an Ed25519 key if it asks for
+    /// one), returned here and by [`secrets`](Self::secrets) later.
     pub async fn create_endpoint(
         &self,
         workspace: &WorkspaceId,
         fields: &EndpointFields,
-    ) -> Result<(Endpoint, SigningSecret), WebhookError> {
+    ) -> Result<(Endpoint, Keys), WebhookError> {
         let now = self.clock.now();
         let id = EndpointId::new(now);
         let mut tx = self.db.begin().await?;
         let sql = format!(
             "INSERT INTO webhook_endpoints (url, description, event_types, enabled, \
-             rate_limit_per_second, ordered, metadata, workspace_id, id, version, created_at, \
-             updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10, $10) \
-             RETURNING {ENDPOINT_COLUMNS}"
+             rate_limit_per_second, ordered, metadata, ed25519, workspace_id, id, version, \
+             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11, \
+             $11) RETURNING {ENDPOINT_COLUMNS}"
         );
         let row: EndpointRow = with_tx!(&mut tx, conn => {
             bind_fields!(sqlx::query_as(&sql), fields)
@@ -330,10 +333,10 @@ impl WebhookStore {
                 .fetch_one(conn)
                 .await
         })?;
-        let secret = secrets::generate();
-        secrets::insert(&mut tx, &self.sealing, workspace, &id, &secret, now).await?;
+        let keys = Keys::generate(fields.ed25519);
+        secrets::insert(&mut tx, &self.sealing, workspace, &id, &keys, now).await?;
         tx.commit().await?;
-        Ok((row.try_into()?, secret))
+        Ok((row.try_into()?, keys))
     }
 
     pub async fn endpoint(
@@ -382,25 +385,46 @@ impl WebhookStore {
         &self,
         seen: &Endpoint,
         fields: &EndpointFields,
-    ) -> Result<Option<Endpoint>, sqlx::Error> {
+    ) -> Result<Option<Endpoint>, WebhookError> {
+        let now = self.clock.now();
         let sql = format!(
             "UPDATE webhook_endpoints SET url = $1, description = $2, event_types = $3, \
              enabled = $4, rate_limit_per_second = $5, ordered = $6, metadata = $7, \
-             disabled_reason = CASE WHEN $4 THEN NULL ELSE disabled_reason END, \
+             ed25519 = $8, disabled_reason = CASE WHEN $4 THEN NULL ELSE disabled_reason END, \
              failing_since = CASE WHEN $4 THEN NULL ELSE failing_since END, \
-             version = version + 1, updated_at = $8 \
-             WHERE workspace_id = $9 AND id = $10 AND version = $11 RETURNING {ENDPOINT_COLUMNS}"
+             version = version + 1, updated_at = $9 \
+             WHERE workspace_id = $10 AND id = $11 AND version = $12 RETURNING {ENDPOINT_COLUMNS}"
         );
-        let row: Option<EndpointRow> = pier_db::with_writer!(&self.db, pool => {
+        let mut tx = self.db.begin().await?;
+        let row: Option<EndpointRow> = with_tx!(&mut tx, conn => {
             bind_fields!(sqlx::query_as(&sql), fields)
-                .bind(self.clock.now().as_micros())
+                .bind(now.as_micros())
                 .bind(seen.workspace_id.as_str())
                 .bind(seen.id.as_str())
                 .bind(seen.version)
-                .fetch_optional(pool)
+                .fetch_optional(conn)
                 .await
         })?;
-        row.map(Endpoint::try_from).transpose()
+        let Some(row) = row else { return Ok(None) };
+        let endpoint = Endpoint::try_from(row)?;
+        if endpoint.ed25519 && !seen.ed25519 {
+            // Turned on: it signs with a key of its own from now on.
+            let keys = Keys {
+                hmac: Vec::new(),
+                ed25519: vec![secrets::generate_ed25519()],
+            };
+            secrets::insert(
+                &mut tx,
+                &self.sealing,
+                &seen.workspace_id,
+                &seen.id,
+                &keys,
+                now,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Some(endpoint))
     }
 
     /// Deletes `seen` if it has not changed since it was read, with its secrets and its
@@ -437,12 +461,12 @@ impl WebhookStore {
         Ok(true)
     }
 
-    /// The secrets that sign for the endpoint now, newest first.
+    /// The keys that sign for the endpoint now, the current one of each kind first.
     pub async fn secrets(
         &self,
         workspace: &WorkspaceId,
         endpoint: &EndpointId,
-    ) -> Result<Vec<SigningSecret>, WebhookError> {
+    ) -> Result<Keys, WebhookError> {
         secrets::live(
             &self.db,
             &self.sealing,
@@ -453,37 +477,36 @@ impl WebhookStore {
         .await
     }
 
-    /// Issues a new secret for the endpoint; the ones signing now keep signing for the overlap
-    /// (24 hours by default), so receivers can switch without missing a delivery. `None` when
-    /// the endpoint does not exist.
+    /// Issues a new secret (and Ed25519 key, if the endpoint uses one); the ones signing now
+    /// keep signing for the overlap (24 hours by default), so receivers can switch without
+    /// missing a delivery. `None` when the endpoint does not exist.
     pub async fn rotate_secret(
         &self,
         workspace: &WorkspaceId,
         endpoint: &EndpointId,
-    ) -> Result<Option<SigningSecret>, WebhookError> {
+    ) -> Result<Option<Keys>, WebhookError> {
         let now = self.clock.now();
         let mut tx = self.db.begin().await?;
         // The endpoint's row lock orders concurrent rotations.
         let sql = "UPDATE webhook_endpoints SET updated_at = $1 WHERE workspace_id = $2 \
-                   AND id = $3";
-        let found = with_tx!(&mut tx, conn => {
-            sqlx::query(sql)
+                   AND id = $3 RETURNING ed25519";
+        let found: Option<(bool,)> = with_tx!(&mut tx, conn => {
+            sqlx::query_as(sql)
                 .bind(now.as_micros())
                 .bind(workspace.as_str())
                 .bind(endpoint.as_str())
-                .execute(conn)
+                .fetch_optional(conn)
                 .await
-                .map(|r| r.rows_affected())
-        })? == 1;
-        if !found {
+        })?;
+        let Some((ed25519,)) = found else {
             return Ok(None);
-        }
+        };
         let until = now.saturating_add(self.settings.secret_overlap);
         secrets::retire(&mut tx, workspace, endpoint, now, until).await?;
-        let secret = secrets::generate();
-        secrets::insert(&mut tx, &self.sealing, workspace, endpoint, &secret, now).await?;
+        let keys = Keys::generate(ed25519);
+        secrets::insert(&mut tx, &self.sealing, workspace, endpoint, &keys, now).await?;
         tx.commit().await?;
-        Ok(Some(secret))
+        Ok(Some(keys))
     }
 
     /// Turns an endpoint off on Pier's own account, announcing it as

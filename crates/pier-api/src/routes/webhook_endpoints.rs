@@ -40,6 +40,10 @@ pub struct CreateEndpoint {
     /// Deliver one event at a time, in publish order (a later event waits while an earlier one
     /// is retrying). Defaults to false.
     ordered: Option<bool>,
+    /// Also sign every delivery with an Ed25519 key of the endpoint's own (`v1a`), which
+    /// receivers verify with its public key (`public_key`, `whpk_…`) and so never hold a
+    /// secret. Defaults to false.
+    ed25519: Option<bool>,
     #[schema(schema_with = metadata)]
     metadata: Option<BTreeMap<String, String>>,
 }
@@ -67,6 +71,9 @@ pub struct UpdateEndpoint {
     rate_limit_per_second: Option<Option<u32>>,
     #[serde(default, deserialize_with = "present")]
     ordered: Option<Option<bool>>,
+    /// Turning it on gives the endpoint an Ed25519 key.
+    #[serde(default, deserialize_with = "present")]
+    ed25519: Option<Option<bool>>,
     #[serde(default, deserialize_with = "present")]
     #[schema(schema_with = metadata)]
     metadata: Option<Option<BTreeMap<String, String>>>,
@@ -152,6 +159,7 @@ impl From<CreateEndpoint> for UpdateEndpoint {
             enabled: c.enabled.map(Some),
             rate_limit_per_second: c.rate_limit_per_second.map(Some),
             ordered: c.ordered.map(Some),
+            ed25519: c.ed25519.map(Some),
             metadata: c.metadata.map(Some),
         }
     }
@@ -220,6 +228,7 @@ impl UpdateEndpoint {
         };
         let enabled = flag(self.enabled, base.map(|b| b.enabled), true);
         let ordered = flag(self.ordered, base.map(|b| b.ordered), false);
+        let ed25519 = flag(self.ed25519, base.map(|b| b.ed25519), false);
         errors.into_result()?;
         match (
             url,
@@ -236,6 +245,7 @@ impl UpdateEndpoint {
                     enabled,
                     rate_limit_per_second: rate,
                     ordered,
+                    ed25519,
                     metadata,
                 })
             }
@@ -281,6 +291,8 @@ pub struct CreatedEndpoint {
     /// The signing secret, `whsec_` and base64. Also readable later at
     /// `/v1/webhook-endpoints/{id}/secret`.
     secret: String,
+    /// With `ed25519`, the public key that verifies its `v1a` signatures, `whpk_` and base64.
+    public_key: Option<String>,
 }
 
 fn created_example() -> serde_json::Value {
@@ -289,16 +301,37 @@ fn created_example() -> serde_json::Value {
     endpoint
 }
 
-/// The secrets that sign an endpoint's deliveries now.
+/// The keys that sign an endpoint's deliveries now.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[schema(example = json!({"secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-                          "previous": ["whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"]}))]
+                          "previous": ["whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"],
+                          "public_key": null, "previous_public_keys": []}))]
 pub struct EndpointSecret {
     /// The current secret: the one to verify with.
     secret: String,
     /// Secrets rotated out that still sign (every live secret's signature is in the header)
     /// until their overlap ends.
     previous: Vec<String>,
+    /// With `ed25519`, the current public key (`whpk_…`) that verifies the `v1a` signatures.
+    public_key: Option<String>,
+    /// Public keys of rotated-out Ed25519 keys that still sign.
+    previous_public_keys: Vec<String>,
+}
+
+impl EndpointSecret {
+    fn new(keys: &pier_webhooks::Keys) -> ApiResult<Self> {
+        let mut secrets = keys.hmac.iter().map(|s| s.to_whsec());
+        let mut public = keys.ed25519.iter().map(|k| k.public_key().to_whpk());
+        let secret = secrets
+            .next()
+            .ok_or_else(|| ApiError::internal(anyhow::anyhow!("an endpoint without a secret")))?;
+        Ok(Self {
+            secret,
+            previous: secrets.collect(),
+            public_key: public.next(),
+            previous_public_keys: public.collect(),
+        })
+    }
 }
 
 /// The ETag of an endpoint: its version.
@@ -349,7 +382,7 @@ pub async fn create(
         .apply(&state, None)
         .map_err(ApiError::validation)?;
     check_resolved(&state, &fields).await?;
-    let (endpoint, secret) = state
+    let (endpoint, keys) = state
         .webhooks()
         .create_endpoint(auth.principal.workspace_id(), &fields)
         .await
@@ -357,9 +390,11 @@ pub async fn create(
     tracing::info!(endpoint_id = %endpoint.id, "webhook endpoint created");
     let location = format!("/v1/webhook-endpoints/{}", endpoint.id);
     let tag = etag(&endpoint).header_value();
+    let shown = EndpointSecret::new(&keys)?;
     let body = CreatedEndpoint {
         endpoint,
-        secret: secret.to_whsec(),
+        secret: shown.secret,
+        public_key: shown.public_key,
     };
     let mut response = located(StatusCode::CREATED, &location, Json(body));
     response.headers_mut().insert(header::ETAG, tag);
@@ -456,7 +491,12 @@ pub async fn update(
     if url_changed {
         check_resolved(&state, &fields).await?;
     }
-    match state.webhooks().update_endpoint(&endpoint, &fields).await? {
+    match state
+        .webhooks()
+        .update_endpoint(&endpoint, &fields)
+        .await
+        .map_err(webhook_error)?
+    {
         Some(updated) => Ok(respond(StatusCode::OK, updated)),
         None => Err(stale(&if_match)),
     }
@@ -502,7 +542,8 @@ pub async fn delete(
     Err(stale(&if_match))
 }
 
-/// Read the endpoint's signing secret, and the rotated-out ones that still sign.
+/// Read the endpoint's signing secret (and Ed25519 public key), and the rotated-out ones that
+/// still sign.
 #[utoipa::path(
     get,
     path = "/v1/webhook-endpoints/{id}/secret",
@@ -518,23 +559,17 @@ pub async fn secret(
     Path(id): Path<String>,
 ) -> ApiResult<Json<EndpointSecret>> {
     let endpoint = load(&state, &auth.principal, &id).await?;
-    let secrets = state
+    let keys = state
         .webhooks()
         .secrets(&endpoint.workspace_id, &endpoint.id)
         .await
         .map_err(webhook_error)?;
-    let mut texts = secrets.iter().map(|s| s.to_whsec());
-    let current = texts.next().ok_or_else(|| {
-        ApiError::internal(anyhow::anyhow!("endpoint {} has no secret", endpoint.id))
-    })?;
-    Ok(Json(EndpointSecret {
-        secret: current,
-        previous: texts.collect(),
-    }))
+    EndpointSecret::new(&keys).map(Json)
 }
 
-/// Issue a new signing secret. The old one keeps signing for the overlap (24 hours by default):
-/// during it every delivery carries both signatures, so receivers switch without a gap.
+/// Issue a new signing secret (and Ed25519 key, with `ed25519`). The old ones keep signing for
+/// the overlap (24 hours by default): during it every delivery carries both signatures, so
+/// receivers switch without a gap.
 #[utoipa::path(
     post,
     path = "/v1/webhook-endpoints/{id}/secret/rotate",

@@ -26,6 +26,7 @@ CREATE TABLE webhook_endpoints (
     disabled_reason       TEXT,
     rate_limit_per_second BIGINT,
     ordered               BOOLEAN NOT NULL,
+    ed25519               BOOLEAN NOT NULL,
     metadata              TEXT NOT NULL,
     next_seq              BIGINT NOT NULL DEFAULT 0,
     failing_since         BIGINT,
@@ -37,11 +38,13 @@ CREATE TABLE webhook_endpoints (
 CREATE INDEX webhook_endpoints_by_creation ON webhook_endpoints (workspace_id, created_at, id);
 
 -- Signing secrets, sealed under a key derived from the server's secret key: never in the
--- clear here. A rotated-out secret keeps signing until `expires_at`.
+-- clear here. `kind` is `hmac` (a `whsec_` secret) or `ed25519` (the seed of a `whsk_` key). A
+-- rotated-out secret keeps signing until `expires_at`.
 CREATE TABLE webhook_secrets (
     workspace_id TEXT NOT NULL,
     endpoint_id  TEXT NOT NULL,
     id           TEXT NOT NULL,
+    kind         TEXT NOT NULL,
     sealed       BYTEA NOT NULL,
     created_at   BIGINT NOT NULL,
     expires_at   BIGINT,

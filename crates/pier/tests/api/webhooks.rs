@@ -28,6 +28,7 @@ on_both_backends!(
     throttled_endpoints_wait_for_their_rate,
     endpoints_failing_past_the_window_are_disabled,
     old_history_is_pruned_once_its_deliveries_ended,
+    ed25519_endpoints_are_verified_with_their_public_key,
 );
 
 /// An app whose endpoints may be on loopback, where the test receiver listens.
@@ -307,7 +308,8 @@ async fn rotation_signs_with_both_secrets_for_the_overlap(backend: Backend) {
     // After the overlap, only the new secret signs.
     app.clock.advance(Duration::from_secs(24 * 3600 + 1));
     let shown = app.get_value(&path).await;
-    assert_eq!(shown, json!({"secret": new.to_whsec(), "previous": []}));
+    assert_eq!(shown["secret"], new.to_whsec());
+    assert_eq!(shown["previous"], json!([]));
     publish(&app, json!({"type": "a.b", "payload": {}})).await;
     let request = &receiver.wait_for(2).await[1];
     assert!(!request.header("webhook-signature").contains(' '));
@@ -464,15 +466,28 @@ async fn link_changes_are_announced_only_when_they_commit(backend: Backend) {
         .await;
     assert_eq!(deleted.status(), 204);
 
-    let received = receiver.wait_for(3).await;
+    receiver.wait_for(3).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let types: Vec<String> = receiver
+    // Deliveries to an unordered endpoint may arrive in any order.
+    let mut announced: Vec<(String, String)> = receiver
         .received()
         .iter()
-        .map(|r| r.json()["type"].as_str().expect("type").to_owned())
+        .map(|r| {
+            let body = r.json();
+            let slug = body["data"]["slug"].as_str().expect("slug").to_owned();
+            (body["type"].as_str().expect("type").to_owned(), slug)
+        })
         .collect();
-    assert_eq!(types, ["link.created", "link.created", "link.deleted"]);
-    assert_eq!(received[0].json()["data"]["slug"], "first");
+    announced.sort();
+    let expected = [
+        ("link.created", "first"),
+        ("link.created", "second"),
+        ("link.deleted", "first"),
+    ];
+    assert_eq!(
+        announced,
+        expected.map(|(t, s)| (t.to_owned(), s.to_owned()))
+    );
     let events = app.get_value("/v1/events?type=link.updated").await;
     assert_eq!(
         events["data"],
@@ -706,6 +721,84 @@ async fn old_history_is_pruned_once_its_deliveries_ended(backend: Backend) {
         .get_value(&format!("/v1/webhook-endpoints/{}/attempts", id(&to_fine)))
         .await;
     assert_eq!(attempts["data"], json!([]), "its attempts went with it");
+}
+
+async fn ed25519_endpoints_are_verified_with_their_public_key(backend: Backend) {
+    use pier_webhook_verify::{PublicKey, verify_ed25519};
+
+    let app = spawn(backend).await;
+    let receiver = Receiver::start().await;
+    let (endpoint, secret) = endpoint(&app, json!({"url": receiver.url, "ed25519": true})).await;
+    assert_eq!(endpoint["ed25519"], true);
+    let public =
+        PublicKey::parse(endpoint["public_key"].as_str().expect("public key")).expect("whpk_");
+    publish(&app, json!({"type": "a.b", "payload": {}})).await;
+    let request = &receiver.wait_for(1).await[0];
+    let signature = request.header("webhook-signature");
+    let versions: Vec<&str> = signature
+        .split(' ')
+        .filter_map(|entry| entry.split_once(',').map(|(v, _)| v))
+        .collect();
+    assert_eq!(versions, ["v1", "v1a"]);
+    let headers = Headers {
+        id: request.header("webhook-id"),
+        timestamp: request.header("webhook-timestamp"),
+        signature,
+    };
+    assert_eq!(
+        verify_ed25519(
+            std::slice::from_ref(&public),
+            headers,
+            &request.body,
+            unix(&app)
+        ),
+        Ok(())
+    );
+    assert!(
+        verifies(request, &[secret], unix(&app)),
+        "the HMAC signature is there too"
+    );
+
+    // Rotation: the old key signs beside the new one for the overlap.
+    let path = format!("/v1/webhook-endpoints/{}/secret", id(&endpoint));
+    let (_, rotated) = app.post_value(&format!("{path}/rotate"), &json!({})).await;
+    assert_eq!(rotated["previous_public_keys"], json!([public.to_whpk()]));
+    let new = PublicKey::parse(rotated["public_key"].as_str().expect("key")).expect("whpk_");
+    publish(&app, json!({"type": "a.b", "payload": {}})).await;
+    let request = &receiver.wait_for(2).await[1];
+    let headers = Headers {
+        id: request.header("webhook-id"),
+        timestamp: request.header("webhook-timestamp"),
+        signature: request.header("webhook-signature"),
+    };
+    for key in [public, new] {
+        assert_eq!(
+            verify_ed25519(&[key], headers, &request.body, unix(&app)),
+            Ok(())
+        );
+    }
+
+    // Turned off, it signs with HMAC alone; an endpoint without it has no public key.
+    let response = app
+        .request(
+            Method::PATCH,
+            &format!("/v1/webhook-endpoints/{}", id(&endpoint)),
+        )
+        .header("content-type", "application/merge-patch+json")
+        .body(r#"{"ed25519": false}"#)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+    publish(&app, json!({"type": "a.b", "payload": {}})).await;
+    let request = &receiver.wait_for(3).await[2];
+    assert!(!request.header("webhook-signature").contains("v1a,"));
+    let (plain, _) = endpoint_plain(&app, &receiver).await;
+    assert_eq!(plain["public_key"], Value::Null);
+}
+
+async fn endpoint_plain(app: &TestApp, receiver: &Receiver) -> (Value, SigningSecret) {
+    endpoint(app, json!({"url": receiver.url, "event_types": ["none"]})).await
 }
 
 async fn everything(app: &TestApp) -> Vec<u8> {
