@@ -50,8 +50,7 @@ impl Deliverer {
     }
 }
 
-/// What the delivery job needs, read in one go.
-#[derive(sqlx::FromRow)]
+/// What the delivery job needs.
 struct Pending {
     event_id: String,
     event_type: String,
@@ -134,24 +133,49 @@ impl Worker for Deliverer {
 }
 
 impl Deliverer {
+    /// Two lookups by primary key rather than one join: PostgreSQL's generic plan for the
+    /// join, cached while the tables were empty, walked the workspace's events through a
+    /// secondary index and slowed every delivery as they grew (measured: 1 ms at 15,000
+    /// deliveries against 0.04 ms).
     async fn load(
         &self,
         workspace: &WorkspaceId,
         delivery: &str,
     ) -> Result<Option<Pending>, sqlx::Error> {
-        with_reader!(&self.store.db, pool => {
+        let found: Option<(String, String, Option<i64>, String)> = with_reader!(&self.store.db, pool => {
             sqlx::query_as(
-                "SELECT e.id AS event_id, e.type AS event_type, e.payload, \
-                 e.created_at AS event_created_at, d.endpoint_id, d.seq, d.state \
-                 FROM webhook_deliveries d JOIN webhook_events e \
-                 ON e.workspace_id = d.workspace_id AND e.id = d.event_id \
-                 WHERE d.workspace_id = $1 AND d.id = $2",
+                "SELECT event_id, endpoint_id, seq, state FROM webhook_deliveries \
+                 WHERE workspace_id = $1 AND id = $2",
             )
             .bind(workspace.as_str())
             .bind(delivery)
             .fetch_optional(pool)
             .await
-        })
+        })?;
+        let Some((event_id, endpoint_id, seq, state)) = found else {
+            return Ok(None);
+        };
+        let event: Option<(String, String, i64)> = with_reader!(&self.store.db, pool => {
+            sqlx::query_as(
+                "SELECT type, payload, created_at FROM webhook_events \
+                 WHERE workspace_id = $1 AND id = $2",
+            )
+            .bind(workspace.as_str())
+            .bind(&event_id)
+            .fetch_optional(pool)
+            .await
+        })?;
+        Ok(
+            event.map(|(event_type, payload, event_created_at)| Pending {
+                event_id,
+                event_type,
+                payload,
+                event_created_at,
+                endpoint_id,
+                seq,
+                state,
+            }),
+        )
     }
 
     /// Waits until the endpoint's rate limit lets one more delivery through. Waiting here
@@ -257,7 +281,15 @@ impl Deliverer {
             })
         });
 
-        let mut tx = self.store.db.begin().await.map_err(WebhookError::from)?;
+        // Relaxed: if a crash loses this commit, it loses the job's completion after it too
+        // (the log is written in order), so the job runs again and re-sends, which
+        // at-least-once delivery already allows.
+        let mut tx = self
+            .store
+            .db
+            .begin_relaxed()
+            .await
+            .map_err(WebhookError::from)?;
         insert_attempt(&mut tx, workspace, delivery, pending, now, &response).await?;
         let failure = if succeeded {
             let outcome = Concluded {
