@@ -24,12 +24,18 @@ pub async fn run(
     endpoints: usize,
 ) -> anyhow::Result<()> {
     let stage = Stage::new(args, backend, endpoints).await?;
-    let fields = match scenario {
-        Scenario::Throughput => throughput(args, stage).await?,
-        Scenario::Latency => latency(args, stage).await?,
-        Scenario::Sustained => sustained(args, stage).await?,
+    let (name, fields) = match scenario {
+        Scenario::Throughput => ("throughput".to_owned(), throughput(args, stage).await?),
+        Scenario::Latency => (
+            format!("latency_{}eps", args.latency_rate),
+            latency(args, stage).await?,
+        ),
+        Scenario::Sustained => (
+            format!("sustained_{}dps", args.sustained_rate as usize * endpoints),
+            sustained(args, stage).await?,
+        ),
     };
-    report(scenario, backend, endpoints, fields);
+    report(&name, backend, endpoints, fields);
     Ok(())
 }
 
