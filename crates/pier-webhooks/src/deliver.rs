@@ -24,6 +24,11 @@ use crate::model::{DeliveryState, DisabledReason, Endpoint, EndpointId, bounds};
 use crate::publish::{DELIVER, DeliverJob};
 use crate::store::{WebhookError, WebhookStore};
 
+/// The longest a throttled delivery waits in its worker slot.
+const MAX_THROTTLE_WAIT: Duration = Duration::from_millis(250);
+/// The longest a throttled delivery is given back to the engine for.
+const MAX_SNOOZE: Duration = Duration::from_secs(60);
+
 /// The `User-Agent` of every delivery.
 pub const USER_AGENT: &str = concat!("Pier-Webhooks/", env!("CARGO_PKG_VERSION"));
 
@@ -59,6 +64,9 @@ struct Pending {
     endpoint_id: String,
     seq: Option<i64>,
     state: String,
+    /// Requests sent so far: the schedule counts these, not the job's runs (which include
+    /// throttled and rescued ones).
+    sent: u32,
 }
 
 /// A delivery's final state and what led to it.
@@ -125,7 +133,7 @@ impl Worker for Deliverer {
                 return Ok(());
             }
         };
-        self.throttle(&ctx, &endpoint).await?;
+        self.throttle(&ctx, &endpoint, &pending).await?;
         let response = self.send(workspace, &endpoint, &pending).await?;
         self.record(&ctx, &job.delivery, &pending, &endpoint, response)
             .await
@@ -142,9 +150,9 @@ impl Deliverer {
         workspace: &WorkspaceId,
         delivery: &str,
     ) -> Result<Option<Pending>, sqlx::Error> {
-        let found: Option<(String, String, Option<i64>, String)> = with_reader!(&self.store.db, pool => {
+        let found: Option<(String, String, Option<i64>, String, i64)> = with_reader!(&self.store.db, pool => {
             sqlx::query_as(
-                "SELECT event_id, endpoint_id, seq, state FROM webhook_deliveries \
+                "SELECT event_id, endpoint_id, seq, state, attempts FROM webhook_deliveries \
                  WHERE workspace_id = $1 AND id = $2",
             )
             .bind(workspace.as_str())
@@ -152,7 +160,7 @@ impl Deliverer {
             .fetch_optional(pool)
             .await
         })?;
-        let Some((event_id, endpoint_id, seq, state)) = found else {
+        let Some((event_id, endpoint_id, seq, state, sent)) = found else {
             return Ok(None);
         };
         let event: Option<(String, String, i64)> = with_reader!(&self.store.db, pool => {
@@ -174,13 +182,21 @@ impl Deliverer {
                 endpoint_id,
                 seq,
                 state,
+                sent: u32::try_from(sent).unwrap_or(u32::MAX),
             }),
         )
     }
 
-    /// Waits until the endpoint's rate limit lets one more delivery through. Waiting here
-    /// instead of failing the attempt keeps a throttled delivery from spending its attempts.
-    async fn throttle(&self, ctx: &JobContext, endpoint: &Endpoint) -> Result<(), JobFailure> {
+    /// Lets the delivery through once the endpoint's rate limit allows it, without spending
+    /// one of its attempts: a short wait happens here; a longer one gives the job back to the
+    /// engine until then (backing off as it repeats), so a slow endpoint with a backlog does
+    /// not hold the node's delivery slots.
+    async fn throttle(
+        &self,
+        ctx: &JobContext,
+        endpoint: &Endpoint,
+        pending: &Pending,
+    ) -> Result<(), JobFailure> {
         let Some(rate) = endpoint.rate_limit_per_second else {
             return Ok(());
         };
@@ -196,6 +212,16 @@ impl Deliverer {
                 .map_err(|e| JobFailure::new(e.to_string()))?;
             if decision.allowed {
                 return Ok(());
+            }
+            if decision.retry_after > MAX_THROTTLE_WAIT {
+                // The job's runs beyond the requests sent are its earlier snoozes.
+                let snoozed = ctx
+                    .attempt
+                    .saturating_sub(pending.sent.saturating_add(1))
+                    .min(6);
+                let wait = (decision.retry_after * 2u32.pow(snoozed)).min(MAX_SNOOZE);
+                let at = self.store.now().saturating_add(wait);
+                return Err(JobFailure::new("throttled by the endpoint's rate limit").retry_at(at));
             }
             tokio::select! {
                 () = tokio::time::sleep(decision.retry_after) => {}
@@ -318,7 +344,7 @@ impl Deliverer {
                     None
                 }
                 None => self.store.settings.schedule.after_failure(
-                    ctx.attempt,
+                    pending.sent.saturating_add(1),
                     response.retry_after,
                     self.store.settings.max_retry_after,
                 ),

@@ -339,10 +339,10 @@ impl WebhookStore {
         let mut spec = JobSpec::new(DELIVER)
             .payload(payload)
             .unique_key(delivery.to_owned());
-        // The schedule's attempts, and one spare: a worker that crashes during the last
-        // attempt leaves it to lease rescue, and the spare run records the delivery as failed
-        // instead of the job being discarded with the delivery still pending.
-        spec.max_attempts = Some(self.settings.schedule.attempts().saturating_add(1));
+        // The delivery counts its own attempts (requests sent) against the schedule; the job's
+        // runs also include throttled ones given back and lease rescues, so it gets the most
+        // the engine allows rather than being discarded with its delivery still pending.
+        spec.max_attempts = Some(*pier_jobs::MAX_ATTEMPTS_RANGE.end());
         spec.build()
             .map(|job| job.on_queue(queue()))
             .map_err(|e| decode(format!("a delivery job: {e:?}")))

@@ -645,13 +645,15 @@ async fn throttled_endpoints_wait_for_their_rate(backend: Backend) {
     for n in 0..3 {
         events.push(publish(&app, json!({"type": "a.b", "payload": {"n": n}})).await);
     }
-    // One a second on the app's clock, which stands still until the test moves it.
+    // One a second on the app's clock, which stands still until the test moves it. The others
+    // are given back to the queue until the limit lets them through, backing off (1 s, 2 s, …)
+    // each time they find it still shut.
     receiver.wait_for(1).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(receiver.received().len(), 1, "the others wait for the rate");
     app.clock.advance(Duration::from_secs(1));
     receiver.wait_for(2).await;
-    app.clock.advance(Duration::from_secs(1));
+    app.clock.advance(Duration::from_secs(2));
     receiver.wait_for(3).await;
     for event in &events {
         let delivery = delivery_in(&app, event, "succeeded").await;
