@@ -401,11 +401,19 @@ pub async fn create(
     Ok(response)
 }
 
+/// How long a create or update waits for the URL's host to resolve.
+const RESOLVE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Refuses a URL whose host resolves to a non-public address now. A name that does not resolve
-/// yet passes: every send checks again.
+/// (yet, or within [`RESOLVE_WAIT`]) passes: every send checks again.
 async fn check_resolved(state: &AppState, fields: &EndpointFields) -> ApiResult<()> {
-    match state.webhooks().guard().check_resolved(&fields.url).await {
-        Err(err) if err.is_refusal() => Err(ApiError::validation(ValidationErrors::single(
+    let resolved = tokio::time::timeout(
+        RESOLVE_WAIT,
+        state.webhooks().guard().check_resolved(&fields.url),
+    )
+    .await;
+    match resolved {
+        Ok(Err(err)) if err.is_refusal() => Err(ApiError::validation(ValidationErrors::single(
             "url",
             err.code(),
             err.to_string(),
