@@ -114,28 +114,27 @@ pub(crate) async fn insert(
     Ok(())
 }
 
-/// Gives the keys signing now until `until` (unless they expire sooner), and forgets the ones
-/// already expired.
+/// Gives the current keys (those without an expiry) until `until` to keep signing, and drops
+/// the ones an earlier rotation was already retiring: a rotation during an overlap ends it, so
+/// an endpoint never has more than two keys of a kind signing, however often it rotates.
 pub(crate) async fn retire(
     tx: &mut Tx,
     workspace: &WorkspaceId,
     endpoint: &EndpointId,
-    now: Timestamp,
     until: Timestamp,
 ) -> Result<(), sqlx::Error> {
     with_tx!(tx, conn => {
         sqlx::query(
             "DELETE FROM webhook_secrets WHERE workspace_id = $1 AND endpoint_id = $2 \
-             AND expires_at <= $3",
+             AND expires_at IS NOT NULL",
         )
         .bind(workspace.as_str())
         .bind(endpoint.as_str())
-        .bind(now.as_micros())
         .execute(&mut *conn)
         .await?;
         sqlx::query(
             "UPDATE webhook_secrets SET expires_at = $1 WHERE workspace_id = $2 \
-             AND endpoint_id = $3 AND (expires_at IS NULL OR expires_at > $1)",
+             AND endpoint_id = $3",
         )
         .bind(until.as_micros())
         .bind(workspace.as_str())

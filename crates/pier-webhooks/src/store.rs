@@ -477,9 +477,10 @@ impl WebhookStore {
         .await
     }
 
-    /// Issues a new secret (and Ed25519 key, if the endpoint uses one); the ones signing now
-    /// keep signing for the overlap (24 hours by default), so receivers can switch without
-    /// missing a delivery. `None` when the endpoint does not exist.
+    /// Issues a new secret (and Ed25519 key, if the endpoint uses one); the current ones keep
+    /// signing for the overlap (24 hours by default), so receivers can switch without missing
+    /// a delivery. Rotating again during an overlap ends it. `None` when the endpoint does not
+    /// exist.
     pub async fn rotate_secret(
         &self,
         workspace: &WorkspaceId,
@@ -502,7 +503,7 @@ impl WebhookStore {
             return Ok(None);
         };
         let until = now.saturating_add(self.settings.secret_overlap);
-        secrets::retire(&mut tx, workspace, endpoint, now, until).await?;
+        secrets::retire(&mut tx, workspace, endpoint, until).await?;
         let keys = Keys::generate(ed25519);
         secrets::insert(&mut tx, &self.sealing, workspace, endpoint, &keys, now).await?;
         tx.commit().await?;

@@ -35,7 +35,6 @@ CREATE TABLE webhook_endpoints (
     updated_at            BIGINT NOT NULL,
     PRIMARY KEY (workspace_id, id)
 );
-CREATE INDEX webhook_endpoints_by_creation ON webhook_endpoints (workspace_id, created_at, id);
 
 -- Signing secrets, sealed under a key derived from the server's secret key: never in the
 -- clear here. `kind` is `hmac` (a `whsec_` secret) or `ed25519` (the seed of a `whsk_` key). A
@@ -63,7 +62,6 @@ CREATE TABLE webhook_events (
 -- A client's own event id publishes once.
 CREATE UNIQUE INDEX webhook_events_by_client_id ON webhook_events (workspace_id, client_event_id)
     WHERE client_event_id IS NOT NULL;
-CREATE INDEX webhook_events_by_creation ON webhook_events (workspace_id, created_at, id);
 
 -- One event on its way to one endpoint: `waiting` (an ordered endpoint is busy with an
 -- earlier one), `pending` (a job will send it), `succeeded` or `failed`.

@@ -315,6 +315,14 @@ async fn rotation_signs_with_both_secrets_for_the_overlap(backend: Backend) {
     assert!(!request.header("webhook-signature").contains(' '));
     assert!(verifies(request, std::slice::from_ref(&new), unix(&app)));
     assert!(!verifies(request, &[old], unix(&app)));
+
+    // Rotating again during an overlap ends it: two keys at most ever sign.
+    let (_, first) = app.post_value(&format!("{path}/rotate"), &json!({})).await;
+    let (_, second) = app.post_value(&format!("{path}/rotate"), &json!({})).await;
+    assert_eq!(second["previous"], json!([first["secret"]]));
+    publish(&app, json!({"type": "a.b", "payload": {}})).await;
+    let request = &receiver.wait_for(3).await[2];
+    assert_eq!(request.header("webhook-signature").split(' ').count(), 2);
 }
 
 async fn ordered_endpoints_deliver_one_at_a_time_in_order(backend: Backend) {
