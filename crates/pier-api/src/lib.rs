@@ -14,5 +14,5 @@ mod state;
 
 pub use problem::{ApiError, ApiResult, Problem};
 pub use rate_limit::ApiProtection;
-pub use routes::router;
+pub use routes::{probes, router};
 pub use state::{AppState, AppStateParts, Redis};

@@ -32,6 +32,8 @@ pub struct AppState(Arc<Inner>);
 #[derive(Debug)]
 struct Inner {
     parts: AppStateParts,
+    /// Set when shutdown begins: readiness fails so load balancers stop sending traffic.
+    draining: std::sync::atomic::AtomicBool,
     authenticator: Authenticator,
     api_keys: ApiKeyStore,
     workspaces: WorkspaceStore,
@@ -94,7 +96,19 @@ impl AppState {
             policies: PolicyStore::new(db.clone(), clock.clone()),
             api_keys,
             parts,
+            draining: std::sync::atomic::AtomicBool::new(false),
         }))
+    }
+
+    /// Turns readiness false (for good): the node is about to stop.
+    pub fn start_draining(&self) {
+        self.0
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.0.draining.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn db(&self) -> &Db {

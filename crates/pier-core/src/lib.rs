@@ -8,6 +8,7 @@ pub mod schema;
 pub mod seal;
 pub mod secret;
 pub mod tenant;
+pub mod trace;
 pub mod validation;
 pub mod whole;
 

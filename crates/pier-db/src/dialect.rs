@@ -10,6 +10,14 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// The backend's `db.system` name in OpenTelemetry's conventions.
+    pub fn otel_name(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgresql",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Sqlite => "sqlite",

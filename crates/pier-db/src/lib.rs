@@ -114,6 +114,42 @@ impl Db {
             .map_err(|_| sqlx::Error::PoolTimedOut)?
     }
 
+    /// Writes a consistent copy of the SQLite database to `path` with `VACUUM INTO`: one read
+    /// transaction, so writers carry on meanwhile. PostgreSQL has its own tools (`pg_dump`).
+    pub async fn copy_sqlite_to(&self, path: &str) -> Result<(), sqlx::Error> {
+        match &self.0 {
+            Pools::Sqlite { reader, .. } => sqlx::query("VACUUM INTO $1")
+                .bind(path)
+                .execute(reader)
+                .await
+                .map(drop),
+            Pools::Postgres { .. } => Err(sqlx::Error::Configuration(
+                "only an SQLite database can be copied this way".into(),
+            )),
+        }
+    }
+
+    /// Sets `pier_db_connections{state}` (in use, idle; over every pool) and
+    /// `pier_db_connections_max`, for a metrics scrape.
+    pub fn sample_metrics(&self) {
+        let (size, idle, max) = match &self.0 {
+            Pools::Sqlite { writer, reader } => (
+                writer.size() + reader.size(),
+                writer.num_idle() + reader.num_idle(),
+                writer.options().get_max_connections() + reader.options().get_max_connections(),
+            ),
+            Pools::Postgres { pool, .. } => (
+                pool.size(),
+                pool.num_idle(),
+                pool.options().get_max_connections(),
+            ),
+        };
+        let idle = u32::try_from(idle).unwrap_or(u32::MAX).min(size);
+        metrics::gauge!("pier_db_connections", "state" => "in_use").set(f64::from(size - idle));
+        metrics::gauge!("pier_db_connections", "state" => "idle").set(f64::from(idle));
+        metrics::gauge!("pier_db_connections_max").set(f64::from(max));
+    }
+
     pub async fn close(&self) {
         match &self.0 {
             Pools::Sqlite { writer, reader } => {

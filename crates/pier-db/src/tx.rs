@@ -22,9 +22,14 @@ pub enum ConnRef<'a> {
 type Hook = Box<dyn FnOnce() + Send>;
 
 /// An open write transaction; dropping it uncommitted rolls it back.
+///
+/// Its span (`db.transaction`, a child of the request or job span that began it) lasts from the connection's
+/// acquisition to the commit or rollback, so a trace shows each transaction of a request or
+/// job. Waiting for a pooled connection is measured in `pier_db_acquire_duration_seconds`.
 pub struct Tx {
     conn: Conn,
     after_commit: Vec<Hook>,
+    _span: tracing::Span,
 }
 
 impl std::fmt::Debug for Tx {
@@ -37,6 +42,13 @@ impl std::fmt::Debug for Tx {
 
 impl Tx {
     pub(crate) async fn begin(db: &Db, durable: bool) -> Result<Self, sqlx::Error> {
+        // Only inside a request's or job's span: background loops' transactions would each
+        // start a trace of their own.
+        let span = match tracing::Span::current().is_none() {
+            true => tracing::Span::none(),
+            false => tracing::info_span!("db.transaction", db.system = db.backend().otel_name()),
+        };
+        let started = std::time::Instant::now();
         let conn = match &db.0 {
             // The writer runs `synchronous = FULL`: every commit is on disk when it returns.
             Pools::Sqlite { writer, .. } => Conn::Sqlite(writer.begin().await?),
@@ -47,9 +59,12 @@ impl Tx {
                     .await?,
             ),
         };
+        metrics::histogram!("pier_db_acquire_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
         Ok(Self {
             conn,
             after_commit: Vec::new(),
+            _span: span,
         })
     }
 

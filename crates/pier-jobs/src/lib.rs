@@ -16,6 +16,7 @@
 //! handler acknowledges the signal.
 
 mod group;
+mod metrics;
 mod model;
 mod notify;
 mod spec;
@@ -23,6 +24,7 @@ mod store;
 mod worker;
 
 pub use group::GroupCommit;
+pub use metrics::MAX_QUEUE_LABELS;
 pub use model::{
     AttemptError, ClaimedJob, DEFAULT_LEASE, Enqueued, Job, JobError, JobId, JobKind, JobState,
     NewJob, QueueName, RESERVED_PREFIX, RetryPolicy,
@@ -44,4 +46,5 @@ pub const MIGRATIONS: &[pier_db::Migration] = pier_db::migrations!(
     2 => "0002_jobs",
     3 => "0003_jobs_by_workspace",
     5 => "0005_lease_only_while_running",
+    10 => "0010_job_trace_context",
 );

@@ -362,6 +362,11 @@ pub struct ClaimedJob {
     pub attempt: u32,
     pub lease_token: String,
     pub lease_expires_at: Timestamp,
+    /// The W3C trace context of the request (or job) that enqueued this one, when Pier traces:
+    /// a worker that traces can continue that trace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")]
+    pub traceparent: Option<String>,
 }
 
 impl ClaimedJob {

@@ -19,6 +19,7 @@ use pier_core::WorkspaceId;
 use serde::de::DeserializeOwned;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
+use tracing::Instrument;
 
 use crate::model::{ClaimedJob, JobId};
 use crate::notify::until_true;
@@ -296,6 +297,12 @@ impl WorkerPool {
         let handler = self.handlers.get(job.kind.as_str()).cloned();
         let lease = self.options.lease;
         let lease_left = job.lease_expires_at.duration_since(store.now());
+        let span = tracing::info_span!("job.run",
+            otel.kind = "consumer", queue = %job.queue, kind = %job.kind, job_id = %job.id,
+            attempt = job.attempt, workspace_id = %job.workspace_id,
+            trace_id = tracing::field::Empty, span_id = tracing::field::Empty);
+        pier_core::trace::start(&span, job.traceparent.as_deref());
+        let handler_span = span.clone();
         async move {
             let held = Held {
                 workspace: job.workspace_id.clone(),
@@ -316,7 +323,7 @@ impl WorkerPool {
                 attempt: job.attempt,
                 cancel: cancel_rx,
             };
-            let mut work = tokio::spawn(handler.call(ctx, job.payload));
+            let mut work = tokio::spawn(handler.call(ctx, job.payload).instrument(handler_span));
             // Renew well before the lease runs out: each beat extends it by the pool's lease
             // (or the job's own), so beating every third of it survives two lost beats.
             let beat_every = (lease.unwrap_or(lease_left) / 3).max(Duration::from_millis(100));
@@ -354,6 +361,7 @@ impl WorkerPool {
             };
             done.report(outcome);
         }
+        .instrument(span)
     }
 }
 

@@ -18,6 +18,7 @@ use pier_db::{Tx, with_reader, with_tx};
 use pier_jobs::{JobContext, JobFailure, Worker};
 use pier_ratelimit::{Algorithm, FailureMode, Limiter, Policy, PolicySpec};
 use reqwest::header::{HeaderMap, HeaderValue};
+use tracing::Instrument;
 
 use crate::guard::SendError;
 use crate::model::{DeliveryState, DisabledReason, Endpoint, EndpointId, bounds};
@@ -134,8 +135,20 @@ impl Worker for Deliverer {
             }
         };
         self.throttle(&ctx, &endpoint, &pending).await?;
-        let response = self.send(workspace, &endpoint, &pending).await?;
+        let span = tracing::info_span!("webhook.attempt",
+            otel.kind = "client", delivery_id = %job.delivery, endpoint_id = %endpoint.id,
+            event_type = %pending.event_type, http.response.status_code = tracing::field::Empty,
+            trace_id = tracing::field::Empty, span_id = tracing::field::Empty);
+        pier_core::trace::start(&span, None);
+        let response = self
+            .send(workspace, &endpoint, &pending)
+            .instrument(span.clone())
+            .await?;
+        if let Some(status) = response.status {
+            span.record("http.response.status_code", i64::from(status));
+        }
         self.record(&ctx, &job.delivery, &pending, &endpoint, response)
+            .instrument(span)
             .await
     }
 }
@@ -256,6 +269,10 @@ impl Deliverer {
         set("webhook-timestamp", &timestamp.to_string());
         set("webhook-signature", &signature);
         set("content-type", "application/json");
+        // The receiver can continue the trace of the attempt (and so of the publishing request).
+        if let Some(traceparent) = pier_core::trace::current_traceparent() {
+            set("traceparent", &traceparent);
+        }
         let request = self
             .client
             .post(&endpoint.url)
@@ -300,6 +317,11 @@ impl Deliverer {
         .increment(1);
         metrics::histogram!("pier_webhook_attempt_duration_seconds")
             .record(response.duration.as_secs_f64());
+        if succeeded {
+            let published = Timestamp::from_micros(pending.event_created_at);
+            metrics::histogram!("pier_webhook_delivery_latency_seconds")
+                .record(now.duration_since(published).as_secs_f64());
+        }
         let error = response.error.clone().or_else(|| {
             (!succeeded).then(|| match response.status {
                 Some(status) => format!("the endpoint answered {status}"),

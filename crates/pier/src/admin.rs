@@ -30,6 +30,28 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Writes a consistent copy of the SQLite database to `to` (SQLite's `VACUUM INTO`: one read
+/// transaction, so the running service keeps writing meanwhile). PostgreSQL has its own tools.
+pub async fn backup(config: &Config, to: &std::path::Path) -> anyhow::Result<()> {
+    let url = config.database_url();
+    if url.backend() != pier_db::Backend::Sqlite {
+        // Before opening anything: the message is the whole answer.
+        bail!("pier backup copies the embedded SQLite database; back up PostgreSQL with pg_dump");
+    }
+    if to.exists() {
+        bail!("{} exists already; choose a new file", to.display());
+    }
+    let target = to
+        .to_str()
+        .ok_or_else(|| anyhow!("{} is not a UTF-8 path", to.display()))?;
+    let db = open_database(config).await?;
+    let copied = db.copy_sqlite_to(target).await;
+    db.close().await;
+    copied.map_err(|e| anyhow!("cannot write the backup to {}: {e}", to.display()))?;
+    eprintln!("Backed up {} to {}.", url.redacted(), to.display());
+    Ok(())
+}
+
 pub fn print_config(config: &Config) -> anyhow::Result<()> {
     print!("{}", config.to_toml());
     Ok(())

@@ -27,6 +27,9 @@ use tokio::task::JoinHandle;
 
 use crate::config::{Config, JobsSettings, LinkSettings, RateLimitSettings, WebhookSettings};
 
+/// How long a scrape waits for the job counts before answering without fresh ones.
+const SAMPLE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// How often expired idempotency records and old webhook events are deleted.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(600);
 
@@ -37,7 +40,8 @@ pub struct Application {
     db: Db,
     state: AppState,
     jobs: JobStore,
-    listener: TcpListener,
+    /// None on a worker node, which serves no API.
+    listener: Option<TcpListener>,
     admin_listener: TcpListener,
     bootstrap: Option<Bootstrap>,
     background_upkeep: bool,
@@ -182,8 +186,34 @@ fn metrics() -> &'static PrometheusHandle {
         if metrics::set_global_recorder(recorder).is_err() {
             tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
         }
+        metrics::gauge!("pier_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+        register_rare_counters();
         handle
     })
+}
+
+/// Counters of rare events, registered at zero: a series that first appears with its first
+/// event hides that event from `increase()`, and so from the alerts.
+fn register_rare_counters() {
+    let queue = pier_webhooks::queue();
+    for name in ["pier_jobs_discarded_total", "pier_jobs_rescued_total"] {
+        metrics::counter!(name, "queue" => queue.as_str().to_owned()).absolute(0);
+    }
+    for reason in ["gone", "failing"] {
+        metrics::counter!("pier_webhook_endpoints_disabled_total", "reason" => reason).absolute(0);
+    }
+    for error in ["failed", "timeout"] {
+        metrics::counter!("pier_ratelimit_store_errors_total", "error" => error).absolute(0);
+    }
+    for mode in ["fail_open", "fail_closed", "local"] {
+        metrics::counter!("pier_ratelimit_fallback_decisions_total", "mode" => mode).absolute(0);
+    }
+    for reason in ["queue_full", "export_failed"] {
+        metrics::counter!("pier_trace_spans_dropped_total", "reason" => reason).absolute(0);
+    }
+    metrics::counter!("pier_trace_spans_exported_total").absolute(0);
+    metrics::counter!("pier_auth_key_uses_dropped_total").absolute(0);
+    metrics::counter!("pier_links_clicks_dropped_total").absolute(0);
 }
 
 impl Application {
@@ -216,12 +246,16 @@ impl Application {
         let jobs = JobStore::new(db.clone(), clock.clone(), notifier(&config.jobs))
             .with_default_lease(Duration::from_secs(config.jobs.default_lease_secs));
         let limiter = Arc::new(limiter(&config.rate_limits, clock.clone(), redis.as_ref()));
-        let listener = bind(config.server.listen, "the API").await?;
+        let listener = match config.server.role.serves_api() {
+            true => Some(bind(config.server.listen, "the API").await?),
+            false => None,
+        };
         let admin_listener = bind(config.server.admin_listen, "metrics").await?;
         // Short URLs name the bound port when none is configured (`listen` may say port 0).
-        let short_link_base = match &config.links.base_url {
-            Some(base) => base.0.clone(),
-            None => format!("http://{}", listener.local_addr()?),
+        let short_link_base = match (&config.links.base_url, &listener) {
+            (Some(base), _) => base.0.clone(),
+            (None, Some(listener)) => format!("http://{}", listener.local_addr()?),
+            (None, None) => format!("http://{}", config.server.listen),
         };
         let webhooks = WebhookStore::new(
             db.clone(),
@@ -282,7 +316,8 @@ impl Application {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.listener
-            .local_addr()
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
             .unwrap_or(self.config.server.listen)
     }
 
@@ -324,31 +359,39 @@ impl Application {
             let _ = rx.wait_for(|stop| *stop).await;
         };
 
-        let deliveries = self.deliveries(stop_rx.clone())?;
+        let role = self.config.server.role;
+        let background = role.runs_background_work();
+        let deliveries = background
+            .then(|| self.deliveries(stop_rx.clone()))
+            .transpose()?;
         let server = &self.config.server;
         let limits = crate::server::Limits {
             header_read_timeout: Duration::from_secs(server.header_read_timeout_secs),
             max_connections: usize::try_from(server.max_connections).unwrap_or(usize::MAX),
             grace: Duration::from_secs(server.shutdown_timeout_secs),
         };
-        let mut api = tokio::spawn(crate::server::serve(
-            self.listener,
-            pier_api::router(self.state.clone()),
-            limits,
-            stopped(stop_rx.clone()),
-        ));
+        let mut api = self.listener.map(|listener| {
+            tokio::spawn(crate::server::serve(
+                listener,
+                pier_api::router(self.state.clone()),
+                limits,
+                stopped(stop_rx.clone()),
+            ))
+        });
         let admin = tokio::spawn(crate::server::serve(
             self.admin_listener,
-            admin_router(metrics().clone()),
+            admin_router(&self.state, &self.jobs),
             limits,
             stopped(stop_rx.clone()),
         ));
-        let maintenance = tokio::spawn(maintenance(
-            self.state.idempotency().clone(),
-            self.state.webhooks().clone(),
-            Duration::from_secs(self.config.webhooks.retention_secs),
-            stop_rx.clone(),
-        ));
+        let maintenance = background.then(|| {
+            tokio::spawn(maintenance(
+                self.state.idempotency().clone(),
+                self.state.webhooks().clone(),
+                Duration::from_secs(self.config.webhooks.retention_secs),
+                stop_rx.clone(),
+            ))
+        });
         let key_uses = {
             let keys = self.state.api_keys().clone();
             let stop = stop_rx.clone();
@@ -359,7 +402,7 @@ impl Application {
             let stop = stop_rx.clone();
             tokio::spawn(async move { redirects.clicks().run(&db, stop).await })
         };
-        let job_upkeep = self.background_upkeep.then(|| {
+        let job_upkeep = (background && self.background_upkeep).then(|| {
             tokio::spawn(
                 self.jobs
                     .clone()
@@ -372,17 +415,36 @@ impl Application {
         let relay = self.state.links().redirects().listen(relay).spawn(&self.db);
         let link_changes = self.state.links().redirects().spawn_shared_listener();
 
+        let api_stopped = async {
+            match &mut api {
+                Some(api) => api.await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            () = shutdown => tracing::info!("shutting down: finishing in-flight requests"),
-            result = &mut api => {
+            () = shutdown => {}
+            result = api_stopped => {
                 result.context("the API server panicked")?;
                 bail!("the API server stopped unexpectedly");
             }
         }
+        // Readiness fails first and the node keeps serving a while, so load balancers take it
+        // out of rotation before connections are refused.
+        self.state.start_draining();
+        let drain = Duration::from_secs(self.config.server.shutdown_drain_secs.0);
+        if api.is_some() && !drain.is_zero() {
+            tracing::info!(drain_secs = drain.as_secs(), "shutting down: draining");
+            tokio::time::sleep(drain).await;
+        }
+        tracing::info!("shutting down: finishing in-flight requests");
         let _ = stop_tx.send(true);
-        api.await.context("the API server panicked")?;
+        if let Some(api) = api {
+            api.await.context("the API server panicked")?;
+        }
         let _ = admin.await;
-        let _ = maintenance.await;
+        if let Some(maintenance) = maintenance {
+            let _ = maintenance.await;
+        }
         // Requests have finished: write the key uses they noted.
         let _ = key_uses.await;
         if let Err(err) = self.state.api_keys().write_uses().await {
@@ -394,7 +456,9 @@ impl Application {
             tracing::warn!(error = %err, "could not record the last clicks");
         }
         // In-flight deliveries get the pool's grace period, then their leases go back.
-        let _ = deliveries.await;
+        if let Some(deliveries) = deliveries {
+            let _ = deliveries.await;
+        }
         if let Some(upkeep) = job_upkeep {
             let _ = upkeep.await;
         }
@@ -427,12 +491,23 @@ impl Application {
     }
 }
 
-fn admin_router(handle: PrometheusHandle) -> axum::Router {
-    axum::Router::new().route(
+/// The admin listener: the probes, and `/metrics`, whose gauges of stored state (job depths,
+/// the connection pool) are read at each scrape.
+fn admin_router(state: &AppState, jobs: &JobStore) -> axum::Router {
+    let (db, jobs) = (state.db().clone(), jobs.clone());
+    pier_api::probes(state.clone()).route(
         "/metrics",
         axum::routing::get(move || {
-            let handle = handle.clone();
-            async move { handle.render() }
+            let (db, jobs) = (db.clone(), jobs.clone());
+            async move {
+                db.sample_metrics();
+                match tokio::time::timeout(SAMPLE_TIMEOUT, jobs.sample_metrics()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(err)) => tracing::warn!(error = %err, "could not read the job counts"),
+                    Err(_) => tracing::warn!("reading the job counts timed out"),
+                }
+                metrics().render()
+            }
         }),
     )
 }

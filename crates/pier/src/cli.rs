@@ -30,19 +30,27 @@ pub struct ConfigArgs {
     pub config: Option<PathBuf>,
 }
 
+/// Settings that are flags of `serve` alone: a global `--role` would clash with
+/// `keys create --role`.
+const SERVE_ONLY: &[&str] = &["role"];
+
 /// The command line with a flag (and environment variable) for every setting.
 pub fn with_settings(command: clap::Command) -> clap::Command {
-    command.args(Config::keys().map(|key| {
+    let arg = |key: crate::config::Key| {
         let first_line = key.doc.lines().next().unwrap_or_default().trim();
         clap::Arg::new(key.path())
             .long(key.flag())
             .env(key.env())
-            .global(true)
             .value_name("VALUE")
             .help(first_line.to_owned())
             .hide(!key.has_flag())
             .hide_env_values(key.is_secret())
-    }))
+    };
+    let (serve_only, global): (Vec<_>, Vec<_>) =
+        Config::keys().partition(|key| SERVE_ONLY.contains(&key.path().as_str()));
+    command
+        .args(global.into_iter().map(|key| arg(key).global(true)))
+        .mut_subcommand("serve", |serve| serve.args(serve_only.into_iter().map(arg)))
 }
 
 /// The settings the command line gave, environment before flags so that flags win.
@@ -51,6 +59,13 @@ pub fn sources(matches: &ArgMatches, file: Option<PathBuf>) -> Sources {
     let mut from_flags = Vec::new();
     for key in Config::keys() {
         let path = key.path();
+        let matches = match SERVE_ONLY.contains(&path.as_str()) {
+            true => match matches.subcommand_matches("serve") {
+                Some(serve) => serve,
+                None => continue,
+            },
+            false => matches,
+        };
         let Ok(Some(value)) = matches.try_get_one::<String>(&path) else {
             continue;
         };
@@ -83,6 +98,12 @@ pub enum Command {
     Workspaces(WorkspacesCommand),
     /// Print a fresh secret key for the secret_key setting (PIER_SECRET_KEY)
     GenerateSecretKey,
+    /// Copy the embedded SQLite database, consistently, while the service runs
+    Backup {
+        /// The file to write; it must not exist yet
+        #[arg(long, value_name = "FILE")]
+        to: PathBuf,
+    },
     /// Webhook tools for receivers
     #[command(subcommand)]
     Webhooks(WebhooksCommand),

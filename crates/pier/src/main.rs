@@ -19,7 +19,13 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(config.server.log_format, &config.server.log_level.0);
+    let telemetry = match telemetry::init(config.server.log_format, &config.server.log_level.0) {
+        Ok(telemetry) => telemetry,
+        Err(err) => {
+            eprintln!("pier: {err:#}");
+            return ExitCode::from(2);
+        }
+    };
     let result = match cli.command {
         Command::Serve => launch(config, shutdown).await,
         Command::Migrate => admin::migrate(&config).await,
@@ -27,11 +33,13 @@ async fn main() -> ExitCode {
         Command::Keys(command) => admin::keys(&config, command).await,
         Command::Workspaces(command) => admin::workspaces(&config, command).await,
         Command::Webhooks(command) => webhook_verify::run(command),
+        Command::Backup { to } => admin::backup(&config, &to).await,
         Command::GenerateSecretKey => {
             println!("{}", pier_core::MasterKey::generate().to_hex());
             Ok(())
         }
     };
+    telemetry.shutdown().await;
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -8,7 +8,6 @@ use axum::response::{IntoResponse, Response};
 use pier_auth::AuthError;
 
 use crate::AppState;
-use crate::middleware::RequestContext;
 use crate::problem::ApiError;
 
 pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
@@ -23,9 +22,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     };
     match state.authenticator().authenticate(header).await {
         Ok(principal) => {
-            if let Some(ctx) = req.extensions().get::<RequestContext>() {
-                ctx.set_workspace(principal.workspace_id().as_str());
-            }
+            tracing::Span::current().record("workspace_id", principal.workspace_id().as_str());
             req.extensions_mut().insert(principal);
             next.run(req).await
         }

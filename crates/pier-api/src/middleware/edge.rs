@@ -1,12 +1,14 @@
 //! The outermost layer: every response leaves through here.
 //!
-//! It assigns the request id (the client's `X-Request-Id` when sane, else a fresh one), renders
-//! problems (adding the request id, logging the cause of server errors once), converts bare error
-//! statuses from the framework into problems, and records each request once: an access-log
-//! line and the `pier_http_*` metrics, labelled by route template (never the raw path).
+//! It assigns the request id (the client's `X-Request-Id` when sane, else a fresh one), opens
+//! the request's span (continuing the client's W3C `traceparent` when tracing is on), renders
+//! problems (adding the request id, logging the cause of server errors once), converts bare
+//! error statuses from the framework into problems, and records each request once: an
+//! access-log line and the `pier_http_*` metrics, labelled by route template (never the raw
+//! path).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{OnceLock, RwLock};
 use std::time::Instant;
 
 use axum::body::Body;
@@ -15,39 +17,21 @@ use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use pier_core::{Clock, SystemClock};
+use tracing::Instrument;
+use tracing::field::Empty;
 
 use crate::problem::{PROBLEM_JSON, Problem};
 
 const REQUEST_ID: &str = "x-request-id";
+const TRACEPARENT: &str = "traceparent";
 
-/// Facts about the request that inner layers learn and the access log reports.
+/// The request's id, in its extensions for handlers that report it themselves.
 #[derive(Debug, Clone)]
-pub struct RequestContext(Arc<ContextInner>);
+pub struct RequestId(pub String);
 
-#[derive(Debug)]
-struct ContextInner {
-    request_id: String,
-    route: OnceLock<&'static str>,
-    workspace_id: OnceLock<String>,
-}
-
-impl RequestContext {
-    fn new(request_id: String) -> Self {
-        Self(Arc::new(ContextInner {
-            request_id,
-            route: OnceLock::new(),
-            workspace_id: OnceLock::new(),
-        }))
-    }
-
-    pub fn request_id(&self) -> &str {
-        &self.0.request_id
-    }
-
-    pub(crate) fn set_workspace(&self, workspace_id: &str) {
-        let _ = self.0.workspace_id.set(workspace_id.to_owned());
-    }
-}
+/// The route template a request matched, which [`record_route`] leaves on the response.
+#[derive(Debug, Clone, Copy)]
+struct RouteLabel(&'static str);
 
 /// The method as a metrics label, from a closed set: a client cannot add label values (and so
 /// series) by inventing methods.
@@ -81,33 +65,43 @@ pub async fn edge(mut req: Request, next: Next) -> Response {
         .get(REQUEST_ID)
         .and_then(sane_request_id)
         .unwrap_or_else(|| format!("req_{}", pier_core::id::new_body(SystemClock.now())));
-    let ctx = RequestContext::new(request_id);
-    req.extensions_mut().insert(ctx.clone());
     let method = method_label(req.method());
+    // `workspace_id` is filled in by authentication, the route and status below.
+    let span = tracing::info_span!("request",
+        otel.kind = "server", http.request.method = method,
+        http.route = Empty, http.response.status_code = Empty, request_id = %request_id,
+        workspace_id = Empty, trace_id = Empty, span_id = Empty);
+    let traceparent = req.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok());
+    pier_core::trace::start(&span, traceparent);
+    req.extensions_mut().insert(RequestId(request_id.clone()));
 
-    let mut response = next.run(req).await;
-    render_problem(&mut response, &ctx);
-    if let Ok(value) = HeaderValue::from_str(ctx.request_id()) {
+    let mut response = next.run(req).instrument(span.clone()).await;
+    let route = response
+        .extensions()
+        .get::<RouteLabel>()
+        .map_or(UNMATCHED, |r| r.0);
+    let status = response.status().as_u16();
+    span.record("http.route", route);
+    span.record("http.response.status_code", i64::from(status));
+    span.in_scope(|| render_problem(&mut response, &request_id));
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID, value);
     }
 
-    let status = response.status().as_u16();
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let route = ctx.0.route.get().copied().unwrap_or(UNMATCHED);
-    let workspace_id = ctx.0.workspace_id.get().map(String::as_str);
     let (requests, duration) = route_metrics(method, route, status);
     requests.increment(1);
     duration.record(latency_ms / 1000.0);
-    tracing::info!(
-        target: "pier::access",
-        method = %method,
-        route,
-        status,
-        latency_ms,
-        request_id = ctx.request_id(),
-        workspace_id,
-        "request"
-    );
+    span.in_scope(|| {
+        tracing::info!(
+            target: "pier::access",
+            method = %method,
+            route,
+            status,
+            latency_ms,
+            "request"
+        );
+    });
     response
 }
 
@@ -116,7 +110,7 @@ pub async fn edge(mut req: Request, next: Next) -> Response {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct OwnBody;
 
-fn render_problem(response: &mut Response, ctx: &RequestContext) {
+fn render_problem(response: &mut Response, request_id: &str) {
     let problem = match response.extensions_mut().remove::<Problem>() {
         Some(problem) => problem,
         None if response.status().as_u16() >= 400
@@ -128,13 +122,9 @@ fn render_problem(response: &mut Response, ctx: &RequestContext) {
         None => return,
     };
     let mut problem = problem;
-    problem.request_id = Some(ctx.request_id().to_owned());
+    problem.request_id = Some(request_id.to_owned());
     if let Some(cause) = &problem.cause {
-        tracing::error!(
-            request_id = ctx.request_id(),
-            error = format!("{cause:#}"),
-            "request failed"
-        );
+        tracing::error!(error = format!("{cause:#}"), "request failed");
     }
     let body = problem.render(response.headers_mut());
     *response.body_mut() = Body::from(body);
@@ -147,15 +137,37 @@ fn is_problem(response: &Response) -> bool {
         .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()))
 }
 
-/// Notes the matched route template (never the raw path) for the access log and metrics.
+/// Notes the matched route template (never the raw path) for the access log and metrics, and
+/// counts the request in flight on its route while it runs.
 pub async fn record_route(req: Request, next: Next) -> Response {
-    if let (Some(ctx), Some(path)) = (
-        req.extensions().get::<RequestContext>(),
-        req.extensions().get::<MatchedPath>(),
-    ) {
-        let _ = ctx.0.route.set(intern(path.as_str()));
+    let Some(path) = req.extensions().get::<MatchedPath>() else {
+        return next.run(req).await;
+    };
+    let route = intern(path.as_str());
+    let in_flight = InFlight::enter(method_label(req.method()), route);
+    let mut response = next.run(req).await;
+    drop(in_flight);
+    response.extensions_mut().insert(RouteLabel(route));
+    response
+}
+
+/// `pier_http_requests_in_flight{method,route}`, raised while the guard lives (so a request
+/// whose client went away, and whose future is dropped, is not counted forever).
+struct InFlight(metrics::Gauge);
+
+impl InFlight {
+    fn enter(method: &'static str, route: &'static str) -> Self {
+        let gauge =
+            metrics::gauge!("pier_http_requests_in_flight", "method" => method, "route" => route);
+        gauge.increment(1.0);
+        Self(gauge)
     }
-    next.run(req).await
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
 }
 
 /// The route label of requests that matched no route.
@@ -180,12 +192,12 @@ fn intern(route: &str) -> &'static str {
     }
 }
 
-type RouteKey = (&'static str, &'static str, u16);
+type RouteKey = (&'static str, &'static str, &'static str);
 
 /// The request counter and latency histogram of a method, route and status, registered once:
 /// building a metric's labels on every request would allocate and hash them each time. The
-/// set is bounded like the labels: methods and routes are closed sets, statuses are three
-/// digits.
+/// set is bounded like the labels: methods and routes are closed sets, and statuses count by
+/// class.
 fn route_metrics(
     method: &'static str,
     route: &'static str,
@@ -194,7 +206,7 @@ fn route_metrics(
     static HANDLES: OnceLock<RwLock<HashMap<RouteKey, (metrics::Counter, metrics::Histogram)>>> =
         OnceLock::new();
     let handles = HANDLES.get_or_init(RwLock::default);
-    let key = (method, route, status);
+    let key = (method, route, status_class(status));
     if let Some(found) = handles.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
         return found.clone();
     }
@@ -203,7 +215,7 @@ fn route_metrics(
             "pier_http_requests_total",
             "method" => method,
             "route" => route,
-            "status" => status.to_string()
+            "status_class" => key.2
         ),
         metrics::histogram!(
             "pier_http_request_duration_seconds",
@@ -217,4 +229,14 @@ fn route_metrics(
         .entry(key)
         .or_insert(registered)
         .clone()
+}
+
+fn status_class(status: u16) -> &'static str {
+    match status {
+        0..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
 }

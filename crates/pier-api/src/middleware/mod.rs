@@ -11,7 +11,7 @@ mod limits;
 pub use authn::authenticate;
 pub use deadline::{Deadline, deadline};
 pub(crate) use edge::OwnBody;
-pub use edge::{RequestContext, edge, record_route};
+pub use edge::{RequestId, edge, record_route};
 pub use idempotency::{
     KEY_MAX as IDEMPOTENCY_KEY_MAX, KEY_PATTERN as IDEMPOTENCY_KEY_PATTERN, idempotency,
 };

@@ -44,16 +44,24 @@ pub async fn healthz() -> Json<Health> {
     })
 }
 
-/// The node can serve traffic: the database (and Redis, when configured) answered within 2 s.
+/// The node can serve traffic: it is not shutting down, and the database (and Redis, when
+/// configured) answered within 2 s.
 #[utoipa::path(
     get,
     path = "/readyz",
     operation_id = "checkReadiness",
     tag = "health",
     responses((status = 200, body = Health),
-        (status = 503, description = "`not_ready`: the database or Redis did not answer in time", body = crate::Problem))
+        (status = 503, description = "`not_ready`: the database or Redis did not answer in time; `draining`: the node is shutting down", body = crate::Problem))
 )]
 pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Health>> {
+    if state.is_draining() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "the node is shutting down; send requests to another",
+        ));
+    }
     let mut checks = Vec::new();
     state
         .db()

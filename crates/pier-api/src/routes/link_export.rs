@@ -14,7 +14,7 @@ use serde::Deserialize;
 use super::link_bulk::BulkFormat;
 use crate::AppState;
 use crate::extract::{ApiQuery, Authed, perm};
-use crate::middleware::RequestContext;
+use crate::middleware::RequestId;
 use crate::problem::{ApiError, ApiResult};
 use crate::routes::links::{LinkView, ListLinks};
 
@@ -75,7 +75,7 @@ pub struct ExportParams {
 pub async fn export(
     State(state): State<AppState>,
     auth: Authed<perm::LinksRead>,
-    Extension(ctx): Extension<RequestContext>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
     ApiQuery(params): ApiQuery<ExportParams>,
     ApiQuery(query): ApiQuery<ListLinks>,
 ) -> ApiResult<Response> {
@@ -103,7 +103,6 @@ pub async fn export(
         }
         None => None,
     };
-    let request_id = ctx.request_id().to_owned();
     let rest = stream::try_unfold(rest, |walk| async move {
         match walk {
             Some(walk) => Ok(walk.next().await?.map(|(page, rest)| (page, Some(rest)))),

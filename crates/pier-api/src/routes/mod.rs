@@ -32,6 +32,16 @@ use crate::middleware::{
 };
 use crate::openapi;
 
+/// The probes alone, for the admin listener: a worker node serves no API but is probed too.
+/// Problems still go through [`edge`].
+pub fn probes(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", axum::routing::get(health::healthz))
+        .route("/readyz", axum::routing::get(health::readyz))
+        .layer(from_fn(edge))
+        .with_state(state)
+}
+
 pub fn router(state: AppState) -> Router {
     let normal = Deadline(state.request_timeout());
     let long_poll = Deadline(state.request_timeout() + leases::MAX_WAIT);

@@ -10,6 +10,7 @@ use rand::RngCore;
 use super::counts::Moves;
 use super::finish::Held;
 use super::{JobStore, WAITING, decode_error, small};
+use crate::metrics;
 use crate::model::{ClaimedJob, JobId, JobState, QueueName};
 
 /// Which jobs a claim may take: a queue of one workspace (HTTP workers, workspace-bound pools;
@@ -75,6 +76,7 @@ struct ClaimedRow {
     payload: String,
     attempt: i64,
     lease_expires_at: i64,
+    trace_parent: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -83,6 +85,7 @@ struct Picked {
     id: String,
     state: String,
     size: i64,
+    run_at: i64,
 }
 
 #[derive(sqlx::FromRow)]
@@ -105,7 +108,8 @@ fn new_token() -> String {
 const MARK_RUNNING: &str = "UPDATE jobs SET state = 'running', attempt = attempt + 1, \
     lease_token = $1, lease_expires_at = $2 + COALESCE($3, lease_ms * 1000), attempted_at = $2, \
     worker_id = $4";
-const CLAIMED_COLUMNS: &str = "id, workspace_id, queue, kind, payload, attempt, lease_expires_at";
+const CLAIMED_COLUMNS: &str =
+    "id, workspace_id, queue, kind, payload, attempt, lease_expires_at, trace_parent";
 
 impl JobStore {
     /// Claims jobs in claim order (priority, then due time, then age). `lease` overrides each
@@ -211,6 +215,9 @@ impl JobStore {
         }
         moves.apply(&mut tx).await?;
         tx.commit().await?;
+        for p in &picked {
+            metrics::picked_up(target.queue.as_str(), metrics::between(p.run_at, now));
+        }
         // RETURNING has no order; hand the jobs out in the order they were picked (claim order).
         let mut by_id: HashMap<String, ClaimedRow> =
             rows.into_iter().map(|r| (r.id.clone(), r)).collect();
@@ -228,6 +235,7 @@ impl JobStore {
                     attempt: small(row.attempt),
                     lease_token: token.clone(),
                     lease_expires_at: Timestamp::from_micros(row.lease_expires_at),
+                    traceparent: row.trace_parent,
                 })
             })
             .collect()
@@ -250,7 +258,7 @@ impl JobStore {
             None => "$1 IS NULL AND queue = $2 AND queue LIKE 'pier.%'",
         };
         let sql = format!(
-            "SELECT workspace_id, id, state, CAST(OCTET_LENGTH(payload) AS BIGINT) AS size FROM jobs WHERE {scope} \
+            "SELECT workspace_id, id, state, CAST(OCTET_LENGTH(payload) AS BIGINT) AS size, run_at FROM jobs WHERE {scope} \
              AND state IN {WAITING} AND run_at <= $3 ORDER BY priority, run_at, id LIMIT $4 {}",
             self.db.backend().for_update_skip_locked()
         );

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use pier_db::{JsonList, Tx, with_tx};
 
+use crate::metrics::{self, Event};
 use crate::model::JobState;
 
 /// Shards per counter (see the `job_counts` migration).
@@ -14,8 +15,14 @@ const SHARDS: i64 = 8;
 /// Changes to apply: `(workspace, queue, state) → delta`. Ordered, so every transaction updates
 /// counter rows in the same order and two transactions can never wait on each other in a cycle
 /// (a deadlock on PostgreSQL).
+///
+/// Each move is also counted in the job metrics (`pier_jobs_enqueued_total` and the rest) when
+/// the moves are written.
 #[derive(Debug, Default)]
-pub(crate) struct Moves(BTreeMap<(String, String, JobState), i64>);
+pub(crate) struct Moves {
+    deltas: BTreeMap<(String, String, JobState), i64>,
+    events: BTreeMap<(String, Event), u64>,
+}
 
 impl Moves {
     pub(crate) fn new() -> Self {
@@ -30,10 +37,13 @@ impl Moves {
         from: Option<JobState>,
         to: Option<JobState>,
     ) {
+        if let Some(event) = Event::of(from, to) {
+            *self.events.entry((queue.to_owned(), event)).or_default() += 1;
+        }
         for (state, delta) in [(from, -1), (to, 1)] {
             if let Some(state) = state {
                 *self
-                    .0
+                    .deltas
                     .entry((workspace.to_owned(), queue.to_owned(), state))
                     .or_default() += delta;
             }
@@ -41,10 +51,19 @@ impl Moves {
     }
 
     /// Writes the moves inside `tx`, in one statement, all on one shard picked for this
-    /// transaction; rows are upserted in key order.
+    /// transaction; rows are upserted in key order. The metrics count them once written (a
+    /// transaction that then fails to commit is counted all the same: rare, and only a count).
     pub(crate) async fn apply(self, tx: &mut Tx) -> Result<(), sqlx::Error> {
+        self.write(tx).await?;
+        for ((queue, event), n) in self.events {
+            metrics::count(&queue, event, n);
+        }
+        Ok(())
+    }
+
+    async fn write(&self, tx: &mut Tx) -> Result<(), sqlx::Error> {
         let rows: Vec<(&str, &str, &str, i64)> = self
-            .0
+            .deltas
             .iter()
             .filter(|(_, delta)| **delta != 0)
             .map(|((workspace, queue, state), delta)| {

@@ -28,6 +28,7 @@ struct InsertRow<'a> {
     backoff_max_ms: i64,
     lease_ms: i64,
     unique_key: Option<&'a str>,
+    trace_parent: Option<&'a str>,
 }
 
 fn millis(d: std::time::Duration) -> i64 {
@@ -71,6 +72,8 @@ impl JobStore {
         jobs: &[(&WorkspaceId, &NewJob)],
     ) -> Result<Vec<Enqueued>, sqlx::Error> {
         let now = self.clock.now();
+        // The jobs continue the trace of the span enqueuing them (see `pier_core::trace`).
+        let trace_parent = pier_core::trace::current_traceparent();
         let rows: Vec<InsertRow> = jobs
             .iter()
             .map(|(workspace, job)| {
@@ -93,6 +96,7 @@ impl JobStore {
                     backoff_max_ms: millis(job.retry.backoff_max),
                     lease_ms: millis(job.lease.unwrap_or(self.default_lease)),
                     unique_key: job.unique_key.as_deref(),
+                    trace_parent: trace_parent.as_deref(),
                 }
             })
             .collect();
@@ -164,12 +168,14 @@ async fn insert(
 ) -> Result<Vec<JobRow>, sqlx::Error> {
     let sql = format!(
         "INSERT INTO jobs (workspace_id, id, queue, kind, payload, state, priority, run_at, \
-         max_attempts, backoff_base_ms, backoff_max_ms, lease_ms, unique_key, created_at) \
+         max_attempts, backoff_base_ms, backoff_max_ms, lease_ms, unique_key, trace_parent, \
+         created_at) \
          SELECT value ->> 'workspace_id', value ->> 'id', value ->> 'queue', value ->> 'kind', \
          value ->> 'payload', value ->> 'state', CAST(value ->> 'priority' AS BIGINT), \
          CAST(value ->> 'run_at' AS BIGINT), CAST(value ->> 'max_attempts' AS BIGINT), \
          CAST(value ->> 'backoff_base_ms' AS BIGINT), CAST(value ->> 'backoff_max_ms' AS BIGINT), \
-         CAST(value ->> 'lease_ms' AS BIGINT), value ->> 'unique_key', $1 FROM {} WHERE true \
+         CAST(value ->> 'lease_ms' AS BIGINT), value ->> 'unique_key', value ->> 'trace_parent', \
+         $1 FROM {} WHERE true \
          ON CONFLICT (workspace_id, unique_key) WHERE unique_key IS NOT NULL \
          AND state IN {UNFINISHED} DO NOTHING RETURNING {JOB_COLUMNS}",
         tx.backend().json_rows("$2")

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::counts::Moves;
 use super::{JobStore, push_error, small};
+use crate::metrics;
 use crate::model::{AttemptError, JobError, JobId, JobState, RetryPolicy};
 use crate::notify::wake_after_commit;
 
@@ -114,10 +115,11 @@ pub(crate) struct FailRow {
     backoff_max_ms: Option<i64>,
     errors: String,
     cancel_requested: bool,
+    attempted_at: Option<i64>,
 }
 
 pub(crate) const FAIL_COLUMNS: &str = "id, workspace_id, queue, kind, lease_token, attempt, \
-    max_attempts, backoff_base_ms, backoff_max_ms, errors, cancel_requested";
+    max_attempts, backoff_base_ms, backoff_max_ms, errors, cancel_requested, attempted_at";
 
 impl FailRow {
     fn policy(&self) -> RetryPolicy {
@@ -194,6 +196,13 @@ pub(crate) async fn record_failure(
         Some(JobState::Running),
         Some(state),
     );
+    if let Some(claimed) = row.attempted_at {
+        metrics::ran(
+            &row.queue,
+            state,
+            metrics::between(claimed, now.as_micros()),
+        );
+    }
     Ok(state)
 }
 
@@ -279,13 +288,13 @@ impl JobStore {
              FROM (SELECT value ->> 0 AS ws, value ->> 1 AS id, value ->> 2 AS token, \
              value ->> 3 AS result FROM {}) AS k \
              WHERE jobs.workspace_id = k.ws AND jobs.id = k.id AND jobs.lease_token = k.token \
-             RETURNING jobs.id, jobs.workspace_id, jobs.queue",
+             RETURNING jobs.id, jobs.workspace_id, jobs.queue, jobs.attempted_at",
             self.db.backend().json_rows("$2")
         );
-        let done: Vec<(String, String, String)> =
+        let done: Vec<(String, String, String, Option<i64>)> =
             super::update_listed(&mut tx, &sql, now, &rows).await?;
         let mut moves = Moves::new();
-        for (_, workspace, queue) in &done {
+        for (_, workspace, queue, _) in &done {
             moves.moved(
                 workspace,
                 queue,
@@ -295,8 +304,13 @@ impl JobStore {
         }
         moves.apply(&mut tx).await?;
         tx.commit().await?;
+        for (_, _, queue, claimed) in &done {
+            if let Some(claimed) = claimed {
+                metrics::ran(queue, JobState::Completed, metrics::between(*claimed, now));
+            }
+        }
         let done: HashSet<(String, String)> =
-            done.into_iter().map(|(id, ws, _)| (ws, id)).collect();
+            done.into_iter().map(|(id, ws, _, _)| (ws, id)).collect();
         Ok(items
             .iter()
             .zip(eligible)

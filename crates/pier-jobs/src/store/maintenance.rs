@@ -70,6 +70,9 @@ impl JobStore {
             }
             moves.apply(&mut tx).await?;
             tx.commit().await?;
+            for row in &rows {
+                crate::metrics::count(&row.queue, crate::metrics::Event::Rescued, 1);
+            }
             for (workspace, queue) in woken {
                 self.notifier
                     .wake(&WorkspaceId::from_trusted(workspace), &queue);

@@ -5,6 +5,7 @@
 //! `--jobs-claim-budget-bytes` and `PIER_JOBS_CLAIM_BUDGET_BYTES`). Everything is validated at
 //! start; a bad setting stops the process with one line naming it and where it can be given.
 
+mod reference;
 mod value;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -15,7 +16,7 @@ use pier_core::{MasterKey, Secret, SecretUrl};
 use pier_db::DatabaseUrl;
 use pier_ratelimit::PolicySpec;
 
-pub use value::{BaseUrl, LogFilter, LogFormat, ProxyList, SettingValue};
+pub use value::{BaseUrl, LogFilter, LogFormat, ProxyList, Role, SettingValue, ZeroOrMore};
 
 /// One setting, as the command line, the environment and the file name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,9 +132,12 @@ macro_rules! settings {
 settings! {
     /// The service itself: where it listens, what it stores in, how it logs.
     ServerSettings in "" {
+        /// What this node runs: all (the API and background work), api, or worker (webhook
+        /// deliveries, job upkeep and maintenance, with only the admin listener).
+        role: Role = Role::All,
         /// Where the API listens.
         listen: SocketAddr = SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
-        /// Where `/metrics` listens; keep it private.
+        /// Where `/metrics`, `/healthz` and `/readyz` listen for operators; keep it private.
         admin_listen: SocketAddr = SocketAddr::from((Ipv4Addr::LOCALHOST, 9464)),
         /// Where the embedded database lives when no database_url is given.
         data_dir: PathBuf = PathBuf::from("./pier-data"),
@@ -154,6 +158,9 @@ settings! {
         body_limit_bytes: u64 = 1024 * 1024,
         /// How long shutdown waits for in-flight requests, in seconds.
         shutdown_timeout_secs: u64 = 30,
+        /// How long a stopping node keeps serving with /readyz answering 503, so load
+        /// balancers take it out of rotation before it stops accepting, in seconds (0: none).
+        shutdown_drain_secs: ZeroOrMore = ZeroOrMore(5),
         /// How long a client may take to send a request's headers, in seconds; idle keep-alive
         /// connections close after it too.
         header_read_timeout_secs: u64 = 10,

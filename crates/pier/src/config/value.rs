@@ -32,6 +32,24 @@ impl SettingValue for u64 {
     }
 }
 
+/// A whole number that may be zero, for the few settings where zero means "none" (most counts
+/// and durations must be positive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ZeroOrMore(pub u64);
+
+impl SettingValue for ZeroOrMore {
+    fn parse(text: &str) -> Result<Self, String> {
+        match text.trim().parse::<u64>() {
+            Ok(n) => Ok(Self(n)),
+            Err(_) => Err(format!("`{text}` is not a whole number")),
+        }
+    }
+
+    fn show(&self) -> Option<toml::Value> {
+        self.0.show()
+    }
+}
+
 impl SettingValue for SocketAddr {
     fn parse(text: &str) -> Result<Self, String> {
         text.trim()
@@ -137,6 +155,43 @@ impl SettingValue for LogFormat {
             "json" => Ok(Self::Json),
             "pretty" => Ok(Self::Pretty),
             other => Err(format!("`{other}` is not one of auto, json, pretty")),
+        }
+    }
+
+    fn show(&self) -> Option<toml::Value> {
+        toml::Value::try_from(self).ok()
+    }
+}
+
+/// What a node runs: the API, the background work (webhook deliveries, job upkeep,
+/// maintenance), or both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    All,
+    /// The HTTP API only; other nodes do the background work.
+    Api,
+    /// The background work only, with the admin listener (metrics and probes) but no API.
+    Worker,
+}
+
+impl Role {
+    pub fn serves_api(self) -> bool {
+        self != Self::Worker
+    }
+
+    pub fn runs_background_work(self) -> bool {
+        self != Self::Api
+    }
+}
+
+impl SettingValue for Role {
+    fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "all" => Ok(Self::All),
+            "api" => Ok(Self::Api),
+            "worker" => Ok(Self::Worker),
+            other => Err(format!("`{other}` is not one of all, api, worker")),
         }
     }
 

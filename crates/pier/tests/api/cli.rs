@@ -365,3 +365,39 @@ fn webhooks_verify_accepts_a_signed_body_and_nothing_else() {
         stderr(&replayed)
     );
 }
+
+/// `pier backup` writes a copy that Pier can open, with what was stored, and never overwrites.
+#[tokio::test]
+async fn backup_copies_the_sqlite_database() {
+    let dir = tempfile::tempdir().expect("dir");
+    let out = run(pier(dir.path()).args(["workspaces", "create", "ops-team"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let copy = dir.path().join("copy.db");
+    let copy_arg = copy.display().to_string();
+    let out = run(pier(dir.path()).args(["backup", "--to", &copy_arg]));
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let copy_url = format!("sqlite://{copy_arg}");
+    let listed = run(pier(dir.path()).args(["workspaces", "list", "--database-url", &copy_url]));
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("ops-team"));
+
+    let again = run(pier(dir.path()).args(["backup", "--to", &copy_arg]));
+    assert!(!again.status.success());
+    assert_eq!(stderr(&again).lines().count(), 1, "{}", stderr(&again));
+    assert!(stderr(&again).contains("exists already"));
+
+    let postgres = run(pier(dir.path()).args([
+        "backup",
+        "--to",
+        "elsewhere.db",
+        "--database-url",
+        "postgres://nobody@127.0.0.1:1/none",
+    ]));
+    assert!(!postgres.status.success());
+    assert!(
+        stderr(&postgres).contains("pg_dump"),
+        "{}",
+        stderr(&postgres)
+    );
+}

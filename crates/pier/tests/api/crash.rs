@@ -3,14 +3,13 @@
 //! at-least-once delivery, and counted).
 
 use std::collections::HashMap;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::process::{Child, Command};
 
+use crate::support::process::server;
 use crate::support::receiver::{Receiver, Reply};
 use crate::support::{Backend, on_both_backends};
 
@@ -20,44 +19,6 @@ on_both_backends!(
 );
 
 const JOBS: usize = 2000;
-
-struct Server {
-    base: String,
-    key: String,
-    secret_key: String,
-    args: Vec<String>,
-    dir: tempfile::TempDir,
-}
-
-impl Server {
-    async fn start(&self) -> Child {
-        let child = Command::new(env!("CARGO_BIN_EXE_pier"))
-            .current_dir(self.dir.path())
-            .env_clear()
-            .env("PIER_BOOTSTRAP_API_KEY", &self.key)
-            .env("PIER_SECRET_KEY", &self.secret_key)
-            .env("PIER_LOG", "warn")
-            .args(&self.args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn pier");
-        let client = reqwest::Client::new();
-        for _ in 0..300 {
-            if client
-                .get(format!("{}/readyz", self.base))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200)
-            {
-                return child;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("pier did not become ready");
-    }
-}
 
 /// One HTTP worker: claim, record, complete; it rides out the server's absence.
 async fn work(
@@ -94,42 +55,6 @@ async fn work(
                 .send()
                 .await;
         }
-    }
-}
-
-/// A server on a fresh database of `backend`, started with `extra` arguments.
-async fn server(backend: &Backend, extra: &[&str]) -> Server {
-    let dir = tempfile::tempdir().expect("dir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let admin = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let database_url = backend.fresh_database_url(dir.path()).await;
-    let args = [
-        "serve",
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--admin-listen",
-        &format!("127.0.0.1:{admin}"),
-        "--database-url",
-        &database_url,
-    ]
-    .into_iter()
-    .chain(extra.iter().copied())
-    .map(str::to_owned)
-    .collect();
-    Server {
-        base: format!("http://127.0.0.1:{port}"),
-        key: pier_auth::KeySecret::generate().expose().to_owned(),
-        secret_key: pier_core::MasterKey::generate().to_hex(),
-        args,
-        dir,
     }
 }
 

@@ -14,6 +14,7 @@ mod link_bulk;
 mod link_qr;
 mod links;
 mod openapi;
+mod operations;
 mod pagination;
 mod protocol;
 mod rate_limits;

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub mod process;
 pub mod receiver;
 
 pub use pier_testkit::{Backend, on_both_backends};
@@ -92,6 +93,7 @@ impl TestApp {
             .set("data_dir", dir.path().display().to_string())
             .set("database_url", database_url.clone())
             .set("shutdown_timeout_secs", "5")
+            .set("shutdown_drain_secs", "0")
             .set("db_max_connections", "4");
         if database_url.starts_with("postgres") {
             sources = sources.set("secret_key", secret_key.clone());

@@ -1,0 +1,473 @@
+//! What operators rely on: the metrics (every family the dashboards and alerts use, with the
+//! right labels), trace context carried from a request through a job into a webhook request,
+//! readiness turning false while a node drains, and the `api` / `worker` roles.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::HeaderMap;
+use serde_json::{Value, json};
+
+use crate::support::process::{Server, server};
+use crate::support::receiver::Receiver;
+use crate::support::{Backend, Options, TestApp, on_both_backends};
+
+on_both_backends!(
+    metrics_cover_every_family_the_dashboards_use,
+    an_api_node_leaves_deliveries_to_a_worker_node
+);
+
+const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CLIENT_SPAN: &str = "00f067aa0ba902b7";
+
+/// The metric families `deploy/` (alerts and dashboard) refers to.
+fn deployed_families() -> Vec<&'static str> {
+    include_str!("../../../../deploy/metrics.txt")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect()
+}
+
+/// `name{labels} value` lines of a scrape, keyed by name.
+fn samples(text: &str) -> HashMap<String, Vec<(String, f64)>> {
+    let mut by_name: HashMap<String, Vec<(String, f64)>> = HashMap::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (series, value) = line.rsplit_once(' ').expect("name and value");
+        let (name, labels) = series.split_once('{').unwrap_or((series, ""));
+        let value: f64 = value.parse().expect("a number");
+        by_name
+            .entry(name.to_owned())
+            .or_default()
+            .push((labels.trim_end_matches('}').to_owned(), value));
+    }
+    by_name
+}
+
+async fn scrape(app: &TestApp) -> String {
+    let response = app
+        .client
+        .get(format!("{}/metrics", app.admin_base))
+        .send()
+        .await
+        .expect("scrape");
+    assert_eq!(response.status(), 200);
+    response.text().await.expect("text")
+}
+
+async fn metrics_cover_every_family_the_dashboards_use(backend: Backend) {
+    let options = Options {
+        settings: vec![("allow_private_webhook_targets", "true".to_owned())],
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(backend, options).await;
+    let receiver = Receiver::start().await;
+    // Metrics are the process's, shared with the other tests: this test's queue is its own.
+    let queue = format!("emails-{}", &app.workspace().as_str()[3..]);
+    // Traffic for every capability: a job run to completion, a failed and a retried attempt,
+    // a webhook delivered, a link followed.
+    for _ in 0..3 {
+        assert_eq!(app.get("/v1/workspace").await.status(), 200);
+    }
+    assert_eq!(app.get("/v1/no-such-thing").await.status(), 404);
+    let (status, _) = app
+        .post_value(
+            "/v1/jobs",
+            &json!({"queue": queue, "kind": "send", "max_attempts": 2,
+                "backoff": {"base_seconds": 1, "max_seconds": 1}}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    for (outcome, answered) in [("fail", 200), ("complete", 204)] {
+        let (status, claimed) = app
+            .post_value(&format!("/v1/queues/{queue}/claim"), &json!({}))
+            .await;
+        assert_eq!(status, 200, "{claimed}");
+        let job = &claimed["jobs"][0];
+        let path = format!("/v1/jobs/{}/{outcome}", job["id"].as_str().expect("id"));
+        let mut body = json!({"lease_token": job["lease_token"]});
+        if outcome == "fail" {
+            body["error"] = json!("boom");
+        }
+        let (status, answer) = app.post_value(&path, &body).await;
+        assert_eq!(status, answered, "{answer}");
+        // The failed attempt's retry waits out its backoff.
+        app.clock.advance(Duration::from_secs(2));
+    }
+    let (status, _) = app
+        .post_value("/v1/webhook-endpoints", &json!({"url": receiver.url}))
+        .await;
+    assert_eq!(status, 201);
+    let (status, _) = app
+        .post_value(
+            "/v1/events",
+            &json!({"type": "order.paid", "payload": {"n": 1}}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    receiver.wait_for(1).await;
+    let (status, link) = app
+        .post_value("/v1/links", &json!({"url": "https://example.com/x"}))
+        .await;
+    assert_eq!(status, 201, "{link}");
+    let slug = link["slug"].as_str().expect("slug");
+    let followed = app
+        .client
+        .get(app.url(&format!("/{slug}")))
+        .send()
+        .await
+        .expect("follow");
+    assert_eq!(followed.status(), 302);
+    // The delivery is recorded just after the receiver answered.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let text = scrape(&app).await;
+    let all = samples(&text);
+    let has = |family: &str| {
+        [
+            family,
+            &format!("{family}_count"),
+            &format!("{family}_total"),
+        ]
+        .iter()
+        .any(|name| all.contains_key(*name))
+    };
+    let missing: Vec<&str> = deployed_families()
+        .into_iter()
+        .filter(|f| !has(f))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "families missing from /metrics: {missing:?}\n{text}"
+    );
+
+    let value = |name: &str, labels: &[&str]| -> f64 {
+        all.get(name)
+            .into_iter()
+            .flatten()
+            .filter(|(l, _)| labels.iter().all(|want| l.contains(want)))
+            .map(|(_, v)| v)
+            .sum()
+    };
+    // Golden signals by route template and status class, never raw paths.
+    let workspace = [
+        r#"method="GET""#,
+        r#"route="/v1/workspace""#,
+        r#"status_class="2xx""#,
+    ];
+    assert!(
+        value("pier_http_requests_total", &workspace) >= 3.0,
+        "{text}"
+    );
+    assert!(
+        value(
+            "pier_http_requests_total",
+            &[r#"route="<unmatched>""#, r#"status_class="4xx""#]
+        ) >= 1.0
+    );
+    assert!(
+        !text.contains("/v1/no-such-thing"),
+        "raw paths are never labels"
+    );
+    assert!(!text.contains(slug), "slugs are never labels");
+    assert_eq!(
+        value(
+            "pier_http_requests_in_flight",
+            &[r#"route="/v1/workspace""#]
+        ),
+        0.0,
+        "finished requests leave the in-flight gauge"
+    );
+    // Jobs, by queue.
+    let label = format!(r#"queue="{queue}""#);
+    let emails = [label.as_str()];
+    assert_eq!(value("pier_jobs_enqueued_total", &emails), 1.0);
+    assert_eq!(value("pier_jobs_claimed_total", &emails), 2.0);
+    assert_eq!(value("pier_jobs_failed_total", &emails), 1.0);
+    assert_eq!(value("pier_jobs_completed_total", &emails), 1.0);
+    assert_eq!(
+        value("pier_jobs_pickup_latency_seconds_count", &emails),
+        2.0
+    );
+    assert_eq!(
+        value(
+            "pier_jobs_run_duration_seconds_count",
+            &[emails[0], r#"outcome="completed""#]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value("pier_jobs", &[emails[0], r#"state="completed""#]),
+        1.0
+    );
+    assert_eq!(
+        value("pier_jobs", &[emails[0], r#"state="available""#]),
+        0.0
+    );
+    let webhooks = [r#"queue="pier.webhooks""#];
+    assert!(value("pier_jobs_completed_total", &webhooks) >= 1.0);
+    // Webhooks, the pool, the build.
+    let delivered = [r#"outcome="succeeded""#, r#"status_class="2xx""#];
+    assert!(value("pier_webhook_attempts_total", &delivered) >= 1.0);
+    assert!(value("pier_webhook_delivery_latency_seconds_count", &[]) >= 1.0);
+    assert!(value("pier_db_connections_max", &[]) >= 1.0);
+    assert_eq!(
+        value(
+            "pier_build_info",
+            &[&format!(r#"version="{}""#, env!("CARGO_PKG_VERSION"))]
+        ),
+        1.0
+    );
+
+    // Histograms: cumulative buckets, ending in +Inf at the count.
+    let buckets: Vec<(String, f64)> = all["pier_http_request_duration_seconds_bucket"]
+        .iter()
+        .filter(|(l, _)| workspace[..2].iter().all(|w| l.contains(w)))
+        .cloned()
+        .collect();
+    assert_eq!(buckets.len(), 14, "13 bounds and +Inf: {buckets:?}");
+    assert!(buckets.windows(2).all(|w| w[0].1 <= w[1].1), "{buckets:?}");
+    let inf = buckets
+        .iter()
+        .find(|(l, _)| l.contains(r#"le="+Inf""#))
+        .expect("+Inf");
+    assert_eq!(
+        inf.1,
+        value("pier_http_request_duration_seconds_count", &workspace[..2])
+    );
+}
+
+/// An OTLP/HTTP collector (JSON encoding) that keeps every span it is sent.
+struct Collector {
+    url: String,
+    spans: Arc<Mutex<Vec<Value>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Collector {
+    async fn start() -> Self {
+        let spans: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let kept = spans.clone();
+        let app = axum::Router::new().route(
+            "/v1/traces",
+            axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+                let kept = kept.clone();
+                async move {
+                    assert_eq!(headers["content-type"], "application/json");
+                    let request: Value = serde_json::from_slice(&body).expect("OTLP JSON");
+                    let mut kept = kept.lock().expect("spans");
+                    for resource in request["resourceSpans"].as_array().into_iter().flatten() {
+                        for scope in resource["scopeSpans"].as_array().into_iter().flatten() {
+                            kept.extend(scope["spans"].as_array().into_iter().flatten().cloned());
+                        }
+                    }
+                    "{}"
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { url, spans, task }
+    }
+
+    /// Waits (at most 10 s) for a span named `name` (with `attribute` when given).
+    async fn span(&self, name: &str, attribute: Option<(&str, &str)>) -> Value {
+        let matches = |span: &Value| {
+            span["name"] == name
+                && attribute.is_none_or(|(key, value)| {
+                    span["attributes"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|a| a["key"] == key && a["value"]["stringValue"] == value)
+                })
+        };
+        for _ in 0..200 {
+            if let Some(span) = self
+                .spans
+                .lock()
+                .expect("spans")
+                .iter()
+                .find(|s| matches(s))
+            {
+                return span.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "no span {name} among {:?}",
+            self.spans.lock().expect("spans")
+        );
+    }
+}
+
+/// The client's trace continues through the request, the delivery job it enqueued, the
+/// webhook attempt, and into the `traceparent` the receiver gets: one trace, each span the
+/// child of the one before.
+#[tokio::test]
+async fn a_trace_runs_from_request_through_job_into_the_webhook() {
+    let collector = Collector::start().await;
+    let receiver = Receiver::start().await;
+    let mut server = server(
+        &Backend::Sqlite,
+        &["--allow-private-webhook-targets", "true"],
+    )
+    .await;
+    server.env = vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), collector.url.clone()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL".into(), "http/json".into()),
+    ];
+    let _child = server.start().await;
+    let traceparent = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01");
+    publish_to(&server, &receiver, Some(&traceparent)).await;
+
+    let delivered = receiver.wait_for(1).await;
+    let traceparent = delivered[0].header("traceparent").to_owned();
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    assert_eq!(parts.len(), 4, "{traceparent}");
+    assert_eq!(
+        parts[1], CLIENT_TRACE,
+        "the webhook continues the client's trace"
+    );
+
+    let request = collector
+        .span("request", Some(("http.route", "/v1/events")))
+        .await;
+    let job = collector.span("job.run", None).await;
+    let attempt = collector.span("webhook.attempt", None).await;
+    for span in [&request, &job, &attempt] {
+        assert_eq!(span["traceId"], CLIENT_TRACE, "{span}");
+    }
+    assert_eq!(request["parentSpanId"], CLIENT_SPAN);
+    assert_eq!(
+        job["parentSpanId"], request["spanId"],
+        "the job is the request's child"
+    );
+    assert_eq!(
+        attempt["parentSpanId"], job["spanId"],
+        "the attempt is the job's child"
+    );
+    assert_eq!(
+        parts[2], attempt["spanId"],
+        "the receiver's parent is the attempt"
+    );
+}
+
+/// Registers `receiver` as an endpoint of `server` and publishes one event to it, continuing
+/// the client's trace `traceparent` when given.
+async fn publish_to(server: &Server, receiver: &Receiver, traceparent: Option<&str>) {
+    let client = reqwest::Client::new();
+    let created = client
+        .post(format!("{}/v1/webhook-endpoints", server.base))
+        .bearer_auth(&server.key)
+        .json(&json!({"url": receiver.url}))
+        .send()
+        .await
+        .expect("create endpoint");
+    assert_eq!(created.status(), 201);
+    let mut publish = client
+        .post(format!("{}/v1/events", server.base))
+        .bearer_auth(&server.key)
+        .json(&json!({"type": "order.paid", "payload": {}}));
+    if let Some(traceparent) = traceparent {
+        publish = publish.header("traceparent", traceparent);
+    }
+    let published = publish.send().await.expect("publish");
+    assert_eq!(published.status(), 202);
+}
+
+/// On SIGTERM a node first answers `/readyz` with 503 while still serving, for the drain
+/// period, then stops.
+#[tokio::test]
+async fn readiness_turns_false_while_draining() {
+    let server = server(&Backend::Sqlite, &["--shutdown-drain-secs", "3"]).await;
+    let mut child = server.start().await;
+    let client = reqwest::Client::new();
+    let ready = client
+        .get(format!("{}/readyz", server.base))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), 200);
+
+    let pid = child.id().expect("pid").to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for base in [&server.base, &server.admin] {
+        let draining = client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .expect("still serving");
+        assert_eq!(draining.status(), 503);
+        let problem: Value = draining.json().await.expect("problem");
+        assert_eq!(problem["code"], "draining", "{problem}");
+        let alive = client
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .expect("still serving");
+        assert_eq!(alive.status(), 200, "liveness holds while draining");
+    }
+    let work = client
+        .get(format!("{}/v1/workspace", server.base))
+        .bearer_auth(&server.key)
+        .send()
+        .await
+        .expect("still serving");
+    assert_eq!(
+        work.status(),
+        200,
+        "requests are still served while draining"
+    );
+
+    let exited = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("stops after the drain")
+        .expect("status");
+    assert!(exited.success());
+}
+
+/// `--role api` serves the API and sends no webhook; `--role worker` sends them and serves no
+/// API, only its admin listener.
+async fn an_api_node_leaves_deliveries_to_a_worker_node(backend: Backend) {
+    let receiver = Receiver::start().await;
+    let cluster = server(&backend, &["--allow-private-webhook-targets", "true"]).await;
+    let api = cluster.another_node(&["--role", "api"]);
+    let _api_node = api.start().await;
+    publish_to(&api, &receiver, None).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        receiver.received().is_empty(),
+        "an api node sends no webhook"
+    );
+
+    let worker = cluster.another_node(&["--role", "worker"]);
+    let _worker_node = worker.start().await;
+    receiver.wait_for(1).await;
+    let refused = reqwest::Client::new()
+        .get(format!("{}/healthz", worker.base))
+        .send()
+        .await;
+    assert!(refused.is_err(), "a worker node serves no API");
+}
