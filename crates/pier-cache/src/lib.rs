@@ -32,6 +32,7 @@ use metrics::Counter;
 use moka::Expiry;
 use moka::notification::RemovalCause;
 use pier_core::{Clock, Timestamp};
+use tracing::Instrument;
 
 /// Invalidation epochs per cache; an invalidation retires this share of entries loaded before it.
 pub const SHARDS: usize = 4096;
@@ -92,6 +93,7 @@ struct Counters {
 /// A named cache of `V` by string key; cheap to clone (clones share the entries).
 #[derive(Clone)]
 pub struct Cache<V> {
+    name: &'static str,
     entries: moka::future::Cache<String, Entry<V>>,
     settings: Settings,
     clock: Arc<dyn Clock>,
@@ -128,6 +130,7 @@ impl<V: Clone + Send + Sync + 'static> Cache<V> {
             .build();
         let loaded = |outcome: &'static str| metrics::counter!("pier_cache_loads_total", "cache" => name, "outcome" => outcome);
         Self {
+            name,
             entries,
             settings,
             clock,
@@ -194,7 +197,9 @@ impl<V: Clone + Send + Sync + 'static> Cache<V> {
         F: Fn() -> Fut,
         Fut: Future<Output = Result<Option<V>, E>>,
     {
+        // One span per load (not per lookup): a trace shows the database work a miss caused.
         let value = load()
+            .instrument(tracing::info_span!("cache.load", cache = self.name))
             .await
             .inspect_err(|_| self.counters.failed.increment(1))?;
         let life = match value {

@@ -157,8 +157,12 @@ struct InFlight(metrics::Gauge);
 
 impl InFlight {
     fn enter(method: &'static str, route: &'static str) -> Self {
-        let gauge =
-            metrics::gauge!("pier_http_requests_in_flight", "method" => method, "route" => route);
+        static HANDLES: Handles<(&'static str, &'static str), metrics::Gauge> = OnceLock::new();
+        let gauge = handle(
+            &HANDLES,
+            (method, route),
+            |&(method, route)| metrics::gauge!("pier_http_requests_in_flight", "method" => method, "route" => route),
+        );
         gauge.increment(1.0);
         Self(gauge)
     }
@@ -192,43 +196,56 @@ fn intern(route: &str) -> &'static str {
     }
 }
 
-type RouteKey = (&'static str, &'static str, &'static str);
+/// Metric handles by label values, registered once: building a metric's labels on every
+/// request would allocate and hash them each time. Each map is bounded like the labels:
+/// methods and routes are closed sets, and statuses count by class.
+type Handles<K, V> = OnceLock<RwLock<HashMap<K, V>>>;
 
-/// The request counter and latency histogram of a method, route and status, registered once:
-/// building a metric's labels on every request would allocate and hash them each time. The
-/// set is bounded like the labels: methods and routes are closed sets, and statuses count by
-/// class.
-fn route_metrics(
-    method: &'static str,
-    route: &'static str,
-    status: u16,
-) -> (metrics::Counter, metrics::Histogram) {
-    static HANDLES: OnceLock<RwLock<HashMap<RouteKey, (metrics::Counter, metrics::Histogram)>>> =
-        OnceLock::new();
-    let handles = HANDLES.get_or_init(RwLock::default);
-    let key = (method, route, status_class(status));
+fn handle<K, V>(handles: &'static Handles<K, V>, key: K, register: impl FnOnce(&K) -> V) -> V
+where
+    K: std::hash::Hash + Eq,
+    V: Clone,
+{
+    let handles = handles.get_or_init(RwLock::default);
     if let Some(found) = handles.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
         return found.clone();
     }
-    let registered = (
-        metrics::counter!(
-            "pier_http_requests_total",
-            "method" => method,
-            "route" => route,
-            "status_class" => key.2
-        ),
-        metrics::histogram!(
-            "pier_http_request_duration_seconds",
-            "method" => method,
-            "route" => route
-        ),
-    );
+    let registered = register(&key);
     handles
         .write()
         .unwrap_or_else(|e| e.into_inner())
         .entry(key)
         .or_insert(registered)
         .clone()
+}
+
+/// The request counter and latency histogram of a method, route and status.
+fn route_metrics(
+    method: &'static str,
+    route: &'static str,
+    status: u16,
+) -> (metrics::Counter, metrics::Histogram) {
+    type Key = (&'static str, &'static str, &'static str);
+    static HANDLES: Handles<Key, (metrics::Counter, metrics::Histogram)> = OnceLock::new();
+    handle(
+        &HANDLES,
+        (method, route, status_class(status)),
+        |&(method, route, class)| {
+            (
+                metrics::counter!(
+                    "pier_http_requests_total",
+                    "method" => method,
+                    "route" => route,
+                    "status_class" => class
+                ),
+                metrics::histogram!(
+                    "pier_http_request_duration_seconds",
+                    "method" => method,
+                    "route" => route
+                ),
+            )
+        },
+    )
 }
 
 fn status_class(status: u16) -> &'static str {

@@ -38,6 +38,7 @@ pub fn probes(state: AppState) -> Router {
     Router::new()
         .route("/healthz", axum::routing::get(health::healthz))
         .route("/readyz", axum::routing::get(health::readyz))
+        .route_layer(from_fn(record_route))
         .layer(from_fn(edge))
         .with_state(state)
 }
