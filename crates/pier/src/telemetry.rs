@@ -19,7 +19,7 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter, SpanProcessor};
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanData, SpanExporter, SpanProcessor};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing_subscriber::filter::{EnvFilter, FilterFn};
@@ -79,8 +79,13 @@ pub fn init(format: LogFormat, filter: &str) -> anyhow::Result<Telemetry> {
     // Spans of Pier's own crates go to the collector whatever the log level.
     let traces = export.as_ref().map(|export| {
         let tracer = export.provider.tracer("pier");
+        // No source location, thread or busy/idle attributes: they cost on every span and say
+        // little that the span's name and fields do not.
         tracing_opentelemetry::layer()
             .with_tracer(tracer)
+            .with_location(false)
+            .with_threads(false)
+            .with_tracked_inactivity(false)
             .with_filter(FilterFn::new(|meta| {
                 meta.is_span() && meta.target().starts_with("pier")
             }))
@@ -114,11 +119,17 @@ impl Telemetry {
 /// compression are read by the exporter itself.
 struct OtlpSettings {
     protocol: Protocol,
+    sampler: Sampler,
 }
 
 impl OtlpSettings {
     fn from_env() -> anyhow::Result<Option<Self>> {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the settings through `lookup` (the environment, or a test's map).
+    fn from_vars(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Option<Self>> {
+        let var = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
         if var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
             || var("OTEL_TRACES_EXPORTER").is_some_and(|v| v == "none")
         {
@@ -138,7 +149,27 @@ impl OtlpSettings {
                 "OTEL_EXPORTER_OTLP_PROTOCOL={other} is not supported; use http/protobuf or http/json"
             ),
         };
-        Ok(Some(Self { protocol }))
+        let ratio = || -> anyhow::Result<f64> {
+            let arg = var("OTEL_TRACES_SAMPLER_ARG").unwrap_or_else(|| "1.0".to_owned());
+            match arg.trim().parse::<f64>() {
+                Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+                _ => bail!("OTEL_TRACES_SAMPLER_ARG={arg} is not a ratio between 0 and 1"),
+            }
+        };
+        let parent_based = |root: Sampler| Sampler::ParentBased(Box::new(root));
+        let sampler = match var("OTEL_TRACES_SAMPLER").as_deref() {
+            None | Some("parentbased_always_on") => parent_based(Sampler::AlwaysOn),
+            Some("parentbased_always_off") => parent_based(Sampler::AlwaysOff),
+            Some("parentbased_traceidratio") => parent_based(Sampler::TraceIdRatioBased(ratio()?)),
+            Some("always_on") => Sampler::AlwaysOn,
+            Some("always_off") => Sampler::AlwaysOff,
+            Some("traceidratio") => Sampler::TraceIdRatioBased(ratio()?),
+            Some(other) => bail!(
+                "OTEL_TRACES_SAMPLER={other} is not supported; use always_on, always_off, \
+                 traceidratio or their parentbased_ forms"
+            ),
+        };
+        Ok(Some(Self { protocol, sampler }))
     }
 
     fn start(self) -> anyhow::Result<Export> {
@@ -163,6 +194,7 @@ impl OtlpSettings {
         let (stop, stopping) = watch::channel(false);
         let task = tokio::spawn(send_batches(exporter, queue, stopping));
         let provider = SdkTracerProvider::builder()
+            .with_sampler(self.sampler)
             .with_resource(resource)
             .with_span_processor(Queue { spans })
             .build();
@@ -246,5 +278,64 @@ async fn send_batches(
                 tracing::warn!(error = %err, spans = n, "could not export spans");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(vars: &[(&str, &str)]) -> anyhow::Result<Option<OtlpSettings>> {
+        OtlpSettings::from_vars(|name| {
+            vars.iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| (*value).to_owned())
+        })
+    }
+
+    const ENDPOINT: (&str, &str) = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318");
+
+    #[test]
+    fn tracing_is_off_without_an_endpoint_or_when_disabled() {
+        assert!(settings(&[]).expect("valid").is_none());
+        let disabled = settings(&[ENDPOINT, ("OTEL_SDK_DISABLED", "true")]);
+        assert!(disabled.expect("valid").is_none());
+        let no_exporter = settings(&[ENDPOINT, ("OTEL_TRACES_EXPORTER", "none")]);
+        assert!(no_exporter.expect("valid").is_none());
+        assert!(settings(&[ENDPOINT]).expect("valid").is_some());
+    }
+
+    #[test]
+    fn samplers_follow_the_standard_variables() {
+        let sampler = |vars: &[(&str, &str)]| {
+            let mut all = vec![ENDPOINT];
+            all.extend_from_slice(vars);
+            settings(&all).map(|s| format!("{:?}", s.expect("on").sampler))
+        };
+        assert_eq!(sampler(&[]).expect("valid"), "ParentBased(AlwaysOn)");
+        let ratio = [
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
+        ];
+        assert_eq!(
+            sampler(&ratio).expect("valid"),
+            "ParentBased(TraceIdRatioBased(0.25))"
+        );
+        let always = [("OTEL_TRACES_SAMPLER", "always_on")];
+        assert_eq!(sampler(&always).expect("valid"), "AlwaysOn");
+        for bad in [
+            [
+                ("OTEL_TRACES_SAMPLER", "jaeger_remote"),
+                ("OTEL_TRACES_SAMPLER_ARG", "1"),
+            ],
+            [
+                ("OTEL_TRACES_SAMPLER", "traceidratio"),
+                ("OTEL_TRACES_SAMPLER_ARG", "2"),
+            ],
+        ] {
+            assert!(sampler(&bad).is_err(), "{bad:?}");
+        }
+        let grpc = settings(&[ENDPOINT, ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]);
+        assert!(grpc.is_err());
     }
 }
