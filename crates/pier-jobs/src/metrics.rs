@@ -169,3 +169,49 @@ impl JobStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_labels_are_bounded() {
+        // Other tests of this process may have named queues already; these names are new.
+        let names: Vec<String> = (0..MAX_QUEUE_LABELS + 50)
+            .map(|n| format!("label-test-{n}"))
+            .collect();
+        let labels: Vec<SharedString> = names.iter().map(|n| queue_label(n)).collect();
+        let own = labels
+            .iter()
+            .zip(&names)
+            .filter(|(l, n)| l.as_ref() == n.as_str());
+        assert!(own.count() <= MAX_QUEUE_LABELS);
+        assert_eq!(queue_label("label-test-late").as_ref(), OTHER);
+        // A name that got its own series keeps it; Pier's own queues always get theirs.
+        assert_eq!(queue_label(&names[0]).as_ref(), labels[0].as_ref());
+        assert_eq!(queue_label("pier.label-test").as_ref(), "pier.label-test");
+    }
+
+    #[test]
+    fn moves_count_as_the_events_they_are() {
+        use JobState::*;
+        let of = |from, to| Event::of(from, Some(to));
+        assert_eq!(of(None, Available), Some(Event::Enqueued));
+        assert_eq!(of(None, Scheduled), Some(Event::Enqueued));
+        assert_eq!(of(Some(Retryable), Running), Some(Event::Claimed));
+        assert_eq!(of(Some(Running), Completed), Some(Event::Completed));
+        assert_eq!(of(Some(Running), Retryable), Some(Event::Failed));
+        assert_eq!(of(Some(Running), Discarded), Some(Event::Discarded));
+        assert_eq!(
+            of(Some(Scheduled), Available),
+            None,
+            "promotion is not an event"
+        );
+        assert_eq!(of(Some(Available), Cancelled), None);
+        assert_eq!(
+            Event::of(Some(Running), None),
+            None,
+            "pruning is not an event"
+        );
+    }
+}
