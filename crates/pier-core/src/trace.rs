@@ -10,16 +10,20 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 /// The trace context of `span` as a `traceparent` value (`00-<trace>-<span>-<flags>`), when
 /// tracing is on.
 pub fn traceparent(span: &tracing::Span) -> Option<String> {
+    let sc = span_context(span)?;
+    Some(format!(
+        "00-{}-{}-{:02x}",
+        sc.trace_id(),
+        sc.span_id(),
+        sc.trace_flags().to_u8()
+    ))
+}
+
+/// The OpenTelemetry context of `span`, when tracing is on.
+fn span_context(span: &tracing::Span) -> Option<SpanContext> {
     let cx = span.context();
     let sc = cx.span().span_context().clone();
-    sc.is_valid().then(|| {
-        format!(
-            "00-{}-{}-{:02x}",
-            sc.trace_id(),
-            sc.span_id(),
-            sc.trace_flags().to_u8()
-        )
-    })
+    sc.is_valid().then_some(sc)
 }
 
 /// The current span's `traceparent`, for work that continues elsewhere (a job, a webhook).
@@ -52,10 +56,7 @@ pub fn start(span: &tracing::Span, traceparent: Option<&str>) {
 
 /// The trace and span ids of `span` (hex), for log lines, when tracing is on.
 pub fn ids(span: &tracing::Span) -> Option<(String, String)> {
-    let cx = span.context();
-    let sc = cx.span().span_context().clone();
-    sc.is_valid()
-        .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
+    span_context(span).map(|sc| (sc.trace_id().to_string(), sc.span_id().to_string()))
 }
 
 /// Parses version `00` of `traceparent` (and, as the specification asks, later versions by their

@@ -5,7 +5,7 @@
 //! [`MAX_QUEUE_LABELS`] names this process sees keep their own series, later ones share
 //! `_other`. (Pier's own queues always keep theirs.)
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
@@ -80,10 +80,10 @@ pub(crate) fn count(queue: &str, event: Event, n: u64) {
     metrics::counter!(event.name(), "queue" => queue_label(queue)).increment(n);
 }
 
-/// How long a job waited between becoming due and being claimed.
-pub(crate) fn picked_up(queue: &str, waited: Duration) {
+/// How long jobs of `queue` waited between becoming due and being claimed (record each job's
+/// wait in it; one handle serves a whole claim).
+pub(crate) fn pickup_latency(queue: &str) -> metrics::Histogram {
     metrics::histogram!("pier_jobs_pickup_latency_seconds", "queue" => queue_label(queue))
-        .record(waited.as_secs_f64());
 }
 
 /// How long an attempt ran, from its claim to its end, and how it ended.
@@ -134,8 +134,7 @@ impl JobStore {
             sqlx::query_as(&heads_sql).bind(now).fetch_all(pool).await
         })?;
 
-        let mut totals: std::collections::BTreeMap<(SharedString, &'static str), f64> =
-            std::collections::BTreeMap::new();
+        let mut totals: BTreeMap<(SharedString, &'static str), f64> = BTreeMap::new();
         for (queue, state, n) in depths {
             let Ok(state) = state.parse::<JobState>() else {
                 continue;
@@ -154,7 +153,7 @@ impl JobStore {
         // Every queue that ever had a series keeps it (at zero); the labels are bounded.
         sampled.extend(totals.into_keys());
 
-        let mut ages: std::collections::BTreeMap<SharedString, f64> = sampled
+        let mut ages: BTreeMap<SharedString, f64> = sampled
             .iter()
             .map(|(queue, _)| (queue.clone(), 0.0))
             .collect();

@@ -215,8 +215,9 @@ impl JobStore {
         }
         moves.apply(&mut tx).await?;
         tx.commit().await?;
+        let pickup = metrics::pickup_latency(target.queue.as_str());
         for p in &picked {
-            metrics::picked_up(target.queue.as_str(), metrics::between(p.run_at, now));
+            pickup.record(metrics::between(p.run_at, now).as_secs_f64());
         }
         // RETURNING has no order; hand the jobs out in the order they were picked (claim order).
         let mut by_id: HashMap<String, ClaimedRow> =
