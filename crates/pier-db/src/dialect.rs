@@ -98,13 +98,36 @@ impl OwnedKeys {
     }
 }
 
+/// `id IN ($first, …)` for `count` ids bound one parameter each, the first at `$first`; with
+/// `workspace_id = $n` beside it, the one index lookup per id that a short list of a hot path
+/// needs. Unlike a JSON list, whose length PostgreSQL can only guess (100 rows), and unlike a
+/// list of `(workspace_id, id)` pairs, which it plans as a filter of ORs, this is planned as
+/// the primary-key lookups it is however small or large the table (measured on a young table:
+/// 1–1.7 ms and 20–40 ms a statement against 0.1 ms). Run such statements unprepared
+/// (`.persistent(false)`), since each length is a statement of its own. `count` must be at
+/// least 1.
+pub fn ids_in(first: usize, count: usize) -> String {
+    let params: Vec<String> = (first..first + count).map(|i| format!("${i}")).collect();
+    format!("id IN ({})", params.join(", "))
+}
+
 impl Backend {
     /// `(workspace_id, id) IN (…)` over the [`OwnedKeys`] bound at `param`: the one way a
-    /// statement names many rows of a tenant-owned table.
+    /// statement names many rows of a tenant-owned table (see also [`ids_in`]).
     pub fn owned_keys_in(self, param: &str) -> String {
         format!(
             "(workspace_id, id) IN (SELECT value ->> 0, value ->> 1 FROM {})",
             self.json_rows(param)
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listed_ids_number_their_parameters_from_the_first() {
+        assert_eq!(ids_in(3, 2), "id IN ($3, $4)");
     }
 }

@@ -11,6 +11,7 @@
 
 mod connect;
 mod dialect;
+pub mod group;
 mod listen;
 mod migrate;
 mod outbox;
@@ -20,7 +21,7 @@ mod tx;
 use std::time::Duration;
 
 pub use connect::{DatabaseUrl, InvalidDatabaseUrl};
-pub use dialect::{Backend, JsonList, OwnedKeys};
+pub use dialect::{Backend, JsonList, OwnedKeys, ids_in};
 pub use listen::{Notice, Relay};
 pub use migrate::Migration;
 pub use outbox::{Outbox, Publishing};

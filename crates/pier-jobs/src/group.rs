@@ -1,124 +1,24 @@
-//! Group commit for single operations. Concurrent callers that each enqueue, complete, fail or
-//! heartbeat one job (an HTTP request each, or in-process code) hand their operation to a
-//! committer; it takes everything that queued up while the previous commit ran and commits it
-//! as one transaction, then answers each caller with its own outcome (a unique key held, a stale
-//! lease, …). A commit costs one disk sync however many operations it carries, so the rate of
-//! single operations approaches that of batches, while each caller still waits only for its own
-//! commit. If a gathered batch fails as a whole, each operation is retried alone, so one
-//! failing operation never fails the others.
+//! Group commit ([`pier_db::group`]) of single job operations: concurrent callers that each
+//! enqueue, complete, fail or heartbeat one job (an HTTP request each, or in-process code) share
+//! commits, and each gets its own outcome (a unique key held, a stale lease, …).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use pier_core::WorkspaceId;
-use pier_db::Backend;
-use tokio::sync::{Mutex, mpsc, oneshot};
+use pier_db::group::{self, Lane};
 
 use crate::model::{Enqueued, JobState, NewJob};
 use crate::store::{Completion, Failure, Heartbeat, Held, JobStore};
-
-/// The most operations one commit carries.
-const MAX_BATCH: usize = 500;
-/// Operations waiting for a commit, per kind; callers beyond this wait to queue.
-const QUEUED: usize = 10_000;
-
-type Reply<R> = oneshot::Sender<Result<R, sqlx::Error>>;
-/// Runs a gathering as one transaction; the items are shared, so that a failed gathering can be
-/// retried item by item without copying every payload up front.
-type Run<I, R> = Arc<
-    dyn Fn(
-            JobStore,
-            Arc<Vec<I>>,
-        ) -> futures_util::future::BoxFuture<'static, Result<Vec<R>, sqlx::Error>>
-        + Send
-        + Sync,
->;
-
-/// One kind of operation with its committers.
-struct Lane<I, R> {
-    queue: mpsc::Sender<(I, Reply<R>)>,
-}
-
-impl<I, R> Clone for Lane<I, R> {
-    fn clone(&self) -> Self {
-        Self {
-            queue: self.queue.clone(),
-        }
-    }
-}
-
-impl<I: Clone + Send + Sync + 'static, R: Send + 'static> Lane<I, R> {
-    /// Starts `committers` tasks that each take what queued up and run it as one batch; on
-    /// PostgreSQL several commits can be in flight at once, on SQLite one writer serves them all.
-    fn start(store: &JobStore, committers: usize, run: Run<I, R>) -> Self {
-        let (queue, receiver) = mpsc::channel::<(I, Reply<R>)>(QUEUED);
-        let receiver = Arc::new(Mutex::new(receiver));
-        for _ in 0..committers {
-            let (store, receiver, run) = (store.clone(), receiver.clone(), run.clone());
-            tokio::spawn(async move {
-                let mut batch = Vec::with_capacity(MAX_BATCH);
-                loop {
-                    if receiver.lock().await.recv_many(&mut batch, MAX_BATCH).await == 0 {
-                        return; // Every sender is gone.
-                    }
-                    let (items, replies): (Vec<I>, Vec<Reply<R>>) = batch.drain(..).unzip();
-                    commit(&store, &run, items, replies).await;
-                }
-            });
-        }
-        Self { queue }
-    }
-
-    async fn call(&self, item: I) -> Result<R, sqlx::Error> {
-        let (reply, answer) = oneshot::channel();
-        self.queue
-            .send((item, reply))
-            .await
-            .map_err(|_| sqlx::Error::PoolClosed)?;
-        answer.await.map_err(|_| sqlx::Error::PoolClosed)?
-    }
-}
-
-async fn commit<I: Clone, R>(
-    store: &JobStore,
-    run: &Run<I, R>,
-    items: Vec<I>,
-    replies: Vec<Reply<R>>,
-) {
-    let items = Arc::new(items);
-    match run(store.clone(), items.clone()).await {
-        Ok(outcomes) => {
-            for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                let _ = reply.send(Ok(outcome));
-            }
-        }
-        Err(err) if items.len() == 1 => {
-            if let Some(reply) = replies.into_iter().next() {
-                let _ = reply.send(Err(err));
-            }
-        }
-        Err(err) => {
-            tracing::warn!(error = %err, operations = items.len(), "a group commit failed; retrying each operation alone");
-            for (item, reply) in items.iter().zip(replies) {
-                let alone = Arc::new(vec![item.clone()]);
-                let outcome = run(store.clone(), alone).await.and_then(|mut one| {
-                    one.pop()
-                        .ok_or_else(|| sqlx::Error::Protocol("no outcome".into()))
-                });
-                let _ = reply.send(outcome);
-            }
-        }
-    }
-}
 
 /// The committers of one job store. Cheap to clone; its tasks end when the last clone is
 /// dropped.
 #[derive(Clone)]
 pub struct GroupCommit {
-    enqueue: Lane<(WorkspaceId, NewJob), Enqueued>,
-    complete: Lane<Completion, bool>,
-    fail: Lane<Failure, Option<JobState>>,
-    heartbeat: Lane<(Held, Option<Duration>), Option<Heartbeat>>,
+    enqueue: Lane<(WorkspaceId, NewJob), Enqueued, sqlx::Error>,
+    complete: Lane<Completion, bool, sqlx::Error>,
+    fail: Lane<Failure, Option<JobState>, sqlx::Error>,
+    heartbeat: Lane<(Held, Option<Duration>), Option<Heartbeat>, sqlx::Error>,
 }
 
 impl std::fmt::Debug for GroupCommit {
@@ -130,15 +30,10 @@ impl std::fmt::Debug for GroupCommit {
 impl GroupCommit {
     /// Starts the committers for `store`.
     pub fn start(store: &JobStore) -> Self {
-        // SQLite has one writer; on PostgreSQL a second commit in flight overlaps the first's
-        // disk sync (more committers only make each gathering smaller: measured).
-        let committers = match store.db().backend() {
-            Backend::Sqlite => 1,
-            Backend::Postgres => 2,
-        };
+        let committers = group::committers(store.db().backend());
         Self {
             enqueue: Lane::start(
-                store,
+                store.clone(),
                 committers,
                 Arc::new(|store, items| {
                     Box::pin(async move {
@@ -152,17 +47,17 @@ impl GroupCommit {
                 }),
             ),
             complete: Lane::start(
-                store,
+                store.clone(),
                 committers,
                 Arc::new(|store, items| Box::pin(async move { store.complete_many(&items).await })),
             ),
             fail: Lane::start(
-                store,
+                store.clone(),
                 committers,
                 Arc::new(|store, items| Box::pin(async move { store.fail_many(&items).await })),
             ),
             heartbeat: Lane::start(
-                store,
+                store.clone(),
                 committers,
                 Arc::new(|store, items| {
                     Box::pin(async move { store.heartbeat_many(&items).await })

@@ -25,6 +25,7 @@ mod retention;
 mod schedule;
 mod secrets;
 mod store;
+mod targets;
 
 pub use deliver::{Deliverer, USER_AGENT};
 pub use model::{

@@ -146,17 +146,18 @@ pub(crate) async fn retire(
     Ok(())
 }
 
-/// The keys that sign at `now`: of each kind, the current one (which never expires) first.
+/// The keys that sign at `now`: of each kind, the current one (which never expires) first; and
+/// when the first of them stops signing (`None` while no rotation's overlap runs).
 pub(crate) async fn live(
     db: &Db,
     sealing: &SubKey,
     workspace: &WorkspaceId,
     endpoint: &EndpointId,
     now: Timestamp,
-) -> Result<Keys, crate::WebhookError> {
-    let rows: Vec<(String, String, Vec<u8>)> = with_reader!(db, pool => {
+) -> Result<(Keys, Option<Timestamp>), crate::WebhookError> {
+    let rows: Vec<(String, String, Vec<u8>, Option<i64>)> = with_reader!(db, pool => {
         sqlx::query_as(
-            "SELECT id, kind, sealed FROM webhook_secrets WHERE workspace_id = $1 \
+            "SELECT id, kind, sealed, expires_at FROM webhook_secrets WHERE workspace_id = $1 \
              AND endpoint_id = $2 AND (expires_at IS NULL OR expires_at > $3) \
              ORDER BY COALESCE(expires_at, 9223372036854775807) DESC, id DESC",
         )
@@ -166,8 +167,13 @@ pub(crate) async fn live(
         .fetch_all(pool)
         .await
     })?;
+    let until = rows
+        .iter()
+        .filter_map(|row| row.3)
+        .min()
+        .map(Timestamp::from_micros);
     let mut keys = Keys::default();
-    for (id, kind, sealed) in rows {
+    for (id, kind, sealed, _) in rows {
         let bytes = sealing
             .open(&sealed, &context(workspace, endpoint, &id))
             .map_err(|_| SecretUnreadable)?;
@@ -181,5 +187,5 @@ pub(crate) async fn live(
                 .push(SigningSecret::from_bytes(bytes).map_err(|_| SecretUnreadable)?),
         }
     }
-    Ok(keys)
+    Ok((keys, until))
 }

@@ -14,6 +14,7 @@ use crate::model::{
 };
 use crate::schedule::RetrySchedule;
 use crate::secrets::{self, Keys};
+use crate::targets::{Target, Targets};
 
 /// How deliveries behave; the server's configuration fills it.
 #[derive(Debug, Clone)]
@@ -81,6 +82,7 @@ pub struct WebhookStore {
     pub(crate) sealing: SubKey,
     pub(crate) settings: Arc<Settings>,
     pub(crate) guard: Guard,
+    targets: Targets,
 }
 
 impl std::fmt::Debug for WebhookStore {
@@ -217,12 +219,20 @@ impl WebhookStore {
     ) -> Self {
         Self {
             db,
-            clock,
+            clock: clock.clone(),
             jobs,
             sealing,
             settings: Arc::new(settings),
             guard,
+            targets: Targets::new(clock),
         }
+    }
+
+    /// Adds the channel of changed endpoints to `relay`: endpoints changed on other nodes leave
+    /// this node's cache (PostgreSQL; on SQLite every write happens in this process).
+    #[must_use]
+    pub fn listen(&self, relay: pier_db::Relay) -> pier_db::Relay {
+        self.targets.listen(relay)
     }
 
     pub fn settings(&self) -> &Settings {
@@ -344,16 +354,19 @@ impl WebhookStore {
         workspace: &WorkspaceId,
         id: &EndpointId,
     ) -> Result<Option<Endpoint>, sqlx::Error> {
-        let row: Option<EndpointRow> = self
-            .db
-            .find_owned(
-                "webhook_endpoints",
-                ENDPOINT_COLUMNS,
-                workspace.as_str(),
-                id.as_str(),
-            )
-            .await?;
-        row.map(Endpoint::try_from).transpose()
+        read_endpoint(&self.db, workspace, id).await
+    }
+
+    /// The endpoint with the keys that sign for it now, as deliveries see it (cached; see
+    /// [`crate::targets`]).
+    pub(crate) async fn target(
+        &self,
+        workspace: &WorkspaceId,
+        id: &EndpointId,
+    ) -> Result<Option<Arc<Target>>, WebhookError> {
+        self.targets
+            .get(&self.db, &self.sealing, workspace, id, self.clock.now())
+            .await
     }
 
     /// Endpoints in creation order, `limit` after the one with id `after`.
@@ -407,6 +420,9 @@ impl WebhookStore {
         })?;
         let Some(row) = row else { return Ok(None) };
         let endpoint = Endpoint::try_from(row)?;
+        self.targets
+            .forget_on_commit(&mut tx, &seen.workspace_id, &seen.id)
+            .await?;
         if endpoint.ed25519 && !seen.ed25519 {
             // Turned on: it signs with a key of its own from now on.
             let keys = Keys {
@@ -446,6 +462,9 @@ impl WebhookStore {
         if !deleted {
             return Ok(false);
         }
+        self.targets
+            .forget_on_commit(&mut tx, &seen.workspace_id, &seen.id)
+            .await?;
         for table in ["webhook_secrets", "webhook_attempts", "webhook_deliveries"] {
             let sql = format!("DELETE FROM {table} WHERE workspace_id = $1 AND endpoint_id = $2");
             with_tx!(&mut tx, conn => {
@@ -467,14 +486,15 @@ impl WebhookStore {
         workspace: &WorkspaceId,
         endpoint: &EndpointId,
     ) -> Result<Keys, WebhookError> {
-        secrets::live(
+        let (keys, _) = secrets::live(
             &self.db,
             &self.sealing,
             workspace,
             endpoint,
             self.clock.now(),
         )
-        .await
+        .await?;
+        Ok(keys)
     }
 
     /// Issues a new secret (and Ed25519 key, if the endpoint uses one); the current ones keep
@@ -502,6 +522,9 @@ impl WebhookStore {
         let Some((ed25519,)) = found else {
             return Ok(None);
         };
+        self.targets
+            .forget_on_commit(&mut tx, workspace, endpoint)
+            .await?;
         let until = now.saturating_add(self.settings.secret_overlap);
         secrets::retire(&mut tx, workspace, endpoint, until).await?;
         let keys = Keys::generate(ed25519);
@@ -535,6 +558,9 @@ impl WebhookStore {
         })?;
         let Some(row) = row else { return Ok(false) };
         let endpoint = Endpoint::try_from(row)?;
+        self.targets
+            .forget_on_commit(tx, workspace, &endpoint.id)
+            .await?;
         tracing::warn!(workspace_id = %workspace, endpoint_id = %endpoint.id,
             reason = reason.as_str(), "webhook endpoint disabled");
         metrics::counter!("pier_webhook_endpoints_disabled_total", "reason" => reason.as_str())
@@ -544,4 +570,21 @@ impl WebhookStore {
             .await?;
         Ok(true)
     }
+}
+
+/// One endpoint, read from the database.
+pub(crate) async fn read_endpoint(
+    db: &Db,
+    workspace: &WorkspaceId,
+    id: &EndpointId,
+) -> Result<Option<Endpoint>, sqlx::Error> {
+    let row: Option<EndpointRow> = db
+        .find_owned(
+            "webhook_endpoints",
+            ENDPOINT_COLUMNS,
+            workspace.as_str(),
+            id.as_str(),
+        )
+        .await?;
+    row.map(Endpoint::try_from).transpose()
 }

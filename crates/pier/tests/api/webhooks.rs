@@ -818,3 +818,44 @@ async fn everything(app: &TestApp) -> Vec<u8> {
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
+
+/// An endpoint changed through one node is sent to as changed by another at once: the change
+/// reaches every node's endpoint cache through PostgreSQL. Node A serves the API only, so every
+/// delivery is node B's, whose cache holds the endpoint after the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set PIER_TEST_DATABASE_URL"]
+async fn endpoint_changes_reach_the_node_that_delivers() {
+    let a = spawn_with(Backend::postgres(), &[("role", "api")]).await;
+    let _b = a
+        .another_node_with(Options {
+            settings: vec![("allow_private_webhook_targets", "true".to_owned())],
+            ..Options::default()
+        })
+        .await;
+    let (before, after) = (Receiver::start().await, Receiver::start().await);
+    let (endpoint, _) = endpoint(&a, json!({"url": before.url})).await;
+    publish(&a, json!({"type": "a.b", "payload": {"n": 1}})).await;
+    before.wait_for(1).await;
+
+    let response = a
+        .request(
+            Method::PATCH,
+            &format!("/v1/webhook-endpoints/{}", id(&endpoint)),
+        )
+        .header("content-type", "application/merge-patch+json")
+        .body(json!({"url": after.url}).to_string())
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+    // The notification travels through PostgreSQL: allow it a moment, far below the cache TTL.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    publish(&a, json!({"type": "a.b", "payload": {"n": 2}})).await;
+    let arrived = after.wait_for(1).await;
+    assert_eq!(arrived[0].json()["data"]["n"], 2);
+    assert_eq!(
+        before.received().len(),
+        1,
+        "the old URL got the second event"
+    );
+}
