@@ -24,7 +24,7 @@
 #   BENCH_BACKENDS [sqlite,postgres]  BENCH_SCENARIOS [throughput,latency,sustained]
 #   BENCH_ENDPOINTS [1,10,100]  BENCH_EVENTS [2000]  BENCH_MAX_DELIVERIES [50000]
 #   BENCH_LATENCY_SECONDS [30]  BENCH_SUSTAINED_SECONDS [60]  BENCH_DRAIN_SECONDS [600]
-#   BENCH_WEBHOOKS_CONCURRENCY [Pier's default, 50]
+#   BENCH_WEBHOOKS_CONCURRENCY [Pier's default, 400]
 #   PIER_BENCH_DATABASE_URL [postgres://postgres@127.0.0.1:5432/test]: an admin connection, used
 #     to create and drop one database per measurement (bench_wh_<pid>_<n>)
 #   BENCH_SKIP_BUILD=1 skips `cargo build`

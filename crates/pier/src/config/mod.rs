@@ -284,8 +284,8 @@ settings! {
         secret_overlap_secs: u64 = 24 * 3600,
         /// The largest event payload accepted, as JSON text (413 beyond).
         max_payload_bytes: u64 = 256 * 1024,
-        /// Deliveries this node sends at once.
-        concurrency: u64 = 50,
+        /// Deliveries this node sends at once. Each holds its event's payload while in flight.
+        concurrency: u64 = 400,
         /// Seconds events, their deliveries and attempts are kept once every delivery ended.
         retention_secs: u64 = 30 * 24 * 3600,
     }
