@@ -85,7 +85,7 @@ impl Deliverer {
 
 /// How one request went.
 #[derive(Debug, Clone)]
-pub(super) struct Response {
+struct Response {
     status: Option<u16>,
     body: Option<String>,
     error: Option<String>,
