@@ -191,6 +191,9 @@ impl Deliverer {
             .map_err(|e| JobFailure::new(format!("the endpoint's rate limit: {e}")))?;
         let policy = Policy::workspace(&endpoint.workspace_id, "webhook-endpoint", spec);
         loop {
+            // The snooze counts from the moment of the decision, not from after it: a clock
+            // read later (a preempted task, a test moving its clock) would push it too far.
+            let decided_at = self.store.now();
             let decision = self
                 .limiter
                 .check(&policy, endpoint.id.as_str(), 1)
@@ -206,7 +209,7 @@ impl Deliverer {
                     .saturating_sub(pending.sent.saturating_add(1))
                     .min(6);
                 let wait = (decision.retry_after * 2u32.pow(snoozed)).min(MAX_SNOOZE);
-                let at = self.store.now().saturating_add(wait);
+                let at = decided_at.saturating_add(wait);
                 return Err(JobFailure::new("throttled by the endpoint's rate limit").retry_at(at));
             }
             tokio::select! {
