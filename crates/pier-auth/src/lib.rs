@@ -1,4 +1,5 @@
-//! Who is calling and what they may do: workspaces, API keys, roles, permissions and scopes.
+//! Who is calling and what they may do: workspaces, API keys, users and their memberships,
+//! roles, permissions and scopes.
 //!
 //! The permission matrix (roles are fixed bundles of permissions; a key's scopes can only narrow
 //! its role):
@@ -29,11 +30,12 @@ mod key_secret;
 pub mod key_use;
 mod permission;
 mod principal;
+mod users;
 mod workspaces;
 
 /// The tables this crate owns: `workspaces` and `api_keys` came with the foundation migration
-/// (see [`pier_db::MIGRATIONS`]); later changes to them are listed here.
-pub const MIGRATIONS: &[pier_db::Migration] = &[];
+/// (see [`pier_db::MIGRATIONS`]); `users` and `memberships`, and later changes, are listed here.
+pub const MIGRATIONS: &[pier_db::Migration] = pier_db::migrations!(11 => "0011_users");
 
 pub use api_keys::{ApiKey, ApiKeyFilter, ApiKeyId, ApiKeyStore, KeyName, NewApiKey};
 pub use bootstrap::{Bootstrap, bootstrap};
@@ -41,4 +43,8 @@ pub use key_secret::{InvalidKeySecret, KeySecret};
 pub use permission::{Permission, PermissionSet, Role};
 pub use pier_core::WorkspaceId;
 pub use principal::{AuthError, Authenticator, Principal};
+pub use users::{
+    CreatedUser, Email, MIN_PASSWORD_CHARS, Member, Membership, User, UserError, UserId, UserStore,
+    check_password,
+};
 pub use workspaces::{Workspace, WorkspaceName, WorkspaceStore};

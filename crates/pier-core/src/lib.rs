@@ -4,6 +4,7 @@
 pub mod clock;
 pub mod cursor;
 pub mod id;
+pub mod password;
 pub mod schema;
 pub mod seal;
 pub mod secret;

@@ -238,3 +238,8 @@ pub fn unshare(shared: std::sync::Arc<sqlx::Error>) -> sqlx::Error {
 pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
 }
+
+/// Whether `err` is a row naming another that does not exist, on either backend.
+pub fn is_foreign_key_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.is_foreign_key_violation())
+}

@@ -8,7 +8,6 @@ pub mod clicks;
 mod flush;
 pub mod geo;
 pub mod link;
-pub mod password;
 mod redirect;
 mod shared;
 pub mod sketch;

@@ -66,7 +66,7 @@ impl Destination {
     pub fn password_matches(&self, password: &str) -> bool {
         self.password_hash
             .as_deref()
-            .is_some_and(|phc| crate::password::verify(password, phc))
+            .is_some_and(|phc| pier_core::password::verify(password, phc))
     }
 }
 

@@ -279,7 +279,7 @@ async fn updates_are_conditional_and_reach_the_redirect_lookup(backend: Backend)
     );
 
     change.slug = Some(Slug::parse("summer").expect("slug"));
-    change.password = PasswordChange::Set(pier_links::password::hash("pw").expect("hash"));
+    change.password = PasswordChange::Set(pier_core::password::hash("pw").expect("hash"));
     change.expires_at = Some(f.clock.now().saturating_add(Duration::from_secs(60)));
     let renamed = f
         .store

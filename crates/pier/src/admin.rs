@@ -1,4 +1,4 @@
-//! Offline administration: the `keys`, `workspaces`, `migrate` and `config` commands. They work
+//! Offline administration: the `keys`, `workspaces`, `users`, `migrate` and `config` commands. They work
 //! on the same database as the service, whether or not it is running. Results go to stdout
 //! (a new key alone on its line, for scripts); explanations go to stderr.
 
@@ -6,14 +6,14 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail};
 use pier_auth::{
-    ApiKey, ApiKeyId, ApiKeyStore, KeyName, KeySecret, NewApiKey, Permission, PermissionSet, Role,
-    WorkspaceId, WorkspaceName, WorkspaceStore,
+    ApiKey, ApiKeyId, ApiKeyStore, Email, KeyName, KeySecret, NewApiKey, Permission, PermissionSet,
+    Role, UserStore, WorkspaceId, WorkspaceName, WorkspaceStore,
 };
-use pier_core::{Clock, SystemClock, Timestamp};
+use pier_core::{Clock, Label, SystemClock, Timestamp};
 use pier_db::Db;
 
 use crate::app::open_database;
-use crate::cli::{KeysCommand, WorkspacesCommand};
+use crate::cli::{KeysCommand, UsersCommand, WorkspacesCommand};
 use crate::config::Config;
 
 fn clock() -> Arc<dyn Clock> {
@@ -212,6 +212,63 @@ pub async fn workspaces(config: &Config, command: WorkspacesCommand) -> anyhow::
             WorkspacesCommand::List => {
                 for ws in store.list_all().await? {
                     println!("{}\t{}\t{}", ws.id, ws.created_at, cell(&ws.name));
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+    db.close().await;
+    result
+}
+
+pub async fn users(config: &Config, command: UsersCommand) -> anyhow::Result<()> {
+    let db = open_database(config).await?;
+    let store = UserStore::new(db.clone(), clock());
+    let result = async {
+        match command {
+            UsersCommand::Create {
+                email,
+                name,
+                workspace,
+                role,
+            } => {
+                let typed = email;
+                let email = Email::parse(&typed).map_err(|e| anyhow!("--email {e}"))?;
+                // The default name keeps the case the address was typed in.
+                let name = name
+                    .as_deref()
+                    .unwrap_or_else(|| typed.trim().split('@').next().unwrap_or_default());
+                let name = Label::parse(name).map_err(|e| anyhow!("--name {e}"))?;
+                let role = role.parse::<Role>().map_err(|e| anyhow!("--role: {e}"))?;
+                let workspace = pick_workspace(&db, workspace.as_deref()).await?;
+                if let Some(user) = store.by_email(&email).await? {
+                    store.add_member(&workspace, &user.id, role).await?;
+                    eprintln!(
+                        "{} ({}) exists already: added to {workspace} as {role}, with the \
+                         password they have.",
+                        user.id, user.email
+                    );
+                    return Ok(());
+                }
+                let created = store.create(&email, &name, &workspace, role).await?;
+                eprintln!(
+                    "Created user {} ({}), {role} of {workspace}. Their one-time password is \
+                     shown only once; they choose their own at first sign-in:",
+                    created.user.id, created.user.email
+                );
+                println!("password: {}", created.one_time_password);
+            }
+            UsersCommand::List { workspace } => {
+                let workspace = pick_workspace(&db, workspace.as_deref()).await?;
+                for member in store.members(&workspace).await? {
+                    println!(
+                        "{}\t{}\t{}\t{}",
+                        member.user.id,
+                        cell(&member.user.email),
+                        member.role,
+                        cell(&member.user.display_name)
+                    );
                 }
             }
         }

@@ -96,6 +96,9 @@ pub enum Command {
     /// Manage workspaces offline, against the same database
     #[command(subcommand)]
     Workspaces(WorkspacesCommand),
+    /// Manage users (the people who sign in) offline, against the same database
+    #[command(subcommand)]
+    Users(UsersCommand),
     /// Print a fresh secret key for the secret_key setting (PIER_SECRET_KEY)
     GenerateSecretKey,
     /// Copy the embedded SQLite database, consistently, while the service runs
@@ -169,6 +172,33 @@ pub enum KeysCommand {
     },
     /// Print a fresh key without storing it, e.g. for PIER_BOOTSTRAP_API_KEY
     Generate,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Create a user in a workspace and print their one-time password on a line of its own, as
+    /// `password: …` (shown once; they choose their own at first sign-in). A user who exists
+    /// already is added to the workspace instead, keeping their password
+    Create {
+        /// Their email address, which is their login
+        #[arg(long)]
+        email: String,
+        /// Their name as others see it [default: the part of the email before the @]
+        #[arg(long)]
+        name: Option<String>,
+        /// The workspace [default: the only one, if there is exactly one]
+        #[arg(long, value_name = "ws_…")]
+        workspace: Option<String>,
+        /// owner, admin, member or viewer
+        #[arg(long, default_value = "member")]
+        role: String,
+    },
+    /// List a workspace's members
+    List {
+        /// The workspace [default: the only one, if there is exactly one]
+        #[arg(long, value_name = "ws_…")]
+        workspace: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

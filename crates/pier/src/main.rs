@@ -32,6 +32,7 @@ async fn main() -> ExitCode {
         Command::Config => admin::print_config(&config),
         Command::Keys(command) => admin::keys(&config, command).await,
         Command::Workspaces(command) => admin::workspaces(&config, command).await,
+        Command::Users(command) => admin::users(&config, command).await,
         Command::Webhooks(command) => webhook_verify::run(command),
         Command::Backup { to } => admin::backup(&config, &to).await,
         Command::GenerateSecretKey => {

@@ -198,7 +198,7 @@ fn max_clicks() -> Object {
 }
 
 fn password() -> Object {
-    schema::nullable(pier_links::password::schema().description(Some(
+    schema::nullable(pier_core::password::schema().description(Some(
         "Visitors must enter it before being redirected. Write-only: stored as an Argon2id \
          hash, never shown",
     )))
@@ -303,7 +303,7 @@ impl UpdateLink {
         };
         let (password, new_password) = match self.password {
             Some(Some(pw)) => {
-                errors.check("password", "invalid", pier_links::password::check(&pw));
+                errors.check("password", "invalid", pier_core::password::check(&pw));
                 (PasswordChange::Keep, Some(pw))
             }
             Some(None) => (PasswordChange::Remove, None),
@@ -354,7 +354,7 @@ impl Checked {
     /// Hashes the new password off the async executor: Argon2id takes tens of milliseconds.
     pub(crate) async fn into_fields(mut self) -> ApiResult<LinkFields> {
         if let Some(password) = self.new_password {
-            let hash = tokio::task::spawn_blocking(move || pier_links::password::hash(&password))
+            let hash = tokio::task::spawn_blocking(move || pier_core::password::hash(&password))
                 .await
                 .map_err(ApiError::internal)?
                 .map_err(|e| ApiError::internal(anyhow::anyhow!("hashing a password: {e}")))?;

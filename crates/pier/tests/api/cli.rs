@@ -243,6 +243,82 @@ fn offline_workspace_and_key_administration() {
     );
 }
 
+#[test]
+fn offline_user_administration() {
+    let dir = tempfile::tempdir().expect("dir");
+    let out = run(pier(dir.path()).args(["workspaces", "create", "acme"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let out = run(pier(dir.path()).args([
+        "users",
+        "create",
+        "--email",
+        "Ann@Example.com",
+        "--role",
+        "owner",
+    ]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let password = stdout
+        .strip_prefix("password: ")
+        .and_then(|rest| rest.strip_suffix('\n'))
+        .expect("one line, `password: …`");
+    assert!(
+        password.len() >= 20 && password.chars().all(|c| c.is_ascii_alphanumeric()),
+        "{stdout}"
+    );
+    assert!(stderr(&out).contains("usr_"), "{}", stderr(&out));
+
+    let listed = run(pier(dir.path()).args(["users", "list"]));
+    let listed = String::from_utf8_lossy(&listed.stdout).to_string();
+    let fields: Vec<&str> = listed.trim_end().split('\t').collect();
+    assert_eq!(
+        fields[1..],
+        ["ann@example.com", "owner", "Ann"][..],
+        "{listed}"
+    );
+
+    let out = run(pier(dir.path()).args(["workspaces", "create", "second"]));
+    let second = stderr(&out)
+        .split_whitespace()
+        .find(|w| w.starts_with("ws_"))
+        .expect("the new workspace's id")
+        .to_owned();
+    let out = run(pier(dir.path()).args([
+        "users",
+        "create",
+        "--email",
+        "ann@example.com",
+        "--workspace",
+        &second,
+    ]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        out.stdout.is_empty(),
+        "an existing user gets no new password"
+    );
+    assert!(stderr(&out).contains("exists already"), "{}", stderr(&out));
+    let listed = run(pier(dir.path()).args(["users", "list", "--workspace", &second]));
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("ann@example.com\tmember"));
+
+    for (args, flag) in [
+        (
+            ["--email", "not an email", "--workspace", second.as_str()],
+            "--email",
+        ),
+        (["--email", "cy@example.com", "--role", "god"], "--role"),
+    ] {
+        let out = run(pier(dir.path()).args(["users", "create"]).args(args));
+        assert!(!out.status.success());
+        assert!(out.stdout.is_empty());
+        let message = stderr(&out);
+        assert!(
+            message.contains(flag) && message.lines().count() == 1,
+            "{message}"
+        );
+    }
+}
+
 /// Starts `pier serve` on a free port and returns the child and its stdout lines so far.
 async fn serve_once(dir: &Path) -> String {
     let mut child = tokio::process::Command::new(PIER)
