@@ -30,12 +30,14 @@ mod key_secret;
 pub mod key_use;
 mod permission;
 mod principal;
+mod sessions;
 mod users;
 mod workspaces;
 
 /// The tables this crate owns: `workspaces` and `api_keys` came with the foundation migration
-/// (see [`pier_db::MIGRATIONS`]); `users` and `memberships`, and later changes, are listed here.
-pub const MIGRATIONS: &[pier_db::Migration] = pier_db::migrations!(11 => "0011_users");
+/// (see [`pier_db::MIGRATIONS`]); `users`, `memberships`, `sessions`, and later changes, are listed here.
+pub const MIGRATIONS: &[pier_db::Migration] =
+    pier_db::migrations!(11 => "0011_users", 12 => "0012_sessions");
 
 pub use api_keys::{ApiKey, ApiKeyFilter, ApiKeyId, ApiKeyStore, KeyName, NewApiKey};
 pub use bootstrap::{Bootstrap, bootstrap};
@@ -43,6 +45,7 @@ pub use key_secret::{InvalidKeySecret, KeySecret};
 pub use permission::{Permission, PermissionSet, Role};
 pub use pier_core::WorkspaceId;
 pub use principal::{AuthError, Authenticator, Principal};
+pub use sessions::{Session, SessionError, SessionLimits, SessionSecret, SessionStore, SignedIn};
 pub use users::{
     CreatedUser, Email, MIN_PASSWORD_CHARS, Member, Membership, User, UserError, UserId, UserStore,
     check_password,

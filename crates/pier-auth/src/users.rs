@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use pier_core::validation::plain_text;
 use pier_core::{Clock, Label, Timestamp, WorkspaceId, define_id};
-use pier_db::{Db, with_reader, with_tx};
+use pier_db::{Db, Tx, with_reader, with_tx};
 use rand::Rng;
 use serde::Serialize;
 
@@ -263,11 +263,9 @@ impl UserStore {
     }
 
     pub async fn by_email(&self, email: &Email) -> Result<Option<User>, sqlx::Error> {
-        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1");
-        let row: Option<UserRow> = with_reader!(&self.db, pool => {
-            sqlx::query_as(&sql).bind(email.as_str()).fetch_optional(pool).await
-        })?;
-        Ok(row.map(User::from))
+        Ok(with_password_hash(&self.db, email)
+            .await?
+            .map(|(user, _)| user))
     }
 
     /// The members of `workspace`, by email.
@@ -293,30 +291,101 @@ impl UserStore {
 
     /// The workspaces `user` belongs to.
     pub async fn memberships(&self, user: &UserId) -> Result<Vec<Membership>, sqlx::Error> {
-        let rows: Vec<(String, String, i64)> = with_reader!(&self.db, pool => {
-            sqlx::query_as(
-                "SELECT workspace_id, role, created_at FROM memberships WHERE user_id = $1 \
-                 ORDER BY workspace_id",
-            )
-            .bind(user.as_str())
-            .fetch_all(pool)
-            .await
-        })?;
-        rows.into_iter()
-            .map(|(workspace, role, created_at)| {
-                Ok(Membership {
-                    workspace_id: WorkspaceId::from_trusted(workspace),
-                    user_id: user.clone(),
-                    role: role.parse::<Role>().map_err(decode)?,
-                    created_at: Timestamp::from_micros(created_at),
-                })
-            })
-            .collect()
+        memberships_of(&self.db, user).await
     }
 }
 
+pub(crate) async fn memberships_of(db: &Db, user: &UserId) -> Result<Vec<Membership>, sqlx::Error> {
+    let rows: Vec<(String, String, i64)> = with_reader!(db, pool => {
+        sqlx::query_as(
+            "SELECT workspace_id, role, created_at FROM memberships WHERE user_id = $1 \
+             ORDER BY workspace_id",
+        )
+        .bind(user.as_str())
+        .fetch_all(pool)
+        .await
+    })?;
+    rows.into_iter()
+        .map(|(workspace, role, created_at)| {
+            Ok(Membership {
+                workspace_id: WorkspaceId::from_trusted(workspace),
+                user_id: user.clone(),
+                role: role.parse::<Role>().map_err(decode)?,
+                created_at: Timestamp::from_micros(created_at),
+            })
+        })
+        .collect()
+}
+
+#[derive(sqlx::FromRow)]
+struct CredentialRow {
+    #[sqlx(flatten)]
+    user: UserRow,
+    password_hash: String,
+}
+
+/// The user whose `column` is `value`, with their password hash (which never leaves the crate).
+async fn with_hash_where(
+    db: &Db,
+    column: &str,
+    value: &str,
+) -> Result<Option<(User, String)>, sqlx::Error> {
+    let sql = format!("SELECT {USER_COLUMNS}, users.password_hash FROM users WHERE {column} = $1");
+    let row: Option<CredentialRow> = with_reader!(db, pool => {
+        sqlx::query_as(&sql).bind(value).fetch_optional(pool).await
+    })?;
+    Ok(row.map(|row| (row.user.into(), row.password_hash)))
+}
+
+pub(crate) async fn with_password_hash(
+    db: &Db,
+    email: &Email,
+) -> Result<Option<(User, String)>, sqlx::Error> {
+    with_hash_where(db, "email", email.as_str()).await
+}
+
+pub(crate) async fn by_id_with_password_hash(
+    db: &Db,
+    user: &UserId,
+) -> Result<Option<(User, String)>, sqlx::Error> {
+    with_hash_where(db, "id", user.as_str()).await
+}
+
+/// Replaces the user's password hash, if it is still `expected` (the one just checked), and
+/// clears `must_change_password` when `chosen` (the user picked this password). The update also
+/// locks the user's row until the transaction ends, which orders it against a concurrent
+/// password change: a sign-in checked against the old password cannot open a session that
+/// outlives the change. `false` when the password changed meanwhile.
+pub(crate) async fn replace_password_hash(
+    tx: &mut Tx,
+    user: &UserId,
+    expected: &str,
+    hash: &str,
+    chosen: bool,
+    now: Timestamp,
+) -> Result<bool, sqlx::Error> {
+    let changed = hash != expected;
+    with_tx!(tx, conn => {
+        sqlx::query(
+            "UPDATE users SET password_hash = $1, \
+             must_change_password = must_change_password AND NOT $2, \
+             updated_at = CASE WHEN $3 THEN $4 ELSE updated_at END \
+             WHERE id = $5 AND password_hash = $6",
+        )
+        .bind(hash)
+        .bind(chosen)
+        .bind(changed || chosen)
+        .bind(now.as_micros())
+        .bind(user.as_str())
+        .bind(expected)
+        .execute(conn)
+        .await
+        .map(|done| done.rows_affected() == 1)
+    })
+}
+
 async fn insert_membership(
-    tx: &mut pier_db::Tx,
+    tx: &mut Tx,
     workspace: &WorkspaceId,
     user: &UserId,
     role: Role,
@@ -354,14 +423,14 @@ async fn insert_membership(
 }
 
 /// Argon2id takes tens of milliseconds of CPU: a blocking thread's work, not the executor's.
-async fn hash_off_the_executor(password: String) -> Result<String, UserError> {
+pub(crate) async fn hash_off_the_executor(password: String) -> Result<String, UserError> {
     tokio::task::spawn_blocking(move || pier_core::password::hash(&password))
         .await
         .map_err(|e| UserError::Hash(e.to_string()))?
         .map_err(UserError::Hash)
 }
 
-fn decode(message: impl std::fmt::Display) -> sqlx::Error {
+pub(crate) fn decode(message: impl std::fmt::Display) -> sqlx::Error {
     sqlx::Error::Decode(message.to_string().into())
 }
 
