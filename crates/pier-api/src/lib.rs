@@ -10,9 +10,10 @@ pub mod problem;
 pub mod rate_limit;
 mod response;
 mod routes;
+pub mod session_cookie;
 mod state;
 
 pub use problem::{ApiError, ApiResult, Problem};
 pub use rate_limit::ApiProtection;
 pub use routes::{probes, router};
-pub use state::{AppState, AppStateParts, Redis};
+pub use state::{AppState, AppStateParts, FailedLogins, Redis};

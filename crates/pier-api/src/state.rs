@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use pier_auth::{ApiKeyStore, Authenticator, WorkspaceStore};
+use pier_auth::{ApiKeyStore, Authenticator, SessionStore, WorkspaceStore};
 use pier_core::{Clock, CursorCodec};
 use pier_db::Db;
 use pier_idempotency::IdempotencyStore;
@@ -83,6 +83,17 @@ pub struct AppStateParts {
     pub countries: Option<Arc<Countries>>,
     /// Webhook endpoints, event types and published events.
     pub webhooks: WebhookStore,
+    /// Sign-in sessions.
+    pub sessions: SessionStore,
+    /// How many failed sign-ins are allowed.
+    pub failed_logins: FailedLogins,
+}
+
+/// The limits on failed sign-ins: per account (the email tried) and per client address.
+#[derive(Debug)]
+pub struct FailedLogins {
+    pub per_account: Policy,
+    pub per_ip: Policy,
 }
 
 impl AppState {
@@ -192,6 +203,14 @@ impl AppState {
 
     pub fn webhooks(&self) -> &WebhookStore {
         &self.0.parts.webhooks
+    }
+
+    pub fn sessions(&self) -> &SessionStore {
+        &self.0.parts.sessions
+    }
+
+    pub fn failed_logins(&self) -> &FailedLogins {
+        &self.0.parts.failed_logins
     }
 
     pub fn short_link_base(&self) -> &str {

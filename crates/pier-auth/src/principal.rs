@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use pier_core::Clock;
 
-use crate::{ApiKeyId, ApiKeyStore, KeySecret, Permission, PermissionSet, Role, WorkspaceId};
+use crate::{
+    ApiKeyId, ApiKeyStore, KeySecret, Permission, PermissionSet, Role, Session, UserId, WorkspaceId,
+};
 
 /// Who is behind a request. An enum so that user sessions and OAuth clients can join API keys
 /// without changing the code that asks "may this caller do X?".
@@ -16,24 +18,42 @@ pub enum Principal {
         role: Role,
         permissions: PermissionSet,
     },
+    /// A person signed in with a session, acting in the session's workspace with their role
+    /// there.
+    User {
+        user_id: UserId,
+        workspace_id: WorkspaceId,
+        role: Role,
+    },
+}
+
+impl From<&Session> for Principal {
+    fn from(session: &Session) -> Self {
+        Self::User {
+            user_id: session.user_id.clone(),
+            workspace_id: session.workspace_id.clone(),
+            role: session.role,
+        }
+    }
 }
 
 impl Principal {
     pub fn workspace_id(&self) -> &WorkspaceId {
         match self {
-            Self::ApiKey { workspace_id, .. } => workspace_id,
+            Self::ApiKey { workspace_id, .. } | Self::User { workspace_id, .. } => workspace_id,
         }
     }
 
     pub fn role(&self) -> Role {
         match self {
-            Self::ApiKey { role, .. } => *role,
+            Self::ApiKey { role, .. } | Self::User { role, .. } => *role,
         }
     }
 
     pub fn permissions(&self) -> PermissionSet {
         match self {
             Self::ApiKey { permissions, .. } => *permissions,
+            Self::User { role, .. } => role.permissions(),
         }
     }
 
@@ -45,6 +65,7 @@ impl Principal {
     pub fn subject(&self) -> &str {
         match self {
             Self::ApiKey { key_id, .. } => key_id.as_str(),
+            Self::User { user_id, .. } => user_id.as_str(),
         }
     }
 }
@@ -52,7 +73,7 @@ impl Principal {
 /// Why a credential was refused. Every variant is a `401`; the text tells the caller what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
-    #[error("no credentials: send `Authorization: Bearer <api key>`")]
+    #[error("no credentials: send `Authorization: Bearer <api key>`, or sign in")]
     Missing,
     #[error("the Authorization header must use the Bearer scheme")]
     NotBearer,
@@ -64,6 +85,8 @@ pub enum AuthError {
     Revoked,
     #[error("the API key has expired")]
     Expired,
+    #[error("the session has ended (signed out, expired or replaced): sign in again")]
+    SessionEnded,
     #[error("could not check credentials")]
     Database(#[from] sqlx::Error),
 }

@@ -232,6 +232,13 @@ impl SessionStore {
         Ok(signed_in)
     }
 
+    /// The signed-in user (without their password hash).
+    pub async fn user(&self, id: &UserId) -> Result<Option<User>, sqlx::Error> {
+        Ok(users::by_id_with_password_hash(&self.db, id)
+            .await?
+            .map(|(user, _)| user))
+    }
+
     /// The live session `secret` stands for, if any. An expired one is deleted on sight.
     pub async fn authenticate(
         &self,

@@ -40,8 +40,17 @@ pub struct Email(String);
 impl Email {
     pub const MAX_CHARS: usize = 254;
 
+    /// The rules below as a JSON Schema, for the OpenAPI document.
+    pub fn schema() -> utoipa::openapi::schema::ObjectBuilder {
+        use pier_core::schema::{CONTROL, SPACE};
+        let label = "[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?";
+        pier_core::schema::string(3, Self::MAX_CHARS).pattern(Some(format!(
+            "^[^@{CONTROL}{SPACE}]{{1,64}}@{label}(\\.{label})*$"
+        )))
+    }
+
     pub fn parse(text: &str) -> Result<Self, String> {
-        let email = text.trim().to_lowercase();
+        let email = text.trim();
         if email.is_empty() {
             return Err("must not be empty".into());
         }
@@ -69,7 +78,8 @@ impl Email {
         if domain.len() > 253 || !domain.split('.').all(label_ok) {
             return Err("the domain must be a host name such as example.com".into());
         }
-        Ok(Self(email))
+        // Checked as typed; lower-cased after (which may change a character's length).
+        Ok(Self(email.to_lowercase()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -462,6 +472,17 @@ mod tests {
         ] {
             assert!(Email::parse(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn the_schema_states_the_same_rules() {
+        let schema = serde_json::to_value(Email::schema().build()).expect("json");
+        let pattern = schema["pattern"].as_str().expect("pattern");
+        assert!(
+            pattern.ends_with(r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"),
+            "{pattern}"
+        );
+        assert_eq!(schema["maxLength"], Email::MAX_CHARS);
     }
 
     #[test]

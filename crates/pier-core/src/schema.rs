@@ -9,9 +9,9 @@ use utoipa::Number;
 use utoipa::openapi::schema::{Object, ObjectBuilder, SchemaType, Type};
 
 /// Control characters (Unicode category Cc, what `char::is_control` finds), for a class.
-const CONTROL: &str = r"\x00-\x1f\x7f-\x9f";
+pub const CONTROL: &str = r"\x00-\x1f\x7f-\x9f";
 /// Whitespace `str::trim` removes that is not already a control character.
-const SPACE: &str = r" \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000";
+pub const SPACE: &str = r" \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000";
 
 /// The canonical form of an absolute web URL, as the URL parser leaves it and the OpenAPI
 /// document states it (a short link's target, a webhook endpoint): `http`/`https`, an ASCII

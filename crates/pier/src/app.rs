@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use pier_api::{ApiProtection, AppState, AppStateParts, Redis};
-use pier_auth::Bootstrap;
+use pier_api::{ApiProtection, AppState, AppStateParts, FailedLogins, Redis};
+use pier_auth::{Bootstrap, SessionLimits, SessionStore};
 use pier_core::{Clock, CursorCodec, SecretUrl, SystemClock};
 use pier_db::{Db, Relay};
 use pier_idempotency::IdempotencyStore;
@@ -301,6 +301,18 @@ impl Application {
             visitor_key,
             countries,
             webhooks,
+            sessions: SessionStore::new(
+                db.clone(),
+                clock.clone(),
+                SessionLimits {
+                    idle: Duration::from_secs(config.auth.session_idle_secs),
+                    absolute: Duration::from_secs(config.auth.session_absolute_secs),
+                },
+            ),
+            failed_logins: FailedLogins {
+                per_account: Policy::server("login-account", config.auth.failed_logins_per_account),
+                per_ip: Policy::server("login-ip", config.auth.failed_logins_per_ip),
+            },
         });
         Ok(Self {
             config,

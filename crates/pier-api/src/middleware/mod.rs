@@ -8,7 +8,7 @@ mod edge;
 mod idempotency;
 mod limits;
 
-pub use authn::authenticate;
+pub use authn::{SignedInSession, authenticate};
 pub use deadline::{Deadline, deadline};
 pub(crate) use edge::OwnBody;
 pub use edge::{RequestId, edge, record_route};

@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 
 use utoipa::openapi::path::{HttpMethod, Operation, Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::response::{Response, ResponseBuilder};
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{
+    ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+};
 use utoipa::openapi::{Content, ContentBuilder, OpenApi, Ref, RefOr, Required};
 use utoipa::{OpenApi as _, PartialSchema, ToSchema};
 
@@ -25,6 +27,7 @@ use crate::problem::{PROBLEM_JSON, Problem};
     tags(
         (name = "workspace", description = "The caller's workspace"),
         (name = "api-keys", description = "API keys and their permissions"),
+        (name = "auth", description = "Signing in with a password: cookie sessions"),
         (name = "jobs", description = "Enqueue and inspect durable jobs"),
         (name = "workers", description = "The protocol for workers in any language: claim, heartbeat, complete, fail"),
         (name = "queues", description = "Queue statistics, pause and resume, concurrency limits"),
@@ -50,6 +53,14 @@ pub fn finish(mut spec: OpenApi) -> OpenApi {
                 .description(Some("An API key, `pier_…`"))
                 .build(),
         ),
+    );
+    components.add_security_scheme(
+        "session",
+        SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+            "__Host-pier_session",
+            "A sign-in session (`POST /v1/auth/login`); requests that change anything also \
+             send its `csrf_token` as `X-CSRF-Token`",
+        ))),
     );
     let mut schemas = Vec::new();
     Problem::schemas(&mut schemas);
@@ -212,9 +223,16 @@ fn add_contract(method: &HttpMethod, op: &mut Operation, has_path_params: bool) 
     if params.is_empty() {
         op.parameters = None;
     }
-    // Public operations say so: no security requirement at all.
+    // Public operations say so: no security requirement at all. Whatever takes an API key
+    // takes a sign-in session too.
     if !shape.secured {
         op.security = Some(Vec::new());
+    } else if let Some(requirements) = op.security.as_mut()
+        && requirements
+            .iter()
+            .any(|r| serde_json::to_value(r).is_ok_and(|v| v.get("bearer").is_some()))
+    {
+        requirements.push(SecurityRequirement::new("session", Vec::<String>::new()));
     }
     // A status several shared responses give says each of their reasons.
     let mut shared: BTreeMap<&str, Vec<&str>> = BTreeMap::new();

@@ -2,6 +2,7 @@
 //! documentation routes, and the edge middleware around everything.
 
 mod api_keys;
+mod auth;
 mod docs;
 mod health;
 mod jobs;
@@ -105,6 +106,9 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(webhook_endpoints::rotate))
         .routes(routes!(webhook_endpoints::attempts))
         .routes(routes!(webhook_endpoints::recover))
+        .routes(routes!(auth::session))
+        .routes(routes!(auth::logout))
+        .routes(routes!(auth::change_password))
         .route_layer(from_fn_with_state(normal, deadline))
         .merge(claims)
         // route_layer: unknown paths stay a plain 404 instead of asking for credentials.
@@ -114,6 +118,7 @@ pub fn router(state: AppState) -> Router {
     let public = OpenApiRouter::new()
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
+        .routes(routes!(auth::login))
         .route_layer(from_fn_with_state(state.clone(), limit_per_ip));
     // The redirect is public and outside the per-address limit of the API's public routes:
     // one address (an office behind NAT) may follow many links.

@@ -203,6 +203,16 @@ settings! {
         /// the API takes effect at once on every node, an offline `pier keys revoke` on SQLite
         /// within this.
         key_cache_ttl_secs: u64 = 5,
+        /// A sign-in session unused for this long ends, in seconds.
+        session_idle_secs: u64 = 3600,
+        /// A sign-in session ends this long after sign-in however much it is used, in seconds.
+        session_absolute_secs: u64 = 12 * 3600,
+        /// Failed sign-ins allowed per account (email), `ALGORITHM LIMIT/PERIOD [burst=N]
+        /// [FAILURE_MODE]`; beyond it, sign-in to that account answers 429 until the quota
+        /// refills (successful sign-ins spend nothing).
+        failed_logins_per_account: PolicySpec = policy("gcra 10/900s burst=10 local"),
+        /// Failed sign-ins allowed per client address (IPv6 addresses by /64).
+        failed_logins_per_ip: PolicySpec = policy("gcra 100/900s burst=30 local"),
     }
 }
 

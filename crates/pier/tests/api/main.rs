@@ -18,4 +18,5 @@ mod operations;
 mod pagination;
 mod protocol;
 mod rate_limits;
+mod sessions;
 mod webhooks;
