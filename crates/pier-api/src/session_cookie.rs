@@ -10,7 +10,8 @@
 //! and `OPTIONS`) must also prove it comes from a page of ours: it carries the session's
 //! anti-CSRF token in `X-CSRF-Token` (a synchronizer token: another site cannot read it), and
 //! it is refused when the browser says it is cross-site (`Sec-Fetch-Site`) or names a foreign
-//! `Origin`. Requests with a bearer token send no cookie and need none of this.
+//! `Origin`. Requests with a bearer token send no cookie and need none of this. Signing in is
+//! refused cross-site too, so another site cannot sign a visitor in to an account it controls.
 
 use axum::http::{HeaderMap, HeaderValue, Method, header};
 use pier_auth::{SessionLimits, SessionSecret};
@@ -74,6 +75,13 @@ fn is_local(headers: &HeaderMap) -> bool {
         _ => host,
     };
     matches!(name, "localhost" | "127.0.0.1" | "[::1]")
+}
+
+/// Whether the browser says the request comes from another site (`Sec-Fetch-Site`).
+pub fn is_cross_site(headers: &HeaderMap) -> bool {
+    headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes() == b"cross-site")
 }
 
 /// Why a cookie-authenticated request was refused as a possible cross-site forgery, if it was.

@@ -171,7 +171,26 @@ pub struct SessionStore {
 
 impl SessionStore {
     pub fn new(db: Db, clock: Arc<dyn Clock>, limits: SessionLimits) -> Self {
+        // Made now, so the first sign-in with an unknown email is not slower than the rest.
+        LazyLock::force(&UNKNOWN_USER_HASH);
         Self { db, clock, limits }
+    }
+
+    /// Deletes the sessions that have ended (idle or past their absolute end) and were not
+    /// presented since; returns how many.
+    pub async fn prune(&self) -> Result<u64, sqlx::Error> {
+        let now = self.clock.now();
+        let mut tx = self.db.begin().await?;
+        let deleted = with_tx!(&mut tx, conn => {
+            sqlx::query("DELETE FROM sessions WHERE expires_at <= $1 OR last_seen_at <= $2")
+                .bind(now.as_micros())
+                .bind(now.saturating_sub(self.limits.idle).as_micros())
+                .execute(conn)
+                .await
+                .map(|done| done.rows_affected())
+        })?;
+        tx.commit().await?;
+        Ok(deleted)
     }
 
     pub fn limits(&self) -> SessionLimits {
@@ -213,18 +232,6 @@ impl SessionStore {
         if !users::replace_password_hash(&mut tx, &user.id, &stored, &hash, false, now).await? {
             return Err(SessionError::WrongCredentials);
         }
-        // The user's ended sessions go as a new one starts, so none are kept for long.
-        with_tx!(&mut tx, conn => {
-            sqlx::query(
-                "DELETE FROM sessions WHERE user_id = $1 AND (expires_at <= $2 OR last_seen_at <= $3)",
-            )
-            .bind(user.id.as_str())
-            .bind(now.as_micros())
-            .bind(now.saturating_sub(self.limits.idle).as_micros())
-            .execute(conn)
-            .await
-            .map(drop)
-        })?;
         let signed_in = self
             .open(&mut tx, user, &membership.workspace_id, membership.role)
             .await?;

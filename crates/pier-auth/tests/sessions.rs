@@ -22,6 +22,7 @@ on_both_backends!(
     signing_out_ends_the_session_for_good,
     older_hashes_are_replaced_at_sign_in,
     no_session_opened_with_the_old_password_outlives_a_change,
+    ended_sessions_are_pruned,
 );
 
 const LIMITS: SessionLimits = SessionLimits {
@@ -304,4 +305,23 @@ async fn no_session_opened_with_the_old_password_outlives_a_change(backend: Back
         }
         current = next;
     }
+}
+
+async fn ended_sessions_are_pruned(backend: Backend) {
+    let f = fixture(backend).await;
+    let idle = f
+        .sign_in(&f.ann.one_time_password)
+        .await
+        .expect("signed in");
+    f.clock.advance(Duration::from_secs(30 * 60));
+    let recent = f
+        .sign_in(&f.ann.one_time_password)
+        .await
+        .expect("signed in");
+    assert_eq!(f.sessions.prune().await.expect("pruned"), 0);
+    f.clock.advance(Duration::from_secs(31 * 60));
+    assert_eq!(f.sessions.prune().await.expect("pruned"), 1, "the idle one");
+    assert!(f.live(&recent.secret).await);
+    assert!(!f.live(&idle.secret).await);
+    assert_eq!(f.stored_hashes().await.len(), 1);
 }

@@ -399,6 +399,7 @@ impl Application {
         let maintenance = background.then(|| {
             tokio::spawn(maintenance(
                 self.state.idempotency().clone(),
+                self.state.sessions().clone(),
                 self.state.webhooks().clone(),
                 Duration::from_secs(self.config.webhooks.retention_secs),
                 stop_rx.clone(),
@@ -525,10 +526,11 @@ fn admin_router(state: &AppState, jobs: &JobStore) -> axum::Router {
     )
 }
 
-/// Deletes expired idempotency records and webhook history past its retention, every
-/// [`MAINTENANCE_EVERY`].
+/// Deletes expired idempotency records, ended sessions and webhook history past its retention,
+/// every [`MAINTENANCE_EVERY`].
 async fn maintenance(
     records: IdempotencyStore,
+    sessions: SessionStore,
     webhooks: WebhookStore,
     webhook_retention: Duration,
     mut stop: watch::Receiver<bool>,
@@ -543,6 +545,11 @@ async fn maintenance(
             Ok(0) => {}
             Ok(n) => tracing::debug!(deleted = n, "pruned expired idempotency keys"),
             Err(err) => tracing::warn!(error = %err, "could not prune idempotency keys"),
+        }
+        match sessions.prune().await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(deleted = n, "pruned ended sessions"),
+            Err(err) => tracing::warn!(error = %err, "could not prune sessions"),
         }
         match webhooks.prune(webhook_retention).await {
             Ok(0) => {}

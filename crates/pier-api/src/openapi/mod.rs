@@ -79,7 +79,7 @@ pub fn finish(mut spec: OpenApi) -> OpenApi {
         ];
         for (method, op) in ops {
             if let Some(op) = op {
-                add_contract(&method, op, path.contains('{'));
+                add_contract(&method, op, path);
             }
         }
     }
@@ -92,6 +92,8 @@ struct Shape {
     method: HttpMethod,
     secured: bool,
     has_path_params: bool,
+    /// Whether `Idempotency-Key` applies to its `POST`.
+    replayable: bool,
     has_body: bool,
     paginated: bool,
     conditional: bool,
@@ -197,10 +199,10 @@ const SHARED: &[Shared] = &[
 
 /// Every authenticated `POST` goes through the idempotency layer.
 fn idempotent(shape: &Shape) -> bool {
-    matches!(shape.method, HttpMethod::Post) && shape.secured
+    matches!(shape.method, HttpMethod::Post) && shape.secured && shape.replayable
 }
 
-fn add_contract(method: &HttpMethod, op: &mut Operation, has_path_params: bool) {
+fn add_contract(method: &HttpMethod, op: &mut Operation, path: &str) {
     let params = op.parameters.get_or_insert_with(Vec::new);
     let shape = Shape {
         method: method.clone(),
@@ -209,7 +211,10 @@ fn add_contract(method: &HttpMethod, op: &mut Operation, has_path_params: bool) 
             serde_json::to_value(requirement)
                 .is_ok_and(|v| v.as_object().is_some_and(|o| !o.is_empty()))
         }),
-        has_path_params,
+        has_path_params: path.contains('{'),
+        // A session's own routes keep no replays: one would hand a device's new session
+        // cookie to another (see `routes::router`).
+        replayable: !path.starts_with("/v1/auth/"),
         has_body: op.request_body.is_some(),
         paginated: params.iter().any(|p| p.name == "cursor"),
         conditional: params.iter().any(|p| p.name == "If-Match"),

@@ -150,12 +150,15 @@ fn opened(state: &AppState, headers: &HeaderMap, signed_in: SignedIn) -> Respons
     responses(
         (status = 200, description = "Signed in: the session, and its id in a `Set-Cookie`", body = SessionView),
         (status = 401, description = "`wrong_credentials`: the email or the password is wrong", body = crate::Problem),
-        (status = 403, description = "`forbidden`: the user is not a member of that workspace", body = crate::Problem),
+        (status = 403, description = "`forbidden`: the user is not a member of that workspace, or the browser sent the request from another site", body = crate::Problem),
         (status = 422, description = "`validation_failed`: a field is malformed", body = crate::Problem),
         (status = 429, description = "`quota_exceeded`: too many failed sign-ins for this account or from this address", body = crate::Problem)
     )
 )]
 pub async fn login(State(state): State<AppState>, req: Request) -> Response {
+    if session_cookie::is_cross_site(req.headers()) {
+        return ApiError::forbidden("signing in from another site is refused").into_response();
+    }
     let client = ip_key(&state, &req).unwrap_or_default();
     let headers = req.headers().clone();
     let body = match ApiJson::<Login>::from_request(req, &state).await {

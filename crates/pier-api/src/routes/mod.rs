@@ -106,13 +106,19 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(webhook_endpoints::rotate))
         .routes(routes!(webhook_endpoints::attempts))
         .routes(routes!(webhook_endpoints::recover))
-        .routes(routes!(auth::session))
-        .routes(routes!(auth::logout))
-        .routes(routes!(auth::change_password))
         .route_layer(from_fn_with_state(normal, deadline))
         .merge(claims)
         // route_layer: unknown paths stay a plain 404 instead of asking for credentials.
         .route_layer(from_fn_with_state(state.clone(), idempotency))
+        .route_layer(from_fn_with_state(state.clone(), limit_per_key))
+        .route_layer(from_fn_with_state(state.clone(), authenticate));
+    // A session's own routes: authenticated, but outside idempotency, whose stored replay of a
+    // new session's cookie could be fetched by another device of the same user.
+    let sessions = OpenApiRouter::new()
+        .routes(routes!(auth::session))
+        .routes(routes!(auth::logout))
+        .routes(routes!(auth::change_password))
+        .route_layer(from_fn_with_state(normal, deadline))
         .route_layer(from_fn_with_state(state.clone(), limit_per_key))
         .route_layer(from_fn_with_state(state.clone(), authenticate));
     let public = OpenApiRouter::new()
@@ -126,6 +132,7 @@ pub fn router(state: AppState) -> Router {
 
     let (router, spec) = OpenApiRouter::with_openapi(openapi::base())
         .merge(resources)
+        .merge(sessions)
         .merge(public)
         .merge(redirects)
         .split_for_parts();

@@ -309,17 +309,20 @@ async fn signing_out_ends_the_session_and_sign_in_replaces_any_old_id(backend: B
         .as_str()
         .expect("token")
         .to_owned();
-    let out = app
-        .client
-        .post(app.url("/v1/auth/logout"))
-        .header("cookie", &second)
-        .header("x-csrf-token", &second_csrf)
-        .send()
-        .await
-        .expect("sent");
+    let logout = || {
+        app.client
+            .post(app.url("/v1/auth/logout"))
+            .header("cookie", &second)
+            .header("x-csrf-token", &second_csrf)
+            .header("idempotency-key", "logout-1")
+    };
+    let out = logout().send().await.expect("sent");
     assert_eq!(out.status(), 204);
     let cleared = out.headers()["set-cookie"].to_str().expect("ascii");
     assert!(cleared.contains("Max-Age=0"), "{cleared}");
+    // A session's routes keep no replays: the same key again is a new request, refused.
+    let again = logout().send().await.expect("sent");
+    problem(again, 401, "unauthorized").await;
     let replay = app
         .client
         .get(app.url("/v1/workspace"))
@@ -347,6 +350,15 @@ async fn unknown_emails_and_wrong_passwords_look_alike_and_are_limited(backend: 
     .await;
     assert_eq!(wrong["detail"], unknown["detail"]);
     assert_eq!(wrong["title"], unknown["title"]);
+    let cross_site = app
+        .client
+        .post(app.url("/v1/auth/login"))
+        .header("sec-fetch-site", "cross-site")
+        .json(&json!({"email": "ann@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .expect("sent");
+    problem(cross_site, 403, "forbidden").await;
 
     // Ten failures for one account (the default burst): the next attempt is refused before
     // any password is checked, even the right one.
