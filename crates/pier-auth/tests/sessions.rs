@@ -23,6 +23,7 @@ on_both_backends!(
     older_hashes_are_replaced_at_sign_in,
     no_session_opened_with_the_old_password_outlives_a_change,
     ended_sessions_are_pruned,
+    unknown_emails_cost_what_wrong_passwords_cost,
 );
 
 const LIMITS: SessionLimits = SessionLimits {
@@ -324,4 +325,35 @@ async fn ended_sessions_are_pruned(backend: Backend) {
     assert!(f.live(&recent.secret).await);
     assert!(!f.live(&idle.secret).await);
     assert_eq!(f.stored_hashes().await.len(), 1);
+}
+
+/// Whether an email has an account must not show in how long a refusal takes. Not a benchmark:
+/// the bound is loose (3×) against noise, while the leak it guards against (skipping the
+/// Argon2id check for unknown emails) makes them tens of times faster.
+async fn unknown_emails_cost_what_wrong_passwords_cost(backend: Backend) {
+    let f = fixture(backend).await;
+    let mut wrong = Vec::new();
+    let mut unknown = Vec::new();
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        assert!(f.sign_in("not the password").await.is_err());
+        wrong.push(started.elapsed());
+        let started = std::time::Instant::now();
+        let refused = f
+            .sessions
+            .sign_in(&email("nobody@example.com"), "not the password", None)
+            .await;
+        assert!(refused.is_err());
+        unknown.push(started.elapsed());
+    }
+    let median = |mut times: Vec<Duration>| {
+        times.sort();
+        times[times.len() / 2]
+    };
+    let (wrong, unknown) = (median(wrong), median(unknown));
+    let ratio = wrong.as_secs_f64() / unknown.as_secs_f64();
+    assert!(
+        (1.0 / 3.0..3.0).contains(&ratio),
+        "wrong password {wrong:?} against unknown email {unknown:?}"
+    );
 }
