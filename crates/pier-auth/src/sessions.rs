@@ -396,9 +396,9 @@ async fn verify_off_the_executor(password: &str, phc: &str) -> Result<bool, Sess
 }
 
 async fn hash_off_the_executor(password: &str) -> Result<String, SessionError> {
-    users::hash_off_the_executor(password.to_owned())
+    users::hash_off_the_executor(password)
         .await
-        .map_err(|e| SessionError::Hash(e.to_string()))
+        .map_err(SessionError::Hash)
 }
 
 #[cfg(test)]

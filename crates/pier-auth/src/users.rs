@@ -217,7 +217,9 @@ impl UserStore {
         role: Role,
     ) -> Result<CreatedUser, UserError> {
         let one_time_password = one_time_password();
-        let hash = hash_off_the_executor(one_time_password.clone()).await?;
+        let hash = hash_off_the_executor(&one_time_password)
+            .await
+            .map_err(UserError::Hash)?;
         let now = self.clock.now();
         let user = User {
             id: UserId::new(now),
@@ -433,11 +435,11 @@ async fn insert_membership(
 }
 
 /// Argon2id takes tens of milliseconds of CPU: a blocking thread's work, not the executor's.
-pub(crate) async fn hash_off_the_executor(password: String) -> Result<String, UserError> {
+pub(crate) async fn hash_off_the_executor(password: &str) -> Result<String, String> {
+    let password = password.to_owned();
     tokio::task::spawn_blocking(move || pier_core::password::hash(&password))
         .await
-        .map_err(|e| UserError::Hash(e.to_string()))?
-        .map_err(UserError::Hash)
+        .map_err(|e| e.to_string())?
 }
 
 pub(crate) fn decode(message: impl std::fmt::Display) -> sqlx::Error {

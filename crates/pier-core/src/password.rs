@@ -1,8 +1,8 @@
 //! Passwords (of links and of users), hashed with Argon2id at OWASP's minimum cost (19 MiB, two
 //! passes, one lane) into a PHC string, so the parameters travel with each hash and can rise
 //! without breaking the ones already stored: [`needs_rehash`] tells a caller that has just
-//! checked a password to store a fresh hash of it. Hashing and checking take tens of milliseconds of CPU on purpose: run
-//! them on a blocking thread, never on the async executor.
+//! checked a password to store a fresh hash of it. Hashing and checking take tens of
+//! milliseconds of CPU on purpose: run them on a blocking thread, never on the async executor.
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};

@@ -139,7 +139,8 @@ fn opened(state: &AppState, headers: &HeaderMap, signed_in: SignedIn) -> Respons
 }
 
 /// Sign in with an email and a password. An unknown email and a wrong password get the same
-/// answer after the same work; failed attempts are limited per account and per client address.
+/// answer after the same work; attempts are limited per account and per client address, and
+/// signing in gives the account its quota back.
 #[utoipa::path(
     post,
     path = "/v1/auth/login",
@@ -186,8 +187,10 @@ pub async fn login(State(state): State<AppState>, req: Request) -> Response {
         (&limits.per_account, email.as_str()),
         (&limits.per_ip, client.as_str()),
     ];
+    // Spent before the password is checked, so that concurrent guesses cannot all pass a check
+    // made before any of them failed; the right password gives the account its quota back.
     for (policy, key) in keyed {
-        match state.limiter().peek(policy, key, 1).await {
+        match state.limiter().check(policy, key, 1).await {
             Ok(decision) if decision.allowed => {}
             Ok(decision) => return refusal(&[(policy, &decision)]),
             Err(err) => return ApiError::internal(err).into_response(),
@@ -204,14 +207,15 @@ pub async fn login(State(state): State<AppState>, req: Request) -> Response {
         .sign_in(&email, &body.password, workspace.as_ref())
         .await
     {
-        Ok(signed_in) => opened(&state, &headers, signed_in),
-        Err(SessionError::WrongCredentials) => {
-            for (policy, key) in keyed {
-                if let Err(err) = state.limiter().check(policy, key, 1).await {
-                    return ApiError::internal(err).into_response();
-                }
+        Ok(signed_in) => {
+            if let Err(err) = state
+                .limiter()
+                .reset(&limits.per_account, email.as_str())
+                .await
+            {
+                tracing::warn!(error = %err, "could not reset the account's failed sign-ins");
             }
-            session_error(SessionError::WrongCredentials).into_response()
+            opened(&state, &headers, signed_in)
         }
         Err(err) => session_error(err).into_response(),
     }

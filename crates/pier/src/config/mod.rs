@@ -207,11 +207,12 @@ settings! {
         session_idle_secs: u64 = 3600,
         /// A sign-in session ends this long after sign-in however much it is used, in seconds.
         session_absolute_secs: u64 = 12 * 3600,
-        /// Failed sign-ins allowed per account (email), `ALGORITHM LIMIT/PERIOD [burst=N]
+        /// Sign-in attempts allowed per account (email), `ALGORITHM LIMIT/PERIOD [burst=N]
         /// [FAILURE_MODE]`; beyond it, sign-in to that account answers 429 until the quota
-        /// refills (successful sign-ins spend nothing).
+        /// refills. A successful sign-in gives the account its quota back, so this bounds
+        /// failures.
         failed_logins_per_account: PolicySpec = policy("gcra 10/900s burst=10 local"),
-        /// Failed sign-ins allowed per client address (IPv6 addresses by /64).
+        /// Sign-in attempts allowed per client address (IPv6 addresses by /64).
         failed_logins_per_ip: PolicySpec = policy("gcra 100/900s burst=30 local"),
     }
 }

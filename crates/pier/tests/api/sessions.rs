@@ -16,6 +16,7 @@ on_both_backends!(
     a_one_time_password_must_be_changed_first,
     signing_out_ends_the_session_and_sign_in_replaces_any_old_id,
     unknown_emails_and_wrong_passwords_look_alike_and_are_limited,
+    concurrent_guesses_cannot_slip_past_the_limit,
     a_session_sees_only_its_own_workspace,
 );
 
@@ -417,4 +418,23 @@ async fn a_session_sees_only_its_own_workspace(backend: Backend) {
         .await
         .expect("sent");
     problem(response, 403, "forbidden").await;
+}
+
+/// Twenty guesses at once: the limit is spent before each password is checked, so no more than
+/// the account's burst (10) are checked, however they interleave.
+async fn concurrent_guesses_cannot_slip_past_the_limit(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    user(&app, "ann@example.com", &app.workspace(), Role::Member).await;
+    let guesses = (0..20).map(|n| {
+        let app = &app;
+        async move {
+            login(app, "ann@example.com", &format!("guess {n}"))
+                .await
+                .status()
+        }
+    });
+    let statuses = futures_util::future::join_all(guesses).await;
+    let checked = statuses.iter().filter(|s| s.as_u16() == 401).count();
+    let refused = statuses.iter().filter(|s| s.as_u16() == 429).count();
+    assert_eq!((checked, refused), (10, 10), "{statuses:?}");
 }
