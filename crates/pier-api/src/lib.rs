@@ -15,5 +15,5 @@ mod state;
 
 pub use problem::{ApiError, ApiResult, Problem};
 pub use rate_limit::ApiProtection;
-pub use routes::{probes, router};
+pub use routes::{probes, redirect_shortcut, router};
 pub use state::{AppState, AppStateParts, FailedLogins, Redis};

@@ -386,6 +386,7 @@ impl Application {
             tokio::spawn(crate::server::serve(
                 listener,
                 pier_api::router(self.state.clone()),
+                Some(self.state.clone()),
                 limits,
                 stopped(stop_rx.clone()),
             ))
@@ -393,6 +394,7 @@ impl Application {
         let admin = tokio::spawn(crate::server::serve(
             self.admin_listener,
             admin_router(&self.state, &self.jobs),
+            None,
             limits,
             stopped(stop_rx.clone()),
         ));

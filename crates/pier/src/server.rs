@@ -68,10 +68,12 @@ impl Drop for Tracked {
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then shuts down as the module docs
-/// describe.
+/// describe. With the API's `state`, plain redirects are answered before the router (see
+/// [`pier_api::redirect_shortcut`]).
 pub async fn serve(
     listener: TcpListener,
     router: axum::Router,
+    shortcut: Option<pier_api::AppState>,
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -110,14 +112,19 @@ pub async fn serve(
         let (stream, peer) = stream;
         let _ = stream.set_nodelay(true);
         let busy = Arc::new(AtomicBool::new(false));
-        let (router, flag) = (router.clone(), busy.clone());
+        let (router, shortcut, flag) = (router.clone(), shortcut.clone(), busy.clone());
         let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
             flag.store(true, Ordering::Release);
             // The client's address, for limits per client IP.
             req.extensions_mut()
                 .insert(axum::extract::ConnectInfo(peer));
-            let (router, busy) = (router.clone(), flag.clone());
+            let (router, shortcut, busy) = (router.clone(), shortcut.clone(), flag.clone());
             async move {
+                if let Some(state) = shortcut {
+                    if let Some(response) = pier_api::redirect_shortcut(&state, &req).await {
+                        return Ok(response.map(|body| Tracked { body, busy }));
+                    }
+                }
                 let response = router.oneshot(req).await?;
                 Ok::<_, std::convert::Infallible>(response.map(|body| Tracked { body, busy }))
             }

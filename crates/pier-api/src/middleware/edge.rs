@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request};
-use axum::http::{HeaderValue, Method, header};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use pier_core::{Clock, SystemClock};
@@ -60,11 +60,7 @@ fn sane_request_id(value: &HeaderValue) -> Option<String> {
 
 pub async fn edge(mut req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let request_id = req
-        .headers()
-        .get(REQUEST_ID)
-        .and_then(sane_request_id)
-        .unwrap_or_else(|| format!("req_{}", pier_core::id::new_body(SystemClock.now())));
+    let request_id = request_id(req.headers());
     let method = method_label(req.method());
     // `workspace_id` is filled in by authentication, the route and status below.
     let span = tracing::info_span!("request",
@@ -83,25 +79,63 @@ pub async fn edge(mut req: Request, next: Next) -> Response {
     let status = response.status().as_u16();
     span.record("http.route", route);
     span.record("http.response.status_code", i64::from(status));
-    span.in_scope(|| render_problem(&mut response, &request_id));
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
+    span.in_scope(|| {
+        render_problem(&mut response, &request_id);
+        conclude(&mut response, &request_id, method, route, started);
+    });
+    response
+}
+
+/// The request's id: the client's `X-Request-Id` when sane, else a fresh one.
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get(REQUEST_ID)
+        .and_then(sane_request_id)
+        .unwrap_or_else(|| format!("req_{}", pier_core::id::new_body(SystemClock.now())))
+}
+
+/// Records a finished request once (its access-log line and the `pier_http_*` metrics) and
+/// gives the client its id.
+fn conclude(
+    response: &mut Response,
+    request_id: &str,
+    method: &'static str,
+    route: &'static str,
+    started: Instant,
+) {
+    if let Ok(value) = HeaderValue::from_str(request_id) {
         response.headers_mut().insert(REQUEST_ID, value);
     }
-
+    let status = response.status().as_u16();
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     let (requests, duration) = route_metrics(method, route, status);
     requests.increment(1);
     duration.record(latency_ms / 1000.0);
-    span.in_scope(|| {
-        tracing::info!(
-            target: "pier::access",
-            method = %method,
-            route,
-            status,
-            latency_ms,
-            "request"
-        );
-    });
+    tracing::info!(
+        target: "pier::access",
+        method = %method,
+        route,
+        status,
+        latency_ms,
+        "request"
+    );
+}
+
+/// What the edge and [`record_route`] do for a request, for one answered before the router
+/// (see `routes::redirect::shortcut`): the same id, metrics and access-log line, without the
+/// span (such a request has no work worth tracing).
+pub(crate) async fn bypassing_the_router(
+    headers: &HeaderMap,
+    method: &Method,
+    route: &'static str,
+    answer: impl Future<Output = Response>,
+) -> Response {
+    let started = Instant::now();
+    let method = method_label(method);
+    let in_flight = InFlight::enter(method, route);
+    let mut response = answer.await;
+    drop(in_flight);
+    conclude(&mut response, &request_id(headers), method, route, started);
     response
 }
 

@@ -11,6 +11,7 @@ mod limits;
 pub use authn::{SignedInSession, authenticate};
 pub use deadline::{Deadline, deadline};
 pub(crate) use edge::OwnBody;
+pub(crate) use edge::bypassing_the_router;
 pub use edge::{RequestId, edge, record_route};
 pub use idempotency::{
     KEY_MAX as IDEMPOTENCY_KEY_MAX, KEY_PATTERN as IDEMPOTENCY_KEY_PATTERN, idempotency,

@@ -21,6 +21,8 @@ mod webhook_endpoints;
 mod webhook_events;
 mod workspace;
 
+pub use redirect::shortcut as redirect_shortcut;
+
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::{from_fn, from_fn_with_state};

@@ -302,6 +302,7 @@ async fn redirect_statuses_and_head(backend: Backend) {
         let visit = follow(&app, &slug).await;
         assert_eq!(visit.status().as_u16(), status);
         assert_eq!(header(&visit, "cache-control"), cache);
+        assert!(header(&visit, "x-request-id").starts_with("req_"));
         let head = app
             .client
             .head(app.url(&format!("/{slug}")))
@@ -311,6 +312,15 @@ async fn redirect_statuses_and_head(backend: Backend) {
         assert_eq!(head.status().as_u16(), status);
         assert_eq!(header(&head, "location"), "https://example.com/");
     }
+    // The client's request id is kept, as on every other route.
+    let traced = app
+        .client
+        .get(app.url("/s302"))
+        .header("x-request-id", "trace-me-1")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(header(&traced, "x-request-id"), "trace-me-1");
     // A form posted to a link without a password (it was removed while the form was open)
     // goes on to the target.
     let form = app

@@ -175,6 +175,12 @@ async fn metrics_cover_every_family_the_dashboards_use(backend: Backend) {
         "raw paths are never labels"
     );
     assert!(!text.contains(slug), "slugs are never labels");
+    // A redirect is answered before the router, and counted like any other request.
+    let redirect = [r#"route="/{slug}""#, r#"status_class="3xx""#];
+    assert!(
+        value("pier_http_requests_total", &redirect) >= 1.0,
+        "{text}"
+    );
     assert_eq!(
         value(
             "pier_http_requests_in_flight",
