@@ -3,7 +3,9 @@
 //! This crate translates HTTP to calls on the capability crates; it owns no business rules.
 
 pub mod extract;
+mod html;
 pub mod middleware;
+mod oauth_form;
 mod openapi;
 pub mod pagination;
 pub mod problem;

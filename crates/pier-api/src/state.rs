@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use pier_auth::{ApiKeyStore, Authenticator, SessionStore, WorkspaceStore};
+use pier_auth::oauth::OAuthStore;
+use pier_auth::{AccessTokens, ApiKeyStore, Authenticator, SessionStore, WorkspaceStore};
 use pier_core::{Clock, CursorCodec};
 use pier_db::Db;
 use pier_idempotency::IdempotencyStore;
@@ -87,6 +88,10 @@ pub struct AppStateParts {
     pub sessions: SessionStore,
     /// How many failed sign-ins are allowed.
     pub failed_logins: FailedLogins,
+    /// OAuth clients, grants, codes and refresh tokens.
+    pub oauth: OAuthStore,
+    /// Signs and verifies access tokens.
+    pub access_tokens: AccessTokens,
 }
 
 /// The limits on failed sign-ins: per account (the email tried) and per client address.
@@ -101,7 +106,8 @@ impl AppState {
         let (db, clock) = (&parts.db, &parts.clock);
         let api_keys = ApiKeyStore::with_cache_ttl(db.clone(), clock.clone(), parts.key_cache_ttl);
         Self(Arc::new(Inner {
-            authenticator: Authenticator::new(api_keys.clone(), clock.clone()),
+            authenticator: Authenticator::new(api_keys.clone(), clock.clone())
+                .with_access_tokens(parts.access_tokens.clone(), parts.oauth.clone()),
             workspaces: WorkspaceStore::new(db.clone(), clock.clone()),
             group_commit: GroupCommit::start(&parts.jobs),
             policies: PolicyStore::new(db.clone(), clock.clone()),
@@ -207,6 +213,14 @@ impl AppState {
 
     pub fn sessions(&self) -> &SessionStore {
         &self.0.parts.sessions
+    }
+
+    pub fn oauth(&self) -> &OAuthStore {
+        &self.0.parts.oauth
+    }
+
+    pub fn access_tokens(&self) -> &AccessTokens {
+        &self.0.parts.access_tokens
     }
 
     pub fn failed_logins(&self) -> &FailedLogins {

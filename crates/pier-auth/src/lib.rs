@@ -20,32 +20,40 @@
 //! | `webhooks:read` |   ✓   |   ✓   |   ✓    |   ✓    |
 //! | `webhooks:write`|   ✓   |   ✓   |        |        |
 //! | `events:publish`|   ✓   |   ✓   |   ✓    |        |
+//! | `oauth_clients:read`  |   ✓   |   ✓   |        |        |
+//! | `oauth_clients:write` |   ✓   |   ✓   |        |        |
 //!
 //! Beyond the matrix, a caller may only create or revoke keys whose role is not above its own
 //! (an admin cannot mint or revoke an owner key) and whose permissions it holds itself.
 
+mod access_tokens;
 mod api_keys;
 mod bootstrap;
 mod key_secret;
 pub mod key_use;
+pub mod oauth;
 mod permission;
 mod principal;
 mod sessions;
+mod signing_keys;
 mod users;
 mod workspaces;
 
 /// The tables this crate owns: `workspaces` and `api_keys` came with the foundation migration
 /// (see [`pier_db::MIGRATIONS`]); `users`, `memberships`, `sessions`, and later changes, are listed here.
 pub const MIGRATIONS: &[pier_db::Migration] =
-    pier_db::migrations!(11 => "0011_users", 12 => "0012_sessions");
+    pier_db::migrations!(11 => "0011_users", 12 => "0012_sessions", 13 => "0013_oauth");
 
+pub use access_tokens::{AccessClaims, AccessTokens, LEEWAY, TokenError, TokenSubject};
 pub use api_keys::{ApiKey, ApiKeyFilter, ApiKeyId, ApiKeyStore, KeyName, NewApiKey};
 pub use bootstrap::{Bootstrap, bootstrap};
 pub use key_secret::{InvalidKeySecret, KeySecret};
+pub use oauth::{ClientId, GrantId};
 pub use permission::{Permission, PermissionSet, Role};
 pub use pier_core::WorkspaceId;
 pub use principal::{AuthError, Authenticator, Principal};
 pub use sessions::{Session, SessionError, SessionLimits, SessionSecret, SessionStore, SignedIn};
+pub use signing_keys::{KeyError, KeySchedule, SigningKey, SigningKeys};
 pub use users::{
     CreatedUser, Email, MIN_PASSWORD_CHARS, Member, Membership, User, UserError, UserId, UserStore,
     check_password,

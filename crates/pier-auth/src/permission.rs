@@ -53,6 +53,8 @@ permissions! {
     WebhooksRead => "webhooks:read",
     WebhooksWrite => "webhooks:write",
     EventsPublish => "events:publish",
+    OAuthClientsRead => "oauth_clients:read",
+    OAuthClientsWrite => "oauth_clients:write",
 }
 
 // By hand: the derive cannot read the names through the macro above.

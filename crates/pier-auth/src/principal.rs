@@ -4,8 +4,10 @@ use std::sync::Arc;
 
 use pier_core::Clock;
 
+use crate::oauth::OAuthStore;
 use crate::{
-    ApiKeyId, ApiKeyStore, KeySecret, Permission, PermissionSet, Role, Session, UserId, WorkspaceId,
+    AccessTokens, ApiKeyId, ApiKeyStore, ClientId, KeySecret, Permission, PermissionSet, Role,
+    Session, TokenError, UserId, WorkspaceId,
 };
 
 /// Who is behind a request. An enum so that user sessions and OAuth clients can join API keys
@@ -18,12 +20,22 @@ pub enum Principal {
         role: Role,
         permissions: PermissionSet,
     },
-    /// A person signed in with a session, acting in the session's workspace with their role
-    /// there.
+    /// A person, signed in with a session (holding everything their role allows) or acting
+    /// through an access token a client obtained with their consent (the token's scopes narrow
+    /// the role).
     User {
         user_id: UserId,
         workspace_id: WorkspaceId,
         role: Role,
+        permissions: PermissionSet,
+    },
+    /// An OAuth client acting for itself (client credentials), within the scopes it was
+    /// registered with and the role of whoever registered it.
+    Client {
+        client_id: ClientId,
+        workspace_id: WorkspaceId,
+        role: Role,
+        permissions: PermissionSet,
     },
 }
 
@@ -33,6 +45,7 @@ impl From<&Session> for Principal {
             user_id: session.user_id.clone(),
             workspace_id: session.workspace_id.clone(),
             role: session.role,
+            permissions: session.role.permissions(),
         }
     }
 }
@@ -40,20 +53,25 @@ impl From<&Session> for Principal {
 impl Principal {
     pub fn workspace_id(&self) -> &WorkspaceId {
         match self {
-            Self::ApiKey { workspace_id, .. } | Self::User { workspace_id, .. } => workspace_id,
+            Self::ApiKey { workspace_id, .. }
+            | Self::User { workspace_id, .. }
+            | Self::Client { workspace_id, .. } => workspace_id,
         }
     }
 
     pub fn role(&self) -> Role {
         match self {
-            Self::ApiKey { role, .. } | Self::User { role, .. } => *role,
+            Self::ApiKey { role, .. } | Self::User { role, .. } | Self::Client { role, .. } => {
+                *role
+            }
         }
     }
 
     pub fn permissions(&self) -> PermissionSet {
         match self {
-            Self::ApiKey { permissions, .. } => *permissions,
-            Self::User { role, .. } => role.permissions(),
+            Self::ApiKey { permissions, .. }
+            | Self::User { permissions, .. }
+            | Self::Client { permissions, .. } => *permissions,
         }
     }
 
@@ -66,6 +84,7 @@ impl Principal {
         match self {
             Self::ApiKey { key_id, .. } => key_id.as_str(),
             Self::User { user_id, .. } => user_id.as_str(),
+            Self::Client { client_id, .. } => client_id.as_str(),
         }
     }
 }
@@ -73,7 +92,7 @@ impl Principal {
 /// Why a credential was refused. Every variant is a `401`; the text tells the caller what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
-    #[error("no credentials: send `Authorization: Bearer <api key>`, or sign in")]
+    #[error("no credentials: send `Authorization: Bearer <api key or access token>`, or sign in")]
     Missing,
     #[error("the Authorization header must use the Bearer scheme")]
     NotBearer,
@@ -87,6 +106,10 @@ pub enum AuthError {
     Expired,
     #[error("the session has ended (signed out, expired or replaced): sign in again")]
     SessionEnded,
+    #[error("{0}")]
+    Token(TokenError),
+    #[error("the access token was revoked, or its client, user or membership is gone")]
+    GrantEnded,
     #[error("could not check credentials")]
     Database(#[from] sqlx::Error),
 }
@@ -95,11 +118,23 @@ pub enum AuthError {
 pub struct Authenticator {
     keys: ApiKeyStore,
     clock: Arc<dyn Clock>,
+    tokens: Option<(AccessTokens, OAuthStore)>,
 }
 
 impl Authenticator {
     pub fn new(keys: ApiKeyStore, clock: Arc<dyn Clock>) -> Self {
-        Self { keys, clock }
+        Self {
+            keys,
+            clock,
+            tokens: None,
+        }
+    }
+
+    /// Accepts access tokens too, verified by `tokens` and live while their grant in `oauth` is.
+    #[must_use]
+    pub fn with_access_tokens(mut self, tokens: AccessTokens, oauth: OAuthStore) -> Self {
+        self.tokens = Some((tokens, oauth));
+        self
     }
 
     /// Authenticates the value of an `Authorization` header.
@@ -109,7 +144,13 @@ impl Authenticator {
         if !scheme.eq_ignore_ascii_case("bearer") {
             return Err(AuthError::NotBearer);
         }
-        let secret = KeySecret::parse(token.trim()).map_err(|_| AuthError::Malformed)?;
+        let token = token.trim();
+        if let Some((tokens, oauth)) = self.tokens.as_ref() {
+            if AccessTokens::looks_like_jwt(token) {
+                return Self::access_token(tokens, oauth, token).await;
+            }
+        }
+        let secret = KeySecret::parse(token).map_err(|_| AuthError::Malformed)?;
         // The lookup is by SHA-256 of a high-entropy secret, so timing says nothing useful about
         // stored keys; the store confirms the match with a constant-time comparison.
         let key = self
@@ -129,6 +170,49 @@ impl Authenticator {
             key_id: key.id,
             workspace_id: key.workspace_id,
             role: key.role,
+        })
+    }
+}
+
+impl Authenticator {
+    /// A verified access token whose grant is live: the principal it acts as, its role taken
+    /// from the grant today (a user who left the workspace, or was demoted, loses that at once)
+    /// and narrowed by the token's scopes.
+    async fn access_token(
+        tokens: &AccessTokens,
+        oauth: &OAuthStore,
+        token: &str,
+    ) -> Result<Principal, AuthError> {
+        let claims = tokens.verify(token).await.map_err(|e| match e {
+            TokenError::Keys(crate::KeyError::Database(e)) => AuthError::Database(e),
+            other => AuthError::Token(other),
+        })?;
+        let live = oauth
+            .live_grant(&claims.gid)
+            .await?
+            .filter(|live| {
+                live.grant.workspace_id.as_str() == claims.workspace_id
+                    && live.grant.client_id.as_str() == claims.client_id
+                    && live.grant.subject() == claims.sub
+            })
+            .ok_or(AuthError::GrantEnded)?;
+        let permissions = PermissionSet::from_names(&claims.scope)
+            .intersect(live.grant.scopes)
+            .intersect(live.role.permissions());
+        let grant = live.grant;
+        Ok(match grant.user_id {
+            Some(user_id) => Principal::User {
+                user_id,
+                workspace_id: grant.workspace_id,
+                role: live.role,
+                permissions,
+            },
+            None => Principal::Client {
+                client_id: grant.client_id,
+                workspace_id: grant.workspace_id,
+                role: live.role,
+                permissions,
+            },
         })
     }
 }

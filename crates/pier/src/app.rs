@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use pier_api::{ApiProtection, AppState, AppStateParts, FailedLogins, Redis};
-use pier_auth::{Bootstrap, SessionLimits, SessionStore};
+use pier_auth::oauth::{GrantLifetimes, OAuthStore};
+use pier_auth::{AccessTokens, Bootstrap, KeySchedule, SessionLimits, SessionStore, SigningKeys};
 use pier_core::{Clock, CursorCodec, SecretUrl, SystemClock};
 use pier_db::{Db, Relay};
 use pier_idempotency::IdempotencyStore;
@@ -32,6 +33,10 @@ const SAMPLE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How often expired idempotency records and old webhook events are deleted.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(600);
+/// How long an authorization code may wait for its exchange (RFC 6749 §4.1.2: short).
+const AUTHORIZATION_CODE_TTL: Duration = Duration::from_secs(60);
+/// How often a node rereads the token signing keys, making a new one when rotation is due.
+const SIGNING_KEYS_EVERY: Duration = Duration::from_secs(60);
 
 /// A built service: database migrated, first start bootstrapped, listeners bound.
 #[derive(Debug)]
@@ -257,6 +262,23 @@ impl Application {
             (None, Some(listener)) => format!("http://{}", listener.local_addr()?),
             (None, None) => format!("http://{}", config.server.listen),
         };
+        let issuer = match (&config.auth.issuer, &listener) {
+            (Some(base), _) => base.0.clone(),
+            (None, Some(listener)) => format!("http://{}", listener.local_addr()?),
+            (None, None) => format!("http://{}", config.server.listen),
+        };
+        let access_ttl = Duration::from_secs(config.auth.access_token_ttl_secs);
+        let signing_keys = SigningKeys::load(
+            db.clone(),
+            clock.clone(),
+            master_key.derive("auth/token-signing-keys"),
+            KeySchedule {
+                rotate_after: Duration::from_secs(config.auth.signing_key_rotation_secs),
+                verify_for: access_ttl + pier_auth::LEEWAY,
+            },
+        )
+        .await
+        .context("cannot load the token signing keys")?;
         let webhooks = WebhookStore::new(
             db.clone(),
             clock.clone(),
@@ -313,6 +335,16 @@ impl Application {
                 per_account: Policy::server("login-account", config.auth.failed_logins_per_account),
                 per_ip: Policy::server("login-ip", config.auth.failed_logins_per_ip),
             },
+            oauth: OAuthStore::new(
+                db.clone(),
+                clock.clone(),
+                GrantLifetimes {
+                    code: AUTHORIZATION_CODE_TTL,
+                    access: access_ttl,
+                    refresh: Duration::from_secs(config.auth.refresh_token_ttl_secs),
+                },
+            ),
+            access_tokens: AccessTokens::new(signing_keys, clock.clone(), &issuer, access_ttl),
         });
         Ok(Self {
             config,
@@ -382,6 +414,12 @@ impl Application {
             max_connections: usize::try_from(server.max_connections).unwrap_or(usize::MAX),
             grace: Duration::from_secs(server.shutdown_timeout_secs),
         };
+        let signing_keys = self.listener.is_some().then(|| {
+            tokio::spawn(signing_key_upkeep(
+                self.state.access_tokens().keys().clone(),
+                stop_rx.clone(),
+            ))
+        });
         let mut api = self.listener.map(|listener| {
             tokio::spawn(crate::server::serve(
                 listener,
@@ -402,6 +440,7 @@ impl Application {
             tokio::spawn(maintenance(
                 self.state.idempotency().clone(),
                 self.state.sessions().clone(),
+                self.state.oauth().clone(),
                 self.state.webhooks().clone(),
                 Duration::from_secs(self.config.webhooks.retention_secs),
                 stop_rx.clone(),
@@ -478,6 +517,9 @@ impl Application {
         if let Some(upkeep) = job_upkeep {
             let _ = upkeep.await;
         }
+        if let Some(keys) = signing_keys {
+            let _ = keys.await;
+        }
         if let Some(relay) = relay {
             relay.abort();
         }
@@ -528,11 +570,12 @@ fn admin_router(state: &AppState, jobs: &JobStore) -> axum::Router {
     )
 }
 
-/// Deletes expired idempotency records, ended sessions and webhook history past its retention,
+/// Deletes expired idempotency records, ended sessions, expired OAuth grants and webhook history past its retention,
 /// every [`MAINTENANCE_EVERY`].
 async fn maintenance(
     records: IdempotencyStore,
     sessions: SessionStore,
+    oauth: OAuthStore,
     webhooks: WebhookStore,
     webhook_retention: Duration,
     mut stop: watch::Receiver<bool>,
@@ -553,10 +596,30 @@ async fn maintenance(
             Ok(n) => tracing::debug!(deleted = n, "pruned ended sessions"),
             Err(err) => tracing::warn!(error = %err, "could not prune sessions"),
         }
+        match oauth.prune().await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(deleted = n, "pruned expired OAuth grants and codes"),
+            Err(err) => tracing::warn!(error = %err, "could not prune OAuth grants"),
+        }
         match webhooks.prune(webhook_retention).await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(deleted = n, "pruned old webhook events"),
             Err(err) => tracing::warn!(error = %err, "could not prune webhook events"),
+        }
+    }
+}
+
+/// Keeps a node's token signing keys current: it learns of keys other nodes made, makes a new
+/// one when rotation is due, and drops those no live token can need.
+async fn signing_key_upkeep(keys: SigningKeys, mut stop: watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(SIGNING_KEYS_EVERY);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        if let Err(err) = keys.rotate_if_due().await {
+            tracing::warn!(error = %err, "could not refresh the token signing keys");
         }
     }
 }

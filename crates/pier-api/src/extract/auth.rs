@@ -44,6 +44,8 @@ pub mod perm {
         WebhooksRead,
         WebhooksWrite,
         EventsPublish,
+        OAuthClientsRead,
+        OAuthClientsWrite,
     );
 }
 

@@ -28,6 +28,7 @@ use crate::problem::{PROBLEM_JSON, Problem};
         (name = "workspace", description = "The caller's workspace"),
         (name = "api-keys", description = "API keys and their permissions"),
         (name = "auth", description = "Signing in with a password: cookie sessions"),
+        (name = "oauth", description = "OAuth 2: clients, the authorization code (PKCE) and client credentials grants, token revocation and introspection, JWT access tokens and their keys"),
         (name = "jobs", description = "Enqueue and inspect durable jobs"),
         (name = "workers", description = "The protocol for workers in any language: claim, heartbeat, complete, fail"),
         (name = "queues", description = "Queue statistics, pause and resume, concurrency limits"),
@@ -50,7 +51,9 @@ pub fn finish(mut spec: OpenApi) -> OpenApi {
         SecurityScheme::Http(
             HttpBuilder::new()
                 .scheme(HttpAuthScheme::Bearer)
-                .description(Some("An API key, `pier_…`"))
+                .description(Some(
+                    "An API key, `pier_…`, or an access token from `POST /v1/oauth/token`",
+                ))
                 .build(),
         ),
     );

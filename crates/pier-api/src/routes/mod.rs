@@ -13,12 +13,16 @@ mod link_import;
 mod link_qr;
 mod link_stats;
 mod links;
+mod oauth_authorize;
+mod oauth_clients;
+mod oauth_token;
 mod outcomes;
 mod queues;
 mod rate_limits;
 mod redirect;
 mod webhook_endpoints;
 mod webhook_events;
+mod well_known;
 mod workspace;
 
 pub use redirect::shortcut as redirect_shortcut;
@@ -108,6 +112,8 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(webhook_endpoints::rotate))
         .routes(routes!(webhook_endpoints::attempts))
         .routes(routes!(webhook_endpoints::recover))
+        .routes(routes!(oauth_clients::create, oauth_clients::list))
+        .routes(routes!(oauth_clients::get, oauth_clients::delete))
         .route_layer(from_fn_with_state(normal, deadline))
         .merge(claims)
         // route_layer: unknown paths stay a plain 404 instead of asking for credentials.
@@ -127,6 +133,13 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(auth::login))
+        .routes(routes!(oauth_token::token))
+        .routes(routes!(oauth_token::revoke))
+        .routes(routes!(oauth_token::introspect))
+        .routes(routes!(oauth_authorize::authorize, oauth_authorize::decide))
+        .routes(routes!(well_known::jwks))
+        .routes(routes!(well_known::metadata))
+        .route_layer(from_fn_with_state(normal, deadline))
         .route_layer(from_fn_with_state(state.clone(), limit_per_ip));
     // The redirect is public and outside the per-address limit of the API's public routes:
     // one address (an office behind NAT) may follow many links.

@@ -6,7 +6,7 @@
 //! `max_clicks` exact). Browsers get small HTML pages for unknown, gone and password-protected
 //! links; other clients get problem documents.
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -17,7 +17,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use crate::AppState;
-use crate::middleware::{OwnBody, bypassing_the_router, ip_key};
+use crate::html;
+use crate::middleware::{bypassing_the_router, ip_key};
 use crate::problem::ApiError;
 use crate::rate_limit::{client_ip, refusal};
 
@@ -30,10 +31,6 @@ const TEMPORARY: HeaderValue = HeaderValue::from_static("private, max-age=0");
 /// them.
 const PERMANENT: HeaderValue = HeaderValue::from_static("public, max-age=86400");
 const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
-/// The HTML pages load nothing and may only post their own form.
-const PAGE_POLICY: HeaderValue = HeaderValue::from_static(
-    "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
-);
 
 /// Follow a short link. Not part of the JSON API: the answer is a redirect, or an HTML page
 /// for browsers (unknown or gone links, password forms).
@@ -318,21 +315,5 @@ fn password_page(status: StatusCode, slug: &str, error: Option<&str>) -> Respons
 }
 
 fn page(status: StatusCode, title: &str, body: &str) -> Response {
-    let html = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
-         <meta name=\"robots\" content=\"noindex\"><title>{title}</title>\
-         <style>body{{font:16px/1.5 system-ui,sans-serif;max-width:32rem;margin:4rem auto;\
-         padding:0 1rem}}</style></head><body><h1>{title}</h1>{body}</body></html>"
-    );
-    let mut response = (status, Body::from(html)).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    headers.insert(header::CACHE_CONTROL, NO_STORE);
-    headers.insert(header::CONTENT_SECURITY_POLICY, PAGE_POLICY);
-    response.extensions_mut().insert(OwnBody);
-    response
+    html::page(status, title, body, html::PAGE_POLICY)
 }

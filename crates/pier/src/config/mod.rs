@@ -214,6 +214,16 @@ settings! {
         failed_logins_per_account: PolicySpec = policy("gcra 10/900s burst=10 local"),
         /// Sign-in attempts allowed per client address (IPv6 addresses by /64).
         failed_logins_per_ip: PolicySpec = policy("gcra 100/900s burst=30 local"),
+        /// The URL clients reach Pier at: the issuer (`iss`) of its access tokens, whose
+        /// audience is this plus `/v1` (default: http://<listen>).
+        issuer: Option<BaseUrl> = None,
+        /// How long an OAuth access token lives, in seconds.
+        access_token_ttl_secs: u64 = 900,
+        /// How long a user's consent to an OAuth client lasts: its refresh tokens stop working
+        /// this long after it was given, however often they rotate, in seconds.
+        refresh_token_ttl_secs: u64 = 30 * 24 * 3600,
+        /// A new token-signing key is made when the newest is this old, in seconds.
+        signing_key_rotation_secs: u64 = 30 * 24 * 3600,
     }
 }
 

@@ -13,6 +13,7 @@ mod lifecycle;
 mod link_bulk;
 mod link_qr;
 mod links;
+mod oauth;
 mod openapi;
 mod operations;
 mod pagination;

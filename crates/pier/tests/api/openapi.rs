@@ -64,9 +64,20 @@ async fn every_operation_is_named_summarised_and_secured() {
         );
         let security = op["security"].as_array().expect("security is explicit");
         let public = security.is_empty();
-        let expected_public = ["/healthz", "/readyz", "/{slug}", "/v1/auth/login"]
-            .iter()
-            .any(|path| name.ends_with(&format!(" {path}")));
+        let expected_public = [
+            "/healthz",
+            "/readyz",
+            "/{slug}",
+            "/v1/auth/login",
+            "/v1/oauth/token",
+            "/v1/oauth/revoke",
+            "/v1/oauth/introspect",
+            "/v1/oauth/authorize",
+            "/.well-known/jwks.json",
+            "/.well-known/oauth-authorization-server",
+        ]
+        .iter()
+        .any(|path| name.ends_with(&format!(" {path}")));
         assert_eq!(public, expected_public, "{name}: security {security:?}");
         if !public {
             // An API key, or a sign-in session; the session's own routes take only a session.
@@ -121,7 +132,14 @@ async fn path_ids_declare_their_pattern_and_errors_are_problems() {
             let html_only = response["content"]
                 .as_object()
                 .is_some_and(|c| c.len() == 1 && c.contains_key("text/html"));
-            if (status.starts_with('4') || status.starts_with('5')) && !html_only {
+            // The OAuth endpoints' own errors are RFC 6749 error objects, as OAuth clients
+            // expect; what the shared layers answer (413, 429, 500…) stays a problem.
+            let oauth_error = response["content"]["application/json"]["schema"]["$ref"]
+                == "#/components/schemas/OAuthError";
+            if oauth_error {
+                assert!(name.contains(" /v1/oauth/"), "{name} {status}");
+                assert!(matches!(status.as_str(), "400" | "401"), "{name} {status}");
+            } else if (status.starts_with('4') || status.starts_with('5')) && !html_only {
                 let problem = &response["content"]["application/problem+json"]["schema"];
                 assert_eq!(
                     problem["$ref"], "#/components/schemas/Problem",

@@ -20,17 +20,17 @@ on_both_backends!(
     a_session_sees_only_its_own_workspace,
 );
 
-const PASSWORD: &str = "correct horse battery staple";
+pub(crate) const PASSWORD: &str = "correct horse battery staple";
 
 /// A signed-in browser: the cookie pair to send and the session's CSRF token.
-struct Browser {
-    cookie: String,
-    csrf: String,
-    session: Value,
+pub(crate) struct Browser {
+    pub cookie: String,
+    pub csrf: String,
+    pub session: Value,
 }
 
 impl Browser {
-    fn on(&self, app: &TestApp, method: Method, path: &str) -> RequestBuilder {
+    pub fn on(&self, app: &TestApp, method: Method, path: &str) -> RequestBuilder {
         app.client
             .request(method, app.url(path))
             .header("cookie", &self.cookie)
@@ -50,7 +50,7 @@ fn cookie_pair(response: &Response) -> String {
 }
 
 /// Makes `email` a user of `workspace` with `PASSWORD` chosen already.
-async fn user(app: &TestApp, email: &str, workspace: &WorkspaceId, role: Role) {
+pub(crate) async fn user(app: &TestApp, email: &str, workspace: &WorkspaceId, role: Role) {
     let clock: Arc<dyn Clock> = Arc::new(app.clock.clone());
     let created = UserStore::new(app.db.clone(), clock)
         .create(
@@ -71,7 +71,7 @@ async fn user(app: &TestApp, email: &str, workspace: &WorkspaceId, role: Role) {
     assert_eq!(response.status(), 200, "the first password change");
 }
 
-async fn sign_in(app: &TestApp, email: &str, password: &str) -> Browser {
+pub(crate) async fn sign_in(app: &TestApp, email: &str, password: &str) -> Browser {
     let response = login(app, email, password).await;
     assert_eq!(response.status(), 200, "signed in");
     let cookie = cookie_pair(&response);

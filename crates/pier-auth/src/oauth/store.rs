@@ -1,0 +1,172 @@
+//! The clients' part of [`OAuthStore`]: registration, listing, reading and deletion, and client
+//! authentication at the token endpoint.
+
+use std::sync::Arc;
+
+use pier_core::{Clock, WorkspaceId};
+use pier_db::{Db, with_reader, with_tx};
+
+use super::clients::{self, COLUMNS, ClientId, ClientRow, ClientType, NewClient, OAuthClient};
+use super::grants::GrantLifetimes;
+use super::opaque::Opaque;
+
+/// Clients, grants, codes and refresh tokens on the configured database.
+#[derive(Debug, Clone)]
+pub struct OAuthStore {
+    pub(super) db: Db,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) lifetimes: GrantLifetimes,
+}
+
+impl OAuthStore {
+    pub fn new(db: Db, clock: Arc<dyn Clock>, lifetimes: GrantLifetimes) -> Self {
+        Self {
+            db,
+            clock,
+            lifetimes,
+        }
+    }
+
+    /// Registers a client; a confidential one gets a secret, returned here once.
+    pub async fn create_client(
+        &self,
+        workspace: &WorkspaceId,
+        new: NewClient,
+        created_by: &str,
+    ) -> Result<(OAuthClient, Option<Opaque>), sqlx::Error> {
+        let now = self.clock.now();
+        let secret = (new.client_type == ClientType::Confidential)
+            .then(|| Opaque::generate(Opaque::CLIENT_SECRET));
+        let client = OAuthClient {
+            client_id: ClientId::new(now),
+            workspace_id: workspace.clone(),
+            name: new.name.into_string(),
+            client_type: new.client_type,
+            redirect_uris: new.redirect_uris,
+            grant_types: new.grant_types,
+            scopes: new.scopes.iter().collect(),
+            role: new.role,
+            created_at: now,
+        };
+        let uris = serde_json::to_string(&client.redirect_uris)
+            .map_err(|e| sqlx::Error::Encode(e.into()))?;
+        let mut tx = self.db.begin().await?;
+        with_tx!(&mut tx, conn => {
+            sqlx::query(
+                "INSERT INTO oauth_clients (id, workspace_id, name, redirect_uris, grant_types, \
+                 scopes, role, secret_hash, created_by, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(client.client_id.as_str())
+            .bind(workspace.as_str())
+            .bind(&client.name)
+            .bind(&uris)
+            .bind(clients::grant_type_names(&client.grant_types))
+            .bind(new.scopes.to_names())
+            .bind(client.role.as_str())
+            .bind(secret.as_ref().map(Opaque::hash))
+            .bind(created_by)
+            .bind(now.as_micros())
+            .execute(conn)
+            .await
+            .map(drop)
+        })?;
+        tx.commit().await?;
+        Ok((client, secret))
+    }
+
+    /// Newest first, after the `(created_at, id)` of the previous page's last client.
+    pub async fn list_clients(
+        &self,
+        workspace: &WorkspaceId,
+        after: Option<(i64, String)>,
+        limit: u32,
+    ) -> Result<Vec<OAuthClient>, sqlx::Error> {
+        let (after_at, after_id) = after.unzip();
+        let sql = format!(
+            "SELECT {COLUMNS} FROM oauth_clients WHERE workspace_id = $1 \
+             AND ($2 IS NULL OR (created_at, id) < ($2, $3)) \
+             ORDER BY created_at DESC, id DESC LIMIT $4"
+        );
+        let rows: Vec<ClientRow> = with_reader!(&self.db, pool => {
+            sqlx::query_as(&sql)
+                .bind(workspace.as_str())
+                .bind(after_at)
+                .bind(after_id.as_deref())
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await
+        })?;
+        rows.into_iter().map(OAuthClient::try_from).collect()
+    }
+
+    /// A client of `workspace`; another workspace's is `None`.
+    pub async fn client(
+        &self,
+        workspace: &WorkspaceId,
+        id: &ClientId,
+    ) -> Result<Option<OAuthClient>, sqlx::Error> {
+        let row: Option<ClientRow> = self
+            .db
+            .find_owned("oauth_clients", COLUMNS, workspace.as_str(), id.as_str())
+            .await?;
+        row.map(OAuthClient::try_from).transpose()
+    }
+
+    /// Deletes a client, and with it every grant and token issued to it.
+    pub async fn delete_client(
+        &self,
+        workspace: &WorkspaceId,
+        id: &ClientId,
+    ) -> Result<bool, sqlx::Error> {
+        let mut tx = self.db.begin().await?;
+        let deleted = with_tx!(&mut tx, conn => {
+            sqlx::query("DELETE FROM oauth_clients WHERE workspace_id = $1 AND id = $2")
+                .bind(workspace.as_str())
+                .bind(id.as_str())
+                .execute(conn)
+                .await
+                .map(|done| done.rows_affected() > 0)
+        })?;
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    /// The client `id` names, in any workspace: the authorization and token endpoints learn the
+    /// workspace from the client.
+    pub async fn find_client(&self, id: &str) -> Result<Option<OAuthClient>, sqlx::Error> {
+        Ok(match self.client_row(id).await? {
+            Some(row) => Some(OAuthClient::try_from(row)?),
+            None => None,
+        })
+    }
+
+    /// Authenticates a client at the token endpoint. A confidential client must present its
+    /// secret; a public one must present none. `None` for any mismatch, unknown ids included.
+    pub async fn authenticate_client(
+        &self,
+        id: &str,
+        secret: Option<&str>,
+    ) -> Result<Option<OAuthClient>, sqlx::Error> {
+        let Some(row) = self.client_row(id).await? else {
+            return Ok(None);
+        };
+        let ok = match secret {
+            Some(secret) => row.secret_matches(secret),
+            None => false,
+        };
+        let client = OAuthClient::try_from(row)?;
+        let public_without_secret = client.client_type == ClientType::Public && secret.is_none();
+        Ok((ok || public_without_secret).then_some(client))
+    }
+
+    async fn client_row(&self, id: &str) -> Result<Option<ClientRow>, sqlx::Error> {
+        if ClientId::parse(id).is_err() {
+            return Ok(None);
+        }
+        let sql = format!("SELECT {COLUMNS} FROM oauth_clients WHERE id = $1");
+        with_reader!(&self.db, pool => {
+            sqlx::query_as(&sql).bind(id).fetch_optional(pool).await
+        })
+    }
+}
