@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use pier_auth::oauth::OAuthStore;
-use pier_auth::{AccessTokens, ApiKeyStore, Authenticator, SessionStore, WorkspaceStore};
+use pier_auth::{
+    AccessTokens, ApiKeyStore, Authenticator, ResourceGrants, SessionStore, WorkspaceStore,
+};
 use pier_core::{Clock, CursorCodec};
 use pier_db::Db;
 use pier_idempotency::IdempotencyStore;
@@ -40,6 +42,7 @@ struct Inner {
     workspaces: WorkspaceStore,
     group_commit: GroupCommit,
     policies: PolicyStore,
+    grants: ResourceGrants,
 }
 
 /// The inputs [`AppState`] is built from.
@@ -111,6 +114,7 @@ impl AppState {
             workspaces: WorkspaceStore::new(db.clone(), clock.clone()),
             group_commit: GroupCommit::start(&parts.jobs),
             policies: PolicyStore::new(db.clone(), clock.clone()),
+            grants: ResourceGrants::new(db.clone(), clock.clone()),
             api_keys,
             parts,
             draining: std::sync::atomic::AtomicBool::new(false),
@@ -213,6 +217,11 @@ impl AppState {
 
     pub fn sessions(&self) -> &SessionStore {
         &self.0.parts.sessions
+    }
+
+    /// Resource grants, and the one place access to a single resource is decided.
+    pub fn grants(&self) -> &ResourceGrants {
+        &self.0.grants
     }
 
     pub fn oauth(&self) -> &OAuthStore {

@@ -22,18 +22,24 @@
 //! | `events:publish`|   ✓   |   ✓   |   ✓    |        |
 //! | `oauth_clients:read`  |   ✓   |   ✓   |        |        |
 //! | `oauth_clients:write` |   ✓   |   ✓   |        |        |
+//! | `permissions:read`    |   ✓   |   ✓   |        |        |
+//! | `permissions:write`   |   ✓   |   ✓   |        |        |
 //!
-//! Beyond the matrix, a caller may only create or revoke keys whose role is not above its own
+//! Beyond the matrix, a key or a user can be granted one link, queue or webhook endpoint (see
+//! [`ResourceGrants`]). A caller may only create or revoke keys whose role is not above its own
 //! (an admin cannot mint or revoke an owner key) and whose permissions it holds itself.
 
 mod access_tokens;
 mod api_keys;
 mod bootstrap;
+mod invitations;
 mod key_secret;
 pub mod key_use;
 pub mod oauth;
+mod opaque;
 mod permission;
 mod principal;
+mod resource_grants;
 mod sessions;
 mod signing_keys;
 mod users;
@@ -41,17 +47,22 @@ mod workspaces;
 
 /// The tables this crate owns: `workspaces` and `api_keys` came with the foundation migration
 /// (see [`pier_db::MIGRATIONS`]); `users`, `memberships`, `sessions`, and later changes, are listed here.
-pub const MIGRATIONS: &[pier_db::Migration] =
-    pier_db::migrations!(11 => "0011_users", 12 => "0012_sessions", 13 => "0013_oauth");
+pub const MIGRATIONS: &[pier_db::Migration] = pier_db::migrations!(11 => "0011_users", 12 => "0012_sessions", 13 => "0013_oauth", 14 => "0014_resource_grants");
 
 pub use access_tokens::{AccessClaims, AccessTokens, LEEWAY, TokenError, TokenSubject};
 pub use api_keys::{ApiKey, ApiKeyFilter, ApiKeyId, ApiKeyStore, KeyName, NewApiKey};
 pub use bootstrap::{Bootstrap, bootstrap};
+pub use invitations::Invitation;
 pub use key_secret::{InvalidKeySecret, KeySecret};
 pub use oauth::{ClientId, GrantId};
+pub use opaque::Opaque;
 pub use permission::{Permission, PermissionSet, Role};
 pub use pier_core::WorkspaceId;
 pub use principal::{AuthError, Authenticator, Principal};
+pub use resource_grants::{
+    Action, Decision, GrantFilter, Relation, Resource, ResourceGrant, ResourceGrantId,
+    ResourceGrants, ResourceType,
+};
 pub use sessions::{Session, SessionError, SessionLimits, SessionSecret, SessionStore, SignedIn};
 pub use signing_keys::{KeyError, KeySchedule, SigningKey, SigningKeys};
 pub use users::{

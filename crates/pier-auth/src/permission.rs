@@ -55,6 +55,8 @@ permissions! {
     EventsPublish => "events:publish",
     OAuthClientsRead => "oauth_clients:read",
     OAuthClientsWrite => "oauth_clients:write",
+    PermissionsRead => "permissions:read",
+    PermissionsWrite => "permissions:write",
 }
 
 // By hand: the derive cannot read the names through the macro above.

@@ -28,6 +28,8 @@ pub enum Principal {
         workspace_id: WorkspaceId,
         role: Role,
         permissions: PermissionSet,
+        /// The OAuth client acting for the user, when the request came with its token.
+        via_client: Option<ClientId>,
     },
     /// An OAuth client acting for itself (client credentials), within the scopes it was
     /// registered with and the role of whoever registered it.
@@ -46,6 +48,7 @@ impl From<&Session> for Principal {
             workspace_id: session.workspace_id.clone(),
             role: session.role,
             permissions: session.role.permissions(),
+            via_client: None,
         }
     }
 }
@@ -77,6 +80,16 @@ impl Principal {
 
     pub fn can(&self, permission: Permission) -> bool {
         self.permissions().contains(permission)
+    }
+
+    /// Whether an OAuth client acts: for itself, or for a user within the scopes they
+    /// consented to. Resource grants do not reach it.
+    pub fn is_delegated(&self) -> bool {
+        match self {
+            Self::ApiKey { .. } => false,
+            Self::User { via_client, .. } => via_client.is_some(),
+            Self::Client { .. } => true,
+        }
     }
 
     /// A stable identifier of the caller, used to scope idempotency keys.
@@ -206,6 +219,7 @@ impl Authenticator {
                 workspace_id: grant.workspace_id,
                 role: live.role,
                 permissions,
+                via_client: Some(grant.client_id),
             },
             None => Principal::Client {
                 client_id: grant.client_id,

@@ -113,6 +113,8 @@ pub enum SessionError {
     NotAMember,
     #[error("the new password: {0}")]
     WeakPassword(String),
+    #[error("the invitation link is unknown, used or expired: ask for a new one")]
+    Invitation,
     #[error("could not hash the password: {0}")]
     Hash(String),
     #[error(transparent)]
@@ -317,23 +319,42 @@ impl SessionStore {
         if !users::replace_password_hash(&mut tx, &user.id, &stored, &fresh, true, now).await? {
             return Err(SessionError::WrongCredentials);
         }
-        with_tx!(&mut tx, conn => {
-            sqlx::query("DELETE FROM sessions WHERE user_id = $1")
-                .bind(user.id.as_str())
-                .execute(conn)
-                .await
-                .map(drop)
-        })?;
         let user = User {
             must_change_password: false,
             updated_at: now,
             ..user
         };
         let signed_in = self
-            .open(&mut tx, user, &session.workspace_id, session.role)
+            .end_all_and_open(&mut tx, user, &session.workspace_id, session.role)
             .await?;
         tx.commit().await?;
         Ok(signed_in)
+    }
+
+    pub(crate) fn db(&self) -> &Db {
+        &self.db
+    }
+
+    pub(crate) fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// Ends every session of `user` and opens a new one: after their password changed.
+    pub(crate) async fn end_all_and_open(
+        &self,
+        tx: &mut Tx,
+        user: User,
+        workspace: &WorkspaceId,
+        role: Role,
+    ) -> Result<SignedIn, sqlx::Error> {
+        with_tx!(tx, conn => {
+            sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+                .bind(user.id.as_str())
+                .execute(conn)
+                .await
+                .map(drop)
+        })?;
+        self.open(tx, user, workspace, role).await
     }
 
     async fn open(

@@ -14,6 +14,7 @@ use rand::Rng;
 use serde::Serialize;
 
 use crate::Role;
+use crate::invitations::Invitation;
 
 define_id!(
     /// A user id, `usr_…`.
@@ -216,6 +217,38 @@ impl UserStore {
         workspace: &WorkspaceId,
         role: Role,
     ) -> Result<CreatedUser, UserError> {
+        let (created, _) = self
+            .create_with(email, display_name, workspace, role, None)
+            .await?;
+        Ok(created)
+    }
+
+    /// Creates a user as [`create`](Self::create) does, with an invitation instead of a
+    /// password to hand over: a link that lets them choose their own password once, within
+    /// `valid_for`. Their one-time password is not meant to be shown.
+    pub async fn invite(
+        &self,
+        email: &Email,
+        display_name: &Label,
+        workspace: &WorkspaceId,
+        role: Role,
+        valid_for: std::time::Duration,
+    ) -> Result<(CreatedUser, Invitation), UserError> {
+        let (created, invitation) = self
+            .create_with(email, display_name, workspace, role, Some(valid_for))
+            .await?;
+        let invitation = invitation.ok_or_else(|| decode("the invitation was not made"))?;
+        Ok((created, invitation))
+    }
+
+    async fn create_with(
+        &self,
+        email: &Email,
+        display_name: &Label,
+        workspace: &WorkspaceId,
+        role: Role,
+        invitation: Option<std::time::Duration>,
+    ) -> Result<(CreatedUser, Option<Invitation>), UserError> {
         let one_time_password = one_time_password();
         let hash = hash_off_the_executor(&one_time_password)
             .await
@@ -252,12 +285,17 @@ impl UserStore {
             other => other?,
         };
         let membership = insert_membership(&mut tx, workspace, &user.id, role, now).await?;
+        let invitation = match invitation {
+            Some(valid_for) => Some(Invitation::insert(&mut tx, &user.id, now, valid_for).await?),
+            None => None,
+        };
         tx.commit().await?;
-        Ok(CreatedUser {
+        let created = CreatedUser {
             user,
             membership,
             one_time_password,
-        })
+        };
+        Ok((created, invitation))
     }
 
     /// Makes an existing user a member of `workspace`.

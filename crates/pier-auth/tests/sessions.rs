@@ -24,6 +24,7 @@ on_both_backends!(
     no_session_opened_with_the_old_password_outlives_a_change,
     ended_sessions_are_pruned,
     unknown_emails_cost_what_wrong_passwords_cost,
+    an_invitation_sets_one_password_however_many_race,
 );
 
 const LIMITS: SessionLimits = SessionLimits {
@@ -356,4 +357,53 @@ async fn unknown_emails_cost_what_wrong_passwords_cost(backend: Backend) {
         (1.0 / 3.0..3.0).contains(&ratio),
         "wrong password {wrong:?} against unknown email {unknown:?}"
     );
+}
+
+async fn an_invitation_sets_one_password_however_many_race(backend: Backend) {
+    let f = fixture(backend).await;
+    let shared: Arc<dyn Clock> = Arc::new(f.clock.clone());
+    let (bo, invitation) = UserStore::new(f.test_db.db.clone(), shared)
+        .invite(
+            &email("bo@example.com"),
+            &Label::parse("Bo").expect("name"),
+            &f.workspace.id,
+            Role::Member,
+            Duration::from_secs(3600),
+        )
+        .await
+        .expect("invited");
+    let token = invitation.token.expose().to_owned();
+    let stored: (String,) = with_reader!(&f.test_db.db, pool => {
+        sqlx::query_as("SELECT token_hash FROM invitations").fetch_one(pool).await
+    })
+    .expect("row");
+    assert_ne!(stored.0, token, "only a hash is stored");
+
+    let passwords: Vec<String> = (0..6).map(|n| format!("password number {n}")).collect();
+    let attempts = passwords
+        .iter()
+        .map(|p| f.sessions.accept_invitation(&token, p));
+    let outcomes = futures_util::future::join_all(attempts).await;
+    let winners: Vec<usize> = outcomes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, o)| o.is_ok().then_some(i))
+        .collect();
+    assert_eq!(winners.len(), 1, "{outcomes:?}");
+    for (i, outcome) in outcomes.iter().enumerate() {
+        if !winners.contains(&i) {
+            assert!(
+                matches!(outcome, Err(SessionError::Invitation)),
+                "{outcome:?}"
+            );
+        }
+    }
+    let chosen = &passwords[winners[0]];
+    let signed_in = f
+        .sessions
+        .sign_in(&email("bo@example.com"), chosen, None)
+        .await
+        .expect("the winner's password is the one set");
+    assert_eq!(signed_in.user.id, bo.user.id);
+    assert!(!signed_in.session.must_change_password);
 }

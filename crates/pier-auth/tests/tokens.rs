@@ -12,8 +12,9 @@ use pier_auth::oauth::{
     ClientType, GrantLifetimes, GrantType, NewClient, NewCode, OAuthClient, OAuthStore,
 };
 use pier_auth::{
-    AccessTokens, Email, KeySchedule, Permission, PermissionSet, Role, SigningKeys, TokenError,
-    TokenSubject, UserId, UserStore, Workspace, WorkspaceName, WorkspaceStore,
+    AccessTokens, Action, Decision, Email, KeySchedule, Permission, PermissionSet, Principal,
+    Relation, Resource, ResourceGrants, ResourceType, Role, SigningKeys, TokenError, TokenSubject,
+    UserId, UserStore, Workspace, WorkspaceName, WorkspaceStore,
 };
 use pier_core::{Clock, Label, ManualClock, MasterKey, SubKey};
 use pier_db::with_reader;
@@ -28,6 +29,7 @@ on_both_backends!(
     signing_keys_are_stored_sealed,
     a_code_works_once_and_its_reuse_revokes_the_grant,
     a_raced_refresh_token_revokes_its_family,
+    resource_grants_never_reach_a_clients_token,
 );
 
 const ISSUER: &str = "https://pier.example";
@@ -568,4 +570,59 @@ async fn a_raced_refresh_token_revokes_its_family(backend: Backend) {
             .is_none()
     );
     assert!(f.oauth.refresh(&f.client, first.expose()).await.is_err());
+}
+
+async fn resource_grants_never_reach_a_clients_token(backend: Backend) {
+    let f = fixture(backend).await;
+    let shared: Arc<dyn Clock> = Arc::new(f.clock.clone());
+    let grants = ResourceGrants::new(f.test_db.db.clone(), shared);
+    let user_id = ann(&f).await;
+    let link = Resource {
+        kind: ResourceType::Link,
+        id: "lnk_01m8pd91emf07nqws6p476403x",
+    };
+    grants
+        .grant(
+            &f.workspace.id,
+            user_id.as_str(),
+            link,
+            Relation::Editor,
+            "test",
+        )
+        .await
+        .expect("granted");
+    let person = |via_client| Principal::User {
+        user_id: user_id.clone(),
+        workspace_id: f.workspace.id.clone(),
+        role: Role::Viewer,
+        permissions: Role::Viewer.permissions(),
+        via_client,
+    };
+    let signed_in = grants
+        .authorize(&person(None), Action::Write, link)
+        .await
+        .expect("decided");
+    assert_eq!(signed_in, Decision::Grant);
+    let through_app = grants
+        .authorize(
+            &person(Some(f.client.client_id.clone())),
+            Action::Write,
+            link,
+        )
+        .await
+        .expect("decided");
+    assert_eq!(
+        through_app,
+        Decision::Denied,
+        "a client acts within its scopes only"
+    );
+    let read = grants
+        .authorize(
+            &person(Some(f.client.client_id.clone())),
+            Action::Read,
+            link,
+        )
+        .await
+        .expect("decided");
+    assert_eq!(read, Decision::Role, "what the role covers still holds");
 }

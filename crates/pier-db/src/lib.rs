@@ -102,6 +102,28 @@ impl Db {
         })
     }
 
+    /// Deletes the row `id` of `table` if it belongs to `workspace`, in its own transaction;
+    /// `false` when there was none (another workspace's row included).
+    pub async fn delete_owned(
+        &self,
+        table: &str,
+        workspace: &str,
+        id: &str,
+    ) -> Result<bool, sqlx::Error> {
+        let sql = format!("DELETE FROM {table} WHERE workspace_id = $1 AND id = $2");
+        let mut tx = self.begin().await?;
+        let deleted = with_tx!(&mut tx, conn => {
+            sqlx::query(&sql)
+                .bind(workspace)
+                .bind(id)
+                .execute(conn)
+                .await
+                .map(|done| done.rows_affected() > 0)
+        })?;
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
     /// Checks the database answers, for readiness probes.
     pub async fn ping(&self, timeout: Duration) -> Result<(), sqlx::Error> {
         let probe = async {

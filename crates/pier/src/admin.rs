@@ -3,6 +3,7 @@
 //! (a new key alone on its line, for scripts); explanations go to stderr.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{anyhow, bail};
 use pier_auth::{
@@ -232,6 +233,7 @@ pub async fn users(config: &Config, command: UsersCommand) -> anyhow::Result<()>
                 name,
                 workspace,
                 role,
+                invite,
             } => {
                 let typed = email;
                 let email = Email::parse(&typed).map_err(|e| anyhow!("--email {e}"))?;
@@ -248,6 +250,26 @@ pub async fn users(config: &Config, command: UsersCommand) -> anyhow::Result<()>
                         "{} ({}) exists already: added to {workspace} as {role}, with the \
                          password they have.",
                         user.id, user.email
+                    );
+                    return Ok(());
+                }
+                if invite {
+                    let valid_for = Duration::from_secs(config.auth.invitation_ttl_secs);
+                    let (created, invitation) = store
+                        .invite(&email, &name, &workspace, role, valid_for)
+                        .await?;
+                    let base = config.auth.issuer.as_ref().map_or_else(
+                        || format!("http://{}", config.server.listen),
+                        |b| b.0.clone(),
+                    );
+                    eprintln!(
+                        "Invited user {} ({}), {role} of {workspace}. The link works once, until \
+                         {}; it is shown only once:",
+                        created.user.id, created.user.email, invitation.expires_at
+                    );
+                    println!(
+                        "invitation: {base}/v1/auth/invitation?token={}",
+                        invitation.token.expose()
                     );
                     return Ok(());
                 }

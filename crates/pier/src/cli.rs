@@ -177,8 +177,9 @@ pub enum KeysCommand {
 #[derive(Debug, Subcommand)]
 pub enum UsersCommand {
     /// Create a user in a workspace and print their one-time password on a line of its own, as
-    /// `password: …` (shown once; they choose their own at first sign-in). A user who exists
-    /// already is added to the workspace instead, keeping their password
+    /// `password: …` (shown once; they choose their own at first sign-in), or with --invite an
+    /// invitation link, as `invitation: …`. A user who exists already is added to the
+    /// workspace instead, keeping their password
     Create {
         /// Their email address, which is their login
         #[arg(long)]
@@ -192,6 +193,10 @@ pub enum UsersCommand {
         /// owner, admin, member or viewer
         #[arg(long, default_value = "member")]
         role: String,
+        /// Print a link (valid for auth.invitation_ttl_secs, usable once) where they choose
+        /// their password, instead of a one-time password
+        #[arg(long)]
+        invite: bool,
     },
     /// List a workspace's members
     List {

@@ -6,7 +6,7 @@ mod json;
 mod objects_only;
 mod query;
 
-pub use auth::{Authed, RequiredPermission, perm};
+pub use auth::{Authed, OnResource, RequiredPermission, perm};
 pub use conditional::{ETag, IfMatch};
 pub use json::ApiJson;
 pub(crate) use objects_only::ObjectsOnly;

@@ -28,6 +28,7 @@ use crate::problem::{PROBLEM_JSON, Problem};
         (name = "workspace", description = "The caller's workspace"),
         (name = "api-keys", description = "API keys and their permissions"),
         (name = "auth", description = "Signing in with a password: cookie sessions"),
+        (name = "permissions", description = "Resource-level grants: one link, queue or webhook endpoint for a key or a user, beyond its role; and the check that decides"),
         (name = "oauth", description = "OAuth 2: clients, the authorization code (PKCE) and client credentials grants, token revocation and introspection, JWT access tokens and their keys"),
         (name = "jobs", description = "Enqueue and inspect durable jobs"),
         (name = "workers", description = "The protocol for workers in any language: claim, heartbeat, complete, fail"),

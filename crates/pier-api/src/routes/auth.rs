@@ -43,7 +43,7 @@ fn password() -> utoipa::openapi::Object {
     pier_core::schema::string(1, pier_core::password::MAX_CHARS).build()
 }
 
-fn new_password() -> utoipa::openapi::Object {
+pub(super) fn new_password() -> utoipa::openapi::Object {
     pier_core::schema::plain_text(
         pier_auth::MIN_PASSWORD_CHARS,
         pier_core::password::MAX_CHARS,
@@ -120,7 +120,7 @@ fn view(signed_in: &SignedInSession, user: &User, limits: SessionLimits) -> Sess
 }
 
 /// A new session: its description, and the cookie that carries its id.
-fn opened(state: &AppState, headers: &HeaderMap, signed_in: SignedIn) -> Response {
+pub(super) fn opened(state: &AppState, headers: &HeaderMap, signed_in: SignedIn) -> Response {
     let limits = state.sessions().limits();
     let cookie = session_cookie::set(headers, &signed_in.secret, limits);
     let current = SignedInSession {
@@ -221,7 +221,7 @@ pub async fn login(State(state): State<AppState>, req: Request) -> Response {
     }
 }
 
-fn session_error(err: SessionError) -> ApiError {
+pub(super) fn session_error(err: SessionError) -> ApiError {
     match err {
         SessionError::WrongCredentials => ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -229,6 +229,9 @@ fn session_error(err: SessionError) -> ApiError {
             err.to_string(),
         ),
         SessionError::NotAMember => ApiError::forbidden(err.to_string()),
+        SessionError::Invitation => {
+            ApiError::new(StatusCode::GONE, "invitation_invalid", err.to_string())
+        }
         SessionError::WeakPassword(message) => {
             ApiError::validation(ValidationErrors::single("new_password", "invalid", message))
         }

@@ -11,7 +11,7 @@ use qrcode::{Color, QrCode};
 use serde::Deserialize;
 
 use crate::AppState;
-use crate::extract::{ApiQuery, Authed, perm};
+use crate::extract::{ApiQuery, OnResource, perm};
 use crate::problem::{ApiError, ApiResult};
 use crate::routes::links::{LinkView, load};
 
@@ -63,7 +63,7 @@ fn size() -> utoipa::openapi::Object {
 )]
 pub async fn qr(
     State(state): State<AppState>,
-    auth: Authed<perm::LinksRead>,
+    auth: OnResource<perm::LinksRead>,
     Path(id): Path<String>,
     ApiQuery(params): ApiQuery<QrParams>,
 ) -> ApiResult<Response> {

@@ -8,7 +8,7 @@ use pier_links::{LinkId, RecentClick};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
-use crate::extract::{ApiQuery, Authed, perm};
+use crate::extract::{ApiQuery, OnResource, perm};
 use crate::problem::{ApiError, ApiResult};
 
 /// The longest series: 31 days of hours, or about three years of days.
@@ -148,7 +148,7 @@ impl StatsParams {
 )]
 pub async fn get(
     State(state): State<AppState>,
-    auth: Authed<perm::LinksRead>,
+    auth: OnResource<perm::LinksRead>,
     Path(id): Path<String>,
     ApiQuery(params): ApiQuery<StatsParams>,
 ) -> ApiResult<Json<LinkStatsView>> {

@@ -13,7 +13,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::openapi::schema::{Array, ArrayBuilder, Object, SchemaType, Type};
 
 use crate::AppState;
-use crate::extract::{ApiJson, ApiQuery, Authed, ETag, IfMatch, perm};
+use crate::extract::{ApiJson, ApiQuery, Authed, ETag, IfMatch, OnResource, perm};
 use crate::pagination::{CursorScope, Page, PageParams, Pagination};
 use crate::problem::{ApiError, ApiResult};
 use crate::response::located;
@@ -514,7 +514,7 @@ pub(crate) async fn load(
 )]
 pub async fn get(
     State(state): State<AppState>,
-    auth: Authed<perm::LinksRead>,
+    auth: OnResource<perm::LinksRead>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let link = load(&state, auth.principal.workspace_id(), &id).await?;
@@ -565,7 +565,7 @@ pub async fn get_by_slug(
 )]
 pub async fn update(
     State(state): State<AppState>,
-    auth: Authed<perm::LinksWrite>,
+    auth: OnResource<perm::LinksWrite>,
     if_match: IfMatch,
     Path(id): Path<String>,
     ApiJson(patch): ApiJson<UpdateLink>,
@@ -606,7 +606,7 @@ pub async fn update(
 )]
 pub async fn delete(
     State(state): State<AppState>,
-    auth: Authed<perm::LinksWrite>,
+    auth: OnResource<perm::LinksWrite>,
     if_match: IfMatch,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {

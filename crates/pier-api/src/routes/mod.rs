@@ -5,6 +5,7 @@ mod api_keys;
 mod auth;
 mod docs;
 mod health;
+mod invitations;
 mod jobs;
 mod leases;
 mod link_bulk;
@@ -17,6 +18,7 @@ mod oauth_authorize;
 mod oauth_clients;
 mod oauth_token;
 mod outcomes;
+mod permissions;
 mod queues;
 mod rate_limits;
 mod redirect;
@@ -114,6 +116,9 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(webhook_endpoints::recover))
         .routes(routes!(oauth_clients::create, oauth_clients::list))
         .routes(routes!(oauth_clients::get, oauth_clients::delete))
+        .routes(routes!(permissions::create, permissions::list))
+        .routes(routes!(permissions::get, permissions::delete))
+        .routes(routes!(permissions::check))
         .route_layer(from_fn_with_state(normal, deadline))
         .merge(claims)
         // route_layer: unknown paths stay a plain 404 instead of asking for credentials.
@@ -133,6 +138,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(auth::login))
+        .routes(routes!(invitations::page, invitations::accept))
         .routes(routes!(oauth_token::token))
         .routes(routes!(oauth_token::revoke))
         .routes(routes!(oauth_token::introspect))

@@ -8,7 +8,7 @@ use pier_jobs::{QueueInfo, QueueName, QueuePatch};
 use serde::{Deserialize, Deserializer};
 
 use crate::AppState;
-use crate::extract::{ApiJson, Authed, perm};
+use crate::extract::{ApiJson, Authed, OnResource, perm};
 use crate::pagination::{CursorScope, Page, PageParams, Pagination};
 use crate::problem::{ApiError, ApiResult};
 
@@ -45,7 +45,7 @@ pub(crate) fn queue_name(name: &str) -> ApiResult<QueueName> {
 
 async fn apply(
     state: &AppState,
-    auth: &Authed<perm::JobsWrite>,
+    auth: &OnResource<perm::JobsWrite>,
     name: &str,
     patch: QueuePatch,
 ) -> ApiResult<Json<QueueInfo>> {
@@ -69,7 +69,7 @@ async fn apply(
 )]
 pub async fn pause(
     State(state): State<AppState>,
-    auth: Authed<perm::JobsWrite>,
+    auth: OnResource<perm::JobsWrite>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<QueueInfo>> {
     let patch = QueuePatch {
@@ -91,7 +91,7 @@ pub async fn pause(
 )]
 pub async fn resume(
     State(state): State<AppState>,
-    auth: Authed<perm::JobsWrite>,
+    auth: OnResource<perm::JobsWrite>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<QueueInfo>> {
     let patch = QueuePatch {
@@ -143,7 +143,7 @@ const CONCURRENCY_LIMIT: std::ops::RangeInclusive<u32> = 1..=100_000;
 )]
 pub async fn update(
     State(state): State<AppState>,
-    auth: Authed<perm::JobsWrite>,
+    auth: OnResource<perm::JobsWrite>,
     Path(name): Path<String>,
     ApiJson(body): ApiJson<QueuePatchBody>,
 ) -> ApiResult<Json<QueueInfo>> {

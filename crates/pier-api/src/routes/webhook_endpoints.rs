@@ -15,7 +15,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::openapi::schema::{Array, ArrayBuilder, Object};
 
 use crate::AppState;
-use crate::extract::{ApiJson, Authed, ETag, IfMatch, perm};
+use crate::extract::{ApiJson, Authed, ETag, IfMatch, OnResource, perm};
 use crate::pagination::{CursorScope, Page, PageParams, Pagination};
 use crate::problem::{ApiError, ApiResult};
 use crate::response::located;
@@ -459,7 +459,7 @@ pub async fn list(
 )]
 pub async fn get(
     State(state): State<AppState>,
-    auth: Authed<perm::WebhooksRead>,
+    auth: OnResource<perm::WebhooksRead>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let endpoint = load(&state, &auth.principal, &id).await?;
@@ -485,7 +485,7 @@ pub async fn get(
 )]
 pub async fn update(
     State(state): State<AppState>,
-    auth: Authed<perm::WebhooksWrite>,
+    auth: OnResource<perm::WebhooksWrite>,
     if_match: IfMatch,
     Path(id): Path<String>,
     ApiJson(patch): ApiJson<UpdateEndpoint>,
@@ -537,7 +537,7 @@ fn stale(if_match: &IfMatch) -> ApiError {
 )]
 pub async fn delete(
     State(state): State<AppState>,
-    auth: Authed<perm::WebhooksWrite>,
+    auth: OnResource<perm::WebhooksWrite>,
     if_match: IfMatch,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
@@ -563,7 +563,7 @@ pub async fn delete(
 )]
 pub async fn secret(
     State(state): State<AppState>,
-    auth: Authed<perm::WebhooksWrite>,
+    auth: OnResource<perm::WebhooksWrite>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<EndpointSecret>> {
     let endpoint = load(&state, &auth.principal, &id).await?;
@@ -589,7 +589,7 @@ pub async fn secret(
 )]
 pub async fn rotate(
     State(state): State<AppState>,
-    auth: Authed<perm::WebhooksWrite>,
+    auth: OnResource<perm::WebhooksWrite>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<EndpointSecret>> {
     let endpoint = load(&state, &auth.principal, &id).await?;
@@ -615,7 +615,7 @@ pub async fn rotate(
 )]
 pub async fn attempts(
     State(state): State<AppState>,
-    auth: Authed<perm::WebhooksRead>,
+    auth: OnResource<perm::WebhooksRead>,
     page: Pagination,
     Path(id): Path<String>,
 ) -> ApiResult<Page<Attempt>> {
@@ -669,7 +669,7 @@ pub struct Recovered {
 )]
 pub async fn recover(
     State(state): State<AppState>,
-    auth: Authed<perm::WebhooksWrite>,
+    auth: OnResource<perm::WebhooksWrite>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<Recover>,
 ) -> ApiResult<(StatusCode, Json<Recovered>)> {

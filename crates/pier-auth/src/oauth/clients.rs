@@ -13,7 +13,7 @@ use pier_core::{Label, Timestamp, WorkspaceId, define_id};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
-use super::opaque::{self, Opaque};
+use crate::opaque::{self, Opaque};
 use crate::{Permission, PermissionSet, Role};
 
 define_id!(

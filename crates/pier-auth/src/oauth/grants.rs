@@ -17,8 +17,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::clients::{ClientId, OAuthClient};
-use super::opaque::Opaque;
 use super::store::OAuthStore;
+use crate::opaque::Opaque;
 use crate::{PermissionSet, Role, UserId};
 
 define_id!(

@@ -8,7 +8,6 @@
 
 mod clients;
 mod grants;
-mod opaque;
 mod store;
 
 pub use clients::{
@@ -17,5 +16,4 @@ pub use clients::{
 pub use grants::{
     Grant, GrantError, GrantId, GrantLifetimes, Issued, LiveGrant, NewCode, is_s256_challenge,
 };
-pub use opaque::Opaque;
 pub use store::OAuthStore;

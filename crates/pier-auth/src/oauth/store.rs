@@ -8,7 +8,7 @@ use pier_db::{Db, with_reader, with_tx};
 
 use super::clients::{self, COLUMNS, ClientId, ClientRow, ClientType, NewClient, OAuthClient};
 use super::grants::GrantLifetimes;
-use super::opaque::Opaque;
+use crate::opaque::Opaque;
 
 /// Clients, grants, codes and refresh tokens on the configured database.
 #[derive(Debug, Clone)]
@@ -119,17 +119,9 @@ impl OAuthStore {
         workspace: &WorkspaceId,
         id: &ClientId,
     ) -> Result<bool, sqlx::Error> {
-        let mut tx = self.db.begin().await?;
-        let deleted = with_tx!(&mut tx, conn => {
-            sqlx::query("DELETE FROM oauth_clients WHERE workspace_id = $1 AND id = $2")
-                .bind(workspace.as_str())
-                .bind(id.as_str())
-                .execute(conn)
-                .await
-                .map(|done| done.rows_affected() > 0)
-        })?;
-        tx.commit().await?;
-        Ok(deleted)
+        self.db
+            .delete_owned("oauth_clients", workspace.as_str(), id.as_str())
+            .await
     }
 
     /// The client `id` names, in any workspace: the authorization and token endpoints learn the

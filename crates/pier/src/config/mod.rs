@@ -224,6 +224,8 @@ settings! {
         refresh_token_ttl_secs: u64 = 30 * 24 * 3600,
         /// A new token-signing key is made when the newest is this old, in seconds.
         signing_key_rotation_secs: u64 = 30 * 24 * 3600,
+        /// How long an invitation link (`pier users create --invite`) works, in seconds.
+        invitation_ttl_secs: u64 = 7 * 24 * 3600,
     }
 }
 

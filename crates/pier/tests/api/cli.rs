@@ -301,6 +301,27 @@ fn offline_user_administration() {
     let listed = run(pier(dir.path()).args(["users", "list", "--workspace", &second]));
     assert!(String::from_utf8_lossy(&listed.stdout).contains("ann@example.com\tmember"));
 
+    let out = run(pier(dir.path()).args([
+        "users",
+        "create",
+        "--email",
+        "bo@example.com",
+        "--workspace",
+        &second,
+        "--invite",
+    ]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let token = stdout
+        .strip_prefix("invitation: http://127.0.0.1:8080/v1/auth/invitation?token=pier_iv_")
+        .and_then(|rest| rest.strip_suffix('\n'))
+        .expect("one line, `invitation: <link>`");
+    assert_eq!(token.len(), 43, "{stdout}");
+    assert!(
+        !stdout.contains("password"),
+        "no one-time password with an invitation"
+    );
+
     for (args, flag) in [
         (
             ["--email", "not an email", "--workspace", second.as_str()],

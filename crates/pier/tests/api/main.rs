@@ -17,6 +17,7 @@ mod oauth;
 mod openapi;
 mod operations;
 mod pagination;
+mod permissions;
 mod protocol;
 mod rate_limits;
 mod sessions;

@@ -69,6 +69,7 @@ async fn every_operation_is_named_summarised_and_secured() {
             "/readyz",
             "/{slug}",
             "/v1/auth/login",
+            "/v1/auth/invitation",
             "/v1/oauth/token",
             "/v1/oauth/revoke",
             "/v1/oauth/introspect",

@@ -18,6 +18,7 @@ on_both_backends!(
     unknown_emails_and_wrong_passwords_look_alike_and_are_limited,
     concurrent_guesses_cannot_slip_past_the_limit,
     a_session_sees_only_its_own_workspace,
+    an_invitation_link_sets_a_password_once,
 );
 
 pub(crate) const PASSWORD: &str = "correct horse battery staple";
@@ -437,4 +438,111 @@ async fn concurrent_guesses_cannot_slip_past_the_limit(backend: Backend) {
     let checked = statuses.iter().filter(|s| s.as_u16() == 401).count();
     let refused = statuses.iter().filter(|s| s.as_u16() == 429).count();
     assert_eq!((checked, refused), (10, 10), "{statuses:?}");
+}
+
+/// Invites `email` to the app's workspace and returns the link's token.
+async fn invite(app: &TestApp, email: &str) -> String {
+    let clock: Arc<dyn Clock> = Arc::new(app.clock.clone());
+    let (_, invitation) = UserStore::new(app.db.clone(), clock)
+        .invite(
+            &Email::parse(email).expect("email"),
+            &Label::parse("Bo <b>").expect("name"),
+            &app.workspace(),
+            Role::Member,
+            std::time::Duration::from_secs(7 * 24 * 3600),
+        )
+        .await
+        .expect("invited");
+    invitation.token.expose().to_owned()
+}
+
+async fn accept(app: &TestApp, body: Value) -> Response {
+    app.client
+        .post(app.url("/v1/auth/invitation"))
+        .json(&body)
+        .send()
+        .await
+        .expect("sent")
+}
+
+async fn an_invitation_link_sets_a_password_once(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let token = invite(&app, "bo@example.com").await;
+
+    // The link opens a form; the page posts it with the token.
+    let page = app
+        .client
+        .get(app.url("/v1/auth/invitation"))
+        .query(&[("token", &token)])
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()["x-frame-options"], "DENY");
+    let html = page.text().await.expect("html");
+    assert!(
+        html.contains(&token) && html.contains("type=\"password\""),
+        "{html}"
+    );
+    let bad_link = app
+        .client
+        .get(app.url("/v1/auth/invitation?token=pier_iv_nope"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(bad_link.status(), 400);
+
+    // A too-short password is refused and leaves the link usable; so does a cross-site post.
+    let weak = accept(&app, json!({"token": token, "password": "short"})).await;
+    problem(weak, 422, "validation_failed").await;
+    let cross = app
+        .client
+        .post(app.url("/v1/auth/invitation"))
+        .header("sec-fetch-site", "cross-site")
+        .form(&[("token", token.as_str()), ("password", PASSWORD)])
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(cross.status(), 403);
+
+    let accepted = app
+        .client
+        .post(app.url("/v1/auth/invitation"))
+        .form(&[("token", token.as_str()), ("password", PASSWORD)])
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(accepted.status(), 200);
+    let cookie = cookie_pair(&accepted);
+    let html = accepted.text().await.expect("html");
+    assert!(html.contains("Bo &lt;b&gt;"), "the name, escaped: {html}");
+    let session = app
+        .client
+        .get(app.url("/v1/auth/session"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(session.status(), 200, "the form signed them in");
+
+    // Once only; and the chosen password is theirs.
+    let again = accept(
+        &app,
+        json!({"token": token, "password": "another good password"}),
+    )
+    .await;
+    problem(again, 410, "invitation_invalid").await;
+    let bo = sign_in(&app, "bo@example.com", PASSWORD).await;
+    assert_eq!(bo.session["must_change_password"], false);
+
+    // Through the JSON API, and not after it expires.
+    let json_token = invite(&app, "cy@example.com").await;
+    let response = accept(&app, json!({"token": json_token, "password": PASSWORD})).await;
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().contains_key("set-cookie"));
+    let late = invite(&app, "di@example.com").await;
+    app.clock
+        .advance(std::time::Duration::from_secs(7 * 24 * 3600 + 1));
+    let expired = accept(&app, json!({"token": late, "password": PASSWORD})).await;
+    problem(expired, 410, "invitation_invalid").await;
 }

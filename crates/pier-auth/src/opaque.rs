@@ -1,4 +1,4 @@
-//! Opaque secrets of OAuth: client secrets, authorization codes and refresh tokens. Each is a
+//! Opaque secrets: OAuth client secrets, authorization codes, refresh tokens and invitations. Each is a
 //! prefix naming its kind plus 256 random bits; only its SHA-256 is stored. The prefixes keep
 //! one kind from passing for another (a refresh token is never an API key or a JWT) and make
 //! leaks easy to scan for.
@@ -19,6 +19,7 @@ impl Opaque {
     pub const CLIENT_SECRET: &'static str = "pier_cs_";
     pub const CODE: &'static str = "pier_ac_";
     pub const REFRESH_TOKEN: &'static str = "pier_rt_";
+    pub const INVITATION: &'static str = "pier_iv_";
 
     pub(crate) fn generate(prefix: &str) -> Self {
         Self(format!(
