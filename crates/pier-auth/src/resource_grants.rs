@@ -110,15 +110,7 @@ impl ResourceType {
 }
 
 impl Relation {
-    /// The relations that allow `action`.
-    fn allowing(action: Action) -> &'static [&'static str] {
-        match action {
-            Action::Read => &["viewer", "editor"],
-            Action::Write => &["editor"],
-        }
-    }
-
-    /// The least relation that allows `action`.
+    /// The least relation that allows `action` (an editor may do everything a viewer may).
     pub fn for_action(action: Action) -> Self {
         match action {
             Action::Read => Self::Viewer,
@@ -234,18 +226,16 @@ impl ResourceGrants {
         if principal.is_delegated() {
             return Ok(Decision::Denied);
         }
-        let relations = Relation::allowing(action);
         let found: Option<(String,)> = with_reader!(&self.db, pool => {
             sqlx::query_as(
                 "SELECT id FROM resource_grants WHERE workspace_id = $1 AND subject = $2 \
-                 AND resource_type = $3 AND resource_id = $4 AND relation IN ($5, $6) LIMIT 1",
+                 AND resource_type = $3 AND resource_id = $4 AND relation IN ($5, 'editor') LIMIT 1",
             )
             .bind(principal.workspace_id().as_str())
             .bind(principal.subject())
             .bind(resource.kind.as_str())
             .bind(resource.id)
-            .bind(relations[0])
-            .bind(relations[relations.len() - 1])
+            .bind(Relation::for_action(action).as_str())
             .fetch_optional(pool)
             .await
         })?;
