@@ -119,6 +119,15 @@ impl Relation {
     }
 }
 
+/// The longest id or name a grant can name.
+const MAX_ID_CHARS: usize = 200;
+
+/// Whether `text` could be a stored subject or resource id: no grant names any other, so a
+/// lookup by one (a NUL, which PostgreSQL cannot even compare) finds nothing without a query.
+fn is_plain(text: &str) -> bool {
+    pier_core::validation::plain_text(text, 1, MAX_ID_CHARS).is_ok()
+}
+
 /// One resource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Resource<'a> {
@@ -223,7 +232,7 @@ impl ResourceGrants {
         if principal.can(resource.kind.permission(action)) {
             return Ok(Decision::Role);
         }
-        if principal.is_delegated() {
+        if principal.is_delegated() || !is_plain(resource.id) {
             return Ok(Decision::Denied);
         }
         let found: Option<(String,)> = with_reader!(&self.db, pool => {
@@ -311,6 +320,10 @@ impl ResourceGrants {
         after: Option<(i64, String)>,
         limit: u32,
     ) -> Result<Vec<ResourceGrant>, sqlx::Error> {
+        let filters = [filter.subject.as_deref(), filter.resource_id.as_deref()];
+        if filters.into_iter().flatten().any(|text| !is_plain(text)) {
+            return Ok(Vec::new());
+        }
         let (after_at, after_id) = after.unzip();
         let sql = format!(
             "SELECT {COLUMNS} FROM resource_grants WHERE workspace_id = $1 \

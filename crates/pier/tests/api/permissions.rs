@@ -233,6 +233,22 @@ async fn grants_are_checked_when_made_and_explained_by_check(backend: Backend) {
         .get_value(&format!("/v1/permissions/grants?subject={key_id}"))
         .await;
     assert_eq!(listed["data"].as_array().expect("data").len(), 1);
+
+    // Hostile ids (NUL, which PostgreSQL cannot compare) match no grant, never a 500.
+    let (_, scoped) = app.create_key("member", Some(&["jobs:read"])).await;
+    assert_eq!(patch(&app, &scoped, "%00").await, 403);
+    let (code, nul) = check(
+        &key,
+        "action=write&resource_type=link&resource_id=%00".to_owned(),
+    )
+    .await;
+    assert_eq!((code, nul["decision"].as_str()), (200, Some("denied")));
+    for filter in ["subject=%00", "resource_id=%00"] {
+        let listed = app
+            .get_value(&format!("/v1/permissions/grants?{filter}"))
+            .await;
+        assert_eq!(listed["data"], json!([]), "{filter}");
+    }
 }
 
 async fn another_workspace_can_neither_see_nor_use_grants(backend: Backend) {
