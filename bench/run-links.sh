@@ -4,7 +4,12 @@
 #   redirect  wrk --latency on GET /{slug} of one cached link (clicks recorded, as always),
 #             against redirect-baseline (bench/redirect-baseline: the smallest axum server that
 #             answers the same redirect), alternating pier / baseline twice, on the same machine
-#             and connections; once with 1,000 links stored and once with 1,000,000.
+#             and connections; once with 1,000 links stored and once with 1,000,000; in each
+#             layout of BENCH_LAYOUTS:
+#               pinned  the server on the first half of the cores and wrk (one thread per core)
+#                       on the other half (taskset), so the load generator never takes the
+#                       server's CPU: what the server's own latency is
+#               shared  server and wrk free to use every core, as they compete for them
 #   listing   wrk on GET /v1/links?limit=20: page 1 against page 1,000 (its cursor found by
 #             walking the pages) of a workspace of 100,000 links, alternating twice.
 #   auth      bench/run-http.sh's `auth` part: authenticated GET /v1/workspace next to /healthz.
@@ -19,12 +24,12 @@
 #             BENCH_LISTING_PAGE=50 bench/run-links.sh
 #
 # Environment (defaults in brackets):
-#   BENCH_WRK_DURATION [20s]  BENCH_WRK_THREADS [2]
+#   BENCH_WRK_DURATION [20s]  BENCH_WRK_THREADS [2]  BENCH_WARMUP [2s] (unrecorded, before redirects)
 #   BENCH_REDIRECT_CONNECTIONS [64]  BENCH_LISTING_CONNECTIONS [8]
 #   BENCH_LINKS_FEW [1000]  BENCH_LINKS_MANY [1000000]
 #   BENCH_LINKS_LISTED [100000]  BENCH_LISTING_PAGE [1000]
 #   BENCH_BACKENDS [sqlite]  (sqlite,postgres)
-#   BENCH_PARTS [redirect,listing,auth]
+#   BENCH_PARTS [redirect,listing,auth]  BENCH_LAYOUTS [pinned,shared]
 #   BENCH_PORT [18080]  BENCH_ADMIN_PORT [18081]  BENCH_BASELINE_PORT [18082]  BENCH_PIER_LOG [warn]
 #   PIER_BENCH_DATABASE_URL [postgres://postgres@127.0.0.1:5432/test]: an admin connection, used to
 #     drop and create the database pier_bench_links
@@ -34,6 +39,7 @@ cd "$(dirname "$0")/.."
 
 WRK_DURATION="${BENCH_WRK_DURATION:-20s}"
 WRK_THREADS="${BENCH_WRK_THREADS:-2}"
+WARMUP="${BENCH_WARMUP:-2s}"
 REDIRECT_CONNECTIONS="${BENCH_REDIRECT_CONNECTIONS:-64}"
 LISTING_CONNECTIONS="${BENCH_LISTING_CONNECTIONS:-8}"
 LINKS_FEW="${BENCH_LINKS_FEW:-1000}"
@@ -42,6 +48,7 @@ LINKS_LISTED="${BENCH_LINKS_LISTED:-100000}"
 LISTING_PAGE="${BENCH_LISTING_PAGE:-1000}"
 BACKENDS="${BENCH_BACKENDS:-sqlite}"
 PARTS="${BENCH_PARTS:-redirect,listing,auth}"
+LAYOUTS="${BENCH_LAYOUTS:-pinned,shared}"
 PORT="${BENCH_PORT:-18080}"
 ADMIN_PORT="${BENCH_ADMIN_PORT:-18081}"
 BASELINE_PORT="${BENCH_BASELINE_PORT:-18082}"
@@ -65,7 +72,11 @@ done
 for backend in ${BACKENDS//,/ }; do
   has "$backend" "sqlite,postgres" || die "unknown backend in BENCH_BACKENDS: $backend"
 done
+for layout in ${LAYOUTS//,/ }; do
+  has "$layout" "pinned,shared" || die "unknown layout in BENCH_LAYOUTS: $layout"
+done
 need=(curl jq wrk)
+has pinned "$LAYOUTS" && need+=(taskset)
 has sqlite "$BACKENDS" && need+=(sqlite3)
 has postgres "$BACKENDS" && need+=(psql)
 for tool in "${need[@]}"; do
@@ -93,6 +104,25 @@ BASELINE_PID=""
 PG_TOUCHED=""
 KEY=""
 DATA_DIR=""
+# What the servers and wrk are started under; set by use_layout.
+ON_SERVER_CPUS=()
+ON_WRK_CPUS=()
+THREADS="$WRK_THREADS"
+
+use_layout() {
+  local cores
+  cores="$(nproc)"
+  if [ "$1" = pinned ]; then
+    [ "$cores" -ge 2 ] || die "the pinned layout needs at least 2 cores"
+    ON_SERVER_CPUS=(taskset -c "0-$((cores / 2 - 1))")
+    ON_WRK_CPUS=(taskset -c "$((cores / 2))-$((cores - 1))")
+    THREADS="$((cores - cores / 2))"
+  else
+    ON_SERVER_CPUS=()
+    ON_WRK_CPUS=()
+    THREADS="$WRK_THREADS"
+  fi
+}
 
 stop_pid() {
   local pid="$1"
@@ -156,7 +186,7 @@ start_pier() {
     db+=("PIER_DATABASE_URL=$PG_URL")
   fi
   # The API's own limits are lifted: one client address and one key make every request here.
-  (cd "$DATA_DIR" && exec env "${UNSET_PIER[@]}" PIER_LISTEN="127.0.0.1:$PORT" \
+  (cd "$DATA_DIR" && exec "${ON_SERVER_CPUS[@]}" env "${UNSET_PIER[@]}" PIER_LISTEN="127.0.0.1:$PORT" \
     PIER_ADMIN_LISTEN="127.0.0.1:$ADMIN_PORT" PIER_DATA_DIR="$DATA_DIR" \
     PIER_BOOTSTRAP_API_KEY="$KEY" PIER_LOG="$PIER_LOG_LEVEL" "${db[@]}" \
     PIER_RATE_LIMITS_ENABLED=false "$PIER_BIN" serve) </dev/null >"$WORK_DIR/pier.log" 2>&1 &
@@ -211,7 +241,7 @@ measure_wrk() {
   local url="$1" connections="$2"
   shift 2
   local out
-  out="$(wrk -t"$WRK_THREADS" -c"$connections" -d"$WRK_DURATION" --latency "$@" "$url")"
+  out="$("${ON_WRK_CPUS[@]}" wrk -t"$THREADS" -c"$connections" -d"$WRK_DURATION" --latency "$@" "$url")"
   printf '%s\n' "$out" >&2
   printf '%s\n' "$out" | awk '
     function ms(v) {
@@ -236,26 +266,32 @@ emit() {
 }
 
 measure_redirect() {
-  local backend="$1" stored="$2"
+  local backend="$1" stored="$2" layout="$3"
+  use_layout "$layout"
   start_pier "$backend"
   seed_links "$backend" "$((stored - 1))"
   curl -fsS -o /dev/null -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
     -d "{\"url\": \"$TARGET\", \"slug\": \"bench\"}" "$BASE/v1/links"
   [ "$(curl -s -o /dev/null -w '%{http_code}' "$BASE/bench")" = 302 ] ||
     die "the benchmark link does not redirect"
-  "$BASELINE_BIN" "127.0.0.1:$BASELINE_PORT" "$TARGET" &
+  "${ON_SERVER_CPUS[@]}" "$BASELINE_BIN" "127.0.0.1:$BASELINE_PORT" "$TARGET" &
   BASELINE_PID=$!
   wait_ready "http://127.0.0.1:$BASELINE_PORT/bench" "$BASELINE_PID" "redirect-baseline"
+  log "warming both up for $WARMUP"
+  for url in "$BASE/bench" "http://127.0.0.1:$BASELINE_PORT/bench"; do
+    "${ON_WRK_CPUS[@]}" wrk -t"$THREADS" -c"$REDIRECT_CONNECTIONS" -d"$WARMUP" "$url" >/dev/null
+  done
   for round in 1 2; do
     for system in pier baseline; do
       local url="$BASE/bench"
       [ "$system" = baseline ] && url="http://127.0.0.1:$BASELINE_PORT/bench"
-      log "$system ($backend, $stored links stored): wrk GET /bench, $REDIRECT_CONNECTIONS connections, round $round"
+      log "$system ($backend, $stored links stored, $layout): wrk GET /bench, $REDIRECT_CONNECTIONS connections, round $round"
       measure_wrk "$url" "$REDIRECT_CONNECTIONS" |
         emit --arg system "$system" --arg backend "$backend" --argjson stored "$stored" \
-          --argjson round "$round" --argjson connections "$REDIRECT_CONNECTIONS" \
+          --arg layout "$layout" --argjson round "$round" \
+          --argjson connections "$REDIRECT_CONNECTIONS" \
           '{system: $system, backend: $backend, measure: "redirect", links_stored: $stored,
-            round: $round, connections: $connections} + .'
+            layout: $layout, round: $round, connections: $connections} + .'
     done
   done
   stop_pid "$BASELINE_PID"
@@ -268,6 +304,7 @@ measure_redirect() {
 
 measure_listing() {
   local backend="$1"
+  use_layout shared
   start_pier "$backend"
   seed_links "$backend" "$LINKS_LISTED"
   local auth=(-H "Authorization: Bearer $KEY")
@@ -295,8 +332,10 @@ measure_listing() {
 
 for backend in ${BACKENDS//,/ }; do
   if has redirect "$PARTS"; then
-    measure_redirect "$backend" "$LINKS_FEW"
-    measure_redirect "$backend" "$LINKS_MANY"
+    for layout in ${LAYOUTS//,/ }; do
+      measure_redirect "$backend" "$LINKS_FEW" "$layout"
+      measure_redirect "$backend" "$LINKS_MANY" "$layout"
+    done
   fi
   has listing "$PARTS" && measure_listing "$backend"
 done

@@ -1,6 +1,7 @@
 //! What operators rely on: the metrics (every family the dashboards and alerts use, with the
 //! right labels), trace context carried from a request through a job into a webhook request,
-//! readiness turning false while a node drains, and the `api` / `worker` roles.
+//! readiness turning false while a node drains, the metrics kept from growing when nobody
+//! scrapes them, and the `api` / `worker` roles.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -396,6 +397,30 @@ async fn publish_to(server: &Server, receiver: &Receiver, traceparent: Option<&s
     }
     let published = publish.send().await.expect("publish");
     assert_eq!(published.status(), 202);
+}
+
+/// Histogram samples wait in the recorder until its upkeep folds them into buckets; a node
+/// that nobody scrapes must still run it, or it grows with every request.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_node_keeps_its_histograms_up_without_a_scrape() {
+    let server = server(&Backend::Sqlite, &[]).await;
+    let child = server.start().await;
+    let pid = child.id().expect("pid");
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the node's threads")
+        .map(|task| {
+            let comm = task.expect("a thread").path().join("comm");
+            std::fs::read_to_string(comm)
+                .unwrap_or_default()
+                .trim()
+                .to_owned()
+        })
+        .collect();
+    assert!(
+        threads.iter().any(|name| name == "metrics-upkeep"),
+        "no upkeep thread among {threads:?}"
+    );
 }
 
 /// On SIGTERM a node first answers `/readyz` with 503 while still serving, for the drain
