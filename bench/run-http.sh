@@ -13,9 +13,9 @@
 #                          fresh one), against the same loop on an empty table
 #     http_limiter         wrk: GET /v1/workspace with the API's rate limiter off, then on (local
 #                          store, a policy that never refuses), twice each, alternating
-#     http_auth            wrk: GET /healthz (no authentication) and the authenticated
-#                          GET /v1/workspace, alternating twice on one server: what authenticating
-#                          a request costs
+#     http_auth            wrk: GET /healthz (no authentication) and GET /v1/workspace with an
+#                          API key and with an OAuth access token (a JWT), alternating twice on
+#                          one server: what authenticating a request costs
 #
 # Every server runs with its per-key rate limit raised out of the way (`gcra 1000000000/1s`):
 # the limiter decides every request, but a single-key benchmark is not throttled at 1,000/s.
@@ -297,24 +297,36 @@ measure_limiter() {
 # wrk on GET /healthz and on the authenticated GET /v1/workspace, alternating on one server (the
 # per-address limit raised out of the way too, since /healthz spends it).
 measure_auth() {
-  local backend="$1" route out rps p99 auth
+  local backend="$1" what route out rps p99 auth jwt client
   LIMITS=(PIER_RATE_LIMITS_PER_API_KEY="gcra 1000000000/1s"
     PIER_RATE_LIMITS_PER_CLIENT_IP="gcra 1000000000/1s")
   start_pier "$backend"
-  for route in /healthz /v1/workspace /healthz /v1/workspace; do
-    auth=()
-    [ "$route" = /v1/workspace ] && auth=(-H "Authorization: Bearer $KEY")
-    log "pier on $backend: wrk GET $route, $WRK_CONNECTIONS connections"
+  # An OAuth client's access token (client credentials), for the bearer-JWT rounds.
+  client="$(curl -fsS -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
+    -d '{"name": "bench", "client_type": "confidential", "grant_types": ["client_credentials"],
+         "scopes": ["workspace:read"]}' "$BASE/v1/oauth/clients")"
+  jwt="$(curl -fsS -u "$(jq -r '.client_id + ":" + .client_secret' <<<"$client")" \
+    -d grant_type=client_credentials "$BASE/v1/oauth/token" | jq -r .access_token)"
+  for what in none api_key jwt none api_key jwt; do
+    route=/v1/workspace
+    case "$what" in
+      none) route=/healthz auth=() ;;
+      api_key) auth=(-H "Authorization: Bearer $KEY") ;;
+      jwt) auth=(-H "Authorization: Bearer $jwt") ;;
+    esac
+    log "pier on $backend: wrk GET $route ($what), $WRK_CONNECTIONS connections"
     out="$(wrk -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d"$WRK_DURATION" --latency "${auth[@]}" \
       "$BASE$route")"
     printf '%s\n' "$out" >&2
-    grep -q 'Non-2xx' <<<"$out" && die "GET $route: wrk saw non-2xx responses"
+    grep -q 'Non-2xx' <<<"$out" && die "GET $route ($what): wrk saw non-2xx responses"
     rps="$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")"
     p99="$(awk '$1 == "99%" {print $2}' <<<"$out")"
-    jq -nc --arg backend "$backend" --arg route "GET $route" --argjson rps "$rps" \
-      --arg p99 "$p99" --argjson connections "$WRK_CONNECTIONS" --arg duration "$WRK_DURATION" \
+    jq -nc --arg backend "$backend" --arg route "GET $route" --arg credential "$what" \
+      --argjson rps "$rps" --arg p99 "$p99" --argjson connections "$WRK_CONNECTIONS" \
+      --arg duration "$WRK_DURATION" \
       '{system: "pier", backend: $backend, measure: "http_auth", tool: "wrk", route: $route,
-        connections: $connections, duration: $duration, requests_per_sec: $rps, p99: $p99}'
+        credential: $credential, connections: $connections, duration: $duration,
+        requests_per_sec: $rps, p99: $p99}'
   done
   stop_pier
   LIMITS=(PIER_RATE_LIMITS_PER_API_KEY="gcra 1000000000/1s")

@@ -7,14 +7,21 @@
 //! claims must include `iss` and `aud` with Pier's values, `exp`, `nbf`, `iat`, `sub` and `jti`;
 //! the clock may be off by [`LEEWAY`] at most. A token is also only as good as its grant: the
 //! caller checks the grant (`gid`) is live, so revocation takes effect on the next request.
+//!
+//! The Ed25519 check is most of a bearer request's cost, and a client sends the same token for
+//! its whole life, so a token that passed is remembered (by its SHA-256, for a minute): the
+//! time claims are checked again on every use, the signature about once a minute. Only tokens
+//! that passed are kept, so forged ones cannot crowd out real ones.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use jsonwebtoken::{Header, Validation};
+use pier_cache::{Cache, Settings};
 use pier_core::{Clock, Timestamp, WorkspaceId};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::signing_keys::{ALGORITHM, KeyError, SigningKeys};
 use crate::{ClientId, GrantId, PermissionSet};
@@ -25,6 +32,14 @@ pub const LEEWAY: Duration = Duration::from_secs(30);
 const MAX_TOKEN_BYTES: usize = 4096;
 /// The media type of access tokens (RFC 9068 §2.1).
 const TYPE: &str = "at+jwt";
+/// Tokens whose signature passed, remembered (see the module docs).
+const VERIFIED: Settings = Settings {
+    capacity: 10_000,
+    ttl: Duration::from_secs(60),
+    // Never used: only tokens that passed are cached.
+    negative_ttl: Duration::from_secs(0),
+    jitter: 0.2,
+};
 
 /// The claims of an access token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +87,7 @@ pub struct TokenSubject<'a> {
 pub struct AccessTokens {
     keys: SigningKeys,
     clock: Arc<dyn Clock>,
+    verified: Cache<AccessClaims>,
     issuer: String,
     audience: String,
     lifetime: Duration,
@@ -83,6 +99,7 @@ impl AccessTokens {
         let issuer = issuer.trim_end_matches('/').to_owned();
         Self {
             keys,
+            verified: Cache::new("access_tokens", VERIFIED, clock.clone()),
             clock,
             audience: format!("{issuer}/v1"),
             issuer,
@@ -149,6 +166,30 @@ impl AccessTokens {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenError::Invalid("too long"));
         }
+        let digest = hex::encode(Sha256::digest(token.as_bytes()));
+        let claims = self
+            .verified
+            .get_or_load(&digest, || async {
+                self.check_signed(token).await.map(Some)
+            })
+            .await
+            .map_err(unshare)?
+            .ok_or(TokenError::Invalid("signature or claims"))?;
+        // Time is checked here rather than by the library, against Pier's clock (the one
+        // every other expiry uses, and the one tests move), on every use.
+        let now = self.clock.now().as_micros().div_euclid(1_000_000);
+        let leeway = LEEWAY.as_secs() as i64;
+        if claims.exp + leeway <= now {
+            return Err(TokenError::Expired);
+        }
+        if claims.nbf - leeway > now {
+            return Err(TokenError::Invalid("not valid yet"));
+        }
+        Ok(claims)
+    }
+
+    /// Everything about a token that does not change with time: header, key, signature, claims.
+    async fn check_signed(&self, token: &str) -> Result<AccessClaims, TokenError> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid("malformed"))?;
         if header.alg != ALGORITHM {
@@ -194,16 +235,6 @@ impl AccessTokens {
             }
             _ => TokenError::Invalid("signature or claims"),
         })?;
-        // Time is checked here rather than by the library, against Pier's clock (the one
-        // every other expiry uses, and the one tests move).
-        let now = self.clock.now().as_micros().div_euclid(1_000_000);
-        let leeway = LEEWAY.as_secs() as i64;
-        if data.claims.exp + leeway <= now {
-            return Err(TokenError::Expired);
-        }
-        if data.claims.nbf - leeway > now {
-            return Err(TokenError::Invalid("not valid yet"));
-        }
         Ok(data.claims)
     }
 
@@ -219,4 +250,20 @@ impl AccessTokens {
             .collect::<HashSet<_>>();
         validation
     }
+}
+
+/// The error of a check that several callers waited on, as this caller's own.
+fn unshare(shared: Arc<TokenError>) -> TokenError {
+    Arc::try_unwrap(shared).unwrap_or_else(|shared| match &*shared {
+        TokenError::Expired => TokenError::Expired,
+        TokenError::Invalid(why) => TokenError::Invalid(why),
+        TokenError::Keys(KeyError::Sealed(kid)) => TokenError::Keys(KeyError::Sealed(kid.clone())),
+        TokenError::Keys(KeyError::Corrupt(kid)) => {
+            TokenError::Keys(KeyError::Corrupt(kid.clone()))
+        }
+        TokenError::Keys(KeyError::Generate) => TokenError::Keys(KeyError::Generate),
+        TokenError::Keys(KeyError::Database(e)) => {
+            TokenError::Keys(KeyError::Database(sqlx::Error::Protocol(e.to_string())))
+        }
+    })
 }

@@ -489,6 +489,7 @@ impl Application {
         let relay = Relay::default();
         let relay = self.jobs.notifier().listen(relay);
         let relay = self.state.api_keys().listen(relay);
+        let relay = self.state.oauth().listen(relay);
         let relay = self.state.webhooks().listen(relay);
         let relay = self.state.links().redirects().listen(relay).spawn(&self.db);
         let link_changes = self.state.links().redirects().spawn_shared_listener();

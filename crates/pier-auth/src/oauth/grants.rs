@@ -365,11 +365,19 @@ impl OAuthStore {
     }
 
     /// The grant `id` names, if it is in force: not revoked, its client still registered, its
-    /// user still a member of the workspace. Checked on every request a bearer JWT makes.
+    /// user still a member of the workspace. Checked on every request a bearer JWT makes, so
+    /// answered from the cache of live grants (see [`OAuthStore`]).
     pub async fn live_grant(&self, id: &str) -> Result<Option<LiveGrant>, sqlx::Error> {
         if GrantId::parse(id).is_err() {
             return Ok(None);
         }
+        self.live
+            .get_or_load(id, || self.read_live_grant(id))
+            .await
+            .map_err(pier_db::unshare)
+    }
+
+    async fn read_live_grant(&self, id: &str) -> Result<Option<LiveGrant>, sqlx::Error> {
         let sql = format!(
             "SELECT {GRANT_COLUMNS}, g.revoked_at, c.role AS client_role, m.role AS member_role \
              FROM oauth_grants g JOIN oauth_clients c ON c.id = g.client_id \
@@ -415,7 +423,7 @@ impl OAuthStore {
     /// Revokes grant `id` if it was issued to `client`.
     pub async fn revoke_grant(&self, client: &OAuthClient, id: &str) -> Result<(), sqlx::Error> {
         let mut tx = self.db.begin().await?;
-        with_tx!(&mut tx, conn => {
+        let revoked = with_tx!(&mut tx, conn => {
             sqlx::query(
                 "UPDATE oauth_grants SET revoked_at = $1 \
                  WHERE id = $2 AND client_id = $3 AND revoked_at IS NULL",
@@ -425,8 +433,11 @@ impl OAuthStore {
             .bind(client.client_id.as_str())
             .execute(conn)
             .await
-            .map(drop)
+            .map(|done| done.rows_affected() > 0)
         })?;
+        if revoked {
+            self.forget_on_commit(&mut tx, id).await?;
+        }
         tx.commit().await
     }
 
@@ -524,14 +535,17 @@ impl OAuthStore {
 
     async fn revoke_grant_id(&self, id: &str) -> Result<(), sqlx::Error> {
         let mut tx = self.db.begin().await?;
-        with_tx!(&mut tx, conn => {
+        let revoked = with_tx!(&mut tx, conn => {
             sqlx::query("UPDATE oauth_grants SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
                 .bind(self.clock.now().as_micros())
                 .bind(id)
                 .execute(conn)
                 .await
-                .map(drop)
+                .map(|done| done.rows_affected() > 0)
         })?;
+        if revoked {
+            self.forget_on_commit(&mut tx, id).await?;
+        }
         tx.commit().await
     }
 }

@@ -2,29 +2,78 @@
 //! authentication at the token endpoint.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use pier_cache::{Cache, Settings};
 use pier_core::{Clock, WorkspaceId};
-use pier_db::{Db, with_reader, with_tx};
+use pier_db::{Db, Notice, Relay, Tx, with_reader, with_tx};
 
 use super::clients::{self, COLUMNS, ClientId, ClientRow, ClientType, NewClient, OAuthClient};
-use super::grants::GrantLifetimes;
+use super::grants::{GrantLifetimes, LiveGrant};
 use crate::opaque::Opaque;
 
+/// The channel on which a node tells the others a grant ended; the payload is the grant's id,
+/// or [`EVERY_GRANT`].
+const ENDED: &str = "pier_oauth";
+/// The payload that ends what every node remembers (a client's deletion ends all its grants).
+const EVERY_GRANT: &str = "*";
+/// Live grants remembered: a bearer request reads its grant from here, not the database.
+const LIVE_GRANTS: Settings = Settings {
+    capacity: 10_000,
+    // What a missed notification could leave; the relay clears everything when it reconnects.
+    ttl: Duration::from_secs(5),
+    negative_ttl: Duration::from_secs(1),
+    jitter: 0.2,
+};
+
 /// Clients, grants, codes and refresh tokens on the configured database.
+///
+/// Live grants are cached (a bearer JWT's grant is checked on every request). Everything that
+/// ends a grant (revoking it, deleting its client) forgets it in the same transaction: on this
+/// node when it commits, on the others through a notification sent with it (PostgreSQL). A
+/// membership's role is part of what is cached; whatever starts changing memberships must end
+/// their grants the same way.
 #[derive(Debug, Clone)]
 pub struct OAuthStore {
     pub(super) db: Db,
     pub(super) clock: Arc<dyn Clock>,
     pub(super) lifetimes: GrantLifetimes,
+    pub(super) live: Cache<LiveGrant>,
 }
 
 impl OAuthStore {
     pub fn new(db: Db, clock: Arc<dyn Clock>, lifetimes: GrantLifetimes) -> Self {
         Self {
             db,
+            live: Cache::new("oauth_grants", LIVE_GRANTS, clock.clone()),
             clock,
             lifetimes,
         }
+    }
+
+    /// Adds the channel of ended grants to `relay`: grants ended on other nodes leave this
+    /// node's cache.
+    #[must_use]
+    pub fn listen(&self, relay: Relay) -> Relay {
+        let live = self.live.clone();
+        relay.on(ENDED, move |notice| match notice {
+            Notice::Message(EVERY_GRANT) | Notice::Connected => live.clear(),
+            Notice::Message(id) => live.invalidate(id),
+        })
+    }
+
+    /// Ends grant `id` (or, with [`EVERY_GRANT`], every grant) on every node when `tx` commits.
+    pub(super) async fn forget_on_commit(&self, tx: &mut Tx, id: &str) -> Result<(), sqlx::Error> {
+        tx.notify(ENDED, &[id.to_owned()]).await?;
+        let (live, id) = (self.live.clone(), id.to_owned());
+        tx.after_commit(move || {
+            if id == EVERY_GRANT {
+                live.clear();
+            } else {
+                live.invalidate(&id);
+            }
+        });
+        Ok(())
     }
 
     /// Registers a client; a confidential one gets a secret, returned here once.
@@ -113,15 +162,26 @@ impl OAuthStore {
         row.map(OAuthClient::try_from).transpose()
     }
 
-    /// Deletes a client, and with it every grant and token issued to it.
+    /// Deletes a client, and with it every grant and token issued to it, at once on every node.
     pub async fn delete_client(
         &self,
         workspace: &WorkspaceId,
         id: &ClientId,
     ) -> Result<bool, sqlx::Error> {
-        self.db
-            .delete_owned("oauth_clients", workspace.as_str(), id.as_str())
-            .await
+        let mut tx = self.db.begin().await?;
+        let deleted = with_tx!(&mut tx, conn => {
+            sqlx::query("DELETE FROM oauth_clients WHERE workspace_id = $1 AND id = $2")
+                .bind(workspace.as_str())
+                .bind(id.as_str())
+                .execute(conn)
+                .await
+                .map(|done| done.rows_affected() > 0)
+        })?;
+        if deleted {
+            self.forget_on_commit(&mut tx, EVERY_GRANT).await?;
+        }
+        tx.commit().await?;
+        Ok(deleted)
     }
 
     /// The client `id` names, in any workspace: the authorization and token endpoints learn the

@@ -14,7 +14,7 @@ use reqwest::{Method, Response};
 use serde_json::{Value, json};
 
 use crate::sessions::{Browser, PASSWORD, sign_in, user};
-use crate::support::{Backend, TestApp, everything_stored, on_both_backends};
+use crate::support::{Backend, Options, TestApp, everything_stored, on_both_backends};
 
 on_both_backends!(
     client_credentials_tokens_act_within_the_clients_scopes,
@@ -1037,4 +1037,67 @@ async fn no_oauth_secret_rests_in_the_clear(backend: Backend) {
         let body = &value["pier_rt_".len()..];
         assert!(!text.contains(body), "the {what} rests in the clear");
     }
+}
+
+/// Each node remembers live grants; a grant ended through one node (its token revoked, its
+/// client deleted) is refused by another at once, as the notification reaches it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set PIER_TEST_DATABASE_URL"]
+async fn ended_grants_reach_every_node() {
+    // A cluster's nodes share one issuer: tokens name it, and every node checks they do.
+    let cluster = || Options {
+        settings: vec![("auth.issuer", "https://pier.example".to_owned())],
+        ..Options::default()
+    };
+    let a = TestApp::spawn_with(Backend::postgres(), cluster()).await;
+    let b = a.another_node_with(cluster()).await;
+    let (id, secret) = service(&a, &["links:read"]).await;
+    let token = |answer: Value| answer["access_token"].as_str().expect("token").to_owned();
+    let refused_by_b = |token: String| {
+        let b = &b;
+        async move {
+            // Allow the notification a moment, far below the cache's lifetime.
+            for _ in 0..50 {
+                if status_as(b, &token, Method::GET, "/v1/links").await == 401 {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            false
+        }
+    };
+
+    let revoked = token(client_credentials(&a, &id, &secret).await);
+    let deleted = token(client_credentials(&a, &id, &secret).await);
+    // Both nodes have checked both grants, so both remember them.
+    for node in [&a, &b] {
+        for token in [&revoked, &deleted] {
+            assert_eq!(status_as(node, token, Method::GET, "/v1/links").await, 200);
+        }
+    }
+
+    let response = form(
+        &a,
+        "/v1/oauth/revoke",
+        Some(&basic(&id, &secret)),
+        &[("token", &revoked)],
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(status_as(&a, &revoked, Method::GET, "/v1/links").await, 401);
+    assert!(
+        refused_by_b(revoked).await,
+        "node B still accepts a token revoked on node A"
+    );
+    assert_eq!(status_as(&b, &deleted, Method::GET, "/v1/links").await, 200);
+
+    let response = a
+        .call(Method::DELETE, &format!("/v1/oauth/clients/{id}"))
+        .await;
+    assert_eq!(response.status(), 204);
+    assert_eq!(status_as(&a, &deleted, Method::GET, "/v1/links").await, 401);
+    assert!(
+        refused_by_b(deleted).await,
+        "node B still accepts a token of a client deleted on node A"
+    );
 }
