@@ -102,24 +102,15 @@ impl Db {
         })
     }
 
-    /// Deletes the row `id` of `table` if it belongs to `workspace`, in its own transaction;
-    /// `false` when there was none (another workspace's row included).
+    /// [`Tx::delete_owned`] in its own transaction.
     pub async fn delete_owned(
         &self,
         table: &str,
         workspace: &str,
         id: &str,
     ) -> Result<bool, sqlx::Error> {
-        let sql = format!("DELETE FROM {table} WHERE workspace_id = $1 AND id = $2");
         let mut tx = self.begin().await?;
-        let deleted = with_tx!(&mut tx, conn => {
-            sqlx::query(&sql)
-                .bind(workspace)
-                .bind(id)
-                .execute(conn)
-                .await
-                .map(|done| done.rows_affected() > 0)
-        })?;
+        let deleted = tx.delete_owned(table, workspace, id).await?;
         tx.commit().await?;
         Ok(deleted)
     }

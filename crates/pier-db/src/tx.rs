@@ -98,6 +98,25 @@ impl Tx {
         Ok(())
     }
 
+    /// Deletes the row `id` of `table` if it belongs to `workspace`; `false` when there was none
+    /// (another workspace's row included).
+    pub async fn delete_owned(
+        &mut self,
+        table: &str,
+        workspace: &str,
+        id: &str,
+    ) -> Result<bool, sqlx::Error> {
+        let sql = format!("DELETE FROM {table} WHERE workspace_id = $1 AND id = $2");
+        crate::with_tx!(self, conn => {
+            sqlx::query(&sql)
+                .bind(workspace)
+                .bind(id)
+                .execute(conn)
+                .await
+                .map(|done| done.rows_affected() > 0)
+        })
+    }
+
     /// Runs `hook` once the transaction has committed (never on rollback), e.g. to wake
     /// in-process workers for jobs the transaction enqueued.
     pub fn after_commit(&mut self, hook: impl FnOnce() + Send + 'static) {

@@ -169,14 +169,9 @@ impl OAuthStore {
         id: &ClientId,
     ) -> Result<bool, sqlx::Error> {
         let mut tx = self.db.begin().await?;
-        let deleted = with_tx!(&mut tx, conn => {
-            sqlx::query("DELETE FROM oauth_clients WHERE workspace_id = $1 AND id = $2")
-                .bind(workspace.as_str())
-                .bind(id.as_str())
-                .execute(conn)
-                .await
-                .map(|done| done.rows_affected() > 0)
-        })?;
+        let deleted = tx
+            .delete_owned("oauth_clients", workspace.as_str(), id.as_str())
+            .await?;
         if deleted {
             self.forget_on_commit(&mut tx, EVERY_GRANT).await?;
         }
