@@ -36,8 +36,8 @@ pub use spec::{
 };
 pub use store::{
     ClaimLimits, ClaimTarget, Completion, Failure, Heartbeat, Held, JobFilter, JobStore,
-    LeaseToken, MAX_ERROR_CHARS, MAX_QUEUE_SETTINGS, MAX_RESULT_BYTES, QueueInfo, QueuePatch,
-    Retention,
+    LeaseToken, MAX_ERROR_CHARS, MAX_QUEUE_SETTINGS, MAX_RESULT_BYTES, OnDiscard, QueueInfo,
+    QueuePatch, Retention,
 };
 pub use worker::{JobContext, JobFailure, PoolOptions, Worker, WorkerPool};
 
@@ -47,4 +47,5 @@ pub const MIGRATIONS: &[pier_db::Migration] = pier_db::migrations!(
     3 => "0003_jobs_by_workspace",
     5 => "0005_lease_only_while_running",
     10 => "0010_job_trace_context",
+    15 => "0015_fair_internal_claims",
 );

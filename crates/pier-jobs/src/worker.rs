@@ -62,11 +62,14 @@ impl JobContext {
     }
 }
 
-/// Why an attempt failed, and optionally when to try again.
+/// Why an attempt failed, and optionally when to try again; or a snooze.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobFailure {
     pub message: String,
     pub retry_at: Option<Timestamp>,
+    /// Not a failure: the job could not run yet and goes back to wait until `retry_at`,
+    /// without spending an attempt or recording an error (see [`JobFailure::snooze`]).
+    pub snooze: bool,
 }
 
 impl JobFailure {
@@ -74,6 +77,17 @@ impl JobFailure {
         Self {
             message: message.into(),
             retry_at: None,
+            snooze: false,
+        }
+    }
+
+    /// Gives the job back to run again at `until`: no attempt is spent and no error recorded,
+    /// so a job that waits often (for a rate limit, say) never runs out of attempts by waiting.
+    pub fn snooze(until: Timestamp) -> Self {
+        Self {
+            message: "snoozed".to_owned(),
+            retry_at: Some(until),
+            snooze: true,
         }
     }
 
@@ -162,8 +176,9 @@ impl std::fmt::Debug for WorkerPool {
 enum Outcome {
     Completed(Held),
     Failed(Held, JobFailure),
-    /// Stopped by shutdown: given back without counting the attempt.
-    Released(Held),
+    /// Stopped by shutdown (at once), or snoozed (until then): given back without counting
+    /// the attempt.
+    GivenBack(Held, Option<Timestamp>),
 }
 
 /// The text of a panic's payload, for the job's error history.
@@ -348,7 +363,12 @@ impl WorkerPool {
             };
             let outcome = match result {
                 Ok(Ok(())) => Outcome::Completed(held),
-                Ok(Err(_)) if shutting_down => Outcome::Released(held),
+                Ok(Err(failure)) if failure.snooze => Outcome::GivenBack(held, failure.retry_at),
+                // A failure the shutdown caused runs again at once; one that names its own
+                // time (a delivery that timed out, with its schedule or `Retry-After`) keeps it.
+                Ok(Err(failure)) if shutting_down && failure.retry_at.is_none() => {
+                    Outcome::GivenBack(held, None)
+                }
                 Ok(Err(failure)) => Outcome::Failed(held, failure),
                 Err(join) => {
                     let message = match join.try_into_panic() {
@@ -385,7 +405,9 @@ async fn report(store: JobStore, mut rx: mpsc::UnboundedReceiver<(Outcome, Owned
     while rx.recv_many(&mut buffer, 1000).await > 0 {
         let mut completed = Vec::new();
         let mut failed = Vec::new();
+        let mut given_back = Vec::new();
         let mut slots = Vec::with_capacity(buffer.len());
+        let now = store.now();
         for (outcome, slot) in buffer.drain(..) {
             slots.push(slot);
             match outcome {
@@ -395,11 +417,7 @@ async fn report(store: JobStore, mut rx: mpsc::UnboundedReceiver<(Outcome, Owned
                     error: failure.message,
                     retry_at: failure.retry_at,
                 }),
-                Outcome::Released(held) => {
-                    if let Err(err) = store.release(&held).await {
-                        tracing::warn!(error = %err, job_id = %held.id, "could not release a lease");
-                    }
-                }
+                Outcome::GivenBack(held, at) => given_back.push((held, at.unwrap_or(now))),
             }
         }
         if let Err(err) = store.complete_many(&completed).await {
@@ -407,6 +425,9 @@ async fn report(store: JobStore, mut rx: mpsc::UnboundedReceiver<(Outcome, Owned
         }
         if let Err(err) = store.fail_many(&failed).await {
             tracing::warn!(error = %err, jobs = failed.len(), "could not record failures");
+        }
+        if let Err(err) = store.give_back(&given_back).await {
+            tracing::warn!(error = %err, jobs = given_back.len(), "could not give jobs back");
         }
         drop(slots);
     }

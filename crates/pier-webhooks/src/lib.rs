@@ -39,4 +39,7 @@ pub use secrets::{Keys, SecretUnreadable};
 pub use store::{Settings, WebhookError, WebhookStore};
 
 /// The webhook tables.
-pub const MIGRATIONS: &[pier_db::Migration] = pier_db::migrations!(9 => "0009_webhooks");
+pub const MIGRATIONS: &[pier_db::Migration] = pier_db::migrations!(
+    9 => "0009_webhooks",
+    20 => "0020_failure_streaks",
+);

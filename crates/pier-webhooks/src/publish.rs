@@ -4,7 +4,7 @@
 
 use pier_core::{Timestamp, WorkspaceId};
 use pier_db::{JsonList, Outbox, Publishing, Tx, with_reader, with_tx};
-use pier_jobs::{JobSpec, NewJob, QueueName};
+use pier_jobs::{JobSpec, JobStore, NewJob, QueueName};
 use serde::Serialize;
 
 use crate::model::{
@@ -268,7 +268,9 @@ impl WebhookStore {
                 continue;
             }
             let (seq, state) = if endpoint.ordered {
-                let (seq, busy) = next_in_line(tx, workspace, &endpoint.id).await?;
+                let Some((seq, busy)) = next_in_line(tx, workspace, &endpoint.id).await? else {
+                    continue;
+                };
                 let state = if busy {
                     DeliveryState::Waiting
                 } else {
@@ -305,47 +307,12 @@ impl WebhookStore {
                 .await
                 .map(drop)
         })?;
-        let pending: Vec<&str> = rows
+        let pending: Vec<(&str, i64)> = rows
             .iter()
             .filter(|r| r.state == DeliveryState::Pending.as_str())
-            .map(|r| r.id.as_str())
+            .map(|r| (r.id.as_str(), 0))
             .collect();
-        self.enqueue(tx, &event.workspace_id, &pending).await
-    }
-
-    /// Enqueues the job that sends each delivery, once: a delivery's id is its job's unique key.
-    pub(crate) async fn enqueue(
-        &self,
-        tx: &mut Tx,
-        workspace: &WorkspaceId,
-        deliveries: &[&str],
-    ) -> Result<(), sqlx::Error> {
-        if deliveries.is_empty() {
-            return Ok(());
-        }
-        let jobs = deliveries
-            .iter()
-            .map(|id| self.deliver_job(id))
-            .collect::<Result<Vec<_>, _>>()?;
-        self.jobs.enqueue_in(tx, workspace, &jobs).await?;
-        Ok(())
-    }
-
-    fn deliver_job(&self, delivery: &str) -> Result<NewJob, sqlx::Error> {
-        let payload = serde_json::to_value(DeliverJob {
-            delivery: delivery.to_owned(),
-        })
-        .map_err(decode)?;
-        let mut spec = JobSpec::new(DELIVER)
-            .payload(payload)
-            .unique_key(delivery.to_owned());
-        // The delivery counts its own attempts (requests sent) against the schedule; the job's
-        // runs also include throttled ones given back and lease rescues, so it gets the most
-        // the engine allows rather than being discarded with its delivery still pending.
-        spec.max_attempts = Some(*pier_jobs::MAX_ATTEMPTS_RANGE.end());
-        spec.build()
-            .map(|job| job.on_queue(queue()))
-            .map_err(|e| decode(format!("a delivery job: {e:?}")))
+        enqueue(&self.jobs, tx, &event.workspace_id, &pending).await
     }
 
     /// An event of the workspace.
@@ -454,21 +421,25 @@ fn same_event(first: Event, again: &NewEvent) -> Result<Published, WebhookError>
 }
 
 /// Numbers the next delivery of an ordered endpoint (taking its row lock), and says whether
-/// an earlier one is still unfinished.
+/// an earlier one is still unfinished; `None` when the endpoint was deleted since the publish
+/// read it (the event simply has no delivery there: the publisher's own write goes on).
 async fn next_in_line(
     tx: &mut Tx,
     workspace: &str,
     endpoint: &str,
-) -> Result<(i64, bool), sqlx::Error> {
+) -> Result<Option<(i64, bool)>, sqlx::Error> {
     with_tx!(tx, conn => {
-        let (seq,): (i64,) = sqlx::query_as(
+        let seq: Option<(i64,)> = sqlx::query_as(
             "UPDATE webhook_endpoints SET next_seq = next_seq + 1 WHERE workspace_id = $1 \
              AND id = $2 RETURNING next_seq",
         )
         .bind(workspace)
         .bind(endpoint)
-        .fetch_one(&mut *conn)
+        .fetch_optional(&mut *conn)
         .await?;
+        let Some((seq,)) = seq else {
+            return Ok(None);
+        };
         let busy: Option<(i64,)> = sqlx::query_as(
             "SELECT seq FROM webhook_deliveries WHERE workspace_id = $1 AND endpoint_id = $2 \
              AND seq IS NOT NULL AND state IN ('waiting', 'pending') LIMIT 1",
@@ -477,8 +448,46 @@ async fn next_in_line(
         .bind(endpoint)
         .fetch_optional(conn)
         .await?;
-        Ok((seq, busy.is_some()))
+        Ok(Some((seq, busy.is_some())))
     })
+}
+
+/// Enqueues the job that sends each delivery (its id, with the requests sent so far), once
+/// per opening: the job's unique key is the delivery's id and that count. A delivery sent
+/// again after it ended (a retry, a recovery) gets a job of its own even while the job that
+/// ended it is still finishing; two enqueues of one opening make one job.
+pub(crate) async fn enqueue(
+    jobs: &JobStore,
+    tx: &mut Tx,
+    workspace: &WorkspaceId,
+    deliveries: &[(&str, i64)],
+) -> Result<(), sqlx::Error> {
+    if deliveries.is_empty() {
+        return Ok(());
+    }
+    let specs = deliveries
+        .iter()
+        .map(|(id, sent)| deliver_job(id, *sent))
+        .collect::<Result<Vec<_>, _>>()?;
+    jobs.enqueue_in(tx, workspace, &specs).await?;
+    Ok(())
+}
+
+fn deliver_job(delivery: &str, sent: i64) -> Result<NewJob, sqlx::Error> {
+    let payload = serde_json::to_value(DeliverJob {
+        delivery: delivery.to_owned(),
+    })
+    .map_err(decode)?;
+    let mut spec = JobSpec::new(DELIVER)
+        .payload(payload)
+        .unique_key(format!("{delivery}/{sent}"));
+    // The delivery counts its own attempts (requests sent) against the schedule; the job's
+    // runs also include lease rescues, so it gets the most the engine allows rather than being
+    // discarded early (a discard still ends the delivery: see `deliver::discarded`).
+    spec.max_attempts = Some(*pier_jobs::MAX_ATTEMPTS_RANGE.end());
+    spec.build()
+        .map(|job| job.on_queue(queue()))
+        .map_err(|e| decode(format!("a delivery job: {e:?}")))
 }
 
 impl Outbox for WebhookStore {

@@ -3,6 +3,7 @@
 
 use pier_core::{Timestamp, WorkspaceId};
 use pier_db::{Tx, with_reader, with_tx};
+use pier_jobs::JobStore;
 
 use crate::model::{Attempt, AttemptId, Delivery, DeliveryId, Endpoint, EndpointId, EventId};
 use crate::store::{WebhookError, WebhookStore, decode};
@@ -167,10 +168,10 @@ impl WebhookStore {
             "UPDATE webhook_deliveries SET state = CASE WHEN seq IS NULL THEN 'pending' \
              ELSE 'waiting' END, next_attempt_at = NULL, updated_at = $4 \
              WHERE workspace_id = $1 AND endpoint_id = $2 {} \
-             RETURNING id, seq IS NULL AS free",
+             RETURNING id, seq IS NULL AS free, attempts",
             pick.condition()
         );
-        let reopened: Vec<(String, bool)> = with_tx!(tx, conn => {
+        let reopened: Vec<(String, bool, i64)> = with_tx!(tx, conn => {
             let query = sqlx::query_as(&sql)
                 .bind(workspace.as_str())
                 .bind(endpoint.id.as_str());
@@ -180,53 +181,53 @@ impl WebhookStore {
             };
             query.bind(self.clock.now().as_micros()).fetch_all(conn).await
         })?;
-        let free: Vec<&str> = reopened
+        let free: Vec<(&str, i64)> = reopened
             .iter()
-            .filter(|(_, free)| *free)
-            .map(|(id, _)| id.as_str())
+            .filter(|(_, free, _)| *free)
+            .map(|(id, _, sent)| (id.as_str(), *sent))
             .collect();
-        self.enqueue(tx, workspace, &free).await?;
-        if reopened.iter().any(|(_, free)| !free) {
-            self.start_next(tx, workspace, &endpoint.id).await?;
+        crate::publish::enqueue(&self.jobs, tx, workspace, &free).await?;
+        if reopened.iter().any(|(_, free, _)| !free) {
+            start_next(&self.jobs, tx, workspace, &endpoint.id).await?;
         }
         Ok(reopened.len() as u64)
     }
+}
 
-    /// Starts an ordered endpoint's next waiting delivery unless one is under way. The
-    /// endpoint's row lock orders this against a publish deciding whether its delivery waits
-    /// (see [`crate::publish`]) and against another delivery ending.
-    pub(crate) async fn start_next(
-        &self,
-        tx: &mut Tx,
-        workspace: &WorkspaceId,
-        endpoint: &EndpointId,
-    ) -> Result<(), sqlx::Error> {
-        let next: Option<(String,)> = with_tx!(tx, conn => {
-            sqlx::query(
-                "UPDATE webhook_endpoints SET next_seq = next_seq WHERE workspace_id = $1 \
-                 AND id = $2",
-            )
-            .bind(workspace.as_str())
-            .bind(endpoint.as_str())
-            .execute(&mut *conn)
-            .await?;
-            sqlx::query_as(
-                "UPDATE webhook_deliveries SET state = 'pending' WHERE workspace_id = $1 \
-                 AND id = (SELECT id FROM webhook_deliveries WHERE workspace_id = $1 \
-                 AND endpoint_id = $2 AND seq IS NOT NULL AND state = 'waiting' \
-                 ORDER BY seq LIMIT 1) \
-                 AND NOT EXISTS (SELECT 1 FROM webhook_deliveries WHERE workspace_id = $1 \
-                 AND endpoint_id = $2 AND seq IS NOT NULL AND state = 'pending') \
-                 RETURNING id",
-            )
-            .bind(workspace.as_str())
-            .bind(endpoint.as_str())
-            .fetch_optional(conn)
-            .await
-        })?;
-        match next {
-            Some((id,)) => self.enqueue(tx, workspace, &[id.as_str()]).await,
-            None => Ok(()),
-        }
+/// Starts an ordered endpoint's next waiting delivery unless one is under way. The
+/// endpoint's row lock orders this against a publish deciding whether its delivery waits
+/// (see [`crate::publish`]) and against another delivery ending.
+pub(crate) async fn start_next(
+    jobs: &JobStore,
+    tx: &mut Tx,
+    workspace: &WorkspaceId,
+    endpoint: &EndpointId,
+) -> Result<(), sqlx::Error> {
+    let next: Option<(String, i64)> = with_tx!(tx, conn => {
+        sqlx::query(
+            "UPDATE webhook_endpoints SET next_seq = next_seq WHERE workspace_id = $1 \
+             AND id = $2",
+        )
+        .bind(workspace.as_str())
+        .bind(endpoint.as_str())
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query_as(
+            "UPDATE webhook_deliveries SET state = 'pending' WHERE workspace_id = $1 \
+             AND id = (SELECT id FROM webhook_deliveries WHERE workspace_id = $1 \
+             AND endpoint_id = $2 AND seq IS NOT NULL AND state = 'waiting' \
+             ORDER BY seq LIMIT 1) \
+             AND NOT EXISTS (SELECT 1 FROM webhook_deliveries WHERE workspace_id = $1 \
+             AND endpoint_id = $2 AND seq IS NOT NULL AND state = 'pending') \
+             RETURNING id, attempts",
+        )
+        .bind(workspace.as_str())
+        .bind(endpoint.as_str())
+        .fetch_optional(conn)
+        .await
+    })?;
+    match next {
+        Some((id, sent)) => crate::publish::enqueue(jobs, tx, workspace, &[(&id, sent)]).await,
+        None => Ok(()),
     }
 }

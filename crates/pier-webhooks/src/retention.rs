@@ -25,16 +25,30 @@ impl WebhookStore {
                 .fetch_all(pool)
                 .await
         })?;
-        let pick = "SELECT id FROM webhook_events e WHERE workspace_id = $1 AND id < $2 \
-                    AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d \
-                    WHERE d.workspace_id = e.workspace_id AND d.event_id = e.id \
-                    AND d.state IN ('waiting', 'pending')) ORDER BY id LIMIT $3";
+        let ended = "NOT EXISTS (SELECT 1 FROM webhook_deliveries d \
+                     WHERE d.workspace_id = e.workspace_id AND d.event_id = e.id \
+                     AND d.state IN ('waiting', 'pending'))";
+        let pick = format!(
+            "SELECT id FROM webhook_events e WHERE workspace_id = $1 AND id < $2 AND {ended} \
+             ORDER BY id LIMIT $3"
+        );
+        let events = self.db.backend().owned_keys_in("$1");
+        let of_events = events.replacen("(workspace_id, id)", "(workspace_id, event_id)", 1);
+        // A retry may reopen a delivery between the pick and the delete: its row lock is
+        // awaited, and the events are picked again among the first pick, now that their
+        // deliveries are locked, so an event with a reopened delivery stays (and the retry
+        // that comes after the lock finds the delivery gone, and says so).
+        let lock = format!(
+            "SELECT id FROM webhook_deliveries WHERE {of_events} {}",
+            self.db.backend().for_update()
+        );
+        let still_ended = format!("SELECT id FROM webhook_events e WHERE {events} AND {ended}");
         let mut pruned = 0;
         for (workspace,) in &workspaces {
             loop {
                 let mut tx = self.db.begin().await?;
-                let ids: Vec<(String,)> = with_tx!(&mut tx, conn => {
-                    sqlx::query_as(pick)
+                let picked: Vec<String> = with_tx!(&mut tx, conn => {
+                    sqlx::query_scalar(&pick)
                         .bind(workspace)
                         .bind(&id_bound)
                         .bind(BATCH)
@@ -42,10 +56,20 @@ impl WebhookStore {
                         .await
                 })?;
                 let keys =
-                    OwnedKeys::new(ids.iter().map(|(id,)| (workspace.as_str(), id.as_str())))?;
-                let events = self.db.backend().owned_keys_in("$1");
-                let of_events =
-                    events.replacen("(workspace_id, id)", "(workspace_id, event_id)", 1);
+                    OwnedKeys::new(picked.iter().map(|id| (workspace.as_str(), id.as_str())))?;
+                let ids: Vec<String> = with_tx!(&mut tx, conn => {
+                    sqlx::query(&lock)
+                        .persistent(false)
+                        .bind(keys.as_str())
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query_scalar(&still_ended)
+                        .persistent(false)
+                        .bind(keys.as_str())
+                        .fetch_all(conn)
+                        .await
+                })?;
+                let keys = OwnedKeys::new(ids.iter().map(|id| (workspace.as_str(), id.as_str())))?;
                 for sql in [
                     // By delivery, which the attempts are indexed by.
                     format!(
@@ -66,7 +90,7 @@ impl WebhookStore {
                 }
                 tx.commit().await?;
                 pruned += ids.len() as u64;
-                if (ids.len() as i64) < BATCH {
+                if (picked.len() as i64) < BATCH {
                     break;
                 }
             }

@@ -30,6 +30,15 @@ impl RetrySchedule {
         Self(secs.into_iter().map(Duration::from_secs).collect())
     }
 
+    /// How far apart two failures of an endpoint may be and still belong to one streak:
+    /// twice the longest a delivery waits between attempts (the longest delay jittered up, or
+    /// a `Retry-After` up to `max_retry_after`), leaving room for the retry to be picked up
+    /// late. Failures further apart are not one outage being retried.
+    pub fn streak_gap(&self, max_retry_after: Duration) -> Duration {
+        let longest = self.0.iter().max().copied().unwrap_or_default();
+        longest.mul_f64(1.0 + JITTER).max(max_retry_after) * 2
+    }
+
     /// Attempts in all.
     pub fn attempts(&self) -> u32 {
         u32::try_from(self.0.len()).unwrap_or(u32::MAX)

@@ -217,6 +217,8 @@ impl WebhookStore {
         settings: Settings,
         guard: Guard,
     ) -> Self {
+        // A discarded delivery job ends its delivery (see `deliver::Discarded`).
+        jobs.on_discard(crate::publish::DELIVER, Arc::new(crate::deliver::Discarded));
         Self {
             db,
             clock: clock.clone(),

@@ -1,6 +1,7 @@
 //! Claiming jobs (many per statement) and extending their leases.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use pier_core::{Timestamp, WorkspaceId};
@@ -103,6 +104,29 @@ fn new_token() -> String {
     rand::rng().fill_bytes(&mut bytes);
     hex::encode(bytes)
 }
+
+/// How many workspaces one claim of an internal queue serves at most.
+const WORKSPACES_PER_CLAIM: usize = 16;
+
+/// Where each internal queue's turns stand on this node: the last workspace a claim served.
+/// One entry per internal queue (a handful), so it stays small.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Turns(Arc<Mutex<HashMap<String, String>>>);
+
+impl Turns {
+    fn last_served(&self, queue: &QueueName) -> String {
+        let turns = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        turns.get(queue.as_str()).cloned().unwrap_or_default()
+    }
+
+    fn served(&self, queue: &QueueName, workspace: &str) {
+        let mut turns = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        turns.insert(queue.as_str().to_owned(), workspace.to_owned());
+    }
+}
+
+const PICKED_COLUMNS: &str =
+    "workspace_id, id, state, CAST(OCTET_LENGTH(payload) AS BIGINT) AS size, run_at";
 
 /// Marks the picked jobs running under one fresh lease token.
 const MARK_RUNNING: &str = "UPDATE jobs SET state = 'running', attempt = attempt + 1, \
@@ -242,11 +266,11 @@ impl JobStore {
             .collect()
     }
 
-    /// Picks up to `max` due waiting jobs in claim order, locking them. A workspace's queue is
-    /// read from the index that leads with the workspace, so another tenant's backlog in a queue
-    /// of the same name is never scanned; Pier's own queues have an index of their own. On
-    /// PostgreSQL, `SKIP LOCKED` lets many claimers work one queue without waiting on each
-    /// other; SQLite has a single writer.
+    /// Picks up to `max` due waiting jobs, locking them: a workspace's queue in claim order,
+    /// read from the index that leads with the workspace, so another tenant's backlog in a
+    /// queue of the same name is never scanned; one of Pier's own queues in turns across
+    /// workspaces ([`JobStore::pick_in_turns`]). On PostgreSQL, `SKIP LOCKED` lets many
+    /// claimers work one queue without waiting on each other; SQLite has a single writer.
     async fn pick(
         &self,
         tx: &mut pier_db::Tx,
@@ -254,21 +278,114 @@ impl JobStore {
         now: i64,
         max: i64,
     ) -> Result<Vec<Picked>, sqlx::Error> {
-        let scope = match target.workspace {
-            Some(_) => "workspace_id = $1 AND queue = $2",
-            None => "$1 IS NULL AND queue = $2 AND queue LIKE 'pier.%'",
+        let Some(workspace) = &target.workspace else {
+            return self.pick_in_turns(tx, &target.queue, now, max).await;
         };
         let sql = format!(
-            "SELECT workspace_id, id, state, CAST(OCTET_LENGTH(payload) AS BIGINT) AS size, run_at FROM jobs WHERE {scope} \
+            "SELECT {PICKED_COLUMNS} FROM jobs WHERE workspace_id = $1 AND queue = $2 \
              AND state IN {WAITING} AND run_at <= $3 ORDER BY priority, run_at, id LIMIT $4 {}",
             self.db.backend().for_update_skip_locked()
         );
         with_tx!(tx, conn => {
             sqlx::query_as(&sql)
-                .bind(target.workspace.as_ref().map(WorkspaceId::as_str))
+                .bind(workspace.as_str())
                 .bind(target.queue.as_str())
                 .bind(now)
                 .bind(max)
+                .fetch_all(conn)
+                .await
+        })
+    }
+
+    /// Fair claims on Pier's own queues, which serve every workspace: one tenant's backlog
+    /// must not delay another's first delivery. Each claim serves the next
+    /// [`WORKSPACES_PER_CLAIM`] workspaces that have a due job, in workspace-id order after
+    /// the last one this node served (wrapping around), and takes at most an equal share of
+    /// `max` from each, in claim order within the workspace. Priorities order jobs within a
+    /// workspace, not across workspaces.
+    async fn pick_in_turns(
+        &self,
+        tx: &mut pier_db::Tx,
+        queue: &QueueName,
+        now: i64,
+        max: i64,
+    ) -> Result<Vec<Picked>, sqlx::Error> {
+        let after = self.turns.last_served(queue);
+        let mut turn = self.workspaces_due(tx, queue, now, &after).await?;
+        if turn.len() < WORKSPACES_PER_CLAIM && !after.is_empty() {
+            for workspace in self.workspaces_due(tx, queue, now, "").await? {
+                if turn.len() < WORKSPACES_PER_CLAIM && !turn.contains(&workspace) {
+                    turn.push(workspace);
+                }
+            }
+        }
+        let Some(last) = turn.last() else {
+            return Ok(Vec::new());
+        };
+        self.turns.served(queue, last);
+        let n = i64::try_from(turn.len()).unwrap_or(1);
+        let share = (max + n - 1) / n;
+        let per_workspace = (0..turn.len())
+            .map(|i| {
+                format!(
+                    "SELECT workspace_id, id FROM (SELECT workspace_id, id FROM jobs \
+                     WHERE workspace_id = ${} AND queue = $1 AND state IN {WAITING} \
+                     AND run_at <= $2 ORDER BY priority, run_at, id LIMIT $3) AS turn{i}",
+                    i + 4
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ");
+        // The outer conditions are checked again on the locked row: under READ COMMITTED a job
+        // another claim took meanwhile is no longer waiting.
+        let sql = format!(
+            "SELECT {PICKED_COLUMNS} FROM jobs WHERE (workspace_id, id) IN ({per_workspace}) \
+             AND queue = $1 AND state IN {WAITING} AND run_at <= $2 \
+             ORDER BY priority, run_at, id {}",
+            self.db.backend().for_update_skip_locked()
+        );
+        with_tx!(tx, conn => {
+            let mut query = sqlx::query_as(&sql)
+                .persistent(false)
+                .bind(queue.as_str())
+                .bind(now)
+                .bind(share);
+            for workspace in &turn {
+                query = query.bind(workspace.as_str());
+            }
+            query.fetch_all(conn).await
+        })
+    }
+
+    /// Up to [`WORKSPACES_PER_CLAIM`] workspaces after `after` with a due job in `queue`, in
+    /// id order: one probe of `jobs_waiting_internal_by_workspace` each.
+    async fn workspaces_due(
+        &self,
+        tx: &mut pier_db::Tx,
+        queue: &QueueName,
+        now: i64,
+        after: &str,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        let next = |from: &str| {
+            format!(
+                "(SELECT workspace_id FROM jobs WHERE queue = $1 AND queue LIKE 'pier.%' \
+                 AND state IN {WAITING} AND run_at <= $2 AND workspace_id > {from} \
+                 ORDER BY workspace_id LIMIT 1)"
+            )
+        };
+        let sql = format!(
+            "WITH RECURSIVE turn (workspace_id, n) AS (SELECT {}, 1 UNION ALL \
+             SELECT {}, n + 1 FROM turn WHERE workspace_id IS NOT NULL AND n < $4) \
+             SELECT workspace_id FROM turn WHERE workspace_id IS NOT NULL",
+            next("$3"),
+            next("turn.workspace_id")
+        );
+        with_tx!(tx, conn => {
+            sqlx::query_scalar(&sql)
+                .bind(queue.as_str())
+                .bind(now)
+                .bind(after)
+                .bind(i64::try_from(WORKSPACES_PER_CLAIM).unwrap_or(1))
                 .fetch_all(conn)
                 .await
         })

@@ -207,14 +207,28 @@ pub(crate) async fn record_failure(
 }
 
 impl JobStore {
-    /// Publishes `job.discarded` for a tenant's job that ran out of attempts, in the
-    /// transaction that discards it, when an outbox is set (Pier's own jobs are not announced).
+    /// In the transaction that discards a job that ran out of attempts: tells its kind's
+    /// owner (see [`super::OnDiscard`]), and publishes `job.discarded` for a tenant's job when
+    /// an outbox is set (Pier's own jobs are not announced).
     pub(crate) async fn announce_discard(
         &self,
         tx: &mut Tx,
         row: &FailRow,
         error: &str,
     ) -> Result<(), sqlx::Error> {
+        if let Some(hook) = self.discard_hook(&row.kind) {
+            let payload: String = with_tx!(tx, conn => {
+                sqlx::query_scalar("SELECT payload FROM jobs WHERE workspace_id = $1 AND id = $2")
+                    .bind(&row.workspace_id)
+                    .bind(&row.id)
+                    .fetch_one(conn)
+                    .await
+            })?;
+            let payload =
+                serde_json::from_str(&payload).map_err(|e| super::decode_error("payload", e))?;
+            let workspace = WorkspaceId::from_trusted(row.workspace_id.clone());
+            hook.discarded(self, tx, &workspace, payload, error).await?;
+        }
         let Some(outbox) = self.outbox() else {
             return Ok(());
         };
@@ -468,39 +482,58 @@ impl JobStore {
     /// Gives a running job back without counting the attempt (its worker is shutting down), so
     /// another worker can take it at once instead of waiting for the lease to expire.
     pub async fn release(&self, job: &Held) -> Result<bool, sqlx::Error> {
+        let now = self.clock.now();
+        Ok(self.give_back(&[(job.clone(), now)]).await?.first() == Some(&true))
+    }
+
+    /// Gives running jobs back without counting their attempts or recording an error: each
+    /// runs again at its time (a snooze, e.g. a webhook delivery waiting for its endpoint's
+    /// rate limit), or at once when that time has come. Fenced like every outcome; returns, per
+    /// input, whether its job was still held under its token.
+    pub async fn give_back(&self, jobs: &[(Held, Timestamp)]) -> Result<Vec<bool>, sqlx::Error> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
         let now = self.clock.now().as_micros();
-        let mut tx = self.db.begin_relaxed().await?;
-        let queue: Option<(String,)> = with_tx!(&mut tx, conn => {
-            sqlx::query_as(
-                "UPDATE jobs SET state = 'available', attempt = attempt - 1, run_at = $1, \
-                 lease_token = NULL, lease_expires_at = NULL, worker_id = NULL \
-                 WHERE workspace_id = $4 AND id = $2 AND lease_token = $3 \
-                 RETURNING queue",
-            )
-            .bind(now)
-            .bind(job.id.as_str())
-            .bind(&job.token)
-            .bind(job.workspace.as_str())
-            .fetch_optional(conn)
-            .await
-        })?;
-        if let Some((queue,)) = &queue {
-            let mut moves = Moves::new();
-            moves.moved(
-                job.workspace.as_str(),
-                queue,
-                Some(JobState::Running),
-                Some(JobState::Available),
-            );
-            moves.apply(&mut tx).await?;
-            wake_after_commit(
-                &self.notifier,
-                &mut tx,
-                [(job.workspace.clone(), queue.clone())],
-            )
-            .await?;
+        let rows: Vec<(&str, &str, &str, i64)> = jobs
+            .iter()
+            .map(|(h, at)| {
+                let at = at.as_micros().max(now);
+                (h.workspace.as_str(), h.id.as_str(), h.token.as_str(), at)
+            })
+            .collect();
+        let rows = JsonList::new(&rows)?;
+        let sql = format!(
+            "UPDATE jobs SET state = CASE WHEN k.at <= $1 THEN 'available' ELSE 'scheduled' END, \
+             attempt = attempt - 1, run_at = k.at, lease_token = NULL, lease_expires_at = NULL, \
+             worker_id = NULL \
+             FROM (SELECT value ->> 0 AS ws, value ->> 1 AS id, value ->> 2 AS token, \
+             CAST(value ->> 3 AS BIGINT) AS at FROM {}) AS k \
+             WHERE jobs.workspace_id = k.ws AND jobs.id = k.id AND jobs.lease_token = k.token \
+             RETURNING jobs.workspace_id, jobs.id, jobs.queue, jobs.state",
+            self.db.backend().json_rows("$2")
+        );
+        let mut tx = self.begin_lax().await?;
+        let given: Vec<(String, String, String, String)> =
+            super::update_listed(&mut tx, &sql, now, &rows).await?;
+        let mut moves = Moves::new();
+        let mut woken = Vec::new();
+        for (workspace, _, queue, state) in &given {
+            let to = state
+                .parse::<JobState>()
+                .map_err(|e| super::decode_error("state", e))?;
+            moves.moved(workspace, queue, Some(JobState::Running), Some(to));
+            if to == JobState::Available {
+                woken.push((WorkspaceId::from_trusted(workspace.clone()), queue.clone()));
+            }
+        }
+        moves.apply(&mut tx).await?;
+        if !woken.is_empty() {
+            wake_after_commit(&self.notifier, &mut tx, woken).await?;
         }
         tx.commit().await?;
-        Ok(queue.is_some())
+        let given: HashSet<(String, String)> =
+            given.into_iter().map(|(ws, id, _, _)| (ws, id)).collect();
+        Ok(jobs.iter().map(|(h, _)| given.contains(&key(h))).collect())
     }
 }

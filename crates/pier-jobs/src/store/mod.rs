@@ -10,12 +10,13 @@ mod maintenance;
 mod operator;
 mod queues;
 
-use std::sync::{Arc, OnceLock, Weak};
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
 use pier_core::WorkspaceId;
 use pier_core::{Clock, Timestamp};
-use pier_db::{Db, JsonList, Outbox, Tx, with_reader, with_tx};
+use pier_db::{Db, JsonList, Outbox, Publishing, Tx, with_reader, with_tx};
 
 pub use claim::{ClaimLimits, ClaimTarget, Heartbeat};
 pub use finish::{Completion, Failure, Held, LeaseToken, MAX_ERROR_CHARS, MAX_RESULT_BYTES};
@@ -166,6 +167,26 @@ pub struct JobStore {
     /// Where discarded jobs are announced, once set (shared by every clone). Held weakly: the
     /// outbox (webhooks) holds this store to enqueue its deliveries.
     outbox: Arc<OnceLock<Weak<dyn Outbox>>>,
+    /// Where the turns of Pier's own queues stand on this node (see `claim`).
+    turns: claim::Turns,
+    /// What the owners of job kinds do when one of their jobs is discarded (shared by every
+    /// clone; one entry per kind registered, a handful).
+    on_discard: Arc<RwLock<HashMap<&'static str, Arc<dyn OnDiscard>>>>,
+}
+
+/// The owner of a job kind whose jobs stand for records of its own (a webhook delivery, say):
+/// told in the transaction that discards such a job, so that the record ends with it and never
+/// waits for a job that will not run again.
+pub trait OnDiscard: Send + Sync + std::fmt::Debug {
+    /// `payload` is the discarded job's; `error` its last failure.
+    fn discarded<'a>(
+        &'a self,
+        jobs: &'a JobStore,
+        tx: &'a mut Tx,
+        workspace: &'a WorkspaceId,
+        payload: serde_json::Value,
+        error: &'a str,
+    ) -> Publishing<'a>;
 }
 
 impl JobStore {
@@ -176,7 +197,27 @@ impl JobStore {
             notifier,
             default_lease: DEFAULT_LEASE,
             outbox: Arc::default(),
+            turns: claim::Turns::default(),
+            on_discard: Arc::default(),
         }
+    }
+
+    /// Calls `hook` whenever a job of `kind` is discarded (see [`OnDiscard`]). The hook is
+    /// handed this store when called, so it need not hold one.
+    pub fn on_discard(&self, kind: &'static str, hook: Arc<dyn OnDiscard>) {
+        let mut hooks = self
+            .on_discard
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        hooks.insert(kind, hook);
+    }
+
+    pub(crate) fn discard_hook(&self, kind: &str) -> Option<Arc<dyn OnDiscard>> {
+        let hooks = self
+            .on_discard
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        hooks.get(kind).cloned()
     }
 
     /// Announces every tenant job that runs out of attempts as `job.discarded` through

@@ -3,7 +3,7 @@
 //! (at-least-once) does no harm.
 //!
 //! One attempt, in order: load the delivery (done already, or its endpoint gone or disabled:
-//! nothing to send); wait for the endpoint's throttle; sign with every live secret; send; then,
+//! nothing to send); pass the endpoint's throttle or give the job back until its turn; sign with every live secret; send; then,
 //! in one transaction, record the attempt, update the delivery and the endpoint's failure window,
 //! disable the endpoint on `410 Gone` or a failure window past its limit, and on an ordered
 //! endpoint hand the turn to the next waiting delivery. A failure with attempts left becomes the
@@ -15,8 +15,12 @@
 //! the attempts that finish together are recorded in one transaction ([`record`]), so the
 //! database sees a few statements per batch rather than several per delivery.
 
+mod discarded;
 mod load;
 mod record;
+mod turns;
+
+pub(crate) use discarded::Discarded;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,11 +39,7 @@ use crate::store::{WebhookError, WebhookStore};
 use crate::targets::Target;
 use load::Pending;
 use record::{Attempted, Concluded};
-
-/// The longest a throttled delivery waits in its worker slot.
-const MAX_THROTTLE_WAIT: Duration = Duration::from_millis(250);
-/// The longest a throttled delivery is given back to the engine for.
-const MAX_SNOOZE: Duration = Duration::from_secs(60);
+use turns::Turns;
 
 /// The `User-Agent` of every delivery.
 pub const USER_AGENT: &str = concat!("Pier-Webhooks/", env!("CARGO_PKG_VERSION"));
@@ -52,6 +52,7 @@ pub struct Deliverer {
     limiter: Arc<Limiter>,
     loads: Lane<load::Key, Option<Pending>, WebhookError>,
     records: Lane<Attempted, Option<JobFailure>, WebhookError>,
+    turns: Arc<Turns>,
 }
 
 impl Deliverer {
@@ -79,6 +80,7 @@ impl Deliverer {
             limiter,
             loads,
             records,
+            turns: Arc::default(),
         })
     }
 }
@@ -147,7 +149,7 @@ impl Worker for Deliverer {
                 return Ok(());
             }
         };
-        self.throttle(&ctx, &target.endpoint, &pending).await?;
+        self.throttle(&target.endpoint).await?;
         let span = tracing::info_span!("webhook.attempt",
             otel.kind = "client", delivery_id = %job.delivery, endpoint_id = %endpoint_id,
             event_type = %pending.event_type, http.response.status_code = tracing::field::Empty,
@@ -173,16 +175,11 @@ impl Worker for Deliverer {
 }
 
 impl Deliverer {
-    /// Lets the delivery through once the endpoint's rate limit allows it, without spending
-    /// one of its attempts: a short wait happens here; a longer one gives the job back to the
-    /// engine until then (backing off as it repeats), so a slow endpoint with a backlog does
-    /// not hold the node's delivery slots.
-    async fn throttle(
-        &self,
-        ctx: &JobContext,
-        endpoint: &Endpoint,
-        pending: &Pending,
-    ) -> Result<(), JobFailure> {
+    /// Lets the delivery through if the endpoint's rate limit allows it now; otherwise gives
+    /// the job back to the engine until the next free turn at that rate (no attempt spent, no
+    /// error recorded), so a throttled endpoint holds a delivery slot only for the decision and
+    /// a backlog waits in the queue, spread over its turns, rather than in the node's slots.
+    async fn throttle(&self, endpoint: &Endpoint) -> Result<(), JobFailure> {
         let Some(rate) = endpoint.rate_limit_per_second else {
             return Ok(());
         };
@@ -190,33 +187,24 @@ impl Deliverer {
         let spec = PolicySpec::new(Algorithm::Gcra, rate, 1, Some(rate), FailureMode::Local)
             .map_err(|e| JobFailure::new(format!("the endpoint's rate limit: {e}")))?;
         let policy = Policy::workspace(&endpoint.workspace_id, "webhook-endpoint", spec);
-        loop {
-            // The snooze counts from the moment of the decision, not from after it: a clock
-            // read later (a preempted task, a test moving its clock) would push it too far.
-            let decided_at = self.store.now();
-            let decision = self
-                .limiter
-                .check(&policy, endpoint.id.as_str(), 1)
-                .await
-                .map_err(|e| JobFailure::new(e.to_string()))?;
-            if decision.allowed {
-                return Ok(());
-            }
-            if decision.retry_after > MAX_THROTTLE_WAIT {
-                // The job's runs beyond the requests sent are its earlier snoozes.
-                let snoozed = ctx
-                    .attempt
-                    .saturating_sub(pending.sent.saturating_add(1))
-                    .min(6);
-                let wait = (decision.retry_after * 2u32.pow(snoozed)).min(MAX_SNOOZE);
-                let at = decided_at.saturating_add(wait);
-                return Err(JobFailure::new("throttled by the endpoint's rate limit").retry_at(at));
-            }
-            tokio::select! {
-                () = tokio::time::sleep(decision.retry_after) => {}
-                () = ctx.cancelled() => return Err(JobFailure::new("cancelled while throttled")),
-            }
+        // The turn counts from the moment of the decision, not from after it: a clock read
+        // later (a preempted task, a test moving its clock) would push it too far.
+        let decided_at = self.store.now();
+        let decision = self
+            .limiter
+            .check(&policy, endpoint.id.as_str(), 1)
+            .await
+            .map_err(|e| JobFailure::new(e.to_string()))?;
+        if decision.allowed {
+            return Ok(());
         }
+        let turn = self.turns.reserve(
+            (endpoint.workspace_id.as_str(), endpoint.id.as_str()),
+            decided_at.saturating_add(decision.retry_after),
+            Duration::from_secs(1) / u32::try_from(rate).unwrap_or(u32::MAX),
+            decided_at,
+        );
+        Err(JobFailure::snooze(turn))
     }
 
     async fn send(&self, target: &Target, pending: &Pending) -> Response {

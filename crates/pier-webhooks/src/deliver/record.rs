@@ -63,13 +63,23 @@ pub(super) async fn record_many(
     let now = store.now();
     let mut tx = store.db.begin_relaxed().await?;
     insert_attempts(&mut tx, &attempts, now).await?;
-    mark_succeeded(&mut tx, &attempts, now).await?;
+    let current = count_attempts(&mut tx, &attempts, now).await?;
+    mark_succeeded(&mut tx, &attempts, &current, now).await?;
+    let mut failures = vec![None; attempts.len()];
     let mut by_endpoint: BTreeMap<(&str, &str), Vec<usize>> = BTreeMap::new();
     for (i, attempt) in attempts.iter().enumerate() {
+        if !current[i] {
+            // Another run counted first (this one's job was rescued while it sent, and ran
+            // again): that run decided the delivery's fate; this request stays in the log.
+            tracing::warn!(delivery_id = %attempt.delivery, "a stale delivery run's outcome changed nothing");
+            failures[i] = Some(JobFailure::snooze(
+                next_attempt(&mut tx, attempt, now).await?,
+            ));
+            continue;
+        }
         let key = (attempt.workspace.as_str(), attempt.endpoint.as_str());
         by_endpoint.entry(key).or_default().push(i);
     }
-    let mut failures = vec![None; attempts.len()];
     for indices in by_endpoint.into_values() {
         let (succeeded, failed): (Vec<usize>, Vec<usize>) = indices
             .into_iter()
@@ -90,15 +100,83 @@ pub(super) async fn record_many(
     Ok(failures)
 }
 
-/// Concludes the deliveries whose attempt succeeded: one statement per workspace and status
-/// code (usually one in all).
-async fn mark_succeeded(
+/// Counts each attempt on its delivery, fenced: only where the delivery is still pending with
+/// the number of requests its run loaded (`sent`). A run whose job was rescued while it sent
+/// finds the count moved on (the new run counted first) or the delivery ended, and changes
+/// nothing. One statement per workspace and count (usually one in all); returns, per attempt,
+/// whether it was counted. The rows stay locked to the end of the transaction.
+async fn count_attempts(
     tx: &mut Tx,
     attempts: &[Attempted],
     now: Timestamp,
+) -> Result<Vec<bool>, WebhookError> {
+    let mut groups: BTreeMap<(&str, u32), Vec<&str>> = BTreeMap::new();
+    for attempt in attempts {
+        let key = (attempt.workspace.as_str(), attempt.pending.sent);
+        groups
+            .entry(key)
+            .or_default()
+            .push(attempt.delivery.as_str());
+    }
+    let mut counted = std::collections::HashSet::new();
+    for ((workspace, sent), mut deliveries) in groups {
+        deliveries.sort_unstable();
+        let sql = format!(
+            "UPDATE webhook_deliveries SET attempts = attempts + 1, updated_at = $1 \
+             WHERE workspace_id = $2 AND state = 'pending' AND attempts = $3 AND {} RETURNING id",
+            ids_in(4, deliveries.len())
+        );
+        let ids: Vec<String> = with_tx!(tx, conn => {
+            let mut query = sqlx::query_scalar(&sql)
+                .persistent(false)
+                .bind(now.as_micros())
+                .bind(workspace)
+                .bind(i64::from(sent));
+            for id in &deliveries {
+                query = query.bind(*id);
+            }
+            query.fetch_all(conn).await
+        })?;
+        counted.extend(ids.into_iter().map(|id| (workspace, id)));
+    }
+    Ok(attempts
+        .iter()
+        .map(|a| counted.contains(&(a.workspace.as_str(), a.delivery.clone())))
+        .collect())
+}
+
+/// When a stale run's job should run again: the job may still be the delivery's (the run that
+/// decided may have lost the lease to this one), so it is given back until the delivery's next
+/// attempt, or at once if it has ended (the next run then finds nothing to send and completes).
+async fn next_attempt(
+    tx: &mut Tx,
+    attempt: &Attempted,
+    now: Timestamp,
+) -> Result<Timestamp, WebhookError> {
+    let next: Option<Option<i64>> = with_tx!(tx, conn => {
+        sqlx::query_scalar(
+            "SELECT next_attempt_at FROM webhook_deliveries WHERE workspace_id = $1 AND id = $2 \
+             AND state = 'pending'",
+        )
+        .bind(attempt.workspace.as_str())
+        .bind(attempt.delivery.as_str())
+        .fetch_optional(conn)
+        .await
+    })?;
+    Ok(next.flatten().map_or(now, Timestamp::from_micros))
+}
+
+/// Concludes the deliveries whose attempt succeeded and was counted: one statement per
+/// workspace and status code (usually one in all).
+async fn mark_succeeded(
+    tx: &mut Tx,
+    attempts: &[Attempted],
+    current: &[bool],
+    now: Timestamp,
 ) -> Result<(), WebhookError> {
     let mut groups: BTreeMap<(&str, Option<u16>), Vec<&str>> = BTreeMap::new();
-    for attempt in attempts.iter().filter(|a| a.response.succeeded()) {
+    let counted = attempts.iter().zip(current).filter(|(_, c)| **c);
+    for (attempt, _) in counted.filter(|(a, _)| a.response.succeeded()) {
         let key = (attempt.workspace.as_str(), attempt.response.status);
         groups
             .entry(key)
@@ -108,8 +186,7 @@ async fn mark_succeeded(
     for ((workspace, status), deliveries) in groups {
         let sql = format!(
             "UPDATE webhook_deliveries SET state = $1, last_status = $2, last_error = NULL, \
-             next_attempt_at = NULL, attempts = attempts + 1, updated_at = $3 \
-             WHERE workspace_id = $4 AND {}",
+             next_attempt_at = NULL, updated_at = $3 WHERE workspace_id = $4 AND {}",
             ids_in(5, deliveries.len())
         );
         with_tx!(tx, conn => {
@@ -153,7 +230,9 @@ async fn settle_failure(
     let disable = if response.status == Some(410) {
         Some(DisabledReason::Gone)
     } else {
-        let since = mark_failing(tx, workspace, endpoint, now).await?;
+        let settings = &store.settings;
+        let streak_gap = settings.schedule.streak_gap(settings.max_retry_after);
+        let since = mark_failing(tx, workspace, endpoint, now, streak_gap).await?;
         (now.duration_since(since) >= store.settings.disable_after)
             .then_some(DisabledReason::Failing)
     };
@@ -176,7 +255,6 @@ async fn settle_failure(
                 status: response.status,
                 error: Some(&error),
                 next_attempt_at: Some(at),
-                attempted: true,
             };
             update_delivery(tx, workspace, delivery, now, change).await?;
             Ok(Some(JobFailure::new(error).retry_at(at)))
@@ -207,10 +285,11 @@ pub(super) async fn conclude(
         status: outcome.response.and_then(|r| r.status),
         error: outcome.error,
         next_attempt_at: None,
-        attempted: outcome.response.is_some(),
     };
-    update_delivery(tx, workspace, delivery, store.now(), change).await?;
-    pass_turn(store, tx, workspace, pending).await
+    if update_delivery(tx, workspace, delivery, store.now(), change).await? {
+        pass_turn(store, tx, workspace, pending).await?;
+    }
+    Ok(())
 }
 
 /// On an ordered endpoint, hands the turn to the next waiting delivery.
@@ -222,7 +301,7 @@ async fn pass_turn(
 ) -> Result<(), WebhookError> {
     if pending.seq.is_some() {
         let endpoint = EndpointId::from_trusted(pending.endpoint_id.clone());
-        store.start_next(tx, workspace, &endpoint).await?;
+        crate::replay::start_next(&store.jobs, tx, workspace, &endpoint).await?;
     }
     Ok(())
 }
@@ -283,56 +362,59 @@ struct Change<'a> {
     status: Option<u16>,
     error: Option<&'a str>,
     next_attempt_at: Option<Timestamp>,
-    /// Whether a request was sent, which counts as an attempt.
-    attempted: bool,
 }
 
+/// Moves a pending delivery on; false (and nothing changed) if it is no longer pending.
 async fn update_delivery(
     tx: &mut Tx,
     workspace: &WorkspaceId,
     delivery: &str,
     now: Timestamp,
     change: Change<'_>,
-) -> Result<(), WebhookError> {
+) -> Result<bool, WebhookError> {
     let error = change
         .error
         .map(|e| e.chars().take(bounds::ERROR_CHARS).collect::<String>());
-    with_tx!(tx, conn => {
+    let changed = with_tx!(tx, conn => {
         sqlx::query(
             "UPDATE webhook_deliveries SET state = $1, last_status = COALESCE($2, last_status), \
-             last_error = $3, next_attempt_at = $4, attempts = attempts + $5, updated_at = $6 \
-             WHERE workspace_id = $7 AND id = $8",
+             last_error = $3, next_attempt_at = $4, updated_at = $5 \
+             WHERE workspace_id = $6 AND id = $7 AND state = 'pending'",
         )
         .bind(change.state.as_str())
         .bind(change.status.map(i64::from))
         .bind(error)
         .bind(change.next_attempt_at.map(Timestamp::as_micros))
-        .bind(i64::from(change.attempted))
         .bind(now.as_micros())
         .bind(workspace.as_str())
         .bind(delivery)
         .execute(conn)
         .await
-        .map(drop)
+        .map(|done| done.rows_affected() > 0)
     })?;
-    Ok(())
+    Ok(changed)
 }
 
-/// Starts the endpoint's failure window if it is not running; returns when it started.
+/// Extends the endpoint's failure streak, or starts one if none is running or the last failure
+/// lies more than `streak_gap` back (a success ends a streak too: [`clear_failing`]); returns
+/// when the streak started.
 async fn mark_failing(
     tx: &mut Tx,
     workspace: &WorkspaceId,
     endpoint: &EndpointId,
     now: Timestamp,
+    streak_gap: std::time::Duration,
 ) -> Result<Timestamp, WebhookError> {
     let since: Option<(i64,)> = with_tx!(tx, conn => {
         sqlx::query_as(
-            "UPDATE webhook_endpoints SET failing_since = COALESCE(failing_since, $1) \
-             WHERE workspace_id = $2 AND id = $3 RETURNING failing_since",
+            "UPDATE webhook_endpoints SET failing_since = CASE WHEN failing_since IS NULL \
+             OR last_failure_at IS NULL OR last_failure_at < $4 THEN $1 ELSE failing_since END, \
+             last_failure_at = $1 WHERE workspace_id = $2 AND id = $3 RETURNING failing_since",
         )
         .bind(now.as_micros())
         .bind(workspace.as_str())
         .bind(endpoint.as_str())
+        .bind(now.saturating_sub(streak_gap).as_micros())
         .fetch_optional(conn)
         .await
     })?;

@@ -21,4 +21,6 @@ mod permissions;
 mod protocol;
 mod rate_limits;
 mod sessions;
+mod webhook_fairness;
+mod webhook_fencing;
 mod webhooks;

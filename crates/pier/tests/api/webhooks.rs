@@ -25,19 +25,19 @@ on_both_backends!(
     other_workspaces_see_nothing,
     signing_secrets_are_sealed_at_rest,
     discarded_jobs_are_announced,
-    throttled_endpoints_wait_for_their_rate,
     endpoints_failing_past_the_window_are_disabled,
+    failures_days_apart_are_not_one_streak,
     old_history_is_pruned_once_its_deliveries_ended,
     ed25519_endpoints_are_verified_with_their_public_key,
 );
 
 /// An app whose endpoints may be on loopback, where the test receiver listens.
-async fn spawn(backend: Backend) -> TestApp {
+pub(crate) async fn spawn(backend: Backend) -> TestApp {
     spawn_with(backend, &[]).await
 }
 
 /// [`spawn`] with more settings.
-async fn spawn_with(backend: Backend, settings: &[(&'static str, &str)]) -> TestApp {
+pub(crate) async fn spawn_with(backend: Backend, settings: &[(&'static str, &str)]) -> TestApp {
     let mut all = vec![("allow_private_webhook_targets", "true".to_owned())];
     all.extend(settings.iter().map(|(k, v)| (*k, (*v).to_owned())));
     let options = Options {
@@ -48,25 +48,25 @@ async fn spawn_with(backend: Backend, settings: &[(&'static str, &str)]) -> Test
 }
 
 /// Creates an endpoint; returns it with its secret.
-async fn endpoint(app: &TestApp, body: Value) -> (Value, SigningSecret) {
+pub(crate) async fn endpoint(app: &TestApp, body: Value) -> (Value, SigningSecret) {
     let (status, created) = app.post_value("/v1/webhook-endpoints", &body).await;
     assert_eq!(status, 201, "{created}");
     let secret = SigningSecret::parse(created["secret"].as_str().expect("secret")).expect("whsec");
     (created, secret)
 }
 
-async fn publish(app: &TestApp, body: Value) -> Value {
+pub(crate) async fn publish(app: &TestApp, body: Value) -> Value {
     let (status, event) = app.post_value("/v1/events", &body).await;
     assert_eq!(status, 202, "{event}");
     event
 }
 
-fn id(value: &Value) -> &str {
+pub(crate) fn id(value: &Value) -> &str {
     value["id"].as_str().expect("id")
 }
 
 /// The delivery of `event`, once it has settled in `state` (polled in real time).
-async fn delivery_in(app: &TestApp, event: &Value, state: &str) -> Value {
+pub(crate) async fn delivery_in(app: &TestApp, event: &Value, state: &str) -> Value {
     for _ in 0..200 {
         let page = app
             .get_value(&format!("/v1/events/{}/deliveries", id(event)))
@@ -78,7 +78,10 @@ async fn delivery_in(app: &TestApp, event: &Value, state: &str) -> Value {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("the delivery of {} never became {state}", id(event));
+    let now = app
+        .get_value(&format!("/v1/events/{}/deliveries", id(event)))
+        .await;
+    panic!("the delivery of {} never became {state}: {now}", id(event));
 }
 
 /// The delivery of `event` once `n` attempts are recorded (polled in real time).
@@ -641,34 +644,6 @@ async fn discarded_jobs_are_announced(backend: Backend) {
     assert_eq!(notice["data"]["error"], "the printer is on fire");
 }
 
-async fn throttled_endpoints_wait_for_their_rate(backend: Backend) {
-    let app = spawn(backend).await;
-    let receiver = Receiver::start().await;
-    endpoint(
-        &app,
-        json!({"url": receiver.url, "rate_limit_per_second": 1}),
-    )
-    .await;
-    let mut events = Vec::new();
-    for n in 0..3 {
-        events.push(publish(&app, json!({"type": "a.b", "payload": {"n": n}})).await);
-    }
-    // One a second on the app's clock, which stands still until the test moves it. The others
-    // are given back to the queue until the limit lets them through, backing off (1 s, 2 s, …)
-    // each time they find it still shut.
-    receiver.wait_for(1).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(receiver.received().len(), 1, "the others wait for the rate");
-    app.clock.advance(Duration::from_secs(1));
-    receiver.wait_for(2).await;
-    app.clock.advance(Duration::from_secs(2));
-    receiver.wait_for(3).await;
-    for event in &events {
-        let delivery = delivery_in(&app, event, "succeeded").await;
-        assert_eq!(delivery["attempts"], 1, "waiting spends no attempt");
-    }
-}
-
 async fn endpoints_failing_past_the_window_are_disabled(backend: Backend) {
     let app = spawn_with(backend, &[("webhooks.retry_schedule", "0, 3d, 3d")]).await;
     let receiver = Receiver::start().await;
@@ -690,6 +665,44 @@ async fn endpoints_failing_past_the_window_are_disabled(backend: Backend) {
     let now = app.get_value(&path).await;
     assert_eq!(now["enabled"], false, "7 days of failures");
     assert_eq!(now["disabled_reason"], "failing");
+}
+
+/// One failure six days ago and one today are two short streaks, not six days of failing; a
+/// success in between ends a streak too.
+async fn failures_days_apart_are_not_one_streak(backend: Backend) {
+    let app = spawn_with(backend, &[("webhooks.retry_schedule", "0")]).await;
+    let receiver = Receiver::start().await;
+    receiver.answer([Reply::status(500), Reply::status(500)]);
+    let (endpoint, _) = endpoint(&app, json!({"url": receiver.url})).await;
+    let failing_since = || async {
+        pier_db::with_reader!(&app.db, pool => {
+            sqlx::query_scalar::<_, Option<i64>>(
+                "SELECT failing_since FROM webhook_endpoints WHERE id = $1",
+            )
+            .bind(id(&endpoint))
+            .fetch_one(pool)
+            .await
+        })
+        .expect("the endpoint")
+    };
+    let first = publish(&app, json!({"type": "a.b", "payload": {}})).await;
+    delivery_in(&app, &first, "failed").await;
+    assert_eq!(failing_since().await, Some(app.clock.now().as_micros()));
+    app.clock.advance(Duration::from_secs(6 * 24 * 3600));
+    let second = publish(&app, json!({"type": "a.b", "payload": {}})).await;
+    delivery_in(&app, &second, "failed").await;
+    let path = format!("/v1/webhook-endpoints/{}", id(&endpoint));
+    let now = app.get_value(&path).await;
+    assert_eq!(now["enabled"], true, "two failures six days apart: {now}");
+    let today = Some(app.clock.now().as_micros());
+    assert_eq!(
+        failing_since().await,
+        today,
+        "today's failure starts a new streak"
+    );
+    let third = publish(&app, json!({"type": "a.b", "payload": {}})).await;
+    delivery_in(&app, &third, "succeeded").await;
+    assert_eq!(failing_since().await, None, "a success ends the streak");
 }
 
 async fn old_history_is_pruned_once_its_deliveries_ended(backend: Backend) {
