@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pier_core::Clock;
+use pier_core::{Clock, Timestamp};
 use pier_jobs::{
     JobContext, JobFailure, JobState, NewJob, PoolOptions, QueuePatch, Worker, WorkerPool,
 };
@@ -23,6 +23,8 @@ on_both_backends!(
     cancelling_a_running_job_signals_its_handler,
     concurrency_limit_holds_across_competing_pools,
     shutdown_releases_unfinished_jobs,
+    a_failure_that_names_its_time_keeps_it_at_shutdown,
+    a_snoozed_job_waits_without_spending_an_attempt,
     shutdown_claims_nothing_while_waiting_for_a_slot,
     heartbeats_renew_the_pools_lease,
     a_panicking_handler_fails_the_attempt,
@@ -42,6 +44,10 @@ struct Recorder {
     hold: Duration,
     fail_first_attempt: bool,
     wait_for_cancel: bool,
+    /// Once cancelled, fail with this retry time rather than none.
+    retry_at: Option<Timestamp>,
+    /// Snooze every job until then.
+    snooze: Option<Timestamp>,
     panic: bool,
 }
 
@@ -51,6 +57,9 @@ impl Worker for Recorder {
 
     async fn run(&self, ctx: JobContext, item: Item) -> Result<(), JobFailure> {
         assert!(!self.panic, "the handler broke on item {}", item.n);
+        if let Some(until) = self.snooze {
+            return Err(JobFailure::snooze(until));
+        }
         let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
         self.most_at_once.fetch_max(now, Ordering::SeqCst);
         if self.wait_for_cancel {
@@ -60,7 +69,11 @@ impl Worker for Recorder {
         }
         self.running.fetch_sub(1, Ordering::SeqCst);
         if self.wait_for_cancel {
-            return Err(JobFailure::new("stopped"));
+            let failure = JobFailure::new("stopped");
+            return Err(match self.retry_at {
+                Some(at) => failure.retry_at(at),
+                None => failure,
+            });
         }
         if self.fail_first_attempt && ctx.attempt == 1 {
             return Err(JobFailure::new("first attempts always fail"));
@@ -213,6 +226,62 @@ async fn shutdown_releases_unfinished_jobs(backend: Backend) {
         "released for another worker"
     );
     assert_eq!(job.attempt, 0, "an interrupted attempt is not counted");
+    jobs.assert_counters_match_rows().await;
+}
+
+/// A handler interrupted by shutdown whose failure names its own retry time (a webhook delivery
+/// that timed out, with its schedule or `Retry-After`) keeps that time: it is not released for
+/// an immediate re-run.
+async fn a_failure_that_names_its_time_keeps_it_at_shutdown(backend: Backend) {
+    let jobs = Jobs::new(backend).await;
+    let later = jobs.clock.now().saturating_add(Duration::from_secs(300));
+    let recorder = Recorder {
+        wait_for_cancel: true,
+        retry_at: Some(later),
+        ..Recorder::default()
+    };
+    let (stop, stopped) = watch::channel(false);
+    let running = pool(&jobs, "timing", options(2), recorder).spawn(stopped);
+    let enqueued = jobs.enqueue(vec![item(1, "timing")]).await;
+    wait_for_count(&jobs, "timing", "running", 1).await;
+    stop.send(true).expect("stop");
+    running.await.expect("pool stops");
+    let job = jobs
+        .store
+        .get(&jobs.workspace, &enqueued[0].job.id)
+        .await
+        .expect("get")
+        .expect("job");
+    assert_eq!(job.state, JobState::Retryable);
+    assert_eq!(job.run_at, later, "the retry keeps its time");
+    jobs.assert_counters_match_rows().await;
+}
+
+/// A snooze gives the job back until its time: no attempt spent, no error recorded, however
+/// often it happens.
+async fn a_snoozed_job_waits_without_spending_an_attempt(backend: Backend) {
+    let jobs = Jobs::new(backend).await;
+    let later = jobs.clock.now().saturating_add(Duration::from_secs(60));
+    let recorder = Recorder {
+        snooze: Some(later),
+        ..Recorder::default()
+    };
+    let (stop, stopped) = watch::channel(false);
+    let running = pool(&jobs, "snoozy", options(2), recorder).spawn(stopped);
+    let enqueued = jobs.enqueue(vec![item(1, "snoozy")]).await;
+    wait_for_count(&jobs, "snoozy", "scheduled", 1).await;
+    stop.send(true).expect("stop");
+    running.await.expect("pool stops");
+    let job = jobs
+        .store
+        .get(&jobs.workspace, &enqueued[0].job.id)
+        .await
+        .expect("get")
+        .expect("job");
+    assert_eq!(job.state, JobState::Scheduled);
+    assert_eq!(job.run_at, later);
+    assert_eq!(job.attempt, 0, "a snooze spends no attempt");
+    assert!(job.errors.is_empty(), "a snooze records no error");
     jobs.assert_counters_match_rows().await;
 }
 

@@ -286,3 +286,76 @@ async fn every_pending_delivery_has_one_live_job_after_a_random_run(backend: Bac
     .expect("deliveries");
     panic!("deliveries still unfinished after the retries: {left:?}");
 }
+
+/// Runs `sql` (binding `id` as `$1`) in a transaction left open, holding its row locks.
+async fn hold(app: &TestApp, sql: &str, id: &str) -> pier_db::Tx {
+    let mut tx = app.db.begin().await.expect("begin");
+    with_tx!(&mut tx, conn => sqlx::query(sql).bind(id).execute(conn).await.map(drop))
+        .expect("statement in the holding transaction");
+    tx
+}
+
+/// An ordered endpoint is deleted while an event is being published to it: the publish has
+/// read the endpoint and waits for its row lock to number the delivery; the delete commits.
+/// The event is published without a delivery there (the publisher's own write through the
+/// outbox, a link create say, must not fail because of it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set PIER_TEST_DATABASE_URL"]
+async fn deleting_an_ordered_endpoint_during_a_publish_keeps_the_publish() {
+    let app = spawn(Backend::postgres()).await;
+    let receiver = Receiver::start().await;
+    let (endpoint, _) = endpoint(&app, json!({"url": receiver.url, "ordered": true})).await;
+    let delete = hold(
+        &app,
+        "DELETE FROM webhook_endpoints WHERE id = $1",
+        id(&endpoint),
+    )
+    .await;
+    let request = app
+        .request(Method::POST, "/v1/events")
+        .json(&json!({"type": "a.b", "payload": {}}));
+    let publish = tokio::spawn(async move { request.send().await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    delete.commit().await.expect("the delete commits");
+    let response = publish.await.expect("task").expect("sent");
+    assert_eq!(response.status(), 202);
+    let event: Value = response.json().await.expect("json");
+    let deliveries = app
+        .get_value(&format!("/v1/events/{}/deliveries", id(&event)))
+        .await;
+    assert_eq!(deliveries["data"], json!([]));
+}
+
+/// Pruning picks an old event whose delivery has ended; a retry reopens that delivery before
+/// the prune deletes it. The prune waits for the delivery's row lock, sees it pending, and
+/// keeps the event: the retry is not lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set PIER_TEST_DATABASE_URL"]
+async fn pruning_keeps_an_event_whose_delivery_was_reopened_meanwhile() {
+    let app = spawn(Backend::postgres()).await;
+    let receiver = Receiver::start().await;
+    endpoint(&app, json!({"url": receiver.url})).await;
+    let event = publish(&app, json!({"type": "a.b", "payload": {}})).await;
+    let delivery = delivery_in(&app, &event, "succeeded").await;
+    app.clock.advance(Duration::from_secs(31 * 24 * 3600));
+    let reopen = hold(
+        &app,
+        "UPDATE webhook_deliveries SET state = 'pending' WHERE id = $1",
+        id(&delivery),
+    )
+    .await;
+    let store = pier_webhooks::WebhookStore::new(
+        app.db.clone(),
+        std::sync::Arc::new(app.clock.clone()),
+        app.jobs.clone(),
+        pier_core::MasterKey::generate().derive("test"),
+        pier_webhooks::Settings::default(),
+        pier_webhooks::guard::Guard::new(true),
+    );
+    let prune = tokio::spawn(async move { store.prune(Duration::from_secs(30 * 24 * 3600)).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    reopen.commit().await.expect("the reopen commits");
+    let pruned = prune.await.expect("task").expect("pruned");
+    assert_eq!(pruned, 0, "the event with a reopened delivery stays");
+    assert_eq!(delivery_of(&app, &event).await["state"], "pending");
+}
