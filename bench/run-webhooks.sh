@@ -9,6 +9,10 @@
 #                      p50/p95/p99/max (goal on PostgreSQL: p99 < 100 ms)
 #   sustained_1000dps  100 events/s open-loop to 10 endpoints for 60 s, the backlog of
 #                      deliveries sampled every second (goal: no growth)
+#   fairness           (only when named in BENCH_SCENARIOS) workspace B's first delivery latency
+#                      alone, then beside workspace A's 500-event backlog to an endpoint
+#                      throttled at 5/s, on one Pier: p50/max each and the ratio of the p50s
+#                      (the run: BENCH_SCENARIOS=fairness BENCH_WEBHOOKS_CONCURRENCY=20)
 #
 # Deliveries go to a receiver inside the benchmark process that answers 200 at once; latency runs
 # from just before an event's POST /v1/events to its delivery's arrival.
@@ -24,6 +28,7 @@
 #   BENCH_BACKENDS [sqlite,postgres]  BENCH_SCENARIOS [throughput,latency,sustained]
 #   BENCH_ENDPOINTS [1,10,100]  BENCH_EVENTS [2000]  BENCH_MAX_DELIVERIES [50000]
 #   BENCH_LATENCY_SECONDS [30]  BENCH_SUSTAINED_SECONDS [60]  BENCH_DRAIN_SECONDS [600]
+#   BENCH_FAIRNESS_BACKLOG [500]  BENCH_FAIRNESS_SAMPLES [10]
 #   BENCH_WEBHOOKS_CONCURRENCY [Pier's default, 400]
 #   PIER_BENCH_DATABASE_URL [postgres://postgres@127.0.0.1:5432/test]: an admin connection, used
 #     to create and drop one database per measurement (bench_wh_<pid>_<n>)

@@ -39,13 +39,14 @@ impl Api {
     }
 
     pub async fn create_endpoint(&self, url: &str) -> anyhow::Result<()> {
-        self.post(
-            "/v1/webhook-endpoints",
-            &json!({ "url": url }),
-            StatusCode::CREATED,
-        )
-        .await
-        .map(drop)
+        self.create_endpoint_with(json!({ "url": url })).await
+    }
+
+    /// Creates an endpoint from a whole body (`url`, `rate_limit_per_second`, …).
+    pub async fn create_endpoint_with(&self, body: Value) -> anyhow::Result<()> {
+        self.post("/v1/webhook-endpoints", &body, StatusCode::CREATED)
+            .await
+            .map(drop)
     }
 
     /// Publishes event number `seq`.

@@ -7,10 +7,13 @@
 //! - `latency`: an open-loop 200 events/s to 10 endpoints: latency p50/p95/p99/max;
 //! - `sustained`: an open-loop 100 events/s to 10 endpoints (1,000 deliveries/s), sampled every
 //!   second: does the backlog of deliveries grow?
+//! - `fairness`: workspace B's first delivery latency with and without workspace A's backlog to
+//!   an endpoint throttled at 5/s, on one Pier (see `fairness.rs`).
 //!
 //! One JSON object per measurement on stdout; progress on stderr. See `bench/run-webhooks.sh`.
 
 mod api;
+mod fairness;
 mod pier;
 mod publish;
 mod receiver;
@@ -43,6 +46,7 @@ enum Scenario {
     Throughput,
     Latency,
     Sustained,
+    Fairness,
 }
 
 #[derive(Debug, Parser)]
@@ -123,6 +127,12 @@ struct Args {
         default_value_t = 60
     )]
     sustained_seconds: u64,
+    /// Fairness: events in workspace A's backlog
+    #[arg(long, env = "BENCH_FAIRNESS_BACKLOG", default_value_t = 500)]
+    fairness_backlog: usize,
+    /// Fairness: workspace B's events, measured one at a time, with and without the backlog
+    #[arg(long, env = "BENCH_FAIRNESS_SAMPLES", default_value_t = 10)]
+    fairness_samples: usize,
     /// How long to wait for the last deliveries after publishing ends, in seconds
     #[arg(long, env = "BENCH_DRAIN_SECONDS", default_value_t = 600)]
     drain_seconds: u64,
@@ -140,6 +150,7 @@ impl Args {
                 Scenario::Throughput => all.extend(self.endpoints.iter().map(|&e| (scenario, e))),
                 Scenario::Latency => all.push((scenario, self.latency_endpoints)),
                 Scenario::Sustained => all.push((scenario, self.sustained_endpoints)),
+                Scenario::Fairness => all.push((scenario, 2)),
             }
         }
         all

@@ -26,6 +26,8 @@ pub struct Pier {
     base: String,
     key: String,
     log: PathBuf,
+    /// What `pier` commands beside the server need to reach its database.
+    env: Vec<(&'static str, String)>,
     _database: Option<Database>,
     _dir: TempDir,
 }
@@ -44,6 +46,11 @@ impl Pier {
             Some(database) => database.url(),
             None => format!("sqlite://{}", dir.path().join("pier.db").display()),
         };
+        let env = vec![
+            ("PIER_DATA_DIR", dir.path().display().to_string()),
+            ("PIER_DATABASE_URL", database_url.clone()),
+            ("PIER_SECRET_KEY", secret.clone()),
+        ];
         let (port, admin_port) = free_ports()?;
         let log = dir.path().join("pier.log");
         let out = std::fs::File::create(&log)?;
@@ -60,9 +67,7 @@ impl Pier {
             .current_dir(dir.path())
             .env("PIER_LISTEN", format!("127.0.0.1:{port}"))
             .env("PIER_ADMIN_LISTEN", format!("127.0.0.1:{admin_port}"))
-            .env("PIER_DATA_DIR", dir.path())
-            .env("PIER_DATABASE_URL", database_url)
-            .env("PIER_SECRET_KEY", secret)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("PIER_BOOTSTRAP_API_KEY", &key)
             // The receiver listens on 127.0.0.1, which the SSRF guard refuses by default.
             .env("PIER_ALLOW_PRIVATE_WEBHOOK_TARGETS", "true")
@@ -84,6 +89,7 @@ impl Pier {
             base: format!("http://127.0.0.1:{port}"),
             key,
             log,
+            env,
             _database: database,
             _dir: dir,
         };
@@ -98,6 +104,23 @@ impl Pier {
     /// The owner key of the workspace Pier created at start.
     pub fn key(&self) -> &str {
         &self.key
+    }
+
+    /// Creates another workspace (`pier workspaces create`); returns its owner key.
+    pub async fn create_workspace(&self, bin: &Path, name: &str) -> anyhow::Result<String> {
+        let out = Command::new(bin)
+            .args(["workspaces", "create", name])
+            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
+            .output()
+            .await
+            .context("running pier workspaces create")?;
+        if !out.status.success() {
+            bail!(
+                "pier workspaces create: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8(out.stdout)?.trim().to_owned())
     }
 
     async fn wait_ready(&mut self, backend: Backend) -> anyhow::Result<()> {

@@ -88,6 +88,16 @@ impl Receiver {
     }
 
     /// Distinct deliveries received so far.
+    /// When event `id` first arrived at endpoint `n`, if it has.
+    pub fn arrived(&self, id: &str, n: usize) -> Option<Instant> {
+        let arrivals = self
+            .shared
+            .arrivals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        arrivals.first.get(&(id.to_owned(), n)).copied()
+    }
+
     pub fn received(&self) -> usize {
         self.shared.distinct.load(Ordering::Relaxed)
     }

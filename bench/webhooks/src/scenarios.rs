@@ -23,17 +23,22 @@ pub async fn run(
     scenario: Scenario,
     endpoints: usize,
 ) -> anyhow::Result<()> {
-    let stage = Stage::new(args, backend, endpoints).await?;
+    let stage = || Stage::new(args, backend, endpoints);
     let (name, fields) = match scenario {
-        Scenario::Throughput => ("throughput".to_owned(), throughput(args, stage).await?),
+        Scenario::Throughput => (
+            "throughput".to_owned(),
+            throughput(args, stage().await?).await?,
+        ),
         Scenario::Latency => (
             format!("latency_{}eps", args.latency_rate),
-            latency(args, stage).await?,
+            latency(args, stage().await?).await?,
         ),
         Scenario::Sustained => (
             format!("sustained_{}dps", args.sustained_rate as usize * endpoints),
-            sustained(args, stage).await?,
+            sustained(args, stage().await?).await?,
         ),
+        // Two workspaces on one Pier: a stage of its own.
+        Scenario::Fairness => return crate::fairness::run(args, backend).await,
     };
     report(&name, backend, endpoints, fields);
     Ok(())
