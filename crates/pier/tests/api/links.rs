@@ -726,13 +726,7 @@ async fn changes_reach_another_node(options: impl Fn() -> Options) {
     let link = create(&a, json!({"url": "https://one.example/", "slug": slug})).await;
     let path = format!("/v1/links/{}", link["id"].as_str().expect("id"));
     wait_for(&b, &slug, Some("https://one.example/")).await;
-    let response = a
-        .request(Method::PATCH, &path)
-        .json(&json!({"url": "https://two.example/"}))
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(response.status(), 200);
+    retarget(&a, &path, "https://two.example/").await;
     let visit = follow(&a, &slug).await;
     assert_eq!(
         header(&visit, "location"),
@@ -760,22 +754,93 @@ async fn changes_reach_another_node_on_postgres_and_redis() {
     .await;
 }
 
-/// Waits (far below the cache TTL) for `node` to redirect `slug` to `want`, or to answer 404
-/// when `want` is `None`: the change travels through PostgreSQL or Redis.
-async fn wait_for(node: &TestApp, slug: &str, want: Option<&str>) {
-    let mut seen = None;
-    for _ in 0..50 {
-        let visit = follow(node, slug).await;
-        seen = visit
-            .headers()
-            .get("location")
-            .map(|v| v.to_str().expect("ascii").to_owned());
-        if seen.as_deref() == want {
-            return;
-        }
+/// Node B's listener is cut off, as a failover or a proxy's idle reset would: whatever was
+/// sent meanwhile is lost to it, so B forgets its cached links once it listens again. The first
+/// change bypasses notifications altogether (as one sent during the gap would be lost), so only
+/// the clearing on reconnect can show it; the second is made on node A after the cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set PIER_TEST_DATABASE_URL"]
+async fn a_node_whose_listener_was_cut_forgets_its_cache() {
+    let a = TestApp::spawn(Backend::postgres()).await;
+    let b = a.another_node().await;
+    let slug = format!("c{}", pier_core::id::new_body(a.clock.now()));
+    let link = create(&a, json!({"url": "https://one.example/", "slug": slug})).await;
+    let path = format!("/v1/links/{}", link["id"].as_str().expect("id"));
+    let database = sqlx::PgPool::connect(&a.database_url)
+        .await
+        .expect("database");
+    // A listener's backend has run a statement once its LISTEN is in place.
+    let listeners = async || -> i64 {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND application_name = $1 AND query <> ''",
+        )
+        .bind(pier_db::LISTENER_APPLICATION_NAME)
+        .fetch_one(&database)
+        .await
+        .expect("count")
+    };
+    // Both nodes listen before B's cache is put to the test.
+    while listeners().await < 2 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("node still redirects to {seen:?}, not {want:?}");
+    wait_for(&b, &slug, Some("https://one.example/")).await;
+    sqlx::query("UPDATE links SET url = 'https://two.example/' WHERE slug = $1")
+        .bind(&slug)
+        .execute(&database)
+        .await
+        .expect("changed unannounced");
+    assert_eq!(
+        header(&follow(&b, &slug).await, "location"),
+        "https://one.example/",
+        "node B serves from its cache"
+    );
+    let cut: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND application_name = $1",
+    )
+    .bind(pier_db::LISTENER_APPLICATION_NAME)
+    .fetch_all(&database)
+    .await
+    .expect("listeners cut");
+    assert_eq!(cut, [true, true]);
+    wait_for(&b, &slug, Some("https://two.example/")).await;
+
+    retarget(&a, &path, "https://three.example/").await;
+    wait_for(&b, &slug, Some("https://three.example/")).await;
+}
+
+/// Points the link at `path` to `url` through `node`.
+async fn retarget(node: &TestApp, path: &str, url: &str) {
+    let response = node
+        .request(Method::PATCH, path)
+        .json(&json!({ "url": url }))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+}
+
+/// Waits (3 s at most, far below the cache TTL) for `node` to redirect `slug` to `want`, or to
+/// answer 404 when `want` is `None`: the change travels through PostgreSQL or Redis, or its
+/// listener reconnects.
+async fn wait_for(node: &TestApp, slug: &str, want: Option<&str>) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let visit = follow(node, slug).await;
+        let seen = visit
+            .headers()
+            .get("location")
+            .map(|v| v.to_str().expect("ascii"));
+        if seen == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node still redirects to {seen:?}, not {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Node A and node B share a SQLite file and a Redis, so a change made on A can reach B's
@@ -820,13 +885,7 @@ async fn redis_carries_changes_between_nodes() {
         "https://one.example/"
     );
 
-    let response = a
-        .request(Method::PATCH, &path)
-        .json(&json!({"url": "https://two.example/"}))
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(response.status(), 200);
+    retarget(&a, &path, "https://two.example/").await;
     wait_for(&b, &slug, Some("https://two.example/")).await;
     assert_eq!(a.call(Method::DELETE, &path).await.status(), 204);
     wait_for(&b, &slug, None).await;
