@@ -5,6 +5,7 @@ pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod config;
+mod last_writes;
 mod secret_key;
 mod server;
 pub mod telemetry;

@@ -22,6 +22,7 @@ on_both_backends!(
     another_workspaces_link_is_404,
     idempotent_creates_return_the_first_link,
     clicks_are_written_at_shutdown,
+    a_failed_last_flush_is_retried_before_the_node_stops,
     clicks_are_counted_by_country,
     large_imports_take_no_idempotency_key,
 );
@@ -527,6 +528,49 @@ async fn clicks_are_written_at_shutdown(backend: Backend) {
     })
     .expect("read");
     assert_eq!(clicks, 3);
+}
+
+/// The flush at shutdown fails (a table is away, as during a database blip) and is tried again
+/// until it succeeds, within the shutdown timeout: no click is lost.
+async fn a_failed_last_flush_is_retried_before_the_node_stops(backend: Backend) {
+    let options = Options {
+        settings: vec![("links.click_flush_ms", "3600000".to_owned())],
+        ..Options::default()
+    };
+    let mut app = TestApp::spawn_with(backend, options).await;
+    create(
+        &app,
+        json!({"url": "https://example.com/", "slug": "retried"}),
+    )
+    .await;
+    for _ in 0..3 {
+        assert_eq!(follow(&app, "retried").await.status(), 302);
+    }
+    let url: pier_db::DatabaseUrl = app.database_url.parse().expect("url");
+    let db = url.connect(1).await.expect("a second connection");
+    let rename = async |from: &str, to: &str| {
+        let sql = format!("ALTER TABLE {from} RENAME TO {to}");
+        pier_db::with_writer!(&db, pool => {
+            sqlx::query(&sql).execute(pool).await.map(|r| r.rows_affected())
+        })
+        .expect("renamed");
+    };
+    rename("link_clicks_recent", "link_clicks_recent_away").await;
+    app.trigger_shutdown();
+    // Not a wait for a result: it gives the first attempt time to fail.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    rename("link_clicks_recent_away", "link_clicks_recent").await;
+    app.join().await.expect("stops cleanly");
+    let clicks: (i64, i64) = pier_db::with_reader!(&db, pool => {
+        sqlx::query_as(
+            "SELECT clicks, (SELECT count(*) FROM link_clicks_recent) FROM links \
+             WHERE slug = 'retried'",
+        )
+        .fetch_one(pool)
+        .await
+    })
+    .expect("read");
+    assert_eq!(clicks, (3, 3));
 }
 
 async fn clicks_are_counted_by_country(backend: Backend) {
