@@ -663,12 +663,14 @@ async fn signing_key_upkeep(keys: SigningKeys, mut stop: watch::Receiver<bool>) 
     }
 }
 
-/// Builds and runs the service with the wall clock, announcing a first start's key on stdout.
+/// Builds and runs the service with the wall clock, announcing a first start's key on stdout;
+/// on SQLite, only if no other process serves the same file.
 pub async fn launch(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let chose_key = config.server.bootstrap_api_key.is_some();
+    let _serving = crate::serve_lock::acquire(&config.database_url())?;
     let app = Application::build(config, Arc::new(SystemClock)).await?;
     if let Some(first) = app.bootstrap() {
         announce(first, chose_key);

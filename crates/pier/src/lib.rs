@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 mod last_writes;
 mod secret_key;
+mod serve_lock;
 mod server;
 pub mod telemetry;
 pub mod webhook_verify;
