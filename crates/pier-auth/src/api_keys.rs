@@ -389,15 +389,30 @@ impl ApiKeyStore {
         }
     }
 
-    /// Writes the key uses noted so far, in one transaction. Uses that fail to be written are
-    /// dropped: `last_used_at` is a hint, and the next use notes it again.
+    /// Writes the key uses noted so far, in one transaction; uses that fail to be written wait
+    /// for the next pass (within the bound on pending uses).
     pub async fn write_uses(&self) -> Result<(), sqlx::Error> {
         let uses = self.uses.take();
         if uses.is_empty() {
             return Ok(());
         }
+        match self.write_noted(&uses).await {
+            Ok(()) => {
+                self.uses.wrote(uses, self.clock.now());
+                Ok(())
+            }
+            Err(err) => {
+                self.uses.put_back(uses);
+                Err(err)
+            }
+        }
+    }
+
+    /// Writes `uses`, which are in key id order: nodes writing the same keys lock their rows in
+    /// one order and cannot deadlock each other.
+    async fn write_noted(&self, uses: &[(String, Timestamp)]) -> Result<(), sqlx::Error> {
         let mut tx = self.db.begin().await?;
-        for (id, at) in &uses {
+        for (id, at) in uses {
             with_tx!(&mut tx, conn => {
                 sqlx::query(
                     "UPDATE api_keys SET last_used_at = $1 WHERE id = $2 \
@@ -410,8 +425,6 @@ impl ApiKeyStore {
                 .map(|r| r.rows_affected())
             })?;
         }
-        tx.commit().await?;
-        self.uses.wrote(uses, self.clock.now());
-        Ok(())
+        tx.commit().await
     }
 }

@@ -55,9 +55,19 @@ impl KeyUses {
         }
     }
 
-    /// The uses to write now.
+    /// The uses to write now, in key id order.
     pub(crate) fn take(&self) -> Vec<(String, Timestamp)> {
-        self.lock().pending.drain().collect()
+        let mut taken: Vec<(String, Timestamp)> = self.lock().pending.drain().collect();
+        taken.sort_unstable();
+        taken
+    }
+
+    /// Notes again `unwritten` uses whose write failed (within the bound), keeping for each key
+    /// the latest of them and of any use noted since.
+    pub(crate) fn put_back(&self, unwritten: Vec<(String, Timestamp)>) {
+        for (id, at) in unwritten {
+            self.note(&id, at);
+        }
     }
 
     /// Notes that `written` reached the database at `now`, and forgets writes older than the
@@ -93,6 +103,23 @@ mod tests {
         );
         assert!(taken.contains(&("key_0".to_owned(), at(5))));
         assert!(uses.take().is_empty(), "taking empties the queue");
+    }
+
+    #[test]
+    fn uses_are_taken_in_key_order_and_put_back_when_unwritten() {
+        let uses = KeyUses::default();
+        for key in ["key_c", "key_a", "key_b"] {
+            uses.note(key, at(0));
+        }
+        let taken = uses.take();
+        let ids: Vec<&str> = taken.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(ids, ["key_a", "key_b", "key_c"]);
+        // key_a was used again while the write failed: the later use stays.
+        uses.note("key_a", at(7));
+        uses.put_back(taken);
+        let again = uses.take();
+        assert_eq!(again.len(), 3);
+        assert_eq!(again[0], ("key_a".to_owned(), at(7)));
     }
 
     #[test]

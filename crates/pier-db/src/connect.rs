@@ -120,11 +120,7 @@ impl DatabaseUrl {
                     .acquire_timeout(Duration::from_secs(10))
                     .connect_with(options.clone())
                     .await?;
-                let listen = PgPoolOptions::new()
-                    .max_connections(1)
-                    .idle_timeout(None)
-                    .max_lifetime(None)
-                    .connect_lazy_with(options);
+                let listen = crate::listen::ListenOptions::new(options);
                 Ok(Db(Pools::Postgres { pool, listen }))
             }
         }

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 pub use connect::{DatabaseUrl, InvalidDatabaseUrl};
 pub use dialect::{Backend, JsonList, OwnedKeys, ids_in};
-pub use listen::{Notice, Relay};
+pub use listen::{LISTENER_APPLICATION_NAME, Notice, Relay};
 pub use migrate::Migration;
 pub use outbox::{Outbox, Publishing};
 pub use settings::server_secret;
@@ -50,8 +50,8 @@ enum Pools {
     },
     Postgres {
         pool: sqlx::PgPool,
-        /// One connection, outside `pool`, for the notification listener (see [`Relay`]).
-        listen: sqlx::PgPool,
+        /// How the notification listener connects, outside `pool` (see [`Relay`]).
+        listen: listen::ListenOptions,
     },
 }
 
@@ -170,8 +170,7 @@ impl Db {
                 reader.close().await;
                 writer.close().await;
             }
-            Pools::Postgres { pool, listen } => {
-                listen.close().await;
+            Pools::Postgres { pool, .. } => {
                 pool.close().await;
             }
         }

@@ -1,7 +1,8 @@
 //! Creating many links at once, for imports: one transaction and a handful of statements
-//! whatever the number of rows. The rows travel as one JSON list, so ten thousand links are one
-//! `INSERT … ON CONFLICT (slug) DO NOTHING`; generated slugs that turn out to be taken are
-//! drawn again in another round, chosen ones are reported as taken.
+//! whatever the number of rows, plus one `link.created` event per created link through the
+//! outbox, as a single create publishes. The rows travel as one JSON list, so ten thousand links
+//! are one `INSERT … ON CONFLICT (slug) DO NOTHING`; generated slugs that turn out to be taken
+//! are drawn again in another round, chosen ones are reported as taken.
 
 use std::collections::{HashMap, HashSet};
 
@@ -127,6 +128,11 @@ impl LinkStore {
             .filter_map(|(outcome, fields)| Some((outcome.as_ref().ok()?, fields)))
             .collect();
         write_tags(&mut tx, workspace, now, &links).await?;
+        // Each imported link is announced as a single create would be, in the same transaction.
+        for (link, _) in &links {
+            self.announce(&mut tx, workspace, "link.created", link.event_payload())
+                .await?;
+        }
         // A node may remember these slugs as unknown.
         let slugs = links.iter().map(|(link, _)| link.slug.clone());
         self.redirects().forget_on_commit(&mut tx, slugs).await?;

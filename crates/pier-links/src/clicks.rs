@@ -396,9 +396,13 @@ impl ClickBuffer {
         pending.values().map(LinkClicks::clicks).sum()
     }
 
+    /// Everything buffered, by link id: every flush, on every node, then locks its rows in that
+    /// one order, so flushes that share links wait for each other instead of deadlocking.
     fn take(&self) -> Vec<(String, LinkClicks)> {
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        std::mem::take(&mut *pending).into_iter().collect()
+        let taken = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut taken: Vec<(String, LinkClicks)> = taken.into_iter().collect();
+        taken.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        taken
     }
 
     /// Puts counts whose write failed back, within the bound.
@@ -514,8 +518,9 @@ mod tests {
             4,
             "the third link's click is dropped"
         );
-        let mut taken = buffer.take();
-        taken.sort_by(|x, y| x.0.cmp(&y.0));
+        let taken = buffer.take();
+        let ids: Vec<&str> = taken.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(ids, ["link_a", "link_b"], "taken in link id order");
         let a_clicks = &taken[0].1;
         let hour = |hour, humans, bots, counted| HourCounts {
             hour,

@@ -17,10 +17,11 @@ const HOSTS_PER_DAY: usize = 100;
 /// Recent clicks kept per link.
 const RECENT_KEPT: i64 = 100;
 
-/// Writes `batch`; returns how many clicks it held.
+/// Writes `batch`, which is in link id order; returns how many clicks it held.
 pub(crate) async fn write(db: &Db, batch: &[(String, LinkClicks)]) -> Result<usize, sqlx::Error> {
     // Relaxed: a crash of the machine may lose the last second of counts, never a link.
     let mut tx = db.begin_relaxed().await?;
+    lock_links(&mut tx, batch).await?;
     let clicks = write_counts(&mut tx, batch).await?;
     write_visitors(&mut tx, batch).await?;
     write_referrers(&mut tx, batch).await?;
@@ -68,6 +69,21 @@ where
             .fetch_all(conn)
             .await
     })
+}
+
+/// Locks the batch's links (PostgreSQL; SQLite has one writer) in id order before anything
+/// else. Every row a flush writes belongs to one of its links, so two flushes that share a link
+/// queue on the first link they share, whatever order their statements would lock rows in;
+/// deleting a link locks its row first too.
+async fn lock_links(tx: &mut Tx, batch: &[(String, LinkClicks)]) -> Result<(), sqlx::Error> {
+    if tx.backend().for_update().is_empty() || batch.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<[&str; 1]> = batch.iter().map(|(link, _)| [link.as_str()]).collect();
+    let lock = "SELECT id FROM links WHERE id IN (SELECT value ->> 0 FROM {rows}) \
+                ORDER BY id {for_update}";
+    let _: Vec<(String,)> = fetch(tx, lock, &ids).await?;
+    Ok(())
 }
 
 /// Only rows of links that still exist.

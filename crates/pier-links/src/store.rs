@@ -159,7 +159,7 @@ impl LinkStore {
     }
 
     /// Publishes `event_type` for the change `tx` makes, if an outbox is set.
-    async fn announce(
+    pub(crate) async fn announce(
         &self,
         tx: &mut Tx,
         workspace: &WorkspaceId,

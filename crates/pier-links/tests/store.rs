@@ -22,6 +22,7 @@ on_both_backends!(
     updates_are_conditional_and_reach_the_redirect_lookup,
     max_clicks_hold_exactly_under_200_concurrent_clicks,
     clicks_are_flushed_into_hourly_counts_and_totals,
+    flushes_of_two_nodes_sharing_links_never_deadlock,
     another_workspace_sees_nothing,
 );
 
@@ -37,18 +38,7 @@ async fn fixture(backend: Backend) -> Fixture {
     let test_db = TestDb::new(&backend, &[pier_db::MIGRATIONS, pier_links::MIGRATIONS]).await;
     let clock = ManualClock::starting_now();
     let clock_arc: Arc<dyn Clock> = Arc::new(clock.clone());
-    let cache = Settings {
-        capacity: 1000,
-        ttl: Duration::from_secs(300),
-        negative_ttl: Duration::from_secs(5),
-        jitter: 0.0,
-    };
-    let redirects = Redirects::new(
-        test_db.db.clone(),
-        clock_arc.clone(),
-        cache,
-        ClickBuffer::new(ClickSettings::default()),
-    );
+    let redirects = node(&test_db.db, &clock_arc);
     Fixture {
         db: test_db.db.clone(),
         store: LinkStore::new(test_db.db.clone(), clock_arc, redirects),
@@ -56,6 +46,18 @@ async fn fixture(backend: Backend) -> Fixture {
         clock,
         _db: test_db,
     }
+}
+
+/// A node's redirect lookup and click buffer on `db`.
+fn node(db: &pier_db::Db, clock: &Arc<dyn Clock>) -> Redirects {
+    let cache = Settings {
+        capacity: 1000,
+        ttl: Duration::from_secs(300),
+        negative_ttl: Duration::from_secs(5),
+        jitter: 0.0,
+    };
+    let clicks = ClickBuffer::new(ClickSettings::default());
+    Redirects::new(db.clone(), clock.clone(), cache, clicks)
 }
 
 /// A visit by `visitor`, whose identity is `who`.
@@ -468,6 +470,49 @@ async fn clicks_are_flushed_into_hourly_counts_and_totals(backend: Backend) {
         .expect("read");
         assert_eq!(left, 0, "{table}");
     }
+}
+
+/// Two nodes buffer clicks on the same links and flush at the same moment, again and again:
+/// their flushes lock the links' rows in one order (link id), so neither is ever chosen as a
+/// deadlock victim, and every click is counted.
+async fn flushes_of_two_nodes_sharing_links_never_deadlock(backend: Backend) {
+    const LINKS: usize = 40;
+    const ROUNDS: i64 = 10;
+    let f = fixture(backend).await;
+    let clock: Arc<dyn Clock> = Arc::new(f.clock.clone());
+    let nodes = [f.store.redirects().clone(), node(&f.db, &clock)];
+    let mut slugs = Vec::new();
+    for n in 0..LINKS {
+        let slug = format!("shared{n}");
+        let url = format!("https://example.com/{n}");
+        f.store
+            .create(&f.workspace, "key", fields(Some(&slug), &url))
+            .await
+            .expect("create");
+        slugs.push(slug);
+    }
+    for round in 0..ROUNDS {
+        for (who, node) in (0u64..).zip(&nodes) {
+            for slug in &slugs {
+                let dest = node.resolve(slug).await.expect("db").expect("found");
+                let v = visit(Visitor::Browser, who, Some("a.example"));
+                assert!(node.admit(&dest, &v).await.expect("admit"));
+            }
+        }
+        let (a, b) = tokio::join!(nodes[0].flush_clicks(), nodes[1].flush_clicks());
+        assert_eq!(
+            (a.expect("node A flushed"), b.expect("node B flushed")),
+            (LINKS, LINKS),
+            "round {round}"
+        );
+    }
+    let totals: Vec<i64> = pier_db::with_reader!(&f.db, pool => {
+        sqlx::query_scalar("SELECT clicks FROM links ORDER BY id")
+            .fetch_all(pool)
+            .await
+    })
+    .expect("read");
+    assert_eq!(totals, vec![2 * ROUNDS; LINKS]);
 }
 
 async fn another_workspace_sees_nothing(backend: Backend) {

@@ -12,6 +12,7 @@
 //! Named policies that workspaces define through the API are kept by [`PolicyStore`].
 
 pub mod algorithm;
+mod breaker;
 mod limiter;
 mod local;
 mod policy;

@@ -1,23 +1,25 @@
 //! The [`Limiter`]: decides on the local store, or on Redis when one is configured, and applies
 //! each policy's failure mode when Redis does not answer within the timeout. After a failure,
-//! decisions skip Redis for a second (so a stalled Redis costs one timeout a second, not one
-//! per request), then the next decision tries it again.
+//! the failing caller's decisions skip Redis for a second, and every decision does once Redis
+//! looks down (see [`crate::breaker`]), so a stalled Redis costs one timeout a second, not one
+//! per request.
+//!
+//! A call that timed out may still be applied in Redis, so the decision it was for is never
+//! also charged on the local store: it counts once (in Redis, if the call landed) or not at all.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use pier_core::Clock;
 
 use crate::algorithm::Decision;
+use crate::breaker::Breaker;
 use crate::local::LocalStore;
 use crate::policy::{FailureMode, Policy};
 use crate::redis::RedisStore;
 
 /// How long a decision waits for Redis before its policy's failure mode decides, by default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
-/// How long decisions skip Redis after it failed one, in ms.
-const SKIP_FAILING_REDIS_MS: i64 = 1000;
 /// What a refusal by `fail_closed` tells the caller to wait.
 pub const FAIL_CLOSED_RETRY: Duration = Duration::from_secs(1);
 
@@ -54,11 +56,9 @@ pub struct Limiter {
     redis: Option<RedisStore>,
     timeout: Duration,
     clock: Arc<dyn Clock>,
-    /// Whether Redis failed last time, so the change is logged once rather than per request.
-    redis_failing: AtomicBool,
-    /// Until when (ms) decisions skip a failing Redis: the failure modes decide at once instead
-    /// of every request waiting out the timeout; the first decision after it probes Redis again.
-    skip_redis_until: AtomicI64,
+    /// Which decisions skip a failing Redis: their failure modes decide at once instead of
+    /// every request waiting out the timeout.
+    breaker: Breaker,
 }
 
 impl Limiter {
@@ -69,8 +69,7 @@ impl Limiter {
             redis: None,
             timeout: DEFAULT_TIMEOUT,
             clock,
-            redis_failing: AtomicBool::new(false),
-            skip_redis_until: AtomicI64::new(i64::MIN),
+            breaker: Breaker::new(DEFAULT_TIMEOUT),
         }
     }
 
@@ -79,6 +78,7 @@ impl Limiter {
     pub fn with_redis(mut self, store: RedisStore, timeout: Duration) -> Self {
         self.redis = Some(store);
         self.timeout = timeout;
+        self.breaker = Breaker::new(timeout);
         self
     }
 
@@ -160,8 +160,7 @@ impl Limiter {
         cost: i64,
         consume: bool,
     ) -> Verdict {
-        let now = self.now_ms();
-        if now < self.skip_redis_until.load(Ordering::Relaxed) {
+        if self.breaker.skips(key, self.now_ms()) {
             return self.decide_without_redis(policies, key, cost, consume);
         }
         let error = match tokio::time::timeout(
@@ -171,9 +170,7 @@ impl Limiter {
         .await
         {
             Ok(Ok(decisions)) => {
-                if self.redis_failing.swap(false, Ordering::Relaxed) {
-                    tracing::info!("rate limits: Redis answers again; decisions are shared");
-                }
+                self.breaker.succeeded();
                 return verdict(decisions);
             }
             Ok(Err(e)) => {
@@ -187,25 +184,19 @@ impl Limiter {
                 format!("no answer within {} ms", self.timeout.as_millis())
             }
         };
-        self.skip_redis_until
-            .store(now + SKIP_FAILING_REDIS_MS, Ordering::Relaxed);
-        if !self.redis_failing.swap(true, Ordering::Relaxed) {
-            tracing::warn!(
-                %error,
-                "rate limits: Redis cannot decide; each policy's failure_mode decides until it answers"
-            );
-        }
-        self.decide_without_redis(policies, key, cost, consume)
+        self.breaker.failed(key, self.now_ms(), &error);
+        // Redis may still apply the call: charged here too, the decision would count twice.
+        self.decide_without_redis(policies, key, cost, false)
     }
 
-    /// Each policy by its failure mode; the `local` ones on the local store, all-or-nothing, and
-    /// spending nothing when a `fail_closed` one refuses.
+    /// Each policy by its failure mode; the `local` ones on the local store, all-or-nothing,
+    /// spending there only when `charge` and nothing when a `fail_closed` one refuses.
     fn decide_without_redis(
         &self,
         policies: &[Policy],
         key: &str,
         cost: i64,
-        consume: bool,
+        charge: bool,
     ) -> Verdict {
         let closed = policies
             .iter()
@@ -217,7 +208,7 @@ impl Limiter {
             .collect();
         let mut local_decisions = self
             .local
-            .decide_all(&local, key, cost, consume && !closed, self.now_ms())
+            .decide_all(&local, key, cost, charge && !closed, self.now_ms())
             .into_iter();
         let decisions = policies
             .iter()

@@ -282,3 +282,142 @@ async fn a_state_lasting_millennia_is_still_written() {
     assert!(!next.allowed);
     assert!(next.retry_after > Duration::from_secs(3600 * 24 * 365));
 }
+
+/// A node whose decisions go to Redis through `url`, at `clock`'s time (which also times the
+/// breaker), each decision its own call.
+async fn node_at(url: &str, clock: &pier_core::ManualClock, timeout: Duration) -> Limiter {
+    let store = RedisStore::one_call_per_decision(redis_conn(url).await)
+        .deciding_at(Arc::new(clock.clone()));
+    Limiter::local(Arc::new(clock.clone()), 1000).with_redis(store, timeout)
+}
+
+/// The Redis key holding `policy`'s state for the one caller that used it.
+async fn state_key_of(conn: &mut redis::aio::ConnectionManager, policy: &str) -> String {
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("pier:rl:*:{policy}:*"))
+        .query_async(conn)
+        .await
+        .expect("keys");
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    keys.into_iter().next().expect("one key")
+}
+
+/// Makes every decision on `key` fail in Redis (its state is too short for the script to
+/// read), as a failing Cluster slot would, while every other key decides normally.
+async fn break_state(conn: &mut redis::aio::ConnectionManager, key: &str) {
+    let () = redis::cmd("SET")
+        .arg(key)
+        .arg("x")
+        .arg("PX")
+        .arg(60_000)
+        .query_async(conn)
+        .await
+        .expect("set");
+}
+
+/// One caller's failing decision sends that caller (for a second) to its policy's failure mode,
+/// not the node: other callers are still decided by Redis. Failures with no success between
+/// them for four timeouts are an outage, and then every caller skips Redis for a second.
+#[tokio::test]
+#[ignore = "needs Redis: set PIER_TEST_REDIS_URL"]
+async fn a_failure_sends_only_its_caller_to_the_failure_mode_until_redis_looks_down() {
+    let url = pier_testkit::redis_url();
+    let clock = support::clock();
+    let timeout = Duration::from_millis(50);
+    let node = node_at(&url, &clock, timeout).await;
+    let mut conn = redis_conn(&url).await;
+    let name = fresh_key("scoped");
+    let policy = Policy::workspace(
+        &pier_core::WorkspaceId::new(pier_core::Clock::now(&clock)),
+        &name,
+        "gcra 2/60s fail_closed".parse().expect("spec"),
+    );
+    let allowed = async |key: &str| node.check(&policy, key, 1).await.expect("decides").allowed;
+    let (broken, healthy) = (fresh_key("broken"), fresh_key("healthy"));
+    assert!(allowed(&broken).await);
+    let broken_state = state_key_of(&mut conn, &name).await;
+    break_state(&mut conn, &broken_state).await;
+
+    assert!(!allowed(&broken).await, "Redis failed: fail_closed refuses");
+    // Redis still decides for another caller: fail_closed would refuse.
+    assert!(allowed(&healthy).await);
+    assert!(allowed(&healthy).await);
+    assert!(!allowed(&healthy).await, "Redis counted both");
+    // The failing caller skips Redis for a second, even once Redis could answer it.
+    let () = redis::cmd("DEL")
+        .arg(&broken_state)
+        .query_async(&mut conn)
+        .await
+        .expect("del");
+    assert!(!allowed(&broken).await);
+    clock.advance(Duration::from_millis(1000));
+    assert!(allowed(&broken).await, "back on Redis after a second");
+
+    // An outage: failures on two callers 250 ms apart (over four 50 ms timeouts) and no
+    // success between them; then a third, healthy caller skips Redis too.
+    break_state(&mut conn, &broken_state).await;
+    let other = fresh_key("other");
+    let other_policy = Policy::workspace(
+        &pier_core::WorkspaceId::new(pier_core::Clock::now(&clock)),
+        &format!("{name}-other"),
+        "gcra 2/60s fail_closed".parse().expect("spec"),
+    );
+    assert!(
+        node.check(&other_policy, &other, 1)
+            .await
+            .expect("decides")
+            .allowed
+    );
+    let other_state = state_key_of(&mut conn, &format!("{name}-other")).await;
+    break_state(&mut conn, &other_state).await;
+    assert!(!allowed(&broken).await);
+    clock.advance(Duration::from_millis(250));
+    assert!(
+        !node
+            .check(&other_policy, &other, 1)
+            .await
+            .expect("decides")
+            .allowed
+    );
+    let fresh = fresh_key("fresh");
+    assert!(
+        !allowed(&fresh).await,
+        "every caller skips Redis during an outage"
+    );
+    clock.advance(Duration::from_millis(1000));
+    assert!(
+        allowed(&fresh).await,
+        "Redis is probed again after a second"
+    );
+}
+
+/// A call that timed out may still be applied in Redis (a stalled Redis answers late, or its
+/// answer is lost): the decision is made by the `local` failure mode but charged nowhere else,
+/// so it counts once, in Redis; what the local store charges while Redis is skipped stays local.
+#[tokio::test]
+#[ignore = "needs Redis: set PIER_TEST_REDIS_URL"]
+async fn a_timed_out_decision_is_not_charged_twice() {
+    let url = pier_testkit::redis_url();
+    let proxy = RedisProxy::start(&url).await;
+    let clock = support::clock();
+    let node = node_at(&proxy.url, &clock, Duration::from_millis(50)).await;
+    let witness = node_at(&url, &clock, Duration::from_secs(5)).await;
+    let policy = Policy::server("twice", "gcra 3/60s local".parse().expect("spec"));
+    let key = fresh_key("twice");
+    let allowed = async || node.check(&policy, &key, 1).await.expect("decides").allowed;
+    assert!(allowed().await);
+    proxy.mute();
+    assert!(allowed().await, "timed out; the local store allows");
+    // Skipping Redis now, the local store counts from full: the timed-out decision is not in it.
+    let local_run = [
+        allowed().await,
+        allowed().await,
+        allowed().await,
+        allowed().await,
+    ];
+    assert_eq!(local_run, [true, true, true, false]);
+    // Redis holds the first decision and the timed-out one, none of the local ones: one unit
+    // is left there.
+    let shared = witness.peek(&policy, &key, 1).await.expect("peeks");
+    assert_eq!((shared.allowed, shared.remaining), (true, 0));
+}

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use pier_api::{ApiProtection, AppState, AppStateParts, FailedLogins, Redis};
 use pier_auth::oauth::{GrantLifetimes, OAuthStore};
@@ -500,40 +500,50 @@ impl Application {
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
-            () = shutdown => {}
-            result = api_stopped => {
-                result.context("the API server panicked")?;
-                bail!("the API server stopped unexpectedly");
+        let stopped_early = tokio::select! {
+            () = shutdown => None,
+            result = api_stopped => Some(result),
+        };
+        // An API server that stopped on its own still winds down like a shutdown: background
+        // work stops and what its requests noted is written, then its failure is returned.
+        let mut failure = stopped_early.map(|result| {
+            api = None;
+            match result {
+                Err(err) => anyhow::Error::new(err).context("the API server panicked"),
+                Ok(()) => anyhow::anyhow!("the API server stopped unexpectedly"),
             }
-        }
-        // Readiness fails first and the node keeps serving a while, so load balancers take it
-        // out of rotation before connections are refused.
-        self.state.start_draining();
-        let drain = Duration::from_secs(self.config.server.shutdown_drain_secs.0);
-        if api.is_some() && !drain.is_zero() {
-            tracing::info!(drain_secs = drain.as_secs(), "shutting down: draining");
-            tokio::time::sleep(drain).await;
+        });
+        if failure.is_none() {
+            // Readiness fails first and the node keeps serving a while, so load balancers take
+            // it out of rotation before connections are refused.
+            self.state.start_draining();
+            let drain = Duration::from_secs(self.config.server.shutdown_drain_secs.0);
+            if api.is_some() && !drain.is_zero() {
+                tracing::info!(drain_secs = drain.as_secs(), "shutting down: draining");
+                tokio::time::sleep(drain).await;
+            }
         }
         tracing::info!("shutting down: finishing in-flight requests");
         let _ = stop_tx.send(true);
-        if let Some(api) = api {
-            api.await.context("the API server panicked")?;
+        if let Some(api) = api
+            && let Err(err) = api.await
+        {
+            failure = Some(anyhow::Error::new(err).context("the API server panicked"));
         }
         let _ = admin.await;
         if let Some(maintenance) = maintenance {
             let _ = maintenance.await;
         }
-        // Requests have finished: write the key uses they noted.
+        // Requests have finished: write the key uses and clicks they noted, retrying within
+        // the shutdown timeout, so a database that blips during a restart loses neither.
         let _ = key_uses.await;
-        if let Err(err) = self.state.api_keys().write_uses().await {
-            tracing::warn!(error = %err, "could not record the last key uses");
-        }
-        // And the clicks they recorded.
         let _ = clicks.await;
-        if let Err(err) = self.state.links().redirects().flush_clicks().await {
-            tracing::warn!(error = %err, "could not record the last clicks");
-        }
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_secs(self.config.server.shutdown_timeout_secs);
+        let keys = self.state.api_keys();
+        crate::last_writes::retry_until(deadline, "key uses", || keys.write_uses()).await;
+        let redirects = self.state.links().redirects();
+        crate::last_writes::retry_until(deadline, "clicks", || redirects.flush_clicks()).await;
         // In-flight deliveries get the pool's grace period, then their leases go back.
         if let Some(deliveries) = deliveries {
             let _ = deliveries.await;
@@ -551,8 +561,13 @@ impl Application {
             listener.abort();
         }
         self.db.close().await;
-        tracing::info!("stopped");
-        Ok(())
+        match failure {
+            Some(failure) => Err(failure),
+            None => {
+                tracing::info!("stopped");
+                Ok(())
+            }
+        }
     }
 }
 
@@ -648,12 +663,14 @@ async fn signing_key_upkeep(keys: SigningKeys, mut stop: watch::Receiver<bool>) 
     }
 }
 
-/// Builds and runs the service with the wall clock, announcing a first start's key on stdout.
+/// Builds and runs the service with the wall clock, announcing a first start's key on stdout;
+/// on SQLite, only if no other process serves the same file.
 pub async fn launch(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let chose_key = config.server.bootstrap_api_key.is_some();
+    let _serving = crate::serve_lock::acquire(&config.database_url())?;
     let app = Application::build(config, Arc::new(SystemClock)).await?;
     if let Some(first) = app.bootstrap() {
         announce(first, chose_key);

@@ -498,3 +498,35 @@ async fn backup_copies_the_sqlite_database() {
         stderr(&postgres)
     );
 }
+
+/// A second `pier serve` on the SQLite file another one serves stops at start with one line
+/// saying so; the first keeps serving.
+#[tokio::test]
+async fn a_second_server_on_one_sqlite_file_is_refused() {
+    use crate::support::{Backend, process};
+    let first = process::server(&Backend::Sqlite, &[]).await;
+    let _running = first.start().await;
+    let second = first.another_node(&[]);
+    let out = tokio::process::Command::new(PIER)
+        .current_dir(second.dir.path())
+        .env_clear()
+        .env("PIER_SECRET_KEY", &second.secret_key)
+        .args(&second.args)
+        .stdin(Stdio::null())
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(30), out)
+        .await
+        .expect("exits within 30 s")
+        .expect("pier runs");
+    assert!(!out.status.success(), "refused");
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("pier: another pier is already serving "),
+        "{err}"
+    );
+    let ready = reqwest::get(format!("{}/readyz", first.admin))
+        .await
+        .expect("the first still answers");
+    assert_eq!(ready.status(), 200);
+}

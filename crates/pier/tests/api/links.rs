@@ -22,6 +22,7 @@ on_both_backends!(
     another_workspaces_link_is_404,
     idempotent_creates_return_the_first_link,
     clicks_are_written_at_shutdown,
+    a_failed_last_flush_is_retried_before_the_node_stops,
     clicks_are_counted_by_country,
     large_imports_take_no_idempotency_key,
 );
@@ -529,6 +530,49 @@ async fn clicks_are_written_at_shutdown(backend: Backend) {
     assert_eq!(clicks, 3);
 }
 
+/// The flush at shutdown fails (a table is away, as during a database blip) and is tried again
+/// until it succeeds, within the shutdown timeout: no click is lost.
+async fn a_failed_last_flush_is_retried_before_the_node_stops(backend: Backend) {
+    let options = Options {
+        settings: vec![("links.click_flush_ms", "3600000".to_owned())],
+        ..Options::default()
+    };
+    let mut app = TestApp::spawn_with(backend, options).await;
+    create(
+        &app,
+        json!({"url": "https://example.com/", "slug": "retried"}),
+    )
+    .await;
+    for _ in 0..3 {
+        assert_eq!(follow(&app, "retried").await.status(), 302);
+    }
+    let url: pier_db::DatabaseUrl = app.database_url.parse().expect("url");
+    let db = url.connect(1).await.expect("a second connection");
+    let rename = async |from: &str, to: &str| {
+        let sql = format!("ALTER TABLE {from} RENAME TO {to}");
+        pier_db::with_writer!(&db, pool => {
+            sqlx::query(&sql).execute(pool).await.map(|r| r.rows_affected())
+        })
+        .expect("renamed");
+    };
+    rename("link_clicks_recent", "link_clicks_recent_away").await;
+    app.trigger_shutdown();
+    // Not a wait for a result: it gives the first attempt time to fail.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    rename("link_clicks_recent_away", "link_clicks_recent").await;
+    app.join().await.expect("stops cleanly");
+    let clicks: (i64, i64) = pier_db::with_reader!(&db, pool => {
+        sqlx::query_as(
+            "SELECT clicks, (SELECT count(*) FROM link_clicks_recent) FROM links \
+             WHERE slug = 'retried'",
+        )
+        .fetch_one(pool)
+        .await
+    })
+    .expect("read");
+    assert_eq!(clicks, (3, 3));
+}
+
 async fn clicks_are_counted_by_country(backend: Backend) {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("countries.mmdb");
@@ -726,13 +770,7 @@ async fn changes_reach_another_node(options: impl Fn() -> Options) {
     let link = create(&a, json!({"url": "https://one.example/", "slug": slug})).await;
     let path = format!("/v1/links/{}", link["id"].as_str().expect("id"));
     wait_for(&b, &slug, Some("https://one.example/")).await;
-    let response = a
-        .request(Method::PATCH, &path)
-        .json(&json!({"url": "https://two.example/"}))
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(response.status(), 200);
+    retarget(&a, &path, "https://two.example/").await;
     let visit = follow(&a, &slug).await;
     assert_eq!(
         header(&visit, "location"),
@@ -760,22 +798,93 @@ async fn changes_reach_another_node_on_postgres_and_redis() {
     .await;
 }
 
-/// Waits (far below the cache TTL) for `node` to redirect `slug` to `want`, or to answer 404
-/// when `want` is `None`: the change travels through PostgreSQL or Redis.
-async fn wait_for(node: &TestApp, slug: &str, want: Option<&str>) {
-    let mut seen = None;
-    for _ in 0..50 {
-        let visit = follow(node, slug).await;
-        seen = visit
-            .headers()
-            .get("location")
-            .map(|v| v.to_str().expect("ascii").to_owned());
-        if seen.as_deref() == want {
-            return;
-        }
+/// Node B's listener is cut off, as a failover or a proxy's idle reset would: whatever was
+/// sent meanwhile is lost to it, so B forgets its cached links once it listens again. The first
+/// change bypasses notifications altogether (as one sent during the gap would be lost), so only
+/// the clearing on reconnect can show it; the second is made on node A after the cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set PIER_TEST_DATABASE_URL"]
+async fn a_node_whose_listener_was_cut_forgets_its_cache() {
+    let a = TestApp::spawn(Backend::postgres()).await;
+    let b = a.another_node().await;
+    let slug = format!("c{}", pier_core::id::new_body(a.clock.now()));
+    let link = create(&a, json!({"url": "https://one.example/", "slug": slug})).await;
+    let path = format!("/v1/links/{}", link["id"].as_str().expect("id"));
+    let database = sqlx::PgPool::connect(&a.database_url)
+        .await
+        .expect("database");
+    // A listener's backend has run a statement once its LISTEN is in place.
+    let listeners = async || -> i64 {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND application_name = $1 AND query <> ''",
+        )
+        .bind(pier_db::LISTENER_APPLICATION_NAME)
+        .fetch_one(&database)
+        .await
+        .expect("count")
+    };
+    // Both nodes listen before B's cache is put to the test.
+    while listeners().await < 2 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("node still redirects to {seen:?}, not {want:?}");
+    wait_for(&b, &slug, Some("https://one.example/")).await;
+    sqlx::query("UPDATE links SET url = 'https://two.example/' WHERE slug = $1")
+        .bind(&slug)
+        .execute(&database)
+        .await
+        .expect("changed unannounced");
+    assert_eq!(
+        header(&follow(&b, &slug).await, "location"),
+        "https://one.example/",
+        "node B serves from its cache"
+    );
+    let cut: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND application_name = $1",
+    )
+    .bind(pier_db::LISTENER_APPLICATION_NAME)
+    .fetch_all(&database)
+    .await
+    .expect("listeners cut");
+    assert_eq!(cut, [true, true]);
+    wait_for(&b, &slug, Some("https://two.example/")).await;
+
+    retarget(&a, &path, "https://three.example/").await;
+    wait_for(&b, &slug, Some("https://three.example/")).await;
+}
+
+/// Points the link at `path` to `url` through `node`.
+async fn retarget(node: &TestApp, path: &str, url: &str) {
+    let response = node
+        .request(Method::PATCH, path)
+        .json(&json!({ "url": url }))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+}
+
+/// Waits (3 s at most, far below the cache TTL) for `node` to redirect `slug` to `want`, or to
+/// answer 404 when `want` is `None`: the change travels through PostgreSQL or Redis, or its
+/// listener reconnects.
+async fn wait_for(node: &TestApp, slug: &str, want: Option<&str>) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let visit = follow(node, slug).await;
+        let seen = visit
+            .headers()
+            .get("location")
+            .map(|v| v.to_str().expect("ascii"));
+        if seen == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node still redirects to {seen:?}, not {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Node A and node B share a SQLite file and a Redis, so a change made on A can reach B's
@@ -820,13 +929,7 @@ async fn redis_carries_changes_between_nodes() {
         "https://one.example/"
     );
 
-    let response = a
-        .request(Method::PATCH, &path)
-        .json(&json!({"url": "https://two.example/"}))
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(response.status(), 200);
+    retarget(&a, &path, "https://two.example/").await;
     wait_for(&b, &slug, Some("https://two.example/")).await;
     assert_eq!(a.call(Method::DELETE, &path).await.status(), 204);
     wait_for(&b, &slug, None).await;

@@ -21,6 +21,7 @@ on_both_backends!(
     payloads_are_checked_and_deduplicated,
     private_targets_are_refused_by_default,
     link_changes_are_announced_only_when_they_commit,
+    imported_links_are_announced_as_created,
     retry_and_recover_send_again,
     other_workspaces_see_nothing,
     signing_secrets_are_sealed_at_rest,
@@ -505,6 +506,48 @@ async fn link_changes_are_announced_only_when_they_commit(backend: Backend) {
         json!([]),
         "the rolled-back update left no event"
     );
+}
+
+/// An import announces each link it creates, as a single create does; one it rolls back
+/// announces nothing.
+async fn imported_links_are_announced_as_created(backend: Backend) {
+    let app = spawn(backend).await;
+    let receiver = Receiver::start().await;
+    endpoint_for(&app, &receiver, &["link.created"]).await;
+    let import = async |query: &str, slugs: &[&str]| {
+        let rows: Vec<String> = slugs
+            .iter()
+            .map(|slug| json!({"url": "https://example.com/", "slug": slug}).to_string())
+            .collect();
+        app.request(Method::POST, &format!("/v1/links/import{query}"))
+            .header("content-type", "application/x-ndjson")
+            .body(rows.join("\n"))
+            .send()
+            .await
+            .expect("sent")
+    };
+    // One slug twice: the atomic import rolls back, and announces nothing.
+    let refused = import("?atomic=true", &["a", "b", "a"]).await;
+    problem(refused, 422, "validation_failed").await;
+    let created = import("", &["x", "y", "z"]).await;
+    assert_eq!(created.status(), 200);
+    let report: Value = created.json().await.expect("json");
+    assert_eq!(report["created"], 3);
+
+    receiver.wait_for(3).await;
+    let mut announced: Vec<String> = receiver
+        .received()
+        .iter()
+        .map(|r| {
+            let body = r.json();
+            assert_eq!(body["type"], "link.created");
+            body["data"]["slug"].as_str().expect("slug").to_owned()
+        })
+        .collect();
+    announced.sort();
+    assert_eq!(announced, ["x", "y", "z"]);
+    let events = app.get_value("/v1/events?type=link.created").await;
+    assert_eq!(events["data"].as_array().expect("data").len(), 3);
 }
 
 async fn retry_and_recover_send_again(backend: Backend) {
