@@ -21,4 +21,5 @@ mod permissions;
 mod protocol;
 mod rate_limits;
 mod sessions;
+mod traces;
 mod webhooks;
