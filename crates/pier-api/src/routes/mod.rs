@@ -29,6 +29,8 @@ mod workspace;
 
 pub use redirect::shortcut as redirect_shortcut;
 
+pub use health::redis_up;
+
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::{from_fn, from_fn_with_state};

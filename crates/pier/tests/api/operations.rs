@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::support::process::{Server, server};
+use crate::support::proxy::Proxy;
 use crate::support::receiver::Receiver;
 use crate::support::{Backend, Options, TestApp, on_both_backends};
 
@@ -131,9 +132,10 @@ async fn metrics_cover_every_family_the_dashboards_use(backend: Backend) {
         .iter()
         .any(|name| all.contains_key(*name))
     };
+    // pier_redis_up exists only with Redis (`readiness_degrades_without_redis` checks it).
     let missing: Vec<&str> = deployed_families()
         .into_iter()
-        .filter(|f| !has(f))
+        .filter(|f| !has(f) && *f != "pier_redis_up")
         .collect();
     assert!(
         missing.is_empty(),
@@ -293,6 +295,81 @@ async fn a_node_keeps_its_histograms_up_without_a_scrape() {
         threads.iter().any(|name| name == "metrics-upkeep"),
         "no upkeep thread among {threads:?}"
     );
+}
+
+/// A node whose Redis went away keeps serving and stays ready: `/readyz` answers 200 with a
+/// degraded body on both listeners, requests succeed, and `pier_redis_up` is 0.
+async fn readiness_degrades_without_redis(backend: Backend) {
+    let mut redis = reqwest::Url::parse(&pier_testkit::redis_url()).expect("a Redis URL");
+    let target = format!(
+        "{}:{}",
+        redis.host_str().expect("host"),
+        redis.port().unwrap_or(6379)
+    );
+    let target = tokio::net::lookup_host(target)
+        .await
+        .expect("Redis's address")
+        .next()
+        .expect("an address");
+    let proxy = Proxy::start(target).await;
+    redis.set_port(Some(proxy.addr.port())).expect("port");
+    redis.set_host(Some("127.0.0.1")).expect("host");
+    let options = Options {
+        redis_url: Some(redis.to_string()),
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(backend, options).await;
+    let readiness = |base: String| {
+        let client = app.client.clone();
+        async move {
+            let response = client
+                .get(format!("{base}/readyz"))
+                .send()
+                .await
+                .expect("readyz");
+            let status = response.status();
+            let body: Value = response.json().await.expect("JSON");
+            (status, body)
+        }
+    };
+    let (status, body) = readiness(app.base.clone()).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["status"], "ready", "{body}");
+
+    proxy.stop().await;
+    for base in [app.base.clone(), app.admin_base.clone()] {
+        let (status, body) = readiness(base).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["status"], "degraded", "{body}");
+        assert_eq!(
+            body["checks"],
+            json!([{"name": "database", "status": "ok"}, {"name": "redis", "status": "unavailable"}])
+        );
+    }
+    for n in 0..20 {
+        let (status, link) = app
+            .post_value(
+                "/v1/links",
+                &json!({"url": format!("https://example.com/{n}")}),
+            )
+            .await;
+        assert_eq!(status, 201, "{link}");
+        assert_eq!(app.get("/v1/workspace").await.status(), 200);
+    }
+    let all = samples(&scrape(&app).await);
+    assert_eq!(all["pier_redis_up"], vec![(String::new(), 0.0)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis: set PIER_TEST_REDIS_URL"]
+async fn readiness_degrades_without_redis_on_sqlite() {
+    readiness_degrades_without_redis(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL and Redis: set PIER_TEST_DATABASE_URL and PIER_TEST_REDIS_URL"]
+async fn readiness_degrades_without_redis_on_postgres() {
+    readiness_degrades_without_redis(Backend::postgres()).await;
 }
 
 /// On SIGTERM a node first answers `/readyz` with 503 while still serving, for the drain

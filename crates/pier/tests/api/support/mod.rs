@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 
 pub mod collector;
 pub mod process;
+pub mod proxy;
 pub mod receiver;
 
 pub use pier_testkit::{Backend, on_both_backends};
