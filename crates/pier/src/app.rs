@@ -332,6 +332,13 @@ impl Application {
             cursors: CursorCodec::new(cursor_key),
             redis,
             body_limit: usize::try_from(config.server.body_limit_bytes).unwrap_or(usize::MAX),
+            cors_allowed_origins: config
+                .server
+                .cors_allowed_origins
+                .0
+                .iter()
+                .filter_map(|origin| axum::http::HeaderValue::from_str(origin).ok())
+                .collect(),
             request_timeout: Duration::from_secs(config.server.request_timeout_secs),
             jobs: jobs.clone(),
             claim_budget_bytes: config.jobs.claim_budget_bytes,

@@ -6,6 +6,7 @@ mod api_keys;
 mod cli;
 mod contract;
 mod crash;
+mod encoding_cors;
 mod hostile;
 mod idempotency;
 mod jobs;
