@@ -17,5 +17,5 @@ mod state;
 
 pub use problem::{ApiError, ApiResult, Problem};
 pub use rate_limit::ApiProtection;
-pub use routes::{probes, redirect_shortcut, router};
+pub use routes::{probes, redirect_shortcut, redis_up, router};
 pub use state::{AppState, AppStateParts, FailedLogins, Redis};

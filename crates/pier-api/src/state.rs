@@ -58,6 +58,8 @@ pub struct AppStateParts {
     pub redis: Option<Redis>,
     /// The largest request body accepted, in bytes.
     pub body_limit: usize,
+    /// The browser origins allowed to call the API from another origin (CORS); none: CORS off.
+    pub cors_allowed_origins: Vec<axum::http::HeaderValue>,
     /// How long a request may run (long-poll claims get their wait on top).
     pub request_timeout: std::time::Duration,
     /// The job queue (shares `db` and `clock`).
@@ -150,6 +152,10 @@ impl AppState {
 
     pub fn body_limit(&self) -> usize {
         self.0.parts.body_limit
+    }
+
+    pub fn cors_allowed_origins(&self) -> &[axum::http::HeaderValue] {
+        &self.0.parts.cors_allowed_origins
     }
 
     pub fn request_timeout(&self) -> std::time::Duration {

@@ -41,6 +41,26 @@ pub fn continue_from(span: &tracing::Span, traceparent: &str) {
     }
 }
 
+/// The form of a version-`00` `traceparent` a client may send in a body, as a JSON Schema
+/// pattern; [`well_formed`] checks it.
+pub const TRACEPARENT_PATTERN: &str = "^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$";
+
+/// Whether `value` has the form [`TRACEPARENT_PATTERN`] states. A well-formed value can still
+/// name no span (all zeros): it is then ignored, as the W3C specification asks.
+pub fn well_formed(value: &str) -> bool {
+    let parts: Vec<&str> = value.split('-').collect();
+    matches!(parts.as_slice(), ["00", trace, span, flags]
+        if hex(trace, 32) && hex(span, 16) && hex(flags, 2))
+}
+
+/// Links `span` to the remote span `traceparent` names (a span link: related work in another
+/// trace, such as a worker's span reporting on a job). A malformed value is ignored.
+pub fn link_to(span: &tracing::Span, traceparent: &str) {
+    if let Some(remote) = parse(traceparent) {
+        span.add_link(remote);
+    }
+}
+
 /// Starts `span`, just created with empty `trace_id` and `span_id` fields: continues
 /// `traceparent` when given, then records the span's ids in those fields, so every log line in
 /// the span carries them (when tracing is on).
@@ -59,15 +79,17 @@ pub fn ids(span: &tracing::Span) -> Option<(String, String)> {
     span_context(span).map(|sc| (sc.trace_id().to_string(), sc.span_id().to_string()))
 }
 
+/// Whether `s` is `len` lowercase hex digits.
+fn hex(s: &str, len: usize) -> bool {
+    s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// Parses version `00` of `traceparent` (and, as the specification asks, later versions by their
 /// first four fields).
 fn parse(value: &str) -> Option<SpanContext> {
     let mut parts = value.trim().split('-');
     let (version, trace, span, flags) =
         (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    let hex = |s: &str, len: usize| {
-        s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    };
     if !hex(version, 2) || version == "ff" || (version == "00" && parts.next().is_some()) {
         return None;
     }
@@ -111,6 +133,15 @@ mod tests {
         ] {
             assert!(parse(bad).is_none(), "{bad:?} must be refused");
         }
+        for bad in [
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x",
+            " 00-1-2-3",
+        ] {
+            assert!(!well_formed(bad), "{bad:?}");
+        }
+        assert!(well_formed(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        ));
         // A later version may carry more fields.
         assert!(parse("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-more").is_some());
     }
@@ -119,6 +150,10 @@ mod tests {
     fn is_a_no_op_without_tracing() {
         let span = tracing::info_span!("request");
         continue_from(
+            &span,
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        );
+        link_to(
             &span,
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
         );

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use pier_core::WorkspaceId;
 use pier_db::group::{self, Lane};
+use tracing::Instrument;
 
 use crate::model::{Enqueued, JobState, NewJob};
 use crate::store::{Completion, Failure, Heartbeat, Held, JobStore};
@@ -66,13 +67,16 @@ impl GroupCommit {
         }
     }
 
-    /// Enqueues one job, committed together with whatever other enqueues are waiting.
+    /// Enqueues one job, committed together with whatever other enqueues are waiting. The job
+    /// continues the caller's trace, though the committer stores it away from the caller's span.
     pub async fn enqueue(
         &self,
         workspace: WorkspaceId,
-        job: NewJob,
+        mut job: NewJob,
     ) -> Result<Enqueued, sqlx::Error> {
-        self.enqueue.call((workspace, job)).await
+        let span = crate::trace::publish(Some(job.queue.as_str()), 1);
+        job.trace_parent = pier_core::trace::traceparent(&span);
+        self.enqueue.call((workspace, job)).instrument(span).await
     }
 
     /// Completes one job; `false` when its lease is stale or it does not exist.

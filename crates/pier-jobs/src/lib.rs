@@ -21,6 +21,7 @@ mod model;
 mod notify;
 mod spec;
 mod store;
+mod trace;
 mod worker;
 
 pub use group::GroupCommit;

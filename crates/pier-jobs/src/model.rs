@@ -283,6 +283,9 @@ pub struct NewJob {
     pub(crate) unique_key: Option<String>,
     /// `None`: the store's default lease.
     pub(crate) lease: Option<Duration>,
+    /// The trace context to store, when the enqueue happens away from the span it continues
+    /// (a group commit's committer); `None`: the current span's.
+    pub(crate) trace_parent: Option<String>,
 }
 
 impl NewJob {
@@ -362,8 +365,9 @@ pub struct ClaimedJob {
     pub attempt: u32,
     pub lease_token: String,
     pub lease_expires_at: Timestamp,
-    /// The W3C trace context of the request (or job) that enqueued this one, when Pier traces:
-    /// a worker that traces can continue that trace.
+    /// The W3C trace context of the enqueue (a span of the request or job that enqueued this
+    /// one), when Pier traces: a worker makes its span for the job a child of it, so the
+    /// producer's trace continues into the worker (`tracestate` is not kept).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")]
     pub traceparent: Option<String>,
@@ -375,7 +379,8 @@ impl ClaimedJob {
         serde_json::json!({"id": "job_01m8pd9e61ya13bwk7fzzb9vzj", "queue": "emails",
             "kind": "send_welcome", "payload": {"user": 42}, "attempt": 1,
             "lease_token": "3f9c2a7d51e84b6fa0c9d2e1b7a45f10",
-            "lease_expires_at": "2026-11-30T12:00:30.000000Z"})
+            "lease_expires_at": "2026-11-30T12:00:30.000000Z",
+            "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"})
     }
 }
 

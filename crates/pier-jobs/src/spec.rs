@@ -226,6 +226,7 @@ impl JobSpec {
             retry,
             unique_key: self.unique_key,
             lease,
+            trace_parent: None,
         })
     }
 }

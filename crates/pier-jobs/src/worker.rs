@@ -312,11 +312,7 @@ impl WorkerPool {
         let handler = self.handlers.get(job.kind.as_str()).cloned();
         let lease = self.options.lease;
         let lease_left = job.lease_expires_at.duration_since(store.now());
-        let span = tracing::info_span!("job.run",
-            otel.kind = "consumer", queue = %job.queue, kind = %job.kind, job_id = %job.id,
-            attempt = job.attempt, workspace_id = %job.workspace_id,
-            trace_id = tracing::field::Empty, span_id = tracing::field::Empty);
-        pier_core::trace::start(&span, job.traceparent.as_deref());
+        let span = crate::trace::process(&job);
         let handler_span = span.clone();
         async move {
             let held = Held {

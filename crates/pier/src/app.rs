@@ -332,6 +332,13 @@ impl Application {
             cursors: CursorCodec::new(cursor_key),
             redis,
             body_limit: usize::try_from(config.server.body_limit_bytes).unwrap_or(usize::MAX),
+            cors_allowed_origins: config
+                .server
+                .cors_allowed_origins
+                .0
+                .iter()
+                .filter_map(|origin| axum::http::HeaderValue::from_str(origin).ok())
+                .collect(),
             request_timeout: Duration::from_secs(config.server.request_timeout_secs),
             jobs: jobs.clone(),
             claim_budget_bytes: config.jobs.claim_budget_bytes,
@@ -589,15 +596,21 @@ impl Application {
 }
 
 /// The admin listener: the probes, and `/metrics`, whose gauges of stored state (job depths,
-/// the connection pool) are read at each scrape.
+/// the connection pool), of Redis's reachability and of the process (`process_*`: memory, CPU,
+/// file descriptors, as every Prometheus client exports them) are read at each scrape.
 fn admin_router(state: &AppState, jobs: &JobStore) -> axum::Router {
-    let (db, jobs) = (state.db().clone(), jobs.clone());
+    let (db, jobs, probed) = (state.db().clone(), jobs.clone(), state.clone());
+    let process = Arc::new(metrics_process::Collector::default());
+    process.describe();
     pier_api::probes(state.clone()).route(
         "/metrics",
         axum::routing::get(move || {
-            let (db, jobs) = (db.clone(), jobs.clone());
+            let (db, jobs, probed) = (db.clone(), jobs.clone(), probed.clone());
+            let process = process.clone();
             async move {
                 db.sample_metrics();
+                process.collect();
+                pier_api::redis_up(&probed).await;
                 match tokio::time::timeout(SAMPLE_TIMEOUT, jobs.sample_metrics()).await {
                     Ok(Ok(())) => {}
                     Ok(Err(err)) => tracing::warn!(error = %err, "could not read the job counts"),

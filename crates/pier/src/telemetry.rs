@@ -22,8 +22,10 @@ use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanData, SpanExporter, SpanProcessor};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tracing_subscriber::filter::{EnvFilter, FilterFn};
-use tracing_subscriber::layer::SubscriberExt;
+use tracing::Metadata;
+use tracing::subscriber::Interest;
+use tracing_subscriber::filter::EnvFilter;
+use tracing_subscriber::layer::{Filter, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry};
 
@@ -86,13 +88,42 @@ pub fn init(format: LogFormat, filter: &str) -> anyhow::Result<Telemetry> {
             .with_location(false)
             .with_threads(false)
             .with_tracked_inactivity(false)
-            .with_filter(FilterFn::new(|meta| {
-                meta.is_span() && meta.target().starts_with("pier")
-            }))
+            .with_filter(PierSpans)
     });
     // A second init (several apps in one test process) keeps the first subscriber.
     let _ = Registry::default().with(logs).with(traces).try_init();
     Ok(Telemetry { export })
+}
+
+/// The filter of the trace layer: spans of Pier's own crates, whatever the log level.
+///
+/// Their callsites are of interest *sometimes*, never *always*, so that every such span asks
+/// each layer's filter afresh when it is made. Per-layer filters leave their verdicts in a
+/// thread-local between a call to `enabled` and the span or event it precedes; a bare check
+/// with nothing after it (the `log` crate's `log_enabled!`, which sqlx calls after every
+/// PostgreSQL statement, reaches the subscriber through `tracing-log`) leaves a refusal there.
+/// A callsite both layers want *always* skips `enabled`, so the next such span on that thread
+/// took the stale refusal and reached neither layer: at the default level (where the log
+/// filter wants Pier's spans too), a job run or webhook attempt after a query lost its trace.
+struct PierSpans;
+
+impl PierSpans {
+    fn wanted(meta: &Metadata<'_>) -> bool {
+        meta.is_span() && meta.target().starts_with("pier")
+    }
+}
+
+impl<S> Filter<S> for PierSpans {
+    fn enabled(&self, meta: &Metadata<'_>, _: &tracing_subscriber::layer::Context<'_, S>) -> bool {
+        Self::wanted(meta)
+    }
+
+    fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> Interest {
+        match Self::wanted(meta) {
+            true => Interest::sometimes(),
+            false => Interest::never(),
+        }
+    }
 }
 
 impl Telemetry {

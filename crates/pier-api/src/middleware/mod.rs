@@ -1,14 +1,18 @@
 //! Middleware, outermost first: [`edge`] (request ids, problem rendering, the access log),
-//! [`record_route`], [`authenticate`], [`limit_per_key`] (or [`limit_per_ip`] on public
+//! [`cors`] (when origins are allowed), [`record_route`], [`compression`] (not on the redirect), [`authenticate`], [`limit_per_key`] (or [`limit_per_ip`] on public
 //! routes), [`idempotency`] and [`deadline`].
 
 mod authn;
+mod compress;
+mod cors;
 mod deadline;
 mod edge;
 mod idempotency;
 mod limits;
 
 pub use authn::{SignedInSession, authenticate};
+pub use compress::{MIN_BYTES as COMPRESS_MIN_BYTES, compression};
+pub use cors::{MAX_AGE as CORS_MAX_AGE, cors, preflight_no_content};
 pub use deadline::{Deadline, deadline};
 pub(crate) use edge::OwnBody;
 pub(crate) use edge::bypassing_the_router;

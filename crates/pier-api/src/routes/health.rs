@@ -1,5 +1,6 @@
 //! Liveness and readiness probes.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Json;
@@ -13,11 +14,14 @@ use crate::problem::{ApiError, ApiResult};
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-#[schema(example = json!({"status": "ready", "checks": [{"name": "database", "status": "ok"}]}))]
+#[schema(example = json!({"status": "degraded", "checks": [{"name": "database", "status": "ok"},
+    {"name": "redis", "status": "unavailable"}]}))]
 pub struct Health {
-    /// `ok` when alive, `ready` when every dependency answered.
+    /// `ok` when alive; `ready` when every dependency answered, `degraded` when the node serves
+    /// without one it can do without (Redis).
     pub status: &'static str,
-    /// Each dependency checked and its state (`ok`); absent ones were not configured.
+    /// Each dependency checked and its state (`ok`, or `unavailable`); absent ones were not
+    /// configured.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<Check>,
 }
@@ -44,15 +48,17 @@ pub async fn healthz() -> Json<Health> {
     })
 }
 
-/// The node can serve traffic: it is not shutting down, and the database (and Redis, when
-/// configured) answered within 2 s.
+/// The node can serve traffic: it is not shutting down, and its database answered within 2 s.
+/// Redis, when configured, is checked too, but a node serves without it (rate limits fall back
+/// to their failure mode, links to the database): it is reported as `degraded` with `200`, so
+/// a Redis outage does not take every node out of rotation at once.
 #[utoipa::path(
     get,
     path = "/readyz",
     operation_id = "checkReadiness",
     tag = "health",
-    responses((status = 200, body = Health),
-        (status = 503, description = "`not_ready`: the database or Redis did not answer in time; `draining`: the node is shutting down", body = crate::Problem))
+    responses((status = 200, description = "`ready`, or `degraded` when Redis did not answer", body = Health),
+        (status = 503, description = "`not_ready`: the database did not answer in time; `draining`: the node is shutting down", body = crate::Problem))
 )]
 pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Health>> {
     if state.is_draining() {
@@ -72,23 +78,43 @@ pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Health>> {
         name: "database",
         status: "ok",
     });
-    if let Some(redis) = state.redis() {
-        let mut conn = redis.0.clone();
-        let cmd = redis::cmd("PING");
-        let ping = cmd.query_async::<String>(&mut conn);
-        match tokio::time::timeout(PROBE_TIMEOUT, ping).await {
-            Ok(Ok(_)) => checks.push(Check {
-                name: "redis",
-                status: "ok",
-            }),
-            Ok(Err(e)) => return Err(not_ready("redis", &e)),
-            Err(e) => return Err(not_ready("redis", &e)),
+    let mut status = "ready";
+    if let Some(up) = redis_up(&state).await {
+        checks.push(Check {
+            name: "redis",
+            status: if up { "ok" } else { "unavailable" },
+        });
+        if !up {
+            status = "degraded";
         }
     }
-    Ok(Json(Health {
-        status: "ready",
-        checks,
-    }))
+    Ok(Json(Health { status, checks }))
+}
+
+/// Whether Redis answered a `PING` within 2 s (`None`: no Redis configured), also kept in the
+/// `pier_redis_up` gauge. A change is logged once, not at every probe.
+pub async fn redis_up(state: &AppState) -> Option<bool> {
+    static WAS_UP: AtomicBool = AtomicBool::new(true);
+    let redis = state.redis()?;
+    let mut conn = redis.0.clone();
+    let cmd = redis::cmd("PING");
+    let ping = cmd.query_async::<String>(&mut conn);
+    let failure = match tokio::time::timeout(PROBE_TIMEOUT, ping).await {
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some("no answer within 2 s".to_owned()),
+    };
+    let up = failure.is_none();
+    metrics::gauge!("pier_redis_up").set(if up { 1.0 } else { 0.0 });
+    if WAS_UP.swap(up, Ordering::Relaxed) != up {
+        match failure {
+            Some(error) => {
+                tracing::warn!(%error, "Redis is unavailable; serving degraded without it")
+            }
+            None => tracing::info!("Redis answers again"),
+        }
+    }
+    Some(up)
 }
 
 fn not_ready(dependency: &str, err: &dyn std::fmt::Display) -> ApiError {

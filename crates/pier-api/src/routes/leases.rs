@@ -180,6 +180,38 @@ pub struct HeartbeatBody {
     #[serde(default, deserialize_with = "whole::optional")]
     #[schema(schema_with = pier_jobs::lease_seconds)]
     lease_seconds: Option<u32>,
+    #[schema(schema_with = worker_traceparent)]
+    traceparent: Option<String>,
+}
+
+/// The `traceparent` field of a worker's report.
+pub(crate) fn worker_traceparent() -> Object {
+    schema::nullable(
+        schema::string(55, 55)
+            .pattern(Some(pier_core::trace::TRACEPARENT_PATTERN))
+            .description(Some(
+                "The W3C trace context of the worker's span for this job (version 00), \
+                 recorded as a span link on this request's span",
+            )),
+    )
+}
+
+/// Links the current request's span to the worker's span `traceparent`, after checking its
+/// form. A link rather than a parent: the request continues the trace of its own
+/// `traceparent` header, and the worker's span is already in the trace of the job's enqueue.
+pub(crate) fn link_worker_span(traceparent: Option<&str>) -> ApiResult<()> {
+    let Some(traceparent) = traceparent else {
+        return Ok(());
+    };
+    if !pier_core::trace::well_formed(traceparent) {
+        return Err(ApiError::validation(ValidationErrors::single(
+            "traceparent",
+            "invalid",
+            "not a W3C traceparent: 00-<32 hex digits>-<16 hex digits>-<2 hex digits>",
+        )));
+    }
+    pier_core::trace::link_to(&tracing::Span::current(), traceparent);
+    Ok(())
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -218,6 +250,7 @@ pub async fn heartbeat(
     let mut errors = ValidationErrors::new();
     let lease = lease_of(body.lease_seconds, &mut errors);
     errors.into_result().map_err(ApiError::validation)?;
+    link_worker_span(body.traceparent.as_deref())?;
     match state.group_commit().heartbeat(job.clone(), lease).await? {
         Some(beat) => Ok(Json(HeartbeatReply {
             lease_expires_at: beat.lease_expires_at,

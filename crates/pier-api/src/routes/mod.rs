@@ -29,6 +29,8 @@ mod workspace;
 
 pub use redirect::shortcut as redirect_shortcut;
 
+pub use health::redis_up;
+
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::{from_fn, from_fn_with_state};
@@ -37,7 +39,8 @@ use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::middleware::{
-    Deadline, authenticate, deadline, edge, idempotency, limit_per_ip, limit_per_key, record_route,
+    Deadline, authenticate, compression, cors, deadline, edge, idempotency, limit_per_ip,
+    limit_per_key, preflight_no_content, record_route,
 };
 use crate::openapi;
 
@@ -151,20 +154,27 @@ pub fn router(state: AppState) -> Router {
     // one address (an office behind NAT) may follow many links.
     let redirects = OpenApiRouter::new().routes(routes!(redirect::follow, redirect::unlock));
 
+    // Compression wraps each router but the redirect's, outside idempotency, so a stored
+    // replay is the plain response, compressed for whoever asks for it.
     let (router, spec) = OpenApiRouter::with_openapi(openapi::base())
-        .merge(resources)
-        .merge(sessions)
-        .merge(public)
+        .merge(resources.layer(compression()))
+        .merge(sessions.layer(compression()))
+        .merge(public.layer(compression()))
         .merge(redirects)
         .split_for_parts();
 
-    router
+    let router = router
         .merge(
             docs::router(openapi::finish(spec))
-                .route_layer(from_fn_with_state(state.clone(), limit_per_ip)),
+                .route_layer(from_fn_with_state(state.clone(), limit_per_ip))
+                .layer(compression()),
         )
         .route_layer(from_fn(record_route))
-        .layer(DefaultBodyLimit::max(state.body_limit()))
-        .layer(from_fn(edge))
-        .with_state(state)
+        .layer(DefaultBodyLimit::max(state.body_limit()));
+    // CORS outside authentication and the limits, so a preflight is answered without them.
+    let router = match cors(state.cors_allowed_origins()) {
+        Some(cors) => router.layer(cors).layer(from_fn(preflight_no_content)),
+        None => router,
+    };
+    router.layer(from_fn(edge)).with_state(state)
 }

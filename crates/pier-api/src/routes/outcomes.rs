@@ -9,7 +9,7 @@ use pier_jobs::{Completion, Failure, Held, JobId, JobState, LeaseToken};
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::{ArrayBuilder, Ref, RefOr, Schema};
 
-use super::leases::held;
+use super::leases::{held, link_worker_span, worker_traceparent};
 use crate::AppState;
 use crate::extract::{ApiJson, Authed, perm};
 use crate::problem::{ApiError, ApiResult};
@@ -54,6 +54,8 @@ pub struct CompleteBody {
     lease_token: String,
     /// What the job produced, any JSON, kept on it (at most 64 KiB as JSON text).
     result: Option<serde_json::Value>,
+    #[schema(schema_with = worker_traceparent)]
+    traceparent: Option<String>,
 }
 
 fn completion(
@@ -87,6 +89,7 @@ pub async fn complete(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<CompleteBody>,
 ) -> ApiResult<StatusCode> {
+    link_worker_span(body.traceparent.as_deref())?;
     let completion = completion(&auth, &id, body)?;
     let job = completion.job.clone();
     if state.group_commit().complete(completion).await? {
@@ -110,6 +113,8 @@ pub struct FailBody {
     error: String,
     /// Retry at this time instead of after the backoff.
     retry_at: Option<Timestamp>,
+    #[schema(schema_with = worker_traceparent)]
+    traceparent: Option<String>,
 }
 
 fn failure(auth: &Authed<perm::JobsWork>, id: &str, body: FailBody) -> ApiResult<Failure> {
@@ -145,6 +150,7 @@ pub async fn fail(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<FailBody>,
 ) -> ApiResult<Json<Failed>> {
+    link_worker_span(body.traceparent.as_deref())?;
     let failure = failure(&auth, &id, body)?;
     let job = failure.job.clone();
     match state.group_commit().fail(failure).await? {
@@ -178,6 +184,7 @@ impl CompleteItem {
         let body = CompleteBody {
             lease_token: self.lease_token,
             result: self.result,
+            traceparent: None,
         };
         (self.id, body)
     }
@@ -205,6 +212,7 @@ impl FailItem {
             lease_token: self.lease_token,
             error: self.error,
             retry_at: self.retry_at,
+            traceparent: None,
         };
         (self.id, body)
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use pier_core::{Timestamp, WorkspaceId};
 use pier_db::{JsonList, OwnedKeys, with_tx};
 use rand::RngCore;
+use tracing::Instrument;
 
 use super::counts::Moves;
 use super::finish::Held;
@@ -139,6 +140,22 @@ impl JobStore {
     /// Claims jobs in claim order (priority, then due time, then age). `lease` overrides each
     /// job's own lease length.
     pub async fn claim(
+        &self,
+        target: &ClaimTarget,
+        limits: ClaimLimits,
+        lease: Option<Duration>,
+        worker_id: Option<&str>,
+    ) -> Result<Vec<ClaimedJob>, sqlx::Error> {
+        let span = crate::trace::receive(target.queue.as_str());
+        let jobs = self
+            .claim_jobs(target, limits, lease, worker_id)
+            .instrument(span.clone())
+            .await?;
+        crate::trace::received(&span, &jobs);
+        Ok(jobs)
+    }
+
+    async fn claim_jobs(
         &self,
         target: &ClaimTarget,
         limits: ClaimLimits,

@@ -6,6 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 use pier_core::WorkspaceId;
 use pier_db::{JsonList, Tx, with_tx};
 use serde::Serialize;
+use tracing::Instrument;
 
 use super::counts::Moves;
 use super::{JOB_COLUMNS, JobRow, JobStore, UNFINISHED};
@@ -60,8 +61,11 @@ impl JobStore {
         workspace: &WorkspaceId,
         jobs: &[NewJob],
     ) -> Result<Vec<Enqueued>, sqlx::Error> {
+        let queue = jobs.first().map(|j| j.queue.as_str());
+        let one_queue = queue.filter(|q| jobs.iter().all(|j| j.queue.as_str() == *q));
+        let span = crate::trace::publish(one_queue, jobs.len());
         let jobs: Vec<(&WorkspaceId, &NewJob)> = jobs.iter().map(|j| (workspace, j)).collect();
-        self.enqueue_rows(tx, &jobs).await
+        self.enqueue_rows(tx, &jobs).instrument(span).await
     }
 
     /// Enqueues jobs of any workspaces in one statement (plus one lookup per unique key already
@@ -72,8 +76,9 @@ impl JobStore {
         jobs: &[(&WorkspaceId, &NewJob)],
     ) -> Result<Vec<Enqueued>, sqlx::Error> {
         let now = self.clock.now();
-        // The jobs continue the trace of the span enqueuing them (see `pier_core::trace`).
-        let trace_parent = pier_core::trace::current_traceparent();
+        // The jobs continue the trace of the span enqueuing them (see `crate::trace`), or the
+        // one they bring from a caller away from here.
+        let current = pier_core::trace::current_traceparent();
         let rows: Vec<InsertRow> = jobs
             .iter()
             .map(|(workspace, job)| {
@@ -96,7 +101,7 @@ impl JobStore {
                     backoff_max_ms: millis(job.retry.backoff_max),
                     lease_ms: millis(job.lease.unwrap_or(self.default_lease)),
                     unique_key: job.unique_key.as_deref(),
-                    trace_parent: trace_parent.as_deref(),
+                    trace_parent: job.trace_parent.as_deref().or(current.as_deref()),
                 }
             })
             .collect();

@@ -7,6 +7,7 @@ use std::time::Duration;
 use pier_core::{Timestamp, WorkspaceId};
 use pier_db::{JsonList, OwnedKeys, Tx, with_tx};
 use serde::Serialize;
+use tracing::Instrument;
 
 use super::counts::Moves;
 use super::{JobStore, push_error, small};
@@ -116,10 +117,12 @@ pub(crate) struct FailRow {
     errors: String,
     cancel_requested: bool,
     attempted_at: Option<i64>,
+    trace_parent: Option<String>,
 }
 
 pub(crate) const FAIL_COLUMNS: &str = "id, workspace_id, queue, kind, lease_token, attempt, \
-    max_attempts, backoff_base_ms, backoff_max_ms, errors, cancel_requested, attempted_at";
+    max_attempts, backoff_base_ms, backoff_max_ms, errors, cancel_requested, attempted_at, \
+    trace_parent";
 
 impl FailRow {
     fn policy(&self) -> RetryPolicy {
@@ -242,8 +245,11 @@ impl JobStore {
             "attempts": row.attempt,
             "error": error.chars().take(MAX_ERROR_CHARS).collect::<String>(),
         });
+        // The announcement (and so its deliveries) continues the trace of the job's enqueue.
+        let span = crate::trace::discarded(row.trace_parent.as_deref(), &row.queue);
         outbox
             .publish(tx, &row.workspace_id, "job.discarded", payload)
+            .instrument(span)
             .await
     }
 }

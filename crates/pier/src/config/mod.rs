@@ -16,7 +16,9 @@ use pier_core::{MasterKey, Secret, SecretUrl};
 use pier_db::DatabaseUrl;
 use pier_ratelimit::PolicySpec;
 
-pub use value::{BaseUrl, LogFilter, LogFormat, ProxyList, Role, SettingValue, ZeroOrMore};
+pub use value::{
+    BaseUrl, LogFilter, LogFormat, OriginList, ProxyList, Role, SettingValue, ZeroOrMore,
+};
 
 /// One setting, as the command line, the environment and the file name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,6 +158,11 @@ settings! {
         log_level: LogFilter = LogFilter("info".to_owned()),
         /// The largest request body accepted, in bytes.
         body_limit_bytes: u64 = 1024 * 1024,
+        /// Browser origins allowed to call the API from another origin (CORS), exact and
+        /// comma-separated, e.g. https://app.example; none by default. Preflights are answered
+        /// before authentication; credentials (cookies) are never allowed across origins, so
+        /// such an app sends a bearer token.
+        cors_allowed_origins: OriginList = OriginList::default(),
         /// How long shutdown waits for in-flight requests, in seconds.
         shutdown_timeout_secs: u64 = 30,
         /// How long a stopping node keeps serving with /readyz answering 503, so load
@@ -550,5 +557,31 @@ mod tests {
         assert!(err("rate_limits.trusted_proxies", "10.0.0.0/33").contains("CIDR"));
         assert!(err("rate_limit_policies.bad name", "gcra 1/1s").contains("the name must be"));
         assert!(err("rate_limit_policies.ok", "gcra").contains("ALGORITHM LIMIT/PERIOD"));
+    }
+
+    #[test]
+    fn cors_origins_are_exact_origins() {
+        let config = Config::load(&Sources::default().set(
+            "cors_allowed_origins",
+            "https://app.example, http://localhost:5173/",
+        ))
+        .expect("valid");
+        assert_eq!(
+            config.server.cors_allowed_origins.0,
+            ["https://app.example", "http://localhost:5173"]
+        );
+        assert!(Config::default().server.cors_allowed_origins.0.is_empty());
+        for bad in [
+            "*",
+            "null",
+            "https://*.example",
+            "https://app.example/path",
+            "https://app.example?x=1",
+            "ftp://app.example",
+            "https://user@app.example",
+        ] {
+            let err = Config::load(&Sources::default().set("cors_allowed_origins", bad));
+            assert!(err.is_err(), "{bad} must be refused");
+        }
     }
 }

@@ -264,6 +264,41 @@ impl SettingValue for ProxyList {
     }
 }
 
+/// Browser origins (`scheme://host[:port]`), each exactly as a browser sends it in `Origin`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OriginList(pub Vec<String>);
+
+impl SettingValue for OriginList {
+    fn parse(text: &str) -> Result<Self, String> {
+        text.split([',', ' '])
+            .filter(|part| !part.is_empty())
+            .map(|part| {
+                let refused = || {
+                    format!(
+                        "`{part}` is not an origin: http(s)://host[:port], with no path, \
+                         query or wildcard"
+                    )
+                };
+                let url = reqwest::Url::parse(part).map_err(|_| refused())?;
+                let origin = url.origin().ascii_serialization();
+                let exact = matches!(url.scheme(), "http" | "https")
+                    && url.username().is_empty()
+                    && url.path() == "/"
+                    && url.query().is_none()
+                    && url.fragment().is_none()
+                    && !part.contains('*')
+                    && part.trim_end_matches('/').eq_ignore_ascii_case(&origin);
+                exact.then_some(origin).ok_or_else(refused)
+            })
+            .collect::<Result<_, _>>()
+            .map(Self)
+    }
+
+    fn show(&self) -> Option<toml::Value> {
+        (!self.0.is_empty()).then(|| self.0.join(", ").into())
+    }
+}
+
 /// The base of short URLs: an absolute `http` or `https` URL without credentials, query or
 /// fragment, kept without its trailing `/` so a slug is appended with one.
 #[derive(Debug, Clone, PartialEq, Eq)]

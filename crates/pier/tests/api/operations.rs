@@ -1,24 +1,18 @@
 //! What operators rely on: the metrics (every family the dashboards and alerts use, with the
-//! right labels), trace context carried from a request through a job into a webhook request,
-//! readiness turning false while a node drains, the metrics kept from growing when nobody
+//! right labels), readiness turning false while a node drains, the metrics kept from growing when nobody
 //! scrapes them, and the `api` / `worker` roles.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::http::HeaderMap;
 use serde_json::{Value, json};
 
 use crate::support::process::{Server, server};
+use crate::support::proxy::Proxy;
 use crate::support::receiver::Receiver;
 use crate::support::{Backend, Options, TestApp, on_both_backends};
 
 on_both_backends!(metrics_cover_every_family_the_dashboards_use);
-
-const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
-const CLIENT_SPAN: &str = "00f067aa0ba902b7";
 
 /// The metric families `deploy/` (alerts and dashboard) refers to.
 fn deployed_families() -> Vec<&'static str> {
@@ -135,9 +129,10 @@ async fn metrics_cover_every_family_the_dashboards_use(backend: Backend) {
         .iter()
         .any(|name| all.contains_key(*name))
     };
+    // pier_redis_up exists only with Redis (`readiness_degrades_without_redis` checks it).
     let missing: Vec<&str> = deployed_families()
         .into_iter()
-        .filter(|f| !has(f))
+        .filter(|f| !has(f) && *f != "pier_redis_up")
         .collect();
     assert!(
         missing.is_empty(),
@@ -246,136 +241,13 @@ async fn metrics_cover_every_family_the_dashboards_use(backend: Backend) {
     );
 }
 
-/// An OTLP/HTTP collector (JSON encoding) that keeps every span it is sent.
-struct Collector {
-    url: String,
-    spans: Arc<Mutex<Vec<Value>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Collector {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl Collector {
-    async fn start() -> Self {
-        let spans: Arc<Mutex<Vec<Value>>> = Arc::default();
-        let kept = spans.clone();
-        let app = axum::Router::new().route(
-            "/v1/traces",
-            axum::routing::post(move |headers: HeaderMap, body: Bytes| {
-                let kept = kept.clone();
-                async move {
-                    assert_eq!(headers["content-type"], "application/json");
-                    let request: Value = serde_json::from_slice(&body).expect("OTLP JSON");
-                    let mut kept = kept.lock().expect("spans");
-                    for resource in request["resourceSpans"].as_array().into_iter().flatten() {
-                        for scope in resource["scopeSpans"].as_array().into_iter().flatten() {
-                            kept.extend(scope["spans"].as_array().into_iter().flatten().cloned());
-                        }
-                    }
-                    "{}"
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Self { url, spans, task }
-    }
-
-    /// Waits (at most 10 s) for a span named `name` (with `attribute` when given).
-    async fn span(&self, name: &str, attribute: Option<(&str, &str)>) -> Value {
-        let matches = |span: &Value| {
-            span["name"] == name
-                && attribute.is_none_or(|(key, value)| {
-                    span["attributes"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .any(|a| a["key"] == key && a["value"]["stringValue"] == value)
-                })
-        };
-        for _ in 0..200 {
-            if let Some(span) = self
-                .spans
-                .lock()
-                .expect("spans")
-                .iter()
-                .find(|s| matches(s))
-            {
-                return span.clone();
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!(
-            "no span {name} among {:?}",
-            self.spans.lock().expect("spans")
-        );
-    }
-}
-
-/// The client's trace continues through the request, the delivery job it enqueued, the
-/// webhook attempt, and into the `traceparent` the receiver gets: one trace, each span the
-/// child of the one before.
-#[tokio::test]
-async fn a_trace_runs_from_request_through_job_into_the_webhook() {
-    let collector = Collector::start().await;
-    let receiver = Receiver::start().await;
-    let mut server = server(
-        &Backend::Sqlite,
-        &["--allow-private-webhook-targets", "true"],
-    )
-    .await;
-    server.env = vec![
-        ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), collector.url.clone()),
-        ("OTEL_EXPORTER_OTLP_PROTOCOL".into(), "http/json".into()),
-    ];
-    let _child = server.start().await;
-    let traceparent = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01");
-    publish_to(&server, &receiver, Some(&traceparent)).await;
-
-    let delivered = receiver.wait_for(1).await;
-    let traceparent = delivered[0].header("traceparent").to_owned();
-    let parts: Vec<&str> = traceparent.split('-').collect();
-    assert_eq!(parts.len(), 4, "{traceparent}");
-    assert_eq!(
-        parts[1], CLIENT_TRACE,
-        "the webhook continues the client's trace"
-    );
-
-    let request = collector
-        .span("request", Some(("http.route", "/v1/events")))
-        .await;
-    let job = collector.span("job.run", None).await;
-    let attempt = collector.span("webhook.attempt", None).await;
-    for span in [&request, &job, &attempt] {
-        assert_eq!(span["traceId"], CLIENT_TRACE, "{span}");
-    }
-    assert_eq!(request["parentSpanId"], CLIENT_SPAN);
-    assert_eq!(
-        job["parentSpanId"], request["spanId"],
-        "the job is the request's child"
-    );
-    assert_eq!(
-        attempt["parentSpanId"], job["spanId"],
-        "the attempt is the job's child"
-    );
-    assert_eq!(
-        parts[2], attempt["spanId"],
-        "the receiver's parent is the attempt"
-    );
-}
-
 /// Registers `receiver` as an endpoint of `server` and publishes one event to it, continuing
-/// the client's trace `traceparent` when given.
-async fn publish_to(server: &Server, receiver: &Receiver, traceparent: Option<&str>) {
+/// the client's trace `traceparent` when given; returns the endpoint's signing secret.
+pub(crate) async fn publish_to(
+    server: &Server,
+    receiver: &Receiver,
+    traceparent: Option<&str>,
+) -> String {
     let client = reqwest::Client::new();
     let created = client
         .post(format!("{}/v1/webhook-endpoints", server.base))
@@ -385,6 +257,7 @@ async fn publish_to(server: &Server, receiver: &Receiver, traceparent: Option<&s
         .await
         .expect("create endpoint");
     assert_eq!(created.status(), 201);
+    let endpoint: Value = created.json().await.expect("endpoint");
     let mut publish = client
         .post(format!("{}/v1/events", server.base))
         .bearer_auth(&server.key)
@@ -394,6 +267,7 @@ async fn publish_to(server: &Server, receiver: &Receiver, traceparent: Option<&s
     }
     let published = publish.send().await.expect("publish");
     assert_eq!(published.status(), 202);
+    endpoint["secret"].as_str().expect("secret").to_owned()
 }
 
 /// Histogram samples wait in the recorder until its upkeep folds them into buckets; a node
@@ -418,6 +292,81 @@ async fn a_node_keeps_its_histograms_up_without_a_scrape() {
         threads.iter().any(|name| name == "metrics-upkeep"),
         "no upkeep thread among {threads:?}"
     );
+}
+
+/// A node whose Redis went away keeps serving and stays ready: `/readyz` answers 200 with a
+/// degraded body on both listeners, requests succeed, and `pier_redis_up` is 0.
+async fn readiness_degrades_without_redis(backend: Backend) {
+    let mut redis = reqwest::Url::parse(&pier_testkit::redis_url()).expect("a Redis URL");
+    let target = format!(
+        "{}:{}",
+        redis.host_str().expect("host"),
+        redis.port().unwrap_or(6379)
+    );
+    let target = tokio::net::lookup_host(target)
+        .await
+        .expect("Redis's address")
+        .next()
+        .expect("an address");
+    let proxy = Proxy::start(target).await;
+    redis.set_port(Some(proxy.addr.port())).expect("port");
+    redis.set_host(Some("127.0.0.1")).expect("host");
+    let options = Options {
+        redis_url: Some(redis.to_string()),
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(backend, options).await;
+    let readiness = |base: String| {
+        let client = app.client.clone();
+        async move {
+            let response = client
+                .get(format!("{base}/readyz"))
+                .send()
+                .await
+                .expect("readyz");
+            let status = response.status();
+            let body: Value = response.json().await.expect("JSON");
+            (status, body)
+        }
+    };
+    let (status, body) = readiness(app.base.clone()).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["status"], "ready", "{body}");
+
+    proxy.stop().await;
+    for base in [app.base.clone(), app.admin_base.clone()] {
+        let (status, body) = readiness(base).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["status"], "degraded", "{body}");
+        assert_eq!(
+            body["checks"],
+            json!([{"name": "database", "status": "ok"}, {"name": "redis", "status": "unavailable"}])
+        );
+    }
+    for n in 0..20 {
+        let (status, link) = app
+            .post_value(
+                "/v1/links",
+                &json!({"url": format!("https://example.com/{n}")}),
+            )
+            .await;
+        assert_eq!(status, 201, "{link}");
+        assert_eq!(app.get("/v1/workspace").await.status(), 200);
+    }
+    let all = samples(&scrape(&app).await);
+    assert_eq!(all["pier_redis_up"], vec![(String::new(), 0.0)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis: set PIER_TEST_REDIS_URL"]
+async fn readiness_degrades_without_redis_on_sqlite() {
+    readiness_degrades_without_redis(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL and Redis: set PIER_TEST_DATABASE_URL and PIER_TEST_REDIS_URL"]
+async fn readiness_degrades_without_redis_on_postgres() {
+    readiness_degrades_without_redis(Backend::postgres()).await;
 }
 
 /// On SIGTERM a node first answers `/readyz` with 503 while still serving, for the drain

@@ -13,7 +13,9 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub mod collector;
 pub mod process;
+pub mod proxy;
 pub mod receiver;
 
 pub use pier_testkit::{Backend, on_both_backends};
