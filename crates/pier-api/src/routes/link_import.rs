@@ -171,7 +171,7 @@ pub async fn import(
     let mut fields = Vec::with_capacity(valid.len());
     for (row, checked) in valid {
         numbers.push(row);
-        fields.push(checked.into_fields().await?);
+        fields.push(checked.into_fields(state.hashing()).await?);
     }
     let principal = &auth.principal;
     let outcomes = state

@@ -6,6 +6,8 @@ mod api_keys;
 mod cli;
 mod contract;
 mod crash;
+mod delegation;
+mod guessing;
 mod hostile;
 mod idempotency;
 mod jobs;

@@ -38,7 +38,7 @@ impl Browser {
     }
 
     /// A request that changes something, as the dashboard sends it.
-    fn change(&self, app: &TestApp, method: Method, path: &str) -> RequestBuilder {
+    pub fn change(&self, app: &TestApp, method: Method, path: &str) -> RequestBuilder {
         self.on(app, method, path)
             .header("x-csrf-token", &self.csrf)
     }
@@ -84,7 +84,7 @@ pub(crate) async fn sign_in(app: &TestApp, email: &str, password: &str) -> Brows
     }
 }
 
-async fn login(app: &TestApp, email: &str, password: &str) -> Response {
+pub(crate) async fn login(app: &TestApp, email: &str, password: &str) -> Response {
     app.client
         .post(app.url("/v1/auth/login"))
         .json(&json!({"email": email, "password": password}))
