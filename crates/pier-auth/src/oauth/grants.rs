@@ -224,8 +224,8 @@ impl OAuthStore {
 
     /// Exchanges a code for a grant (RFC 6749 §4.1.3, RFC 7636 §4.6). The code must be this
     /// client's, unexpired, unspent, presented with the redirect URI it was issued for and the
-    /// PKCE verifier of its challenge. A spent code presented again revokes what it was
-    /// exchanged for.
+    /// PKCE verifier of its challenge. A spent code presented again, with that URI and
+    /// verifier, revokes what it was exchanged for.
     pub async fn redeem_code(
         &self,
         client: &OAuthClient,
@@ -252,19 +252,24 @@ impl OAuthStore {
         let Some(row) = row.filter(|r| r.client_id == client.client_id.as_str()) else {
             return Err(invalid);
         };
-        if let Some(spent) = &row.grant_id {
-            self.revoke_grant_id(spent).await?;
-            tracing::warn!(client_id = %client.client_id, "authorization code reused: grant revoked");
-            return Err(invalid);
-        }
-        let now = self.clock.now();
-        if row.expires_at <= now.as_micros() || row.redirect_uri != redirect_uri {
+        if row.redirect_uri != redirect_uri {
             return Err(invalid);
         }
         if !verifier_matches(verifier, &row.code_challenge) {
             return Err(GrantError::InvalidGrant(
                 "the code_verifier does not match the code_challenge",
             ));
+        }
+        // Reuse ends the grant only when the whole exchange is repeated (the client, its
+        // redirect URI and the PKCE verifier): a leaked code alone cannot end a user's grant.
+        if let Some(spent) = &row.grant_id {
+            self.revoke_grant_id(spent).await?;
+            tracing::warn!(client_id = %client.client_id, "authorization code reused: grant revoked");
+            return Err(invalid);
+        }
+        let now = self.clock.now();
+        if row.expires_at <= now.as_micros() {
+            return Err(invalid);
         }
         let grant = Grant {
             id: GrantId::new(now),
