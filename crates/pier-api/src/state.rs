@@ -103,6 +103,8 @@ pub struct AppStateParts {
     pub failed_logins: FailedLogins,
     /// The node's bound on concurrent password hashes (shared with `sessions`).
     pub hashing: HashGate,
+    /// Whether the session cookie is `__Host-` and `Secure` (see [`crate::session_cookie`]).
+    pub cookie_secure: bool,
     /// OAuth clients, grants, codes and refresh tokens.
     pub oauth: OAuthStore,
     /// Signs and verifies access tokens.
@@ -239,6 +241,10 @@ impl AppState {
 
     pub fn failed_logins(&self) -> &FailedLogins {
         &self.0.parts.failed_logins
+    }
+
+    pub fn cookie_secure(&self) -> bool {
+        self.0.parts.cookie_secure
     }
 
     pub fn hashing(&self) -> &HashGate {

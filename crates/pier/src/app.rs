@@ -381,6 +381,10 @@ impl Application {
                 per_account: Policy::server("login-account", config.auth.failed_logins_per_account),
             },
             hashing,
+            cookie_secure: config
+                .auth
+                .cookie_secure
+                .unwrap_or(!config.server.listen.ip().is_loopback()),
             oauth,
             access_tokens: AccessTokens::new(signing_keys, clock.clone(), &issuer, access_ttl),
         });

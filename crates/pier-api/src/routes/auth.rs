@@ -4,7 +4,7 @@
 
 use axum::Json;
 use axum::extract::{FromRequest, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use pier_auth::{
     Email, Permission, Role, SessionError, SessionLimits, SignedIn, User, UserId, WorkspaceId,
@@ -120,9 +120,9 @@ fn view(signed_in: &SignedInSession, user: &User, limits: SessionLimits) -> Sess
 }
 
 /// A new session: its description, and the cookie that carries its id.
-pub(super) fn opened(state: &AppState, headers: &HeaderMap, signed_in: SignedIn) -> Response {
+pub(super) fn opened(state: &AppState, signed_in: SignedIn) -> Response {
     let limits = state.sessions().limits();
-    let cookie = session_cookie::set(headers, &signed_in.secret, limits);
+    let cookie = session_cookie::set(state.cookie_secure(), &signed_in.secret, limits);
     let current = SignedInSession {
         secret: signed_in.secret,
         session: signed_in.session,
@@ -188,7 +188,7 @@ pub async fn login(State(state): State<AppState>, req: Request) -> Response {
         return refused;
     }
     // Whatever session the browser held ends: sign-in always starts a new id (no fixation).
-    if let Some(old) = session_cookie::read(&headers)
+    if let Some(old) = session_cookie::read(&headers, state.cookie_secure())
         && let Err(err) = state.sessions().sign_out(&old).await
     {
         return ApiError::from(err).into_response();
@@ -200,7 +200,7 @@ pub async fn login(State(state): State<AppState>, req: Request) -> Response {
     {
         Ok(signed_in) => {
             guesses::forgive(&state, &email, &client).await;
-            opened(&state, &headers, signed_in)
+            opened(&state, signed_in)
         }
         Err(err) => session_error(err).into_response(),
     }
@@ -279,7 +279,10 @@ pub async fn logout(State(state): State<AppState>, req: Request) -> ApiResult<Re
     state.sessions().sign_out(&signed_in.secret).await?;
     Ok((
         StatusCode::NO_CONTENT,
-        [(header::SET_COOKIE, session_cookie::clear(req.headers()))],
+        [(
+            header::SET_COOKIE,
+            session_cookie::clear(state.cookie_secure()),
+        )],
     )
         .into_response())
 }
@@ -306,7 +309,6 @@ pub async fn logout(State(state): State<AppState>, req: Request) -> ApiResult<Re
 pub async fn change_password(State(state): State<AppState>, req: Request) -> ApiResult<Response> {
     let signed_in = current(&req)?;
     let client = ip_key(&state, &req).unwrap_or_default();
-    let headers = req.headers().clone();
     let ApiJson(body) = ApiJson::<ChangePassword>::from_request(req, &state).await?;
     let user = state
         .sessions()
@@ -329,5 +331,5 @@ pub async fn change_password(State(state): State<AppState>, req: Request) -> Api
         .await
         .map_err(session_error)?;
     guesses::forgive(&state, &email, &client).await;
-    Ok(opened(&state, &headers, renewed))
+    Ok(opened(&state, renewed))
 }

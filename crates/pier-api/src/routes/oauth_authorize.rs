@@ -241,7 +241,7 @@ async fn signed_in(
             "Sign in to Pier first (POST /v1/auth/login), then open this link again.".to_owned(),
         )
     };
-    let secret = session_cookie::read(headers).ok_or_else(not_signed_in)?;
+    let secret = session_cookie::read(headers, state.cookie_secure()).ok_or_else(not_signed_in)?;
     let session = state
         .sessions()
         .authenticate(&secret)

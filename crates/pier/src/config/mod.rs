@@ -207,6 +207,11 @@ settings! {
         session_idle_secs: u64 = 3600,
         /// A sign-in session ends this long after sign-in however much it is used, in seconds.
         session_absolute_secs: u64 = 12 * 3600,
+        /// Whether the session cookie is `__Host-pier_session` with `Secure` (true) or
+        /// `pier_session` without it, for plain HTTP in development (false). Default: true
+        /// unless the API listens on a loopback address. Never taken from a request's `Host`,
+        /// which a proxy or a client may set to anything.
+        cookie_secure: Option<bool> = None,
         /// Sign-in attempts (and wrong current passwords at a password change) allowed per
         /// account from all the addresses it has not signed in from in 90 days together,
         /// `ALGORITHM LIMIT/PERIOD [burst=N] [FAILURE_MODE]`. Addresses the owner signs in
