@@ -3,6 +3,7 @@
 //! This crate translates HTTP to calls on the capability crates; it owns no business rules.
 
 pub mod extract;
+mod guesses;
 mod html;
 pub mod middleware;
 mod oauth_form;
@@ -15,7 +16,8 @@ mod routes;
 pub mod session_cookie;
 mod state;
 
+pub use guesses::FailedLogins;
 pub use problem::{ApiError, ApiResult, Problem};
 pub use rate_limit::ApiProtection;
 pub use routes::{probes, redirect_shortcut, redis_up, router};
-pub use state::{AppState, AppStateParts, FailedLogins, Redis};
+pub use state::{AppState, AppStateParts, PasswordGuesses, Redis};

@@ -202,6 +202,18 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+impl From<pier_core::Busy> for ApiError {
+    /// Too many password hashes on this node: a moment later there is room.
+    fn from(busy: pier_core::Busy) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_busy",
+            busy.to_string(),
+        )
+        .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+    }
+}
+
 impl From<AuthError> for ApiError {
     fn from(err: AuthError) -> Self {
         match err {

@@ -2,9 +2,9 @@
 //!
 //! The cookie is `__Host-pier_session`: `Secure`, `HttpOnly`, `SameSite=Lax`, `Path=/`, no
 //! `Domain`, so no script reads it, no plain-HTTP page receives it and no sibling subdomain can
-//! plant one. A browser keeps `__Host-` cookies only from secure origins, so on plain
-//! `http://localhost` (development) the cookie is `pier_session` without `Secure`, and that name
-//! is accepted from local hosts only.
+//! plant one. A browser keeps `__Host-` cookies only from secure origins, so a node set up for
+//! plain HTTP (`auth.cookie_secure = false`, the default when it listens on a loopback address,
+//! for development) uses `pier_session` without `Secure`, and only such a node reads that name.
 //!
 //! A request authenticated by the cookie that changes anything (any method but `GET`, `HEAD`
 //! and `OPTIONS`) must also prove it comes from a page of ours: it carries the session's
@@ -22,16 +22,16 @@ const LOCAL_NAME: &str = "pier_session";
 /// The header that carries the session's anti-CSRF token.
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
-/// The session id a request's cookies carry, if any.
-pub fn read(headers: &HeaderMap) -> Option<SessionSecret> {
-    let local = is_local(headers);
+/// The session id a request's cookies carry, if any. `secure` is the node's setting
+/// (`auth.cookie_secure`): the plain name is only read where it is also the name written.
+pub fn read(headers: &HeaderMap, secure: bool) -> Option<SessionSecret> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SECURE_NAME || (local && *name == LOCAL_NAME))
+        .find(|(name, _)| *name == SECURE_NAME || (!secure && *name == LOCAL_NAME))
         .and_then(|(_, value)| SessionSecret::parse(value.trim()))
 }
 
@@ -45,36 +45,26 @@ pub fn is_present(headers: &HeaderMap) -> bool {
 }
 
 /// The `Set-Cookie` value that hands `secret` to the browser until the session's absolute end.
-pub fn set(headers: &HeaderMap, secret: &SessionSecret, limits: SessionLimits) -> HeaderValue {
-    cookie(headers, secret.expose(), limits.absolute.as_secs())
+pub fn set(secure: bool, secret: &SessionSecret, limits: SessionLimits) -> HeaderValue {
+    cookie(secure, secret.expose(), limits.absolute.as_secs())
 }
 
 /// The `Set-Cookie` value that makes the browser forget the session.
-pub fn clear(headers: &HeaderMap) -> HeaderValue {
-    cookie(headers, "", 0)
+pub fn clear(secure: bool) -> HeaderValue {
+    cookie(secure, "", 0)
 }
 
-fn cookie(headers: &HeaderMap, value: &str, max_age: u64) -> HeaderValue {
-    let text = if is_local(headers) {
-        format!("{LOCAL_NAME}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}")
-    } else {
+/// The cookie, `__Host-` and `Secure` unless the node is configured for plain HTTP: decided by
+/// configuration, never by the request's `Host`, which a proxy may rewrite to `127.0.0.1`
+/// (ASVS 5.0 V3.3.1).
+fn cookie(secure: bool, value: &str, max_age: u64) -> HeaderValue {
+    let text = if secure {
         format!("{SECURE_NAME}={value}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={max_age}")
+    } else {
+        format!("{LOCAL_NAME}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}")
     };
     // A session id is base64url: always a valid header value.
     HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
-}
-
-/// Plain HTTP to this machine (development): the only case where the cookie goes without
-/// `Secure`.
-fn is_local(headers: &HeaderMap) -> bool {
-    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
-        return false;
-    };
-    let name = match host.rsplit_once(':') {
-        Some((name, port)) if !name.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => name,
-        _ => host,
-    };
-    matches!(name, "localhost" | "127.0.0.1" | "[::1]")
 }
 
 /// Whether the browser says the request comes from another site (`Sec-Fetch-Site`).
@@ -132,30 +122,27 @@ mod tests {
     }
 
     #[test]
-    fn the_plain_name_counts_only_on_this_machine() {
+    fn the_plain_name_counts_only_on_a_node_set_up_for_plain_http() {
         let id = "A".repeat(43);
         let plain = format!("other=1; {LOCAL_NAME}={id}");
-        assert!(read(&headers(&[("host", "localhost:8080"), ("cookie", &plain)])).is_some());
-        assert!(read(&headers(&[("host", "pier.example"), ("cookie", &plain)])).is_none());
+        // Whatever the request says its host is.
+        for host in ["localhost:8080", "127.0.0.1", "pier.example"] {
+            let sent = headers(&[("host", host), ("cookie", &plain)]);
+            assert!(read(&sent, false).is_some(), "{host}");
+            assert!(read(&sent, true).is_none(), "{host}");
+        }
         let secure = format!("{SECURE_NAME}={id}");
-        assert!(read(&headers(&[("host", "pier.example"), ("cookie", &secure)])).is_some());
-        assert!(
-            read(&headers(&[
-                ("host", "localhost.evil.example"),
-                ("cookie", &plain)
-            ]))
-            .is_none()
-        );
+        assert!(read(&headers(&[("cookie", &secure)]), true).is_some());
     }
 
     #[test]
-    fn cookies_are_secure_except_on_plain_localhost() {
+    fn cookies_are_secure_unless_set_up_for_plain_http() {
         let limits = SessionLimits {
             idle: std::time::Duration::from_secs(60),
             absolute: std::time::Duration::from_secs(600),
         };
         let id = SessionSecret::parse(&"A".repeat(43)).expect("id");
-        let remote = set(&headers(&[("host", "pier.example")]), &id, limits);
+        let remote = set(true, &id, limits);
         let remote = remote.to_str().expect("text");
         assert!(remote.starts_with("__Host-pier_session="), "{remote}");
         for flag in [
@@ -168,7 +155,7 @@ mod tests {
             assert!(remote.contains(flag), "{remote} lacks {flag}");
         }
         assert!(!remote.contains("Domain"));
-        let local = set(&headers(&[("host", "127.0.0.1:8080")]), &id, limits);
+        let local = set(false, &id, limits);
         assert!(!local.to_str().expect("text").contains("Secure"));
     }
 }

@@ -6,7 +6,7 @@ use pier_auth::oauth::OAuthStore;
 use pier_auth::{
     AccessTokens, ApiKeyStore, Authenticator, ResourceGrants, SessionStore, WorkspaceStore,
 };
-use pier_core::{Clock, CursorCodec};
+use pier_core::{Clock, CursorCodec, HashGate};
 use pier_db::Db;
 use pier_idempotency::IdempotencyStore;
 use pier_jobs::{GroupCommit, JobStore};
@@ -15,6 +15,7 @@ use pier_links::geo::Countries;
 use pier_ratelimit::{Limiter, Policy, PolicySpec, PolicyStore};
 use pier_webhooks::WebhookStore;
 
+use crate::guesses::FailedLogins;
 use crate::rate_limit::ApiProtection;
 
 /// A Redis connection (it reconnects by itself); `Debug` hides its address.
@@ -25,6 +26,15 @@ impl std::fmt::Debug for Redis {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Redis")
     }
+}
+
+/// The limits on guesses at a link's password.
+#[derive(Debug)]
+pub struct PasswordGuesses {
+    /// Per link and client address.
+    pub per_link_address: Policy,
+    /// Per link, from every address together.
+    pub per_link: Policy,
 }
 
 /// Shared, cheaply cloned state of the API.
@@ -81,8 +91,8 @@ pub struct AppStateParts {
     pub links: LinkStore,
     /// What short URLs start with, e.g. `https://s.example` (no trailing slash).
     pub short_link_base: String,
-    /// Guesses at a link's password, per link and client address.
-    pub password_guesses: Policy,
+    /// Guesses at a link's password.
+    pub password_guesses: PasswordGuesses,
     /// Keys the visitor hashes of unique-visitor counts; the same on every node.
     pub visitor_key: [u8; 32],
     /// Visitors' countries, when a GeoIP database is configured.
@@ -93,17 +103,14 @@ pub struct AppStateParts {
     pub sessions: SessionStore,
     /// How many failed sign-ins are allowed.
     pub failed_logins: FailedLogins,
+    /// The node's bound on concurrent password hashes (shared with `sessions`).
+    pub hashing: HashGate,
+    /// Whether the session cookie is `__Host-` and `Secure` (see [`crate::session_cookie`]).
+    pub cookie_secure: bool,
     /// OAuth clients, grants, codes and refresh tokens.
     pub oauth: OAuthStore,
     /// Signs and verifies access tokens.
     pub access_tokens: AccessTokens,
-}
-
-/// The limits on failed sign-ins: per account (the email tried) and per client address.
-#[derive(Debug)]
-pub struct FailedLogins {
-    pub per_account: Policy,
-    pub per_ip: Policy,
 }
 
 impl AppState {
@@ -242,11 +249,19 @@ impl AppState {
         &self.0.parts.failed_logins
     }
 
+    pub fn cookie_secure(&self) -> bool {
+        self.0.parts.cookie_secure
+    }
+
+    pub fn hashing(&self) -> &HashGate {
+        &self.0.parts.hashing
+    }
+
     pub fn short_link_base(&self) -> &str {
         &self.0.parts.short_link_base
     }
 
-    pub fn password_guesses(&self) -> &Policy {
+    pub fn password_guesses(&self) -> &PasswordGuesses {
         &self.0.parts.password_guesses
     }
 

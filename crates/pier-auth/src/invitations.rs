@@ -73,9 +73,7 @@ impl SessionStore {
             .into_iter()
             .min_by_key(|m| m.created_at)
             .ok_or(SessionError::NotAMember)?;
-        let fresh = users::hash_off_the_executor(password)
-            .await
-            .map_err(SessionError::Hash)?;
+        let fresh = self.hash(password).await?;
         let now = self.now();
         let mut tx = self.db().begin().await?;
         let claimed = with_tx!(&mut tx, conn => {

@@ -41,13 +41,14 @@ mod permission;
 mod principal;
 mod resource_grants;
 mod sessions;
+mod sign_in_addresses;
 mod signing_keys;
 mod users;
 mod workspaces;
 
 /// The tables this crate owns: `workspaces` and `api_keys` came with the foundation migration
 /// (see [`pier_db::MIGRATIONS`]); `users`, `memberships`, `sessions`, and later changes, are listed here.
-pub const MIGRATIONS: &[pier_db::Migration] = pier_db::migrations!(11 => "0011_users", 12 => "0012_sessions", 13 => "0013_oauth", 14 => "0014_resource_grants");
+pub const MIGRATIONS: &[pier_db::Migration] = pier_db::migrations!(11 => "0011_users", 12 => "0012_sessions", 13 => "0013_oauth", 14 => "0014_resource_grants", 17 => "0017_sign_in_addresses");
 
 pub use access_tokens::{AccessClaims, AccessTokens, LEEWAY, TokenError, TokenSubject};
 pub use api_keys::{ApiKey, ApiKeyFilter, ApiKeyId, ApiKeyStore, KeyName, NewApiKey};

@@ -194,6 +194,16 @@ impl Role {
         }
     }
 
+    /// The less powerful of the two: what a credential acting for both may hold.
+    #[must_use]
+    pub fn at_most(self, other: Role) -> Role {
+        if self.outranks_or_equals(other) {
+            other
+        } else {
+            self
+        }
+    }
+
     /// True when a holder of `self` may manage keys of role `other`.
     pub fn outranks_or_equals(self, other: Role) -> bool {
         (self as u8) <= (other as u8)
@@ -232,6 +242,8 @@ mod tests {
             assert!(pair[1].permissions().is_subset_of(pair[0].permissions()));
             assert!(pair[0].outranks_or_equals(pair[1]));
             assert!(!pair[1].outranks_or_equals(pair[0]));
+            assert_eq!(pair[0].at_most(pair[1]), pair[1]);
+            assert_eq!(pair[1].at_most(pair[0]), pair[1]);
         }
         assert!(!Role::Viewer.permissions().contains(Permission::JobsWrite));
         assert!(!Role::Member.permissions().contains(Permission::ApiKeysRead));

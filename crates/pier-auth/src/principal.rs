@@ -92,7 +92,29 @@ impl Principal {
         }
     }
 
-    /// A stable identifier of the caller, used to scope idempotency keys.
+    /// Whose stored results a request may replay (idempotency keys are scoped by it): the
+    /// workspace, the kind of credential, the subject and the client acting for it, and what
+    /// it may do now. A user's token does not replay their session's answers (which may carry
+    /// a secret the client was never shown), nor one workspace's another's; and a caller whose
+    /// role or permissions changed since gets no replay, so the handler checks them again
+    /// (ASVS 5.0 V8.2.1).
+    pub fn replay_scope(&self) -> String {
+        let (kind, via) = match self {
+            Self::ApiKey { .. } => ("key", None),
+            Self::User { via_client, .. } => ("user", via_client.as_ref()),
+            Self::Client { .. } => ("client", None),
+        };
+        format!(
+            "{} {kind} {} {} {} {}",
+            self.workspace_id(),
+            self.subject(),
+            via.map_or("-", ClientId::as_str),
+            self.role(),
+            self.permissions().to_names(),
+        )
+    }
+
+    /// A stable identifier of the caller: the key, user or client (rate limits, who made what).
     pub fn subject(&self) -> &str {
         match self {
             Self::ApiKey { key_id, .. } => key_id.as_str(),

@@ -16,10 +16,12 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use pier_core::{Clock, Timestamp, WorkspaceId};
+use pier_core::{Busy, Clock, HashGate, Timestamp, WorkspaceId};
 use pier_db::{Db, Tx, with_reader, with_tx};
 use sha2::{Digest, Sha256};
 
+use crate::oauth::OAuthStore;
+use crate::sign_in_addresses;
 use crate::users::{self, Email, User, UserId};
 use crate::{PermissionSet, Role};
 
@@ -118,6 +120,8 @@ pub enum SessionError {
     #[error("could not hash the password: {0}")]
     Hash(String),
     #[error(transparent)]
+    Busy(#[from] Busy),
+    #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
 
@@ -164,33 +168,55 @@ impl TryFrom<SessionRow> for Session {
     }
 }
 
+/// Sessions, and the OAuth grants a password change ends with them.
 #[derive(Debug, Clone)]
 pub struct SessionStore {
     db: Db,
     clock: Arc<dyn Clock>,
     limits: SessionLimits,
+    oauth: OAuthStore,
+    hashing: HashGate,
 }
 
 impl SessionStore {
-    pub fn new(db: Db, clock: Arc<dyn Clock>, limits: SessionLimits) -> Self {
+    /// Sessions on `db`; password checks and hashes pass through `hashing`, the node's bound.
+    pub fn new(
+        db: Db,
+        clock: Arc<dyn Clock>,
+        limits: SessionLimits,
+        oauth: OAuthStore,
+        hashing: HashGate,
+    ) -> Self {
         // Made now, so the first sign-in with an unknown email is not slower than the rest.
         LazyLock::force(&UNKNOWN_USER_HASH);
-        Self { db, clock, limits }
+        Self {
+            db,
+            clock,
+            limits,
+            oauth,
+            hashing,
+        }
     }
 
     /// Deletes the sessions that have ended (idle or past their absolute end) and were not
-    /// presented since; returns how many.
+    /// presented since, and the sign-in addresses no longer familiar; returns how many rows.
     pub async fn prune(&self) -> Result<u64, sqlx::Error> {
         let now = self.clock.now();
         let mut tx = self.db.begin().await?;
-        let deleted = with_tx!(&mut tx, conn => {
-            sqlx::query("DELETE FROM sessions WHERE expires_at <= $1 OR last_seen_at <= $2")
-                .bind(now.as_micros())
-                .bind(now.saturating_sub(self.limits.idle).as_micros())
-                .execute(conn)
-                .await
-                .map(|done| done.rows_affected())
-        })?;
+        let forgotten = sign_in_addresses::forget_older(
+            &mut tx,
+            now.saturating_sub(sign_in_addresses::FAMILIAR_FOR),
+        )
+        .await?;
+        let deleted = forgotten
+            + with_tx!(&mut tx, conn => {
+                sqlx::query("DELETE FROM sessions WHERE expires_at <= $1 OR last_seen_at <= $2")
+                    .bind(now.as_micros())
+                    .bind(now.saturating_sub(self.limits.idle).as_micros())
+                    .execute(conn)
+                    .await
+                    .map(|done| done.rows_affected())
+            })?;
         tx.commit().await?;
         Ok(deleted)
     }
@@ -203,23 +229,26 @@ impl SessionStore {
     /// A hash made with older parameters is replaced by one made with today's. The session is
     /// only opened if the password is still the one checked (see
     /// [`users::replace_password_hash`]).
+    /// `from` is the client's address, remembered as familiar to the account on success (see
+    /// [`SessionStore::is_familiar`]).
     pub async fn sign_in(
         &self,
         email: &Email,
         password: &str,
         workspace: Option<&WorkspaceId>,
+        from: Option<&str>,
     ) -> Result<SignedIn, SessionError> {
         let found = users::with_password_hash(&self.db, email).await?;
         let (user, stored) = match found {
             Some((user, hash)) => (Some(user), hash),
             None => (None, UNKNOWN_USER_HASH.clone()),
         };
-        if !verify_off_the_executor(password, &stored).await? {
+        if !self.verify(password, &stored).await? {
             return Err(SessionError::WrongCredentials);
         }
         let user = user.ok_or(SessionError::WrongCredentials)?;
         let hash = if pier_core::password::needs_rehash(&stored) {
-            hash_off_the_executor(password).await?
+            self.hash(password).await?
         } else {
             stored.clone()
         };
@@ -234,11 +263,24 @@ impl SessionStore {
         if !users::replace_password_hash(&mut tx, &user.id, &stored, &hash, false, now).await? {
             return Err(SessionError::WrongCredentials);
         }
+        if let Some(address) = from {
+            sign_in_addresses::remember(&mut tx, &user.id, address, now).await?;
+        }
         let signed_in = self
             .open(&mut tx, user, &membership.workspace_id, membership.role)
             .await?;
         tx.commit().await?;
         Ok(signed_in)
+    }
+
+    /// Whether the account of `email` signed in from `address` in the last
+    /// [`FAMILIAR_FOR`](sign_in_addresses::FAMILIAR_FOR) (see [`crate::sign_in_addresses`]).
+    pub async fn is_familiar(&self, email: &Email, address: &str) -> Result<bool, sqlx::Error> {
+        let since = self
+            .clock
+            .now()
+            .saturating_sub(sign_in_addresses::FAMILIAR_FOR);
+        sign_in_addresses::is_familiar(&self.db, email, address, since).await
     }
 
     /// The signed-in user (without their password hash).
@@ -296,9 +338,9 @@ impl SessionStore {
         self.delete(&secret.hash()).await
     }
 
-    /// Checks the current password, stores the new one, ends every session of the user and
-    /// opens a new one in the same workspace: other devices are signed out, and this one
-    /// continues under a new id.
+    /// Checks the current password, stores the new one, ends every session and OAuth grant of
+    /// the user and opens a new session in the same workspace: other devices and applications
+    /// are signed out, and this one continues under a new id.
     pub async fn change_password(
         &self,
         session: &Session,
@@ -310,10 +352,10 @@ impl SessionStore {
         let Some((user, stored)) = user else {
             return Err(SessionError::WrongCredentials);
         };
-        if !verify_off_the_executor(current, &stored).await? {
+        if !self.verify(current, &stored).await? {
             return Err(SessionError::WrongCredentials);
         }
-        let fresh = hash_off_the_executor(new).await?;
+        let fresh = self.hash(new).await?;
         let now = self.clock.now();
         let mut tx = self.db.begin().await?;
         if !users::replace_password_hash(&mut tx, &user.id, &stored, &fresh, true, now).await? {
@@ -331,6 +373,19 @@ impl SessionStore {
         Ok(signed_in)
     }
 
+    /// Checks a password within the node's bound on concurrent hashes.
+    pub(crate) async fn verify(&self, password: &str, phc: &str) -> Result<bool, SessionError> {
+        Ok(self.hashing.verify(password, phc).await?)
+    }
+
+    /// Hashes a password within the node's bound on concurrent hashes.
+    pub(crate) async fn hash(&self, password: &str) -> Result<String, SessionError> {
+        self.hashing
+            .hash(password)
+            .await?
+            .map_err(SessionError::Hash)
+    }
+
     pub(crate) fn db(&self) -> &Db {
         &self.db
     }
@@ -339,7 +394,8 @@ impl SessionStore {
         self.clock.now()
     }
 
-    /// Ends every session of `user` and opens a new one: after their password changed.
+    /// Ends every session of `user`, every OAuth grant they gave and every code not yet
+    /// exchanged, and opens a new session: after their password changed or was set.
     pub(crate) async fn end_all_and_open(
         &self,
         tx: &mut Tx,
@@ -354,6 +410,7 @@ impl SessionStore {
                 .await
                 .map(drop)
         })?;
+        self.oauth.end_user_grants(tx, &user.id).await?;
         self.open(tx, user, workspace, role).await
     }
 
@@ -407,19 +464,6 @@ impl SessionStore {
         })?;
         tx.commit().await
     }
-}
-
-async fn verify_off_the_executor(password: &str, phc: &str) -> Result<bool, SessionError> {
-    let (password, phc) = (password.to_owned(), phc.to_owned());
-    tokio::task::spawn_blocking(move || pier_core::password::verify(&password, &phc))
-        .await
-        .map_err(|e| SessionError::Hash(e.to_string()))
-}
-
-async fn hash_off_the_executor(password: &str) -> Result<String, SessionError> {
-    users::hash_off_the_executor(password)
-        .await
-        .map_err(SessionError::Hash)
 }
 
 #[cfg(test)]

@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use argon2::password_hash::{PasswordHasher, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
+use pier_auth::oauth::{GrantLifetimes, OAuthStore};
 use pier_auth::{
     CreatedUser, Email, Role, SessionError, SessionLimits, SessionSecret, SessionStore, UserStore,
     Workspace, WorkspaceName, WorkspaceStore,
 };
-use pier_core::{Clock, Label, ManualClock};
+use pier_core::{Clock, HashGate, Label, ManualClock};
 use pier_db::{with_reader, with_tx};
 use pier_testkit::{Backend, TestDb, on_both_backends};
 use sha2::{Digest, Sha256};
@@ -58,7 +59,21 @@ async fn fixture(backend: Backend) -> Fixture {
         .await
         .expect("user");
     Fixture {
-        sessions: SessionStore::new(test_db.db.clone(), shared, LIMITS),
+        sessions: SessionStore::new(
+            test_db.db.clone(),
+            shared.clone(),
+            LIMITS,
+            OAuthStore::new(
+                test_db.db.clone(),
+                shared,
+                GrantLifetimes {
+                    code: Duration::from_secs(60),
+                    access: Duration::from_secs(900),
+                    refresh: Duration::from_secs(3600),
+                },
+            ),
+            HashGate::for_this_machine(),
+        ),
         test_db,
         clock,
         workspace,
@@ -73,7 +88,7 @@ fn email(text: &str) -> Email {
 impl Fixture {
     async fn sign_in(&self, password: &str) -> Result<pier_auth::SignedIn, SessionError> {
         self.sessions
-            .sign_in(&email("ann@example.com"), password, None)
+            .sign_in(&email("ann@example.com"), password, None, None)
             .await
     }
 
@@ -137,7 +152,7 @@ async fn unknown_emails_and_wrong_passwords_get_one_answer(backend: Backend) {
     let wrong = f.sign_in("not the password").await;
     let unknown = f
         .sessions
-        .sign_in(&email("nobody@example.com"), "not the password", None)
+        .sign_in(&email("nobody@example.com"), "not the password", None, None)
         .await;
     for outcome in [&wrong, &unknown] {
         assert!(
@@ -156,6 +171,7 @@ async fn unknown_emails_and_wrong_passwords_get_one_answer(backend: Backend) {
             &email("ann@example.com"),
             &f.ann.one_time_password,
             Some(&elsewhere),
+            None,
         )
         .await;
     assert!(
@@ -342,7 +358,7 @@ async fn unknown_emails_cost_what_wrong_passwords_cost(backend: Backend) {
         let started = std::time::Instant::now();
         let refused = f
             .sessions
-            .sign_in(&email("nobody@example.com"), "not the password", None)
+            .sign_in(&email("nobody@example.com"), "not the password", None, None)
             .await;
         assert!(refused.is_err());
         unknown.push(started.elapsed());
@@ -401,7 +417,7 @@ async fn an_invitation_sets_one_password_however_many_race(backend: Backend) {
     let chosen = &passwords[winners[0]];
     let signed_in = f
         .sessions
-        .sign_in(&email("bo@example.com"), chosen, None)
+        .sign_in(&email("bo@example.com"), chosen, None, None)
         .await
         .expect("the winner's password is the one set");
     assert_eq!(signed_in.user.id, bo.user.id);

@@ -3,6 +3,7 @@
 
 pub mod clock;
 pub mod cursor;
+pub mod hash_gate;
 pub mod id;
 pub mod password;
 pub mod schema;
@@ -15,6 +16,7 @@ pub mod whole;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use cursor::{CursorCodec, CursorError};
+pub use hash_gate::{Busy, HashGate};
 pub use seal::{MasterKey, SealError, SubKey};
 pub use secret::{Secret, SecretUrl};
 pub use tenant::WorkspaceId;

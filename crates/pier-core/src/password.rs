@@ -4,8 +4,8 @@
 //! checked a password to store a fresh hash of it. Hashing and checking take tens of
 //! milliseconds of CPU on purpose: run them on a blocking thread, never on the async executor.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::{Output, ParamsString, PasswordHash, Salt, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 
 /// The longest password accepted, in characters: enough for any passphrase, and a bound (4 KiB)
 /// on the work an unauthenticated visitor can ask for.
@@ -29,12 +29,61 @@ pub fn schema() -> utoipa::openapi::schema::ObjectBuilder {
     crate::schema::plain_text(1, MAX_CHARS)
 }
 
+/// Argon2id's working memory (19 MiB), kept by a thread that hashes often (see
+/// [`crate::hash_gate`]) so that each hash reuses it: freed and allocated again, blocks this
+/// large fragment the allocator's arenas and the process grows with every hash.
+#[derive(Default)]
+pub struct Memory(Vec<Block>);
+
+impl std::fmt::Debug for Memory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Memory({} blocks)", self.0.len())
+    }
+}
+
 /// The PHC string of `password` under a fresh random salt.
 pub fn hash(password: &str) -> Result<String, String> {
-    hasher()
-        .hash_password(password.as_bytes(), &salt()?)
-        .map(|h| h.to_string())
-        .map_err(|e| e.to_string())
+    hash_in(password, &mut Memory::default())
+}
+
+/// [`hash`], working in `memory`.
+pub fn hash_in(password: &str, memory: &mut Memory) -> Result<String, String> {
+    let salt = salt()?;
+    let hasher = hasher();
+    let output = output_in(&hasher, password.as_bytes(), salt.as_salt(), memory)
+        .map_err(|e| e.to_string())?;
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(hasher.params()).map_err(|e| e.to_string())?,
+        salt: Some(salt.as_salt()),
+        hash: Some(output),
+    };
+    Ok(phc.to_string())
+}
+
+/// What `hasher` makes of `password` and `salt`, computed in `memory` (grown when too small).
+fn output_in(
+    hasher: &Argon2<'_>,
+    password: &[u8],
+    salt: Salt<'_>,
+    memory: &mut Memory,
+) -> argon2::password_hash::Result<Output> {
+    let mut decoded = [0u8; 64];
+    let salt = salt.decode_b64(&mut decoded)?;
+    let blocks = hasher.params().block_count();
+    if memory.0.len() < blocks {
+        memory.0.resize(blocks, Block::default());
+    }
+    let len = hasher
+        .params()
+        .output_len()
+        .unwrap_or(Params::DEFAULT_OUTPUT_LEN);
+    Output::init_with(len, |out| {
+        hasher
+            .hash_password_into_with_memory(password, salt, out, &mut memory.0[..])
+            .map_err(Into::into)
+    })
 }
 
 /// Sixteen random bytes, as the PHC salt.
@@ -45,13 +94,34 @@ fn salt() -> Result<SaltString, String> {
 /// Whether `password` matches `phc` (compared in constant time by the hasher). A malformed
 /// stored hash matches nothing.
 pub fn verify(password: &str, phc: &str) -> bool {
+    verify_in(password, phc, &mut Memory::default())
+}
+
+/// [`verify`], working in `memory`. The hash is computed with the stored hash's own algorithm,
+/// version and costs.
+pub fn verify_in(password: &str, phc: &str, memory: &mut Memory) -> bool {
     // A character is at most 4 bytes: the cheap bound before any hashing work.
-    password.len() <= 4 * MAX_CHARS
-        && PasswordHash::new(phc).is_ok_and(|parsed| {
-            hasher()
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok()
-        })
+    if password.len() > 4 * MAX_CHARS {
+        return false;
+    }
+    let Ok(parsed) = PasswordHash::new(phc) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+        return false;
+    };
+    let (Ok(algorithm), Ok(version), Ok(params)) = (
+        Algorithm::try_from(parsed.algorithm),
+        parsed
+            .version
+            .map_or(Ok(Version::default()), Version::try_from),
+        Params::try_from(&parsed),
+    ) else {
+        return false;
+    };
+    let hasher = Argon2::new(algorithm, version, params);
+    // `Output`'s comparison takes constant time.
+    output_in(&hasher, password.as_bytes(), salt, memory).is_ok_and(|computed| computed == expected)
 }
 
 /// Whether `phc` was made otherwise than [`hash`] makes one today (another algorithm, version
@@ -72,6 +142,7 @@ pub fn needs_rehash(phc: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use argon2::PasswordHasher;
 
     #[test]
     fn a_hash_verifies_its_password_only() {

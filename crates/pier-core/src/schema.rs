@@ -13,18 +13,33 @@ pub const CONTROL: &str = r"\x00-\x1f\x7f-\x9f";
 /// Whitespace `str::trim` removes that is not already a control character.
 pub const SPACE: &str = r" \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000";
 
+/// The parts of [`HTTP_URL`] and [`HTTP_URL_OR_IPV6`], as literals `concat!` can join.
+macro_rules! http_url {
+    ($($more_hosts:literal)?) => {
+        concat!(
+            r"^[hH][tT][tT][pP][sS]?://",
+            r"(([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?",
+            r"|((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])",
+            $($more_hosts,)?
+            r")",
+            r"(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?",
+            r"([/?#][A-Za-z0-9._~:/?#\[\]@!$&()*+,;=%-]*)?$",
+        )
+    };
+}
+
 /// The canonical form of an absolute web URL, as the URL parser leaves it and the OpenAPI
-/// document states it (a short link's target, a webhook endpoint): `http`/`https`, an ASCII
-/// host name (its last label starting with a letter, so no parser takes it for an address) or
-/// an IPv4 address, an optional port, then URI characters that normalisation leaves as they are.
-/// Parsers take more than this (international host names, characters they percent-encode)
-/// and store it in this form.
-pub const HTTP_URL: &str = concat!(
-    r"^[hH][tT][tT][pP][sS]?://",
-    r"(([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?",
-    r"|((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9]))",
-    r"(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?",
-    r"([/?#][A-Za-z0-9._~:/?#\[\]@!$&()*+,;=%-]*)?$",
+/// document states it (a webhook endpoint): `http`/`https`, an ASCII host name (its last label
+/// starting with a letter, so no parser takes it for an address) or an IPv4 address, an
+/// optional port, then URI characters that normalisation leaves as they are. Parsers take more
+/// than this (international host names, characters they percent-encode) and store it in this
+/// form.
+pub const HTTP_URL: &str = http_url!();
+
+/// [`HTTP_URL`], or with an IPv6 literal host in brackets, in the hexadecimal form the URL
+/// parser leaves it in (a short link's target: the redirect never connects to it).
+pub const HTTP_URL_OR_IPV6: &str = http_url!(
+    r"|\[(([0-9a-f]{1,4}:){7}[0-9a-f]{1,4}|([0-9a-f]{1,4}:){1,7}:|([0-9a-f]{1,4}:){1,6}:[0-9a-f]{1,4}|([0-9a-f]{1,4}:){1,5}(:[0-9a-f]{1,4}){1,2}|([0-9a-f]{1,4}:){1,4}(:[0-9a-f]{1,4}){1,3}|([0-9a-f]{1,4}:){1,3}(:[0-9a-f]{1,4}){1,4}|([0-9a-f]{1,4}:){1,2}(:[0-9a-f]{1,4}){1,5}|[0-9a-f]{1,4}:(:[0-9a-f]{1,4}){1,6}|:((:[0-9a-f]{1,4}){1,7}|:))\]"
 );
 
 /// An integer in `range`.

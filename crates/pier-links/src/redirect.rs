@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use pier_cache::{Cache, Settings};
-use pier_core::{Clock, Timestamp, WorkspaceId};
+use pier_core::{Busy, Clock, HashGate, Timestamp, WorkspaceId};
 use pier_db::{Db, Notice, Relay, Tx, with_reader, with_writer};
 
 use crate::clicks::{ClickBuffer, Visit};
@@ -61,12 +61,13 @@ impl Destination {
         self.password_hash.is_some()
     }
 
-    /// Checks a visitor's password: tens of milliseconds of CPU, so call it on a blocking
-    /// thread. A link without a password takes none.
-    pub fn password_matches(&self, password: &str) -> bool {
-        self.password_hash
-            .as_deref()
-            .is_some_and(|phc| pier_core::password::verify(password, phc))
+    /// Checks a visitor's password within the node's bound on concurrent hashes. A link
+    /// without a password takes none.
+    pub async fn password_matches(&self, gate: &HashGate, password: &str) -> Result<bool, Busy> {
+        match self.password_hash.as_deref() {
+            Some(phc) => gate.verify(password, phc).await,
+            None => Ok(false),
+        }
     }
 }
 

@@ -79,11 +79,8 @@ impl Target {
                         .to_owned(),
                 ));
             }
-            Some(url::Host::Ipv6(_)) => {
-                return Err(TargetError::Invalid(
-                    "must name its host by name or IPv4 address".to_owned(),
-                ));
-            }
+            // IPv4 and IPv6 literals are valid hosts; the redirect hands them to the browser
+            // and never connects to them itself.
             Some(_) => {}
         }
         if url.as_str().len() > Self::MAX_BYTES {
@@ -118,7 +115,7 @@ fn is_host_name(name: &str) -> bool {
 impl utoipa::PartialSchema for Target {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
         pier_core::schema::string(1, Self::MAX_BYTES)
-            .pattern(Some(pier_core::schema::HTTP_URL))
+            .pattern(Some(pier_core::schema::HTTP_URL_OR_IPV6))
             .description(Some(
                 "Where visitors are sent: an absolute `http` or `https` URL without \
                  credentials. Stored normalised; international host names and characters \

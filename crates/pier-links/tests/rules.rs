@@ -20,6 +20,10 @@ fn good_targets_are_kept_normalised() {
         ("https://bücher.example/", "https://xn--bcher-kva.example/"),
         ("https://example.com/a b", "https://example.com/a%20b"),
         ("https://127.0.0.1:8080/", "https://127.0.0.1:8080/"),
+        // IPv6 literals are valid URLs; the redirect hands them on and never fetches them.
+        ("https://[2606:4700::1111]/x", "https://[2606:4700::1111]/x"),
+        ("http://[::1]:8080/", "http://[::1]:8080/"),
+        ("https://[2001:DB8:0:0:0:0:0:1]/", "https://[2001:db8::1]/"),
     ];
     for (input, normalised) in cases {
         let target = Target::parse(input).unwrap_or_else(|e| panic!("{input}: {e}"));
@@ -57,13 +61,12 @@ fn hostile_and_broken_targets_are_refused_with_their_reason() {
         ("https://", "invalid"),
         ("https://exa mple.com/", "invalid"),
         ("http://[::1/", "invalid"),
-        // What the URL parser passes as a host but no resolver serves, and address literals
-        // outside the canonical form the API documents.
+        // What the URL parser passes as a host but no resolver serves.
         ("http://246.52.252.2*/", "invalid"),
         ("http://a_b.example/", "invalid"),
         ("http://example.1a/", "invalid"),
         ("http://-example.com/", "invalid"),
-        ("https://[::1]/", "invalid"),
+        ("https://[2606:4700::1111::1]/", "invalid"),
     ];
     for (input, code) in cases {
         match Target::parse(input) {

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use pier_api::{ApiProtection, AppState, AppStateParts, FailedLogins, Redis};
+use pier_api::{ApiProtection, AppState, AppStateParts, FailedLogins, PasswordGuesses, Redis};
 use pier_auth::oauth::{GrantLifetimes, OAuthStore};
 use pier_auth::{AccessTokens, Bootstrap, KeySchedule, SessionLimits, SessionStore, SigningKeys};
-use pier_core::{Clock, CursorCodec, SecretUrl, SystemClock};
+use pier_core::{Clock, CursorCodec, HashGate, SecretUrl, SystemClock};
 use pier_db::{Db, Relay};
 use pier_idempotency::IdempotencyStore;
 use pier_jobs::{
@@ -326,6 +326,16 @@ impl Application {
             })?)),
             None => None,
         };
+        let hashing = HashGate::for_this_machine();
+        let oauth = OAuthStore::new(
+            db.clone(),
+            clock.clone(),
+            GrantLifetimes {
+                code: AUTHORIZATION_CODE_TTL,
+                access: access_ttl,
+                refresh: Duration::from_secs(config.auth.refresh_token_ttl_secs),
+            },
+        );
         let state = AppState::new(AppStateParts {
             db: db.clone(),
             clock: clock.clone(),
@@ -349,7 +359,13 @@ impl Application {
             configured_policies: config.rate_limit_policies.clone(),
             links,
             short_link_base,
-            password_guesses: Policy::server("link-password", config.links.password_guesses),
+            password_guesses: PasswordGuesses {
+                per_link_address: Policy::server("link-password", config.links.password_guesses),
+                per_link: Policy::server(
+                    "link-password-any",
+                    config.links.password_guesses_per_link,
+                ),
+            },
             visitor_key,
             countries,
             webhooks,
@@ -360,20 +376,23 @@ impl Application {
                     idle: Duration::from_secs(config.auth.session_idle_secs),
                     absolute: Duration::from_secs(config.auth.session_absolute_secs),
                 },
+                oauth.clone(),
+                hashing.clone(),
             ),
             failed_logins: FailedLogins {
-                per_account: Policy::server("login-account", config.auth.failed_logins_per_account),
                 per_ip: Policy::server("login-ip", config.auth.failed_logins_per_ip),
+                per_account_address: Policy::server(
+                    "login-account-address",
+                    config.auth.failed_logins_per_account_address,
+                ),
+                per_account: Policy::server("login-account", config.auth.failed_logins_per_account),
             },
-            oauth: OAuthStore::new(
-                db.clone(),
-                clock.clone(),
-                GrantLifetimes {
-                    code: AUTHORIZATION_CODE_TTL,
-                    access: access_ttl,
-                    refresh: Duration::from_secs(config.auth.refresh_token_ttl_secs),
-                },
-            ),
+            hashing,
+            cookie_secure: config
+                .auth
+                .cookie_secure
+                .unwrap_or(!config.server.listen.ip().is_loopback()),
+            oauth,
             access_tokens: AccessTokens::new(signing_keys, clock.clone(), &issuer, access_ttl),
         });
         Ok(Self {

@@ -40,7 +40,7 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
 }
 
 async fn with_session(state: AppState, mut req: Request, next: Next) -> Response {
-    let Some(secret) = session_cookie::read(req.headers()) else {
+    let Some(secret) = session_cookie::read(req.headers(), state.cookie_secure()) else {
         return refused(&state, &req, AuthError::SessionEnded).await;
     };
     let session = match state.sessions().authenticate(&secret).await {

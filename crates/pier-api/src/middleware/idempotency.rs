@@ -37,7 +37,7 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
     let Some(subject) = req
         .extensions()
         .get::<Principal>()
-        .map(|p| p.subject().to_owned())
+        .map(Principal::replay_scope)
     else {
         return next.run(req).await;
     };

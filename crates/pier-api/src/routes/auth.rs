@@ -4,7 +4,7 @@
 
 use axum::Json;
 use axum::extract::{FromRequest, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use pier_auth::{
     Email, Permission, Role, SessionError, SessionLimits, SignedIn, User, UserId, WorkspaceId,
@@ -14,9 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::extract::ApiJson;
+use crate::guesses;
 use crate::middleware::{SignedInSession, ip_key};
 use crate::problem::{ApiError, ApiResult};
-use crate::rate_limit::refusal;
 use crate::session_cookie;
 
 const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
@@ -120,9 +120,9 @@ fn view(signed_in: &SignedInSession, user: &User, limits: SessionLimits) -> Sess
 }
 
 /// A new session: its description, and the cookie that carries its id.
-pub(super) fn opened(state: &AppState, headers: &HeaderMap, signed_in: SignedIn) -> Response {
+pub(super) fn opened(state: &AppState, signed_in: SignedIn) -> Response {
     let limits = state.sessions().limits();
-    let cookie = session_cookie::set(headers, &signed_in.secret, limits);
+    let cookie = session_cookie::set(state.cookie_secure(), &signed_in.secret, limits);
     let current = SignedInSession {
         secret: signed_in.secret,
         session: signed_in.session,
@@ -139,8 +139,9 @@ pub(super) fn opened(state: &AppState, headers: &HeaderMap, signed_in: SignedIn)
 }
 
 /// Sign in with an email and a password. An unknown email and a wrong password get the same
-/// answer after the same work; attempts are limited per account and per client address, and
-/// signing in gives the account its quota back.
+/// answer after the same work; attempts are limited per client address, per account and
+/// address, and per account from addresses it has not signed in from (so strangers cannot lock
+/// the owner out where they sign in); signing in gives the account its quota there back.
 #[utoipa::path(
     post,
     path = "/v1/auth/login",
@@ -153,7 +154,8 @@ pub(super) fn opened(state: &AppState, headers: &HeaderMap, signed_in: SignedIn)
         (status = 401, description = "`wrong_credentials`: the email or the password is wrong", body = crate::Problem),
         (status = 403, description = "`forbidden`: the user is not a member of that workspace, or the browser sent the request from another site", body = crate::Problem),
         (status = 422, description = "`validation_failed`: a field is malformed", body = crate::Problem),
-        (status = 429, description = "`quota_exceeded`: too many failed sign-ins for this account or from this address", body = crate::Problem)
+        (status = 429, description = "`quota_exceeded`: too many failed sign-ins for this account or from this address", body = crate::Problem),
+        (status = 503, description = "`server_busy`: too many passwords are being checked on this node; retry after `Retry-After`", body = crate::Problem)
     )
 )]
 pub async fn login(State(state): State<AppState>, req: Request) -> Response {
@@ -182,40 +184,23 @@ pub async fn login(State(state): State<AppState>, req: Request) -> Response {
         return ApiError::internal(anyhow::anyhow!("validated email missing")).into_response();
     };
 
-    let limits = state.failed_logins();
-    let keyed = [
-        (&limits.per_account, email.as_str()),
-        (&limits.per_ip, client.as_str()),
-    ];
-    // Spent before the password is checked, so that concurrent guesses cannot all pass a check
-    // made before any of them failed; the right password gives the account its quota back.
-    for (policy, key) in keyed {
-        match state.limiter().check(policy, key, 1).await {
-            Ok(decision) if decision.allowed => {}
-            Ok(decision) => return refusal(&[(policy, &decision)]),
-            Err(err) => return ApiError::internal(err).into_response(),
-        }
+    if let Err(refused) = guesses::spend(&state, &email, &client).await {
+        return refused;
     }
     // Whatever session the browser held ends: sign-in always starts a new id (no fixation).
-    if let Some(old) = session_cookie::read(&headers)
+    if let Some(old) = session_cookie::read(&headers, state.cookie_secure())
         && let Err(err) = state.sessions().sign_out(&old).await
     {
         return ApiError::from(err).into_response();
     }
     match state
         .sessions()
-        .sign_in(&email, &body.password, workspace.as_ref())
+        .sign_in(&email, &body.password, workspace.as_ref(), Some(&client))
         .await
     {
         Ok(signed_in) => {
-            if let Err(err) = state
-                .limiter()
-                .reset(&limits.per_account, email.as_str())
-                .await
-            {
-                tracing::warn!(error = %err, "could not reset the account's failed sign-ins");
-            }
-            opened(&state, &headers, signed_in)
+            guesses::forgive(&state, &email, &client).await;
+            opened(&state, signed_in)
         }
         Err(err) => session_error(err).into_response(),
     }
@@ -236,6 +221,7 @@ pub(super) fn session_error(err: SessionError) -> ApiError {
             ApiError::validation(ValidationErrors::single("new_password", "invalid", message))
         }
         SessionError::Hash(message) => ApiError::internal(anyhow::anyhow!(message)),
+        SessionError::Busy(busy) => busy.into(),
         SessionError::Database(db) => db.into(),
     }
 }
@@ -293,13 +279,17 @@ pub async fn logout(State(state): State<AppState>, req: Request) -> ApiResult<Re
     state.sessions().sign_out(&signed_in.secret).await?;
     Ok((
         StatusCode::NO_CONTENT,
-        [(header::SET_COOKIE, session_cookie::clear(req.headers()))],
+        [(
+            header::SET_COOKIE,
+            session_cookie::clear(state.cookie_secure()),
+        )],
     )
         .into_response())
 }
 
-/// Change the password. Every session of the user ends; this one continues under a new id,
-/// set in the response's cookie.
+/// Change the password. Every session of the user ends, and every OAuth grant they gave (its
+/// refresh and access tokens); this session continues under a new id, set in the response's
+/// cookie. A wrong current password spends a guess as a failed sign-in does.
 #[utoipa::path(
     post,
     path = "/v1/auth/password",
@@ -311,13 +301,26 @@ pub async fn logout(State(state): State<AppState>, req: Request) -> ApiResult<Re
         (status = 200, description = "Changed: the new session, and its id in a `Set-Cookie`", body = SessionView),
         (status = 400, description = "`not_a_session`: the request used an API key", body = crate::Problem),
         (status = 401, description = "`wrong_credentials`: the current password is wrong", body = crate::Problem),
-        (status = 422, description = "`validation_failed`: the new password is too short or too long", body = crate::Problem)
+        (status = 422, description = "`validation_failed`: the new password is too short or too long", body = crate::Problem),
+        (status = 429, description = "`quota_exceeded`: too many wrong current passwords for this account or from this address", body = crate::Problem),
+        (status = 503, description = "`server_busy`: too many passwords are being checked on this node; retry after `Retry-After`", body = crate::Problem)
     )
 )]
 pub async fn change_password(State(state): State<AppState>, req: Request) -> ApiResult<Response> {
     let signed_in = current(&req)?;
-    let headers = req.headers().clone();
+    let client = ip_key(&state, &req).unwrap_or_default();
     let ApiJson(body) = ApiJson::<ChangePassword>::from_request(req, &state).await?;
+    let user = state
+        .sessions()
+        .user(&signed_in.session.user_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("user"))?;
+    let email = Email::parse(&user.email).map_err(|e| ApiError::internal(anyhow::anyhow!(e)))?;
+    // A stolen session must not become an unlimited oracle for the password: the current
+    // password is a guess like a sign-in's (ASVS 5.0 V6.3.1).
+    if let Err(refused) = guesses::spend(&state, &email, &client).await {
+        return Ok(refused);
+    }
     let renewed = state
         .sessions()
         .change_password(
@@ -327,5 +330,6 @@ pub async fn change_password(State(state): State<AppState>, req: Request) -> Api
         )
         .await
         .map_err(session_error)?;
-    Ok(opened(&state, &headers, renewed))
+    guesses::forgive(&state, &email, &client).await;
+    Ok(opened(&state, renewed))
 }

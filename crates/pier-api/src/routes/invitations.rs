@@ -116,13 +116,13 @@ pub async fn accept(State(state): State<AppState>, headers: HeaderMap, body: Byt
                 escape(&signed_in.user.display_name)
             );
             let mut page = message(StatusCode::OK, &text);
-            let mut api = opened(&state, &headers, signed_in);
+            let mut api = opened(&state, signed_in);
             if let Some(cookie) = api.headers_mut().remove(header::SET_COOKIE) {
                 page.headers_mut().insert(header::SET_COOKIE, cookie);
             }
             page
         }
-        Ok(signed_in) => opened(&state, &headers, signed_in),
+        Ok(signed_in) => opened(&state, signed_in),
         Err(err) if from_page.is_some() => {
             let refused = session_error(err);
             message(refused.status(), &escape(refused.detail()))

@@ -172,8 +172,31 @@ impl Walk {
                 }
                 Ok(out)
             }
-            BulkFormat::Csv => csv_records(views.map(|view| EXPORTED.map(|(_, cell)| cell(&view)))),
+            BulkFormat::Csv => {
+                csv_records(views.map(|view| EXPORTED.map(|(_, cell)| inert(cell(&view)))))
+            }
         }
+    }
+}
+
+/// The characters that make a spreadsheet read a cell as a formula (OWASP, CSV injection).
+const FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
+/// A cell a spreadsheet shows as text: one that would start a formula gets a leading `'`,
+/// which an import takes off again ([`as_written`]).
+fn inert(cell: String) -> String {
+    if cell.starts_with(FORMULA_STARTS) {
+        format!("'{cell}")
+    } else {
+        cell
+    }
+}
+
+/// A cell as it was before [`inert`].
+pub(super) fn as_written(cell: &str) -> &str {
+    match cell.strip_prefix('\'') {
+        Some(rest) if rest.starts_with(FORMULA_STARTS) => rest,
+        _ => cell,
     }
 }
 

@@ -171,7 +171,7 @@ pub async fn import(
     let mut fields = Vec::with_capacity(valid.len());
     for (row, checked) in valid {
         numbers.push(row);
-        fields.push(checked.into_fields().await?);
+        fields.push(checked.into_fields(state.hashing()).await?);
     }
     let principal = &auth.principal;
     let outcomes = state
@@ -398,6 +398,7 @@ fn csv_row(
     };
     let cells = columns.iter().zip(record.iter());
     for (column, text) in cells.filter(|(_, text)| !text.is_empty()) {
+        let text = super::link_export::as_written(text);
         match column {
             Some(Column::Url) => create.url = text.to_owned(),
             Some(Column::Slug) => create.slug = Some(text.to_owned()),

@@ -96,7 +96,9 @@ pub async fn authorize(
         let scopes = granted(&checked, &session)?;
         Ok::<_, Refusal>(consent_page(&checked, &secret, scopes))
     };
-    outcome.await.unwrap_or_else(refused)
+    outcome
+        .await
+        .unwrap_or_else(|refusal| refused(&state, refusal))
 }
 
 /// The user's answer on the consent page: `decision=approve` sends a code to the client,
@@ -165,7 +167,9 @@ pub async fn decide(State(state): State<AppState>, headers: HeaderMap, body: Byt
             checked.state.as_deref(),
         ))
     };
-    outcome.await.unwrap_or_else(refused)
+    outcome
+        .await
+        .unwrap_or_else(|refusal| refused(&state, refusal))
 }
 
 /// Checks the client and redirect URI first (errors to the user), then the rest (errors to the
@@ -237,7 +241,7 @@ async fn signed_in(
             "Sign in to Pier first (POST /v1/auth/login), then open this link again.".to_owned(),
         )
     };
-    let secret = session_cookie::read(headers).ok_or_else(not_signed_in)?;
+    let secret = session_cookie::read(headers, state.cookie_secure()).ok_or_else(not_signed_in)?;
     let session = state
         .sessions()
         .authenticate(&secret)
@@ -293,7 +297,7 @@ fn to_client(checked: &Checked, error: &'static str, description: &str) -> Refus
     )
 }
 
-fn refused(refusal: Refusal) -> Response {
+fn refused(state: &AppState, refusal: Refusal) -> Response {
     match refusal {
         Refusal::Page(status, why) => html::page(
             status,
@@ -301,37 +305,25 @@ fn refused(refusal: Refusal) -> Response {
             &format!("<p>{}</p>", escape(&why)),
             html::PAGE_POLICY,
         ),
-        Refusal::Redirect(uri, error, description, state) => {
+        Refusal::Redirect(uri, error, description, client_state) => {
             let params = [
                 ("error", error),
                 ("error_description", description.as_str()),
             ];
-            redirect_to(&uri, &params, state.as_deref(), None)
+            redirect(state, &uri, &params, client_state.as_deref())
         }
     }
 }
 
-/// `303 See Other` to `uri` with `params`, `state` and the issuer (RFC 9207, so a client
-/// talking to several servers can tell which one answered) added to its query.
+/// `303 See Other` to `uri` with `params`, `state` and the issuer added to its query: codes
+/// and errors alike carry `iss` (RFC 9207 §2, as the metadata's
+/// `authorization_response_iss_parameter_supported` promises), so a client talking to several
+/// servers can tell which one answered.
 fn redirect(
     state: &AppState,
     uri: &str,
     params: &[(&str, &str)],
     client_state: Option<&str>,
-) -> Response {
-    redirect_to(
-        uri,
-        params,
-        client_state,
-        Some(state.access_tokens().issuer()),
-    )
-}
-
-fn redirect_to(
-    uri: &str,
-    params: &[(&str, &str)],
-    state: Option<&str>,
-    issuer: Option<&str>,
 ) -> Response {
     let Ok(mut url) = url::Url::parse(uri) else {
         return StatusCode::BAD_REQUEST.into_response();
@@ -339,12 +331,10 @@ fn redirect_to(
     {
         let mut query = url.query_pairs_mut();
         query.extend_pairs(params);
-        if let Some(state) = state {
-            query.append_pair("state", state);
+        if let Some(client_state) = client_state {
+            query.append_pair("state", client_state);
         }
-        if let Some(issuer) = issuer {
-            query.append_pair("iss", issuer);
-        }
+        query.append_pair("iss", state.access_tokens().issuer());
     }
     let mut response = StatusCode::SEE_OTHER.into_response();
     if let Ok(location) = HeaderValue::from_str(url.as_str()) {

@@ -222,8 +222,8 @@ pub async fn get(
     Ok(Json(client))
 }
 
-/// Delete a client: every grant and token issued to it ends at once. Another workspace's client
-/// is `404`.
+/// Delete a client: every grant and token issued to it ends at once. A client registered by a
+/// higher role is `403` (an admin cannot delete an owner's); another workspace's is `404`.
 #[utoipa::path(
     delete,
     path = "/v1/oauth/clients/{id}",
@@ -239,11 +239,22 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let id = client_id(&id)?;
-    if !state
+    let workspace = auth.principal.workspace_id();
+    let client = state
         .oauth()
-        .delete_client(auth.principal.workspace_id(), &id)
+        .client(workspace, &id)
         .await?
-    {
+        .ok_or_else(|| ApiError::not_found("OAuth client"))?;
+    // The rule of API keys: nobody ends what outranks them (ASVS 5.0 V8.2.1). A client's role
+    // never changes, so reading it first races with nothing.
+    if !auth.principal.role().outranks_or_equals(client.role) {
+        return Err(ApiError::forbidden(format!(
+            "a {} credential cannot delete a client registered by a {}",
+            auth.principal.role(),
+            client.role
+        )));
+    }
+    if !state.oauth().delete_client(workspace, &id).await? {
         return Err(ApiError::not_found("OAuth client"));
     }
     tracing::info!(client_id = %id, "OAuth client deleted");

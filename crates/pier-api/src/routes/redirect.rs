@@ -118,8 +118,8 @@ async fn arrive(
     visit(state, dest, headers, peer, dest.status.code()).await
 }
 
-/// Unlock a password-protected link with its form (`password=…`, form-encoded). Wrong guesses
-/// are limited per link and client address.
+/// Unlock a password-protected link with its form (`password=…`, form-encoded). Guesses are
+/// limited per link and client address, and per link from every address together.
 #[utoipa::path(
     post,
     path = "/{slug}",
@@ -135,7 +135,8 @@ async fn arrive(
             content((crate::Problem = "application/problem+json"), (String = "text/html"))),
         (status = 410, description = "`link_gone`: the link expired or used its clicks (a page for browsers)",
             content((crate::Problem = "application/problem+json"), (String = "text/html"))),
-        (status = 429, description = "`quota_exceeded`: too many guesses at this link from this address", body = crate::Problem)
+        (status = 429, description = "`quota_exceeded`: too many guesses at this link from this address, or from everywhere", body = crate::Problem),
+        (status = 503, description = "`server_busy`: too many passwords are being checked on this node; retry after `Retry-After`", body = crate::Problem)
     )
 )]
 pub async fn unlock(
@@ -153,12 +154,22 @@ pub async fn unlock(
         }
         Err(response) => return response,
     };
-    let policy = state.password_guesses();
-    let key = format!("{}:{client}", dest.link_id);
-    match state.limiter().check(policy, &key, 1).await {
-        Ok(decision) if decision.allowed => {}
-        Ok(decision) => return refusal(&[(policy, &decision)]),
-        Err(err) => return ApiError::internal(err).into_response(),
+    // Per link and address, and per link from everywhere together: guesses spread over many
+    // addresses are bounded too (ASVS 5.0 V6.3.1).
+    let guesses = state.password_guesses();
+    let quotas = [
+        (
+            &guesses.per_link_address,
+            format!("{}:{client}", dest.link_id),
+        ),
+        (&guesses.per_link, dest.link_id.to_string()),
+    ];
+    for (policy, key) in quotas {
+        match state.limiter().check(policy, &key, 1).await {
+            Ok(decision) if decision.allowed => {}
+            Ok(decision) => return refusal(&[(policy, &decision)]),
+            Err(err) => return ApiError::internal(err).into_response(),
+        }
     }
     let (parts, body) = req.into_parts();
     let Ok(form) = axum::body::to_bytes(body, MAX_FORM_BYTES).await else {
@@ -166,8 +177,7 @@ pub async fn unlock(
     };
 
     let password = form_password(&form);
-    let checked = Arc::clone(&dest);
-    let matches = tokio::task::spawn_blocking(move || checked.password_matches(&password)).await;
+    let matches = dest.password_matches(state.hashing(), &password).await;
     match matches {
         Ok(true) => {
             let peer = parts.extensions.get();
@@ -178,7 +188,7 @@ pub async fn unlock(
             response
         }
         Ok(false) => password_page(StatusCode::UNAUTHORIZED, &slug, Some("Wrong password.")),
-        Err(err) => ApiError::internal(err).into_response(),
+        Err(busy) => ApiError::from(busy).into_response(),
     }
 }
 

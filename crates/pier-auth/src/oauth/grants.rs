@@ -63,7 +63,8 @@ impl Grant {
 #[derive(Debug, Clone)]
 pub struct LiveGrant {
     pub grant: Grant,
-    /// The user's role in the workspace today, or the client's role.
+    /// What its tokens act as: the lower of the user's role in the workspace today and the
+    /// client's registered role, or the client's role for client credentials.
     pub role: Role,
 }
 
@@ -223,8 +224,8 @@ impl OAuthStore {
 
     /// Exchanges a code for a grant (RFC 6749 §4.1.3, RFC 7636 §4.6). The code must be this
     /// client's, unexpired, unspent, presented with the redirect URI it was issued for and the
-    /// PKCE verifier of its challenge. A spent code presented again revokes what it was
-    /// exchanged for.
+    /// PKCE verifier of its challenge. A spent code presented again, with that URI and
+    /// verifier, revokes what it was exchanged for.
     pub async fn redeem_code(
         &self,
         client: &OAuthClient,
@@ -251,19 +252,24 @@ impl OAuthStore {
         let Some(row) = row.filter(|r| r.client_id == client.client_id.as_str()) else {
             return Err(invalid);
         };
-        if let Some(spent) = &row.grant_id {
-            self.revoke_grant_id(spent).await?;
-            tracing::warn!(client_id = %client.client_id, "authorization code reused: grant revoked");
-            return Err(invalid);
-        }
-        let now = self.clock.now();
-        if row.expires_at <= now.as_micros() || row.redirect_uri != redirect_uri {
+        if row.redirect_uri != redirect_uri {
             return Err(invalid);
         }
         if !verifier_matches(verifier, &row.code_challenge) {
             return Err(GrantError::InvalidGrant(
                 "the code_verifier does not match the code_challenge",
             ));
+        }
+        // Reuse ends the grant only when the whole exchange is repeated (the client, its
+        // redirect URI and the PKCE verifier): a leaked code alone cannot end a user's grant.
+        if let Some(spent) = &row.grant_id {
+            self.revoke_grant_id(spent).await?;
+            tracing::warn!(client_id = %client.client_id, "authorization code reused: grant revoked");
+            return Err(invalid);
+        }
+        let now = self.clock.now();
+        if row.expires_at <= now.as_micros() {
+            return Err(invalid);
         }
         let grant = Grant {
             id: GrantId::new(now),
@@ -390,12 +396,17 @@ impl OAuthStore {
         let Some(row) = row.filter(|r| r.revoked_at.is_none()) else {
             return Ok(None);
         };
+        let parse = |role: &str| role.parse::<Role>().map_err(crate::users::decode);
+        let client_role = parse(&row.client_role)?;
+        // A client acting for a user holds no more than either of them: the user's role today
+        // and the role the client was registered with (ASVS 5.0 V8.2.1, V8.2.2: a delegated
+        // credential must not reach functions its registrant could not). An admin's client
+        // with every scope, consented to by an owner, acts as an admin.
         let role = match (&row.grant.user_id, row.member_role) {
-            (None, _) => row.client_role,
-            (Some(_), Some(role)) => role,
+            (None, _) => client_role,
+            (Some(_), Some(role)) => parse(&role)?.at_most(client_role),
             (Some(_), None) => return Ok(None),
         };
-        let role = role.parse::<Role>().map_err(crate::users::decode)?;
         Ok(Some(LiveGrant {
             grant: Grant::from(row.grant),
             role,
@@ -439,6 +450,40 @@ impl OAuthStore {
             self.forget_on_commit(&mut tx, id).await?;
         }
         tx.commit().await
+    }
+
+    /// Ends everything `user` authorized with their old password, when `tx` commits: every
+    /// grant (so its refresh tokens and access tokens) and every code not yet exchanged. A
+    /// password change is a re-authentication of the account (ASVS 5.0 V7.4.3: after a
+    /// password change, all other active sessions end, OAuth's included).
+    pub(crate) async fn end_user_grants(
+        &self,
+        tx: &mut Tx,
+        user: &UserId,
+    ) -> Result<(), sqlx::Error> {
+        let now = self.clock.now().as_micros();
+        let revoked = with_tx!(tx, conn => {
+            sqlx::query(
+                "UPDATE oauth_grants SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
+            )
+            .bind(now)
+            .bind(user.as_str())
+            .execute(conn)
+            .await
+            .map(|done| done.rows_affected())
+        })?;
+        with_tx!(tx, conn => {
+            sqlx::query("DELETE FROM oauth_codes WHERE user_id = $1 AND grant_id IS NULL")
+                .bind(user.as_str())
+                .execute(conn)
+                .await
+                .map(drop)
+        })?;
+        if revoked > 0 {
+            // Password changes are rare: forgetting every cached grant costs a reload each.
+            self.forget_on_commit(tx, super::store::EVERY_GRANT).await?;
+        }
+        Ok(())
     }
 
     /// Deletes expired codes and grants (and so their refresh tokens); returns how many rows.

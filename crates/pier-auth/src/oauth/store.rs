@@ -16,7 +16,7 @@ use crate::opaque::Opaque;
 /// or [`EVERY_GRANT`].
 const ENDED: &str = "pier_oauth";
 /// The payload that ends what every node remembers (a client's deletion ends all its grants).
-const EVERY_GRANT: &str = "*";
+pub(super) const EVERY_GRANT: &str = "*";
 /// Live grants remembered: a bearer request reads its grant from here, not the database.
 const LIVE_GRANTS: Settings = Settings {
     capacity: 10_000,
@@ -29,7 +29,7 @@ const LIVE_GRANTS: Settings = Settings {
 /// Clients, grants, codes and refresh tokens on the configured database.
 ///
 /// Live grants are cached (a bearer JWT's grant is checked on every request). Everything that
-/// ends a grant (revoking it, deleting its client) forgets it in the same transaction: on this
+/// ends a grant (revoking it, deleting its client, its user's password change) forgets it in the same transaction: on this
 /// node when it commits, on the others through a notification sent with it (PostgreSQL). A
 /// membership's role is part of what is cached; whatever starts changing memberships must end
 /// their grants the same way.

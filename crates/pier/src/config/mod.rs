@@ -214,11 +214,19 @@ settings! {
         session_idle_secs: u64 = 3600,
         /// A sign-in session ends this long after sign-in however much it is used, in seconds.
         session_absolute_secs: u64 = 12 * 3600,
-        /// Sign-in attempts allowed per account (email), `ALGORITHM LIMIT/PERIOD [burst=N]
-        /// [FAILURE_MODE]`; beyond it, sign-in to that account answers 429 until the quota
-        /// refills. A successful sign-in gives the account its quota back, so this bounds
-        /// failures.
-        failed_logins_per_account: PolicySpec = policy("gcra 10/900s burst=10 local"),
+        /// Whether the session cookie is `__Host-pier_session` with `Secure` (true) or
+        /// `pier_session` without it, for plain HTTP in development (false). Default: true
+        /// unless the API listens on a loopback address. Never taken from a request's `Host`,
+        /// which a proxy or a client may set to anything.
+        cookie_secure: Option<bool> = None,
+        /// Sign-in attempts (and wrong current passwords at a password change) allowed per
+        /// account from all the addresses it has not signed in from in 90 days together,
+        /// `ALGORITHM LIMIT/PERIOD [burst=N] [FAILURE_MODE]`. Addresses the owner signs in
+        /// from never spend it, so strangers cannot lock the owner out there.
+        failed_logins_per_account: PolicySpec = policy("gcra 30/3600s burst=10 local"),
+        /// Sign-in attempts allowed per account and client address; beyond it, that address
+        /// gets 429 for that account until the quota refills. The right password gives it back.
+        failed_logins_per_account_address: PolicySpec = policy("gcra 10/900s burst=10 local"),
         /// Sign-in attempts allowed per client address (IPv6 addresses by /64).
         failed_logins_per_ip: PolicySpec = policy("gcra 100/900s burst=30 local"),
         /// The URL clients reach Pier at: the issuer (`iss`) of its access tokens, whose
@@ -290,6 +298,8 @@ settings! {
         click_buffer_links: u64 = 100_000,
         /// The limit of guesses at a link's password, per link and client address.
         password_guesses: PolicySpec = policy("gcra 10/300s burst=5 local"),
+        /// The limit of guesses at a link's password, per link from every address together.
+        password_guesses_per_link: PolicySpec = policy("gcra 60/300s burst=30 local"),
         /// A MaxMind-format database (GeoLite2/GeoIP2 Country or City) to count clicks by
         /// visitor country; none by default.
         geoip_database: Option<PathBuf> = None,

@@ -17,6 +17,7 @@ on_both_backends!(
     other_imports_create_the_valid_rows_and_report_the_rest,
     imports_refuse_what_they_cannot_read,
     exports_stream_the_filtered_links,
+    csv_exports_cannot_smuggle_formulas_into_spreadsheets,
 );
 
 async fn import(app: &TestApp, query: &str, content_type: &str, body: String) -> Response {
@@ -443,4 +444,41 @@ async fn exports_stream_the_filtered_links(backend: Backend) {
         .await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.expect("body").lines().count(), 275);
+}
+
+/// OWASP's CSV injection: a cell a spreadsheet would run as a formula is written with a
+/// leading `'`, and an import takes it off again.
+async fn csv_exports_cannot_smuggle_formulas_into_spreadsheets(backend: Backend) {
+    let source = TestApp::spawn(backend.clone()).await;
+    let titles = [
+        "=HYPERLINK(\"https://evil.example\")",
+        "+1",
+        "-2",
+        "@SUM(A1)",
+        "plain",
+    ];
+    for (n, title) in titles.iter().enumerate() {
+        let response = source
+            .post_json(
+                "/v1/links",
+                &json!({"url": "https://e.com/", "slug": format!("f{n}"), "title": title}),
+            )
+            .await;
+        assert_eq!(response.status(), 201, "{title}");
+    }
+    let (_, _, exported) = export(&source, "?format=csv").await;
+    for formula in ["'=HYPERLINK", "'+1", "'-2", "'@SUM"] {
+        assert!(exported.contains(formula), "{formula} in {exported}");
+    }
+    assert!(
+        !exported.contains(",=") && !exported.contains(",\"="),
+        "{exported}"
+    );
+
+    let copy = TestApp::spawn(backend).await;
+    import_all(&copy, "text/csv", exported, titles.len()).await;
+    let copied = links_by_slug(&copy).await;
+    for (n, title) in titles.iter().enumerate() {
+        assert_eq!(copied[&format!("f{n}")]["title"], *title);
+    }
 }

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use crate::support::{Backend, Options, TestApp, on_both_backends, problem};
 
 on_both_backends!(
+    ipv6_literal_targets_are_taken_and_redirected_to,
     link_lifecycle,
     bad_links_are_refused_with_their_reason,
     redirect_statuses_and_head,
@@ -933,4 +934,16 @@ async fn redis_carries_changes_between_nodes() {
     wait_for(&b, &slug, Some("https://two.example/")).await;
     assert_eq!(a.call(Method::DELETE, &path).await.status(), 204);
     wait_for(&b, &slug, None).await;
+}
+
+async fn ipv6_literal_targets_are_taken_and_redirected_to(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let link = create(
+        &app,
+        json!({"url": "https://[2606:4700::1111]/x", "slug": "six"}),
+    )
+    .await;
+    assert_eq!(link["url"], "https://[2606:4700::1111]/x");
+    let visit = follow(&app, "six").await;
+    assert_eq!(header(&visit, "location"), "https://[2606:4700::1111]/x");
 }

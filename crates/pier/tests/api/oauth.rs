@@ -29,12 +29,12 @@ on_both_backends!(
     no_oauth_secret_rests_in_the_clear,
 );
 
-const REDIRECT: &str = "https://app.example/cb";
-const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+pub(crate) const REDIRECT: &str = "https://app.example/cb";
+pub(crate) const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 
 /// Registers a client as `key` and returns its registration (with any secret).
-async fn register_as(app: &TestApp, key: &str, body: Value) -> Value {
+pub(crate) async fn register_as(app: &TestApp, key: &str, body: Value) -> Value {
     let response = app
         .request_as(key, Method::POST, "/v1/oauth/clients")
         .json(&body)
@@ -90,7 +90,7 @@ async fn form(app: &TestApp, path: &str, auth: Option<&str>, pairs: &[(&str, &st
 }
 
 /// An RFC 6749 error: its status, `error` code, and `no-store`.
-async fn oauth_error(response: Response, status: u16, error: &str) -> Value {
+pub(crate) async fn oauth_error(response: Response, status: u16, error: &str) -> Value {
     assert_eq!(response.status(), status);
     assert_eq!(response.headers()["content-type"], "application/json");
     assert_eq!(response.headers()["cache-control"], "no-store");
@@ -119,7 +119,7 @@ fn jwt_part(token: &str, index: usize) -> Value {
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).expect("base64")).expect("json")
 }
 
-async fn status_as(app: &TestApp, token: &str, method: Method, path: &str) -> u16 {
+pub(crate) async fn status_as(app: &TestApp, token: &str, method: Method, path: &str) -> u16 {
     let mut request = app.request_as(token, method.clone(), path);
     if method == Method::POST {
         request = request.json(&json!({"url": "https://example.com/x"}));
@@ -305,7 +305,12 @@ async fn the_token_endpoint_speaks_rfc_6749(backend: Backend) {
 }
 
 /// Walks a signed-in user through consent and returns the code from the redirect.
-async fn consent(app: &TestApp, browser: &Browser, client_id: &str, scope: &str) -> String {
+pub(crate) async fn consent(
+    app: &TestApp,
+    browser: &Browser,
+    client_id: &str,
+    scope: &str,
+) -> String {
     let query = [
         ("response_type", "code"),
         ("client_id", client_id),
@@ -370,7 +375,12 @@ async fn consent(app: &TestApp, browser: &Browser, client_id: &str, scope: &str)
     param("code").expect("a code")
 }
 
-async fn exchange(app: &TestApp, client_id: &str, code: &str, verifier: &str) -> Response {
+pub(crate) async fn exchange(
+    app: &TestApp,
+    client_id: &str,
+    code: &str,
+    verifier: &str,
+) -> Response {
     form(
         app,
         "/v1/oauth/token",
@@ -386,7 +396,7 @@ async fn exchange(app: &TestApp, client_id: &str, code: &str, verifier: &str) ->
     .await
 }
 
-async fn refresh(app: &TestApp, client_id: &str, token: &str) -> Response {
+pub(crate) async fn refresh(app: &TestApp, client_id: &str, token: &str) -> Response {
     form(
         app,
         "/v1/oauth/token",
@@ -400,7 +410,7 @@ async fn refresh(app: &TestApp, client_id: &str, token: &str) -> Response {
     .await
 }
 
-async fn signed_in_member(app: &TestApp, email: &str, role: Role) -> Browser {
+pub(crate) async fn signed_in_member(app: &TestApp, email: &str, role: Role) -> Browser {
     user(app, email, &app.workspace(), role).await;
     sign_in(app, email, PASSWORD).await
 }

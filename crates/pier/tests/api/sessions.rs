@@ -8,7 +8,7 @@ use pier_core::{Clock, Label, WorkspaceId};
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::{Value, json};
 
-use crate::support::{Backend, TestApp, on_both_backends, problem};
+use crate::support::{Backend, Options, TestApp, on_both_backends, problem};
 
 on_both_backends!(
     signing_in_sets_a_hardened_cookie_that_authenticates,
@@ -38,7 +38,7 @@ impl Browser {
     }
 
     /// A request that changes something, as the dashboard sends it.
-    fn change(&self, app: &TestApp, method: Method, path: &str) -> RequestBuilder {
+    pub fn change(&self, app: &TestApp, method: Method, path: &str) -> RequestBuilder {
         self.on(app, method, path)
             .header("x-csrf-token", &self.csrf)
     }
@@ -84,7 +84,7 @@ pub(crate) async fn sign_in(app: &TestApp, email: &str, password: &str) -> Brows
     }
 }
 
-async fn login(app: &TestApp, email: &str, password: &str) -> Response {
+pub(crate) async fn login(app: &TestApp, email: &str, password: &str) -> Response {
     app.client
         .post(app.url("/v1/auth/login"))
         .json(&json!({"email": email, "password": password}))
@@ -94,14 +94,18 @@ async fn login(app: &TestApp, email: &str, password: &str) -> Response {
 }
 
 async fn signing_in_sets_a_hardened_cookie_that_authenticates(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
-    user(&app, "ann@example.com", &app.workspace(), Role::Admin).await;
-
-    // Served under a real name, the cookie is a `__Host-` cookie with every flag.
-    let response = app
+    // Set up for HTTPS, the cookie is a `__Host-` cookie with every flag, whatever `Host` a
+    // proxy passes on.
+    let options = Options {
+        settings: vec![("auth.cookie_secure", "true".to_owned())],
+        ..Options::default()
+    };
+    let secure = TestApp::spawn_with(backend.clone(), options).await;
+    user(&secure, "ann@example.com", &secure.workspace(), Role::Admin).await;
+    let response = secure
         .client
-        .post(app.url("/v1/auth/login"))
-        .header("host", "pier.example")
+        .post(secure.url("/v1/auth/login"))
+        .header("host", "127.0.0.1")
         .json(&json!({"email": "Ann@Example.com", "password": PASSWORD}))
         .send()
         .await
@@ -122,18 +126,32 @@ async fn signing_in_sets_a_hardened_cookie_that_authenticates(backend: Backend) 
             .contains(&secure_pair[secure_pair.find('=').expect("=") + 1..]),
         "the id is only in the cookie"
     );
-    // That cookie under its real name works there, and not on another host name's plain one.
-    let seen = app
+    // That cookie works there; the plain name is not read there.
+    let session_with = |cookie: String| {
+        secure
+            .client
+            .get(secure.url("/v1/auth/session"))
+            .header("cookie", cookie)
+            .send()
+    };
+    let seen = session_with(secure_pair.clone()).await.expect("sent");
+    assert_eq!(seen.status(), 200);
+    let plain = secure_pair.replacen("__Host-pier_session", "pier_session", 1);
+    assert_eq!(session_with(plain).await.expect("sent").status(), 401);
+
+    // Listening on loopback (this test server) by default, the cookie drops `Secure` and the
+    // prefix, whatever `Host` says.
+    let app = TestApp::spawn(backend).await;
+    user(&app, "ann@example.com", &app.workspace(), Role::Admin).await;
+    let named = app
         .client
-        .get(app.url("/v1/auth/session"))
+        .post(app.url("/v1/auth/login"))
         .header("host", "pier.example")
-        .header("cookie", &secure_pair)
+        .json(&json!({"email": "ann@example.com", "password": PASSWORD}))
         .send()
         .await
         .expect("sent");
-    assert_eq!(seen.status(), 200);
-
-    // On plain localhost (this test server), the cookie drops `Secure` and the prefix.
+    assert!(cookie_pair(&named).starts_with("pier_session="));
     let browser = sign_in(&app, "ann@example.com", PASSWORD).await;
     assert!(browser.cookie.starts_with("pier_session="));
     assert_eq!(browser.session["user"]["email"], "ann@example.com");
