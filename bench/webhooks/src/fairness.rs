@@ -77,7 +77,9 @@ async fn b_latencies(b: &Api, receiver: &Receiver, n: usize) -> anyhow::Result<V
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         };
-        latencies.push(arrived.duration_since(event.sent).as_secs_f64() * 1000.0);
+        let ms = arrived.duration_since(event.sent).as_secs_f64() * 1000.0;
+        eprintln!("B's event {seq}: {ms:.1} ms");
+        latencies.push(ms);
     }
     Ok(latencies)
 }

@@ -126,6 +126,24 @@ impl Turns {
     }
 }
 
+/// The picks of several workspaces dealt out in turns (each workspace's first, then each
+/// one's second, …), at most `max`: the shares were rounded up, so together they may exceed
+/// the free slots, and a job claimed beyond them would sit unrun until its lease expired.
+fn in_turns(picked: Vec<Picked>, max: usize) -> Vec<Picked> {
+    let mut rank: HashMap<String, usize> = HashMap::new();
+    let mut ranked: Vec<(usize, Picked)> = picked
+        .into_iter()
+        .map(|p| {
+            let turn = rank.entry(p.workspace_id.clone()).or_default();
+            *turn += 1;
+            (*turn, p)
+        })
+        .collect();
+    // Stable: within a turn, claim order stays.
+    ranked.sort_by_key(|(turn, _)| *turn);
+    ranked.into_iter().take(max).map(|(_, p)| p).collect()
+}
+
 const PICKED_COLUMNS: &str =
     "workspace_id, id, state, CAST(OCTET_LENGTH(payload) AS BIGINT) AS size, run_at";
 
@@ -361,7 +379,7 @@ impl JobStore {
              ORDER BY priority, run_at, id {}",
             self.db.backend().for_update_skip_locked()
         );
-        with_tx!(tx, conn => {
+        let picked: Vec<Picked> = with_tx!(tx, conn => {
             let mut query = sqlx::query_as(&sql)
                 .persistent(false)
                 .bind(queue.as_str())
@@ -371,7 +389,8 @@ impl JobStore {
                 query = query.bind(workspace.as_str());
             }
             query.fetch_all(conn).await
-        })
+        })?;
+        Ok(in_turns(picked, usize::try_from(max).unwrap_or(usize::MAX)))
     }
 
     /// Up to [`WORKSPACES_PER_CLAIM`] workspaces after `after` with a due job in `queue`, in
@@ -467,5 +486,33 @@ impl JobStore {
                 renewed.get(&key).copied()
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn picked(workspace: &str, id: &str) -> Picked {
+        Picked {
+            workspace_id: workspace.to_owned(),
+            id: id.to_owned(),
+            state: "available".to_owned(),
+            size: 2,
+            run_at: 0,
+        }
+    }
+
+    #[test]
+    fn shares_are_dealt_in_turns_and_never_exceed_the_free_slots() {
+        // Three free slots, two workspaces: shares of two each, rounded up, make four picks.
+        let all = vec![
+            picked("ws_a", "1"),
+            picked("ws_b", "2"),
+            picked("ws_a", "3"),
+            picked("ws_b", "4"),
+        ];
+        let dealt: Vec<String> = in_turns(all, 3).into_iter().map(|p| p.id).collect();
+        assert_eq!(dealt, ["1", "2", "3"]);
     }
 }

@@ -16,6 +16,7 @@ on_both_backends!(
     queue_settings_are_bounded_and_merge,
     listing_queues_pages_in_one_query,
     counters_do_not_outlive_their_queues,
+    pier_queues_are_claimed_in_turns_across_workspaces,
 );
 
 async fn pier_queues_are_out_of_tenants_reach(backend: Backend) {
@@ -237,4 +238,45 @@ async fn counters_do_not_outlive_their_queues(backend: Backend) {
         .await
         .expect("queues");
     assert_eq!(queues.len(), 1);
+}
+
+/// A backlog in one workspace does not hold back another's jobs in Pier's own queues: claims
+/// take turns across the workspaces with due jobs, and never more jobs than asked for.
+async fn pier_queues_are_claimed_in_turns_across_workspaces(backend: Backend) {
+    let jobs = Jobs::new(backend).await;
+    let internal = QueueName::internal("deliveries");
+    let pier_job = || job("deliver", "default", json!({})).on_queue(internal.clone());
+    jobs.enqueue((0..50).map(|_| pier_job()).collect()).await;
+    let other = WorkspaceId::new(pier_core::Clock::now(&jobs.clock));
+    jobs.store
+        .enqueue(&other, vec![pier_job(), pier_job()])
+        .await
+        .expect("enqueue");
+    let target = ClaimTarget::internal(internal).expect("internal");
+    let claim = |max| {
+        let (store, target) = (jobs.store.clone(), target.clone());
+        async move {
+            store
+                .claim(&target, limits(max), None, None)
+                .await
+                .expect("claim")
+        }
+    };
+    // Three slots between two workspaces: each gets a turn, and the third goes to one of them.
+    let first = claim(3).await;
+    assert_eq!(first.len(), 3, "no more jobs than free slots");
+    let theirs = first.iter().filter(|j| j.workspace_id == other).count();
+    assert!(
+        (1..=2).contains(&theirs),
+        "{theirs} of 3 for the small workspace"
+    );
+    // The small workspace's last job comes in the next claim, not after the backlog (which
+    // gets its share of two; the slot the small one leaves is taken by the next claim).
+    let second = claim(4).await;
+    let left = 2 - theirs;
+    assert_eq!(
+        second.iter().filter(|j| j.workspace_id == other).count(),
+        left
+    );
+    assert_eq!(second.len(), 2 + left);
 }
