@@ -229,6 +229,27 @@ async fn shutdown_releases_unfinished_jobs(backend: Backend) {
     jobs.assert_counters_match_rows().await;
 }
 
+/// Runs one job through a pool of `worker` until the job is in `state`, then stops the pool;
+/// returns the job as stored.
+async fn one_job_until_stopped(
+    jobs: &Jobs,
+    queue: &str,
+    worker: Recorder,
+    state: &str,
+) -> pier_jobs::Job {
+    let (stop, stopped) = watch::channel(false);
+    let running = pool(jobs, queue, options(2), worker).spawn(stopped);
+    let enqueued = jobs.enqueue(vec![item(1, queue)]).await;
+    wait_for_count(jobs, queue, state, 1).await;
+    stop.send(true).expect("stop");
+    running.await.expect("pool stops");
+    jobs.store
+        .get(&jobs.workspace, &enqueued[0].job.id)
+        .await
+        .expect("get")
+        .expect("job")
+}
+
 /// A handler interrupted by shutdown whose failure names its own retry time (a webhook delivery
 /// that timed out, with its schedule or `Retry-After`) keeps that time: it is not released for
 /// an immediate re-run.
@@ -240,18 +261,7 @@ async fn a_failure_that_names_its_time_keeps_it_at_shutdown(backend: Backend) {
         retry_at: Some(later),
         ..Recorder::default()
     };
-    let (stop, stopped) = watch::channel(false);
-    let running = pool(&jobs, "timing", options(2), recorder).spawn(stopped);
-    let enqueued = jobs.enqueue(vec![item(1, "timing")]).await;
-    wait_for_count(&jobs, "timing", "running", 1).await;
-    stop.send(true).expect("stop");
-    running.await.expect("pool stops");
-    let job = jobs
-        .store
-        .get(&jobs.workspace, &enqueued[0].job.id)
-        .await
-        .expect("get")
-        .expect("job");
+    let job = one_job_until_stopped(&jobs, "timing", recorder, "running").await;
     assert_eq!(job.state, JobState::Retryable);
     assert_eq!(job.run_at, later, "the retry keeps its time");
     jobs.assert_counters_match_rows().await;
@@ -266,18 +276,7 @@ async fn a_snoozed_job_waits_without_spending_an_attempt(backend: Backend) {
         snooze: Some(later),
         ..Recorder::default()
     };
-    let (stop, stopped) = watch::channel(false);
-    let running = pool(&jobs, "snoozy", options(2), recorder).spawn(stopped);
-    let enqueued = jobs.enqueue(vec![item(1, "snoozy")]).await;
-    wait_for_count(&jobs, "snoozy", "scheduled", 1).await;
-    stop.send(true).expect("stop");
-    running.await.expect("pool stops");
-    let job = jobs
-        .store
-        .get(&jobs.workspace, &enqueued[0].job.id)
-        .await
-        .expect("get")
-        .expect("job");
+    let job = one_job_until_stopped(&jobs, "snoozy", recorder, "scheduled").await;
     assert_eq!(job.state, JobState::Scheduled);
     assert_eq!(job.run_at, later);
     assert_eq!(job.attempt, 0, "a snooze spends no attempt");

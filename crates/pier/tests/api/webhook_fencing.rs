@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::support::receiver::{Receiver, Reply};
 use crate::support::{Backend, TestApp, on_both_backends};
-use crate::webhooks::{delivery_in, endpoint, id, publish, spawn, spawn_with};
+use crate::webhooks::{delivery_in, endpoint, id, publish, spawn, spawn_with, store_of};
 
 on_both_backends!(
     a_stale_failure_after_a_rescue_changes_nothing,
@@ -344,14 +344,7 @@ async fn pruning_keeps_an_event_whose_delivery_was_reopened_meanwhile() {
         id(&delivery),
     )
     .await;
-    let store = pier_webhooks::WebhookStore::new(
-        app.db.clone(),
-        std::sync::Arc::new(app.clock.clone()),
-        app.jobs.clone(),
-        pier_core::MasterKey::generate().derive("test"),
-        pier_webhooks::Settings::default(),
-        pier_webhooks::guard::Guard::new(true),
-    );
+    let store = store_of(&app);
     let prune = tokio::spawn(async move { store.prune(Duration::from_secs(30 * 24 * 3600)).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
     reopen.commit().await.expect("the reopen commits");

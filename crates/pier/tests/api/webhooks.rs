@@ -62,6 +62,18 @@ pub(crate) async fn publish(app: &TestApp, body: Value) -> Value {
     event
 }
 
+/// A webhook store on the app's database and clock, for what the API does not reach (pruning).
+pub(crate) fn store_of(app: &TestApp) -> pier_webhooks::WebhookStore {
+    pier_webhooks::WebhookStore::new(
+        app.db.clone(),
+        std::sync::Arc::new(app.clock.clone()),
+        app.jobs.clone(),
+        pier_core::MasterKey::generate().derive("test"),
+        pier_webhooks::Settings::default(),
+        pier_webhooks::guard::Guard::new(true),
+    )
+}
+
 pub(crate) fn id(value: &Value) -> &str {
     value["id"].as_str().expect("id")
 }
@@ -762,15 +774,7 @@ async fn old_history_is_pruned_once_its_deliveries_ended(backend: Backend) {
 
     app.clock.advance(Duration::from_secs(31 * 24 * 3600));
     after_attempts(&app, &retrying, 2).await;
-    let store = pier_webhooks::WebhookStore::new(
-        app.db.clone(),
-        std::sync::Arc::new(app.clock.clone()),
-        app.jobs.clone(),
-        pier_core::MasterKey::generate().derive("test"),
-        pier_webhooks::Settings::default(),
-        pier_webhooks::guard::Guard::new(true),
-    );
-    let pruned = store
+    let pruned = store_of(&app)
         .prune(Duration::from_secs(30 * 24 * 3600))
         .await
         .expect("pruned");
