@@ -360,25 +360,21 @@ impl JobStore {
         self.turns.served(queue, last);
         let n = i64::try_from(turn.len()).unwrap_or(1);
         let share = (max + n - 1) / n;
-        let per_workspace = (0..turn.len())
+        // Each workspace's share is locked in its own scan, skipping rows another claimer holds
+        // (so claimers on several nodes working one workspace's backlog do not starve each
+        // other) and checking again, under READ COMMITTED, that a locked row still waits.
+        let lock = self.db.backend().for_update_skip_locked();
+        let sql = (0..turn.len())
             .map(|i| {
                 format!(
-                    "SELECT workspace_id, id FROM (SELECT workspace_id, id FROM jobs \
-                     WHERE workspace_id = ${} AND queue = $1 AND state IN {WAITING} \
-                     AND run_at <= $2 ORDER BY priority, run_at, id LIMIT $3) AS turn{i}",
+                    "SELECT * FROM (SELECT {PICKED_COLUMNS} FROM jobs WHERE workspace_id = ${} \
+                     AND queue = $1 AND state IN {WAITING} AND run_at <= $2 \
+                     ORDER BY priority, run_at, id LIMIT $3 {lock}) AS turn{i}",
                     i + 4
                 )
             })
             .collect::<Vec<_>>()
             .join(" UNION ALL ");
-        // The outer conditions are checked again on the locked row: under READ COMMITTED a job
-        // another claim took meanwhile is no longer waiting.
-        let sql = format!(
-            "SELECT {PICKED_COLUMNS} FROM jobs WHERE (workspace_id, id) IN ({per_workspace}) \
-             AND queue = $1 AND state IN {WAITING} AND run_at <= $2 \
-             ORDER BY priority, run_at, id {}",
-            self.db.backend().for_update_skip_locked()
-        );
         let picked: Vec<Picked> = with_tx!(tx, conn => {
             let mut query = sqlx::query_as(&sql)
                 .persistent(false)
