@@ -10,7 +10,7 @@ use crate::oauth::{
     REDIRECT, VERIFIER, consent, exchange, oauth_error, refresh, register_as, signed_in_member,
     status_as,
 };
-use crate::sessions::PASSWORD;
+use crate::sessions::{Browser, PASSWORD};
 use crate::support::{Backend, TestApp, on_both_backends};
 
 on_both_backends!(
@@ -95,12 +95,19 @@ async fn an_owners_consent_does_not_lift_an_admins_client_to_owner(backend: Back
     assert_eq!(create_key_status(&app, access, "owner").await, 403);
 }
 
+/// The owner's client, a member signed in who consented to it for `links:read`, the code of
+/// that consent and the tokens it was exchanged for.
+async fn member_with_tokens(app: &TestApp) -> (String, Browser, String, Value) {
+    let client_id = client_of(app, &app.owner_key).await;
+    let ann = signed_in_member(app, "ann@example.com", Role::Member).await;
+    let code = consent(app, &ann, &client_id, "links:read").await;
+    let tokens = tokens(app, &client_id, &code).await;
+    (client_id, ann, code, tokens)
+}
+
 async fn a_password_change_ends_refresh_tokens_and_grants(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let client_id = client_of(&app, &app.owner_key).await;
-    let ann = signed_in_member(&app, "ann@example.com", Role::Member).await;
-    let code = consent(&app, &ann, &client_id, "links:read").await;
-    let before = tokens(&app, &client_id, &code).await;
+    let (client_id, ann, _, before) = member_with_tokens(&app).await;
     let access = before["access_token"].as_str().expect("access");
     let refresh_token = before["refresh_token"].as_str().expect("refresh");
     let unspent = consent(&app, &ann, &client_id, "links:read").await;
@@ -131,10 +138,7 @@ async fn a_password_change_ends_refresh_tokens_and_grants(backend: Backend) {
 
 async fn a_leaked_code_alone_cannot_end_a_grant(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let client_id = client_of(&app, &app.owner_key).await;
-    let ann = signed_in_member(&app, "ann@example.com", Role::Member).await;
-    let code = consent(&app, &ann, &client_id, "links:read").await;
-    let issued = tokens(&app, &client_id, &code).await;
+    let (client_id, _, code, issued) = member_with_tokens(&app).await;
     let access = issued["access_token"].as_str().expect("access");
 
     // Whoever saw the code in a log or a referrer lacks the verifier.
