@@ -26,6 +26,7 @@ use tracing::Metadata;
 use tracing::subscriber::Interest;
 use tracing_subscriber::filter::EnvFilter;
 use tracing_subscriber::layer::{Filter, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry};
 
@@ -58,7 +59,7 @@ struct Export {
 /// Tokio runtime (the exporter's task lives there).
 pub fn init(format: LogFormat, filter: &str) -> anyhow::Result<Telemetry> {
     let export = match OtlpSettings::from_env()? {
-        Some(settings) => Some(settings.start()?),
+        Some(settings) => Some(settings.start(None)?),
         None => None,
     };
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
@@ -78,21 +79,32 @@ pub fn init(format: LogFormat, filter: &str) -> anyhow::Result<Telemetry> {
     } else {
         fmt.with_target(false).with_filter(filter).boxed()
     };
-    // Spans of Pier's own crates go to the collector whatever the log level.
-    let traces = export.as_ref().map(|export| {
-        let tracer = export.provider.tracer("pier");
-        // No source location, thread or busy/idle attributes: they cost on every span and say
-        // little that the span's name and fields do not.
-        tracing_opentelemetry::layer()
-            .with_tracer(tracer)
-            .with_location(false)
-            .with_threads(false)
-            .with_tracked_inactivity(false)
-            .with_filter(PierSpans)
-    });
+    let traces = export.as_ref().map(Export::layer);
     // A second init (several apps in one test process) keeps the first subscriber.
     let _ = Registry::default().with(logs).with(traces).try_init();
     Ok(Telemetry { export })
+}
+
+/// Pier's trace layer, exporting to the OTLP/HTTP collector at `endpoint` (the full URL, such as
+/// `http://collector:4318/v1/traces`; protobuf, every span sampled), for a program that embeds
+/// Pier and installs a subscriber of its own instead of calling [`init`]. Must run inside the
+/// Tokio runtime; call [`Telemetry::shutdown`] before exiting.
+pub fn export_to<S>(endpoint: &str) -> anyhow::Result<(impl Layer<S>, Telemetry)>
+where
+    S: tracing::Subscriber + for<'span> LookupSpan<'span>,
+{
+    let settings = OtlpSettings {
+        protocol: Protocol::HttpBinary,
+        sampler: Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
+    };
+    let export = settings.start(Some(endpoint))?;
+    let layer = export.layer();
+    Ok((
+        layer,
+        Telemetry {
+            export: Some(export),
+        },
+    ))
 }
 
 /// The filter of the trace layer: spans of Pier's own crates, whatever the log level.
@@ -123,6 +135,23 @@ impl<S> Filter<S> for PierSpans {
             true => Interest::sometimes(),
             false => Interest::never(),
         }
+    }
+}
+
+impl Export {
+    /// The layer that hands Pier's spans to this export, whatever the log level.
+    fn layer<S>(&self) -> impl Layer<S> + use<S>
+    where
+        S: tracing::Subscriber + for<'span> LookupSpan<'span>,
+    {
+        // No source location, thread or busy/idle attributes: they cost on every span and say
+        // little that the span's name and fields do not.
+        tracing_opentelemetry::layer()
+            .with_tracer(self.provider.tracer("pier"))
+            .with_location(false)
+            .with_threads(false)
+            .with_tracked_inactivity(false)
+            .with_filter(PierSpans)
     }
 }
 
@@ -203,11 +232,16 @@ impl OtlpSettings {
         Ok(Some(Self { protocol, sampler }))
     }
 
-    fn start(self) -> anyhow::Result<Export> {
-        let mut exporter = opentelemetry_otlp::SpanExporter::builder()
+    /// Starts exporting, to `endpoint` when given, else where the standard variables say.
+    fn start(self, endpoint: Option<&str>) -> anyhow::Result<Export> {
+        let mut builder = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .with_http_client(reqwest::Client::new())
-            .with_protocol(self.protocol)
+            .with_protocol(self.protocol);
+        if let Some(endpoint) = endpoint {
+            builder = builder.with_endpoint(endpoint);
+        }
+        let mut exporter = builder
             .build()
             .context("cannot set up the OTLP trace exporter")?;
         let mut resource = Resource::builder();

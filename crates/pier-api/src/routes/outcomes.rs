@@ -63,6 +63,7 @@ fn completion(
     id: &str,
     body: CompleteBody,
 ) -> Result<Completion, ApiError> {
+    link_worker_span(body.traceparent.as_deref())?;
     let completion = Completion::new(held(auth, id, &body.lease_token)?);
     match &body.result {
         None => Ok(completion),
@@ -89,7 +90,6 @@ pub async fn complete(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<CompleteBody>,
 ) -> ApiResult<StatusCode> {
-    link_worker_span(body.traceparent.as_deref())?;
     let completion = completion(&auth, &id, body)?;
     let job = completion.job.clone();
     if state.group_commit().complete(completion).await? {
@@ -118,6 +118,7 @@ pub struct FailBody {
 }
 
 fn failure(auth: &Authed<perm::JobsWork>, id: &str, body: FailBody) -> ApiResult<Failure> {
+    link_worker_span(body.traceparent.as_deref())?;
     Ok(Failure {
         job: held(auth, id, &body.lease_token)?,
         error: body.error,
@@ -150,7 +151,6 @@ pub async fn fail(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<FailBody>,
 ) -> ApiResult<Json<Failed>> {
-    link_worker_span(body.traceparent.as_deref())?;
     let failure = failure(&auth, &id, body)?;
     let job = failure.job.clone();
     match state.group_commit().fail(failure).await? {
@@ -177,6 +177,8 @@ pub struct CompleteItem {
     lease_token: String,
     /// What the job produced, any JSON, kept on it (at most 64 KiB as JSON text).
     result: Option<serde_json::Value>,
+    #[schema(schema_with = worker_traceparent)]
+    traceparent: Option<String>,
 }
 
 impl CompleteItem {
@@ -184,7 +186,7 @@ impl CompleteItem {
         let body = CompleteBody {
             lease_token: self.lease_token,
             result: self.result,
-            traceparent: None,
+            traceparent: self.traceparent,
         };
         (self.id, body)
     }
@@ -204,6 +206,8 @@ pub struct FailItem {
     error: String,
     /// Retry at this time instead of after the backoff.
     retry_at: Option<Timestamp>,
+    #[schema(schema_with = worker_traceparent)]
+    traceparent: Option<String>,
 }
 
 impl FailItem {
@@ -212,7 +216,7 @@ impl FailItem {
             lease_token: self.lease_token,
             error: self.error,
             retry_at: self.retry_at,
-            traceparent: None,
+            traceparent: self.traceparent,
         };
         (self.id, body)
     }

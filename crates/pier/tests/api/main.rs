@@ -16,6 +16,7 @@ mod lifecycle;
 mod link_bulk;
 mod link_qr;
 mod links;
+mod listener;
 mod oauth;
 mod openapi;
 mod operations;

@@ -10,16 +10,18 @@ use crate::operations::publish_to;
 use crate::support::collector::{Collector, Span};
 use crate::support::process::{Server, server};
 use crate::support::receiver::Receiver;
-use crate::support::{Backend, on_both_backends};
+use crate::support::{Backend, TestApp, on_both_backends};
 
 on_both_backends!(
     a_trace_runs_from_request_through_job_into_the_webhook,
-    http_workers_continue_the_producers_trace
+    http_workers_continue_the_producers_trace,
+    in_process_runs_continue_the_producers_trace
 );
 
 const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_SPAN: &str = "00f067aa0ba902b7";
 const WORKER_SPAN: &str = "b7ad6b7169203331";
+const BATCH_WORKER_SPAN: &str = "53995c3f42cd8ad8";
 
 fn client_traceparent() -> String {
     format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01")
@@ -227,5 +229,97 @@ async fn http_workers_continue_the_producers_trace(backend: Backend) {
     assert_eq!(response.status(), 422);
     let problem: Value = response.json().await.expect("problem");
     assert_eq!(problem["errors"][0]["field"], "traceparent", "{problem}");
+
+    // A batch report links each job's worker span.
+    let batch_worker = format!("00-{CLIENT_TRACE}-{BATCH_WORKER_SPAN}-01");
+    let report = json!([{"id": second["id"], "lease_token": second["lease_token"],
+                         "error": "bounced", "traceparent": batch_worker}]);
+    post(&server, "/v1/jobs/fail", report, None).await;
+    let failed = collector
+        .span("the batch report", |s| {
+            s.name == "request" && s.attribute("http.route") == Some("/v1/jobs/fail")
+        })
+        .await;
+    assert_eq!(
+        failed.links,
+        vec![(CLIENT_TRACE.to_owned(), BATCH_WORKER_SPAN.to_owned())]
+    );
     assert_no_secret(&collector, &[&server.key, &server.secret_key]);
+}
+
+/// A job of the caller's own, run in-process by a pool that embeds Pier.
+struct Traced {
+    /// The `traceparent` of each run's span.
+    runs: tokio::sync::mpsc::UnboundedSender<Option<String>>,
+}
+
+impl pier_jobs::Worker for Traced {
+    const KIND: &'static str = "traced";
+    type Payload = Value;
+
+    async fn run(&self, _: pier_jobs::JobContext, _: Value) -> Result<(), pier_jobs::JobFailure> {
+        let _ = self.runs.send(pier_core::trace::current_traceparent());
+        Ok(())
+    }
+}
+
+/// A job enqueued over HTTP and run by an in-process pool (a program embedding Pier, with its
+/// own subscriber and Pier's trace layer) runs in a span of the producer's trace: a child of
+/// the enqueue's span, with the messaging attributes of a process.
+async fn in_process_runs_continue_the_producers_trace(backend: Backend) {
+    let collector = Collector::start().await;
+    let endpoint = format!("{}/v1/traces", collector.url);
+    // The layer goes to one thread's subscriber, so the other tests of this process stay
+    // untraced: the node and the pool run on a runtime of that thread alone.
+    let run = tokio::task::spawn_blocking(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            use tracing_subscriber::layer::SubscriberExt;
+            let (layer, telemetry) = pier::telemetry::export_to(&endpoint).expect("export");
+            let subscriber = tracing_subscriber::Registry::default().with(layer);
+            let _traced = tracing::subscriber::set_default(subscriber);
+            let app = TestApp::spawn(backend).await;
+            let job = json!({"queue": "traced", "kind": "traced", "payload": {}});
+            let response = app
+                .request(reqwest::Method::POST, "/v1/jobs")
+                .header("traceparent", client_traceparent())
+                .json(&job)
+                .send()
+                .await
+                .expect("enqueue");
+            assert_eq!(response.status(), 201);
+
+            let (runs, mut ran) = tokio::sync::mpsc::unbounded_channel();
+            let queue = pier_jobs::QueueName::parse("traced").expect("queue");
+            let target = pier_jobs::ClaimTarget::workspace(app.workspace(), queue);
+            let options = pier_jobs::PoolOptions {
+                poll_interval: std::time::Duration::from_millis(50),
+                ..pier_jobs::PoolOptions::default()
+            };
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let pool = pier_jobs::WorkerPool::new(app.jobs.clone(), target, options)
+                .register(Traced { runs })
+                .spawn(stopped);
+            let traceparent = ran.recv().await.expect("a run").expect("a traced run");
+            let _ = stop.send(true);
+            pool.await.expect("pool");
+            app.stop().await.expect("stop");
+            telemetry.shutdown().await;
+            traceparent
+        })
+    });
+    let traceparent = run.await.expect("the traced thread");
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    assert_eq!(parts[1], CLIENT_TRACE, "{traceparent}");
+    let process = collector
+        .span("the in-process run", |s| {
+            s.name == "job.run" && s.span_id == parts[2]
+        })
+        .await;
+    assert_messaging(&process, "process", "traced");
+    let publish = collector.span_in("job.enqueue", CLIENT_TRACE).await;
+    assert!(process.is_child_of(&publish), "{process:?} {publish:?}");
 }
