@@ -539,6 +539,21 @@ mod tests {
              PIER_JOBS_DEFAULT_LEASE_SECS): must be greater than zero"
         );
         assert!(Config::load(&Sources::default().set("jobs.nope", "1")).is_err());
+        // A value the node could not use (more connection slots than a semaphore holds) is
+        // refused at load rather than crashing the API server after start.
+        let err = Config::load(&Sources::default().set("max_connections", "4611686018427387904"))
+            .expect_err("too many");
+        assert!(
+            err.to_string().ends_with("must be at most 1000000000000"),
+            "{err}"
+        );
+        let err =
+            Config::load(&Sources::default().set("shutdown_drain_secs", "18446744073709551615"))
+                .expect_err("too long");
+        assert!(
+            err.to_string().ends_with("must be at most 1000000000000"),
+            "{err}"
+        );
     }
 
     #[test]

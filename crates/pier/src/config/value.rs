@@ -18,12 +18,26 @@ pub trait SettingValue: Sized {
     fn show(&self) -> Option<toml::Value>;
 }
 
+/// The largest whole number a setting takes: far beyond any sensible count, size or duration
+/// (some 31,000 years in seconds, a terabyte in bytes), and small enough that the arithmetic
+/// made with it (a deadline, a semaphore's permits, seconds in milliseconds) cannot overflow
+/// and stop the node after it started.
+const MOST: u64 = 1_000_000_000_000;
+
+/// Reads a whole number up to [`MOST`].
+fn whole(text: &str) -> Result<u64, String> {
+    match text.trim().parse::<u64>() {
+        Ok(n) if n > MOST => Err(format!("must be at most {MOST}")),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("`{text}` is not a whole number")),
+    }
+}
+
 impl SettingValue for u64 {
     fn parse(text: &str) -> Result<Self, String> {
-        match text.trim().parse::<u64>() {
-            Ok(0) => Err("must be greater than zero".to_owned()),
-            Ok(n) => Ok(n),
-            Err(_) => Err(format!("`{text}` is not a whole number")),
+        match whole(text)? {
+            0 => Err("must be greater than zero".to_owned()),
+            n => Ok(n),
         }
     }
 
@@ -39,10 +53,7 @@ pub struct ZeroOrMore(pub u64);
 
 impl SettingValue for ZeroOrMore {
     fn parse(text: &str) -> Result<Self, String> {
-        match text.trim().parse::<u64>() {
-            Ok(n) => Ok(Self(n)),
-            Err(_) => Err(format!("`{text}` is not a whole number")),
-        }
+        whole(text).map(Self)
     }
 
     fn show(&self) -> Option<toml::Value> {
