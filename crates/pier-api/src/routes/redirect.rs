@@ -77,10 +77,10 @@ pub async fn follow(
 
 /// The redirect of a link that asks for nothing but its lookup and a click (no password, no
 /// click limit, not expired), answered before the router and the API's middleware, or `None`
-/// for the full route to answer. Only from this node's cache: a slug it does not hold goes to
-/// the full route, which limits lookups of unknown slugs. Each layer costs little, but together they halved the
+/// for the full route to answer. Each layer costs little, but together they halved the
 /// redirect's rate (`bench/RESULTS.md`); what they give a redirect (request id, metrics,
-/// access-log line) is given here too.
+/// access-log line) is given here too. Only from this node's cache: a slug it does not hold
+/// goes to the full route, which limits lookups of unknown slugs.
 pub fn shortcut<'a, B>(
     state: &'a AppState,
     req: &'a axum::http::Request<B>,
