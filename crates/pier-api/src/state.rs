@@ -93,6 +93,8 @@ pub struct AppStateParts {
     pub short_link_base: String,
     /// Guesses at a link's password.
     pub password_guesses: PasswordGuesses,
+    /// Redirects to slugs that match no link, per client address.
+    pub redirect_misses: Policy,
     /// Keys the visitor hashes of unique-visitor counts; the same on every node.
     pub visitor_key: [u8; 32],
     /// Visitors' countries, when a GeoIP database is configured.
@@ -263,6 +265,10 @@ impl AppState {
 
     pub fn password_guesses(&self) -> &PasswordGuesses {
         &self.0.parts.password_guesses
+    }
+
+    pub fn redirect_misses(&self) -> &Policy {
+        &self.0.parts.redirect_misses
     }
 
     pub fn visitor_key(&self) -> &[u8; 32] {

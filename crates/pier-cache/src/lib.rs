@@ -186,6 +186,17 @@ impl<V: Clone + Send + Sync + 'static> Cache<V> {
         load().await.map_err(Arc::new)
     }
 
+    /// What the cache holds for `key`, without loading: `Some(value)` (itself `None` for a
+    /// remembered absence) when it holds a live entry, `None` when a lookup would load.
+    pub async fn cached(&self, key: &str) -> Option<Option<V>> {
+        let entry = self.entries.get(key).await?;
+        if !self.is_live(&entry, self.shard(key), self.clock.now()) {
+            return None;
+        }
+        self.counters.hits.increment(1);
+        Some(entry.value)
+    }
+
     async fn load<F, Fut, E>(
         &self,
         load: &F,

@@ -40,6 +40,24 @@ pub fn trimmed_text(text: &str, max: usize) -> Result<String, String> {
 }
 
 /// "must be from A to B".
+/// The media type of a `Content-Type` value, lowercased and without parameters:
+/// `application/json` of `Application/JSON; charset=utf-8`.
+pub fn media_type(content_type: &str) -> String {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// Whether a [`media_type`] is JSON: `application/json` or `application/*+json` (such as
+/// `application/merge-patch+json` and `application/problem+json`).
+pub fn is_json(media_type: &str) -> bool {
+    media_type == "application/json"
+        || (media_type.starts_with("application/") && media_type.ends_with("+json"))
+}
+
 pub fn range_message<T: std::fmt::Display>(range: &std::ops::RangeInclusive<T>) -> String {
     format!("must be from {} to {}", range.start(), range.end())
 }

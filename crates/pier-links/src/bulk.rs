@@ -156,7 +156,7 @@ impl LinkStore {
     }
 
     /// Inserts `pending` in one statement; answers the created links by id (a row whose slug
-    /// was taken is simply missing).
+    /// was taken, by a link or another workspace's quarantine, is simply missing).
     async fn insert_rows(
         &self,
         tx: &mut Tx,
@@ -208,10 +208,31 @@ impl LinkStore {
                 .fetch_all(conn)
                 .await
         })?;
-        inserted
+        let mut links: HashMap<String, Link> = inserted
             .into_iter()
             .map(|row| Link::try_from(row).map(|link| (link.id.as_str().to_owned(), link)))
-            .collect()
+            .collect::<Result<_, _>>()?;
+        // Slugs another workspace holds in quarantine are taken too: their rows go again.
+        let slugs: Vec<&str> = links.values().map(|link| link.slug.as_str()).collect();
+        let held = self.held_by_others(tx, workspace, &slugs).await?;
+        if !held.is_empty() {
+            links.retain(|_, link| !held.contains(&link.slug));
+            let held: Vec<&str> = held.iter().map(String::as_str).collect();
+            let list = crate::quarantine::slug_list(&held)?;
+            let sql = format!(
+                "DELETE FROM links WHERE workspace_id = $1 AND slug IN (SELECT value ->> 0 FROM {})",
+                tx.backend().json_rows("$2")
+            );
+            with_tx!(tx, conn => {
+                sqlx::query(&sql)
+                    .bind(workspace.as_str())
+                    .bind(list.as_str())
+                    .execute(conn)
+                    .await
+                    .map(drop)
+            })?;
+        }
+        Ok(links)
     }
 }
 
@@ -230,7 +251,7 @@ async fn write_tags(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
@@ -262,8 +283,17 @@ mod tests {
         backend: Backend,
         slugs: impl Fn() -> Slug + Send + Sync + 'static,
     ) -> (TestDb, LinkStore, WorkspaceId) {
+        let (test_db, store, workspace, _) = clocked_store(backend).await;
+        (test_db, store.with_slug_source(slugs), workspace)
+    }
+
+    /// A store over a fresh database, a workspace id and the store's clock.
+    pub(crate) async fn clocked_store(
+        backend: Backend,
+    ) -> (TestDb, LinkStore, WorkspaceId, ManualClock) {
         let test_db = TestDb::new(&backend, &[pier_db::MIGRATIONS, crate::MIGRATIONS]).await;
-        let clock: Arc<dyn Clock> = Arc::new(ManualClock::starting_now());
+        let manual = ManualClock::starting_now();
+        let clock: Arc<dyn Clock> = Arc::new(manual.clone());
         let cache = pier_cache::Settings {
             capacity: 100,
             ttl: Duration::from_secs(300),
@@ -272,12 +302,11 @@ mod tests {
         };
         let clicks = ClickBuffer::new(ClickSettings::default());
         let redirects = Redirects::new(test_db.db.clone(), clock.clone(), cache, clicks);
-        let store =
-            LinkStore::new(test_db.db.clone(), clock.clone(), redirects).with_slug_source(slugs);
-        (test_db, store, WorkspaceId::new(clock.now()))
+        let store = LinkStore::new(test_db.db.clone(), clock.clone(), redirects);
+        (test_db, store, WorkspaceId::new(clock.now()), manual)
     }
 
-    fn row(slug: Option<&str>, tags: &[&str]) -> LinkFields {
+    pub(crate) fn row(slug: Option<&str>, tags: &[&str]) -> LinkFields {
         LinkFields {
             slug: slug.map(|s| Slug::parse(s).expect("slug")),
             target: crate::Target::parse("https://example.com/").expect("url"),

@@ -8,6 +8,7 @@ pub mod clicks;
 mod flush;
 pub mod geo;
 pub mod link;
+mod quarantine;
 mod redirect;
 mod shared;
 pub mod sketch;
@@ -25,6 +26,9 @@ pub use slug::{RESERVED, Slug, SlugError};
 pub use store::{LinkError, LinkFilter, LinkStore, ListPosition};
 pub use target::{Target, TargetError};
 
-/// The links tables and their click statistics.
-pub const MIGRATIONS: &[pier_db::Migration] =
-    pier_db::migrations!(7 => "0007_links", 8 => "0008_link_stats");
+/// The links tables, their click statistics and the slug quarantine.
+pub const MIGRATIONS: &[pier_db::Migration] = pier_db::migrations!(
+    7 => "0007_links",
+    8 => "0008_link_stats",
+    18 => "0018_slug_quarantine",
+);

@@ -161,6 +161,12 @@ impl Redirects {
             .map_err(pier_db::unshare)
     }
 
+    /// What this node's cache holds for `slug`, without loading it: `None` when
+    /// [`resolve`](Self::resolve) would ask the Redis tier or the database.
+    pub async fn cached(&self, slug: &str) -> Option<Option<Arc<Destination>>> {
+        self.cache.cached(slug).await
+    }
+
     /// From the Redis tier when it knows the slug, else from the database (offering the answer
     /// to the tier unless the slug was fenced).
     async fn load(&self, slug: &str) -> Result<Option<Arc<Destination>>, sqlx::Error> {

@@ -1,8 +1,10 @@
 //! Links on the configured database: create (with collision-safe generated slugs), read, list
 //! by keyset with filters, conditional update and delete. Every write that changes what a slug
-//! answers tells every node's redirect cache (see [`crate::redirect`]).
+//! answers tells every node's redirect cache (see [`crate::redirect`]). A slug a link gives up is
+//! reserved to its workspace for a while ([`crate::quarantine`]).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use pier_core::{Clock, Timestamp, WorkspaceId};
 use pier_db::{Db, JsonList, Outbox, Tx, with_reader, with_tx};
@@ -49,6 +51,8 @@ pub struct LinkStore {
     slugs: SlugSource,
     /// Where link changes are announced (`link.created`, `link.updated`, `link.deleted`).
     outbox: Option<Arc<dyn Outbox>>,
+    /// How long a slug a link gave up stays its workspace's; zero: not at all.
+    quarantine: Duration,
 }
 
 impl std::fmt::Debug for LinkStore {
@@ -147,7 +151,20 @@ impl LinkStore {
             redirects,
             slugs: Arc::new(Slug::generate),
             outbox: None,
+            quarantine: Duration::ZERO,
         }
+    }
+
+    /// Keeps the slugs of deleted and renamed links reserved to their workspace for
+    /// `quarantine` (zero: not at all; the default).
+    #[must_use]
+    pub fn with_slug_quarantine(mut self, quarantine: Duration) -> Self {
+        self.quarantine = quarantine;
+        self
+    }
+
+    pub(crate) fn quarantine(&self) -> Duration {
+        self.quarantine
     }
 
     /// Announces every create, update and delete through `outbox`, in the transaction of the
@@ -254,6 +271,7 @@ impl LinkStore {
                 .await
         })
         .map_err(|e| slug_conflict(e, slug))?;
+        self.check_not_held(&mut tx, workspace, slug).await?;
         let link = Link::try_from(row)?;
         self.write_tags(&mut tx, &link, &fields.tags).await?;
         self.announce(&mut tx, workspace, "link.created", link.event_payload())
@@ -375,8 +393,28 @@ impl LinkStore {
         rows.into_iter().map(Link::try_from).collect()
     }
 
+    /// Refuses `slug`, which `tx` just took for `workspace`, as taken when another workspace
+    /// holds it in quarantine (rolling `tx` back).
+    async fn check_not_held(
+        &self,
+        tx: &mut Tx,
+        workspace: &WorkspaceId,
+        slug: &Slug,
+    ) -> Result<(), LinkError> {
+        if self
+            .held_by_others(tx, workspace, &[slug.as_str()])
+            .await?
+            .is_empty()
+        {
+            Ok(())
+        } else {
+            Err(LinkError::SlugTaken(slug.as_str().to_owned()))
+        }
+    }
+
     /// Replaces `seen`'s fields with `fields` unless the link changed since it was read (its
-    /// version moved), in which case `Ok(None)`. A new slug frees the old one.
+    /// version moved), in which case `Ok(None)`. A new slug frees the old one, reserved to the
+    /// workspace for the quarantine.
     pub async fn update(&self, seen: &Link, fields: LinkFields) -> Result<Option<Link>, LinkError> {
         let slug = fields.slug.clone().unwrap_or_else(|| (self.slugs)());
         let (keep_password, password) = match &fields.password {
@@ -406,6 +444,12 @@ impl LinkStore {
         .map_err(|e| slug_conflict(e, &slug))?;
         let Some(row) = row else { return Ok(None) };
         let link = Link::try_from(row)?;
+        if link.slug != seen.slug {
+            self.check_not_held(&mut tx, &link.workspace_id, &slug)
+                .await?;
+            self.hold_slugs(&mut tx, &link.workspace_id, &[seen.slug.as_str()])
+                .await?;
+        }
         self.write_tags(&mut tx, &link, &fields.tags).await?;
         let payload = link.event_payload();
         self.announce(&mut tx, &link.workspace_id, "link.updated", payload)
@@ -416,8 +460,9 @@ impl LinkStore {
         Ok(Some(link))
     }
 
-    /// Deletes `seen` unless its version moved (`Ok(false)`); the slug is free at once, and the
-    /// link's tags and click statistics go with it.
+    /// Deletes `seen` unless its version moved (`Ok(false)`); the link's tags and click
+    /// statistics go with it. Its slug is free at once for its workspace; for others, once the
+    /// quarantine ends (reserved in this transaction, so no create can take it in between).
     pub async fn delete(&self, seen: &Link) -> Result<bool, sqlx::Error> {
         let mut tx = self.db.begin().await?;
         let deleted = with_tx!(&mut tx, conn => {
@@ -450,6 +495,8 @@ impl LinkStore {
                     .map(|r| r.rows_affected())
             })?;
         }
+        self.hold_slugs(&mut tx, &seen.workspace_id, &[seen.slug.as_str()])
+            .await?;
         let payload = serde_json::json!({ "id": seen.id, "slug": seen.slug });
         self.announce(&mut tx, &seen.workspace_id, "link.deleted", payload)
             .await?;

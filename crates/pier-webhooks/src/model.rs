@@ -45,8 +45,8 @@ pub mod bounds {
     pub const CLIENT_EVENT_ID_CHARS: usize = 255;
     /// The JSON Schema of an event type, as text.
     pub const SCHEMA_BYTES: usize = 64 * 1024;
-    /// Of the response body an attempt keeps.
-    pub const RESPONSE_BODY_BYTES: usize = 4096;
+    /// Of the response body an attempt keeps (see `deliver::excerpt`).
+    pub const RESPONSE_BODY_BYTES: usize = 512;
     /// Of the error text an attempt keeps.
     pub const ERROR_CHARS: usize = 1000;
 }
@@ -194,6 +194,7 @@ pub struct Endpoint {
     pub id: EndpointId,
     #[serde(skip)]
     pub workspace_id: WorkspaceId,
+    /// Where deliveries go. The `viewer` role sees it without userinfo, query or fragment.
     pub url: String,
     pub description: Option<String>,
     /// The event types it receives; empty means all.
@@ -232,9 +233,35 @@ impl Endpoint {
         })
     }
 
+    /// The endpoint with its URL's userinfo, query and fragment taken off (see
+    /// [`url_without_secrets`]).
+    #[must_use]
+    pub fn without_url_secrets(mut self) -> Self {
+        self.url = url_without_secrets(&self.url);
+        self
+    }
+
     /// Whether this endpoint receives events of `event_type`.
     pub fn wants(&self, event_type: &str) -> bool {
         self.event_types.is_empty() || self.event_types.iter().any(|t| t == event_type)
+    }
+}
+
+/// `url` without its userinfo, query and fragment, the parts where receivers often take a
+/// credential (`https://user:pass@host/`, `?token=…`): what is shown to those who may read an
+/// endpoint but not change it.
+pub fn url_without_secrets(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            // Both fail only for URLs that cannot have userinfo, which then have none.
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.set_query(None);
+            parsed.set_fragment(None);
+            parsed.into()
+        }
+        // Stored URLs were parsed when set; should one not parse, show none of it.
+        Err(_) => String::new(),
     }
 }
 
@@ -381,7 +408,9 @@ pub struct Attempt {
     /// From sending the request to the end of the response (or the failure).
     pub duration_ms: u64,
     pub status_code: Option<u16>,
-    /// The first 4 KiB of the response body.
+    /// The first 512 bytes of the response body (cut at a character boundary), kept only for
+    /// a 2xx, 4xx or 5xx answer whose content type is text (`text/*`) or JSON
+    /// (`application/json`, `application/*+json`); null for any other answer.
     pub response_body: Option<String>,
     /// Why no acceptable response came.
     pub error: Option<String>,
@@ -402,5 +431,23 @@ impl Attempt {
             "error": null,
             "succeeded": true
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url_without_secrets;
+
+    #[test]
+    fn urls_lose_their_credentials() {
+        assert_eq!(
+            url_without_secrets("https://user:pass@hooks.example:8443/in/pier?token=s3cret#x"),
+            "https://hooks.example:8443/in/pier"
+        );
+        assert_eq!(
+            url_without_secrets("https://hooks.example/in"),
+            "https://hooks.example/in"
+        );
+        assert_eq!(url_without_secrets("not a url"), "");
     }
 }

@@ -567,6 +567,9 @@ impl WebhookStore {
             reason = reason.as_str(), "webhook endpoint disabled");
         metrics::counter!("pier_webhook_endpoints_disabled_total", "reason" => reason.as_str())
             .increment(1);
+        // Events are readable by every role that reads webhooks, so the URL goes without the
+        // parts that may hold the receiver's credentials.
+        let endpoint = endpoint.without_url_secrets();
         let payload = serde_json::json!({ "endpoint": endpoint, "reason": reason });
         self.publish_own(tx, workspace, "webhook_endpoint.disabled", payload)
             .await?;

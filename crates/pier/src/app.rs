@@ -162,6 +162,7 @@ fn links(
         redirects = redirects.with_shared(tier);
     }
     LinkStore::new(db.clone(), clock, redirects)
+        .with_slug_quarantine(Duration::from_secs(settings.slug_quarantine_secs.0))
 }
 
 fn webhook_settings(settings: &WebhookSettings) -> pier_webhooks::Settings {
@@ -366,6 +367,7 @@ impl Application {
                     config.links.password_guesses_per_link,
                 ),
             },
+            redirect_misses: Policy::server("redirect-misses", config.links.redirect_misses),
             visitor_key,
             countries,
             webhooks,
@@ -491,6 +493,7 @@ impl Application {
                 self.state.sessions().clone(),
                 self.state.oauth().clone(),
                 self.state.webhooks().clone(),
+                self.state.links().clone(),
                 Duration::from_secs(self.config.webhooks.retention_secs),
                 stop_rx.clone(),
             ))
@@ -641,13 +644,14 @@ fn admin_router(state: &AppState, jobs: &JobStore) -> axum::Router {
     )
 }
 
-/// Deletes expired idempotency records, ended sessions, expired OAuth grants and webhook history past its retention,
-/// every [`MAINTENANCE_EVERY`].
+/// Deletes expired idempotency records, ended sessions, expired OAuth grants, webhook history
+/// past its retention and ended slug quarantines, every [`MAINTENANCE_EVERY`].
 async fn maintenance(
     records: IdempotencyStore,
     sessions: SessionStore,
     oauth: OAuthStore,
     webhooks: WebhookStore,
+    links: LinkStore,
     webhook_retention: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -657,26 +661,23 @@ async fn maintenance(
             _ = every.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        match records.prune().await {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(deleted = n, "pruned expired idempotency keys"),
-            Err(err) => tracing::warn!(error = %err, "could not prune idempotency keys"),
-        }
-        match sessions.prune().await {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(deleted = n, "pruned ended sessions"),
-            Err(err) => tracing::warn!(error = %err, "could not prune sessions"),
-        }
-        match oauth.prune().await {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(deleted = n, "pruned expired OAuth grants and codes"),
-            Err(err) => tracing::warn!(error = %err, "could not prune OAuth grants"),
-        }
-        match webhooks.prune(webhook_retention).await {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(deleted = n, "pruned old webhook events"),
-            Err(err) => tracing::warn!(error = %err, "could not prune webhook events"),
-        }
+        pruned("expired idempotency keys", records.prune().await);
+        pruned("ended sessions", sessions.prune().await);
+        pruned("expired OAuth grants and codes", oauth.prune().await);
+        pruned(
+            "old webhook events",
+            webhooks.prune(webhook_retention).await,
+        );
+        pruned("ended slug quarantines", links.prune_quarantine().await);
+    }
+}
+
+/// Logs what one pruning step did.
+fn pruned<E: std::fmt::Display>(what: &str, result: Result<u64, E>) {
+    match result {
+        Ok(0) => {}
+        Ok(n) => tracing::debug!(deleted = n, "pruned {what}"),
+        Err(err) => tracing::warn!(error = %err, "could not prune {what}"),
     }
 }
 

@@ -4,7 +4,7 @@
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::{StatusCode, header};
-use pier_core::ValidationErrors;
+use pier_core::{ValidationErrors, validation};
 use serde::de::DeserializeOwned;
 
 use super::ObjectsOnly;
@@ -16,14 +16,7 @@ pub struct ApiJson<T>(pub T);
 
 /// `application/json`, `application/merge-patch+json` and other `+json` types are accepted.
 fn is_json(content_type: &str) -> bool {
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    validation::is_json(&validation::media_type(content_type))
 }
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {

@@ -375,7 +375,7 @@ impl Checked {
     request_body = CreateLink,
     responses(
         (status = 201, body = LinkView, headers(("Location" = String), ("ETag" = String))),
-        (status = 409, description = "`slug_taken`: another link has this slug", body = crate::Problem)
+        (status = 409, description = "`slug_taken`: another link has this slug, or another workspace's link gave it up within the slug quarantine", body = crate::Problem)
     )
 )]
 pub async fn create(
@@ -560,7 +560,7 @@ pub async fn get_by_slug(
     ),
     responses(
         (status = 200, body = LinkView, headers(("ETag" = String))),
-        (status = 409, description = "`slug_taken`: another link has this slug", body = crate::Problem),
+        (status = 409, description = "`slug_taken`: another link has this slug, or another workspace's link gave it up within the slug quarantine", body = crate::Problem),
         (status = 412, description = "`precondition_failed`: the link changed since the ETag was read", body = crate::Problem)
     )
 )]
@@ -592,7 +592,9 @@ pub async fn update(
     }
 }
 
-/// Delete a link; its slug is free at once and it answers `404`. Honours `If-Match`.
+/// Delete a link; its slug answers `404` at once. The slug is free at once for this workspace,
+/// and for others once the slug quarantine (`links.slug_quarantine_secs`, 30 days by default)
+/// has passed. Honours `If-Match`.
 #[utoipa::path(
     delete,
     path = "/v1/links/{id}",

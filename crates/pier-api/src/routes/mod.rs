@@ -22,6 +22,7 @@ mod permissions;
 mod queues;
 mod rate_limits;
 mod redirect;
+mod redirect_misses;
 mod webhook_endpoints;
 mod webhook_events;
 mod well_known;

@@ -4,7 +4,8 @@
 //! link costs no database read, and its click goes to a buffer written in the background, so
 //! the answer never waits for a database write (except the one conditional write that keeps
 //! `max_clicks` exact). Browsers get small HTML pages for unknown, gone and password-protected
-//! links; other clients get problem documents.
+//! links; other clients get problem documents. Unknown slugs are limited per client address
+//! ([`super::redirect_misses`]).
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, Request, State};
@@ -16,6 +17,7 @@ use pier_links::{Availability, Destination, Slug, Visit, Visitor};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use super::redirect_misses::Misses;
 use crate::AppState;
 use crate::html;
 use crate::middleware::{bypassing_the_router, ip_key};
@@ -50,6 +52,8 @@ const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
         (status = 404, description = "`not_found`: no link has this slug (a page for browsers)",
             content((crate::Problem = "application/problem+json"), (String = "text/html"))),
         (status = 410, description = "`link_gone`: the link expired or used its clicks (a page for browsers)",
+            content((crate::Problem = "application/problem+json"), (String = "text/html"))),
+        (status = 429, description = "`quota_exceeded`: too many slugs that match no link from this address; retry after `Retry-After` (a page for browsers)",
             content((crate::Problem = "application/problem+json"), (String = "text/html")))
     )
 )]
@@ -60,14 +64,14 @@ pub async fn follow(
 ) -> Response {
     // The request is borrowed, not taken apart: extracting `HeaderMap` would copy it.
     let headers = req.headers();
-    let dest = match open_destination(&state, &slug, headers).await {
+    let peer = req.extensions().get();
+    let dest = match open_destination(&state, &slug, headers, peer).await {
         Ok(dest) => dest,
         Err(response) => return response,
     };
     if dest.needs_password() {
         return password_page(StatusCode::OK, &slug, None);
     }
-    let peer = req.extensions().get();
     arrive(&state, &dest, req.method(), headers, peer).await
 }
 
@@ -75,7 +79,8 @@ pub async fn follow(
 /// click limit, not expired), answered before the router and the API's middleware, or `None`
 /// for the full route to answer. Each layer costs little, but together they halved the
 /// redirect's rate (`bench/RESULTS.md`); what they give a redirect (request id, metrics,
-/// access-log line) is given here too.
+/// access-log line) is given here too. Only from this node's cache: a slug it does not hold
+/// goes to the full route, which limits lookups of unknown slugs.
 pub fn shortcut<'a, B>(
     state: &'a AppState,
     req: &'a axum::http::Request<B>,
@@ -93,7 +98,7 @@ pub fn shortcut<'a, B>(
         }
         let slug = path.strip_prefix('/')?;
         Slug::check(slug).ok()?;
-        let dest = state.links().redirects().resolve(slug).await.ok()??;
+        let dest = state.links().redirects().cached(slug).await??;
         let plain = !dest.needs_password() && dest.max_clicks.is_none();
         if !plain || dest.availability(state.clock().now()) != Availability::Open {
             return None;
@@ -135,7 +140,7 @@ async fn arrive(
             content((crate::Problem = "application/problem+json"), (String = "text/html"))),
         (status = 410, description = "`link_gone`: the link expired or used its clicks (a page for browsers)",
             content((crate::Problem = "application/problem+json"), (String = "text/html"))),
-        (status = 429, description = "`quota_exceeded`: too many guesses at this link from this address, or from everywhere", body = crate::Problem),
+        (status = 429, description = "`quota_exceeded`: too many guesses at this link from this address, or from everywhere; or too many slugs that match no link from this address", body = crate::Problem),
         (status = 503, description = "`server_busy`: too many passwords are being checked on this node; retry after `Retry-After`", body = crate::Problem)
     )
 )]
@@ -145,13 +150,11 @@ pub async fn unlock(
     req: Request,
 ) -> Response {
     let client = ip_key(&state, &req).unwrap_or_default();
-    let dest = match open_destination(&state, &slug, req.headers()).await {
+    let peer = req.extensions().get();
+    let dest = match open_destination(&state, &slug, req.headers(), peer).await {
         Ok(dest) if dest.needs_password() => dest,
         // The password was removed while the form was open: nothing to check, on you go.
-        Ok(dest) => {
-            let peer = req.extensions().get();
-            return visit(&state, &dest, req.headers(), peer, 303).await;
-        }
+        Ok(dest) => return visit(&state, &dest, req.headers(), peer, 303).await,
         Err(response) => return response,
     };
     // Per link and address, and per link from everywhere together: guesses spread over many
@@ -204,15 +207,29 @@ async fn open_destination(
     state: &AppState,
     slug: &str,
     headers: &HeaderMap,
+    peer: Option<&ConnectInfo<SocketAddr>>,
 ) -> Result<Arc<Destination>, Response> {
     // A path that cannot be a slug is unknown without asking the cache or the database.
     if Slug::check(slug).is_err() {
         return Err(not_found(headers));
     }
-    let dest = match state.links().redirects().resolve(slug).await {
-        Ok(Some(dest)) => dest,
-        Ok(None) => return Err(not_found(headers)),
-        Err(err) => return Err(ApiError::from(err).into_response()),
+    let redirects = state.links().redirects();
+    let found = match redirects.cached(slug).await {
+        Some(found) => found,
+        None => {
+            // A lookup: not for an address that has used up its misses.
+            if let Some(refused) = Misses::of(state, headers, peer).exhausted(headers).await {
+                return Err(refused);
+            }
+            redirects
+                .resolve(slug)
+                .await
+                .map_err(|err| ApiError::from(err).into_response())?
+        }
+    };
+    let Some(dest) = found else {
+        let refused = Misses::of(state, headers, peer).spend(headers).await;
+        return Err(refused.unwrap_or_else(|| not_found(headers)));
     };
     match dest.availability(state.clock().now()) {
         Availability::Open => Ok(dest),
@@ -280,7 +297,7 @@ fn redirect(dest: &Destination, status: u16) -> Response {
 }
 
 /// Whether the client reads HTML: a browser navigating says so in `Accept`.
-fn wants_html(headers: &HeaderMap) -> bool {
+pub(super) fn wants_html(headers: &HeaderMap) -> bool {
     headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -324,6 +341,6 @@ fn password_page(status: StatusCode, slug: &str, error: Option<&str>) -> Respons
     page(status, "Password required", &body)
 }
 
-fn page(status: StatusCode, title: &str, body: &str) -> Response {
+pub(super) fn page(status: StatusCode, title: &str, body: &str) -> Response {
     html::page(status, title, body, html::PAGE_POLICY)
 }

@@ -339,8 +339,20 @@ fn etag(endpoint: &Endpoint) -> ETag {
     ETag::of(&(endpoint.id.as_str(), endpoint.version))
 }
 
-fn respond(status: StatusCode, endpoint: Endpoint) -> Response {
+/// The endpoint as `principal` may see it: the `viewer` role gets its URL without userinfo,
+/// query or fragment, where receivers keep credentials (ASVS 5.0 V8.2.3: access to fields by
+/// role); the other roles, who may be given the endpoint's secrets, see it whole.
+fn shown_to(principal: &pier_auth::Principal, endpoint: Endpoint) -> Endpoint {
+    if principal.role() == pier_auth::Role::Viewer {
+        endpoint.without_url_secrets()
+    } else {
+        endpoint
+    }
+}
+
+fn respond(status: StatusCode, principal: &pier_auth::Principal, endpoint: Endpoint) -> Response {
     let tag = etag(&endpoint).header_value();
+    let endpoint = shown_to(principal, endpoint);
     let mut response = (status, Json(endpoint)).into_response();
     response.headers_mut().insert(header::ETAG, tag);
     response
@@ -440,10 +452,13 @@ pub async fn list(
     let workspace = auth.principal.workspace_id();
     let scope = CursorScope::new("webhook-endpoints", workspace);
     let after: Option<String> = page.position(state.cursors(), &scope)?;
-    let rows = state
+    let rows: Vec<Endpoint> = state
         .webhooks()
         .endpoints(workspace, after, page.fetch_limit())
-        .await?;
+        .await?
+        .into_iter()
+        .map(|endpoint| shown_to(&auth.principal, endpoint))
+        .collect();
     Ok(page.page(state.cursors(), &scope, rows, |e| e.id.as_str().to_owned()))
 }
 
@@ -463,7 +478,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let endpoint = load(&state, &auth.principal, &id).await?;
-    Ok(respond(StatusCode::OK, endpoint))
+    Ok(respond(StatusCode::OK, &auth.principal, endpoint))
 }
 
 /// Change an endpoint with a JSON merge patch. Honours `If-Match`.
@@ -505,7 +520,7 @@ pub async fn update(
         .await
         .map_err(webhook_error)?
     {
-        Some(updated) => Ok(respond(StatusCode::OK, updated)),
+        Some(updated) => Ok(respond(StatusCode::OK, &auth.principal, updated)),
         None => Err(stale(&if_match)),
     }
 }

@@ -16,6 +16,7 @@
 //! database sees a few statements per batch rather than several per delivery.
 
 mod discarded;
+mod excerpt;
 mod load;
 mod record;
 mod turns;
@@ -258,7 +259,8 @@ impl Deliverer {
     }
 }
 
-/// Reads the status, `Retry-After` and the first 4 KiB of the body, leaving the rest unread.
+/// Reads the status, `Retry-After` and, of an answer that keeps one ([`excerpt::kept`]), the
+/// start of the body, leaving the rest unread.
 async fn read(mut response: reqwest::Response) -> Response {
     let status = response.status().as_u16();
     let retry_after = if status == 429 || status == 503 {
@@ -271,22 +273,29 @@ async fn read(mut response: reqwest::Response) -> Response {
     } else {
         None
     };
-    let mut body = Vec::new();
+    let content_type = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
     let mut error = None;
-    while body.len() < bounds::RESPONSE_BODY_BYTES {
-        match response.chunk().await {
-            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
-            Ok(None) => break,
-            Err(err) => {
-                error = Some(format!("reading the response: {err}"));
-                break;
+    let mut body = None;
+    if excerpt::kept(status, content_type) {
+        let mut read = Vec::new();
+        while read.len() < bounds::RESPONSE_BODY_BYTES {
+            match response.chunk().await {
+                Ok(Some(chunk)) => read.extend_from_slice(&chunk),
+                Ok(None) => break,
+                Err(err) => {
+                    error = Some(format!("reading the response: {err}"));
+                    break;
+                }
             }
         }
+        body = Some(excerpt::excerpt(&read));
     }
-    body.truncate(bounds::RESPONSE_BODY_BYTES);
     Response {
         status: Some(status),
-        body: Some(String::from_utf8_lossy(&body).into_owned()),
+        body,
         error,
         retry_after,
         duration: Duration::ZERO,

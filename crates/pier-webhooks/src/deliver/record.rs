@@ -335,8 +335,6 @@ async fn insert_attempts(
                     .error
                     .as_ref()
                     .map(|e| e.chars().take(bounds::ERROR_CHARS).collect::<String>());
-                // Text columns cannot hold NUL on PostgreSQL; a receiver's body may.
-                let body = response.body.as_ref().map(|b| b.replace('\0', "\u{fffd}"));
                 query = query
                     .bind(attempt.workspace.as_str())
                     .bind(crate::model::AttemptId::new(now).as_str().to_owned())
@@ -346,7 +344,7 @@ async fn insert_attempts(
                     .bind(now.as_micros())
                     .bind(i64::try_from(response.duration.as_millis()).unwrap_or(i64::MAX))
                     .bind(response.status.map(i64::from))
-                    .bind(body)
+                    .bind(response.body.as_deref())
                     .bind(error)
                     .bind(response.succeeded());
             }

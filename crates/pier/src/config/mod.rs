@@ -277,7 +277,8 @@ settings! {
 }
 
 settings! {
-    /// Short links: their addresses, the redirect cache, click recording and password guesses.
+    /// Short links: their addresses, the redirect cache, click recording, guesses and misses,
+    /// and the quarantine of freed slugs.
     LinkSettings in "links" {
         /// What short URLs start with, e.g. https://s.example (default: http://<listen>).
         base_url: Option<BaseUrl> = None,
@@ -300,6 +301,15 @@ settings! {
         password_guesses: PolicySpec = policy("gcra 10/300s burst=5 local"),
         /// The limit of guesses at a link's password, per link from every address together.
         password_guesses_per_link: PolicySpec = policy("gcra 60/300s burst=30 local"),
+        /// The limit of redirects to slugs that match no link, per client address (IPv6
+        /// addresses by /64). Beyond it, slugs not in the node's cache answer 429 without a
+        /// database read; known slugs the cache holds always redirect. Shared through Redis
+        /// when redis_url is set, else counted per node.
+        redirect_misses: PolicySpec = policy("gcra 60/60s burst=60 local"),
+        /// How long the slug of a deleted or renamed link stays reserved to its workspace, in
+        /// seconds, so a printed short link cannot be taken over by another workspace (0: not
+        /// at all).
+        slug_quarantine_secs: ZeroOrMore = ZeroOrMore(30 * 24 * 3600),
         /// A MaxMind-format database (GeoLite2/GeoIP2 Country or City) to count clicks by
         /// visitor country; none by default.
         geoip_database: Option<PathBuf> = None,

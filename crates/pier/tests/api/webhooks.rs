@@ -98,7 +98,7 @@ pub(crate) async fn delivery_in(app: &TestApp, event: &Value, state: &str) -> Va
 }
 
 /// The delivery of `event` once `n` attempts are recorded (polled in real time).
-async fn after_attempts(app: &TestApp, event: &Value, n: u64) -> Value {
+pub(crate) async fn after_attempts(app: &TestApp, event: &Value, n: u64) -> Value {
     for _ in 0..200 {
         let page = app
             .get_value(&format!("/v1/events/{}/deliveries", id(event)))
@@ -235,7 +235,8 @@ async fn gone_disables_the_endpoint_and_says_so(backend: Backend) {
     let app = spawn(backend).await;
     let receiver = Receiver::start().await;
     receiver.answer([Reply::status(410)]);
-    let (endpoint, _) = endpoint(&app, json!({"url": receiver.url, "event_types": ["a.b"]})).await;
+    let url = format!("{}?token=s3cret", receiver.url);
+    let (endpoint, _) = endpoint(&app, json!({"url": url, "event_types": ["a.b"]})).await;
     // A second endpoint hears about the first one's disabling.
     let watcher = Receiver::start().await;
     endpoint_for(&app, &watcher, &["webhook_endpoint.disabled"]).await;
@@ -252,6 +253,8 @@ async fn gone_disables_the_endpoint_and_says_so(backend: Backend) {
     let body = notice[0].json();
     assert_eq!(body["type"], "webhook_endpoint.disabled");
     assert_eq!(body["data"]["endpoint"]["id"], id(&endpoint));
+    // Every role that reads webhooks reads events: the URL comes without its query.
+    assert_eq!(body["data"]["endpoint"]["url"], receiver.url.as_str());
     assert_eq!(body["data"]["reason"], "gone");
 
     // Later events skip it; enabling it again clears the reason.

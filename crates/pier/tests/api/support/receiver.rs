@@ -37,6 +37,8 @@ pub struct Reply {
     pub headers: Vec<(&'static str, String)>,
     /// How long the answer takes.
     pub delay: Duration,
+    /// The body, if not `received` as plain text.
+    pub body: Option<Bytes>,
 }
 
 impl Reply {
@@ -45,7 +47,15 @@ impl Reply {
             status,
             headers: Vec::new(),
             delay: Duration::ZERO,
+            body: None,
         }
+    }
+
+    /// An answer with this body, of this content type.
+    #[must_use]
+    pub fn body(mut self, content_type: &str, body: impl Into<Bytes>) -> Self {
+        self.body = Some(body.into());
+        self.header("content-type", content_type)
     }
 
     /// An answer that takes `delay` (a receiver that hangs).
@@ -136,7 +146,10 @@ async fn answer(inner: &Inner, headers: HeaderMap, body: Bytes) -> Response {
     let reply = reply.unwrap_or_else(|| Reply::status(200));
     tokio::time::sleep(reply.delay).await;
     let status = StatusCode::from_u16(reply.status).expect("a status");
-    let mut response = (status, "received").into_response();
+    let mut response = match reply.body {
+        Some(body) => (status, body).into_response(),
+        None => (status, "received").into_response(),
+    };
     for (name, value) in reply.headers {
         response
             .headers_mut()
