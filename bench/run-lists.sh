@@ -235,9 +235,9 @@ seed() {
 # p50 of BENCH_REQUESTS sequential GETs of `url` on one connection, in milliseconds.
 p50_ms() {
   local url="$1" urls=()
-  for _ in $(seq 1 "$((WARMUP + REQUESTS))"); do urls+=("$url"); done
-  curl -sS -o /dev/null -H "Authorization: Bearer $KEY" -w '%{http_code} %{time_total}\n' \
-    "${urls[@]}" | tail -n "$REQUESTS" | awk '
+  for _ in $(seq 1 "$((WARMUP + REQUESTS))"); do urls+=(-o /dev/null "$url"); done
+  curl -sS -H "Authorization: Bearer $KEY" -w '%{http_code} %{time_total}\n' "${urls[@]}" |
+    tail -n "$REQUESTS" | awk '
       $1 != 200 { bad++ }
       { t[NR] = $2 * 1000 }
       END {
