@@ -128,7 +128,7 @@ run_sql() {
   if [ "$BACKEND" = postgres ]; then
     psql "$PG_URL" -v ON_ERROR_STOP=1 -qtA -c "$1"
   else
-    sqlite3 "$DATA_DIR/pier.db" "PRAGMA busy_timeout = 10000; $1" | grep -v '^10000$' || true
+    sqlite3 "$DATA_DIR/pier.db" "PRAGMA busy_timeout = 10000; $1" | { grep -v '^10000$' || true; }
   fi
 }
 
@@ -203,10 +203,11 @@ seed_workspace() {
   run_sql "INSERT INTO rate_limit_policies (workspace_id, name, algorithm, quota, period_seconds,
       burst, failure_mode, created_at, updated_at)
     SELECT '$ws', 'seeded-' || $id, algorithm, quota, period_seconds, burst, failure_mode,
-      created_at, updated_at FROM rate_limit_policies, $s WHERE name = 'template'"
+      created_at, updated_at FROM rate_limit_policies, $s
+    WHERE workspace_id = '$ws' AND name = 'template'"
   run_sql "INSERT INTO webhook_event_types (workspace_id, name, description, schema, created_at)
     SELECT '$ws', 'seeded.' || $id, description, schema, created_at
-    FROM webhook_event_types, $s WHERE name = 'order.paid'"
+    FROM webhook_event_types, $s WHERE workspace_id = '$ws' AND name = 'order.paid'"
 }
 
 seed() {
