@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use pier_cache::{Cache, Settings};
 use pier_core::{Clock, Label, Timestamp, define_id};
-use pier_db::{Db, Notice, Relay, Tx, with_reader, with_tx};
+use pier_db::{Bind, Db, Notice, Relay, Statement, Tx, with_reader, with_tx};
 use serde::Serialize;
 use subtle::ConstantTimeEq;
 use tokio::sync::watch;
@@ -301,23 +301,9 @@ impl ApiKeyStore {
         after: Option<(i64, String)>,
         limit: u32,
     ) -> Result<Vec<ApiKey>, sqlx::Error> {
-        let (after_at, after_id) = after.unzip();
-        let sql = format!(
-            "SELECT {COLUMNS} FROM api_keys WHERE workspace_id = $1 \
-             AND ($2 IS NULL OR role = $2) \
-             AND ($3 IS NULL OR (created_at, id) < ($3, $4)) \
-             ORDER BY created_at DESC, id DESC LIMIT $5"
-        );
-        let rows: Vec<ApiKeyRow> = with_reader!(&self.db, pool => {
-            sqlx::query_as(&sql)
-                .bind(workspace.as_str())
-                .bind(filter.role.map(Role::as_str))
-                .bind(after_at)
-                .bind(after_id.as_deref())
-                .bind(i64::from(limit))
-                .fetch_all(pool)
-                .await
-        })?;
+        let rows: Vec<ApiKeyRow> = api_keys_statement(workspace, filter, after, limit)
+            .fetch_all(&self.db)
+            .await?;
         convert(rows)
     }
 
@@ -427,4 +413,25 @@ impl ApiKeyStore {
         }
         tx.commit().await
     }
+}
+
+/// The statement [`ApiKeyStore::list`] runs: along `api_keys_by_workspace`, or
+/// `api_keys_by_role` (migration 23) for one role.
+pub fn api_keys_statement(
+    workspace: &WorkspaceId,
+    filter: &ApiKeyFilter,
+    after: Option<(i64, String)>,
+    limit: u32,
+) -> Statement {
+    let role = filter
+        .role
+        .map(|r| ("role", Bind::Text(r.as_str().to_owned())));
+    Statement::keyset_page(
+        &format!("SELECT {COLUMNS} FROM api_keys"),
+        workspace.as_str(),
+        role.into_iter().collect(),
+        (&["created_at", "id"], true),
+        after.map(|(at, id)| vec![Bind::Int(at), Bind::Text(id)]),
+        limit,
+    )
 }

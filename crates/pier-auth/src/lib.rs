@@ -48,21 +48,23 @@ mod workspaces;
 
 /// The tables this crate owns: `workspaces` and `api_keys` came with the foundation migration
 /// (see [`pier_db::MIGRATIONS`]); `users`, `memberships`, `sessions`, and later changes, are listed here.
-pub const MIGRATIONS: &[pier_db::Migration] = pier_db::migrations!(11 => "0011_users", 12 => "0012_sessions", 13 => "0013_oauth", 14 => "0014_resource_grants", 17 => "0017_sign_in_addresses");
+pub const MIGRATIONS: &[pier_db::Migration] = pier_db::migrations!(11 => "0011_users", 12 => "0012_sessions", 13 => "0013_oauth", 14 => "0014_resource_grants", 17 => "0017_sign_in_addresses", 23 => "0023_listed_by_filter");
 
 pub use access_tokens::{AccessClaims, AccessTokens, LEEWAY, TokenError, TokenSubject};
-pub use api_keys::{ApiKey, ApiKeyFilter, ApiKeyId, ApiKeyStore, KeyName, NewApiKey};
+pub use api_keys::{
+    ApiKey, ApiKeyFilter, ApiKeyId, ApiKeyStore, KeyName, NewApiKey, api_keys_statement,
+};
 pub use bootstrap::{Bootstrap, bootstrap};
 pub use invitations::Invitation;
 pub use key_secret::{InvalidKeySecret, KeySecret};
-pub use oauth::{ClientId, GrantId};
+pub use oauth::{ClientId, GrantId, clients_statement};
 pub use opaque::Opaque;
 pub use permission::{Permission, PermissionSet, Role};
 pub use pier_core::WorkspaceId;
 pub use principal::{AuthError, Authenticator, Principal};
 pub use resource_grants::{
     Action, Decision, GrantFilter, Relation, Resource, ResourceGrant, ResourceGrantId,
-    ResourceGrants, ResourceType,
+    ResourceGrants, ResourceType, grants_statement,
 };
 pub use sessions::{Session, SessionError, SessionLimits, SessionSecret, SessionStore, SignedIn};
 pub use signing_keys::{KeyError, KeySchedule, SigningKey, SigningKeys};

@@ -120,6 +120,33 @@ impl Backend {
             self.json_rows(param)
         )
     }
+
+    /// Rows of several `arms` (each a `SELECT` that an index returns in `order`), merged in
+    /// that order, the first `limit` (a placeholder) of them. Both engines merge the arms'
+    /// index walks instead of sorting their rows: SQLite merges a compound `SELECT` whose arms
+    /// are in order, while PostgreSQL merges (`Merge Append`) only arms with their own
+    /// `ORDER BY … LIMIT` inside a subquery. `order` names result columns.
+    pub fn merged(self, arms: &[String], order: &str, limit: &str) -> String {
+        match (self, arms) {
+            (_, [one]) => format!("{one} ORDER BY {order} LIMIT {limit}"),
+            (Self::Sqlite, _) => {
+                format!(
+                    "{} ORDER BY {order} LIMIT {limit}",
+                    arms.join(" UNION ALL ")
+                )
+            }
+            (Self::Postgres, _) => {
+                let arms: Vec<String> = arms
+                    .iter()
+                    .map(|arm| format!("({arm} ORDER BY {order} LIMIT {limit})"))
+                    .collect();
+                format!(
+                    "SELECT * FROM ({}) AS merged ORDER BY {order} LIMIT {limit}",
+                    arms.join(" UNION ALL ")
+                )
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ mod listen;
 mod migrate;
 mod outbox;
 mod settings;
+mod statement;
 mod tx;
 
 use std::time::Duration;
@@ -26,6 +27,7 @@ pub use listen::{LISTENER_APPLICATION_NAME, Notice, Relay};
 pub use migrate::Migration;
 pub use outbox::{Outbox, Publishing};
 pub use settings::server_secret;
+pub use statement::{Bind, Statement};
 pub use tx::Tx;
 
 pub use sqlx;

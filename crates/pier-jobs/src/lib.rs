@@ -38,7 +38,7 @@ pub use spec::{
 pub use store::{
     ClaimLimits, ClaimTarget, Completion, Failure, Heartbeat, Held, JobFilter, JobStore,
     LeaseToken, MAX_ERROR_CHARS, MAX_QUEUE_SETTINGS, MAX_RESULT_BYTES, OnDiscard, QueueInfo,
-    QueuePatch, Retention,
+    QueuePatch, Retention, list_statement,
 };
 pub use worker::{JobContext, JobFailure, PoolOptions, Worker, WorkerPool};
 
@@ -49,4 +49,5 @@ pub const MIGRATIONS: &[pier_db::Migration] = pier_db::migrations!(
     5 => "0005_lease_only_while_running",
     10 => "0010_job_trace_context",
     15 => "0015_fair_internal_claims",
+    21 => "0021_jobs_listed_by_filter",
 );

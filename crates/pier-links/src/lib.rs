@@ -23,7 +23,7 @@ pub use link::{Link, LinkFields, LinkId, PasswordChange, RedirectStatus, Tag, Ti
 pub use redirect::{Availability, Destination, Redirects};
 pub use shared::SharedTier;
 pub use slug::{RESERVED, Slug, SlugError};
-pub use store::{LinkError, LinkFilter, LinkStore, ListPosition};
+pub use store::{LinkError, LinkFilter, LinkStore, ListPosition, links_statement};
 pub use target::{Target, TargetError};
 
 /// The links tables, their click statistics and the slug quarantine.

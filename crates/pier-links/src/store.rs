@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pier_core::{Clock, Timestamp, WorkspaceId};
-use pier_db::{Db, JsonList, Outbox, Tx, with_reader, with_tx};
+use pier_db::{Bind, Db, JsonList, Outbox, Statement, Tx, with_reader, with_tx};
 
 use crate::link::{Link, LinkFields, LinkId, PasswordChange, RedirectStatus};
 use crate::redirect::Redirects;
@@ -135,12 +135,6 @@ macro_rules! bind_fields {
             .bind($fields.expires_at.map(Timestamp::as_micros))
             .bind($fields.max_clicks)
     };
-}
-
-/// A value bound to a statement assembled from optional parts.
-enum Bind {
-    Text(String),
-    Int(i64),
 }
 
 impl LinkStore {
@@ -329,8 +323,8 @@ impl LinkStore {
         row.map(Link::try_from).transpose()
     }
 
-    /// Newest first, by keyset over `(created_at, id)`: page 1,000 costs what page 1 does. With
-    /// a tag, the walk is over that tag's index rows instead of the workspace's links.
+    /// Newest first, by keyset over `(created_at, id)`: page 1,000 costs what page 1 does.
+    /// With a tag, the walk is over that tag's index rows instead of the workspace's links.
     pub async fn list(
         &self,
         workspace: &WorkspaceId,
@@ -338,58 +332,9 @@ impl LinkStore {
         after: Option<ListPosition>,
         limit: u32,
     ) -> Result<Vec<Link>, sqlx::Error> {
-        let mut binds = vec![Bind::Text(workspace.as_str().to_owned())];
-        let mut next = |bind: Bind| {
-            binds.push(bind);
-            format!("${}", binds.len())
-        };
-        // The walk's table: the tag index when filtering by tag, else the links themselves.
-        let (from, at, id) = match &filter.tag {
-            Some(tag) => (
-                format!(
-                    "link_tags t JOIN links l ON l.id = t.link_id \
-                     WHERE t.workspace_id = $1 AND t.tag = {}",
-                    next(Bind::Text(tag.clone()))
-                ),
-                "t.created_at",
-                "t.link_id",
-            ),
-            None => (
-                "links l WHERE l.workspace_id = $1".to_owned(),
-                "l.created_at",
-                "l.id",
-            ),
-        };
-        let mut sql = format!("SELECT {COLUMNS} FROM {from}");
-        if let Some(q) = &filter.q {
-            let p = next(Bind::Text(like_pattern(q)));
-            sql += &format!(
-                " AND (LOWER(l.slug) LIKE {p} ESCAPE '\\' OR LOWER(l.url) LIKE {p} ESCAPE '\\' \
-                 OR LOWER(COALESCE(l.title, '')) LIKE {p} ESCAPE '\\')"
-            );
-        }
-        if let Some(t) = filter.created_after {
-            sql += &format!(" AND {at} > {}", next(Bind::Int(t.as_micros())));
-        }
-        if let Some(t) = filter.created_before {
-            sql += &format!(" AND {at} < {}", next(Bind::Int(t.as_micros())));
-        }
-        if let Some((after_at, after_id)) = after {
-            let (a, i) = (next(Bind::Int(after_at)), next(Bind::Text(after_id)));
-            sql += &format!(" AND ({at}, {id}) < ({a}, {i})");
-        }
-        let l = next(Bind::Int(i64::from(limit)));
-        sql += &format!(" ORDER BY {at} DESC, {id} DESC LIMIT {l}");
-        let rows: Vec<LinkRow> = with_reader!(&self.db, pool => {
-            let mut query = sqlx::query_as(&sql);
-            for bind in binds {
-                query = match bind {
-                    Bind::Text(text) => query.bind(text),
-                    Bind::Int(n) => query.bind(n),
-                };
-            }
-            query.fetch_all(pool).await
-        })?;
+        let rows: Vec<LinkRow> = links_statement(workspace, filter, after, limit)
+            .fetch_all(&self.db)
+            .await?;
         rows.into_iter().map(Link::try_from).collect()
     }
 
@@ -558,6 +503,61 @@ fn like_pattern(text: &str) -> String {
     }
     pattern.push('%');
     pattern
+}
+
+/// The statement [`LinkStore::list`] runs: along `links_by_workspace`, or the tag's rows of
+/// `link_tags` (its primary key). `q` is checked on the rows of that walk, so a rare match
+/// reads many rows (see the `q` parameter's description).
+pub fn links_statement(
+    workspace: &WorkspaceId,
+    filter: &LinkFilter,
+    after: Option<ListPosition>,
+    limit: u32,
+) -> Statement {
+    let mut statement = Statement::new();
+    let ws = statement.bind(Bind::Text(workspace.as_str().to_owned()));
+    // The walk's table: the tag index when filtering by tag, else the links themselves.
+    let (from, at, id) = match &filter.tag {
+        Some(tag) => (
+            format!(
+                "link_tags t JOIN links l ON l.id = t.link_id \
+                 WHERE t.workspace_id = {ws} AND t.tag = {}",
+                statement.bind(Bind::Text(tag.clone()))
+            ),
+            "t.created_at",
+            "t.link_id",
+        ),
+        None => (
+            format!("links l WHERE l.workspace_id = {ws}"),
+            "l.created_at",
+            "l.id",
+        ),
+    };
+    let mut sql = format!("SELECT {COLUMNS} FROM {from}");
+    if let Some(q) = &filter.q {
+        let p = statement.bind(Bind::Text(like_pattern(q)));
+        sql += &format!(
+            " AND (LOWER(l.slug) LIKE {p} ESCAPE '\\' OR LOWER(l.url) LIKE {p} ESCAPE '\\' \
+             OR LOWER(COALESCE(l.title, '')) LIKE {p} ESCAPE '\\')"
+        );
+    }
+    if let Some(t) = filter.created_after {
+        sql += &format!(" AND {at} > {}", statement.bind(Bind::Int(t.as_micros())));
+    }
+    if let Some(t) = filter.created_before {
+        sql += &format!(" AND {at} < {}", statement.bind(Bind::Int(t.as_micros())));
+    }
+    if let Some((after_at, after_id)) = after {
+        let (a, i) = (
+            statement.bind(Bind::Int(after_at)),
+            statement.bind(Bind::Text(after_id)),
+        );
+        sql += &format!(" AND ({at}, {id}) < ({a}, {i})");
+    }
+    let l = statement.bind(Bind::Int(i64::from(limit)));
+    sql += &format!(" ORDER BY {at} DESC, {id} DESC LIMIT {l}");
+    statement.text(&sql);
+    statement
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ pub use policy::{
     Algorithm, FailureMode, Policy, PolicyName, PolicySpec, SpecError, bounds, check_name,
 };
 pub use redis::RedisStore;
-pub use store::{PolicyRecord, PolicyStore, StoreError};
+pub use store::{PolicyRecord, PolicyStore, StoreError, policies_statement};
 
 /// The table this crate owns, for [`pier_db::Db::migrate`].
 pub const MIGRATIONS: &[pier_db::Migration] = pier_db::migrations!(6 => "0006_rate_limit_policies");

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use pier_core::{Clock, Timestamp, WorkspaceId};
-use pier_db::{Db, with_reader, with_tx, with_writer};
+use pier_db::{Bind, Db, Statement, with_reader, with_tx, with_writer};
 
 use crate::policy::{Algorithm, FailureMode, PolicySpec};
 
@@ -133,18 +133,9 @@ impl PolicyStore {
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<PolicyRecord>, sqlx::Error> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM rate_limit_policies WHERE workspace_id = $1 \
-             AND ($2 IS NULL OR name > $2) ORDER BY name LIMIT $3"
-        );
-        let rows: Vec<PolicyRow> = with_reader!(&self.db, pool => {
-            sqlx::query_as(&sql)
-                .bind(workspace.as_str())
-                .bind(after)
-                .bind(i64::from(limit))
-                .fetch_all(pool)
-                .await
-        })?;
+        let rows: Vec<PolicyRow> = policies_statement(workspace, after, limit)
+            .fetch_all(&self.db)
+            .await?;
         rows.into_iter().map(PolicyRecord::try_from).collect()
     }
 
@@ -239,4 +230,16 @@ impl PolicyStore {
         })?;
         Ok(affected > 0)
     }
+}
+
+/// The statement [`PolicyStore::list`] runs, along the primary key.
+pub fn policies_statement(workspace: &WorkspaceId, after: Option<&str>, limit: u32) -> Statement {
+    Statement::keyset_page(
+        &format!("SELECT {COLUMNS} FROM rate_limit_policies"),
+        workspace.as_str(),
+        Vec::new(),
+        (&["name"], false),
+        after.map(|name| vec![Bind::Text(name.to_owned())]),
+        limit,
+    )
 }

@@ -32,14 +32,15 @@ pub use model::{
     Attempt, AttemptId, Delivery, DeliveryId, DeliveryState, DisabledReason, Endpoint,
     EndpointFields, EndpointId, Event, EventId, EventType, EventTypeName, Metadata,
 };
-pub use publish::{NewEvent, Published, queue};
-pub use replay::{MAX_RECOVER, ReplayError};
+pub use publish::{NewEvent, Published, deliveries_of_statement, events_statement, queue};
+pub use replay::{MAX_RECOVER, ReplayError, attempts_statement};
 pub use schedule::RetrySchedule;
 pub use secrets::{Keys, SecretUnreadable};
-pub use store::{Settings, WebhookError, WebhookStore};
+pub use store::{Settings, WebhookError, WebhookStore, endpoints_statement, event_types_statement};
 
 /// The webhook tables.
 pub const MIGRATIONS: &[pier_db::Migration] = pier_db::migrations!(
     9 => "0009_webhooks",
     20 => "0020_failure_streaks",
+    22 => "0022_events_listed_by_type",
 );

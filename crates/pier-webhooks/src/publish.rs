@@ -3,7 +3,7 @@
 //! committed. Also the reads of what was published and where it went.
 
 use pier_core::{Timestamp, WorkspaceId};
-use pier_db::{JsonList, Outbox, Publishing, Tx, with_reader, with_tx};
+use pier_db::{Bind, JsonList, Outbox, Publishing, Statement, Tx, with_reader, with_tx};
 use pier_jobs::{JobSpec, JobStore, NewJob, QueueName};
 use serde::Serialize;
 
@@ -341,25 +341,9 @@ impl WebhookStore {
         before: Option<String>,
         limit: u32,
     ) -> Result<Vec<Event>, sqlx::Error> {
-        let type_filter = if of_type.is_some() {
-            "AND type = $4"
-        } else {
-            ""
-        };
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM webhook_events WHERE workspace_id = $1 \
-             AND ($2 = '' OR id < $2) {type_filter} ORDER BY id DESC LIMIT $3"
-        );
-        let rows: Vec<EventRow> = with_reader!(&self.db, pool => {
-            let mut query = sqlx::query_as(&sql)
-                .bind(workspace.as_str())
-                .bind(before.unwrap_or_default())
-                .bind(i64::from(limit));
-            if let Some(t) = of_type {
-                query = query.bind(t);
-            }
-            query.fetch_all(pool).await
-        })?;
+        let rows: Vec<EventRow> = events_statement(workspace, of_type, before, limit)
+            .fetch_all(&self.db)
+            .await?;
         rows.into_iter().map(Event::try_from).collect()
     }
 
@@ -371,19 +355,9 @@ impl WebhookStore {
         after: Option<String>,
         limit: u32,
     ) -> Result<Vec<Delivery>, sqlx::Error> {
-        let sql = format!(
-            "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE workspace_id = $1 \
-             AND event_id = $2 AND id > $3 ORDER BY id LIMIT $4"
-        );
-        let rows: Vec<DeliveryRow> = with_reader!(&self.db, pool => {
-            sqlx::query_as(&sql)
-                .bind(workspace.as_str())
-                .bind(event.as_str())
-                .bind(after.unwrap_or_default())
-                .bind(i64::from(limit))
-                .fetch_all(pool)
-                .await
-        })?;
+        let rows: Vec<DeliveryRow> = deliveries_of_statement(workspace, event, after, limit)
+            .fetch_all(&self.db)
+            .await?;
         rows.into_iter().map(Delivery::try_from).collect()
     }
 
@@ -503,4 +477,40 @@ impl Outbox for WebhookStore {
             self.publish_own(tx, &workspace, event_type, payload).await
         })
     }
+}
+
+/// The statement [`WebhookStore::deliveries_of`] runs, along `webhook_deliveries_by_event`.
+pub fn deliveries_of_statement(
+    workspace: &WorkspaceId,
+    event: &EventId,
+    after: Option<String>,
+    limit: u32,
+) -> Statement {
+    Statement::keyset_page(
+        &format!("SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries"),
+        workspace.as_str(),
+        vec![("event_id", Bind::Text(event.as_str().to_owned()))],
+        (&["id"], false),
+        after.map(|id| vec![Bind::Text(id)]),
+        limit,
+    )
+}
+
+/// The statement [`WebhookStore::events`] runs: the primary key walked from the cursor, or
+/// `webhook_events_by_type` (migration 22) when one type is asked for.
+pub fn events_statement(
+    workspace: &WorkspaceId,
+    of_type: Option<&str>,
+    before: Option<String>,
+    limit: u32,
+) -> Statement {
+    let filters = of_type.map(|t| ("type", Bind::Text(t.to_owned())));
+    Statement::keyset_page(
+        &format!("SELECT {EVENT_COLUMNS} FROM webhook_events"),
+        workspace.as_str(),
+        filters.into_iter().collect(),
+        (&["id"], true),
+        before.map(|id| vec![Bind::Text(id)]),
+        limit,
+    )
 }

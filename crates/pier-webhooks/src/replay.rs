@@ -2,7 +2,7 @@
 //! endpoints that both the delivery job and a replay go through.
 
 use pier_core::{Timestamp, WorkspaceId};
-use pier_db::{Tx, with_reader, with_tx};
+use pier_db::{Bind, Statement, Tx, with_tx};
 use pier_jobs::JobStore;
 
 use crate::model::{Attempt, AttemptId, Delivery, DeliveryId, Endpoint, EndpointId, EventId};
@@ -96,20 +96,9 @@ impl WebhookStore {
         before: Option<String>,
         limit: u32,
     ) -> Result<Vec<Attempt>, sqlx::Error> {
-        let rows: Vec<AttemptRow> = with_reader!(&self.db, pool => {
-            sqlx::query_as(
-                "SELECT id, delivery_id, event_id, endpoint_id, attempted_at, duration_ms, \
-                 status_code, response_body, error, succeeded FROM webhook_attempts \
-                 WHERE workspace_id = $1 AND endpoint_id = $2 AND ($3 = '' OR id < $3) \
-                 ORDER BY id DESC LIMIT $4",
-            )
-            .bind(workspace.as_str())
-            .bind(endpoint.as_str())
-            .bind(before.unwrap_or_default())
-            .bind(i64::from(limit))
-            .fetch_all(pool)
-            .await
-        })?;
+        let rows: Vec<AttemptRow> = attempts_statement(workspace, endpoint, before, limit)
+            .fetch_all(&self.db)
+            .await?;
         rows.into_iter().map(Attempt::try_from).collect()
     }
 
@@ -230,4 +219,22 @@ pub(crate) async fn start_next(
         Some((id, sent)) => crate::publish::enqueue(jobs, tx, workspace, &[(&id, sent)]).await,
         None => Ok(()),
     }
+}
+
+/// The statement [`WebhookStore::attempts`] runs, along `webhook_attempts_by_endpoint`.
+pub fn attempts_statement(
+    workspace: &WorkspaceId,
+    endpoint: &EndpointId,
+    before: Option<String>,
+    limit: u32,
+) -> Statement {
+    Statement::keyset_page(
+        "SELECT id, delivery_id, event_id, endpoint_id, attempted_at, duration_ms, status_code, \
+         response_body, error, succeeded FROM webhook_attempts",
+        workspace.as_str(),
+        vec![("endpoint_id", Bind::Text(endpoint.as_str().to_owned()))],
+        (&["id"], true),
+        before.map(|id| vec![Bind::Text(id)]),
+        limit,
+    )
 }

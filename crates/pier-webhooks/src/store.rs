@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pier_core::{Clock, SubKey, Timestamp, WorkspaceId};
-use pier_db::{Db, Tx, with_reader, with_tx};
+use pier_db::{Bind, Db, Statement, Tx, with_reader, with_tx};
 use pier_jobs::JobStore;
 
 use crate::guard::Guard;
@@ -306,16 +306,9 @@ impl WebhookStore {
         after: Option<String>,
         limit: u32,
     ) -> Result<Vec<EventType>, sqlx::Error> {
-        let sql = "SELECT name, description, schema, created_at FROM webhook_event_types \
-                   WHERE workspace_id = $1 AND name > $2 ORDER BY name LIMIT $3";
-        let rows: Vec<EventTypeRow> = with_reader!(&self.db, pool => {
-            sqlx::query_as(sql)
-                .bind(workspace.as_str())
-                .bind(after.unwrap_or_default())
-                .bind(i64::from(limit))
-                .fetch_all(pool)
-                .await
-        })?;
+        let rows: Vec<EventTypeRow> = event_types_statement(workspace, after, limit)
+            .fetch_all(&self.db)
+            .await?;
         rows.into_iter().map(EventType::try_from).collect()
     }
 
@@ -378,18 +371,9 @@ impl WebhookStore {
         after: Option<String>,
         limit: u32,
     ) -> Result<Vec<Endpoint>, sqlx::Error> {
-        let sql = format!(
-            "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE workspace_id = $1 \
-             AND id > $2 ORDER BY id LIMIT $3"
-        );
-        let rows: Vec<EndpointRow> = with_reader!(&self.db, pool => {
-            sqlx::query_as(&sql)
-                .bind(workspace.as_str())
-                .bind(after.unwrap_or_default())
-                .bind(i64::from(limit))
-                .fetch_all(pool)
-                .await
-        })?;
+        let rows: Vec<EndpointRow> = endpoints_statement(workspace, after, limit)
+            .fetch_all(&self.db)
+            .await?;
         rows.into_iter().map(Endpoint::try_from).collect()
     }
 
@@ -592,4 +576,36 @@ pub(crate) async fn read_endpoint(
         )
         .await?;
     row.map(Endpoint::try_from).transpose()
+}
+
+/// The statement [`WebhookStore::event_types`] runs, along the primary key.
+pub fn event_types_statement(
+    workspace: &WorkspaceId,
+    after: Option<String>,
+    limit: u32,
+) -> Statement {
+    Statement::keyset_page(
+        "SELECT name, description, schema, created_at FROM webhook_event_types",
+        workspace.as_str(),
+        Vec::new(),
+        (&["name"], false),
+        after.map(|name| vec![Bind::Text(name)]),
+        limit,
+    )
+}
+
+/// The statement [`WebhookStore::endpoints`] runs, along the primary key.
+pub fn endpoints_statement(
+    workspace: &WorkspaceId,
+    after: Option<String>,
+    limit: u32,
+) -> Statement {
+    Statement::keyset_page(
+        &format!("SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints"),
+        workspace.as_str(),
+        Vec::new(),
+        (&["id"], false),
+        after.map(|id| vec![Bind::Text(id)]),
+        limit,
+    )
 }

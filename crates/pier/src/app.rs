@@ -53,7 +53,7 @@ pub struct Application {
 }
 
 /// Every crate's migrations; the runner orders them by version.
-const SCHEMA: &[&[pier_db::Migration]] = &[
+pub const SCHEMA: &[&[pier_db::Migration]] = &[
     pier_db::MIGRATIONS,
     pier_auth::MIGRATIONS,
     pier_jobs::MIGRATIONS,

@@ -16,4 +16,4 @@ pub use clients::{
 pub use grants::{
     Grant, GrantError, GrantId, GrantLifetimes, Issued, LiveGrant, NewCode, is_s256_challenge,
 };
-pub use store::OAuthStore;
+pub use store::{OAuthStore, clients_statement};

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use pier_cache::{Cache, Settings};
 use pier_core::{Clock, WorkspaceId};
-use pier_db::{Db, Notice, Relay, Tx, with_reader, with_tx};
+use pier_db::{Bind, Db, Notice, Relay, Statement, Tx, with_reader, with_tx};
 
 use super::clients::{self, COLUMNS, ClientId, ClientRow, ClientType, NewClient, OAuthClient};
 use super::grants::{GrantLifetimes, LiveGrant};
@@ -131,21 +131,9 @@ impl OAuthStore {
         after: Option<(i64, String)>,
         limit: u32,
     ) -> Result<Vec<OAuthClient>, sqlx::Error> {
-        let (after_at, after_id) = after.unzip();
-        let sql = format!(
-            "SELECT {COLUMNS} FROM oauth_clients WHERE workspace_id = $1 \
-             AND ($2 IS NULL OR (created_at, id) < ($2, $3)) \
-             ORDER BY created_at DESC, id DESC LIMIT $4"
-        );
-        let rows: Vec<ClientRow> = with_reader!(&self.db, pool => {
-            sqlx::query_as(&sql)
-                .bind(workspace.as_str())
-                .bind(after_at)
-                .bind(after_id.as_deref())
-                .bind(i64::from(limit))
-                .fetch_all(pool)
-                .await
-        })?;
+        let rows: Vec<ClientRow> = clients_statement(workspace, after, limit)
+            .fetch_all(&self.db)
+            .await?;
         rows.into_iter().map(OAuthClient::try_from).collect()
     }
 
@@ -216,4 +204,20 @@ impl OAuthStore {
             sqlx::query_as(&sql).bind(id).fetch_optional(pool).await
         })
     }
+}
+
+/// The statement [`OAuthStore::list_clients`] runs, along `oauth_clients_by_workspace`.
+pub fn clients_statement(
+    workspace: &WorkspaceId,
+    after: Option<(i64, String)>,
+    limit: u32,
+) -> Statement {
+    Statement::keyset_page(
+        &format!("SELECT {COLUMNS} FROM oauth_clients"),
+        workspace.as_str(),
+        Vec::new(),
+        (&["created_at", "id"], true),
+        after.map(|(at, id)| vec![Bind::Int(at), Bind::Text(id)]),
+        limit,
+    )
 }

@@ -6,6 +6,7 @@ mod claim;
 mod counts;
 mod enqueue;
 mod finish;
+mod listing;
 mod maintenance;
 mod operator;
 mod queues;
@@ -16,10 +17,11 @@ use std::time::Duration;
 
 use pier_core::WorkspaceId;
 use pier_core::{Clock, Timestamp};
-use pier_db::{Db, JsonList, Outbox, Publishing, Tx, with_reader, with_tx};
+use pier_db::{Db, JsonList, Outbox, Publishing, Tx, with_tx};
 
 pub use claim::{ClaimLimits, ClaimTarget, Heartbeat};
 pub use finish::{Completion, Failure, Held, LeaseToken, MAX_ERROR_CHARS, MAX_RESULT_BYTES};
+pub use listing::list_statement;
 pub use maintenance::Retention;
 pub use queues::{MAX_QUEUE_SETTINGS, QueueInfo, QueuePatch};
 
@@ -269,35 +271,6 @@ impl JobStore {
             .await?;
         let job = row.map(Job::try_from).transpose()?;
         Ok(job.filter(|job| !job.queue.starts_with(crate::model::RESERVED_PREFIX)))
-    }
-
-    /// A tenant's jobs, newest first (ids are time-ordered), keyset-paginated on the id along the
-    /// primary key. Pier's own jobs are not listed.
-    pub async fn list(
-        &self,
-        workspace: &WorkspaceId,
-        filter: &JobFilter,
-        before: Option<String>,
-        limit: u32,
-    ) -> Result<Vec<Job>, sqlx::Error> {
-        let sql = format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE workspace_id = $1 \
-             AND ($2 IS NULL OR queue = $2) AND ($3 IS NULL OR state = $3) \
-             AND ($4 IS NULL OR kind = $4) AND ($5 IS NULL OR id < $5) \
-             AND queue NOT LIKE 'pier.%' ORDER BY id DESC LIMIT $6"
-        );
-        let rows: Vec<JobRow> = with_reader!(&self.db, pool => {
-            sqlx::query_as(&sql)
-                .bind(workspace.as_str())
-                .bind(filter.queue.as_ref().map(QueueName::as_str))
-                .bind(filter.state.map(JobState::as_str))
-                .bind(filter.kind.as_ref().map(JobKind::as_str))
-                .bind(before.as_deref())
-                .bind(i64::from(limit))
-                .fetch_all(pool)
-                .await
-        })?;
-        to_jobs(rows)
     }
 }
 
