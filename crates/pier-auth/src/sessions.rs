@@ -134,8 +134,7 @@ pub struct SignedIn {
 }
 
 /// Checked against when the email is unknown, so that case costs what a wrong password costs.
-static UNKNOWN_USER_HASH: LazyLock<String> =
-    LazyLock::new(|| pier_core::password::hash("no user has this password").unwrap_or_default());
+static UNKNOWN_USER_HASH: LazyLock<String> = LazyLock::new(pier_core::password::unmatchable);
 
 /// Only writes `last_seen_at` when it is older than this: a busy session costs one write a
 /// minute, not one per request. Idle expiry is as precise as this.
@@ -187,8 +186,6 @@ impl SessionStore {
         oauth: OAuthStore,
         hashing: HashGate,
     ) -> Self {
-        // Made now, so the first sign-in with an unknown email is not slower than the rest.
-        LazyLock::force(&UNKNOWN_USER_HASH);
         Self {
             db,
             clock,

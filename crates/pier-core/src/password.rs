@@ -52,6 +52,22 @@ pub fn hash_in(password: &str, memory: &mut Memory) -> Result<String, String> {
     let hasher = hasher();
     let output = output_in(&hasher, password.as_bytes(), salt.as_salt(), memory)
         .map_err(|e| e.to_string())?;
+    phc(&hasher, &salt, output)
+}
+
+/// A hash with today's parameters that no password matches: its output is all zeros, which no
+/// one can find a password for. Checking a password against it costs what checking a real hash
+/// costs, and making it costs nothing (a real hash would take 19 MiB and tens of milliseconds).
+pub fn unmatchable() -> String {
+    let salt = SaltString::encode_b64(&[0; 16]);
+    let output = Output::new(&[0; Params::DEFAULT_OUTPUT_LEN]);
+    match (salt, output) {
+        (Ok(salt), Ok(output)) => phc(&hasher(), &salt, output).unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
+fn phc(hasher: &Argon2<'_>, salt: &SaltString, output: Output) -> Result<String, String> {
     let phc = PasswordHash {
         algorithm: Algorithm::Argon2id.ident(),
         version: Some(Version::V0x13.into()),
@@ -153,6 +169,15 @@ mod tests {
         assert!(!verify("correct horse", "not a hash"));
         assert_ne!(hash("correct horse").expect("hash"), phc, "salted");
         assert!(!needs_rehash(&phc));
+    }
+
+    #[test]
+    fn the_unmatchable_hash_has_todays_parameters_and_matches_nothing() {
+        let phc = unmatchable();
+        assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
+        assert!(!needs_rehash(&phc), "checked at today's cost");
+        assert!(!verify("", &phc));
+        assert!(!verify("no user has this password", &phc));
     }
 
     #[test]
