@@ -96,6 +96,7 @@ async fn change_unannounced(db: &TestDb, name: &str, limit: i64) {
             .bind(name)
             .execute(pool)
             .await
+            .map(|done| done.rows_affected())
     })
     .expect("changed");
 }
@@ -108,11 +109,20 @@ async fn checks_read_cached_policies_that_writes_forget(backend: Backend) {
     let ws = WorkspaceId::new(pier_core::Timestamp::from_micros(1));
     let limit = |policy: Option<pier_ratelimit::Policy>| policy.map(|p| p.spec().limit());
     assert_eq!(limit(store.policy(&ws, "p").await.expect("read")), None);
-    store.put(&ws, "p", spec("gcra 1/1s"), None).await.expect("put");
+    store
+        .put(&ws, "p", spec("gcra 1/1s"), None)
+        .await
+        .expect("put");
     assert_eq!(limit(store.policy(&ws, "p").await.expect("read")), Some(1));
     change_unannounced(&db, "p", 7).await;
-    assert_eq!(limit(store.policy(&ws, "p").await.expect("cached")), Some(1));
-    store.put(&ws, "p", spec("gcra 2/1s"), None).await.expect("replace");
+    assert_eq!(
+        limit(store.policy(&ws, "p").await.expect("cached")),
+        Some(1)
+    );
+    store
+        .put(&ws, "p", spec("gcra 2/1s"), None)
+        .await
+        .expect("replace");
     assert_eq!(limit(store.policy(&ws, "p").await.expect("read")), Some(2));
     assert!(store.delete(&ws, "p", None).await.expect("delete"));
     assert_eq!(limit(store.policy(&ws, "p").await.expect("read")), None);
