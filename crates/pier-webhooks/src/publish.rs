@@ -226,8 +226,9 @@ impl WebhookStore {
         order.sort_by(|a, b| publications[*a].workspace.cmp(&publications[*b].workspace));
         let mut written = vec![None; publications.len()];
         let mut tx = self.db.begin().await?;
-        // Read once per workspace of the gathering.
+        // Read once per workspace of the gathering; its deliveries' jobs enqueued together.
         let mut endpoints: Option<(&WorkspaceId, Vec<Subscriber>)> = None;
+        let mut pending: Vec<String> = Vec::new();
         for i in order {
             let Checked {
                 workspace,
@@ -243,12 +244,18 @@ impl WebhookStore {
                 continue;
             };
             if endpoints.as_ref().is_none_or(|(of, _)| *of != workspace) {
+                if let Some((of, _)) = endpoints {
+                    enqueue_pending(&self.jobs, &mut tx, of, &std::mem::take(&mut pending)).await?;
+                }
                 endpoints = Some((workspace, subscribers(&mut tx, workspace).await?));
             }
             if let Some((_, subscribers)) = &endpoints {
-                self.fan_out_to(&mut tx, &created, subscribers).await?;
+                pending.extend(self.fan_out_to(&mut tx, &created, subscribers).await?);
             }
             written[i] = Some(created);
+        }
+        if let Some((of, _)) = endpoints {
+            enqueue_pending(&self.jobs, &mut tx, of, &pending).await?;
         }
         tx.commit().await?;
         let published = written.iter().flatten().count();
@@ -351,17 +358,20 @@ impl WebhookStore {
     /// concurrent publishes cannot deadlock on them.
     async fn fan_out(&self, tx: &mut Tx, event: &Event) -> Result<(), sqlx::Error> {
         let subscribers = subscribers(tx, &event.workspace_id).await?;
-        self.fan_out_to(tx, event, &subscribers).await
+        let pending = self.fan_out_to(tx, event, &subscribers).await?;
+        enqueue_pending(&self.jobs, tx, &event.workspace_id, &pending).await
     }
 
     /// [`fan_out`](Self::fan_out) to `subscribers`, the workspace's enabled endpoints read in
-    /// this transaction.
+    /// this transaction, but for the jobs: answers the deliveries that need one, so that a
+    /// gathering enqueues a workspace's jobs in one statement (one write of its job counts, so
+    /// concurrent commits cannot deadlock on them).
     async fn fan_out_to(
         &self,
         tx: &mut Tx,
         event: &Event,
         subscribers: &[Subscriber],
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<Vec<String>, sqlx::Error> {
         let workspace = event.workspace_id.as_str();
         let now = self.clock.now();
         let mut rows = Vec::new();
@@ -390,7 +400,7 @@ impl WebhookStore {
             });
         }
         if rows.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let sql = format!(
             "INSERT INTO webhook_deliveries (workspace_id, id, event_id, endpoint_id, seq, state, \
@@ -409,12 +419,11 @@ impl WebhookStore {
                 .await
                 .map(drop)
         })?;
-        let pending: Vec<(&str, i64)> = rows
-            .iter()
+        Ok(rows
+            .into_iter()
             .filter(|r| r.state == DeliveryState::Pending.as_str())
-            .map(|r| (r.id.as_str(), 0))
-            .collect();
-        enqueue(&self.jobs, tx, &event.workspace_id, &pending).await
+            .map(|r| r.id)
+            .collect())
     }
 
     /// An event of the workspace.
@@ -552,6 +561,17 @@ async fn next_in_line(
         .await?;
         Ok(Some((seq, busy.is_some())))
     })
+}
+
+/// Enqueues the first job of each new delivery.
+async fn enqueue_pending(
+    jobs: &JobStore,
+    tx: &mut Tx,
+    workspace: &WorkspaceId,
+    deliveries: &[String],
+) -> Result<(), sqlx::Error> {
+    let first: Vec<(&str, i64)> = deliveries.iter().map(|id| (id.as_str(), 0)).collect();
+    enqueue(jobs, tx, workspace, &first).await
 }
 
 /// Enqueues the job that sends each delivery (its id, with the requests sent so far), once
