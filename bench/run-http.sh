@@ -2,7 +2,7 @@
 # The HTTP benchmark, in one go, each measurement on a fresh database:
 #
 #   for each backend (SQLite, then PostgreSQL):
-#     http_single_enqueue  wrk: one job per POST /v1/jobs, 32 connections (bench/http/enqueue.lua)
+#     http_single_enqueue  wrk: one job per POST /v1/jobs, 32 connections (bench/http/post.lua)
 #     [PostgreSQL only, right after it: graphile-worker's addJob, one transaction per job,
 #      10 calls in flight (bench/graphile-worker, mode addjob), on the same server]
 #     http_burndown        pier-bench: N jobs enqueued over HTTP, then 4 HTTP workers claim 100
@@ -16,6 +16,15 @@
 #     http_auth            wrk: GET /healthz (no authentication) and GET /v1/workspace with an
 #                          API key and with an OAuth access token (a JWT), alternating twice on
 #                          one server: what authenticating a request costs
+#     http_decide          wrk: the decision API against an authenticated read, alternating twice
+#                          on one server: GET /v1/workspace, a single check of a policy (GCRA,
+#                          never refusing, 1,000 caller keys) and a batch check of 10 such
+#                          policies; then the ratios (goals: single >= 0.8, batch >= 0.5 x read)
+#     http_publish         wrk: single enqueues against POST /v1/events with no endpoint, one
+#                          enabled endpoint and ten, each on a fresh server, deliveries going
+#                          to a local receiver that answers 200 at once (bench/http/receiver.js,
+#                          node) while wrk publishes; then the ratios to the enqueues (goals:
+#                          none >= 0.8, one >= 0.5, ten >= 0.25)
 #
 # Every server runs with its per-key rate limit raised out of the way (`gcra 1000000000/1s`):
 # the limiter decides every request, but a single-key benchmark is not throttled at 1,000/s.
@@ -34,9 +43,10 @@
 #   BENCH_POOLS [2]  BENCH_POOL_CONCURRENCY [2000]   (the in-process burn-down, as run-jobs.sh)
 #   BENCH_BACKLOG [1000000]  BENCH_CLAIMS [2000]      (noisy neighbour)
 #   BENCH_BACKENDS [sqlite,postgres]
-#   BENCH_PARTS [enqueue,addjob,http-burndown,burndown,noisy,limiter,auth]
+#   BENCH_PARTS [enqueue,addjob,http-burndown,burndown,noisy,limiter,auth,decide,publish]
 #               (addjob runs only with postgres, limiter only with sqlite)
-#   BENCH_PORT [18080]  BENCH_ADMIN_PORT [18081]  BENCH_PIER_LOG [warn]
+#   BENCH_PORT [18080]  BENCH_ADMIN_PORT [18081]  BENCH_RECEIVER_PORT [18090]
+#   BENCH_PIER_LOG [warn]
 #   PIER_BENCH_DATABASE_URL [postgres://postgres@127.0.0.1:5432/test]: an admin connection, used to
 #     drop and create the databases pier_bench_http (and, through the baseline, pier_bench_graphile)
 #   BENCH_SKIP_BUILD=1 skips `cargo build`; PIER_BIN and PIER_BENCH_BIN choose other binaries
@@ -57,9 +67,10 @@ POOL_CONCURRENCY="${BENCH_POOL_CONCURRENCY:-2000}"
 BACKLOG="${BENCH_BACKLOG:-1000000}"
 CLAIMS="${BENCH_CLAIMS:-2000}"
 BACKENDS="${BENCH_BACKENDS:-sqlite,postgres}"
-PARTS="${BENCH_PARTS:-enqueue,addjob,http-burndown,burndown,noisy,limiter,auth}"
+PARTS="${BENCH_PARTS:-enqueue,addjob,http-burndown,burndown,noisy,limiter,auth,decide,publish}"
 PORT="${BENCH_PORT:-18080}"
 ADMIN_PORT="${BENCH_ADMIN_PORT:-18081}"
+RECEIVER_PORT="${BENCH_RECEIVER_PORT:-18090}"
 PIER_LOG_LEVEL="${BENCH_PIER_LOG:-warn}"
 ADMIN_URL="${PIER_BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
 PG_DB=pier_bench_http
@@ -75,14 +86,17 @@ die() {
 has() { [[ ",$2," == *",$1,"* ]]; }
 
 for part in ${PARTS//,/ }; do
-  has "$part" "enqueue,addjob,http-burndown,burndown,noisy,limiter,auth" ||
+  has "$part" "enqueue,addjob,http-burndown,burndown,noisy,limiter,auth,decide,publish" ||
     die "unknown part in BENCH_PARTS: $part"
 done
 for backend in ${BACKENDS//,/ }; do
   has "$backend" "sqlite,postgres" || die "unknown backend in BENCH_BACKENDS: $backend"
 done
 need=(curl jq)
-{ has enqueue "$PARTS" || has limiter "$PARTS" || has auth "$PARTS"; } && need+=(wrk)
+for part in enqueue limiter auth decide publish; do
+  has "$part" "$PARTS" && need+=(wrk) && break
+done
+has publish "$PARTS" && need+=(node)
 has postgres "$BACKENDS" && need+=(psql)
 has postgres "$BACKENDS" && has addjob "$PARTS" && need+=(node npm)
 for tool in "${need[@]}"; do
@@ -109,6 +123,7 @@ LIMITS=(PIER_RATE_LIMITS_PER_API_KEY="gcra 1000000000/1s")
 
 WORK_DIR="$(mktemp -d -t pier-bench-http.XXXXXX)"
 PIER_PID=""
+RECEIVER_PID=""
 KEY=""
 PG_TOUCHED=""
 GRAPHILE_TOUCHED=""
@@ -145,6 +160,9 @@ cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   stop_pier || true
+  if [ -n "$RECEIVER_PID" ]; then
+    kill "$RECEIVER_PID" 2>/dev/null || true
+  fi
   if [ -n "$PG_TOUCHED" ]; then
     psql "$ADMIN_URL" -qc "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" >/dev/null 2>&1 ||
       log "could not drop the database $PG_DB"
@@ -216,17 +234,28 @@ queued_jobs() {
     jq --arg q "$QUEUE" '[.data[] | select(.name == $q) | .counts | add] | add // 0'
 }
 
+# wrk with bench/http/post.lua on the running server: POSTs to `path` bodies made from `template`
+# (see post.lua), expecting `status`; sets SUMMARY (post.lua's JSON line) and warns of failures.
+wrk_post() {
+  local path="$1" template="$2" status="$3" out bad
+  out="$(PIER_BENCH_KEY="$KEY" PIER_BENCH_QUEUE="$QUEUE" PIER_BENCH_PATH="$path" \
+    PIER_BENCH_BODY="$template" PIER_BENCH_STATUS="$status" wrk -t"$WRK_THREADS" \
+    -c"$WRK_CONNECTIONS" -d"$WRK_DURATION" --latency -s bench/http/post.lua "$BASE")"
+  printf '%s\n' "$out" | grep -v '^wrk-json: ' >&2
+  SUMMARY="$(printf '%s\n' "$out" | sed -n 's/^wrk-json: //p')"
+  [ -n "$SUMMARY" ] || die "wrk printed no summary (did post.lua run?)"
+  bad="$(jq -r '.not_ok + .socket_errors.connect + .socket_errors.read
+    + .socket_errors.write + .socket_errors.timeout' <<<"$SUMMARY")"
+  if [ "$bad" -ne 0 ]; then
+    log "WARNING: POST $path: $bad requests failed (see not_ok, socket_errors)"
+  fi
+}
+
 measure_enqueue() {
   local backend="$1"
   start_pier "$backend"
   log "pier on $backend: wrk single enqueue, $WRK_CONNECTIONS connections, $WRK_DURATION"
-  local out
-  out="$(PIER_BENCH_KEY="$KEY" PIER_BENCH_QUEUE="$QUEUE" wrk -t"$WRK_THREADS" \
-    -c"$WRK_CONNECTIONS" -d"$WRK_DURATION" --latency -s bench/http/enqueue.lua "$BASE")"
-  printf '%s\n' "$out" | grep -v '^wrk-json: ' >&2
-  local summary
-  summary="$(printf '%s\n' "$out" | sed -n 's/^wrk-json: //p')"
-  [ -n "$summary" ] || die "wrk printed no summary (did enqueue.lua run?)"
+  wrk_post /v1/jobs "" 201
   local queued
   queued="$(queued_jobs)"
   stop_pier
@@ -236,16 +265,10 @@ measure_enqueue() {
     --argjson queued "$queued" \
     '{system: "pier", backend: $backend, measure: "http_single_enqueue", tool: "wrk",
       threads: $threads, connections: $connections, duration: $duration}
-     + . + {jobs_per_sec: .created_per_sec, jobs_in_queue: $queued}' <<<"$summary")"
+     + . + {jobs_per_sec: .ok_per_sec, jobs_in_queue: $queued}' <<<"$SUMMARY")"
   printf '%s\n' "$line"
-  local bad
-  bad="$(jq -r '.not_created + .socket_errors.connect + .socket_errors.read
-    + .socket_errors.write + .socket_errors.timeout' <<<"$line")"
-  if [ "$bad" -ne 0 ]; then
-    log "WARNING: pier on $backend: $bad enqueue requests failed (see not_created, socket_errors)"
-  fi
   # Requests still in flight when wrk stops may be committed without being counted.
-  if [ "$(jq '.jobs_in_queue < .created' <<<"$line")" = true ]; then
+  if [ "$(jq '.jobs_in_queue < .ok' <<<"$line")" = true ]; then
     log "WARNING: pier on $backend: fewer jobs in the queue than 201 responses"
   fi
 }
@@ -332,6 +355,112 @@ measure_auth() {
   LIMITS=(PIER_RATE_LIMITS_PER_API_KEY="gcra 1000000000/1s")
 }
 
+# wrk GET of `route` with the bench key on the running server: sets RPS and P99.
+wrk_get() {
+  local route="$1" out
+  out="$(wrk -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d"$WRK_DURATION" --latency \
+    -H "Authorization: Bearer $KEY" "$BASE$route")"
+  printf '%s\n' "$out" >&2
+  grep -q 'Non-2xx' <<<"$out" && die "GET $route: wrk saw non-2xx responses"
+  RPS="$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")"
+  P99="$(awk '$1 == "99%" {print $2}' <<<"$out")"
+}
+
+# The decision API against an authenticated read, alternating twice on one server.
+measure_decide() {
+  local backend="$1" round what rps p99 names body i
+  local -A total=([read]=0 [single]=0 [batch]=0)
+  start_pier "$backend"
+  names=()
+  for i in $(seq 0 9); do
+    names+=("\"bench-$i\"")
+    curl -fsS -o /dev/null -X PUT -H "Authorization: Bearer $KEY" \
+      -H 'Content-Type: application/json' \
+      -d '{"algorithm": "gcra", "limit": 1000000000, "period_seconds": 1}' \
+      "$BASE/v1/rate-limit-policies/bench-$i"
+  done
+  for round in 1 2; do
+    for what in read single batch; do
+      log "pier on $backend: wrk decide ($what, round $round), $WRK_CONNECTIONS connections"
+      case "$what" in
+        read)
+          wrk_get /v1/workspace
+          rps="$RPS" p99="$P99"
+          ;;
+        single)
+          wrk_post /v1/rate-limit-policies/bench-0/check '{"key":"caller-{k}"}' 200
+          rps="$(jq .ok_per_sec <<<"$SUMMARY")" p99="$(jq .latency_ms.p99 <<<"$SUMMARY")ms"
+          ;;
+        batch)
+          body="{\"policies\":[$(IFS=,; echo "${names[*]}")],\"key\":\"caller-{k}\"}"
+          wrk_post /v1/rate-limit-checks "$body" 200
+          rps="$(jq .ok_per_sec <<<"$SUMMARY")" p99="$(jq .latency_ms.p99 <<<"$SUMMARY")ms"
+          ;;
+      esac
+      total[$what]="$(awk -v a="${total[$what]}" -v b="$rps" 'BEGIN {print a + b}')"
+      jq -nc --arg backend "$backend" --arg subject "$what" --argjson round "$round" \
+        --argjson rps "$rps" --arg p99 "$p99" --argjson connections "$WRK_CONNECTIONS" \
+        --arg duration "$WRK_DURATION" \
+        '{system: "pier", backend: $backend, measure: "http_decide", tool: "wrk",
+          subject: $subject, round: $round, connections: $connections, duration: $duration,
+          requests_per_sec: $rps, p99: $p99}'
+    done
+  done
+  stop_pier
+  jq -nc --arg backend "$backend" --argjson read "${total[read]}" \
+    --argjson single "${total[single]}" --argjson batch "${total[batch]}" \
+    '{system: "pier", backend: $backend, measure: "http_decide_ratio",
+      single_over_read: ($single / $read * 1000 | round / 1000), single_goal: ">= 0.8",
+      batch_over_read: ($batch / $read * 1000 | round / 1000), batch_goal: ">= 0.5"}'
+}
+
+# Single enqueues against publishes to no endpoint, one and ten, each on a fresh server.
+measure_publish() {
+  local backend="$1" what endpoints rps i
+  local -A rate=()
+  if [ -z "$RECEIVER_PID" ]; then
+    node bench/http/receiver.js "$RECEIVER_PORT" &
+    RECEIVER_PID=$!
+  fi
+  LIMITS=(PIER_RATE_LIMITS_PER_API_KEY="gcra 1000000000/1s"
+    PIER_ALLOW_PRIVATE_WEBHOOK_TARGETS=true)
+  for what in enqueue none one ten; do
+    start_pier "$backend"
+    case "$what" in
+      one) endpoints=1 ;;
+      ten) endpoints=10 ;;
+      *) endpoints=0 ;;
+    esac
+    for i in $(seq 1 "$endpoints"); do
+      curl -fsS -o /dev/null -H "Authorization: Bearer $KEY" \
+        -H 'Content-Type: application/json' \
+        -d "{\"url\": \"http://127.0.0.1:$RECEIVER_PORT/hook/$i\"}" \
+        "$BASE/v1/webhook-endpoints"
+    done
+    log "pier on $backend: wrk publish ($what), $WRK_CONNECTIONS connections, $WRK_DURATION"
+    if [ "$what" = enqueue ]; then
+      wrk_post /v1/jobs "" 201
+    else
+      wrk_post /v1/events '{"type":"order.created","payload":{"thread":{t},"n":{n}}}' 202
+    fi
+    stop_pier
+    rps="$(jq .ok_per_sec <<<"$SUMMARY")"
+    rate[$what]="$rps"
+    jq -c --arg backend "$backend" --arg subject "$what" --argjson endpoints "$endpoints" \
+      --argjson connections "$WRK_CONNECTIONS" --arg duration "$WRK_DURATION" \
+      '{system: "pier", backend: $backend, measure: "http_publish", tool: "wrk",
+        subject: $subject, enabled_endpoints: $endpoints, connections: $connections,
+        duration: $duration} + .' <<<"$SUMMARY"
+  done
+  LIMITS=(PIER_RATE_LIMITS_PER_API_KEY="gcra 1000000000/1s")
+  jq -nc --arg backend "$backend" --argjson enqueue "${rate[enqueue]}" \
+    --argjson none "${rate[none]}" --argjson one "${rate[one]}" --argjson ten "${rate[ten]}" \
+    '{system: "pier", backend: $backend, measure: "http_publish_ratio",
+      none_over_enqueue: ($none / $enqueue * 1000 | round / 1000), none_goal: ">= 0.8",
+      one_over_enqueue: ($one / $enqueue * 1000 | round / 1000), one_goal: ">= 0.5",
+      ten_over_enqueue: ($ten / $enqueue * 1000 | round / 1000), ten_goal: ">= 0.25"}'
+}
+
 # pier-bench in-process, on a fresh database of `backend`.
 in_process() {
   local backend="$1"
@@ -368,6 +497,12 @@ for backend in ${BACKENDS//,/ }; do
   fi
   if has auth "$PARTS"; then
     measure_auth "$backend"
+  fi
+  if has decide "$PARTS"; then
+    measure_decide "$backend"
+  fi
+  if has publish "$PARTS"; then
+    measure_publish "$backend"
   fi
 done
 log "done; pier logged $SERVER_LOG_LINES line(s) in all (log level $PIER_LOG_LEVEL)"

@@ -13,7 +13,7 @@ use pier_jobs::{GroupCommit, JobStore};
 use pier_links::LinkStore;
 use pier_links::geo::Countries;
 use pier_ratelimit::{Limiter, Policy, PolicySpec, PolicyStore};
-use pier_webhooks::WebhookStore;
+use pier_webhooks::{Publisher, WebhookStore};
 
 use crate::guesses::FailedLogins;
 use crate::rate_limit::ApiProtection;
@@ -51,6 +51,7 @@ struct Inner {
     api_keys: ApiKeyStore,
     workspaces: WorkspaceStore,
     group_commit: GroupCommit,
+    publisher: Publisher,
     policies: PolicyStore,
     grants: ResourceGrants,
 }
@@ -124,6 +125,7 @@ impl AppState {
                 .with_access_tokens(parts.access_tokens.clone(), parts.oauth.clone()),
             workspaces: WorkspaceStore::new(db.clone(), clock.clone()),
             group_commit: GroupCommit::start(&parts.jobs),
+            publisher: Publisher::start(&parts.webhooks),
             policies: PolicyStore::new(db.clone(), clock.clone()),
             grants: ResourceGrants::new(db.clone(), clock.clone()),
             api_keys,
@@ -282,5 +284,10 @@ impl AppState {
     /// Single enqueues and reports, committed in groups (see [`GroupCommit`]).
     pub fn group_commit(&self) -> &GroupCommit {
         &self.0.group_commit
+    }
+
+    /// Publishes events, committed in groups (see [`Publisher`]).
+    pub fn publisher(&self) -> &Publisher {
+        &self.0.publisher
     }
 }

@@ -1,12 +1,29 @@
 //! Named policies that workspaces define through the API, one row each. A workspace holds at
 //! most [`PolicyStore::MAX_PER_WORKSPACE`] of them.
+//!
+//! A check needs its policy on every call, so [`PolicyStore::policy`] answers from a
+//! [`pier_cache::Cache`] of ready-to-decide [`Policy`] values, "no such policy" included: a
+//! check reads no database. Every write (create, replace, delete) forgets its policy when it
+//! commits: on this node at once, on the others through a notification sent in the same
+//! transaction (PostgreSQL `NOTIFY`; SQLite has one process). A node whose listener reconnects
+//! forgets everything, since it may have missed some. The TTL bounds what is left.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use pier_cache::{Cache, Settings};
 use pier_core::{Clock, Timestamp, WorkspaceId};
-use pier_db::{Bind, Db, Statement, with_reader, with_tx, with_writer};
+use pier_db::{Bind, Db, Notice, Relay, Statement, Tx, with_reader, with_tx};
 
-use crate::policy::{Algorithm, FailureMode, PolicySpec};
+use crate::policy::{Algorithm, FailureMode, Policy, PolicySpec};
+
+/// The notification channel of changed policies; the payload is the policy's cache key.
+const CHANGED: &str = "pier_ratelimit";
+/// Policies (and unknown names) remembered at most: a hundred workspaces' full sets.
+const CACHE_CAPACITY: u64 = 100_000;
+/// How long a policy, or a name known to be no policy, is served from the cache at most.
+/// Writes invalidate at once; this only bounds what a missed invalidation could leave.
+const CACHE_TTL: Duration = Duration::from_secs(60);
 
 /// A stored policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,11 +86,18 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
 }
 
-/// Policies on the configured database.
+/// Policies on the configured database. Clones share one cache of policies by workspace and
+/// name.
 #[derive(Debug, Clone)]
 pub struct PolicyStore {
     db: Db,
     clock: Arc<dyn Clock>,
+    cache: Cache<Policy>,
+}
+
+/// What a policy is cached under: names cannot hold a `/` (see [`crate::check_name`]).
+fn cache_key(workspace: &WorkspaceId, name: &str) -> String {
+    format!("{workspace}/{name}")
 }
 
 fn int(n: u64) -> i64 {
@@ -105,9 +129,62 @@ impl PolicyStore {
     pub const MAX_PER_WORKSPACE: i64 = 1000;
 
     pub fn new(db: Db, clock: Arc<dyn Clock>) -> Self {
-        Self { db, clock }
+        let settings = Settings {
+            capacity: CACHE_CAPACITY,
+            ttl: CACHE_TTL,
+            negative_ttl: CACHE_TTL,
+            jitter: 0.2,
+        };
+        Self {
+            cache: Cache::new("rate_limit_policies", settings, clock.clone()),
+            db,
+            clock,
+        }
     }
 
+    /// Adds the channel of changed policies to `relay` (PostgreSQL; on SQLite every write
+    /// happens in this process).
+    #[must_use]
+    pub fn listen(&self, relay: Relay) -> Relay {
+        let cache = self.cache.clone();
+        relay.on(CHANGED, move |notice| match notice {
+            Notice::Message(key) => cache.invalidate(key),
+            Notice::Connected => cache.clear(),
+        })
+    }
+
+    /// The policy `name` of `workspace`, ready to decide with, from the cache when it can be.
+    pub async fn policy(
+        &self,
+        workspace: &WorkspaceId,
+        name: &str,
+    ) -> Result<Option<Policy>, sqlx::Error> {
+        let load = || async {
+            let record = self.get(workspace, name).await?;
+            Ok(record.map(|r| Policy::workspace(workspace, name, r.spec)))
+        };
+        self.cache
+            .get_or_load(&cache_key(workspace, name), load)
+            .await
+            .map_err(pier_db::unshare)
+    }
+
+    /// Makes every node forget the policy once `tx` commits: this one at once, the others by
+    /// `NOTIFY` (PostgreSQL).
+    async fn forget_on_commit(
+        &self,
+        tx: &mut Tx,
+        workspace: &WorkspaceId,
+        name: &str,
+    ) -> Result<(), sqlx::Error> {
+        let key = cache_key(workspace, name);
+        tx.notify(CHANGED, std::slice::from_ref(&key)).await?;
+        let cache = self.cache.clone();
+        tx.after_commit(move || cache.invalidate(&key));
+        Ok(())
+    }
+
+    /// The stored policy, read from the database (for reads that show or compare it).
     pub async fn get(
         &self,
         workspace: &WorkspaceId,
@@ -204,6 +281,7 @@ impl PolicyStore {
                 }
             }
         };
+        self.forget_on_commit(&mut tx, workspace, name).await?;
         tx.commit().await?;
         Ok((PolicyRecord::try_from(row)?, created))
     }
@@ -216,7 +294,8 @@ impl PolicyStore {
         name: &str,
         seen: Option<&PolicyRecord>,
     ) -> Result<bool, sqlx::Error> {
-        let affected = with_writer!(&self.db, pool => {
+        let mut tx = self.db.begin().await?;
+        let affected = with_tx!(&mut tx, conn => {
             sqlx::query(
                 "DELETE FROM rate_limit_policies WHERE workspace_id = $1 AND name = $2 \
                  AND ($3 IS NULL OR updated_at = $3)",
@@ -224,10 +303,14 @@ impl PolicyStore {
             .bind(workspace.as_str())
             .bind(name)
             .bind(seen.map(|s| s.updated_at.as_micros()))
-            .execute(pool)
+            .execute(conn)
             .await
             .map(|r| r.rows_affected())
         })?;
+        if affected > 0 {
+            self.forget_on_commit(&mut tx, workspace, name).await?;
+        }
+        tx.commit().await?;
         Ok(affected > 0)
     }
 }

@@ -1,5 +1,5 @@
 //! Stored policies on both backends: create versus replace under concurrency, compare-and-set,
-//! and the per-workspace cap.
+//! the per-workspace cap, and the cache checks read them from.
 
 use std::sync::Arc;
 
@@ -11,6 +11,7 @@ on_both_backends!(
     concurrent_creates_of_one_name_create_it_once,
     a_stale_read_cannot_replace_a_newer_policy,
     a_workspace_holds_at_most_its_cap,
+    checks_read_cached_policies_that_writes_forget,
 );
 
 async fn store(backend: &Backend) -> (TestDb, PolicyStore, ManualClock) {
@@ -85,4 +86,44 @@ async fn a_workspace_holds_at_most_its_cap(backend: Backend) {
         .put(&other, "one-more", spec("gcra 1/1s"), None)
         .await
         .expect("other workspace");
+}
+
+/// Changes the stored limit of `name` behind the store's back, as a write it is not told of.
+async fn change_unannounced(db: &TestDb, name: &str, limit: i64) {
+    pier_db::with_writer!(&db.db, pool => {
+        sqlx::query("UPDATE rate_limit_policies SET quota = $1 WHERE name = $2")
+            .bind(limit)
+            .bind(name)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected())
+    })
+    .expect("changed");
+}
+
+/// A policy once looked up is served from the cache (a change the store is not told of stays
+/// unseen, so no database was read), "no such policy" included; every write through the store
+/// is seen at once.
+async fn checks_read_cached_policies_that_writes_forget(backend: Backend) {
+    let (db, store, _clock) = store(&backend).await;
+    let ws = WorkspaceId::new(pier_core::Timestamp::from_micros(1));
+    let limit = |policy: Option<pier_ratelimit::Policy>| policy.map(|p| p.spec().limit());
+    assert_eq!(limit(store.policy(&ws, "p").await.expect("read")), None);
+    store
+        .put(&ws, "p", spec("gcra 1/1s"), None)
+        .await
+        .expect("put");
+    assert_eq!(limit(store.policy(&ws, "p").await.expect("read")), Some(1));
+    change_unannounced(&db, "p", 7).await;
+    assert_eq!(
+        limit(store.policy(&ws, "p").await.expect("cached")),
+        Some(1)
+    );
+    store
+        .put(&ws, "p", spec("gcra 2/1s"), None)
+        .await
+        .expect("replace");
+    assert_eq!(limit(store.policy(&ws, "p").await.expect("read")), Some(2));
+    assert!(store.delete(&ws, "p", None).await.expect("delete"));
+    assert_eq!(limit(store.policy(&ws, "p").await.expect("read")), None);
 }

@@ -1,9 +1,10 @@
 //! Webhooks: reliable, signed delivery of events to the endpoints a workspace registers.
 //!
-//! - **Publishing** ([`publish`]): an event, a delivery per endpoint that wants it and the jobs
-//!   that send them commit in one transaction (the outbox). Pier's own lifecycle events
-//!   (`link.created`, `webhook_endpoint.disabled`, …) take the same path through the
-//!   [`pier_db::Outbox`] seam, inside the transaction of the change they announce.
+//! - **Publishing** ([`Publisher`]): an event, a delivery per endpoint that wants it and the jobs
+//!   that send them commit in one transaction (the outbox), shared by concurrent publishers
+//!   (group commit). Pier's own lifecycle events (`link.created`,
+//!   `webhook_endpoint.disabled`, …) are written the same way through the [`pier_db::Outbox`]
+//!   seam, inside the transaction of the change they announce.
 //! - **Delivery** ([`deliver`]): jobs on Pier's internal queue `pier.webhooks`, so deliveries
 //!   survive crashes and restarts and are retried on a schedule with jitter. Each request is
 //!   signed the Standard Webhooks way (`webhook-id`, `webhook-timestamp`, `webhook-signature`;
@@ -20,6 +21,7 @@ pub mod guard;
 pub mod model;
 mod payload;
 mod publish;
+mod publisher;
 mod replay;
 mod retention;
 mod schedule;
@@ -33,6 +35,7 @@ pub use model::{
     EndpointFields, EndpointId, Event, EventId, EventType, EventTypeName, Metadata,
 };
 pub use publish::{NewEvent, Published, deliveries_of_statement, events_statement, queue};
+pub use publisher::Publisher;
 pub use replay::{MAX_RECOVER, ReplayError, attempts_statement};
 pub use schedule::RetrySchedule;
 pub use secrets::{Keys, SecretUnreadable};

@@ -2,6 +2,8 @@
 //! all in one transaction (the outbox), so an event is delivered if and only if its publication
 //! committed. Also the reads of what was published and where it went.
 
+use std::sync::Arc;
+
 use pier_core::{Timestamp, WorkspaceId};
 use pier_db::{Bind, JsonList, Outbox, Publishing, Statement, Tx, with_reader, with_tx};
 use pier_jobs::{JobSpec, JobStore, NewJob, QueueName};
@@ -119,21 +121,72 @@ struct NewDelivery<'a> {
 }
 
 #[derive(sqlx::FromRow)]
-struct Subscriber {
+struct SubscriberRow {
     id: String,
     event_types: String,
     ordered: bool,
 }
 
+/// An enabled endpoint, as a publication fans out to it.
+struct Subscriber {
+    id: String,
+    /// Every type when empty.
+    event_types: Vec<String>,
+    ordered: bool,
+}
+
+impl Subscriber {
+    fn wants(&self, event_type: &str) -> bool {
+        self.event_types.is_empty() || self.event_types.iter().any(|t| t == event_type)
+    }
+}
+
+/// The workspace's enabled endpoints, in id order (the order their row locks are taken in).
+async fn subscribers(tx: &mut Tx, workspace: &WorkspaceId) -> Result<Vec<Subscriber>, sqlx::Error> {
+    let rows: Vec<SubscriberRow> = with_tx!(tx, conn => {
+        sqlx::query_as(
+            "SELECT id, event_types, ordered FROM webhook_endpoints \
+             WHERE workspace_id = $1 AND enabled ORDER BY id",
+        )
+        .bind(workspace.as_str())
+        .fetch_all(conn)
+        .await
+    })?;
+    rows.into_iter()
+        .map(|row| {
+            Ok(Subscriber {
+                event_types: serde_json::from_str(&row.event_types).map_err(decode)?,
+                id: row.id,
+                ordered: row.ordered,
+            })
+        })
+        .collect()
+}
+
+/// A publication checked against its type's schema and its size bound, ready to be written.
+#[derive(Debug, Clone)]
+pub(crate) struct Checked {
+    pub(crate) workspace: WorkspaceId,
+    event: NewEvent,
+    /// The payload as stored (JSON text).
+    payload: String,
+}
+
+/// What checking a publication found.
+pub(crate) enum Prepared {
+    Write(Checked),
+    /// Its event id was published before, with the same type and payload.
+    Published(Published),
+}
+
 impl WebhookStore {
-    /// Publishes an event of the workspace: checked against its type's schema (when the type
-    /// is registered with one) and its size bound, then fanned out to every enabled endpoint
-    /// that wants it.
-    pub async fn publish(
+    /// Checks a publication of the workspace: its size bound and its type's schema (when the
+    /// type is registered with one); a repeat of an event id answers with the first event.
+    pub(crate) async fn prepare(
         &self,
         workspace: &WorkspaceId,
         event: NewEvent,
-    ) -> Result<Published, WebhookError> {
+    ) -> Result<Prepared, WebhookError> {
         let payload = event.payload.to_string();
         let max = self.settings.max_payload_bytes;
         if payload.len() > max {
@@ -151,36 +204,85 @@ impl WebhookStore {
         if let Some(client_id) = &event.event_id
             && let Some(first) = self.by_client_id(workspace, client_id).await?
         {
-            return same_event(first, &event);
+            return same_event(first, &event).map(Prepared::Published);
         }
+        Ok(Prepared::Write(Checked {
+            workspace: workspace.clone(),
+            event,
+            payload,
+        }))
+    }
+
+    /// Writes checked publications in one transaction: each event, fanned out to every enabled
+    /// endpoint that wants it (the outbox). One outcome per publication, in order: its event,
+    /// or `None` when another publication holds its event id. The writes go workspace by
+    /// workspace, so concurrent transactions take ordered endpoints' row locks in one order
+    /// and cannot deadlock on them.
+    pub(crate) async fn write_events(
+        &self,
+        publications: &[Arc<Checked>],
+    ) -> Result<Vec<Option<Event>>, sqlx::Error> {
+        let mut order: Vec<usize> = (0..publications.len()).collect();
+        order.sort_by(|a, b| publications[*a].workspace.cmp(&publications[*b].workspace));
+        let mut written = vec![None; publications.len()];
         let mut tx = self.db.begin().await?;
-        let inserted = self
-            .insert_event(
-                &mut tx,
+        // Read once per workspace of the gathering; its deliveries' jobs enqueued together.
+        let mut endpoints: Option<(&WorkspaceId, Vec<Subscriber>)> = None;
+        let mut pending: Vec<String> = Vec::new();
+        for i in order {
+            let Checked {
                 workspace,
-                event.event_type.as_str(),
-                &payload,
-                event.event_id.as_deref(),
-            )
-            .await;
-        let created = match inserted {
-            Ok(created) => created,
-            // Published meanwhile by a concurrent request with the same event id.
-            Err(err) if pier_db::is_unique_violation(&err) => {
-                drop(tx);
-                let client_id = event.event_id.as_deref().unwrap_or_default();
-                let first = self.by_client_id(workspace, client_id).await?;
-                return first.map_or(Err(WebhookError::Db(err)), |f| same_event(f, &event));
+                event,
+                payload,
+            } = publications[i].as_ref();
+            let type_name = event.event_type.as_str();
+            let client_id = event.event_id.as_deref();
+            let Some(created) = self
+                .insert_event(&mut tx, workspace, type_name, payload, client_id)
+                .await?
+            else {
+                continue;
+            };
+            if endpoints.as_ref().is_none_or(|(of, _)| *of != workspace) {
+                if let Some((of, _)) = endpoints {
+                    enqueue_pending(&self.jobs, &mut tx, of, &std::mem::take(&mut pending)).await?;
+                }
+                endpoints = Some((workspace, subscribers(&mut tx, workspace).await?));
             }
-            Err(err) => return Err(err.into()),
-        };
-        self.fan_out(&mut tx, &created).await?;
+            if let Some((_, subscribers)) = &endpoints {
+                pending.extend(self.fan_out_to(&mut tx, &created, subscribers).await?);
+            }
+            written[i] = Some(created);
+        }
+        if let Some((of, _)) = endpoints {
+            enqueue_pending(&self.jobs, &mut tx, of, &pending).await?;
+        }
         tx.commit().await?;
-        metrics::counter!("pier_webhook_events_published_total").increment(1);
-        Ok(Published {
-            event: created,
-            existing: false,
-        })
+        let published = written.iter().flatten().count();
+        metrics::counter!("pier_webhook_events_published_total").increment(published as u64);
+        Ok(written)
+    }
+
+    /// What a written publication answers: its event, or when another publication held its
+    /// event id, that one's event if it is the same.
+    pub(crate) async fn settle(
+        &self,
+        checked: &Checked,
+        written: Option<Event>,
+    ) -> Result<Published, WebhookError> {
+        if let Some(event) = written {
+            return Ok(Published {
+                event,
+                existing: false,
+            });
+        }
+        let client_id = checked.event.event_id.as_deref().unwrap_or_default();
+        match self.by_client_id(&checked.workspace, client_id).await? {
+            Some(first) => same_event(first, &checked.event),
+            None => Err(WebhookError::Db(sqlx::Error::Protocol(format!(
+                "the event id `{client_id}` is held by no event"
+            )))),
+        }
     }
 
     /// Publishes one of Pier's own lifecycle events inside the caller's transaction.
@@ -194,10 +296,13 @@ impl WebhookStore {
         let name = EventTypeName::own(event_type);
         let event = self
             .insert_event(tx, workspace, name.as_str(), &payload.to_string(), None)
-            .await?;
+            .await?
+            .ok_or_else(|| sqlx::Error::Protocol("an own event was not inserted".into()))?;
         self.fan_out(tx, &event).await
     }
 
+    /// Inserts an event; `None` when its client id is taken (by a committed publication, or
+    /// an earlier one in this transaction).
     async fn insert_event(
         &self,
         tx: &mut Tx,
@@ -205,13 +310,15 @@ impl WebhookStore {
         event_type: &str,
         payload: &str,
         client_id: Option<&str>,
-    ) -> Result<Event, sqlx::Error> {
+    ) -> Result<Option<Event>, sqlx::Error> {
         let now = self.clock.now();
         let sql = format!(
             "INSERT INTO webhook_events (workspace_id, id, type, payload, client_event_id, \
-             created_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING {EVENT_COLUMNS}"
+             created_at) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (workspace_id, client_event_id) WHERE client_event_id IS NOT NULL \
+             DO NOTHING RETURNING {EVENT_COLUMNS}"
         );
-        let row: EventRow = with_tx!(tx, conn => {
+        let row: Option<EventRow> = with_tx!(tx, conn => {
             sqlx::query_as(&sql)
                 .bind(workspace.as_str())
                 .bind(EventId::new(now).as_str())
@@ -219,10 +326,10 @@ impl WebhookStore {
                 .bind(payload)
                 .bind(client_id)
                 .bind(now.as_micros())
-                .fetch_one(conn)
+                .fetch_optional(conn)
                 .await
         })?;
-        row.try_into()
+        row.map(Event::try_from).transpose()
     }
 
     async fn by_client_id(
@@ -250,21 +357,26 @@ impl WebhookStore {
     /// and looks for the next (see [`crate::deliver`]). Endpoints are locked in id order, so
     /// concurrent publishes cannot deadlock on them.
     async fn fan_out(&self, tx: &mut Tx, event: &Event) -> Result<(), sqlx::Error> {
+        let subscribers = subscribers(tx, &event.workspace_id).await?;
+        let pending = self.fan_out_to(tx, event, &subscribers).await?;
+        enqueue_pending(&self.jobs, tx, &event.workspace_id, &pending).await
+    }
+
+    /// [`fan_out`](Self::fan_out) to `subscribers`, the workspace's enabled endpoints read in
+    /// this transaction, but for the jobs: answers the deliveries that need one, so that a
+    /// gathering enqueues a workspace's jobs in one statement (one write of its job counts, so
+    /// concurrent commits cannot deadlock on them).
+    async fn fan_out_to(
+        &self,
+        tx: &mut Tx,
+        event: &Event,
+        subscribers: &[Subscriber],
+    ) -> Result<Vec<String>, sqlx::Error> {
         let workspace = event.workspace_id.as_str();
-        let subscribers: Vec<Subscriber> = with_tx!(tx, conn => {
-            sqlx::query_as(
-                "SELECT id, event_types, ordered FROM webhook_endpoints \
-                 WHERE workspace_id = $1 AND enabled ORDER BY id",
-            )
-            .bind(workspace)
-            .fetch_all(conn)
-            .await
-        })?;
         let now = self.clock.now();
         let mut rows = Vec::new();
-        for endpoint in &subscribers {
-            let types: Vec<String> = serde_json::from_str(&endpoint.event_types).map_err(decode)?;
-            if !(types.is_empty() || types.contains(&event.event_type)) {
+        for endpoint in subscribers {
+            if !endpoint.wants(&event.event_type) {
                 continue;
             }
             let (seq, state) = if endpoint.ordered {
@@ -288,7 +400,7 @@ impl WebhookStore {
             });
         }
         if rows.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let sql = format!(
             "INSERT INTO webhook_deliveries (workspace_id, id, event_id, endpoint_id, seq, state, \
@@ -307,12 +419,11 @@ impl WebhookStore {
                 .await
                 .map(drop)
         })?;
-        let pending: Vec<(&str, i64)> = rows
-            .iter()
+        Ok(rows
+            .into_iter()
             .filter(|r| r.state == DeliveryState::Pending.as_str())
-            .map(|r| (r.id.as_str(), 0))
-            .collect();
-        enqueue(&self.jobs, tx, &event.workspace_id, &pending).await
+            .map(|r| r.id)
+            .collect())
     }
 
     /// An event of the workspace.
@@ -424,6 +535,17 @@ async fn next_in_line(
         .await?;
         Ok(Some((seq, busy.is_some())))
     })
+}
+
+/// Enqueues the first job of each new delivery.
+async fn enqueue_pending(
+    jobs: &JobStore,
+    tx: &mut Tx,
+    workspace: &WorkspaceId,
+    deliveries: &[String],
+) -> Result<(), sqlx::Error> {
+    let first: Vec<(&str, i64)> = deliveries.iter().map(|id| (id.as_str(), 0)).collect();
+    enqueue(jobs, tx, workspace, &first).await
 }
 
 /// Enqueues the job that sends each delivery (its id, with the requests sent so far), once

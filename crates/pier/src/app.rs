@@ -520,6 +520,7 @@ impl Application {
         let relay = self.state.api_keys().listen(relay);
         let relay = self.state.oauth().listen(relay);
         let relay = self.state.webhooks().listen(relay);
+        let relay = self.state.policies().listen(relay);
         let relay = self.state.links().redirects().listen(relay).spawn(&self.db);
         let link_changes = self.state.links().redirects().spawn_shared_listener();
 

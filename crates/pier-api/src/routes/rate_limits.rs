@@ -245,16 +245,18 @@ fn with_etag(status: StatusCode, policy: &RateLimitPolicy) -> Response {
     response
 }
 
-/// The policy `name` as this workspace sees it: the configuration file's, else its own.
+/// The policy `name` as this workspace sees it: the configuration file's, else its own (from
+/// the node's policy cache: a check reads no database).
 async fn resolve(state: &AppState, workspace: &WorkspaceId, name: &str) -> ApiResult<Policy> {
     let not_found = || ApiError::not_found("rate-limit policy");
     check_name(name).map_err(|_| not_found())?;
     if let Some(spec) = state.configured_policy(name) {
         return Ok(Policy::workspace(workspace, name, *spec));
     }
-    let record = state.policies().get(workspace, name).await?;
-    record
-        .map(|r| Policy::workspace(workspace, name, r.spec))
+    state
+        .policies()
+        .policy(workspace, name)
+        .await?
         .ok_or_else(not_found)
 }
 

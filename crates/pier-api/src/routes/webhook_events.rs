@@ -188,7 +188,7 @@ pub async fn publish(
         event_id: body.event_id,
     };
     let published = state
-        .webhooks()
+        .publisher()
         .publish(auth.principal.workspace_id(), event)
         .await
         .map_err(webhook_error)?;

@@ -19,6 +19,7 @@ on_both_backends!(
     batch_checks_spend_on_every_policy_or_none,
     workspaces_see_and_count_only_their_own,
     permissions_guard_policies_and_checks,
+    checks_follow_policy_changes_on_every_node,
 );
 
 /// A structured-field list (RFC 9651) of string items with integer parameters, parsed by a
@@ -419,6 +420,74 @@ async fn checks_decide_spend_and_answer_200_either_way(backend: Backend) {
         .post_json("/v1/rate-limit-policies/nope/check", &json!({"key": "k"}))
         .await;
     problem(unknown, 404, "not_found").await;
+}
+
+/// Checks `policy` through `node` (a dry run) until `want` holds for its status and body, for
+/// at most `patience` (none: the first answer must do).
+async fn wait_for_check(
+    node: &TestApp,
+    policy: &str,
+    patience: Duration,
+    want: impl Fn(u16, &Value) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        let response = node
+            .post_json(
+                &format!("/v1/rate-limit-policies/{policy}/check"),
+                &json!({"key": "k", "dry_run": true}),
+            )
+            .await;
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.expect("json");
+        if want(status, &body) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the check of {policy} still answers {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Checks decide with a node's cached policies, yet follow every write at once: a name checked
+/// before its policy existed is found once it is created, a replaced policy decides by its new
+/// limit and a deleted one answers 404. On PostgreSQL the writes go through node A and the
+/// checks through node B (the invalidation travels by `NOTIFY`, so B is given a moment); on
+/// SQLite one node does both, and its first answer must already be right.
+async fn checks_follow_policy_changes_on_every_node(backend: Backend) {
+    let postgres = !matches!(backend, Backend::Sqlite);
+    let a = TestApp::spawn(backend).await;
+    let other = if postgres {
+        Some(a.another_node().await)
+    } else {
+        None
+    };
+    let (b, patience) = match &other {
+        Some(b) => (b, Duration::from_secs(3)),
+        None => (&a, Duration::ZERO),
+    };
+    let limit_is =
+        |limit: u64| move |status: u16, body: &Value| status == 200 && body["limit"] == limit;
+    // B learns the name is no policy (and remembers that).
+    wait_for_check(b, "late", Duration::ZERO, |status, _| status == 404).await;
+    let policy = |limit: u64| json!({"algorithm": "gcra", "limit": limit, "period_seconds": 60});
+    create_policy(&a, "late", &policy(1)).await;
+    wait_for_check(b, "late", patience, limit_is(1)).await;
+    let replaced = a
+        .request(Method::PUT, "/v1/rate-limit-policies/late")
+        .json(&policy(5))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(replaced.status(), 200);
+    wait_for_check(&a, "late", Duration::ZERO, limit_is(5)).await;
+    wait_for_check(b, "late", patience, limit_is(5)).await;
+    let deleted = a.call(Method::DELETE, "/v1/rate-limit-policies/late").await;
+    assert_eq!(deleted.status(), 204);
+    wait_for_check(&a, "late", Duration::ZERO, |status, _| status == 404).await;
+    wait_for_check(b, "late", patience, |status, _| status == 404).await;
 }
 
 async fn batch_checks_spend_on_every_policy_or_none(backend: Backend) {

@@ -30,6 +30,7 @@ on_both_backends!(
     failures_days_apart_are_not_one_streak,
     old_history_is_pruned_once_its_deliveries_ended,
     ed25519_endpoints_are_verified_with_their_public_key,
+    concurrent_publishes_each_get_their_own_outcome,
 );
 
 /// An app whose endpoints may be on loopback, where the test receiver listens.
@@ -434,6 +435,75 @@ async fn payloads_are_checked_and_deduplicated(backend: Backend) {
         .post_json("/v1/events", &json!({"type": "no spaces", "payload": {}}))
         .await;
     assert_eq!(bad_name.status(), 422);
+}
+
+/// Concurrent publishes share commits, yet each is answered with its own outcome: every good
+/// event gets an id of its own and is delivered once; a repeated event id answers with its first
+/// event; a reused event id, a payload failing its schema and an oversized payload each fail
+/// alone, whatever they were gathered with.
+async fn concurrent_publishes_each_get_their_own_outcome(backend: Backend) {
+    let app = spawn(backend).await;
+    let receiver = Receiver::start().await;
+    endpoint_for(&app, &receiver, &[]).await;
+    let schema = json!({"type": "object", "required": ["n"]});
+    let (status, created) = app
+        .post_value(
+            "/v1/event-types",
+            &json!({"name": "checked", "schema": schema}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let good = |n: usize| json!({"type": "order.created", "payload": {"n": n}});
+    let with_id =
+        |n: usize, id: &str| json!({"type": "checked", "payload": {"n": n}, "event_id": id});
+    let mut bodies: Vec<Value> = (0..40).map(good).collect();
+    for pair in 0..5 {
+        // The same event twice (one event), and one id with two payloads (one is refused).
+        bodies.push(with_id(pair, &format!("same-{pair}")));
+        bodies.push(with_id(pair, &format!("same-{pair}")));
+        bodies.push(with_id(0, &format!("reused-{pair}")));
+        bodies.push(with_id(1, &format!("reused-{pair}")));
+        bodies.push(json!({"type": "checked", "payload": {"m": pair}}));
+        bodies.push(json!({"type": "big", "payload": "x".repeat(256 * 1024)}));
+    }
+    let answers = futures_util::future::join_all(bodies.iter().map(|body| async {
+        let response = app.post_json("/v1/events", body).await;
+        let status = response.status().as_u16();
+        (status, response.json::<Value>().await.expect("json"))
+    }))
+    .await;
+    let good_ids: std::collections::HashSet<&str> = answers[..40]
+        .iter()
+        .map(|(status, event)| {
+            assert_eq!(*status, 202, "{event}");
+            id(event)
+        })
+        .collect();
+    assert_eq!(good_ids.len(), 40, "every good event has an id of its own");
+    let mut delivered = good_ids.clone();
+    for (pair, group) in answers[40..].chunks(6).enumerate() {
+        let statuses: Vec<u16> = group.iter().map(|(status, _)| *status).collect();
+        assert_eq!(statuses[..2], [202, 202], "pair {pair}: {group:?}");
+        assert_eq!(
+            id(&group[0].1),
+            id(&group[1].1),
+            "an event id publishes once"
+        );
+        let mut reused = statuses[2..4].to_vec();
+        reused.sort_unstable();
+        assert_eq!(reused, [202, 409], "pair {pair}: {group:?}");
+        assert_eq!(group[4].1["errors"][0]["code"], "schema_mismatch");
+        assert_eq!(statuses[4..], [422, 413]);
+        delivered.insert(id(&group[0].1));
+        let winner = group[2..4].iter().find(|(status, _)| *status == 202);
+        delivered.insert(id(&winner.expect("one publication of the id").1));
+    }
+    let received = receiver.wait_for(delivered.len()).await;
+    let mut arrived: Vec<&str> = received.iter().map(|r| r.header("webhook-id")).collect();
+    arrived.sort_unstable();
+    let mut expected: Vec<&str> = delivered.into_iter().collect();
+    expected.sort_unstable();
+    assert_eq!(arrived, expected, "every event delivered once");
 }
 
 async fn private_targets_are_refused_by_default(backend: Backend) {
