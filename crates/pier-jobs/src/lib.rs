@@ -42,6 +42,13 @@ pub use store::{
 };
 pub use worker::{JobContext, JobFailure, PoolOptions, Worker, WorkerPool};
 
+/// The span of an enqueue into `queue` of jobs written away from the caller's span (by a
+/// group commit's committer): made in the caller's span, its trace context goes on the jobs
+/// ([`NewJob::continuing`]) and the write is instrumented with it.
+pub fn enqueue_span(queue: &QueueName) -> tracing::Span {
+    trace::publish(Some(queue.as_str()), 1)
+}
+
 /// The tables this crate owns (`jobs`, `queues`, `job_counts`), for [`pier_db::Db::migrate`].
 pub const MIGRATIONS: &[pier_db::Migration] = pier_db::migrations!(
     2 => "0002_jobs",

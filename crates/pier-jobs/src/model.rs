@@ -289,6 +289,14 @@ pub struct NewJob {
 }
 
 impl NewJob {
+    /// Continues the trace `traceparent` (a [`enqueue_span`](crate::enqueue_span)'s, made in
+    /// the caller's span) when the enqueue happens away from that span, in a group commit.
+    #[must_use]
+    pub fn continuing(mut self, traceparent: Option<String>) -> Self {
+        self.trace_parent = traceparent;
+        self
+    }
+
     /// Moves the job to `queue`, which may be one of Pier's own ([`QueueName::internal`]).
     #[must_use]
     pub fn on_queue(mut self, queue: QueueName) -> Self {

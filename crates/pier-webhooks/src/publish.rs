@@ -170,6 +170,8 @@ pub(crate) struct Checked {
     event: NewEvent,
     /// The payload as stored (JSON text).
     payload: String,
+    /// The trace its delivery jobs continue, when it is written away from the publisher's span.
+    pub(crate) trace_parent: Option<String>,
 }
 
 /// What checking a publication found.
@@ -210,6 +212,7 @@ impl WebhookStore {
             workspace: workspace.clone(),
             event,
             payload,
+            trace_parent: None,
         }))
     }
 
@@ -228,12 +231,13 @@ impl WebhookStore {
         let mut tx = self.db.begin().await?;
         // Read once per workspace of the gathering; its deliveries' jobs enqueued together.
         let mut endpoints: Option<(&WorkspaceId, Vec<Subscriber>)> = None;
-        let mut pending: Vec<String> = Vec::new();
+        let mut pending: Vec<(String, Option<&str>)> = Vec::new();
         for i in order {
             let Checked {
                 workspace,
                 event,
                 payload,
+                trace_parent,
             } = publications[i].as_ref();
             let type_name = event.event_type.as_str();
             let client_id = event.event_id.as_deref();
@@ -250,7 +254,8 @@ impl WebhookStore {
                 endpoints = Some((workspace, subscribers(&mut tx, workspace).await?));
             }
             if let Some((_, subscribers)) = &endpoints {
-                pending.extend(self.fan_out_to(&mut tx, &created, subscribers).await?);
+                let deliveries = self.fan_out_to(&mut tx, &created, subscribers).await?;
+                pending.extend(deliveries.into_iter().map(|d| (d, trace_parent.as_deref())));
             }
             written[i] = Some(created);
         }
@@ -359,6 +364,7 @@ impl WebhookStore {
     async fn fan_out(&self, tx: &mut Tx, event: &Event) -> Result<(), sqlx::Error> {
         let subscribers = subscribers(tx, &event.workspace_id).await?;
         let pending = self.fan_out_to(tx, event, &subscribers).await?;
+        let pending: Vec<_> = pending.into_iter().map(|d| (d, None)).collect();
         enqueue_pending(&self.jobs, tx, &event.workspace_id, &pending).await
     }
 
@@ -537,15 +543,22 @@ async fn next_in_line(
     })
 }
 
-/// Enqueues the first job of each new delivery.
+/// Enqueues the first job of each new delivery, each continuing the trace it names (`None`:
+/// the current span's).
 async fn enqueue_pending(
     jobs: &JobStore,
     tx: &mut Tx,
     workspace: &WorkspaceId,
-    deliveries: &[String],
+    deliveries: &[(String, Option<&str>)],
 ) -> Result<(), sqlx::Error> {
-    let first: Vec<(&str, i64)> = deliveries.iter().map(|id| (id.as_str(), 0)).collect();
-    enqueue(jobs, tx, workspace, &first).await
+    let specs = deliveries
+        .iter()
+        .map(|(id, trace)| Ok(deliver_job(id, 0)?.continuing(trace.map(str::to_owned))))
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    if !specs.is_empty() {
+        jobs.enqueue_in(tx, workspace, &specs).await?;
+    }
+    Ok(())
 }
 
 /// Enqueues the job that sends each delivery (its id, with the requests sent so far), once

@@ -9,6 +9,8 @@
 
 use std::sync::Arc;
 
+use tracing::Instrument;
+
 use pier_core::WorkspaceId;
 use pier_db::group::{self, Lane};
 
@@ -47,11 +49,15 @@ impl Publisher {
         workspace: &WorkspaceId,
         event: NewEvent,
     ) -> Result<Published, WebhookError> {
-        let checked = match self.store.prepare(workspace, event).await? {
-            Prepared::Write(checked) => Arc::new(checked),
+        let mut checked = match self.store.prepare(workspace, event).await? {
+            Prepared::Write(checked) => checked,
             Prepared::Published(first) => return Ok(first),
         };
-        let written = self.lane.call(checked.clone()).await?;
+        // The committer writes away from this span: its delivery jobs carry the trace.
+        let span = pier_jobs::enqueue_span(&crate::queue());
+        checked.trace_parent = pier_core::trace::traceparent(&span);
+        let checked = Arc::new(checked);
+        let written = self.lane.call(checked.clone()).instrument(span).await?;
         self.store.settle(&checked, written).await
     }
 }
