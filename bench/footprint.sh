@@ -15,17 +15,15 @@
 #   BENCH_SKIP_BUILD=1 skips `cargo build`; PIER_BIN chooses another binary
 set -euo pipefail
 cd "$(dirname "$0")/.."
+BENCH_NAME=footprint
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 STARTS="${BENCH_FOOTPRINT_STARTS:-3}"
 IDLE="${BENCH_FOOTPRINT_IDLE:-5}"
 PORT="${BENCH_PORT:-18080}"
 ADMIN_PORT="${BENCH_ADMIN_PORT:-18081}"
 
-log() { printf '[footprint %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() {
-  log "error: $*"
-  exit 1
-}
 command -v curl >/dev/null || die "curl is needed and not installed"
 
 if [ "${BENCH_SKIP_BUILD:-}" != 1 ]; then
@@ -34,12 +32,6 @@ if [ "${BENCH_SKIP_BUILD:-}" != 1 ]; then
 fi
 PIER_BIN="$(realpath "${PIER_BIN:-target/release/pier}")"
 [ -x "$PIER_BIN" ] || die "no pier binary at $PIER_BIN"
-
-# The server gets only the settings below, whatever PIER_* variables this shell has.
-UNSET_PIER=()
-while IFS= read -r name; do
-  UNSET_PIER+=(-u "$name")
-done < <(compgen -e | grep '^PIER_' || true)
 
 WORK_DIR="$(mktemp -d -t pier-footprint.XXXXXX)"
 PIER_PID=""

@@ -53,6 +53,9 @@
 #     [target/release/pier, target/release/pier-bench]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+BENCH_NAME=run-http
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 WRK_DURATION="${BENCH_WRK_DURATION:-20s}"
 WRK_CONNECTIONS="${BENCH_WRK_CONNECTIONS:-32}"
@@ -77,13 +80,6 @@ PG_DB=pier_bench_http
 PG_URL="${ADMIN_URL%/*}/$PG_DB"
 BASE="http://127.0.0.1:$PORT"
 QUEUE=bench
-
-log() { printf '[run-http %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() {
-  log "error: $*"
-  exit 1
-}
-has() { [[ ",$2," == *",$1,"* ]]; }
 
 for part in ${PARTS//,/ }; do
   has "$part" "enqueue,addjob,http-burndown,burndown,noisy,limiter,auth,decide,publish" ||
@@ -111,12 +107,6 @@ PIER_BIN="$(realpath "${PIER_BIN:-target/release/pier}")"
 BENCH_BIN="$(realpath "${PIER_BENCH_BIN:-target/release/pier-bench}")"
 [ -x "$PIER_BIN" ] || die "no pier binary at $PIER_BIN"
 [ -x "$BENCH_BIN" ] || die "no pier-bench binary at $BENCH_BIN"
-
-# The server gets only the settings below, whatever PIER_* variables this shell has.
-UNSET_PIER=()
-while IFS= read -r name; do
-  UNSET_PIER+=(-u "$name")
-done < <(compgen -e | grep '^PIER_' || true)
 
 # Settings every server gets; measure_limiter changes them.
 LIMITS=(PIER_RATE_LIMITS_PER_API_KEY="gcra 1000000000/1s")

@@ -36,6 +36,9 @@
 #   BENCH_SKIP_BUILD=1 skips `cargo build`; PIER_BIN and BASELINE_BIN choose other binaries
 set -euo pipefail
 cd "$(dirname "$0")/.."
+BENCH_NAME=run-links
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 WRK_DURATION="${BENCH_WRK_DURATION:-20s}"
 WRK_THREADS="${BENCH_WRK_THREADS:-2}"
@@ -58,13 +61,6 @@ PG_DB=pier_bench_links
 PG_URL="${ADMIN_URL%/*}/$PG_DB"
 BASE="http://127.0.0.1:$PORT"
 TARGET="https://example.com/landing"
-
-log() { printf '[run-links %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() {
-  log "error: $*"
-  exit 1
-}
-has() { [[ ",$2," == *",$1,"* ]]; }
 
 for part in ${PARTS//,/ }; do
   has "$part" "redirect,listing,auth" || die "unknown part in BENCH_PARTS: $part"
@@ -91,12 +87,6 @@ PIER_BIN="$(realpath "${PIER_BIN:-target/release/pier}")"
 BASELINE_BIN="$(realpath "${BASELINE_BIN:-target/release/redirect-baseline}")"
 [ -x "$PIER_BIN" ] || die "no pier binary at $PIER_BIN"
 [ -x "$BASELINE_BIN" ] || die "no redirect-baseline binary at $BASELINE_BIN"
-
-# The server gets only the settings below, whatever PIER_* variables this shell has.
-UNSET_PIER=()
-while IFS= read -r name; do
-  UNSET_PIER+=(-u "$name")
-done < <(compgen -e | grep '^PIER_' || true)
 
 WORK_DIR="$(mktemp -d -t pier-bench-links.XXXXXX)"
 PIER_PID=""

@@ -23,6 +23,9 @@
 #   BENCH_SKIP_BUILD=1 skips `cargo build`; PIER_BIN chooses another binary
 set -euo pipefail
 cd "$(dirname "$0")/.."
+BENCH_NAME=run-lists
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 ROWS="${BENCH_ROWS:-1000000}"
 REQUESTS="${BENCH_REQUESTS:-50}"
@@ -37,13 +40,6 @@ PG_URL="${ADMIN_URL%/*}/$PG_DB"
 BASE="http://127.0.0.1:$PORT"
 NEIGHBOUR="ws_00000000000000000000000000"
 DEEP_PAGE=1000
-
-log() { printf '[run-lists %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() {
-  log "error: $*"
-  exit 1
-}
-has() { [[ ",$2," == *",$1,"* ]]; }
 
 for backend in ${BACKENDS//,/ }; do
   has "$backend" "sqlite,postgres" || die "unknown backend in BENCH_BACKENDS: $backend"
@@ -60,12 +56,6 @@ if [ "${BENCH_SKIP_BUILD:-}" != 1 ]; then
 fi
 PIER_BIN="$(realpath "${PIER_BIN:-target/release/pier}")"
 [ -x "$PIER_BIN" ] || die "no pier binary at $PIER_BIN"
-
-# The server gets only the settings below, whatever PIER_* variables this shell has.
-UNSET_PIER=()
-while IFS= read -r name; do
-  UNSET_PIER+=(-u "$name")
-done < <(compgen -e | grep '^PIER_' || true)
 
 WORK_DIR="$(mktemp -d -t pier-bench-lists.XXXXXX)"
 PIER_PID=""

@@ -1,0 +1,17 @@
+# What the benchmark scripts share; sourced by each after `cd` to the repository root, with
+# BENCH_NAME set to the script's name (the prefix of its log lines).
+
+log() { printf '[%s %s] %s\n' "$BENCH_NAME" "$(date +%H:%M:%S)" "$*" >&2; }
+die() {
+  log "error: $*"
+  exit 1
+}
+# Whether the comma-separated list $2 names $1.
+has() { [[ ",$2," == *",$1,"* ]]; }
+
+# `env` arguments that clear every PIER_* variable of this shell, so a server started with
+# `env "${UNSET_PIER[@]}" …` gets only the settings the script gives it.
+UNSET_PIER=()
+while IFS= read -r name; do
+  UNSET_PIER+=(-u "$name")
+done < <(compgen -e | grep '^PIER_' || true)
