@@ -15,3 +15,14 @@ UNSET_PIER=()
 while IFS= read -r name; do
   UNSET_PIER+=(-u "$name")
 done < <(compgen -e | grep '^PIER_' || true)
+
+# Waits (30 s at most) until `url` answers, dying if process `pid` ("what") exits meanwhile.
+wait_ready() {
+  local url="$1" pid="$2" what="$3"
+  for _ in $(seq 1 300); do
+    curl -s -o /dev/null "$url" && return 0
+    kill -0 "$pid" 2>/dev/null || die "$what exited during start-up"
+    sleep 0.1
+  done
+  die "$what was not ready within 30 s"
+}

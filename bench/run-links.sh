@@ -152,16 +152,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-wait_ready() {
-  local url="$1" pid="$2" what="$3"
-  for _ in $(seq 1 300); do
-    curl -s -o /dev/null "$url" && return 0
-    kill -0 "$pid" 2>/dev/null || die "$what exited during start-up"
-    sleep 0.1
-  done
-  die "$what was not ready within 30 s"
-}
-
 # Starts pier on a fresh database of `backend`; sets PIER_PID, KEY and DATA_DIR.
 start_pier() {
   local backend="$1"

@@ -105,12 +105,7 @@ start_pier() {
     PIER_BOOTSTRAP_API_KEY="$KEY" PIER_LOG="$PIER_LOG_LEVEL" "${db[@]}" \
     PIER_RATE_LIMITS_ENABLED=false "$PIER_BIN" serve) </dev/null >"$WORK_DIR/pier.log" 2>&1 &
   PIER_PID=$!
-  for _ in $(seq 1 300); do
-    curl -s -o /dev/null "$BASE/readyz" && return 0
-    kill -0 "$PIER_PID" 2>/dev/null || die "pier on $BACKEND exited during start-up"
-    sleep 0.1
-  done
-  die "pier was not ready within 30 s"
+  wait_ready "$BASE/readyz" "$PIER_PID" "pier on $BACKEND"
 }
 
 # Runs SQL on the running pier's database; prints what it returns.
@@ -158,17 +153,17 @@ seed_workspace() {
         WHEN n % 40 = 29 THEN 'discarded' ELSE 'cancelled' END,
       0, $at + 3600000000, 20, 30000, $at FROM $s"
   run_sql "INSERT INTO webhook_events (workspace_id, id, type, payload, created_at)
-    SELECT '$ws', 'evt_' || $id, CASE WHEN n % 10 = 0 THEN 'order.refunded' ELSE 'order.paid' END,
+    SELECT '$ws', 'msg_' || $id, CASE WHEN n % 10 = 0 THEN 'order.refunded' ELSE 'order.paid' END,
       '{}', $at FROM $s"
   # Ten deliveries an event (one per endpoint of ten).
   run_sql "INSERT INTO webhook_deliveries (workspace_id, id, event_id, endpoint_id, state,
       attempts, created_at, updated_at)
-    SELECT '$ws', 'dlv_' || $id, 'evt_' || $(pad "$base + n / 10"), 'ep_' || $(pad "n % 10"),
+    SELECT '$ws', 'dlv_' || $id, 'msg_' || $(pad "$base + n / 10"), 'ep_' || $(pad "n % 10"),
       'succeeded', 1, $at, $at FROM $s"
   # Attempts: nine in ten to endpoint A, the rest to B.
   run_sql "INSERT INTO webhook_attempts (workspace_id, id, delivery_id, event_id, endpoint_id,
       attempted_at, duration_ms, status_code, succeeded)
-    SELECT '$ws', 'att_' || $id, 'dlv_' || $id, 'evt_' || $id,
+    SELECT '$ws', 'atmpt_' || $id, 'dlv_' || $id, 'msg_' || $id,
       CASE WHEN n % 10 = 0 THEN '$endpoint_b' ELSE '$endpoint_a' END, $at, 12, 200,
       n % 2 = 0 FROM $s"
   # Links: one in ten tagged `sale`.
@@ -275,7 +270,7 @@ run_backend() {
   local attempts_a="/v1/webhook-endpoints/$EP_A/attempts"
   local attempts_b="/v1/webhook-endpoints/$EP_B/attempts"
   local event
-  event="evt_$(printf '%026d' $((ROWS * 10 + ROWS / 2)))"
+  event="msg_$(printf '%026d' $((ROWS * 10 + ROWS / 20)))"
   measure "jobs" "/v1/jobs"
   measure "jobs by queue (90 %)" "/v1/jobs?queue=big"
   measure "jobs by queue (10 %)" "/v1/jobs?queue=small"
