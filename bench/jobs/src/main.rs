@@ -77,6 +77,10 @@ struct Args {
     /// HTTP burn-down: jobs each claim asks for (each batch is completed in one call)
     #[arg(long, default_value_t = 100)]
     claim_max: u32,
+    /// Indexes of the jobs table to drop after migrating (repeatable), to measure what an
+    /// index costs the writes with one binary, in the same run
+    #[arg(long = "drop-index", value_name = "NAME")]
+    drop_indexes: Vec<String>,
 }
 
 /// Every value of `--measure`.
@@ -332,6 +336,17 @@ impl Bench {
     }
 }
 
+/// Drops one of the jobs table's indexes; refuses a name that is not one.
+async fn drop_index(db: &Db, name: &str) -> anyhow::Result<()> {
+    if !name.starts_with("jobs_") || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        bail!("--drop-index {name}: not the name of an index of the jobs table");
+    }
+    let sql = format!("DROP INDEX {name}");
+    with_writer!(db, pool => sqlx::query(&sql).execute(pool).await.map(drop))
+        .with_context(|| format!("--drop-index {name}"))?;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -355,6 +370,9 @@ async fn main() -> anyhow::Result<()> {
     db.migrate(&[pier_db::MIGRATIONS, pier_jobs::MIGRATIONS])
         .await
         .context("migrate")?;
+    for index in &args.drop_indexes {
+        drop_index(&db, index).await?;
+    }
     let backend = db.backend().as_str();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let workspace = WorkspaceId::new(clock.now());

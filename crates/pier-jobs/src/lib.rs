@@ -57,4 +57,5 @@ pub const MIGRATIONS: &[pier_db::Migration] = pier_db::migrations!(
     10 => "0010_job_trace_context",
     15 => "0015_fair_internal_claims",
     21 => "0021_jobs_listed_by_filter",
+    24 => "0024_jobs_listed_tenants_only",
 );

@@ -250,8 +250,9 @@ async fn seed(db: &Db, ws: &WorkspaceId) {
         format!(
             "INSERT INTO jobs (workspace_id, id, queue, kind, payload, state, priority, run_at, \
              max_attempts, lease_ms, created_at) {each} w.ws, \
-             'job_' || (100000 + n) || w.ws, 'q' || (n % 5), 'k' || (n % 3), '{{}}', {states}, \
-             0, n, 20, 30000, n FROM s, {tenants}"
+             'job_' || (100000 + n) || w.ws, \
+             CASE n % 6 WHEN 5 THEN 'pier.webhooks' ELSE 'q' || (n % 6) END, \
+             'k' || (n % 3), '{{}}', {states}, 0, n, 20, 30000, n FROM s, {tenants}"
         ),
         format!(
             "INSERT INTO webhook_events (workspace_id, id, type, payload, created_at) \

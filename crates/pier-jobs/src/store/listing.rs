@@ -1,7 +1,7 @@
 //! Listing a tenant's jobs, newest first (ids are time-ordered), keyset-paginated on the id.
 //!
 //! Every filter combination walks an index whose leading columns are its filters and whose
-//! last is the id (migration 21): `jobs_listed_by_state`, `…_by_queue`, `…_by_kind` and
+//! last is the id (migration 21; tenants' jobs only since migration 24): `jobs_listed_by_state`, `…_by_queue`, `…_by_kind` and
 //! `…_by_queue_kind`, the latter three with the state before the id. Without a state filter
 //! those three are walked once per state and the walks merged in id order, so queue, kind and
 //! their combinations share the state's index instead of needing one each, and no filter reads
@@ -42,13 +42,13 @@ pub fn list_statement(
         "workspace_id = {}",
         statement.bind(Bind::Text(workspace.as_str().to_owned()))
     );
-    match &filter.queue {
-        Some(queue) => {
-            let p = statement.bind(Bind::Text(queue.as_str().to_owned()));
-            filters += &format!(" AND queue = {p}");
-        }
-        // A tenant's queue filter never names a reserved queue.
-        None => filters += &format!(" AND queue NOT LIKE '{RESERVED_PREFIX}%'"),
+    // Said even beside a queue filter (which never names a reserved queue): the listing
+    // indexes hold only the rows of this predicate (migration 24), and a plan may use them only
+    // where the statement repeats it word for word.
+    filters += &format!(" AND queue NOT LIKE '{RESERVED_PREFIX}%'");
+    if let Some(queue) = &filter.queue {
+        let p = statement.bind(Bind::Text(queue.as_str().to_owned()));
+        filters += &format!(" AND queue = {p}");
     }
     if let Some(kind) = &filter.kind {
         let p = statement.bind(Bind::Text(kind.as_str().to_owned()));
