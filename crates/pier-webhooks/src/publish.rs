@@ -115,9 +115,25 @@ impl TryFrom<DeliveryRow> for Delivery {
 #[derive(Serialize)]
 struct NewDelivery<'a> {
     id: String,
-    endpoint_id: &'a str,
+    event_id: String,
+    endpoint_id: String,
     seq: Option<i64>,
     state: &'static str,
+    /// The trace its job continues (`None`: the current span's); not a column.
+    #[serde(skip)]
+    trace_parent: Option<&'a str>,
+}
+
+/// The deliveries of one workspace's events in a transaction, written together when the
+/// transaction moves on to another workspace or ends: one statement for the deliveries and one
+/// for their jobs, however many events (so one write of the job counts, and concurrent commits
+/// cannot deadlock on them).
+struct Fanning<'a> {
+    workspace: &'a WorkspaceId,
+    subscribers: Vec<Subscriber>,
+    rows: Vec<NewDelivery<'a>>,
+    /// Ordered endpoints given a delivery by an earlier event of this batch: the next one waits.
+    ordered_busy: std::collections::HashSet<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -229,9 +245,7 @@ impl WebhookStore {
         order.sort_by(|a, b| publications[*a].workspace.cmp(&publications[*b].workspace));
         let mut written = vec![None; publications.len()];
         let mut tx = self.db.begin().await?;
-        // Read once per workspace of the gathering; its deliveries' jobs enqueued together.
-        let mut endpoints: Option<(&WorkspaceId, Vec<Subscriber>)> = None;
-        let mut pending: Vec<(String, Option<&str>)> = Vec::new();
+        let mut fanning: Option<Fanning> = None;
         for i in order {
             let Checked {
                 workspace,
@@ -247,20 +261,21 @@ impl WebhookStore {
             else {
                 continue;
             };
-            if endpoints.as_ref().is_none_or(|(of, _)| *of != workspace) {
-                if let Some((of, _)) = endpoints {
-                    enqueue_pending(&self.jobs, &mut tx, of, &std::mem::take(&mut pending)).await?;
+            if fanning.as_ref().is_none_or(|f| f.workspace != workspace) {
+                if let Some(done) = fanning.take() {
+                    self.write_deliveries(&mut tx, done).await?;
                 }
-                endpoints = Some((workspace, subscribers(&mut tx, workspace).await?));
+                fanning = Some(Fanning::start(&mut tx, workspace).await?);
             }
-            if let Some((_, subscribers)) = &endpoints {
-                let deliveries = self.fan_out_to(&mut tx, &created, subscribers).await?;
-                pending.extend(deliveries.into_iter().map(|d| (d, trace_parent.as_deref())));
+            if let Some(fanning) = fanning.as_mut() {
+                fanning
+                    .add(&mut tx, &created, trace_parent.as_deref(), self.clock.now())
+                    .await?;
             }
             written[i] = Some(created);
         }
-        if let Some((of, _)) = endpoints {
-            enqueue_pending(&self.jobs, &mut tx, of, &pending).await?;
+        if let Some(done) = fanning {
+            self.write_deliveries(&mut tx, done).await?;
         }
         tx.commit().await?;
         let published = written.iter().flatten().count();
@@ -357,79 +372,44 @@ impl WebhookStore {
     }
 
     /// Writes a delivery for every enabled endpoint that wants `event`, and a job for each that
-    /// can go now. An ordered endpoint's delivery waits while an earlier one is unfinished: the
-    /// endpoint's row lock, taken to number it, orders this against the delivery that finishes
-    /// and looks for the next (see [`crate::deliver`]). Endpoints are locked in id order, so
-    /// concurrent publishes cannot deadlock on them.
+    /// can go now (see [`Fanning`]).
     async fn fan_out(&self, tx: &mut Tx, event: &Event) -> Result<(), sqlx::Error> {
-        let subscribers = subscribers(tx, &event.workspace_id).await?;
-        let pending = self.fan_out_to(tx, event, &subscribers).await?;
-        let pending: Vec<_> = pending.into_iter().map(|d| (d, None)).collect();
-        enqueue_pending(&self.jobs, tx, &event.workspace_id, &pending).await
+        let mut fanning = Fanning::start(tx, &event.workspace_id).await?;
+        fanning.add(tx, event, None, self.clock.now()).await?;
+        self.write_deliveries(tx, fanning).await
     }
 
-    /// [`fan_out`](Self::fan_out) to `subscribers`, the workspace's enabled endpoints read in
-    /// this transaction, but for the jobs: answers the deliveries that need one, so that a
-    /// gathering enqueues a workspace's jobs in one statement (one write of its job counts, so
-    /// concurrent commits cannot deadlock on them).
-    async fn fan_out_to(
-        &self,
-        tx: &mut Tx,
-        event: &Event,
-        subscribers: &[Subscriber],
-    ) -> Result<Vec<String>, sqlx::Error> {
-        let workspace = event.workspace_id.as_str();
+    /// Inserts a workspace's gathered deliveries in one statement, and enqueues the jobs of
+    /// those that can go now in one more.
+    async fn write_deliveries(&self, tx: &mut Tx, fanning: Fanning<'_>) -> Result<(), sqlx::Error> {
+        if fanning.rows.is_empty() {
+            return Ok(());
+        }
         let now = self.clock.now();
-        let mut rows = Vec::new();
-        for endpoint in subscribers {
-            if !endpoint.wants(&event.event_type) {
-                continue;
-            }
-            let (seq, state) = if endpoint.ordered {
-                let Some((seq, busy)) = next_in_line(tx, workspace, &endpoint.id).await? else {
-                    continue;
-                };
-                let state = if busy {
-                    DeliveryState::Waiting
-                } else {
-                    DeliveryState::Pending
-                };
-                (Some(seq), state)
-            } else {
-                (None, DeliveryState::Pending)
-            };
-            rows.push(NewDelivery {
-                id: DeliveryId::new(now).to_string(),
-                endpoint_id: &endpoint.id,
-                seq,
-                state: state.as_str(),
-            });
-        }
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
         let sql = format!(
             "INSERT INTO webhook_deliveries (workspace_id, id, event_id, endpoint_id, seq, state, \
-             created_at, updated_at) SELECT $1, value ->> 'id', $2, value ->> 'endpoint_id', \
-             CAST(value ->> 'seq' AS BIGINT), value ->> 'state', $3, $3 FROM {} WHERE true",
-            tx.backend().json_rows("$4")
+             created_at, updated_at) SELECT $1, value ->> 'id', value ->> 'event_id', \
+             value ->> 'endpoint_id', CAST(value ->> 'seq' AS BIGINT), value ->> 'state', $2, $2 \
+             FROM {} WHERE true",
+            tx.backend().json_rows("$3")
         );
-        let list = JsonList::new(&rows)?;
+        let list = JsonList::new(&fanning.rows)?;
         with_tx!(tx, conn => {
             sqlx::query(&sql)
-                .bind(workspace)
-                .bind(event.id.as_str())
+                .bind(fanning.workspace.as_str())
                 .bind(now.as_micros())
                 .bind(list.as_str())
                 .execute(conn)
                 .await
                 .map(drop)
         })?;
-        Ok(rows
-            .into_iter()
+        let pending: Vec<(String, Option<&str>)> = fanning
+            .rows
+            .iter()
             .filter(|r| r.state == DeliveryState::Pending.as_str())
-            .map(|r| r.id)
-            .collect())
+            .map(|r| (r.id.clone(), r.trace_parent))
+            .collect();
+        enqueue_pending(&self.jobs, tx, fanning.workspace, &pending).await
     }
 
     /// An event of the workspace.
@@ -508,6 +488,61 @@ fn same_event(first: Event, again: &NewEvent) -> Result<Published, WebhookError>
         Err(WebhookError::EventIdReused(
             first.event_id.unwrap_or_default(),
         ))
+    }
+}
+
+impl<'a> Fanning<'a> {
+    /// Reads the workspace's enabled endpoints in this transaction.
+    async fn start(tx: &mut Tx, workspace: &'a WorkspaceId) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            workspace,
+            subscribers: subscribers(tx, workspace).await?,
+            rows: Vec::new(),
+            ordered_busy: Default::default(),
+        })
+    }
+
+    /// Plans a delivery of `event` to every endpoint that wants it. An ordered endpoint's
+    /// delivery waits while an earlier one is unfinished: the endpoint's row lock, taken to
+    /// number it, orders this against the delivery that finishes and looks for the next (see
+    /// [`crate::deliver`]). Endpoints are locked in id order, so concurrent publishes cannot
+    /// deadlock on them.
+    async fn add(
+        &mut self,
+        tx: &mut Tx,
+        event: &Event,
+        trace_parent: Option<&'a str>,
+        now: Timestamp,
+    ) -> Result<(), sqlx::Error> {
+        for endpoint in &self.subscribers {
+            if !endpoint.wants(&event.event_type) {
+                continue;
+            }
+            let (seq, state) = if endpoint.ordered {
+                let workspace = self.workspace.as_str();
+                let Some((seq, busy)) = next_in_line(tx, workspace, &endpoint.id).await? else {
+                    continue;
+                };
+                let busy = busy || !self.ordered_busy.insert(endpoint.id.clone());
+                let state = if busy {
+                    DeliveryState::Waiting
+                } else {
+                    DeliveryState::Pending
+                };
+                (Some(seq), state)
+            } else {
+                (None, DeliveryState::Pending)
+            };
+            self.rows.push(NewDelivery {
+                id: DeliveryId::new(now).to_string(),
+                event_id: event.id.as_str().to_owned(),
+                endpoint_id: endpoint.id.clone(),
+                seq,
+                state: state.as_str(),
+                trace_parent,
+            });
+        }
+        Ok(())
     }
 }
 
