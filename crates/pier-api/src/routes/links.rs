@@ -5,11 +5,11 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use pier_core::{HashGate, Timestamp, ValidationErrors};
-use pier_core::{schema, whole};
+use pier_core::{Patch, patch, schema, whole};
 use pier_links::{
     Link, LinkFields, LinkFilter, LinkId, PasswordChange, RedirectStatus, Slug, Tag, Target, Title,
 };
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use utoipa::openapi::schema::{Array, ArrayBuilder, Object, SchemaType, Type};
 
 use crate::AppState;
@@ -127,31 +127,31 @@ pub struct CreateLink {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"title": "Summer sale", "expires_at": "2030-09-01T00:00:00Z"}))]
 pub struct UpdateLink {
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default)]
     #[schema(value_type = Target)]
-    url: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
+    url: Patch<String>,
+    #[serde(default)]
     #[schema(value_type = Slug, inline)]
-    slug: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
+    slug: Patch<String>,
+    #[serde(default)]
     #[schema(schema_with = title)]
-    title: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
+    title: Patch<String>,
+    #[serde(default)]
     #[schema(schema_with = tags)]
-    tags: Option<Option<Vec<String>>>,
-    #[serde(default, deserialize_with = "present_whole")]
+    tags: Patch<Vec<String>>,
+    #[serde(default, deserialize_with = "patch::whole")]
     #[schema(schema_with = redirect_status)]
-    redirect_status: Option<Option<u16>>,
+    redirect_status: Patch<u16>,
     /// When the link stops working (`410 Gone`); must be in the future.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default)]
     #[schema(value_type = Option<Timestamp>)]
-    expires_at: Option<Option<Timestamp>>,
-    #[serde(default, deserialize_with = "present_whole")]
+    expires_at: Patch<Timestamp>,
+    #[serde(default, deserialize_with = "patch::whole")]
     #[schema(schema_with = max_clicks)]
-    max_clicks: Option<Option<i64>>,
-    #[serde(default, deserialize_with = "present")]
+    max_clicks: Patch<i64>,
+    #[serde(default)]
     #[schema(schema_with = password)]
-    password: Option<Option<String>>,
+    password: Patch<String>,
 }
 
 // The fields' schemas, from the rules that check them, with their descriptions (a field's own
@@ -204,31 +204,17 @@ fn password() -> Object {
     )))
 }
 
-/// A field that was sent as a whole number, possibly as `null`.
-fn present_whole<'de, D: Deserializer<'de>, T: TryFrom<i128>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    whole::optional(d).map(Some)
-}
-
-/// A field that was sent, possibly as `null` (`Some(None)`); a missing one stays `None`.
-fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
-}
-
 impl From<CreateLink> for UpdateLink {
     fn from(c: CreateLink) -> Self {
         Self {
-            url: Some(Some(c.url)),
-            slug: c.slug.map(Some),
-            title: c.title.map(Some),
-            tags: c.tags.map(Some),
-            redirect_status: c.redirect_status.map(Some),
-            expires_at: c.expires_at.map(Some),
-            max_clicks: c.max_clicks.map(Some),
-            password: c.password.map(Some),
+            url: Patch::Set(c.url),
+            slug: Patch::given(c.slug),
+            title: Patch::given(c.title),
+            tags: Patch::given(c.tags),
+            redirect_status: Patch::given(c.redirect_status),
+            expires_at: Patch::given(c.expires_at),
+            max_clicks: Patch::given(c.max_clicks),
+            password: Patch::given(c.password),
         }
     }
 }
@@ -252,62 +238,62 @@ impl UpdateLink {
             errors.add(field, "required", "must be given and not null");
         };
         let target = match (self.url, base.as_ref()) {
-            (Some(Some(url)), _) => errors.check_coded("url", Target::parse(&url), |e| e.code()),
-            (None, Some(base)) => Some(base.target.clone()),
+            (Patch::Set(url), _) => errors.check_coded("url", Target::parse(&url), |e| e.code()),
+            (Patch::Keep, Some(base)) => Some(base.target.clone()),
             _ => {
                 required(&mut errors, "url");
                 None
             }
         };
         let slug = match (self.slug, base.as_ref()) {
-            (Some(Some(slug)), _) => errors
+            (Patch::Set(slug), _) => errors
                 .check_coded("slug", Slug::parse(&slug), |e| e.code())
                 .map(Some),
-            (Some(None), Some(_)) => {
+            (Patch::Clear, Some(_)) => {
                 required(&mut errors, "slug");
                 None
             }
-            (None, Some(base)) => Some(base.slug.clone()),
-            (Some(None) | None, None) => Some(None),
+            (Patch::Keep, Some(base)) => Some(base.slug.clone()),
+            (Patch::Clear | Patch::Keep, None) => Some(None),
         };
         let title = match self.title {
-            Some(Some(t)) => errors.check("title", "invalid", Title::parse(&t)).map(Some),
-            Some(None) => Some(None),
-            None => Some(base.as_ref().and_then(|b| b.title.clone())),
+            Patch::Set(t) => errors.check("title", "invalid", Title::parse(&t)).map(Some),
+            Patch::Clear => Some(None),
+            Patch::Keep => Some(base.as_ref().and_then(|b| b.title.clone())),
         };
         let tags = match self.tags {
-            Some(list) => check_tags(list.unwrap_or_default(), &mut errors),
-            None => Some(base.as_ref().map(|b| b.tags.clone()).unwrap_or_default()),
+            Patch::Set(list) => check_tags(list, &mut errors),
+            Patch::Clear => Some(Vec::new()),
+            Patch::Keep => Some(base.as_ref().map(|b| b.tags.clone()).unwrap_or_default()),
         };
         let redirect_status = match self.redirect_status {
-            Some(Some(code)) => RedirectStatus::from_code(code).or_else(|| {
+            Patch::Set(code) => RedirectStatus::from_code(code).or_else(|| {
                 let message = "must be 301, 302, 307 or 308";
                 errors.add("redirect_status", "invalid", message);
                 None
             }),
-            Some(None) => Some(RedirectStatus::default()),
-            None => Some(base.as_ref().map(|b| b.redirect_status).unwrap_or_default()),
+            Patch::Clear => Some(RedirectStatus::default()),
+            Patch::Keep => Some(base.as_ref().map(|b| b.redirect_status).unwrap_or_default()),
         };
         let expires_at = match self.expires_at {
-            Some(Some(at)) if at <= now => {
+            Patch::Set(at) if at <= now => {
                 errors.add("expires_at", "in_past", "must be in the future");
                 None
             }
-            Some(at) => at,
-            None => base.as_ref().and_then(|b| b.expires_at),
+            patch => patch.apply(base.as_ref().and_then(|b| b.expires_at)),
         };
         let max_clicks = match self.max_clicks {
-            Some(Some(n)) => errors.check_range("max_clicks", n, &MAX_CLICKS).map(Some),
-            Some(None) => Some(None),
-            None => Some(base.as_ref().and_then(|b| b.max_clicks)),
+            Patch::Set(n) => errors.check_range("max_clicks", n, &MAX_CLICKS).map(Some),
+            Patch::Clear => Some(None),
+            Patch::Keep => Some(base.as_ref().and_then(|b| b.max_clicks)),
         };
         let (password, new_password) = match self.password {
-            Some(Some(pw)) => {
+            Patch::Set(pw) => {
                 errors.check("password", "invalid", pier_core::password::check(&pw));
                 (PasswordChange::Keep, Some(pw))
             }
-            Some(None) => (PasswordChange::Remove, None),
-            None => (PasswordChange::Keep, None),
+            Patch::Clear => (PasswordChange::Remove, None),
+            Patch::Keep => (PasswordChange::Keep, None),
         };
         errors.into_result()?;
         match (target, slug, title, tags, redirect_status, max_clicks) {

@@ -2,10 +2,10 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use pier_core::ValidationErrors;
 use pier_core::validation::range_message;
+use pier_core::{Patch, ValidationErrors};
 use pier_jobs::{QueueInfo, QueueName, QueuePatch};
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 use crate::AppState;
 use crate::extract::{ApiJson, Authed, OnResource, perm};
@@ -109,9 +109,9 @@ pub struct QueuePatchBody {
     /// Pause (`true`) or resume (`false`) the queue.
     #[serde(default)]
     paused: Option<bool>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "pier_core::patch::whole")]
     #[schema(schema_with = concurrency_limit)]
-    concurrency_limit: Option<Option<u32>>,
+    concurrency_limit: Patch<u32>,
 }
 
 fn concurrency_limit() -> utoipa::openapi::Object {
@@ -120,12 +120,6 @@ fn concurrency_limit() -> utoipa::openapi::Object {
             "The most jobs of the queue running at once across all nodes; `null` for no limit",
         )),
     )
-}
-
-/// Tells a member sent as `null` (`Some(None)`) from one left out (`None`, by `default`), and
-/// takes the whole number however it is spelled.
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<u32>>, D::Error> {
-    pier_core::whole::optional(d).map(Some)
 }
 
 const CONCURRENCY_LIMIT: std::ops::RangeInclusive<u32> = 1..=100_000;
@@ -147,7 +141,7 @@ pub async fn update(
     Path(name): Path<String>,
     ApiJson(body): ApiJson<QueuePatchBody>,
 ) -> ApiResult<Json<QueueInfo>> {
-    if let Some(Some(limit)) = body.concurrency_limit
+    if let Patch::Set(limit) = body.concurrency_limit
         && !CONCURRENCY_LIMIT.contains(&limit)
     {
         return Err(ApiError::validation(ValidationErrors::single(
@@ -158,7 +152,7 @@ pub async fn update(
     }
     let patch = QueuePatch {
         paused: body.paused,
-        concurrency_limit: body.concurrency_limit,
+        concurrency_limit: body.concurrency_limit.sent(),
     };
     apply(&state, &auth, &name, patch).await
 }

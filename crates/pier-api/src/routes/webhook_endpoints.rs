@@ -8,10 +8,10 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use pier_core::{Timestamp, ValidationErrors, schema, whole};
+use pier_core::{Patch, Timestamp, ValidationErrors, patch, schema, whole};
 use pier_webhooks::model::{bounds, check_metadata};
 use pier_webhooks::{Attempt, Endpoint, EndpointFields, EndpointId, EventTypeName};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use utoipa::openapi::schema::{Array, ArrayBuilder, Object};
 
 use crate::AppState;
@@ -54,29 +54,32 @@ pub struct CreateEndpoint {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"enabled": true, "event_types": ["invoice.paid", "invoice.voided"]}))]
 pub struct UpdateEndpoint {
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default)]
     #[schema(schema_with = url)]
-    url: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
+    url: Patch<String>,
+    #[serde(default)]
     #[schema(schema_with = description)]
-    description: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
+    description: Patch<String>,
+    #[serde(default)]
     #[schema(schema_with = event_types)]
-    event_types: Option<Option<Vec<String>>>,
+    event_types: Patch<Vec<String>>,
     /// Enabling an endpoint that Pier disabled clears `disabled_reason`.
-    #[serde(default, deserialize_with = "present")]
-    enabled: Option<Option<bool>>,
-    #[serde(default, deserialize_with = "present_whole")]
+    #[serde(default)]
+    #[schema(value_type = Option<bool>)]
+    enabled: Patch<bool>,
+    #[serde(default, deserialize_with = "patch::whole")]
     #[schema(schema_with = rate_limit)]
-    rate_limit_per_second: Option<Option<u32>>,
-    #[serde(default, deserialize_with = "present")]
-    ordered: Option<Option<bool>>,
+    rate_limit_per_second: Patch<u32>,
+    #[serde(default)]
+    #[schema(value_type = Option<bool>)]
+    ordered: Patch<bool>,
     /// Turning it on gives the endpoint an Ed25519 key.
-    #[serde(default, deserialize_with = "present")]
-    ed25519: Option<Option<bool>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default)]
+    #[schema(value_type = Option<bool>)]
+    ed25519: Patch<bool>,
+    #[serde(default)]
     #[schema(schema_with = metadata)]
-    metadata: Option<Option<BTreeMap<String, String>>>,
+    metadata: Patch<BTreeMap<String, String>>,
 }
 
 // The fields' schemas, from the rules that check them (a field's own doc comment does not
@@ -136,31 +139,17 @@ fn metadata() -> Object {
     object
 }
 
-/// A field that was sent, possibly as `null` (`Some(None)`); a missing one stays `None`.
-fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
-}
-
-/// A whole number that was sent, possibly as `null`.
-fn present_whole<'de, D: Deserializer<'de>, T: TryFrom<i128>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    whole::optional(d).map(Some)
-}
-
 impl From<CreateEndpoint> for UpdateEndpoint {
     fn from(c: CreateEndpoint) -> Self {
         Self {
-            url: Some(Some(c.url)),
-            description: c.description.map(Some),
-            event_types: c.event_types.map(Some),
-            enabled: c.enabled.map(Some),
-            rate_limit_per_second: c.rate_limit_per_second.map(Some),
-            ordered: c.ordered.map(Some),
-            ed25519: c.ed25519.map(Some),
-            metadata: c.metadata.map(Some),
+            url: Patch::Set(c.url),
+            description: Patch::given(c.description),
+            event_types: Patch::given(c.event_types),
+            enabled: Patch::given(c.enabled),
+            rate_limit_per_second: Patch::given(c.rate_limit_per_second),
+            ordered: Patch::given(c.ordered),
+            ed25519: Patch::given(c.ed25519),
+            metadata: Patch::given(c.metadata),
         }
     }
 }
@@ -175,27 +164,28 @@ impl UpdateEndpoint {
         let mut errors = ValidationErrors::new();
         let guard = state.webhooks().guard();
         let url = match (self.url, base) {
-            (Some(Some(url)), _) => errors.check_coded("url", guard.check_url(&url), |e| e.code()),
-            (None, Some(base)) => url::Url::parse(&base.url).ok(),
+            (Patch::Set(url), _) => errors.check_coded("url", guard.check_url(&url), |e| e.code()),
+            (Patch::Keep, Some(base)) => url::Url::parse(&base.url).ok(),
             _ => {
                 errors.add("url", "required", "must be given and not null");
                 None
             }
         };
         let description = match self.description {
-            Some(Some(text)) => errors
+            Patch::Set(text) => errors
                 .check(
                     "description",
                     "invalid",
                     pier_core::validation::trimmed_text(&text, bounds::DESCRIPTION_CHARS),
                 )
                 .map(Some),
-            Some(None) => Some(None),
-            None => Some(base.and_then(|b| b.description.clone())),
+            Patch::Clear => Some(None),
+            Patch::Keep => Some(base.and_then(|b| b.description.clone())),
         };
         let event_types = match self.event_types {
-            Some(list) => check_types(list.unwrap_or_default(), &mut errors),
-            None => Some(
+            Patch::Set(list) => check_types(list, &mut errors),
+            Patch::Clear => Some(Vec::new()),
+            Patch::Keep => Some(
                 base.map(|b| {
                     b.event_types
                         .iter()
@@ -206,25 +196,27 @@ impl UpdateEndpoint {
             ),
         };
         let rate_limit_per_second = match self.rate_limit_per_second {
-            Some(Some(rate)) => errors
+            Patch::Set(rate) => errors
                 .check_range(
                     "rate_limit_per_second",
                     rate,
                     &bounds::RATE_LIMIT_PER_SECOND,
                 )
                 .map(Some),
-            Some(None) => Some(None),
-            None => Some(base.and_then(|b| b.rate_limit_per_second)),
+            Patch::Clear => Some(None),
+            Patch::Keep => Some(base.and_then(|b| b.rate_limit_per_second)),
         };
         let metadata = match self.metadata {
-            Some(Some(map)) => {
+            Patch::Set(map) => {
                 errors.check("metadata", "invalid", check_metadata(&map).map(|()| map))
             }
-            Some(None) => Some(BTreeMap::new()),
-            None => Some(base.map(|b| b.metadata.clone()).unwrap_or_default()),
+            Patch::Clear => Some(BTreeMap::new()),
+            Patch::Keep => Some(base.map(|b| b.metadata.clone()).unwrap_or_default()),
         };
-        let flag = |patch: Option<Option<bool>>, current: Option<bool>, default: bool| {
-            patch.flatten().or(current).unwrap_or(default)
+        // A flag sent as `null` stays as it is.
+        let flag = |patch: Patch<bool>, current: Option<bool>, default: bool| match patch {
+            Patch::Set(value) => value,
+            Patch::Keep | Patch::Clear => current.unwrap_or(default),
         };
         let enabled = flag(self.enabled, base.map(|b| b.enabled), true);
         let ordered = flag(self.ordered, base.map(|b| b.ordered), false);
@@ -507,7 +499,7 @@ pub async fn update(
 ) -> ApiResult<Response> {
     let endpoint = load(&state, &auth.principal, &id).await?;
     if_match.check(&etag(&endpoint))?;
-    let url_changed = patch.url.is_some();
+    let url_changed = !matches!(patch.url, Patch::Keep);
     let fields = patch
         .apply(&state, Some(&endpoint))
         .map_err(ApiError::validation)?;
