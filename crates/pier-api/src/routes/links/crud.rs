@@ -4,10 +4,11 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use pier_core::{HashGate, Timestamp, ValidationErrors};
 use pier_core::{Patch, patch, schema, whole};
+use pier_core::{Timestamp, ValidationErrors};
 use pier_links::{
-    Link, LinkFields, LinkFilter, LinkId, PasswordChange, RedirectStatus, Slug, Tag, Target, Title,
+    Link, LinkFields, LinkFilter, LinkId, LinkPatch, MAX_CLICKS, RedirectStatus, Slug, Tag, Target,
+    Title,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::schema::{Array, ArrayBuilder, Object, SchemaType, Type};
@@ -18,9 +19,6 @@ use crate::extract::{ApiJson, ApiQuery, Authed, ETag, IfMatch, OnResource, perm}
 use crate::pagination::{CursorScope, Page, PageParams, Pagination};
 use crate::problem::{ApiError, ApiResult};
 use crate::response::located;
-
-/// The most clicks a link can be limited to.
-const MAX_CLICKS: std::ops::RangeInclusive<i64> = 1..=1_000_000_000_000;
 
 /// A short link as the API shows it (its password never).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -209,7 +207,7 @@ fn password() -> Object {
     )))
 }
 
-impl From<CreateLink> for UpdateLink {
+impl From<CreateLink> for LinkPatch {
     fn from(c: CreateLink) -> Self {
         Self {
             url: Patch::Set(c.url),
@@ -224,135 +222,18 @@ impl From<CreateLink> for UpdateLink {
     }
 }
 
-/// A patch checked against the link it changes (or, for a create, against nothing), with the
-/// new password, if any, still to be hashed.
-pub(crate) struct Checked {
-    fields: LinkFields,
-    new_password: Option<String>,
-}
-
-impl UpdateLink {
-    /// Applies the patch to `base` (a create's base is `None`), collecting every field's error.
-    pub(crate) fn apply(
-        self,
-        base: Option<LinkFields>,
-        now: Timestamp,
-    ) -> Result<Checked, ValidationErrors> {
-        let mut errors = ValidationErrors::new();
-        let required = |errors: &mut ValidationErrors, field: &str| {
-            errors.add(field, "required", "must be given and not null");
-        };
-        let target = match (self.url, base.as_ref()) {
-            (Patch::Set(url), _) => errors.check_coded("url", Target::parse(&url), |e| e.code()),
-            (Patch::Keep, Some(base)) => Some(base.target.clone()),
-            _ => {
-                required(&mut errors, "url");
-                None
-            }
-        };
-        let slug = match (self.slug, base.as_ref()) {
-            (Patch::Set(slug), _) => errors
-                .check_coded("slug", Slug::parse(&slug), |e| e.code())
-                .map(Some),
-            (Patch::Clear, Some(_)) => {
-                required(&mut errors, "slug");
-                None
-            }
-            (Patch::Keep, Some(base)) => Some(base.slug.clone()),
-            (Patch::Clear | Patch::Keep, None) => Some(None),
-        };
-        let title = match self.title {
-            Patch::Set(t) => errors.check("title", "invalid", Title::parse(&t)).map(Some),
-            Patch::Clear => Some(None),
-            Patch::Keep => Some(base.as_ref().and_then(|b| b.title.clone())),
-        };
-        let tags = match self.tags {
-            Patch::Set(list) => check_tags(list, &mut errors),
-            Patch::Clear => Some(Vec::new()),
-            Patch::Keep => Some(base.as_ref().map(|b| b.tags.clone()).unwrap_or_default()),
-        };
-        let redirect_status = match self.redirect_status {
-            Patch::Set(code) => RedirectStatus::from_code(code).or_else(|| {
-                let message = "must be 301, 302, 307 or 308";
-                errors.add("redirect_status", "invalid", message);
-                None
-            }),
-            Patch::Clear => Some(RedirectStatus::default()),
-            Patch::Keep => Some(base.as_ref().map(|b| b.redirect_status).unwrap_or_default()),
-        };
-        let expires_at = match self.expires_at {
-            Patch::Set(at) if at <= now => {
-                errors.add("expires_at", "in_past", "must be in the future");
-                None
-            }
-            patch => patch.apply(base.as_ref().and_then(|b| b.expires_at)),
-        };
-        let max_clicks = match self.max_clicks {
-            Patch::Set(n) => errors.check_range("max_clicks", n, &MAX_CLICKS).map(Some),
-            Patch::Clear => Some(None),
-            Patch::Keep => Some(base.as_ref().and_then(|b| b.max_clicks)),
-        };
-        let (password, new_password) = match self.password {
-            Patch::Set(pw) => {
-                errors.check("password", "invalid", pier_core::password::check(&pw));
-                (PasswordChange::Keep, Some(pw))
-            }
-            Patch::Clear => (PasswordChange::Remove, None),
-            Patch::Keep => (PasswordChange::Keep, None),
-        };
-        errors.into_result()?;
-        match (target, slug, title, tags, redirect_status, max_clicks) {
-            (Some(target), Some(slug), Some(title), Some(tags), Some(status), Some(max_clicks)) => {
-                Ok(Checked {
-                    fields: LinkFields {
-                        slug,
-                        target,
-                        title,
-                        tags,
-                        redirect_status: status,
-                        expires_at,
-                        max_clicks,
-                        password,
-                    },
-                    new_password,
-                })
-            }
-            _ => Err(ValidationErrors::single("body", "invalid", "invalid link")),
+impl From<UpdateLink> for LinkPatch {
+    fn from(u: UpdateLink) -> Self {
+        Self {
+            url: u.url,
+            slug: u.slug,
+            title: u.title,
+            tags: u.tags,
+            redirect_status: u.redirect_status,
+            expires_at: u.expires_at,
+            max_clicks: u.max_clicks,
+            password: u.password,
         }
-    }
-}
-
-/// Distinct tags, sorted, at most [`Tag::MAX_PER_LINK`].
-fn check_tags(list: Vec<String>, errors: &mut ValidationErrors) -> Option<Vec<Tag>> {
-    if list.len() > Tag::MAX_PER_LINK {
-        let message = format!("at most {} tags", Tag::MAX_PER_LINK);
-        errors.add("tags", "too_many", message);
-        return None;
-    }
-    // Every tag is checked, so each bad one is reported, before any is kept.
-    let checked: Vec<Option<Tag>> = list
-        .iter()
-        .enumerate()
-        .map(|(i, text)| errors.check(&format!("tags[{i}]"), "invalid", Tag::parse(text)))
-        .collect();
-    let mut tags: Vec<Tag> = checked.into_iter().collect::<Option<_>>()?;
-    tags.sort();
-    tags.dedup();
-    Some(tags)
-}
-
-impl Checked {
-    /// Hashes the new password within the node's bound on concurrent hashes: Argon2id takes
-    /// tens of milliseconds and 19 MiB.
-    pub(crate) async fn into_fields(mut self, hashing: &HashGate) -> ApiResult<LinkFields> {
-        if let Some(password) = self.new_password {
-            let hash = hashing
-                .hash(&password)
-                .await?
-                .map_err(|e| ApiError::internal(anyhow::anyhow!("hashing a password: {e}")))?;
-            self.fields.password = PasswordChange::Set(hash);
-        }
-        Ok(self.fields)
     }
 }
 
@@ -376,10 +257,10 @@ pub async fn create(
     ApiJson(body): ApiJson<CreateLink>,
 ) -> ApiResult<Response> {
     let now = state.clock().now();
-    let checked = UpdateLink::from(body)
-        .apply(None, now)
-        .map_err(ApiError::validation)?;
-    let fields = checked.into_fields(links.hashing()).await?;
+    let fields = LinkFields::for_new(body.into(), now)
+        .map_err(ApiError::validation)?
+        .hashed(links.hashing())
+        .await?;
     let principal = &auth.principal;
     let link = links
         .store()
@@ -575,10 +456,10 @@ pub async fn update(
     let base = link
         .fields()
         .map_err(|e| ApiError::internal(anyhow::anyhow!(e)))?;
-    let fields = patch
-        .apply(Some(base), state.clock().now())
+    let fields = base
+        .patch(patch.into(), state.clock().now())
         .map_err(ApiError::validation)?
-        .into_fields(links.hashing())
+        .hashed(links.hashing())
         .await?;
     match links.store().update(&link, fields).await? {
         Some(updated) => Ok(respond(&state, StatusCode::OK, updated)),

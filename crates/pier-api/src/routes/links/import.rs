@@ -8,12 +8,12 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::{StatusCode, header};
 use pier_core::{FieldError, Timestamp, ValidationErrors};
-use pier_links::{NotCreated, Tag};
+use pier_links::{CheckedFields, LinkFields, NotCreated, Tag};
 use serde::{Deserialize, Serialize};
 
 use super::LinksState;
 use super::bulk::BulkFormat;
-use super::crud::{Checked, CreateLink, LinkView, UpdateLink};
+use super::crud::{CreateLink, LinkView};
 use super::export::EXPORTED;
 use crate::AppState;
 use crate::extract::{ApiQuery, Authed, ObjectsOnly, perm};
@@ -91,7 +91,7 @@ pub enum ImportOutcome {
 }
 
 /// A row as read: its number and, if valid, its checked fields (passwords not yet hashed).
-type ReadRow = (usize, Result<Checked, ValidationErrors>);
+type ReadRow = (usize, Result<CheckedFields, ValidationErrors>);
 
 /// Create many links from CSV or NDJSON, each row checked as `POST /v1/links` checks its body.
 ///
@@ -173,7 +173,7 @@ pub async fn import(
     let mut fields = Vec::with_capacity(valid.len());
     for (row, checked) in valid {
         numbers.push(row);
-        fields.push(checked.into_fields(links.hashing()).await?);
+        fields.push(checked.hashed(links.hashing()).await?);
     }
     let principal = &auth.principal;
     let outcomes = links
@@ -278,7 +278,7 @@ fn read_rows(format: BulkFormat, body: &[u8], now: Timestamp) -> ApiResult<Vec<R
     Ok(parsed
         .into_iter()
         .map(|(row, read)| {
-            let checked = read.and_then(|create| UpdateLink::from(create).apply(None, now));
+            let checked = read.and_then(|create| LinkFields::for_new(create.into(), now));
             (row, checked)
         })
         .collect())

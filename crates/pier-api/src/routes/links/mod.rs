@@ -42,6 +42,8 @@ impl From<pier_links::LinkError> for ApiError {
     fn from(err: pier_links::LinkError) -> Self {
         match err {
             pier_links::LinkError::SlugTaken(_) => Self::conflict("slug_taken", err.to_string()),
+            pier_links::LinkError::Busy(busy) => busy.into(),
+            pier_links::LinkError::Hash(_) => Self::internal(err),
             pier_links::LinkError::Db(db) => db.into(),
         }
     }
