@@ -120,7 +120,9 @@ fn check(
         Patch::Keep => Some(base.as_ref().and_then(|b| b.title.clone())),
     };
     let tags = match change.tags {
-        Patch::Set(list) => check_tags(list, &mut errors),
+        Patch::Set(list) => {
+            errors.check_set("tags", &list, (Tag::MAX_PER_LINK, "tags"), Tag::parse)
+        }
         Patch::Clear => Some(Vec::new()),
         Patch::Keep => Some(base.as_ref().map(|b| b.tags.clone()).unwrap_or_default()),
     };
@@ -172,23 +174,4 @@ fn check(
         }
         _ => Err(ValidationErrors::single("body", "invalid", "invalid link")),
     }
-}
-
-/// Distinct tags, sorted, at most [`Tag::MAX_PER_LINK`].
-fn check_tags(list: Vec<String>, errors: &mut ValidationErrors) -> Option<Vec<Tag>> {
-    if list.len() > Tag::MAX_PER_LINK {
-        let message = format!("at most {} tags", Tag::MAX_PER_LINK);
-        errors.add("tags", "too_many", message);
-        return None;
-    }
-    // Every tag is checked, so each bad one is reported, before any is kept.
-    let checked: Vec<Option<Tag>> = list
-        .iter()
-        .enumerate()
-        .map(|(i, text)| errors.check(&format!("tags[{i}]"), "invalid", Tag::parse(text)))
-        .collect();
-    let mut tags: Vec<Tag> = checked.into_iter().collect::<Option<_>>()?;
-    tags.sort();
-    tags.dedup();
-    Some(tags)
 }

@@ -9,8 +9,8 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use pier_core::{Patch, Timestamp, ValidationErrors, patch, schema, whole};
-use pier_webhooks::model::{bounds, check_metadata};
-use pier_webhooks::{Attempt, Endpoint, EndpointFields, EndpointId, EventTypeName};
+use pier_webhooks::model::bounds;
+use pier_webhooks::{Attempt, Endpoint, EndpointFields, EndpointId, EndpointPatch, EventTypeName};
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::schema::{Array, ArrayBuilder, Object};
 
@@ -140,7 +140,7 @@ fn metadata() -> Object {
     object
 }
 
-impl From<CreateEndpoint> for UpdateEndpoint {
+impl From<CreateEndpoint> for EndpointPatch {
     fn from(c: CreateEndpoint) -> Self {
         Self {
             url: Patch::Set(c.url),
@@ -155,124 +155,19 @@ impl From<CreateEndpoint> for UpdateEndpoint {
     }
 }
 
-impl UpdateEndpoint {
-    /// Applies the patch to `base` (a create's base is `None`), collecting every field's error.
-    fn apply(
-        self,
-        state: &AppState,
-        base: Option<&Endpoint>,
-    ) -> Result<EndpointFields, ValidationErrors> {
-        let mut errors = ValidationErrors::new();
-        let guard = state.webhooks().store().guard();
-        let url = match (self.url, base) {
-            (Patch::Set(url), _) => errors.check_coded("url", guard.check_url(&url), |e| e.code()),
-            (Patch::Keep, Some(base)) => url::Url::parse(&base.url).ok(),
-            _ => {
-                errors.add("url", "required", "must be given and not null");
-                None
-            }
-        };
-        let description = match self.description {
-            Patch::Set(text) => errors
-                .check(
-                    "description",
-                    "invalid",
-                    pier_core::validation::trimmed_text(&text, bounds::DESCRIPTION_CHARS),
-                )
-                .map(Some),
-            Patch::Clear => Some(None),
-            Patch::Keep => Some(base.and_then(|b| b.description.clone())),
-        };
-        let event_types = match self.event_types {
-            Patch::Set(list) => check_types(list, &mut errors),
-            Patch::Clear => Some(Vec::new()),
-            Patch::Keep => Some(
-                base.map(|b| {
-                    b.event_types
-                        .iter()
-                        .filter_map(|t| EventTypeName::parse(t).ok())
-                        .collect()
-                })
-                .unwrap_or_default(),
-            ),
-        };
-        let rate_limit_per_second = match self.rate_limit_per_second {
-            Patch::Set(rate) => errors
-                .check_range(
-                    "rate_limit_per_second",
-                    rate,
-                    &bounds::RATE_LIMIT_PER_SECOND,
-                )
-                .map(Some),
-            Patch::Clear => Some(None),
-            Patch::Keep => Some(base.and_then(|b| b.rate_limit_per_second)),
-        };
-        let metadata = match self.metadata {
-            Patch::Set(map) => {
-                errors.check("metadata", "invalid", check_metadata(&map).map(|()| map))
-            }
-            Patch::Clear => Some(BTreeMap::new()),
-            Patch::Keep => Some(base.map(|b| b.metadata.clone()).unwrap_or_default()),
-        };
-        // A flag sent as `null` stays as it is.
-        let flag = |patch: Patch<bool>, current: Option<bool>, default: bool| match patch {
-            Patch::Set(value) => value,
-            Patch::Keep | Patch::Clear => current.unwrap_or(default),
-        };
-        let enabled = flag(self.enabled, base.map(|b| b.enabled), true);
-        let ordered = flag(self.ordered, base.map(|b| b.ordered), false);
-        let ed25519 = flag(self.ed25519, base.map(|b| b.ed25519), false);
-        errors.into_result()?;
-        match (
-            url,
-            description,
-            event_types,
-            rate_limit_per_second,
-            metadata,
-        ) {
-            (Some(url), Some(description), Some(event_types), Some(rate), Some(metadata)) => {
-                Ok(EndpointFields {
-                    url,
-                    description,
-                    event_types,
-                    enabled,
-                    rate_limit_per_second: rate,
-                    ordered,
-                    ed25519,
-                    metadata,
-                })
-            }
-            _ => Err(ValidationErrors::single(
-                "body",
-                "invalid",
-                "invalid endpoint",
-            )),
+impl From<UpdateEndpoint> for EndpointPatch {
+    fn from(u: UpdateEndpoint) -> Self {
+        Self {
+            url: u.url,
+            description: u.description,
+            event_types: u.event_types,
+            enabled: u.enabled,
+            rate_limit_per_second: u.rate_limit_per_second,
+            ordered: u.ordered,
+            ed25519: u.ed25519,
+            metadata: u.metadata,
         }
     }
-}
-
-/// Distinct event types, sorted, at most [`bounds::EVENT_TYPE_FILTERS`].
-fn check_types(list: Vec<String>, errors: &mut ValidationErrors) -> Option<Vec<EventTypeName>> {
-    if list.len() > bounds::EVENT_TYPE_FILTERS {
-        let message = format!("at most {} event types", bounds::EVENT_TYPE_FILTERS);
-        errors.add("event_types", "too_many", message);
-        return None;
-    }
-    let checked: Vec<Option<EventTypeName>> = list
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            errors.check(
-                &format!("event_types[{i}]"),
-                "invalid",
-                EventTypeName::parse(t),
-            )
-        })
-        .collect();
-    let mut types: Vec<EventTypeName> = checked.into_iter().collect::<Option<_>>()?;
-    types.sort();
-    types.dedup();
-    Some(types)
 }
 
 /// A new endpoint with its signing secret.
@@ -385,8 +280,7 @@ pub async fn create(
     auth: Authed<perm::WebhooksWrite>,
     ApiJson(body): ApiJson<CreateEndpoint>,
 ) -> ApiResult<Response> {
-    let fields = UpdateEndpoint::from(body)
-        .apply(&state, None)
+    let fields = EndpointFields::for_new(body.into(), webhooks.store().guard())
         .map_err(ApiError::validation)?;
     check_resolved(&state, &fields).await?;
     let (endpoint, keys) = webhooks
@@ -415,7 +309,11 @@ const RESOLVE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 async fn check_resolved(state: &AppState, fields: &EndpointFields) -> ApiResult<()> {
     let resolved = tokio::time::timeout(
         RESOLVE_WAIT,
-        state.webhooks().store().guard().check_resolved(&fields.url),
+        state
+            .webhooks()
+            .store()
+            .guard()
+            .check_resolved(fields.url()),
     )
     .await;
     match resolved {
@@ -504,8 +402,7 @@ pub async fn update(
     let endpoint = load(&state, &auth.principal, &id).await?;
     if_match.check(&etag(&endpoint))?;
     let url_changed = !matches!(patch.url, Patch::Keep);
-    let fields = patch
-        .apply(&state, Some(&endpoint))
+    let fields = EndpointFields::patch(&endpoint, patch.into(), webhooks.store().guard())
         .map_err(ApiError::validation)?;
     if url_changed {
         check_resolved(&state, &fields).await?;
