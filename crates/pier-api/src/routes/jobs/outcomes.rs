@@ -5,13 +5,12 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use pier_core::{Timestamp, ValidationErrors};
-use pier_jobs::{Completion, Failure, Held, JobId, JobState, LeaseToken};
+use pier_jobs::{Completion, Failure, Held, JobId, JobState, JobStore, LeaseToken};
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::{ArrayBuilder, Ref, RefOr, Schema};
 
 use super::JobsState;
 use super::leases::{held, link_worker_span, worker_traceparent};
-use crate::AppState;
 use crate::extract::{ApiJson, Authed, perm};
 use crate::problem::{ApiError, ApiResult};
 
@@ -260,31 +259,37 @@ fn parse_items<T, U>(items: Vec<T>, parse: impl Fn(T) -> ApiResult<U>) -> ApiRes
     Ok(parsed)
 }
 
-/// Each report's outcome: `recorded` when it counted, else why not (one query for the batch).
-async fn outcomes(
-    state: &AppState,
+/// The batch's reports: each job's outcome, `recorded` when it counted, else why not (one query
+/// for the batch), with its state where the report gave one.
+async fn reports(
+    store: &JobStore,
     jobs: &[&Held],
     counted: &[bool],
+    states: Vec<Option<JobState>>,
     recorded: &'static str,
-) -> ApiResult<Vec<&'static str>> {
+) -> ApiResult<Json<Reports>> {
     let missed: Vec<&Held> = jobs
         .iter()
         .zip(counted)
         .filter(|(_, counted)| !**counted)
         .map(|(job, _)| *job)
         .collect();
-    let existing = state.jobs().store().existing(&missed).await?;
-    Ok(jobs
+    let existing = store.existing(&missed).await?;
+    let data = jobs
         .iter()
         .zip(counted)
-        .map(
-            |(job, counted)| match (counted, existing.contains(&job.key())) {
+        .zip(states)
+        .map(|((job, counted), state)| Reported {
+            id: job.id.clone(),
+            outcome: match (counted, existing.contains(&job.key())) {
                 (true, _) => recorded,
                 (false, true) => "stale_lease",
                 (false, false) => "not_found",
             },
-        )
-        .collect())
+            state,
+        })
+        .collect();
+    Ok(Json(Reports { data }))
 }
 
 /// Report many successes in one call (one statement), each fenced by its own lease token.
@@ -298,7 +303,6 @@ async fn outcomes(
     responses((status = 200, body = Reports))
 )]
 pub async fn complete_many(
-    State(state): State<AppState>,
     State(jobs): State<JobsState>,
     auth: Authed<perm::JobsWork>,
     ApiJson(items): ApiJson<Vec<CompleteItem>>,
@@ -308,18 +312,9 @@ pub async fn complete_many(
         completion(&auth, &id, body)
     })?;
     let done = jobs.store().complete_many(&completions).await?;
-    let jobs: Vec<&Held> = completions.iter().map(|c| &c.job).collect();
-    let outcomes = outcomes(&state, &jobs, &done, "completed").await?;
-    let data = jobs
-        .iter()
-        .zip(outcomes)
-        .map(|(job, outcome)| Reported {
-            id: job.id.clone(),
-            outcome,
-            state: None,
-        })
-        .collect();
-    Ok(Json(Reports { data }))
+    let held: Vec<&Held> = completions.iter().map(|c| &c.job).collect();
+    let states = vec![None; held.len()];
+    reports(jobs.store(), &held, &done, states, "completed").await
 }
 
 /// Report many failures in one call (one transaction), each fenced by its own lease token.
@@ -333,7 +328,6 @@ pub async fn complete_many(
     responses((status = 200, body = Reports))
 )]
 pub async fn fail_many(
-    State(state): State<AppState>,
     State(jobs): State<JobsState>,
     auth: Authed<perm::JobsWork>,
     ApiJson(items): ApiJson<Vec<FailItem>>,
@@ -343,18 +337,7 @@ pub async fn fail_many(
         failure(&auth, &id, body)
     })?;
     let states = jobs.store().fail_many(&failures).await?;
-    let jobs: Vec<&Held> = failures.iter().map(|f| &f.job).collect();
+    let held: Vec<&Held> = failures.iter().map(|f| &f.job).collect();
     let counted: Vec<bool> = states.iter().map(Option::is_some).collect();
-    let outcomes = outcomes(&state, &jobs, &counted, "failed").await?;
-    let data = jobs
-        .iter()
-        .zip(outcomes)
-        .zip(states)
-        .map(|((job, outcome), state)| Reported {
-            id: job.id.clone(),
-            outcome,
-            state,
-        })
-        .collect();
-    Ok(Json(Reports { data }))
+    reports(jobs.store(), &held, &counted, states, "failed").await
 }
