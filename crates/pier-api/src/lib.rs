@@ -1,12 +1,11 @@
-//! Pier's HTTP API: one router per resource, the shared extractors and middleware that implement
-//! the API contract (`docs/api-conventions.md`), and the OpenAPI document generated from the code.
-//! This crate translates HTTP to calls on the capability crates; it owns no business rules.
+//! Pier's HTTP API: one folder of routes per capability (`routes/`), the shared extractors and
+//! middleware that implement the API contract (`docs/api-conventions.md`), and the OpenAPI
+//! document generated from the code. This crate translates HTTP to calls on the capability
+//! crates; it owns no business rules.
 
 pub mod extract;
-mod guesses;
 mod html;
 pub mod middleware;
-mod oauth_form;
 mod openapi;
 pub mod pagination;
 pub mod problem;
@@ -16,8 +15,10 @@ mod routes;
 pub mod session_cookie;
 mod state;
 
-pub use guesses::FailedLogins;
 pub use problem::{ApiError, ApiResult, Problem};
 pub use rate_limit::ApiProtection;
-pub use routes::{probes, redirect_shortcut, redis_up, router};
-pub use state::{AppState, AppStateParts, PasswordGuesses, Redis};
+pub use routes::{
+    FailedLogins, IdentityParts, IdentityState, JobsParts, JobsState, LinksParts, LinksState,
+    PasswordGuesses, RateLimitsState, WebhooksState, probes, redirect_shortcut, redis_up, router,
+};
+pub use state::{AppState, AppStateParts, HttpSettings, Redis};

@@ -12,9 +12,7 @@ use std::sync::Arc;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use pier_auth::AuthError;
 use pier_core::{FieldError, ValidationErrors};
-use pier_jobs::JobError;
 use serde::Serialize;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -211,37 +209,6 @@ impl From<pier_core::Busy> for ApiError {
             busy.to_string(),
         )
         .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
-    }
-}
-
-impl From<AuthError> for ApiError {
-    fn from(err: AuthError) -> Self {
-        match err {
-            AuthError::Database(db) => db.into(),
-            other => {
-                let challenge = match other {
-                    AuthError::Missing | AuthError::NotBearer => "Bearer",
-                    _ => "Bearer error=\"invalid_token\"",
-                };
-                Self::new(StatusCode::UNAUTHORIZED, "unauthorized", other.to_string()).with_header(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static(challenge),
-                )
-            }
-        }
-    }
-}
-
-impl From<JobError> for ApiError {
-    fn from(err: JobError) -> Self {
-        match err {
-            JobError::NotFound => Self::not_found("job"),
-            JobError::StaleLease => Self::conflict("stale_lease", err.to_string()),
-            JobError::WrongState(_) => Self::conflict("invalid_state", err.to_string()),
-            JobError::UniqueConflict => Self::conflict("unique_key_taken", err.to_string()),
-            JobError::TooManyQueues(_) => Self::conflict("too_many_queues", err.to_string()),
-            JobError::Database(db) => db.into(),
-        }
     }
 }
 

@@ -146,6 +146,31 @@ impl ValidationErrors {
             .ok()
     }
 
+    /// A set given as a list: at most `max` items (else `too_many`, "at most {max} {noun}"),
+    /// each parsed (each bad one reported as `field[i]`), then sorted with duplicates kept once.
+    pub fn check_set<T: Ord, E: std::fmt::Display>(
+        &mut self,
+        field: &str,
+        list: &[String],
+        (max, noun): (usize, &str),
+        parse: impl Fn(&str) -> Result<T, E>,
+    ) -> Option<Vec<T>> {
+        if list.len() > max {
+            self.add(field, "too_many", format!("at most {max} {noun}"));
+            return None;
+        }
+        // Every item is checked, so each bad one is reported, before any is kept.
+        let checked: Vec<Option<T>> = list
+            .iter()
+            .enumerate()
+            .map(|(i, text)| self.check(&format!("{field}[{i}]"), "invalid", parse(text)))
+            .collect();
+        let mut set: Vec<T> = checked.into_iter().collect::<Option<_>>()?;
+        set.sort();
+        set.dedup();
+        Some(set)
+    }
+
     /// Like [`check`](Self::check), with the code the error itself names.
     pub fn check_coded<T, E: std::fmt::Display>(
         &mut self,

@@ -10,7 +10,8 @@ use pier_core::{Timestamp, WorkspaceId};
 use pier_db::{JsonList, Tx, with_tx};
 use serde::Serialize;
 
-use crate::link::{Link, LinkFields, LinkId, PasswordChange};
+use crate::fields::LinkFields;
+use crate::link::{Link, LinkId, PasswordChange};
 use crate::store::{LinkRow, LinkStore, RETURNED, SLUG_ATTEMPTS, tags_json};
 
 /// Why [`LinkStore::create_many`] did not create a row.

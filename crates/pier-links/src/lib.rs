@@ -5,6 +5,7 @@
 
 mod bulk;
 pub mod clicks;
+mod fields;
 mod flush;
 pub mod geo;
 pub mod link;
@@ -19,7 +20,8 @@ mod target;
 
 pub use bulk::NotCreated;
 pub use clicks::{ClickBuffer, ClickSettings, RecentClick, Visit, Visitor};
-pub use link::{Link, LinkFields, LinkId, PasswordChange, RedirectStatus, Tag, Title};
+pub use fields::{CheckedFields, LinkFields, LinkPatch, MAX_CLICKS};
+pub use link::{Link, LinkId, PasswordChange, RedirectStatus, Tag, Title};
 pub use redirect::{Availability, Destination, Redirects};
 pub use shared::SharedTier;
 pub use slug::{RESERVED, Slug, SlugError};

@@ -2,6 +2,7 @@
 
 use pier_core::{Timestamp, WorkspaceId, define_id, validation::trimmed_text};
 
+use crate::fields::LinkFields;
 use crate::{Slug, Target};
 
 define_id!(
@@ -106,21 +107,6 @@ impl Tag {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-}
-
-/// A link's owner-set fields, validated. A `None` slug asks the store to generate one.
-#[derive(Debug, Clone)]
-pub struct LinkFields {
-    pub slug: Option<Slug>,
-    pub target: Target,
-    pub title: Option<Title>,
-    /// Distinct and sorted, at most [`Tag::MAX_PER_LINK`].
-    pub tags: Vec<Tag>,
-    pub redirect_status: RedirectStatus,
-    pub expires_at: Option<Timestamp>,
-    /// At least 1.
-    pub max_clicks: Option<i64>,
-    pub password: PasswordChange,
 }
 
 /// What a write does to a link's password.

@@ -9,7 +9,8 @@ use std::time::Duration;
 use pier_core::{Clock, Timestamp, WorkspaceId};
 use pier_db::{Bind, Db, JsonList, Outbox, Statement, Tx, with_reader, with_tx};
 
-use crate::link::{Link, LinkFields, LinkId, PasswordChange, RedirectStatus};
+use crate::fields::LinkFields;
+use crate::link::{Link, LinkId, PasswordChange, RedirectStatus};
 use crate::redirect::Redirects;
 use crate::{Slug, Tag};
 
@@ -22,6 +23,11 @@ pub(crate) const SLUG_ATTEMPTS: usize = 8;
 pub enum LinkError {
     #[error("the slug `{0}` is taken")]
     SlugTaken(String),
+    /// Too many password hashes on this node at once.
+    #[error(transparent)]
+    Busy(#[from] pier_core::Busy),
+    #[error("hashing a password: {0}")]
+    Hash(String),
     #[error(transparent)]
     Db(#[from] sqlx::Error),
 }

@@ -7,11 +7,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use pier_cache::Settings;
-use pier_core::{Clock, ManualClock, WorkspaceId};
+use pier_core::{Clock, HashGate, ManualClock, Patch, Timestamp, WorkspaceId};
 use pier_links::stats::{self, Interval, StatsQuery};
 use pier_links::{
-    Availability, ClickBuffer, ClickSettings, LinkError, LinkFields, LinkFilter, LinkStore,
-    PasswordChange, RedirectStatus, Redirects, Slug, Tag, Target, Title, Visit, Visitor,
+    Availability, ClickBuffer, ClickSettings, LinkError, LinkFields, LinkFilter, LinkPatch,
+    LinkStore, RedirectStatus, Redirects, Slug, Visit, Visitor,
 };
 use pier_testkit::{Backend, TestDb, on_both_backends};
 
@@ -70,17 +70,22 @@ fn visit(visitor: Visitor, who: u64, referrer: Option<&str>) -> Visit<'_> {
     }
 }
 
-fn fields(slug: Option<&str>, url: &str) -> LinkFields {
-    LinkFields {
-        slug: slug.map(|s| Slug::parse(s).expect("slug")),
-        target: Target::parse(url).expect("url"),
-        title: None,
-        tags: Vec::new(),
-        redirect_status: RedirectStatus::default(),
-        expires_at: None,
-        max_clicks: None,
-        password: PasswordChange::Keep,
-    }
+async fn fields(slug: Option<&str>, url: &str) -> LinkFields {
+    new_link(slug, url, LinkPatch::default()).await
+}
+
+/// A new link's checked fields: `url`, `slug`, and `more` of the rest.
+async fn new_link(slug: Option<&str>, url: &str, more: LinkPatch) -> LinkFields {
+    let change = LinkPatch {
+        url: Patch::Set(url.to_owned()),
+        slug: Patch::given(slug.map(str::to_owned)),
+        ..more
+    };
+    let checked = LinkFields::for_new(change, Timestamp::from_micros(0)).expect("valid fields");
+    checked
+        .hashed(&HashGate::for_this_machine())
+        .await
+        .expect("hashed")
 }
 
 async fn generated_slugs_stay_unique_when_32_creates_collide(backend: Backend) {
@@ -99,7 +104,9 @@ async fn generated_slugs_stay_unique_when_32_creates_collide(backend: Backend) {
         let (store, ws) = (store.clone(), f.workspace.clone());
         tokio::spawn(async move {
             let url = format!("https://example.com/{i}");
-            store.create(&ws, "key_test", fields(None, &url)).await
+            store
+                .create(&ws, "key_test", fields(None, &url).await)
+                .await
         })
     });
     let mut slugs = HashSet::new();
@@ -119,23 +126,39 @@ async fn chosen_slugs_are_unique_case_sensitive_and_freed_by_delete(backend: Bac
     let ws = &f.workspace;
     let first = f
         .store
-        .create(ws, "key_a", fields(Some("promo"), "https://a.example/"))
+        .create(
+            ws,
+            "key_a",
+            fields(Some("promo"), "https://a.example/").await,
+        )
         .await
         .expect("create");
     let taken = f
         .store
-        .create(ws, "key_a", fields(Some("promo"), "https://b.example/"))
+        .create(
+            ws,
+            "key_a",
+            fields(Some("promo"), "https://b.example/").await,
+        )
         .await;
     assert!(matches!(taken, Err(LinkError::SlugTaken(s)) if s == "promo"));
     // Another workspace cannot take it either: slugs are unique across the service.
     let other = WorkspaceId::new(f.clock.now());
     let taken = f
         .store
-        .create(&other, "key_b", fields(Some("promo"), "https://b.example/"))
+        .create(
+            &other,
+            "key_b",
+            fields(Some("promo"), "https://b.example/").await,
+        )
         .await;
     assert!(matches!(taken, Err(LinkError::SlugTaken(_))));
     f.store
-        .create(ws, "key_a", fields(Some("Promo"), "https://c.example/"))
+        .create(
+            ws,
+            "key_a",
+            fields(Some("Promo"), "https://c.example/").await,
+        )
         .await
         .expect("case-sensitive");
 
@@ -150,7 +173,11 @@ async fn chosen_slugs_are_unique_case_sensitive_and_freed_by_delete(backend: Bac
     );
     let again = f
         .store
-        .create(&other, "key_b", fields(Some("promo"), "https://d.example/"))
+        .create(
+            &other,
+            "key_b",
+            fields(Some("promo"), "https://d.example/").await,
+        )
         .await
         .expect("the slug is free again");
     let dest = f.store.redirects().resolve("promo").await.expect("db");
@@ -162,13 +189,12 @@ async fn lists_filter_by_tag_text_and_time_and_page_by_keyset(backend: Backend) 
     let ws = &f.workspace;
     let start = f.clock.now();
     for i in 0..30 {
-        let mut new = fields(None, &format!("https://shop.example/item/{i}"));
-        if i % 3 == 0 {
-            new.tags = vec![Tag::parse("sale").expect("tag")];
-        }
-        if i == 7 {
-            new.title = Some(Title::parse("Winter 50%_OFF").expect("title"));
-        }
+        let more = LinkPatch {
+            tags: Patch::given((i % 3 == 0).then(|| vec!["sale".to_owned()])),
+            title: Patch::given((i == 7).then(|| "Winter 50%_OFF".to_owned())),
+            ..LinkPatch::default()
+        };
+        let new = new_link(None, &format!("https://shop.example/item/{i}"), more).await;
         f.store.create(ws, "key", new).await.expect("create");
         // Pairs share a timestamp: the keyset must order them by id.
         if i % 2 == 1 {
@@ -243,7 +269,7 @@ async fn updates_are_conditional_and_reach_the_redirect_lookup(backend: Backend)
         .create(
             &f.workspace,
             "key",
-            fields(Some("spring"), "https://old.example/"),
+            fields(Some("spring"), "https://old.example/").await,
         )
         .await
         .expect("create");
@@ -254,9 +280,14 @@ async fn updates_are_conditional_and_reach_the_redirect_lookup(backend: Backend)
         .expect("found");
     assert_eq!(dest.url, "https://old.example/");
 
-    let mut change = link.fields().expect("fields");
-    change.target = Target::parse("https://new.example/").expect("url");
-    change.redirect_status = RedirectStatus::PermanentRedirect;
+    let gate = HashGate::for_this_machine();
+    let moved = LinkPatch {
+        url: Patch::Set("https://new.example/".to_owned()),
+        redirect_status: Patch::Set(308),
+        ..LinkPatch::default()
+    };
+    let change = link.fields().expect("fields").patch(moved, f.clock.now());
+    let change = change.expect("valid").hashed(&gate).await.expect("hashed");
     let updated = f
         .store
         .update(&link, change.clone())
@@ -280,9 +311,14 @@ async fn updates_are_conditional_and_reach_the_redirect_lookup(backend: Backend)
         "a stale version changes nothing"
     );
 
-    change.slug = Some(Slug::parse("summer").expect("slug"));
-    change.password = PasswordChange::Set(pier_core::password::hash("pw").expect("hash"));
-    change.expires_at = Some(f.clock.now().saturating_add(Duration::from_secs(60)));
+    let renaming = LinkPatch {
+        slug: Patch::Set("summer".to_owned()),
+        password: Patch::Set("pw".to_owned()),
+        expires_at: Patch::Set(f.clock.now().saturating_add(Duration::from_secs(60))),
+        ..LinkPatch::default()
+    };
+    let change = change.patch(renaming, f.clock.now()).expect("valid");
+    let change = change.hashed(&gate).await.expect("hashed");
     let renamed = f
         .store
         .update(&updated, change)
@@ -299,7 +335,6 @@ async fn updates_are_conditional_and_reach_the_redirect_lookup(backend: Backend)
         .await
         .expect("db")
         .expect("found");
-    let gate = pier_core::HashGate::for_this_machine();
     assert!(dest.needs_password());
     assert_eq!(dest.password_matches(&gate, "pw").await, Ok(true));
     assert_eq!(dest.password_matches(&gate, "no").await, Ok(false));
@@ -310,8 +345,11 @@ async fn updates_are_conditional_and_reach_the_redirect_lookup(backend: Backend)
 
 async fn max_clicks_hold_exactly_under_200_concurrent_clicks(backend: Backend) {
     let f = fixture(backend).await;
-    let mut new = fields(Some("once"), "https://limited.example/");
-    new.max_clicks = Some(50);
+    let capped = LinkPatch {
+        max_clicks: Patch::Set(50),
+        ..LinkPatch::default()
+    };
+    let new = new_link(Some("once"), "https://limited.example/", capped).await;
     f.store
         .create(&f.workspace, "key", new)
         .await
@@ -372,7 +410,7 @@ async fn clicks_are_flushed_into_hourly_counts_and_totals(backend: Backend) {
         .create(
             &f.workspace,
             "key",
-            fields(Some("news"), "https://news.example/"),
+            fields(Some("news"), "https://news.example/").await,
         )
         .await
         .expect("create");
@@ -489,7 +527,7 @@ async fn flushes_of_two_nodes_sharing_links_never_deadlock(backend: Backend) {
         let slug = format!("shared{n}");
         let url = format!("https://example.com/{n}");
         f.store
-            .create(&f.workspace, "key", fields(Some(&slug), &url))
+            .create(&f.workspace, "key", fields(Some(&slug), &url).await)
             .await
             .expect("create");
         slugs.push(slug);
@@ -525,7 +563,7 @@ async fn another_workspace_sees_nothing(backend: Backend) {
         .create(
             &f.workspace,
             "key",
-            fields(Some("mine"), "https://mine.example/"),
+            fields(Some("mine"), "https://mine.example/").await,
         )
         .await
         .expect("create");

@@ -17,6 +17,7 @@
 //!   keeps the old secret signing for an overlap, so receivers switch without a gap.
 
 pub mod deliver;
+mod fields;
 pub mod guard;
 pub mod model;
 mod payload;
@@ -30,9 +31,10 @@ mod store;
 mod targets;
 
 pub use deliver::{Deliverer, USER_AGENT};
+pub use fields::{EndpointFields, EndpointPatch};
 pub use model::{
-    Attempt, AttemptId, Delivery, DeliveryId, DeliveryState, DisabledReason, Endpoint,
-    EndpointFields, EndpointId, Event, EventId, EventType, EventTypeName, Metadata,
+    Attempt, AttemptId, Delivery, DeliveryId, DeliveryState, DisabledReason, Endpoint, EndpointId,
+    Event, EventId, EventType, EventTypeName, Metadata,
 };
 pub use publish::{NewEvent, Published, deliveries_of_statement, events_statement, queue};
 pub use publisher::Publisher;

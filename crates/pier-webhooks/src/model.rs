@@ -265,19 +265,6 @@ pub fn url_without_secrets(url: &str) -> String {
     }
 }
 
-/// The fields an endpoint's owner sets, checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EndpointFields {
-    pub url: url::Url,
-    pub description: Option<String>,
-    pub event_types: Vec<EventTypeName>,
-    pub enabled: bool,
-    pub rate_limit_per_second: Option<u32>,
-    pub ordered: bool,
-    pub ed25519: bool,
-    pub metadata: Metadata,
-}
-
 /// Checks metadata against its bounds.
 pub fn check_metadata(metadata: &Metadata) -> Result<(), String> {
     use pier_core::validation::plain_text;

@@ -8,10 +8,9 @@ use pier_core::{Clock, SubKey, Timestamp, WorkspaceId};
 use pier_db::{Bind, Db, Statement, Tx, with_reader, with_tx};
 use pier_jobs::JobStore;
 
+use crate::fields::EndpointFields;
 use crate::guard::Guard;
-use crate::model::{
-    DisabledReason, Endpoint, EndpointFields, EndpointId, EventType, EventTypeName, Metadata,
-};
+use crate::model::{DisabledReason, Endpoint, EndpointId, EventType, EventTypeName, Metadata};
 use crate::schedule::RetrySchedule;
 use crate::secrets::{self, Keys};
 use crate::targets::{Target, Targets};

@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use pier_api::{ApiProtection, AppState, AppStateParts, FailedLogins, PasswordGuesses, Redis};
+use pier_api::{
+    ApiProtection, AppState, AppStateParts, FailedLogins, HttpSettings, IdentityParts, JobsParts,
+    LinksParts, PasswordGuesses, Redis,
+};
 use pier_auth::oauth::{GrantLifetimes, OAuthStore};
 use pier_auth::{AccessTokens, Bootstrap, KeySchedule, SessionLimits, SessionStore, SigningKeys};
 use pier_core::{Clock, CursorCodec, HashGate, SecretUrl, SystemClock};
@@ -342,60 +345,75 @@ impl Application {
             clock: clock.clone(),
             cursors: CursorCodec::new(cursor_key),
             redis,
-            body_limit: usize::try_from(config.server.body_limit_bytes).unwrap_or(usize::MAX),
-            cors_allowed_origins: config
-                .server
-                .cors_allowed_origins
-                .0
-                .iter()
-                .filter_map(|origin| axum::http::HeaderValue::from_str(origin).ok())
-                .collect(),
-            request_timeout: Duration::from_secs(config.server.request_timeout_secs),
-            jobs: jobs.clone(),
-            claim_budget_bytes: config.jobs.claim_budget_bytes,
+            http: HttpSettings {
+                body_limit: usize::try_from(config.server.body_limit_bytes).unwrap_or(usize::MAX),
+                cors_allowed_origins: config
+                    .server
+                    .cors_allowed_origins
+                    .0
+                    .iter()
+                    .filter_map(|origin| axum::http::HeaderValue::from_str(origin).ok())
+                    .collect(),
+                request_timeout: Duration::from_secs(config.server.request_timeout_secs),
+                protection: protection(&config.rate_limits),
+            },
             idempotency: IdempotencyStore::new(db.clone(), clock.clone(), &master_key),
-            key_cache_ttl: Duration::from_secs(config.auth.key_cache_ttl_secs),
             limiter,
-            protection: protection(&config.rate_limits),
-            configured_policies: config.rate_limit_policies.clone(),
-            links,
-            short_link_base,
-            password_guesses: PasswordGuesses {
-                per_link_address: Policy::server("link-password", config.links.password_guesses),
-                per_link: Policy::server(
-                    "link-password-any",
-                    config.links.password_guesses_per_link,
+            identity: IdentityParts {
+                key_cache_ttl: Duration::from_secs(config.auth.key_cache_ttl_secs),
+                sessions: SessionStore::new(
+                    db.clone(),
+                    clock.clone(),
+                    SessionLimits {
+                        idle: Duration::from_secs(config.auth.session_idle_secs),
+                        absolute: Duration::from_secs(config.auth.session_absolute_secs),
+                    },
+                    oauth.clone(),
+                    hashing.clone(),
                 ),
-            },
-            redirect_misses: Policy::server("redirect-misses", config.links.redirect_misses),
-            visitor_key,
-            countries,
-            webhooks,
-            sessions: SessionStore::new(
-                db.clone(),
-                clock.clone(),
-                SessionLimits {
-                    idle: Duration::from_secs(config.auth.session_idle_secs),
-                    absolute: Duration::from_secs(config.auth.session_absolute_secs),
+                failed_logins: FailedLogins {
+                    per_ip: Policy::server("login-ip", config.auth.failed_logins_per_ip),
+                    per_account_address: Policy::server(
+                        "login-account-address",
+                        config.auth.failed_logins_per_account_address,
+                    ),
+                    per_account: Policy::server(
+                        "login-account",
+                        config.auth.failed_logins_per_account,
+                    ),
                 },
-                oauth.clone(),
-                hashing.clone(),
-            ),
-            failed_logins: FailedLogins {
-                per_ip: Policy::server("login-ip", config.auth.failed_logins_per_ip),
-                per_account_address: Policy::server(
-                    "login-account-address",
-                    config.auth.failed_logins_per_account_address,
-                ),
-                per_account: Policy::server("login-account", config.auth.failed_logins_per_account),
+                hashing: hashing.clone(),
+                cookie_secure: config
+                    .auth
+                    .cookie_secure
+                    .unwrap_or(!config.server.listen.ip().is_loopback()),
+                oauth,
+                access_tokens: AccessTokens::new(signing_keys, clock.clone(), &issuer, access_ttl),
             },
-            hashing,
-            cookie_secure: config
-                .auth
-                .cookie_secure
-                .unwrap_or(!config.server.listen.ip().is_loopback()),
-            oauth,
-            access_tokens: AccessTokens::new(signing_keys, clock.clone(), &issuer, access_ttl),
+            jobs: JobsParts {
+                store: jobs.clone(),
+                claim_budget_bytes: config.jobs.claim_budget_bytes,
+            },
+            links: LinksParts {
+                store: links,
+                short_link_base,
+                password_guesses: PasswordGuesses {
+                    per_link_address: Policy::server(
+                        "link-password",
+                        config.links.password_guesses,
+                    ),
+                    per_link: Policy::server(
+                        "link-password-any",
+                        config.links.password_guesses_per_link,
+                    ),
+                },
+                redirect_misses: Policy::server("redirect-misses", config.links.redirect_misses),
+                visitor_key,
+                countries,
+                hashing,
+            },
+            configured_policies: config.rate_limit_policies.clone(),
+            webhooks,
         });
         Ok(Self {
             config,
@@ -467,7 +485,7 @@ impl Application {
         };
         let signing_keys = self.listener.is_some().then(|| {
             tokio::spawn(signing_key_upkeep(
-                self.state.access_tokens().keys().clone(),
+                self.state.identity().access_tokens().keys().clone(),
                 stop_rx.clone(),
             ))
         });
@@ -490,21 +508,24 @@ impl Application {
         let maintenance = background.then(|| {
             tokio::spawn(maintenance(
                 self.state.idempotency().clone(),
-                self.state.sessions().clone(),
-                self.state.oauth().clone(),
-                self.state.webhooks().clone(),
-                self.state.links().clone(),
+                self.state.identity().sessions().clone(),
+                self.state.identity().oauth().clone(),
+                self.state.webhooks().store().clone(),
+                self.state.links().store().clone(),
                 Duration::from_secs(self.config.webhooks.retention_secs),
                 stop_rx.clone(),
             ))
         });
         let key_uses = {
-            let keys = self.state.api_keys().clone();
+            let keys = self.state.identity().api_keys().clone();
             let stop = stop_rx.clone();
             tokio::spawn(async move { keys.record_uses(stop).await })
         };
         let clicks = {
-            let (redirects, db) = (self.state.links().redirects().clone(), self.db.clone());
+            let (redirects, db) = (
+                self.state.links().store().redirects().clone(),
+                self.db.clone(),
+            );
             let stop = stop_rx.clone();
             tokio::spawn(async move { redirects.clicks().run(&db, stop).await })
         };
@@ -517,12 +538,23 @@ impl Application {
         });
         let relay = Relay::default();
         let relay = self.jobs.notifier().listen(relay);
-        let relay = self.state.api_keys().listen(relay);
-        let relay = self.state.oauth().listen(relay);
-        let relay = self.state.webhooks().listen(relay);
-        let relay = self.state.policies().listen(relay);
-        let relay = self.state.links().redirects().listen(relay).spawn(&self.db);
-        let link_changes = self.state.links().redirects().spawn_shared_listener();
+        let relay = self.state.identity().api_keys().listen(relay);
+        let relay = self.state.identity().oauth().listen(relay);
+        let relay = self.state.webhooks().store().listen(relay);
+        let relay = self.state.rate_limits().policies().listen(relay);
+        let relay = self
+            .state
+            .links()
+            .store()
+            .redirects()
+            .listen(relay)
+            .spawn(&self.db);
+        let link_changes = self
+            .state
+            .links()
+            .store()
+            .redirects()
+            .spawn_shared_listener();
 
         let api_stopped = async {
             match &mut api {
@@ -570,9 +602,9 @@ impl Application {
         let _ = clicks.await;
         let deadline = tokio::time::Instant::now()
             + Duration::from_secs(self.config.server.shutdown_timeout_secs);
-        let keys = self.state.api_keys();
+        let keys = self.state.identity().api_keys();
         crate::last_writes::retry_until(deadline, "key uses", || keys.write_uses()).await;
-        let redirects = self.state.links().redirects();
+        let redirects = self.state.links().store().redirects();
         crate::last_writes::retry_until(deadline, "clicks", || redirects.flush_clicks()).await;
         // In-flight deliveries get the pool's grace period, then their leases go back.
         if let Some(deliveries) = deliveries {
@@ -606,8 +638,11 @@ impl Application {
     fn deliveries(&self, stop: watch::Receiver<bool>) -> anyhow::Result<JoinHandle<()>> {
         let target = ClaimTarget::internal(pier_webhooks::queue())
             .context("the webhook queue must be one of Pier's own")?;
-        let deliverer = Deliverer::new(self.state.webhooks().clone(), self.state.limiter().clone())
-            .context("cannot build the webhook HTTP client")?;
+        let deliverer = Deliverer::new(
+            self.state.webhooks().store().clone(),
+            self.state.limiter().clone(),
+        )
+        .context("cannot build the webhook HTTP client")?;
         let options = PoolOptions {
             concurrency: usize::try_from(self.config.webhooks.concurrency).unwrap_or(usize::MAX),
             ..PoolOptions::default()

@@ -107,6 +107,7 @@ impl<P: RequiredPermission> FromRequestParts<AppState> for OnResource<P> {
             .await
             .map_err(|e| ApiError::internal(anyhow::anyhow!("resource path: {e}")))?;
         let decision = state
+            .identity()
             .grants()
             .authorize(&principal, action, Resource { kind, id: &id })
             .await?;

@@ -40,10 +40,10 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
 }
 
 async fn with_session(state: AppState, mut req: Request, next: Next) -> Response {
-    let Some(secret) = session_cookie::read(req.headers(), state.cookie_secure()) else {
+    let Some(secret) = session_cookie::read(req.headers(), state.identity().cookie_secure()) else {
         return refused(&state, &req, AuthError::SessionEnded).await;
     };
-    let session = match state.sessions().authenticate(&secret).await {
+    let session = match state.identity().sessions().authenticate(&secret).await {
         Ok(Some(session)) => session,
         Ok(None) => return refused(&state, &req, AuthError::SessionEnded).await,
         Err(e) => return ApiError::from(e).into_response(),

@@ -56,7 +56,7 @@ async fn run(
     let (parts, body) = req.into_parts();
     // The body is kept to tell a retry from a different request, so it is bounded by the
     // server's body limit even on routes that take more without a key (link imports).
-    let limit = state.body_limit();
+    let limit = state.http().body_limit;
     let bytes = to_bytes(body, limit).await.map_err(|_| {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -19,7 +19,7 @@ pub async fn limit_per_key(State(state): State<AppState>, req: Request, next: Ne
         .extensions()
         .get::<Principal>()
         .map(|p| p.subject().to_owned());
-    match (&state.protection().per_key, subject) {
+    match (&state.http().protection.per_key, subject) {
         (Some(policy), Some(subject)) => enforce(&state, policy, &subject, req, next).await,
         _ => next.run(req).await,
     }
@@ -27,7 +27,7 @@ pub async fn limit_per_key(State(state): State<AppState>, req: Request, next: Ne
 
 /// Limits per client address.
 pub async fn limit_per_ip(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    match (&state.protection().per_ip, ip_key(&state, &req)) {
+    match (&state.http().protection.per_ip, ip_key(&state, &req)) {
         (Some(policy), Some(ip)) => enforce(&state, policy, &ip, req, next).await,
         _ => next.run(req).await,
     }
@@ -41,7 +41,7 @@ pub(crate) async fn after_refused_credentials(
     client: Option<String>,
     refused: Response,
 ) -> Response {
-    let (Some(policy), Some(ip)) = (&state.protection().per_ip, client) else {
+    let (Some(policy), Some(ip)) = (&state.http().protection.per_ip, client) else {
         return refused;
     };
     match spend(state, policy, &ip).await {
@@ -57,7 +57,12 @@ pub(crate) async fn after_refused_credentials(
 /// The client address of `req`, as the key of per-IP limits.
 pub(crate) fn ip_key(state: &AppState, req: &Request) -> Option<String> {
     let peer = req.extensions().get::<ConnectInfo<std::net::SocketAddr>>();
-    client_ip(req.headers(), peer, &state.protection().trusted_proxies).map(|ip| ip.to_string())
+    client_ip(
+        req.headers(),
+        peer,
+        &state.http().protection.trusted_proxies,
+    )
+    .map(|ip| ip.to_string())
 }
 
 async fn enforce(

@@ -215,3 +215,52 @@ async fn references_resolve_and_bodies_have_examples() {
         }
     }
 }
+
+/// The committed copy of the document, keys sorted: a refactoring must leave it identical.
+const FROZEN: &str = "tests/api/openapi.json";
+
+/// The document as served, with every object's keys sorted so that only ordering differences
+/// vanish; arrays keep their order, which can be meaningful.
+fn canonical(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            Value::Object(
+                keys.into_iter()
+                    .map(|key| (key.clone(), canonical(&map[key])))
+                    .collect(),
+            )
+        }
+        Value::Array(items) => Value::Array(items.iter().map(canonical).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Paths, operation ids, schemas and status codes stay as committed. A deliberate change to the
+/// API refreshes the copy: `PIER_REFRESH_OPENAPI=1 cargo test -p pier --test api
+/// openapi_matches_the_committed_copy`, then review and commit the diff of `tests/api/openapi.json`.
+#[tokio::test]
+async fn openapi_matches_the_committed_copy() {
+    let served = serde_json::to_string_pretty(&canonical(&document().await)).expect("JSON") + "\n";
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(FROZEN);
+    if std::env::var_os("PIER_REFRESH_OPENAPI").is_some() {
+        std::fs::write(&path, &served).expect("the committed copy is writable");
+    }
+    let committed = std::fs::read_to_string(&path).expect("the committed copy exists");
+    if served != committed {
+        let line = served
+            .lines()
+            .zip(committed.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or_else(|| served.lines().count().min(committed.lines().count()))
+            + 1;
+        panic!(
+            "/v1/openapi.json differs from crates/pier/{FROZEN} from line {line}:\n  served:    {}\n  committed: {}\n\
+             If the API change is deliberate, refresh the copy with PIER_REFRESH_OPENAPI=1 cargo test -p pier \
+             --test api openapi_matches_the_committed_copy, and review its diff.",
+            served.lines().nth(line - 1).unwrap_or("<end>"),
+            committed.lines().nth(line - 1).unwrap_or("<end>"),
+        );
+    }
+}
