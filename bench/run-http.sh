@@ -23,8 +23,9 @@
 #     http_publish         wrk: single enqueues against POST /v1/events with no endpoint, one
 #                          enabled endpoint and ten, each on a fresh server, deliveries going
 #                          to a local receiver that answers 200 at once (bench/http/receiver.js,
-#                          node) while wrk publishes; then the ratios to the enqueues (goals:
-#                          none >= 0.8, one >= 0.5, ten >= 0.25)
+#                          node) while wrk publishes; then one and ten again on a node of role
+#                          api (no deliveries: the publish path alone); then the ratios to the
+#                          enqueues (goals: none >= 0.8, one >= 0.5, ten >= 0.25)
 #
 # Every server runs with its per-key rate limit raised out of the way (`gcra 1000000000/1s`):
 # the limiter decides every request, but a single-key benchmark is not throttled at 1,000/s.
@@ -412,13 +413,17 @@ measure_publish() {
     node bench/http/receiver.js "$RECEIVER_PORT" &
     RECEIVER_PID=$!
   fi
-  LIMITS=(PIER_RATE_LIMITS_PER_API_KEY="gcra 1000000000/1s"
+  local publishing=(PIER_RATE_LIMITS_PER_API_KEY="gcra 1000000000/1s"
     PIER_ALLOW_PRIVATE_WEBHOOK_TARGETS=true)
-  for what in enqueue none one ten; do
+  for what in enqueue none one ten one-api ten-api; do
+    # `…-api`: a node of role api publishes and leaves the deliveries to worker nodes (none
+    # here), which shows the publish path's own cost apart from the deliveries'.
+    LIMITS=("${publishing[@]}")
+    [[ "$what" != *-api ]] || LIMITS+=(PIER_ROLE=api)
     start_pier "$backend"
     case "$what" in
-      one) endpoints=1 ;;
-      ten) endpoints=10 ;;
+      one*) endpoints=1 ;;
+      ten*) endpoints=10 ;;
       *) endpoints=0 ;;
     esac
     for i in $(seq 1 "$endpoints"); do
@@ -445,10 +450,13 @@ measure_publish() {
   LIMITS=(PIER_RATE_LIMITS_PER_API_KEY="gcra 1000000000/1s")
   jq -nc --arg backend "$backend" --argjson enqueue "${rate[enqueue]}" \
     --argjson none "${rate[none]}" --argjson one "${rate[one]}" --argjson ten "${rate[ten]}" \
+    --argjson one_api "${rate[one-api]}" --argjson ten_api "${rate[ten-api]}" \
     '{system: "pier", backend: $backend, measure: "http_publish_ratio",
       none_over_enqueue: ($none / $enqueue * 1000 | round / 1000), none_goal: ">= 0.8",
       one_over_enqueue: ($one / $enqueue * 1000 | round / 1000), one_goal: ">= 0.5",
-      ten_over_enqueue: ($ten / $enqueue * 1000 | round / 1000), ten_goal: ">= 0.25"}'
+      ten_over_enqueue: ($ten / $enqueue * 1000 | round / 1000), ten_goal: ">= 0.25",
+      one_api_over_enqueue: ($one_api / $enqueue * 1000 | round / 1000),
+      ten_api_over_enqueue: ($ten_api / $enqueue * 1000 | round / 1000)}'
 }
 
 # pier-bench in-process, on a fresh database of `backend`.
