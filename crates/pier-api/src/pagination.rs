@@ -62,11 +62,9 @@ impl<T: Serialize> IntoResponse for Page<T> {
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)]
 pub struct PageParams {
-    /// Page size (default 20).
+    // Each is described by its schema function (see `openapi::describe_from_schema`).
     #[param(schema_with = limit_schema)]
     limit: Option<u32>,
-    /// The `next_cursor` of the previous page: URL-safe base64, signed and bound to the list
-    /// and its filters (anything else is `400 invalid_cursor` or `cursor_mismatch`).
     #[param(schema_with = cursor_schema)]
     cursor: Option<String>,
 }
@@ -74,6 +72,7 @@ pub struct PageParams {
 fn limit_schema() -> utoipa::openapi::Object {
     pier_core::schema::integer(&LIMIT_RANGE)
         .default(Some(DEFAULT_LIMIT.into()))
+        .description(Some("Page size (default 20)."))
         .build()
 }
 
@@ -81,6 +80,10 @@ fn cursor_schema() -> utoipa::openapi::Object {
     utoipa::openapi::ObjectBuilder::new()
         .schema_type(utoipa::openapi::Type::String)
         .pattern(Some("^[A-Za-z0-9_-]+$"))
+        .description(Some(
+            "The `next_cursor` of the previous page: URL-safe base64, signed and bound to the \
+             list and its filters (anything else is `400 invalid_cursor` or `cursor_mismatch`).",
+        ))
         .build()
 }
 

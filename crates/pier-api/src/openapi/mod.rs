@@ -11,7 +11,7 @@ use utoipa::openapi::response::{Response, ResponseBuilder};
 use utoipa::openapi::security::{
     ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
 };
-use utoipa::openapi::{Content, ContentBuilder, OpenApi, Ref, RefOr, Required};
+use utoipa::openapi::{Content, ContentBuilder, OpenApi, Ref, RefOr, Required, Schema};
 use utoipa::{OpenApi as _, PartialSchema, ToSchema};
 
 use crate::problem::{PROBLEM_JSON, Problem};
@@ -206,8 +206,21 @@ fn idempotent(shape: &Shape) -> bool {
     matches!(shape.method, HttpMethod::Post) && shape.secured && shape.replayable
 }
 
+/// A parameter whose schema a function builds (`#[param(schema_with = …)]`) loses its doc
+/// comment in utoipa's derive, so such a function describes the parameter in the schema and the
+/// description moves up here, where readers and generated clients look for it.
+fn describe_from_schema(param: &mut Parameter) {
+    if param.description.is_some() {
+        return;
+    }
+    if let Some(RefOr::T(Schema::Object(schema))) = param.schema.as_mut() {
+        param.description = schema.description.take();
+    }
+}
+
 fn add_contract(method: &HttpMethod, op: &mut Operation, path: &str) {
     let params = op.parameters.get_or_insert_with(Vec::new);
+    params.iter_mut().for_each(describe_from_schema);
     let shape = Shape {
         method: method.clone(),
         secured: op.security.iter().flatten().any(|requirement| {
