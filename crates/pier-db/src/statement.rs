@@ -104,6 +104,16 @@ impl Statement {
         })
     }
 
+    /// Runs the statement on the readers and decodes every row (`R`) into its model (`T`).
+    pub async fn fetch_decoded<R, T>(&self, db: &Db) -> Result<Vec<T>, sqlx::Error>
+    where
+        R: for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin,
+        T: TryFrom<R, Error = sqlx::Error>,
+    {
+        let rows: Vec<R> = self.fetch_all(db).await?;
+        rows.into_iter().map(T::try_from).collect()
+    }
+
     /// The plan the database chooses for the statement with its values, one line per node:
     /// `EXPLAIN QUERY PLAN` on SQLite, `EXPLAIN` on PostgreSQL. `PostgreSQL` is asked with
     /// sequential scans priced out, so a small test table still shows whether an index can

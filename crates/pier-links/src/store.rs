@@ -338,10 +338,9 @@ impl LinkStore {
         after: Option<ListPosition>,
         limit: u32,
     ) -> Result<Vec<Link>, sqlx::Error> {
-        let rows: Vec<LinkRow> = links_statement(workspace, filter, after, limit)
-            .fetch_all(&self.db)
-            .await?;
-        rows.into_iter().map(Link::try_from).collect()
+        links_statement(workspace, filter, after, limit)
+            .fetch_decoded::<LinkRow, Link>(&self.db)
+            .await
     }
 
     /// Refuses `slug`, which `tx` just took for `workspace`, as taken when another workspace

@@ -210,10 +210,9 @@ impl PolicyStore {
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<PolicyRecord>, sqlx::Error> {
-        let rows: Vec<PolicyRow> = policies_statement(workspace, after, limit)
-            .fetch_all(&self.db)
-            .await?;
-        rows.into_iter().map(PolicyRecord::try_from).collect()
+        policies_statement(workspace, after, limit)
+            .fetch_decoded::<PolicyRow, PolicyRecord>(&self.db)
+            .await
     }
 
     /// Creates or replaces a policy; with `seen`, only a policy still as it was read (else

@@ -438,10 +438,9 @@ impl WebhookStore {
         before: Option<String>,
         limit: u32,
     ) -> Result<Vec<Event>, sqlx::Error> {
-        let rows: Vec<EventRow> = events_statement(workspace, of_type, before, limit)
-            .fetch_all(&self.db)
-            .await?;
-        rows.into_iter().map(Event::try_from).collect()
+        events_statement(workspace, of_type, before, limit)
+            .fetch_decoded::<EventRow, Event>(&self.db)
+            .await
     }
 
     /// The deliveries of an event, in id order, `limit` after the one with id `after`.
@@ -452,10 +451,9 @@ impl WebhookStore {
         after: Option<String>,
         limit: u32,
     ) -> Result<Vec<Delivery>, sqlx::Error> {
-        let rows: Vec<DeliveryRow> = deliveries_of_statement(workspace, event, after, limit)
-            .fetch_all(&self.db)
-            .await?;
-        rows.into_iter().map(Delivery::try_from).collect()
+        deliveries_of_statement(workspace, event, after, limit)
+            .fetch_decoded::<DeliveryRow, Delivery>(&self.db)
+            .await
     }
 
     pub async fn delivery(

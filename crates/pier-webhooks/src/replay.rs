@@ -96,10 +96,9 @@ impl WebhookStore {
         before: Option<String>,
         limit: u32,
     ) -> Result<Vec<Attempt>, sqlx::Error> {
-        let rows: Vec<AttemptRow> = attempts_statement(workspace, endpoint, before, limit)
-            .fetch_all(&self.db)
-            .await?;
-        rows.into_iter().map(Attempt::try_from).collect()
+        attempts_statement(workspace, endpoint, before, limit)
+            .fetch_decoded::<AttemptRow, Attempt>(&self.db)
+            .await
     }
 
     /// Sends an ended delivery (failed or succeeded) again, with a fresh retry schedule.

@@ -305,10 +305,9 @@ impl WebhookStore {
         after: Option<String>,
         limit: u32,
     ) -> Result<Vec<EventType>, sqlx::Error> {
-        let rows: Vec<EventTypeRow> = event_types_statement(workspace, after, limit)
-            .fetch_all(&self.db)
-            .await?;
-        rows.into_iter().map(EventType::try_from).collect()
+        event_types_statement(workspace, after, limit)
+            .fetch_decoded::<EventTypeRow, EventType>(&self.db)
+            .await
     }
 
     // --- Endpoints ---
@@ -370,10 +369,9 @@ impl WebhookStore {
         after: Option<String>,
         limit: u32,
     ) -> Result<Vec<Endpoint>, sqlx::Error> {
-        let rows: Vec<EndpointRow> = endpoints_statement(workspace, after, limit)
-            .fetch_all(&self.db)
-            .await?;
-        rows.into_iter().map(Endpoint::try_from).collect()
+        endpoints_statement(workspace, after, limit)
+            .fetch_decoded::<EndpointRow, Endpoint>(&self.db)
+            .await
     }
 
     /// Replaces the owner-set fields of `seen` if it has not changed since it was read; `None`
