@@ -18,6 +18,7 @@ on_both_backends!(
     retry_after_pushes_the_next_attempt_back,
     rotation_signs_with_both_secrets_for_the_overlap,
     ordered_endpoints_deliver_one_at_a_time_in_order,
+    ordered_endpoints_hold_concurrent_publishes_in_line,
     payloads_are_checked_and_deduplicated,
     private_targets_are_refused_by_default,
     link_changes_are_announced_only_when_they_commit,
@@ -373,6 +374,47 @@ async fn ordered_endpoints_deliver_one_at_a_time_in_order(backend: Backend) {
         .map(|r| r.json()["data"]["n"].as_i64().expect("n"))
         .collect();
     assert_eq!(order, [0, 0, 0, 1, 2, 3, 4]);
+    for event in &events {
+        delivery_in(&app, event, "succeeded").await;
+    }
+}
+
+/// Publishes that share a commit (group commit) queue behind one another on an ordered
+/// endpoint as publishes committed apart do: one delivery in flight, the rest waiting.
+async fn ordered_endpoints_hold_concurrent_publishes_in_line(backend: Backend) {
+    let app = spawn(backend).await;
+    let receiver = Receiver::start().await;
+    receiver.answer([Reply::status(500)]);
+    endpoint(&app, json!({"url": receiver.url, "ordered": true})).await;
+    let events = futures_util::future::join_all(
+        (0..20).map(|n| publish(&app, json!({"type": "seq", "payload": {"n": n}}))),
+    )
+    .await;
+    receiver.wait_for(1).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        receiver.received().len(),
+        1,
+        "one delivery in flight; the rest wait behind its retry"
+    );
+
+    app.clock.advance(Duration::from_secs(6));
+    let received = receiver.wait_for(21).await;
+    let mut sent: Vec<i64> = received
+        .iter()
+        .map(|r| r.json()["data"]["n"].as_i64().expect("n"))
+        .collect();
+    assert_eq!(
+        sent[0], sent[1],
+        "the failed delivery is retried before any other"
+    );
+    sent.sort_unstable();
+    sent.dedup();
+    assert_eq!(
+        sent,
+        (0..20).collect::<Vec<i64>>(),
+        "each event once, and all of them"
+    );
     for event in &events {
         delivery_in(&app, event, "succeeded").await;
     }
