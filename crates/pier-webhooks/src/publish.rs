@@ -682,3 +682,97 @@ pub fn events_statement(
         limit,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use pier_core::{Clock, MasterKey, Patch, SystemClock, WorkspaceId};
+    use pier_db::with_writer;
+    use pier_jobs::{JobStore, Notifier};
+    use pier_testkit::{Backend, TestDb, on_both_backends};
+
+    use super::*;
+    use crate::fields::{EndpointFields, EndpointPatch};
+    use crate::guard::Guard;
+    use crate::store::Settings;
+
+    on_both_backends!(one_commit_of_publishes_keeps_an_ordered_endpoint_in_line);
+
+    /// Several publishes in one commit to an ordered endpoint with nothing in flight: the first
+    /// delivery goes, every later one waits (the database alone cannot say so: the earlier
+    /// deliveries of the same commit are not written yet when the later ones are numbered).
+    async fn one_commit_of_publishes_keeps_an_ordered_endpoint_in_line(backend: Backend) {
+        let schema = [
+            pier_db::MIGRATIONS,
+            pier_jobs::MIGRATIONS,
+            crate::MIGRATIONS,
+        ];
+        let test = TestDb::new(&backend, &schema).await;
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let workspace = WorkspaceId::new(clock.now());
+        with_writer!(&test.db, pool => {
+            sqlx::query("INSERT INTO workspaces (id, name, created_at) VALUES ($1, 'w', 0)")
+                .bind(workspace.as_str())
+                .execute(pool)
+                .await
+                .map(drop)
+        })
+        .expect("workspace");
+        let jobs = JobStore::new(test.db.clone(), clock.clone(), Notifier::default());
+        let store = WebhookStore::new(
+            test.db.clone(),
+            clock,
+            jobs,
+            MasterKey::generate().derive("test"),
+            Settings::default(),
+            Guard::new(true),
+        );
+        let fields = EndpointFields::for_new(
+            EndpointPatch {
+                url: Patch::Set("http://127.0.0.1:9/hook".into()),
+                ordered: Patch::Set(true),
+                ..EndpointPatch::default()
+            },
+            &Guard::new(true),
+        )
+        .expect("fields");
+        store
+            .create_endpoint(&workspace, &fields)
+            .await
+            .expect("endpoint");
+
+        let publications: Vec<Arc<Checked>> = (0..3)
+            .map(|n| {
+                let event = NewEvent {
+                    event_type: EventTypeName::parse("seq").expect("type"),
+                    payload: serde_json::json!({ "n": n }),
+                    event_id: None,
+                };
+                Arc::new(Checked {
+                    workspace: workspace.clone(),
+                    payload: event.payload.to_string(),
+                    event,
+                    trace_parent: None,
+                })
+            })
+            .collect();
+        let written = store.write_events(&publications).await.expect("written");
+        let mut states = Vec::new();
+        for event in written.iter().flatten() {
+            let deliveries = store
+                .deliveries_of(&workspace, &event.id, None, 10)
+                .await
+                .expect("deliveries");
+            states.extend(deliveries.into_iter().map(|d| d.state));
+        }
+        assert_eq!(
+            states,
+            [
+                DeliveryState::Pending,
+                DeliveryState::Waiting,
+                DeliveryState::Waiting
+            ]
+        );
+    }
+}
