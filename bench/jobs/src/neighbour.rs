@@ -78,10 +78,7 @@ impl Bench {
             .await?;
 
         let noisy = WorkspaceId::new(self.store.now());
-        let paused = QueuePatch {
-            paused: Some(true),
-            ..QueuePatch::default()
-        };
+        let paused = QueuePatch::paused(true);
         self.store
             .update_queue(&noisy, &queue, paused)
             .await

@@ -52,7 +52,7 @@ pub const MIGRATIONS: &[pier_db::Migration] = pier_db::migrations!(11 => "0011_u
 
 pub use access_tokens::{AccessClaims, AccessTokens, LEEWAY, TokenError, TokenSubject};
 pub use api_keys::{
-    ApiKey, ApiKeyFilter, ApiKeyId, ApiKeyStore, KeyName, NewApiKey, api_keys_statement,
+    ApiKey, ApiKeyFilter, ApiKeyId, ApiKeyStore, KeyName, KeyRequest, NewApiKey, api_keys_statement,
 };
 pub use bootstrap::{Bootstrap, bootstrap};
 pub use invitations::Invitation;

@@ -82,6 +82,18 @@ impl Principal {
         self.permissions().contains(permission)
     }
 
+    /// Whether this caller may hand out, or take away, a key with `role` and `permissions`:
+    /// only what it holds itself. The refusal says why.
+    pub fn may_manage(&self, role: Role, permissions: PermissionSet) -> Result<(), String> {
+        if !self.role().outranks_or_equals(role) {
+            return Err(format!("a {} key cannot manage {role} keys", self.role()));
+        }
+        if !permissions.is_subset_of(self.permissions()) {
+            return Err("the key would hold permissions this credential does not have".to_owned());
+        }
+        Ok(())
+    }
+
     /// Whether an OAuth client acts: for itself, or for a user within the scopes they
     /// consented to. Resource grants do not reach it.
     pub fn is_delegated(&self) -> bool {

@@ -8,8 +8,8 @@ use pier_core::{Clock, Label, Timestamp, WorkspaceId};
 use pier_db::{Db, Tx, with_reader, with_tx};
 use serde::Serialize;
 
-use crate::api_keys::{ApiKey, ApiKeyStore, KeyName, NewApiKey};
-use crate::{KeySecret, Role};
+use crate::KeySecret;
+use crate::api_keys::{ApiKey, ApiKeyStore, NewApiKey};
 
 /// A workspace's name (see [`Label`]).
 pub type WorkspaceName = Label;
@@ -99,12 +99,7 @@ impl WorkspaceStore {
                 .await
                 .map(|r| r.rows_affected())
         })?;
-        let owner_key = NewApiKey {
-            name: KeyName::parse("owner").unwrap_or_else(|_| unreachable!("valid literal")),
-            role: Role::Owner,
-            scopes: None,
-            expires_at: None,
-        };
+        let owner_key = NewApiKey::owner();
         let key = ApiKeyStore::new(self.db.clone(), self.clock.clone())
             .insert_in(tx, &workspace.id, owner_key, &secret)
             .await?;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pier_auth::{
-    ApiKeyFilter, ApiKeyStore, Authenticator, KeyName, KeySecret, NewApiKey, Role, Workspace,
+    ApiKeyFilter, ApiKeyStore, Authenticator, KeyRequest, KeySecret, NewApiKey, Role, Workspace,
     WorkspaceName, WorkspaceStore,
 };
 use pier_core::{Clock, ManualClock};
@@ -35,12 +35,13 @@ async fn with_workspace(backend: Backend) -> (TestDb, ManualClock, Arc<dyn Clock
 }
 
 fn new_key(name: &str, expires_in: Option<Duration>, clock: &ManualClock) -> NewApiKey {
-    NewApiKey {
-        name: KeyName::parse(name).expect("name"),
-        role: Role::Member,
+    let request = KeyRequest {
+        name: name.to_owned(),
+        role: Some("member".to_owned()),
         scopes: None,
         expires_at: expires_in.map(|d| clock.now().saturating_add(d)),
-    }
+    };
+    NewApiKey::new(request, clock.now()).expect("a valid key")
 }
 
 async fn keys_authenticate_until_revoked_or_expired(backend: Backend) {

@@ -9,7 +9,7 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use pier_auth::oauth::{
-    ClientType, GrantLifetimes, GrantType, NewClient, NewCode, OAuthClient, OAuthStore,
+    ClientRequest, GrantLifetimes, NewClient, NewCode, OAuthClient, OAuthStore,
 };
 use pier_auth::{
     AccessTokens, Action, Decision, Email, KeySchedule, Permission, PermissionSet, Principal,
@@ -60,7 +60,7 @@ async fn fixture(backend: Backend) -> Fixture {
     let test_db = TestDb::new(&backend, &[pier_db::MIGRATIONS, pier_auth::MIGRATIONS]).await;
     let clock = ManualClock::starting_now();
     let shared: Arc<dyn Clock> = Arc::new(clock.clone());
-    let (workspace, _, _) = WorkspaceStore::new(test_db.db.clone(), shared.clone())
+    let (workspace, owner_key, _) = WorkspaceStore::new(test_db.db.clone(), shared.clone())
         .create_with_owner_key(WorkspaceName::parse("acme").expect("name"))
         .await
         .expect("workspace");
@@ -78,17 +78,26 @@ async fn fixture(backend: Backend) -> Fixture {
             refresh: Duration::from_secs(30 * 24 * 3600),
         },
     );
+    let admin = Principal::ApiKey {
+        key_id: owner_key.id,
+        workspace_id: workspace.id.clone(),
+        role: Role::Admin,
+        permissions: Role::Admin.permissions(),
+    };
     let (client, _) = oauth
         .create_client(
             &workspace.id,
-            NewClient {
-                name: Label::parse("app").expect("name"),
-                client_type: ClientType::Public,
-                redirect_uris: vec![REDIRECT.to_owned()],
-                grant_types: vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
-                scopes: [Permission::LinksRead].into_iter().collect(),
-                role: Role::Admin,
-            },
+            NewClient::new(
+                ClientRequest {
+                    name: "app".to_owned(),
+                    client_type: Some("public".to_owned()),
+                    redirect_uris: vec![REDIRECT.to_owned()],
+                    grant_types: vec!["authorization_code".to_owned(), "refresh_token".to_owned()],
+                    scopes: vec!["links:read".to_owned()],
+                },
+                &admin,
+            )
+            .expect("a valid client"),
             "key_test",
         )
         .await

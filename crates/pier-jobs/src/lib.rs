@@ -36,9 +36,9 @@ pub use spec::{
     PRIORITY_RANGE, lease_seconds,
 };
 pub use store::{
-    ClaimLimits, ClaimTarget, Completion, Failure, Heartbeat, Held, JobFilter, JobStore,
-    LeaseToken, MAX_ERROR_CHARS, MAX_QUEUE_SETTINGS, MAX_RESULT_BYTES, OnDiscard, QueueInfo,
-    QueuePatch, Retention, list_statement,
+    CONCURRENCY_LIMIT, ClaimLimits, ClaimTarget, Completion, Failure, Heartbeat, Held, JobFilter,
+    JobStore, LeaseToken, MAX_ERROR_CHARS, MAX_QUEUE_SETTINGS, MAX_RESULT_BYTES, OnDiscard,
+    QueueInfo, QueuePatch, Retention, list_statement,
 };
 pub use worker::{JobContext, JobFailure, PoolOptions, Worker, WorkerPool};
 

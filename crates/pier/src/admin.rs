@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail};
 use pier_auth::{
-    ApiKey, ApiKeyId, ApiKeyStore, Email, KeyName, KeySecret, NewApiKey, Permission, PermissionSet,
-    Role, UserStore, WorkspaceId, WorkspaceName, WorkspaceStore,
+    ApiKey, ApiKeyId, ApiKeyStore, Email, KeyRequest, KeySecret, NewApiKey, Role, UserStore,
+    WorkspaceId, WorkspaceName, WorkspaceStore,
 };
-use pier_core::{Clock, Label, SystemClock, Timestamp};
+use pier_core::{Clock, Label, SystemClock, Timestamp, ValidationErrors};
 use pier_db::Db;
 
 use crate::app::open_database;
@@ -114,6 +114,19 @@ fn print_key(key: &ApiKey) {
     );
 }
 
+/// A request's field errors named by the flags they came from (`scopes[1]` is `--scopes`).
+fn flag_errors(errors: ValidationErrors) -> anyhow::Error {
+    let lines: Vec<String> = errors
+        .into_vec()
+        .into_iter()
+        .map(|e| {
+            let field = e.field.split('[').next().unwrap_or_default();
+            format!("--{}: {}", field.replace('_', "-"), e.message)
+        })
+        .collect();
+    anyhow!(lines.join("; "))
+}
+
 pub async fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
     if let KeysCommand::Generate = command {
         println!("{}", KeySecret::generate().expose());
@@ -130,32 +143,19 @@ pub async fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
                 scopes,
                 expires_at,
             } => {
-                let new = NewApiKey {
-                    name: KeyName::parse(&name).map_err(|e| anyhow!("--name {e}"))?,
-                    role: role.parse::<Role>().map_err(|e| anyhow!("--role: {e}"))?,
-                    scopes: scopes
-                        .map(|list| {
-                            list.iter()
-                                .map(|s| s.trim().parse::<Permission>())
-                                .collect::<Result<PermissionSet, _>>()
-                        })
-                        .transpose()
-                        .map_err(|e| anyhow!("--scopes: {e}"))?,
-                    expires_at: expires_at
-                        .map(|t| {
-                            Timestamp::parse_rfc3339(&t)
-                                .filter(|at| *at > SystemClock.now())
-                                .ok_or_else(|| {
-                                    anyhow!("--expires-at: `{t}` is not a future RFC 3339 time")
-                                })
-                        })
-                        .transpose()?,
+                let expires_at = expires_at
+                    .map(|t| {
+                        Timestamp::parse_rfc3339(&t)
+                            .ok_or_else(|| anyhow!("--expires-at: `{t}` is not an RFC 3339 time"))
+                    })
+                    .transpose()?;
+                let request = KeyRequest {
+                    name,
+                    role: Some(role),
+                    scopes: scopes.map(|list| list.iter().map(|s| s.trim().to_owned()).collect()),
+                    expires_at,
                 };
-                if let Some(scopes) = new.scopes
-                    && !scopes.is_subset_of(new.role.permissions())
-                {
-                    bail!("--scopes: scopes can only narrow the {} role", new.role);
-                }
+                let new = NewApiKey::new(request, SystemClock.now()).map_err(flag_errors)?;
                 let workspace = pick_workspace(&db, workspace.as_deref()).await?;
                 let (key, secret) = store.create(&workspace, new).await?;
                 eprintln!(

@@ -9,12 +9,12 @@
 use std::fmt;
 use std::str::FromStr;
 
-use pier_core::{Label, Timestamp, WorkspaceId, define_id};
+use pier_core::{Label, Timestamp, ValidationErrors, WorkspaceId, define_id};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use crate::opaque::{self, Opaque};
-use crate::{Permission, PermissionSet, Role};
+use crate::{Permission, PermissionSet, Principal, Role};
 
 define_id!(
     /// An OAuth client id, `client_…`. Not secret.
@@ -124,21 +124,102 @@ impl OAuthClient {
     }
 }
 
-/// A client to register, already validated (see [`NewClient::check`]).
+/// A registration as the caller sent it; [`NewClient::new`] checks it.
+#[derive(Debug, Clone, Default)]
+pub struct ClientRequest {
+    pub name: String,
+    /// `confidential` (when `None`) or `public`.
+    pub client_type: Option<String>,
+    pub redirect_uris: Vec<String>,
+    pub grant_types: Vec<String>,
+    pub scopes: Vec<String>,
+}
+
+/// A client to register, only built valid by [`NewClient::new`].
 #[derive(Debug, Clone)]
 pub struct NewClient {
-    pub name: Label,
-    pub client_type: ClientType,
-    pub redirect_uris: Vec<String>,
-    pub grant_types: Vec<GrantType>,
-    pub scopes: PermissionSet,
-    pub role: Role,
+    pub(super) name: Label,
+    pub(super) client_type: ClientType,
+    pub(super) redirect_uris: Vec<String>,
+    pub(super) grant_types: Vec<GrantType>,
+    pub(super) scopes: PermissionSet,
+    pub(super) role: Role,
 }
 
 impl NewClient {
+    /// Checks a registration: each field, then the rules between them. The client gets the
+    /// grantor's role and may carry no scope the grantor does not hold.
+    pub fn new(request: ClientRequest, grantor: &Principal) -> Result<Self, ValidationErrors> {
+        let mut errors = ValidationErrors::new();
+        let name = errors.check("name", "invalid", Label::parse(&request.name));
+        let client_type = match request.client_type.as_deref() {
+            None | Some("confidential") => ClientType::Confidential,
+            Some("public") => ClientType::Public,
+            Some(_) => {
+                errors.add("client_type", "invalid", "must be confidential or public");
+                ClientType::Confidential
+            }
+        };
+        if request.redirect_uris.len() > MAX_REDIRECT_URIS {
+            errors.add(
+                "redirect_uris",
+                "too_many",
+                format!("at most {MAX_REDIRECT_URIS}"),
+            );
+        }
+        let mut redirect_uris = Vec::new();
+        for (i, uri) in request.redirect_uris.iter().enumerate() {
+            let field = format!("redirect_uris[{i}]");
+            if let Some(uri) = errors.check(&field, "invalid", check_redirect_uri(uri))
+                && !redirect_uris.contains(&uri)
+            {
+                redirect_uris.push(uri);
+            }
+        }
+        let mut grant_types = Vec::new();
+        for (i, text) in request.grant_types.iter().enumerate() {
+            let field = format!("grant_types[{i}]");
+            if let Some(g) = errors.check(&field, "invalid", text.parse::<GrantType>())
+                && !grant_types.contains(&g)
+            {
+                grant_types.push(g);
+            }
+        }
+        let mut scopes = Vec::new();
+        for (i, text) in request.scopes.iter().enumerate() {
+            let field = format!("scopes[{i}]");
+            if let Some(p) = errors.check(&field, "invalid", text.parse::<Permission>()) {
+                if grantor.can(p) {
+                    scopes.push(p);
+                } else {
+                    errors.add(
+                        &field,
+                        "scope_exceeds_caller",
+                        format!("this credential does not hold `{p}`, so cannot grant it"),
+                    );
+                }
+            }
+        }
+        errors.into_result()?;
+        let Some(name) = name else {
+            return Err(ValidationErrors::single("name", "invalid", "invalid name"));
+        };
+        let new = Self {
+            name,
+            client_type,
+            redirect_uris,
+            grant_types,
+            scopes: scopes.into_iter().collect(),
+            role: grantor.role(),
+        };
+        new.check()
+            .map_err(|(field, message)| ValidationErrors::single(field, "invalid", message))?;
+        Ok(new)
+    }
+
     /// The rules between fields: what each grant type needs and what a public client may do.
     /// Returns the field and message of the first broken rule.
-    pub fn check(&self) -> Result<(), (&'static str, String)> {
+    fn check(&self) -> Result<(), (&'static str, String)> {
         if self.grant_types.is_empty() {
             return Err(("grant_types", "name at least one grant type".to_owned()));
         }

@@ -11,7 +11,8 @@ mod grants;
 mod store;
 
 pub use clients::{
-    ClientId, ClientType, GrantType, MAX_REDIRECT_URIS, NewClient, OAuthClient, check_redirect_uri,
+    ClientId, ClientRequest, ClientType, GrantType, MAX_REDIRECT_URIS, NewClient, OAuthClient,
+    check_redirect_uri,
 };
 pub use grants::{
     Grant, GrantError, GrantId, GrantLifetimes, Issued, LiveGrant, NewCode, is_s256_challenge,

@@ -23,7 +23,7 @@ pub use claim::{ClaimLimits, ClaimTarget, Heartbeat};
 pub use finish::{Completion, Failure, Held, LeaseToken, MAX_ERROR_CHARS, MAX_RESULT_BYTES};
 pub use listing::list_statement;
 pub use maintenance::Retention;
-pub use queues::{MAX_QUEUE_SETTINGS, QueueInfo, QueuePatch};
+pub use queues::{CONCURRENCY_LIMIT, MAX_QUEUE_SETTINGS, QueueInfo, QueuePatch};
 
 use crate::model::{AttemptError, DEFAULT_LEASE, Job, JobId, JobKind, JobState, QueueName};
 use crate::notify::Notifier;

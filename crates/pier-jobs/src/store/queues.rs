@@ -2,7 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use pier_core::{Timestamp, WorkspaceId};
+use pier_core::validation::range_message;
+use pier_core::{Patch, Timestamp, ValidationErrors, WorkspaceId};
 use pier_db::{Tx, with_reader, with_tx};
 use serde::Serialize;
 
@@ -35,12 +36,46 @@ pub struct QueueInfo {
     pub oldest_available_age_secs: f64,
 }
 
-/// A change to a queue's settings: `None` leaves a setting as it is (JSON Merge Patch).
+/// The bounds of a queue's concurrency limit (`null` removes the limit).
+pub const CONCURRENCY_LIMIT: std::ops::RangeInclusive<u32> = 1..=100_000;
+
+/// A change to a queue's settings: `None` leaves a setting as it is (JSON Merge Patch). Built
+/// only through [`QueuePatch::new`] or [`QueuePatch::paused`], so it holds no limit out of bounds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct QueuePatch {
-    pub paused: Option<bool>,
+    paused: Option<bool>,
     /// `Some(None)` removes the limit.
-    pub concurrency_limit: Option<Option<u32>>,
+    concurrency_limit: Option<Option<u32>>,
+}
+
+impl QueuePatch {
+    /// Pauses (`true`) or resumes (`false`) a queue, leaving its limit as it is.
+    pub fn paused(paused: bool) -> Self {
+        Self {
+            paused: Some(paused),
+            concurrency_limit: None,
+        }
+    }
+
+    /// A merge patch of both settings; a limit outside [`CONCURRENCY_LIMIT`] is refused.
+    pub fn new(
+        paused: Option<bool>,
+        concurrency_limit: Patch<u32>,
+    ) -> Result<Self, ValidationErrors> {
+        if let Patch::Set(limit) = concurrency_limit
+            && !CONCURRENCY_LIMIT.contains(&limit)
+        {
+            return Err(ValidationErrors::single(
+                "concurrency_limit",
+                "out_of_range",
+                format!("{}, or null", range_message(&CONCURRENCY_LIMIT)),
+            ));
+        }
+        Ok(Self {
+            paused,
+            concurrency_limit: concurrency_limit.sent(),
+        })
+    }
 }
 
 #[derive(sqlx::FromRow)]

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use pier_core::WorkspaceId;
+use pier_core::{Patch, WorkspaceId};
 use pier_jobs::{
     ClaimLimits, ClaimTarget, JobFilter, JobSpec, MAX_QUEUE_SETTINGS, QueueName, QueuePatch,
 };
@@ -103,10 +103,7 @@ async fn claims_stop_at_their_byte_budget(backend: Backend) {
 async fn queue_settings_are_bounded_and_merge(backend: Backend) {
     let jobs = Jobs::new(backend).await;
     let queue = queue_name("settings");
-    let limit = QueuePatch {
-        concurrency_limit: Some(Some(3)),
-        ..QueuePatch::default()
-    };
+    let limit = QueuePatch::new(None, Patch::Set(3)).expect("a limit in bounds");
     let info = jobs
         .store
         .update_queue(&jobs.workspace, &queue, limit)
@@ -123,10 +120,7 @@ async fn queue_settings_are_bounded_and_merge(backend: Backend) {
         Some(3),
         "an empty patch changes nothing"
     );
-    let clear = QueuePatch {
-        concurrency_limit: Some(None),
-        ..QueuePatch::default()
-    };
+    let clear = QueuePatch::new(None, Patch::Clear).expect("no limit");
     let info = jobs
         .store
         .update_queue(&jobs.workspace, &queue, clear)
@@ -142,10 +136,7 @@ async fn queue_settings_are_bounded_and_merge(backend: Backend) {
         "back at the defaults, a queue without jobs leaves nothing behind"
     );
 
-    let pause = QueuePatch {
-        paused: Some(true),
-        ..QueuePatch::default()
-    };
+    let pause = QueuePatch::paused(true);
     for i in 0..MAX_QUEUE_SETTINGS {
         jobs.store
             .update_queue(&jobs.workspace, &queue_name(&format!("p{i}")), pause)

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pier_core::{Clock, Timestamp};
+use pier_core::{Clock, Patch, Timestamp};
 use pier_jobs::{
     JobContext, JobFailure, JobState, NewJob, PoolOptions, QueuePatch, Worker, WorkerPool,
 };
@@ -173,10 +173,7 @@ async fn cancelling_a_running_job_signals_its_handler(backend: Backend) {
 
 async fn concurrency_limit_holds_across_competing_pools(backend: Backend) {
     let jobs = Jobs::new(backend).await;
-    let patch = QueuePatch {
-        concurrency_limit: Some(Some(2)),
-        ..QueuePatch::default()
-    };
+    let patch = QueuePatch::new(None, Patch::Set(2)).expect("a limit in bounds");
     jobs.store
         .update_queue(&jobs.workspace, &queue_name("limited"), patch)
         .await

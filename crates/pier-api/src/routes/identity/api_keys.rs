@@ -4,7 +4,9 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use pier_auth::{ApiKey, ApiKeyFilter, ApiKeyId, KeyName, NewApiKey, Permission, Principal, Role};
+use pier_auth::{
+    ApiKey, ApiKeyFilter, ApiKeyId, KeyName, KeyRequest, NewApiKey, Permission, Principal, Role,
+};
 use pier_core::{Timestamp, ValidationErrors};
 use serde::{Deserialize, Serialize};
 
@@ -63,46 +65,13 @@ pub struct ListApiKeys {
     role: Option<String>,
 }
 
-impl CreateApiKey {
-    fn validate(self, now: Timestamp) -> Result<NewApiKey, ValidationErrors> {
-        let mut errors = ValidationErrors::new();
-        let name = errors.check("name", "invalid", KeyName::parse(&self.name));
-        let role = match self.role {
-            None => Some(Role::Member),
-            Some(r) => errors.check("role", "invalid", r.parse::<Role>()),
-        };
-        let mut scopes = None;
-        if let Some(list) = self.scopes {
-            let mut set = Vec::with_capacity(list.len());
-            for (i, text) in list.iter().enumerate() {
-                let field = format!("scopes[{i}]");
-                if let Some(p) = errors.check(&field, "invalid", text.parse::<Permission>()) {
-                    match role {
-                        Some(r) if !r.permissions().contains(p) => errors.add(
-                            &field,
-                            "scope_exceeds_role",
-                            format!(
-                                "the {r} role does not include `{p}`; scopes can only narrow a role"
-                            ),
-                        ),
-                        _ => set.push(p),
-                    }
-                }
-            }
-            scopes = Some(set.into_iter().collect());
-        }
-        if self.expires_at.is_some_and(|t| t <= now) {
-            errors.add("expires_at", "in_past", "must be in the future");
-        }
-        errors.into_result()?;
-        match (name, role) {
-            (Some(name), Some(role)) => Ok(NewApiKey {
-                name,
-                role,
-                scopes,
-                expires_at: self.expires_at,
-            }),
-            _ => Err(ValidationErrors::single("body", "invalid", "invalid key")),
+impl From<CreateApiKey> for KeyRequest {
+    fn from(body: CreateApiKey) -> Self {
+        Self {
+            name: body.name,
+            role: body.role,
+            scopes: body.scopes,
+            expires_at: body.expires_at,
         }
     }
 }
@@ -113,18 +82,9 @@ fn check_can_manage(
     role: Role,
     permissions: pier_auth::PermissionSet,
 ) -> ApiResult<()> {
-    if !caller.role().outranks_or_equals(role) {
-        return Err(ApiError::forbidden(format!(
-            "a {} key cannot manage {role} keys",
-            caller.role()
-        )));
-    }
-    if !permissions.is_subset_of(caller.permissions()) {
-        return Err(ApiError::forbidden(
-            "the key would hold permissions this credential does not have",
-        ));
-    }
-    Ok(())
+    caller
+        .may_manage(role, permissions)
+        .map_err(ApiError::forbidden)
 }
 
 fn with_etag(status: StatusCode, key: &ApiKey, body: impl IntoResponse) -> Response {
@@ -151,10 +111,8 @@ pub async fn create(
     auth: Authed<perm::ApiKeysWrite>,
     ApiJson(body): ApiJson<CreateApiKey>,
 ) -> ApiResult<Response> {
-    let new = body
-        .validate(state.clock().now())
-        .map_err(ApiError::validation)?;
-    check_can_manage(&auth.principal, new.role, new.permissions())?;
+    let new = NewApiKey::new(body.into(), state.clock().now()).map_err(ApiError::validation)?;
+    check_can_manage(&auth.principal, new.role(), new.permissions())?;
     let (api_key, secret) = identity
         .api_keys()
         .create(auth.principal.workspace_id(), new)

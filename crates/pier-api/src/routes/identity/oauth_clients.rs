@@ -5,11 +5,9 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use pier_auth::oauth::{
-    ClientId, ClientType, GrantType, MAX_REDIRECT_URIS, NewClient, OAuthClient, check_redirect_uri,
-};
-use pier_auth::{Permission, PermissionSet, Principal};
-use pier_core::{Label, ValidationErrors};
+use pier_auth::Permission;
+use pier_auth::oauth::{ClientId, ClientRequest, ClientType, GrantType, NewClient, OAuthClient};
+use pier_core::Label;
 use serde::{Deserialize, Serialize};
 
 use super::IdentityState;
@@ -68,73 +66,15 @@ fn created_example() -> serde_json::Value {
     client
 }
 
-impl CreateClient {
-    fn validate(self, caller: &Principal) -> Result<NewClient, ValidationErrors> {
-        let mut errors = ValidationErrors::new();
-        let name = errors.check("name", "invalid", Label::parse(&self.name));
-        let client_type = match self.client_type.as_deref() {
-            None | Some("confidential") => ClientType::Confidential,
-            Some("public") => ClientType::Public,
-            Some(_) => {
-                errors.add("client_type", "invalid", "must be confidential or public");
-                ClientType::Confidential
-            }
-        };
-        if self.redirect_uris.len() > MAX_REDIRECT_URIS {
-            errors.add(
-                "redirect_uris",
-                "too_many",
-                format!("at most {MAX_REDIRECT_URIS}"),
-            );
+impl From<CreateClient> for ClientRequest {
+    fn from(body: CreateClient) -> Self {
+        Self {
+            name: body.name,
+            client_type: body.client_type,
+            redirect_uris: body.redirect_uris,
+            grant_types: body.grant_types,
+            scopes: body.scopes,
         }
-        let mut redirect_uris = Vec::new();
-        for (i, uri) in self.redirect_uris.iter().enumerate() {
-            let field = format!("redirect_uris[{i}]");
-            if let Some(uri) = errors.check(&field, "invalid", check_redirect_uri(uri)) {
-                if !redirect_uris.contains(&uri) {
-                    redirect_uris.push(uri);
-                }
-            }
-        }
-        let mut grant_types = Vec::new();
-        for (i, text) in self.grant_types.iter().enumerate() {
-            let field = format!("grant_types[{i}]");
-            if let Some(g) = errors.check(&field, "invalid", text.parse::<GrantType>()) {
-                if !grant_types.contains(&g) {
-                    grant_types.push(g);
-                }
-            }
-        }
-        let mut scopes = Vec::new();
-        for (i, text) in self.scopes.iter().enumerate() {
-            let field = format!("scopes[{i}]");
-            if let Some(p) = errors.check(&field, "invalid", text.parse::<Permission>()) {
-                if caller.can(p) {
-                    scopes.push(p);
-                } else {
-                    errors.add(
-                        &field,
-                        "scope_exceeds_caller",
-                        format!("this credential does not hold `{p}`, so cannot grant it"),
-                    );
-                }
-            }
-        }
-        errors.into_result()?;
-        let Some(name) = name else {
-            return Err(ValidationErrors::single("name", "invalid", "invalid name"));
-        };
-        let new = NewClient {
-            name,
-            client_type,
-            redirect_uris,
-            grant_types,
-            scopes: scopes.into_iter().collect::<PermissionSet>(),
-            role: caller.role(),
-        };
-        new.check()
-            .map_err(|(field, message)| ValidationErrors::single(field, "invalid", message))?;
-        Ok(new)
     }
 }
 
@@ -153,9 +93,7 @@ pub async fn create(
     auth: Authed<perm::OAuthClientsWrite>,
     ApiJson(body): ApiJson<CreateClient>,
 ) -> ApiResult<Response> {
-    let new = body
-        .validate(&auth.principal)
-        .map_err(ApiError::validation)?;
+    let new = NewClient::new(body.into(), &auth.principal).map_err(ApiError::validation)?;
     let (client, secret) = identity
         .oauth()
         .create_client(auth.principal.workspace_id(), new, auth.principal.subject())

@@ -181,7 +181,14 @@ pub struct CompleteItem {
     traceparent: Option<String>,
 }
 
-impl CompleteItem {
+/// A batch item: a job's id and the body its single-job report would take.
+trait BatchItem {
+    type Body;
+    fn split(self) -> (String, Self::Body);
+}
+
+impl BatchItem for CompleteItem {
+    type Body = CompleteBody;
     fn split(self) -> (String, CompleteBody) {
         let body = CompleteBody {
             lease_token: self.lease_token,
@@ -210,7 +217,8 @@ pub struct FailItem {
     traceparent: Option<String>,
 }
 
-impl FailItem {
+impl BatchItem for FailItem {
+    type Body = FailBody;
     fn split(self) -> (String, FailBody) {
         let body = FailBody {
             lease_token: self.lease_token,
@@ -243,14 +251,18 @@ pub struct Reports {
 }
 
 /// Checks every item, naming bad fields by position (`[3].lease_token`).
-fn parse_items<T, U>(items: Vec<T>, parse: impl Fn(T) -> ApiResult<U>) -> ApiResult<Vec<U>> {
+fn parse_items<T: BatchItem, U>(
+    items: Vec<T>,
+    parse: impl Fn(&str, T::Body) -> ApiResult<U>,
+) -> ApiResult<Vec<U>> {
     let mut errors = ValidationErrors::new();
     if errors.check_range("body", items.len(), &REPORTS).is_none() {
         return Err(ApiError::validation(errors));
     }
     let mut parsed = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
-        match parse(item) {
+        let (id, body) = item.split();
+        match parse(&id, body) {
             Ok(item) => parsed.push(item),
             Err(err) => errors.add(&format!("[{i}]"), err.code(), err.detail()),
         }
@@ -307,10 +319,7 @@ pub async fn complete_many(
     auth: Authed<perm::JobsWork>,
     ApiJson(items): ApiJson<Vec<CompleteItem>>,
 ) -> ApiResult<Json<Reports>> {
-    let completions = parse_items(items, |item| {
-        let (id, body) = item.split();
-        completion(&auth, &id, body)
-    })?;
+    let completions = parse_items(items, |id, body| completion(&auth, id, body))?;
     let done = jobs.store().complete_many(&completions).await?;
     let held: Vec<&Held> = completions.iter().map(|c| &c.job).collect();
     let states = vec![None; held.len()];
@@ -332,10 +341,7 @@ pub async fn fail_many(
     auth: Authed<perm::JobsWork>,
     ApiJson(items): ApiJson<Vec<FailItem>>,
 ) -> ApiResult<Json<Reports>> {
-    let failures = parse_items(items, |item| {
-        let (id, body) = item.split();
-        failure(&auth, &id, body)
-    })?;
+    let failures = parse_items(items, |id, body| failure(&auth, id, body))?;
     let states = jobs.store().fail_many(&failures).await?;
     let held: Vec<&Held> = failures.iter().map(|f| &f.job).collect();
     let counted: Vec<bool> = states.iter().map(Option::is_some).collect();

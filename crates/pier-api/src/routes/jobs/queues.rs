@@ -2,9 +2,8 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use pier_core::validation::range_message;
 use pier_core::{Patch, ValidationErrors};
-use pier_jobs::{QueueInfo, QueueName, QueuePatch};
+use pier_jobs::{CONCURRENCY_LIMIT, QueueInfo, QueueName, QueuePatch};
 use serde::Deserialize;
 
 use super::JobsState;
@@ -75,11 +74,7 @@ pub async fn pause(
     auth: OnResource<perm::JobsWrite>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<QueueInfo>> {
-    let patch = QueuePatch {
-        paused: Some(true),
-        ..QueuePatch::default()
-    };
-    apply(&state, &auth, &name, patch).await
+    apply(&state, &auth, &name, QueuePatch::paused(true)).await
 }
 
 /// Hand out jobs from a paused queue again.
@@ -97,11 +92,7 @@ pub async fn resume(
     auth: OnResource<perm::JobsWrite>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<QueueInfo>> {
-    let patch = QueuePatch {
-        paused: Some(false),
-        ..QueuePatch::default()
-    };
-    apply(&state, &auth, &name, patch).await
+    apply(&state, &auth, &name, QueuePatch::paused(false)).await
 }
 
 /// A JSON Merge Patch of a queue's settings: a missing member changes nothing, `null` resets it.
@@ -125,8 +116,6 @@ fn concurrency_limit() -> utoipa::openapi::Object {
     )
 }
 
-const CONCURRENCY_LIMIT: std::ops::RangeInclusive<u32> = 1..=100_000;
-
 /// Change a queue's settings (JSON Merge Patch: `{}` changes nothing, `null` removes the limit).
 #[utoipa::path(
     patch,
@@ -144,18 +133,7 @@ pub async fn update(
     Path(name): Path<String>,
     ApiJson(body): ApiJson<QueuePatchBody>,
 ) -> ApiResult<Json<QueueInfo>> {
-    if let Patch::Set(limit) = body.concurrency_limit
-        && !CONCURRENCY_LIMIT.contains(&limit)
-    {
-        return Err(ApiError::validation(ValidationErrors::single(
-            "concurrency_limit",
-            "out_of_range",
-            format!("{}, or null", range_message(&CONCURRENCY_LIMIT)),
-        )));
-    }
-    let patch = QueuePatch {
-        paused: body.paused,
-        concurrency_limit: body.concurrency_limit.sent(),
-    };
+    let patch =
+        QueuePatch::new(body.paused, body.concurrency_limit).map_err(ApiError::validation)?;
     apply(&state, &auth, &name, patch).await
 }
