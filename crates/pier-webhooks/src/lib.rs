@@ -26,6 +26,7 @@ mod publisher;
 mod replay;
 mod retention;
 mod schedule;
+mod schemas;
 mod secrets;
 mod store;
 mod targets;

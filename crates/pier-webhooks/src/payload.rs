@@ -11,8 +11,11 @@ pub(crate) fn compile(schema: &Value) -> Result<jsonschema::Validator, WebhookEr
 }
 
 /// Checks `payload` against the schema of `event_type`, naming the first place it fails.
-pub(crate) fn check(event_type: &str, schema: &Value, payload: &Value) -> Result<(), WebhookError> {
-    let validator = compile(schema)?;
+pub(crate) fn check(
+    event_type: &str,
+    validator: &jsonschema::Validator,
+    payload: &Value,
+) -> Result<(), WebhookError> {
     match validator.iter_errors(payload).next() {
         None => Ok(()),
         Some(error) => Err(WebhookError::PayloadMismatch {
@@ -43,8 +46,9 @@ mod tests {
     fn payloads_are_held_to_their_schema() {
         let schema = json!({"type": "object", "required": ["id"],
                             "properties": {"id": {"type": "string"}}});
-        check("a.b", &schema, &json!({"id": "x"})).expect("valid");
-        let err = check("a.b", &schema, &json!({"id": 5})).expect_err("invalid");
+        let validator = compile(&schema).expect("a schema");
+        check("a.b", &validator, &json!({"id": "x"})).expect("valid");
+        let err = check("a.b", &validator, &json!({"id": 5})).expect_err("invalid");
         assert!(
             matches!(&err, WebhookError::PayloadMismatch { path, .. } if path == "/id"),
             "{err}"

@@ -213,11 +213,9 @@ impl WebhookStore {
                 max,
             });
         }
-        let registered = self
-            .event_type(workspace, event.event_type.as_str())
-            .await?;
-        if let Some(schema) = registered.as_ref().and_then(|t| t.schema.as_ref()) {
-            crate::payload::check(event.event_type.as_str(), schema, &event.payload)?;
+        let rule = self.rule(workspace, event.event_type.as_str()).await?;
+        if let Some(validator) = rule.as_ref().and_then(|r| r.validator()) {
+            crate::payload::check(event.event_type.as_str(), validator, &event.payload)?;
         }
         if let Some(client_id) = &event.event_id
             && let Some(first) = self.by_client_id(workspace, client_id).await?
@@ -241,26 +239,43 @@ impl WebhookStore {
         &self,
         publications: &[Arc<Checked>],
     ) -> Result<Vec<Option<Event>>, sqlx::Error> {
+        let now = self.clock.now();
+        let mut tx = self.db.begin().await?;
+        let rows: Vec<NewEventRow> = publications
+            .iter()
+            .map(|p| NewEventRow {
+                workspace_id: p.workspace.as_str(),
+                id: EventId::new(now).to_string(),
+                event_type: p.event.event_type.as_str(),
+                payload: &p.payload,
+                client_event_id: p.event.event_id.as_deref(),
+            })
+            .collect();
+        let inserted = insert_events(&mut tx, now, &rows).await?;
+        let written: Vec<Option<Event>> = publications
+            .iter()
+            .zip(&rows)
+            .map(|(p, row)| {
+                inserted.contains(row.id.as_str()).then(|| Event {
+                    id: EventId::from_trusted(row.id.clone()),
+                    workspace_id: p.workspace.clone(),
+                    event_type: p.event.event_type.as_str().to_owned(),
+                    payload: p.event.payload.clone(),
+                    event_id: p.event.event_id.clone(),
+                    created_at: now,
+                })
+            })
+            .collect();
+
+        // Fanned out workspace by workspace, each in the order its events arrived.
         let mut order: Vec<usize> = (0..publications.len()).collect();
         order.sort_by(|a, b| publications[*a].workspace.cmp(&publications[*b].workspace));
-        let mut written = vec![None; publications.len()];
-        let mut tx = self.db.begin().await?;
         let mut fanning: Option<Fanning> = None;
         for i in order {
-            let Checked {
-                workspace,
-                event,
-                payload,
-                trace_parent,
-            } = publications[i].as_ref();
-            let type_name = event.event_type.as_str();
-            let client_id = event.event_id.as_deref();
-            let Some(created) = self
-                .insert_event(&mut tx, workspace, type_name, payload, client_id)
-                .await?
-            else {
+            let Some(event) = &written[i] else {
                 continue;
             };
+            let workspace = &publications[i].workspace;
             if fanning.as_ref().is_none_or(|f| f.workspace != workspace) {
                 if let Some(done) = fanning.take() {
                     self.write_deliveries(&mut tx, done).await?;
@@ -268,11 +283,9 @@ impl WebhookStore {
                 fanning = Some(Fanning::start(&mut tx, workspace).await?);
             }
             if let Some(fanning) = fanning.as_mut() {
-                fanning
-                    .add(&mut tx, &created, trace_parent.as_deref(), self.clock.now())
-                    .await?;
+                let trace_parent = publications[i].trace_parent.as_deref();
+                fanning.add(&mut tx, event, trace_parent, now).await?;
             }
-            written[i] = Some(created);
         }
         if let Some(done) = fanning {
             self.write_deliveries(&mut tx, done).await?;
@@ -313,43 +326,25 @@ impl WebhookStore {
         event_type: &'static str,
         payload: serde_json::Value,
     ) -> Result<(), sqlx::Error> {
-        let name = EventTypeName::own(event_type);
-        let event = self
-            .insert_event(tx, workspace, name.as_str(), &payload.to_string(), None)
-            .await?
-            .ok_or_else(|| sqlx::Error::Protocol("an own event was not inserted".into()))?;
-        self.fan_out(tx, &event).await
-    }
-
-    /// Inserts an event; `None` when its client id is taken (by a committed publication, or
-    /// an earlier one in this transaction).
-    async fn insert_event(
-        &self,
-        tx: &mut Tx,
-        workspace: &WorkspaceId,
-        event_type: &str,
-        payload: &str,
-        client_id: Option<&str>,
-    ) -> Result<Option<Event>, sqlx::Error> {
         let now = self.clock.now();
-        let sql = format!(
-            "INSERT INTO webhook_events (workspace_id, id, type, payload, client_event_id, \
-             created_at) VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT (workspace_id, client_event_id) WHERE client_event_id IS NOT NULL \
-             DO NOTHING RETURNING {EVENT_COLUMNS}"
-        );
-        let row: Option<EventRow> = with_tx!(tx, conn => {
-            sqlx::query_as(&sql)
-                .bind(workspace.as_str())
-                .bind(EventId::new(now).as_str())
-                .bind(event_type)
-                .bind(payload)
-                .bind(client_id)
-                .bind(now.as_micros())
-                .fetch_optional(conn)
-                .await
-        })?;
-        row.map(Event::try_from).transpose()
+        let event = Event {
+            id: EventId::new(now),
+            workspace_id: workspace.clone(),
+            event_type: EventTypeName::own(event_type).as_str().to_owned(),
+            payload,
+            event_id: None,
+            created_at: now,
+        };
+        let text = event.payload.to_string();
+        let row = NewEventRow {
+            workspace_id: workspace.as_str(),
+            id: event.id.to_string(),
+            event_type: &event.event_type,
+            payload: &text,
+            client_event_id: None,
+        };
+        insert_events(tx, now, std::slice::from_ref(&row)).await?;
+        self.fan_out(tx, &event).await
     }
 
     async fn by_client_id(
@@ -472,6 +467,46 @@ impl WebhookStore {
             .await?;
         row.map(Delivery::try_from).transpose()
     }
+}
+
+/// One event row to insert, in the shape the bulk statement reads.
+#[derive(Serialize)]
+struct NewEventRow<'a> {
+    workspace_id: &'a str,
+    id: String,
+    event_type: &'a str,
+    payload: &'a str,
+    client_event_id: Option<&'a str>,
+}
+
+/// Inserts events in one statement and returns the ids of those inserted: a row whose client
+/// event id is taken (by a committed publication, or an earlier row of this statement) is not.
+async fn insert_events(
+    tx: &mut Tx,
+    now: Timestamp,
+    rows: &[NewEventRow<'_>],
+) -> Result<std::collections::HashSet<String>, sqlx::Error> {
+    let sql = format!(
+        "INSERT INTO webhook_events (workspace_id, id, type, payload, client_event_id, \
+         created_at) SELECT value ->> 'workspace_id', value ->> 'id', value ->> 'event_type', \
+         value ->> 'payload', value ->> 'client_event_id', $1 FROM {} WHERE true \
+         ON CONFLICT (workspace_id, client_event_id) WHERE client_event_id IS NOT NULL \
+         DO NOTHING RETURNING id",
+        tx.backend().json_rows("$2")
+    );
+    // Client ids in one order, so concurrent statements wait on each other's keys in the same
+    // order (never a deadlock between two nodes' gatherings).
+    let mut sorted: Vec<&NewEventRow> = rows.iter().collect();
+    sorted.sort_by_key(|row| (row.workspace_id, row.client_event_id));
+    let list = JsonList::new(&sorted)?;
+    let ids: Vec<(String,)> = with_tx!(tx, conn => {
+        sqlx::query_as(&sql)
+            .bind(now.as_micros())
+            .bind(list.as_str())
+            .fetch_all(conn)
+            .await
+    })?;
+    Ok(ids.into_iter().map(|(id,)| id).collect())
 }
 
 /// The first publication of a client's event id answers a repeat that carries the same type

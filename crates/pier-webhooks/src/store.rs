@@ -12,6 +12,7 @@ use crate::fields::EndpointFields;
 use crate::guard::Guard;
 use crate::model::{DisabledReason, Endpoint, EndpointId, EventType, EventTypeName, Metadata};
 use crate::schedule::RetrySchedule;
+use crate::schemas::{Rule, Schemas};
 use crate::secrets::{self, Keys};
 use crate::targets::{Target, Targets};
 
@@ -82,6 +83,7 @@ pub struct WebhookStore {
     pub(crate) settings: Arc<Settings>,
     pub(crate) guard: Guard,
     targets: Targets,
+    schemas: Schemas,
 }
 
 impl std::fmt::Debug for WebhookStore {
@@ -225,15 +227,17 @@ impl WebhookStore {
             sealing,
             settings: Arc::new(settings),
             guard,
-            targets: Targets::new(clock),
+            targets: Targets::new(clock.clone()),
+            schemas: Schemas::new(clock),
         }
     }
 
-    /// Adds the channel of changed endpoints to `relay`: endpoints changed on other nodes leave
-    /// this node's cache (PostgreSQL; on SQLite every write happens in this process).
+    /// Adds the channels of changed endpoints and registered event types to `relay`: what
+    /// changed on other nodes leaves this node's caches (PostgreSQL; on SQLite every write
+    /// happens in this process).
     #[must_use]
     pub fn listen(&self, relay: pier_db::Relay) -> pier_db::Relay {
-        self.targets.listen(relay)
+        self.schemas.listen(self.targets.listen(relay))
     }
 
     pub fn settings(&self) -> &Settings {
@@ -265,20 +269,47 @@ impl WebhookStore {
         let sql = "INSERT INTO webhook_event_types (workspace_id, name, description, schema, \
                    created_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING \
                    RETURNING name, description, schema, created_at";
-        let row: Option<EventTypeRow> = pier_db::with_writer!(&self.db, pool => {
+        let mut tx = self.db.begin().await?;
+        let row: Option<EventTypeRow> = with_tx!(&mut tx, conn => {
             sqlx::query_as(sql)
                 .bind(workspace.as_str())
                 .bind(name.as_str())
                 .bind(description)
                 .bind(schema.map(serde_json::Value::to_string))
                 .bind(self.clock.now().as_micros())
-                .fetch_optional(pool)
+                .fetch_optional(conn)
                 .await
         })?;
-        match row {
-            Some(row) => Ok(row.try_into()?),
-            None => Err(WebhookError::EventTypeExists(name.to_string())),
-        }
+        let Some(row) = row else {
+            return Err(WebhookError::EventTypeExists(name.to_string()));
+        };
+        self.schemas
+            .forget_on_commit(&mut tx, workspace, name.as_str())
+            .await?;
+        tx.commit().await?;
+        Ok(row.try_into()?)
+    }
+
+    /// The rule publications of an event type are held to, from this node's cache when it can
+    /// be; `None` when the type is not registered.
+    pub(crate) async fn rule(
+        &self,
+        workspace: &WorkspaceId,
+        name: &str,
+    ) -> Result<Option<Arc<Rule>>, sqlx::Error> {
+        let load = || async {
+            let Some(found) = self.event_type(workspace, name).await? else {
+                return Ok(None);
+            };
+            let validator = found
+                .schema
+                .as_ref()
+                .map(crate::payload::compile)
+                .transpose()
+                .map_err(decode)?;
+            Ok(Some(Arc::new(Rule::new(validator))))
+        };
+        self.schemas.get(workspace, name, load).await
     }
 
     pub async fn event_type(

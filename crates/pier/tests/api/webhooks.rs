@@ -32,6 +32,7 @@ on_both_backends!(
     old_history_is_pruned_once_its_deliveries_ended,
     ed25519_endpoints_are_verified_with_their_public_key,
     concurrent_publishes_each_get_their_own_outcome,
+    schemas_hold_publishes_on_every_node_once_registered,
 );
 
 /// An app whose endpoints may be on loopback, where the test receiver listens.
@@ -478,6 +479,51 @@ async fn payloads_are_checked_and_deduplicated(backend: Backend) {
         .post_json("/v1/events", &json!({"type": "no spaces", "payload": {}}))
         .await;
     assert_eq!(bad_name.status(), 422);
+}
+
+/// Publishes check their type's schema from a node's cache, yet follow a registration at once:
+/// a type published before it was registered (remembered as "not registered") is held to its
+/// schema from then on. On PostgreSQL node A registers and node B publishes (the invalidation
+/// travels by `NOTIFY`, so B is given a moment, far less than the cache's life of "not
+/// registered"); on SQLite one node does both, and its first answer must already be right.
+async fn schemas_hold_publishes_on_every_node_once_registered(backend: Backend) {
+    let postgres = !matches!(backend, Backend::Sqlite);
+    let a = spawn(backend).await;
+    let other = if postgres {
+        Some(a.another_node().await)
+    } else {
+        None
+    };
+    let (b, patience) = match &other {
+        Some(b) => (b, Duration::from_secs(3)),
+        None => (&a, Duration::ZERO),
+    };
+    let bad = json!({"type": "invoice.sent", "payload": {"invoice": 7}});
+    let early = b.post_json("/v1/events", &bad).await;
+    assert_eq!(early.status(), 202, "no schema yet: accepted");
+    let schema = json!({"type": "object", "properties": {"invoice": {"type": "string"}}});
+    let (status, created) = a
+        .post_value(
+            "/v1/event-types",
+            &json!({"name": "invoice.sent", "schema": schema}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        let response = b.post_json("/v1/events", &bad).await;
+        if response.status() == 422 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a payload against the new schema still answers {}",
+            response.status()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let good = json!({"type": "invoice.sent", "payload": {"invoice": "in_7"}});
+    assert_eq!(b.post_json("/v1/events", &good).await.status(), 202);
 }
 
 /// Concurrent publishes share commits, yet each is answered with its own outcome: every good
