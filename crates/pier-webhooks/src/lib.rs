@@ -1,8 +1,8 @@
 //! Webhooks: reliable, signed delivery of events to the endpoints a workspace registers.
 //!
-//! - **Publishing** ([`Publisher`]): an event, a delivery per endpoint that wants it and the jobs
-//!   that send them commit in one transaction (the outbox), shared by concurrent publishers
-//!   (group commit). Pier's own lifecycle events (`link.created`,
+//! - **Publishing** ([`Publisher`]): an event, a delivery per endpoint that wants it and the job
+//!   that sends them commit in one transaction (the outbox), shared by concurrent publishers
+//!   (group commit); the delivery workers turn that job into one per delivery ([`dispatch`]). Pier's own lifecycle events (`link.created`,
 //!   `webhook_endpoint.disabled`, …) are written the same way through the [`pier_db::Outbox`]
 //!   seam, inside the transaction of the change they announce.
 //! - **Delivery** ([`deliver`]): jobs on Pier's internal queue `pier.webhooks`, so deliveries
@@ -17,6 +17,7 @@
 //!   keeps the old secret signing for an overlap, so receivers switch without a gap.
 
 pub mod deliver;
+pub mod dispatch;
 mod fields;
 pub mod guard;
 pub mod model;
@@ -32,6 +33,7 @@ mod store;
 mod targets;
 
 pub use deliver::{Deliverer, USER_AGENT};
+pub use dispatch::Dispatcher;
 pub use fields::{EndpointFields, EndpointPatch};
 pub use model::{
     Attempt, AttemptId, Delivery, DeliveryId, DeliveryState, DisabledReason, Endpoint, EndpointId,

@@ -1,6 +1,6 @@
-//! Publishing: an event, one delivery per endpoint that wants it and the jobs that send them,
-//! all in one transaction (the outbox), so an event is delivered if and only if its publication
-//! committed. Also the reads of what was published and where it went.
+//! Publishing: an event, one delivery per endpoint that wants it and the job that sends them
+//! (see [`crate::dispatch`]), all in one transaction (the outbox), so an event is delivered if
+//! and only if its publication committed. Also the reads of what was published and where it went.
 
 use std::sync::Arc;
 
@@ -9,6 +9,7 @@ use pier_db::{Bind, JsonList, Outbox, Publishing, Statement, Tx, with_reader, wi
 use pier_jobs::{JobSpec, JobStore, NewJob, QueueName};
 use serde::Serialize;
 
+use crate::dispatch::Dispatched;
 use crate::model::{
     Delivery, DeliveryId, DeliveryState, EndpointId, Event, EventId, EventTypeName,
 };
@@ -126,8 +127,8 @@ struct NewDelivery<'a> {
 
 /// The deliveries of one workspace's events in a transaction, written together when the
 /// transaction moves on to another workspace or ends: one statement for the deliveries and one
-/// for their jobs, however many events (so one write of the job counts, and concurrent commits
-/// cannot deadlock on them).
+/// job that dispatches them, however many events (so one write of the job counts, and
+/// concurrent commits cannot deadlock on them).
 struct Fanning<'a> {
     workspace: &'a WorkspaceId,
     subscribers: Vec<Subscriber>,
@@ -366,16 +367,16 @@ impl WebhookStore {
         row.map(Event::try_from).transpose()
     }
 
-    /// Writes a delivery for every enabled endpoint that wants `event`, and a job for each that
-    /// can go now (see [`Fanning`]).
+    /// Writes a delivery for every enabled endpoint that wants `event`, and the job that sends
+    /// those that can go now (see [`Fanning`]).
     async fn fan_out(&self, tx: &mut Tx, event: &Event) -> Result<(), sqlx::Error> {
         let mut fanning = Fanning::start(tx, &event.workspace_id).await?;
         fanning.add(tx, event, None, self.clock.now()).await?;
         self.write_deliveries(tx, fanning).await
     }
 
-    /// Inserts a workspace's gathered deliveries in one statement, and enqueues the jobs of
-    /// those that can go now in one more.
+    /// Inserts a workspace's gathered deliveries in one statement, and enqueues the job of
+    /// those that can go now (their dispatch, or the one delivery's own).
     async fn write_deliveries(&self, tx: &mut Tx, fanning: Fanning<'_>) -> Result<(), sqlx::Error> {
         if fanning.rows.is_empty() {
             return Ok(());
@@ -398,13 +399,22 @@ impl WebhookStore {
                 .await
                 .map(drop)
         })?;
-        let pending: Vec<(String, Option<&str>)> = fanning
+        // Deliveries without a trace of their own continue the current span's (the publisher's,
+        // when it writes in its own transaction).
+        let current = pier_core::trace::current_traceparent();
+        let new = fanning
             .rows
             .iter()
             .filter(|r| r.state == DeliveryState::Pending.as_str())
-            .map(|r| (r.id.clone(), r.trace_parent))
+            .map(|r| Dispatched {
+                delivery: r.id.clone(),
+                trace_parent: r
+                    .trace_parent
+                    .map(str::to_owned)
+                    .or_else(|| current.clone()),
+            })
             .collect();
-        enqueue_pending(&self.jobs, tx, fanning.workspace, &pending).await
+        crate::dispatch::enqueue_new(&self.jobs, tx, fanning.workspace, new).await
     }
 
     /// An event of the workspace.
@@ -611,24 +621,6 @@ async fn next_in_line(
     })
 }
 
-/// Enqueues the first job of each new delivery, each continuing the trace it names (`None`:
-/// the current span's).
-async fn enqueue_pending(
-    jobs: &JobStore,
-    tx: &mut Tx,
-    workspace: &WorkspaceId,
-    deliveries: &[(String, Option<&str>)],
-) -> Result<(), sqlx::Error> {
-    let specs = deliveries
-        .iter()
-        .map(|(id, trace)| Ok(deliver_job(id, 0)?.continuing(trace.map(str::to_owned))))
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
-    if !specs.is_empty() {
-        jobs.enqueue_in(tx, workspace, &specs).await?;
-    }
-    Ok(())
-}
-
 /// Enqueues the job that sends each delivery (its id, with the requests sent so far), once
 /// per opening: the job's unique key is the delivery's id and that count. A delivery sent
 /// again after it ended (a retry, a recovery) gets a job of its own even while the job that
@@ -650,7 +642,7 @@ pub(crate) async fn enqueue(
     Ok(())
 }
 
-fn deliver_job(delivery: &str, sent: i64) -> Result<NewJob, sqlx::Error> {
+pub(crate) fn deliver_job(delivery: &str, sent: i64) -> Result<NewJob, sqlx::Error> {
     let payload = serde_json::to_value(DeliverJob {
         delivery: delivery.to_owned(),
     })
@@ -732,18 +724,18 @@ mod tests {
     use crate::guard::Guard;
     use crate::store::Settings;
 
-    on_both_backends!(one_commit_of_publishes_keeps_an_ordered_endpoint_in_line);
+    on_both_backends!(
+        one_commit_of_publishes_keeps_an_ordered_endpoint_in_line,
+        one_commit_of_publishes_enqueues_one_dispatch,
+    );
 
-    /// Several publishes in one commit to an ordered endpoint with nothing in flight: the first
-    /// delivery goes, every later one waits (the database alone cannot say so: the earlier
-    /// deliveries of the same commit are not written yet when the later ones are numbered).
-    async fn one_commit_of_publishes_keeps_an_ordered_endpoint_in_line(backend: Backend) {
+    async fn store_with_workspace(backend: &Backend) -> (TestDb, WebhookStore, WorkspaceId) {
         let schema = [
             pier_db::MIGRATIONS,
             pier_jobs::MIGRATIONS,
             crate::MIGRATIONS,
         ];
-        let test = TestDb::new(&backend, &schema).await;
+        let test = TestDb::new(backend, &schema).await;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let workspace = WorkspaceId::new(clock.now());
         with_writer!(&test.db, pool => {
@@ -763,21 +755,27 @@ mod tests {
             Settings::default(),
             Guard::new(true),
         );
+        (test, store, workspace)
+    }
+
+    async fn endpoint(store: &WebhookStore, workspace: &WorkspaceId, ordered: bool) {
         let fields = EndpointFields::for_new(
             EndpointPatch {
                 url: Patch::Set("http://127.0.0.1:9/hook".into()),
-                ordered: Patch::Set(true),
+                ordered: Patch::Set(ordered),
                 ..EndpointPatch::default()
             },
             &Guard::new(true),
         )
         .expect("fields");
         store
-            .create_endpoint(&workspace, &fields)
+            .create_endpoint(workspace, &fields)
             .await
             .expect("endpoint");
+    }
 
-        let publications: Vec<Arc<Checked>> = (0..3)
+    fn publications(workspace: &WorkspaceId, count: usize) -> Vec<Arc<Checked>> {
+        (0..count)
             .map(|n| {
                 let event = NewEvent {
                     event_type: EventTypeName::parse("seq").expect("type"),
@@ -791,7 +789,75 @@ mod tests {
                     trace_parent: None,
                 })
             })
+            .collect()
+    }
+
+    /// The kinds of the jobs on the webhook queue, and the deliveries their payloads name.
+    async fn queued(test: &TestDb) -> Vec<(String, serde_json::Value)> {
+        let rows: Vec<(String, String)> = with_writer!(&test.db, pool => {
+            sqlx::query_as("SELECT kind, payload FROM jobs WHERE queue = $1 ORDER BY id")
+                .bind(queue().as_str())
+                .fetch_all(pool)
+                .await
+        })
+        .expect("jobs");
+        rows.into_iter()
+            .map(|(kind, payload)| (kind, serde_json::from_str(&payload).expect("payload")))
+            .collect()
+    }
+
+    /// Three events to two endpoints in one commit: six deliveries, one dispatch job carrying
+    /// them; dispatching it gives each delivery its job, and dispatching it again (a job run
+    /// twice) gives none a second.
+    async fn one_commit_of_publishes_enqueues_one_dispatch(backend: Backend) {
+        let (test, store, workspace) = store_with_workspace(&backend).await;
+        endpoint(&store, &workspace, false).await;
+        endpoint(&store, &workspace, false).await;
+        let written = store
+            .write_events(&publications(&workspace, 3))
+            .await
+            .expect("written");
+        let mut deliveries = Vec::new();
+        for event in written.iter().flatten() {
+            let of_event = store
+                .deliveries_of(&workspace, &event.id, None, 10)
+                .await
+                .expect("deliveries");
+            deliveries.extend(of_event.into_iter().map(|d| d.id.to_string()));
+        }
+        assert_eq!(deliveries.len(), 6);
+        let jobs = queued(&test).await;
+        assert_eq!(jobs.len(), 1, "{jobs:?}");
+        assert_eq!(jobs[0].0, crate::dispatch::DISPATCH);
+        let job: crate::dispatch::DispatchJob =
+            serde_json::from_value(jobs[0].1.clone()).expect("a dispatch");
+        let mut carried: Vec<String> = job.deliveries.iter().map(|d| d.delivery.clone()).collect();
+        carried.sort();
+        deliveries.sort();
+        assert_eq!(carried, deliveries);
+
+        for _ in 0..2 {
+            crate::dispatch::enqueue_dispatched(&store, &workspace, &job.deliveries)
+                .await
+                .expect("dispatched");
+        }
+        let mut sent: Vec<String> = queued(&test)
+            .await
+            .into_iter()
+            .filter(|(kind, _)| kind == DELIVER)
+            .map(|(_, payload)| payload["delivery"].as_str().expect("id").to_owned())
             .collect();
+        sent.sort();
+        assert_eq!(sent, deliveries, "one job per delivery");
+    }
+
+    /// Several publishes in one commit to an ordered endpoint with nothing in flight: the first
+    /// delivery goes, every later one waits (the database alone cannot say so: the earlier
+    /// deliveries of the same commit are not written yet when the later ones are numbered).
+    async fn one_commit_of_publishes_keeps_an_ordered_endpoint_in_line(backend: Backend) {
+        let (_test, store, workspace) = store_with_workspace(&backend).await;
+        endpoint(&store, &workspace, true).await;
+        let publications = publications(&workspace, 3);
         let written = store.write_events(&publications).await.expect("written");
         let mut states = Vec::new();
         for event in written.iter().flatten() {

@@ -43,7 +43,7 @@ impl Publisher {
     }
 
     /// Publishes an event of the workspace to every enabled endpoint that wants it; answered
-    /// once the event, its deliveries and their jobs are committed.
+    /// once the event, its deliveries and the job that sends them are committed.
     pub async fn publish(
         &self,
         workspace: &WorkspaceId,

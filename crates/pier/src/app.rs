@@ -24,7 +24,7 @@ use pier_links::geo::Countries;
 use pier_links::{ClickBuffer, ClickSettings, LinkStore, Redirects, SharedTier};
 use pier_ratelimit::{Limiter, Policy, RedisStore};
 use pier_webhooks::guard::Guard;
-use pier_webhooks::{Deliverer, WebhookStore};
+use pier_webhooks::{Deliverer, Dispatcher, WebhookStore};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -647,8 +647,10 @@ impl Application {
             concurrency: usize::try_from(self.config.webhooks.concurrency).unwrap_or(usize::MAX),
             ..PoolOptions::default()
         };
+        let dispatcher = Dispatcher::new(self.state.webhooks().store().clone());
         Ok(WorkerPool::new(self.jobs.clone(), target, options)
             .register(deliverer)
+            .register(dispatcher)
             .spawn(stop))
     }
 }
