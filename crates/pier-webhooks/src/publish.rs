@@ -727,6 +727,7 @@ mod tests {
     on_both_backends!(
         one_commit_of_publishes_keeps_an_ordered_endpoint_in_line,
         one_commit_of_publishes_enqueues_one_dispatch,
+        a_discarded_dispatch_fails_its_deliveries,
     );
 
     async fn store_with_workspace(backend: &Backend) -> (TestDb, WebhookStore, WorkspaceId) {
@@ -804,6 +805,63 @@ mod tests {
         rows.into_iter()
             .map(|(kind, payload)| (kind, serde_json::from_str(&payload).expect("payload")))
             .collect()
+    }
+
+    /// A dispatch the engine discards (its runs used up) ends the deliveries it carried: none
+    /// stays pending without a job behind it.
+    async fn a_discarded_dispatch_fails_its_deliveries(backend: Backend) {
+        let (test, store, workspace) = store_with_workspace(&backend).await;
+        endpoint(&store, &workspace, false).await;
+        let written = store
+            .write_events(&publications(&workspace, 2))
+            .await
+            .expect("written");
+        let jobs = queued(&test).await;
+        assert_eq!(jobs[0].0, crate::dispatch::DISPATCH, "{jobs:?}");
+        // The dispatch has one run; its run fails, so the engine discards it.
+        with_writer!(&test.db, pool => {
+            sqlx::query("UPDATE jobs SET max_attempts = 1")
+                .execute(pool)
+                .await
+                .map(drop)
+        })
+        .expect("one run only");
+        let target = pier_jobs::ClaimTarget::internal(queue()).expect("an own queue");
+        let limits = pier_jobs::ClaimLimits {
+            max: 10,
+            budget_bytes: 1 << 20,
+        };
+        let claimed = store
+            .jobs
+            .claim(&target, limits, None, None)
+            .await
+            .expect("claimed");
+        assert_eq!(claimed.len(), 1);
+        let held = pier_jobs::Held::new(
+            workspace.clone(),
+            claimed[0].id.clone(),
+            &claimed[0].lease_token,
+        )
+        .expect("held");
+        let failure = pier_jobs::Failure {
+            job: held,
+            error: "boom".into(),
+            retry_at: None,
+        };
+        store.jobs.fail(failure).await.expect("failed");
+        for event in written.iter().flatten() {
+            let deliveries = store
+                .deliveries_of(&workspace, &event.id, None, 10)
+                .await
+                .expect("deliveries");
+            assert_eq!(deliveries.len(), 1);
+            assert_eq!(deliveries[0].state, DeliveryState::Failed);
+            let error = deliveries[0].last_error.as_deref().unwrap_or_default();
+            assert!(
+                error.contains("dispatch job ran out of runs: boom"),
+                "{error}"
+            );
+        }
     }
 
     /// Three events to two endpoints in one commit: six deliveries, one dispatch job carrying

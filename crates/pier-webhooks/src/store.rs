@@ -218,8 +218,10 @@ impl WebhookStore {
         settings: Settings,
         guard: Guard,
     ) -> Self {
-        // A discarded delivery job ends its delivery (see `deliver::Discarded`).
-        jobs.on_discard(crate::publish::DELIVER, Arc::new(crate::deliver::Discarded));
+        // A discarded delivery or dispatch job ends its deliveries (see `deliver::Discarded`).
+        for kind in [crate::publish::DELIVER, crate::dispatch::DISPATCH] {
+            jobs.on_discard(kind, Arc::new(crate::deliver::Discarded));
+        }
         Self {
             db,
             clock: clock.clone(),
