@@ -1,19 +1,24 @@
 //! Dispatching: the jobs of a commit's new deliveries, enqueued by one job instead of by the
 //! publisher.
 //!
-//! A publication writes its event and its deliveries (so they are listed at once), but not a job
-//! per delivery: each commit's new deliveries of a workspace get one dispatch job, which the
-//! delivery workers turn into the delivery jobs. The publisher's commit then writes about one row
-//! per delivery rather than two, which is what publishing to many endpoints costs; the
-//! dispatch runs on the worker nodes, off the publishers' path. A commit with a single new
-//! delivery enqueues that delivery's own job, since a dispatch would only add a step.
+//! A publication writes its event and its deliveries (so they are listed at once). When a
+//! commit writes more than [`MAX_DIRECT`] new deliveries of a workspace (many publishers
+//! gathered, or many endpoints), they get one dispatch job rather than a job each, which the
+//! delivery workers turn into the delivery jobs. The publishers' commit then writes about one
+//! row per delivery rather than two, which is what publishing to many endpoints costs; the
+//! dispatch runs on the worker nodes, off the publishers' path. Fewer deliveries get their own
+//! jobs at once, since there a dispatch would add a step and save little.
 //!
 //! A dispatch run twice (at-least-once) enqueues nothing twice: a delivery job's unique key is
 //! its delivery and opening (see [`crate::publish::enqueue`]), and a delivery sent already is
 //! not sent again.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use pier_core::WorkspaceId;
 use pier_db::Tx;
+use pier_db::group::{self, Lane};
 use pier_jobs::{JobContext, JobFailure, JobSpec, JobStore, NewJob, Worker};
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +28,12 @@ use crate::store::{WebhookStore, decode};
 /// The job kind of a dispatch.
 pub(crate) const DISPATCH: &str = "webhook.dispatch";
 
+/// The most new deliveries of a commit that get their own jobs at once. A dispatch adds a step
+/// before the first request (a claim and a commit: milliseconds on an idle node, tens on a busy
+/// one), worth it only where it saves many rows: a publisher alone in its commit (light load)
+/// gets the shortest path, while the commits of publishers queueing up (heavy load) grow past
+/// this and take the cheaper one.
+pub(crate) const MAX_DIRECT: usize = 16;
 /// The most deliveries one dispatch job carries, so its payload and its enqueue stay small.
 const MAX_PER_DISPATCH: usize = 1000;
 
@@ -40,21 +51,24 @@ pub struct DispatchJob {
     pub deliveries: Vec<Dispatched>,
 }
 
-/// Enqueues the jobs that send a commit's new deliveries of `workspace`: the delivery's own job
-/// when there is one, else dispatch jobs carrying them.
+/// Enqueues the jobs that send a commit's new deliveries of `workspace`: their own jobs when
+/// they are few, else dispatch jobs carrying them.
 pub(crate) async fn enqueue_new(
     jobs: &JobStore,
     tx: &mut Tx,
     workspace: &WorkspaceId,
     deliveries: Vec<Dispatched>,
 ) -> Result<(), sqlx::Error> {
-    let specs: Vec<NewJob> = match deliveries.as_slice() {
-        [] => return Ok(()),
-        [one] => vec![first_job(one)?],
-        _ => deliveries
+    if deliveries.is_empty() {
+        return Ok(());
+    }
+    let specs: Vec<NewJob> = if deliveries.len() <= MAX_DIRECT {
+        deliveries.iter().map(first_job).collect::<Result<_, _>>()?
+    } else {
+        deliveries
             .chunks(MAX_PER_DISPATCH)
             .map(dispatch_job)
-            .collect::<Result<_, _>>()?,
+            .collect::<Result<_, _>>()?
     };
     jobs.enqueue_in(tx, workspace, &specs).await?;
     Ok(())
@@ -78,15 +92,23 @@ fn dispatch_job(deliveries: &[Dispatched]) -> Result<NewJob, sqlx::Error> {
         .map_err(|e| decode(format!("a dispatch job: {e:?}")))
 }
 
-/// The job handler that turns a dispatch into its deliveries' jobs.
+/// The job handler that turns a dispatch into its deliveries' jobs. The dispatches that run
+/// together share one commit (group commit), as the publications that made them did.
 #[derive(Debug, Clone)]
 pub struct Dispatcher {
-    store: WebhookStore,
+    lane: Lane<(WorkspaceId, Vec<Dispatched>), (), sqlx::Error>,
 }
 
 impl Dispatcher {
+    /// Starts the task that commits dispatches, so it needs a Tokio runtime.
     pub fn new(store: WebhookStore) -> Self {
-        Self { store }
+        let committers = group::committers(store.db.backend());
+        let lane = Lane::start(
+            store,
+            committers,
+            Arc::new(|store, items| Box::pin(dispatch_many(store, items))),
+        );
+        Self { lane }
     }
 }
 
@@ -95,21 +117,27 @@ impl Worker for Dispatcher {
     type Payload = DispatchJob;
 
     async fn run(&self, ctx: JobContext, job: DispatchJob) -> Result<(), JobFailure> {
-        Ok(enqueue_dispatched(&self.store, &ctx.workspace_id, &job.deliveries).await?)
+        Ok(self.lane.call((ctx.workspace_id, job.deliveries)).await?)
     }
 }
 
-/// Enqueues the delivery jobs a dispatch carries, in one transaction.
-pub(crate) async fn enqueue_dispatched(
-    store: &WebhookStore,
-    workspace: &WorkspaceId,
-    deliveries: &[Dispatched],
-) -> Result<(), sqlx::Error> {
-    let specs = deliveries
-        .iter()
-        .map(first_job)
-        .collect::<Result<Vec<_>, _>>()?;
+/// Enqueues the delivery jobs of several dispatches in one transaction, a statement per
+/// workspace, in workspace order.
+pub(crate) async fn dispatch_many(
+    store: WebhookStore,
+    dispatches: Arc<Vec<(WorkspaceId, Vec<Dispatched>)>>,
+) -> Result<Vec<()>, sqlx::Error> {
+    let mut by_workspace: BTreeMap<&WorkspaceId, Vec<NewJob>> = BTreeMap::new();
+    for (workspace, deliveries) in dispatches.iter() {
+        let jobs = by_workspace.entry(workspace).or_default();
+        for delivery in deliveries {
+            jobs.push(first_job(delivery)?);
+        }
+    }
     let mut tx = store.db.begin().await?;
-    store.jobs.enqueue_in(&mut tx, workspace, &specs).await?;
-    tx.commit().await
+    for (workspace, jobs) in by_workspace {
+        store.jobs.enqueue_in(&mut tx, workspace, &jobs).await?;
+    }
+    tx.commit().await?;
+    Ok(vec![(); dispatches.len()])
 }

@@ -2,7 +2,8 @@
 //!
 //! - **Publishing** ([`Publisher`]): an event, a delivery per endpoint that wants it and the job
 //!   that sends them commit in one transaction (the outbox), shared by concurrent publishers
-//!   (group commit); the delivery workers turn that job into one per delivery ([`dispatch`]). Pier's own lifecycle events (`link.created`,
+//!   (group commit); a commit of many deliveries gets one job that the delivery workers turn
+//!   into theirs ([`dispatch`]). Pier's own lifecycle events (`link.created`,
 //!   `webhook_endpoint.disabled`, …) are written the same way through the [`pier_db::Outbox`]
 //!   seam, inside the transaction of the change they announce.
 //! - **Delivery** ([`deliver`]): jobs on Pier's internal queue `pier.webhooks`, so deliveries

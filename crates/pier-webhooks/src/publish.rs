@@ -813,7 +813,7 @@ mod tests {
         let (test, store, workspace) = store_with_workspace(&backend).await;
         endpoint(&store, &workspace, false).await;
         let written = store
-            .write_events(&publications(&workspace, 2))
+            .write_events(&publications(&workspace, crate::dispatch::MAX_DIRECT + 1))
             .await
             .expect("written");
         let jobs = queued(&test).await;
@@ -864,15 +864,29 @@ mod tests {
         }
     }
 
-    /// Three events to two endpoints in one commit: six deliveries, one dispatch job carrying
-    /// them; dispatching it gives each delivery its job, and dispatching it again (a job run
-    /// twice) gives none a second.
+    /// A commit of few deliveries gives each its job at once. One of many (events to two
+    /// endpoints, past the direct bound) gives one dispatch job carrying them; dispatching it
+    /// gives each delivery its job, and dispatching it again (a job run twice) none a second.
     async fn one_commit_of_publishes_enqueues_one_dispatch(backend: Backend) {
         let (test, store, workspace) = store_with_workspace(&backend).await;
         endpoint(&store, &workspace, false).await;
         endpoint(&store, &workspace, false).await;
+        let few = crate::dispatch::MAX_DIRECT / 2;
+        store
+            .write_events(&publications(&workspace, few))
+            .await
+            .expect("written");
+        let direct = queued(&test).await;
+        assert_eq!(direct.len(), 2 * few, "{direct:?}");
+        assert!(direct.iter().all(|(kind, _)| kind == DELIVER), "{direct:?}");
+        with_writer!(&test.db, pool => {
+            sqlx::query("DELETE FROM jobs").execute(pool).await.map(drop)
+        })
+        .expect("emptied");
+
+        let many = crate::dispatch::MAX_DIRECT;
         let written = store
-            .write_events(&publications(&workspace, 3))
+            .write_events(&publications(&workspace, many))
             .await
             .expect("written");
         let mut deliveries = Vec::new();
@@ -883,7 +897,7 @@ mod tests {
                 .expect("deliveries");
             deliveries.extend(of_event.into_iter().map(|d| d.id.to_string()));
         }
-        assert_eq!(deliveries.len(), 6);
+        assert_eq!(deliveries.len(), 2 * many);
         let jobs = queued(&test).await;
         assert_eq!(jobs.len(), 1, "{jobs:?}");
         assert_eq!(jobs[0].0, crate::dispatch::DISPATCH);
@@ -895,7 +909,8 @@ mod tests {
         assert_eq!(carried, deliveries);
 
         for _ in 0..2 {
-            crate::dispatch::enqueue_dispatched(&store, &workspace, &job.deliveries)
+            let dispatch = vec![(workspace.clone(), job.deliveries.clone())];
+            crate::dispatch::dispatch_many(store.clone(), Arc::new(dispatch))
                 .await
                 .expect("dispatched");
         }
