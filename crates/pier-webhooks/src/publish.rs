@@ -424,6 +424,7 @@ impl WebhookStore {
                 "webhook_events",
                 EVENT_COLUMNS,
                 workspace.as_str(),
+                "id",
                 id.as_str(),
             )
             .await?;
@@ -467,6 +468,7 @@ impl WebhookStore {
                 "webhook_deliveries",
                 DELIVERY_COLUMNS,
                 workspace.as_str(),
+                "id",
                 id.as_str(),
             )
             .await?;

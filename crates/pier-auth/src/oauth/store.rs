@@ -145,7 +145,13 @@ impl OAuthStore {
     ) -> Result<Option<OAuthClient>, sqlx::Error> {
         let row: Option<ClientRow> = self
             .db
-            .find_owned("oauth_clients", COLUMNS, workspace.as_str(), id.as_str())
+            .find_owned(
+                "oauth_clients",
+                COLUMNS,
+                workspace.as_str(),
+                "id",
+                id.as_str(),
+            )
             .await?;
         row.map(OAuthClient::try_from).transpose()
     }
