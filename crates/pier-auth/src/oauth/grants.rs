@@ -418,23 +418,7 @@ impl OAuthStore {
 
     /// Revokes grant `id` if it was issued to `client`.
     pub async fn revoke_grant(&self, client: &OAuthClient, id: &str) -> Result<(), sqlx::Error> {
-        let mut tx = self.db.begin().await?;
-        let revoked = with_tx!(&mut tx, conn => {
-            sqlx::query(
-                "UPDATE oauth_grants SET revoked_at = $1 \
-                 WHERE id = $2 AND client_id = $3 AND revoked_at IS NULL",
-            )
-            .bind(self.clock.now().as_micros())
-            .bind(id)
-            .bind(client.client_id.as_str())
-            .execute(conn)
-            .await
-            .map(|done| done.rows_affected() > 0)
-        })?;
-        if revoked {
-            self.forget_on_commit(&mut tx, id).await?;
-        }
-        tx.commit().await
+        self.revoke_grant_of(id, Some(&client.client_id)).await
     }
 
     /// Ends everything `user` authorized with their old password, when `tx` commits: every
@@ -564,14 +548,34 @@ impl OAuthStore {
     }
 
     async fn revoke_grant_id(&self, id: &str) -> Result<(), sqlx::Error> {
+        self.revoke_grant_of(id, None).await
+    }
+
+    /// Revokes grant `id` (only if it was issued to `client`, when one is named) and forgets it
+    /// on every node once revoked.
+    async fn revoke_grant_of(
+        &self,
+        id: &str,
+        client: Option<&ClientId>,
+    ) -> Result<(), sqlx::Error> {
         let mut tx = self.db.begin().await?;
+        let now = self.clock.now().as_micros();
         let revoked = with_tx!(&mut tx, conn => {
-            sqlx::query("UPDATE oauth_grants SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-                .bind(self.clock.now().as_micros())
+            let query = match client {
+                None => sqlx::query(
+                    "UPDATE oauth_grants SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+                )
+                .bind(now)
+                .bind(id),
+                Some(client) => sqlx::query(
+                    "UPDATE oauth_grants SET revoked_at = $1 \
+                     WHERE id = $2 AND client_id = $3 AND revoked_at IS NULL",
+                )
+                .bind(now)
                 .bind(id)
-                .execute(conn)
-                .await
-                .map(|done| done.rows_affected() > 0)
+                .bind(client.as_str()),
+            };
+            query.execute(conn).await.map(|done| done.rows_affected() > 0)
         })?;
         if revoked {
             self.forget_on_commit(&mut tx, id).await?;
