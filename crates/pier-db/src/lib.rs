@@ -108,7 +108,7 @@ impl Db {
         })
     }
 
-    /// [`Tx::delete_owned`] in its own transaction.
+    /// [`Tx::delete_owned`], whatever the version, in its own transaction.
     pub async fn delete_owned(
         &self,
         table: &str,
@@ -116,7 +116,7 @@ impl Db {
         id: &str,
     ) -> Result<bool, sqlx::Error> {
         let mut tx = self.begin().await?;
-        let deleted = tx.delete_owned(table, workspace, id).await?;
+        let deleted = tx.delete_owned(table, workspace, id, None).await?;
         tx.commit().await?;
         Ok(deleted)
     }

@@ -410,15 +410,14 @@ impl LinkStore {
     /// quarantine ends (reserved in this transaction, so no create can take it in between).
     pub async fn delete(&self, seen: &Link) -> Result<bool, sqlx::Error> {
         let mut tx = self.db.begin().await?;
-        let deleted = with_tx!(&mut tx, conn => {
-            sqlx::query("DELETE FROM links WHERE workspace_id = $1 AND id = $2 AND version = $3")
-                .bind(seen.workspace_id.as_str())
-                .bind(seen.id.as_str())
-                .bind(seen.version)
-                .execute(conn)
-                .await
-                .map(|r| r.rows_affected())
-        })? == 1;
+        let deleted = tx
+            .delete_owned(
+                "links",
+                seen.workspace_id.as_str(),
+                seen.id.as_str(),
+                Some(seen.version),
+            )
+            .await?;
         if !deleted {
             return Ok(false);
         }

@@ -432,18 +432,14 @@ impl WebhookStore {
     /// deliveries' history; deliveries still pending fail when their turn comes.
     pub async fn delete_endpoint(&self, seen: &Endpoint) -> Result<bool, sqlx::Error> {
         let mut tx = self.db.begin().await?;
-        let deleted = with_tx!(&mut tx, conn => {
-            sqlx::query(
-                "DELETE FROM webhook_endpoints WHERE workspace_id = $1 AND id = $2 \
-                 AND version = $3",
+        let deleted = tx
+            .delete_owned(
+                "webhook_endpoints",
+                seen.workspace_id.as_str(),
+                seen.id.as_str(),
+                Some(seen.version),
             )
-            .bind(seen.workspace_id.as_str())
-            .bind(seen.id.as_str())
-            .bind(seen.version)
-            .execute(conn)
-            .await
-            .map(|r| r.rows_affected())
-        })? == 1;
+            .await?;
         if !deleted {
             return Ok(false);
         }
