@@ -6,7 +6,6 @@ use std::time::Duration;
 use pier_cache::{Cache, Settings};
 use pier_core::{Clock, Label, Timestamp, ValidationErrors, define_id};
 use pier_db::{Bind, Db, Notice, Relay, Statement, Tx, with_reader, with_tx};
-use serde::Serialize;
 use subtle::ConstantTimeEq;
 use tokio::sync::watch;
 
@@ -111,9 +110,8 @@ fn effective(role: Role, scopes: Option<PermissionSet>) -> PermissionSet {
     scopes.map_or(role.permissions(), |s| s.intersect(role.permissions()))
 }
 
-/// An API key as the API shows it (never with its secret).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[schema(example = ApiKey::example)]
+/// An API key as stored, without its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiKey {
     pub id: ApiKeyId,
     pub workspace_id: WorkspaceId,
@@ -130,16 +128,6 @@ pub struct ApiKey {
 }
 
 impl ApiKey {
-    /// What the OpenAPI document shows of a key.
-    pub fn example() -> serde_json::Value {
-        serde_json::json!({"id": "key_01m8pd91emf07nqws6p476403x",
-            "workspace_id": "ws_01m8hpqca6yrpxjm9wy9jmw19v", "name": "ci",
-            "prefix": "pier_aQ4KUJiA", "role": "member",
-            "scopes": ["jobs:read", "jobs:write"],
-            "created_at": "2026-11-30T12:00:00.000000Z", "last_used_at": null,
-            "expires_at": null, "revoked_at": null})
-    }
-
     /// The role's permissions narrowed by the key's scopes.
     pub fn permissions(&self) -> PermissionSet {
         effective(
@@ -335,7 +323,7 @@ impl ApiKeyStore {
     ) -> Result<Option<ApiKey>, sqlx::Error> {
         let row: Option<ApiKeyRow> = self
             .db
-            .find_owned("api_keys", COLUMNS, workspace.as_str(), id.as_str())
+            .find_owned("api_keys", COLUMNS, workspace.as_str(), "id", id.as_str())
             .await?;
         row.map(ApiKey::try_from).transpose()
     }

@@ -152,9 +152,8 @@ impl Decision {
     }
 }
 
-/// A grant, as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[schema(example = ResourceGrant::example)]
+/// A grant of a relation on one resource to one subject.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResourceGrant {
     pub id: ResourceGrantId,
     /// An API key (`key_…`) or a user (`usr_…`) of the workspace.
@@ -163,15 +162,6 @@ pub struct ResourceGrant {
     pub resource_id: String,
     pub relation: Relation,
     pub created_at: Timestamp,
-}
-
-impl ResourceGrant {
-    pub fn example() -> serde_json::Value {
-        serde_json::json!({"id": "grt_01m8pd91emf07nqws6p476403x",
-            "subject": "key_01m8pd91emf07nqws6p476403y", "resource_type": "link",
-            "resource_id": "lnk_01m8pd91emf07nqws6p476403z", "relation": "editor",
-            "created_at": "2026-11-30T12:00:00.000000Z"})
-    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -337,7 +327,13 @@ impl ResourceGrants {
     ) -> Result<Option<ResourceGrant>, sqlx::Error> {
         let row: Option<GrantRow> = self
             .db
-            .find_owned("resource_grants", COLUMNS, workspace.as_str(), id.as_str())
+            .find_owned(
+                "resource_grants",
+                COLUMNS,
+                workspace.as_str(),
+                "id",
+                id.as_str(),
+            )
             .await?;
         row.map(ResourceGrant::try_from).transpose()
     }

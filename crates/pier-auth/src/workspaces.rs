@@ -6,7 +6,6 @@ use std::time::Duration;
 use pier_cache::{Cache, Settings};
 use pier_core::{Clock, Label, Timestamp, WorkspaceId};
 use pier_db::{Db, Tx, with_reader, with_tx};
-use serde::Serialize;
 
 use crate::KeySecret;
 use crate::api_keys::{ApiKey, ApiKeyStore, NewApiKey};
@@ -14,9 +13,7 @@ use crate::api_keys::{ApiKey, ApiKeyStore, NewApiKey};
 /// A workspace's name (see [`Label`]).
 pub type WorkspaceName = Label;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[schema(example = json!({"id": "ws_01m8hpqca6yrpxjm9wy9jmw19v", "name": "default",
-                          "created_at": "2026-11-30T12:00:00.000000Z"}))]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Workspace {
     pub id: WorkspaceId,
     pub name: String,

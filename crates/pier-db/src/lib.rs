@@ -78,15 +78,18 @@ impl Db {
         Tx::begin(self, false).await
     }
 
-    /// The row of a tenant-owned `table` with this `id`, if it belongs to `workspace`: the one
-    /// lookup every capability makes, written once with its workspace filter (invariant 1).
-    /// `table` and `columns` are the caller's constants, never input.
+    /// The row of a tenant-owned `table` whose `key_column` (`id`, or another key unique within
+    /// a workspace: a link's slug, an event type's name) is `key`, if it belongs to `workspace`:
+    /// the one lookup every capability makes, written once with its workspace filter
+    /// (invariant 1). `table`, `columns` and `key_column` are the caller's constants, never
+    /// input.
     pub async fn find_owned<T>(
         &self,
         table: &str,
         columns: &str,
         workspace: &str,
-        id: &str,
+        key_column: &str,
+        key: &str,
     ) -> Result<Option<T>, sqlx::Error>
     where
         T: Send
@@ -94,17 +97,18 @@ impl Db {
             + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
             + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
     {
-        let sql = format!("SELECT {columns} FROM {table} WHERE workspace_id = $1 AND id = $2");
+        let sql =
+            format!("SELECT {columns} FROM {table} WHERE workspace_id = $1 AND {key_column} = $2");
         with_reader!(self, pool => {
             sqlx::query_as(&sql)
                 .bind(workspace)
-                .bind(id)
+                .bind(key)
                 .fetch_optional(pool)
                 .await
         })
     }
 
-    /// [`Tx::delete_owned`] in its own transaction.
+    /// [`Tx::delete_owned`], whatever the version, in its own transaction.
     pub async fn delete_owned(
         &self,
         table: &str,
@@ -112,7 +116,7 @@ impl Db {
         id: &str,
     ) -> Result<bool, sqlx::Error> {
         let mut tx = self.begin().await?;
-        let deleted = tx.delete_owned(table, workspace, id).await?;
+        let deleted = tx.delete_owned(table, workspace, id, None).await?;
         tx.commit().await?;
         Ok(deleted)
     }

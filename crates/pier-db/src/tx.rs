@@ -98,22 +98,29 @@ impl Tx {
         Ok(())
     }
 
-    /// Deletes the row `id` of `table` if it belongs to `workspace`; `false` when there was none
-    /// (another workspace's row included).
+    /// Deletes the row `id` of `table` if it belongs to `workspace` and, with a `version`, only
+    /// while its `version` column still has it (a delete conditional on what the caller read);
+    /// `false` when there was none (another workspace's row included) or it had moved on.
     pub async fn delete_owned(
         &mut self,
         table: &str,
         workspace: &str,
         id: &str,
+        version: Option<i64>,
     ) -> Result<bool, sqlx::Error> {
-        let sql = format!("DELETE FROM {table} WHERE workspace_id = $1 AND id = $2");
+        let unchanged = if version.is_some() {
+            " AND version = $3"
+        } else {
+            ""
+        };
+        let sql = format!("DELETE FROM {table} WHERE workspace_id = $1 AND id = $2{unchanged}");
         crate::with_tx!(self, conn => {
-            sqlx::query(&sql)
-                .bind(workspace)
-                .bind(id)
-                .execute(conn)
-                .await
-                .map(|done| done.rows_affected() > 0)
+            let query = sqlx::query(&sql).bind(workspace).bind(id);
+            let query = match version {
+                Some(version) => query.bind(version),
+                None => query,
+            };
+            query.execute(conn).await.map(|done| done.rows_affected() > 0)
         })
     }
 

@@ -310,16 +310,15 @@ impl NewJob {
 }
 
 /// One failed attempt, kept on the job (the most recent ones).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttemptError {
     pub attempt: u32,
     pub at: Timestamp,
     pub error: String,
 }
 
-/// A job as the API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
-#[schema(example = Job::example)]
+/// A job as the store reads it.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Job {
     pub id: JobId,
     pub queue: String,
@@ -346,25 +345,10 @@ pub struct Job {
     pub finalized_at: Option<Timestamp>,
 }
 
-impl Job {
-    /// What the OpenAPI document shows of a job.
-    pub fn example() -> serde_json::Value {
-        serde_json::json!({"id": "job_01m8pd9e61ya13bwk7fzzb9vzj", "queue": "emails", "kind": "send_welcome",
-            "payload": {"user": 42}, "state": "available", "priority": 0,
-            "run_at": "2026-11-30T12:00:00.000000Z", "attempt": 0, "max_attempts": 5,
-            "unique_key": "welcome-42", "result": null, "errors": [],
-            "cancel_requested": false, "worker_id": null, "lease_expires_at": null,
-            "created_at": "2026-11-30T12:00:00.000000Z", "attempted_at": null,
-            "finalized_at": null})
-    }
-}
-
 /// A job handed to a worker, with the lease it must present to heartbeat, complete or fail it.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
-#[schema(example = ClaimedJob::example)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ClaimedJob {
     pub id: JobId,
-    #[serde(skip)]
     pub workspace_id: WorkspaceId,
     pub queue: String,
     pub kind: String,
@@ -376,20 +360,7 @@ pub struct ClaimedJob {
     /// The W3C trace context of the enqueue (a span of the request or job that enqueued this
     /// one), when Pier traces: a worker makes its span for the job a child of it, so the
     /// producer's trace continues into the worker (`tracestate` is not kept).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(example = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")]
     pub traceparent: Option<String>,
-}
-
-impl ClaimedJob {
-    /// What the OpenAPI document shows of a claimed job.
-    pub fn example() -> serde_json::Value {
-        serde_json::json!({"id": "job_01m8pd9e61ya13bwk7fzzb9vzj", "queue": "emails",
-            "kind": "send_welcome", "payload": {"user": 42}, "attempt": 1,
-            "lease_token": "3f9c2a7d51e84b6fa0c9d2e1b7a45f10",
-            "lease_expires_at": "2026-11-30T12:00:30.000000Z",
-            "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"})
-    }
 }
 
 /// What an enqueue did.

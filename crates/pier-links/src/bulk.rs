@@ -324,6 +324,11 @@ pub(crate) mod tests {
         outcome.as_ref().ok().map(|link| link.slug.as_str())
     }
 
+    /// Whether `slug` redirects, as the (cached) redirect lookup answers.
+    async fn redirects(store: &LinkStore, slug: &str) -> bool {
+        store.redirects().resolve(slug).await.expect("db").is_some()
+    }
+
     async fn slugs_are_redrawn_or_reported_and_tags_indexed(backend: Backend) {
         let (_db, store, ws) = store(backend).await;
         // `gen0` (the first draw) and `taken` belong to earlier links.
@@ -336,14 +341,7 @@ pub(crate) mod tests {
             .await
             .expect("taken");
         // Remembered as unknown: the import must make the cache forget it.
-        assert!(
-            store
-                .redirects()
-                .resolve("mine")
-                .await
-                .expect("db")
-                .is_none()
-        );
+        assert!(!redirects(&store, "mine").await);
         let rows = vec![
             row(None, &["a"]),
             row(Some("taken"), &[]),
@@ -372,14 +370,7 @@ pub(crate) mod tests {
         );
         assert_eq!(outcomes[1], Err(NotCreated::SlugTaken("taken".into())));
         assert_eq!(outcomes[4], Err(NotCreated::SlugTaken("mine".into())));
-        assert!(
-            store
-                .redirects()
-                .resolve("mine")
-                .await
-                .expect("db")
-                .is_some()
-        );
+        assert!(redirects(&store, "mine").await);
         let tagged = |tag: &str| LinkFilter {
             tag: Some(tag.to_owned()),
             ..LinkFilter::default()

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pier_core::{Clock, Timestamp, WorkspaceId};
-use pier_db::{Bind, Db, JsonList, Outbox, Statement, Tx, with_reader, with_tx};
+use pier_db::{Bind, Db, JsonList, Outbox, Statement, Tx, with_tx};
 
 use crate::fields::LinkFields;
 use crate::link::{Link, LinkId, PasswordChange, RedirectStatus};
@@ -307,7 +307,7 @@ impl LinkStore {
     ) -> Result<Option<Link>, sqlx::Error> {
         let row: Option<LinkRow> = self
             .db
-            .find_owned("links l", COLUMNS, workspace.as_str(), id.as_str())
+            .find_owned("links l", COLUMNS, workspace.as_str(), "id", id.as_str())
             .await?;
         row.map(Link::try_from).transpose()
     }
@@ -317,15 +317,10 @@ impl LinkStore {
         workspace: &WorkspaceId,
         slug: &str,
     ) -> Result<Option<Link>, sqlx::Error> {
-        let sql =
-            format!("SELECT {COLUMNS} FROM links l WHERE l.slug = $1 AND l.workspace_id = $2");
-        let row: Option<LinkRow> = with_reader!(&self.db, pool => {
-            sqlx::query_as(&sql)
-                .bind(slug)
-                .bind(workspace.as_str())
-                .fetch_optional(pool)
-                .await
-        })?;
+        let row: Option<LinkRow> = self
+            .db
+            .find_owned("links l", COLUMNS, workspace.as_str(), "slug", slug)
+            .await?;
         row.map(Link::try_from).transpose()
     }
 
@@ -415,15 +410,14 @@ impl LinkStore {
     /// quarantine ends (reserved in this transaction, so no create can take it in between).
     pub async fn delete(&self, seen: &Link) -> Result<bool, sqlx::Error> {
         let mut tx = self.db.begin().await?;
-        let deleted = with_tx!(&mut tx, conn => {
-            sqlx::query("DELETE FROM links WHERE workspace_id = $1 AND id = $2 AND version = $3")
-                .bind(seen.workspace_id.as_str())
-                .bind(seen.id.as_str())
-                .bind(seen.version)
-                .execute(conn)
-                .await
-                .map(|r| r.rows_affected())
-        })? == 1;
+        let deleted = tx
+            .delete_owned(
+                "links",
+                seen.workspace_id.as_str(),
+                seen.id.as_str(),
+                Some(seen.version),
+            )
+            .await?;
         if !deleted {
             return Ok(false);
         }

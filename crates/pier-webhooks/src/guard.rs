@@ -475,9 +475,8 @@ mod tests {
         )
     }
 
-    /// Refused by `check_url` or, for names, by `check_resolved`.
-    const HOSTILE: &[&str] = &[
-        "http://127.0.0.1/",
+    /// Spellings of 127.0.0.1 besides the dotted one, which a WHATWG parser reads as it.
+    const LOOPBACK_SPELLINGS: &[&str] = &[
         "http://127.1/",
         "http://2130706433/",
         "http://0x7f000001/",
@@ -485,6 +484,12 @@ mod tests {
         "http://0177.0.0.1/",
         "http://017700000001/",
         "http://127.0.0.%31/",
+    ];
+
+    /// Refused by `check_url` or, for names, by `check_resolved` (besides
+    /// [`LOOPBACK_SPELLINGS`]).
+    const HOSTILE: &[&str] = &[
+        "http://127.0.0.1/",
         "http://\u{ff11}\u{ff12}\u{ff17}.0.0.1/",
         "http:/127.0.0.1/",
         "http:\\\\127.0.0.1\\",
@@ -540,7 +545,7 @@ mod tests {
     #[tokio::test]
     async fn hostile_urls_are_refused() {
         let guard = guard(false);
-        for raw in HOSTILE {
+        for raw in LOOPBACK_SPELLINGS.iter().chain(HOSTILE) {
             let err = match guard.check_url(raw) {
                 Err(err) => err,
                 Ok(url) => guard.check_resolved(&url).await.expect_err(raw),
@@ -552,15 +557,7 @@ mod tests {
 
     #[test]
     fn whatwg_parsing_turns_every_ipv4_spelling_into_the_address() {
-        for raw in [
-            "http://127.1/",
-            "http://2130706433/",
-            "http://0x7f000001/",
-            "http://0x7f.0.0.1/",
-            "http://0177.0.0.1/",
-            "http://017700000001/",
-            "http://127.0.0.%31/",
-        ] {
+        for raw in LOOPBACK_SPELLINGS {
             let url = Url::parse(raw).expect(raw);
             assert_eq!(url.host(), Some(Host::Ipv4(Ipv4Addr::LOCALHOST)), "{raw}");
         }

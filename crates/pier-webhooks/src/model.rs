@@ -120,42 +120,12 @@ impl utoipa::PartialSchema for EventTypeName {
 impl utoipa::ToSchema for EventTypeName {}
 
 /// An event type a workspace publishes.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
-#[schema(example = EventType::example)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct EventType {
     pub name: EventTypeName,
     pub description: Option<String>,
-    #[schema(schema_with = json_schema)]
     pub schema: Option<serde_json::Value>,
     pub created_at: Timestamp,
-}
-
-/// The schema of an event type's `schema` field: a JSON Schema is an object or a boolean.
-pub fn json_schema() -> utoipa::openapi::Object {
-    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
-    ObjectBuilder::new()
-        .schema_type(SchemaType::from_iter([
-            Type::Object,
-            Type::Boolean,
-            Type::Null,
-        ]))
-        .description(Some(
-            "A JSON Schema (draft 2020-12 unless its `$schema` says otherwise) every payload \
-             published with this type must satisfy, or `422`. Remote `$ref`s are not followed.",
-        ))
-        .build()
-}
-
-impl EventType {
-    pub fn example() -> serde_json::Value {
-        serde_json::json!({
-            "name": "invoice.paid",
-            "description": "An invoice was paid in full",
-            "schema": {"type": "object", "required": ["invoice_id"],
-                       "properties": {"invoice_id": {"type": "string"}}},
-            "created_at": "2026-11-30T12:00:00Z"
-        })
-    }
 }
 
 /// Why an endpoint stopped receiving deliveries without its owner turning it off.
@@ -283,32 +253,15 @@ pub fn check_metadata(metadata: &Metadata) -> Result<(), String> {
 }
 
 /// A published event.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
-#[schema(example = Event::example)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Event {
-    #[schema(value_type = String)]
     pub id: EventId,
-    #[serde(skip)]
     pub workspace_id: WorkspaceId,
-    #[serde(rename = "type")]
-    #[schema(value_type = String)]
     pub event_type: String,
     pub payload: serde_json::Value,
     /// The publisher's own id for the event, which publishes it once.
     pub event_id: Option<String>,
     pub created_at: Timestamp,
-}
-
-impl Event {
-    pub fn example() -> serde_json::Value {
-        serde_json::json!({
-            "id": "msg_01m8hpqca6yrpxjm9wy9jmw19v",
-            "type": "invoice.paid",
-            "payload": {"invoice_id": "in_42", "amount": 1200},
-            "event_id": "invoice-42-paid",
-            "created_at": "2026-11-30T12:00:00Z"
-        })
-    }
 }
 
 /// Where a delivery stands.
@@ -342,14 +295,10 @@ impl DeliveryState {
 }
 
 /// One event on its way to one endpoint.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[schema(example = Delivery::example)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
-    #[schema(value_type = String)]
     pub id: DeliveryId,
-    #[schema(value_type = String)]
     pub event_id: EventId,
-    #[schema(value_type = String)]
     pub endpoint_id: EndpointId,
     pub state: DeliveryState,
     pub attempts: u32,
@@ -362,34 +311,12 @@ pub struct Delivery {
     pub updated_at: Timestamp,
 }
 
-impl Delivery {
-    pub fn example() -> serde_json::Value {
-        serde_json::json!({
-            "id": "dlv_01m8hpqca6yrpxjm9wy9jmw19v",
-            "event_id": "msg_01m8hpqca6yrpxjm9wy9jmw19v",
-            "endpoint_id": "ep_01m8hpqca6yrpxjm9wy9jmw19v",
-            "state": "pending",
-            "attempts": 2,
-            "last_status": 503,
-            "last_error": "the endpoint answered 503 Service Unavailable",
-            "next_attempt_at": "2026-11-30T12:05:05Z",
-            "created_at": "2026-11-30T12:00:00Z",
-            "updated_at": "2026-11-30T12:00:05Z"
-        })
-    }
-}
-
 /// One request sent to an endpoint.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[schema(example = Attempt::example)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attempt {
-    #[schema(value_type = String)]
     pub id: AttemptId,
-    #[schema(value_type = String)]
     pub delivery_id: DeliveryId,
-    #[schema(value_type = String)]
     pub event_id: EventId,
-    #[schema(value_type = String)]
     pub endpoint_id: EndpointId,
     pub attempted_at: Timestamp,
     /// From sending the request to the end of the response (or the failure).
@@ -402,23 +329,6 @@ pub struct Attempt {
     /// Why no acceptable response came.
     pub error: Option<String>,
     pub succeeded: bool,
-}
-
-impl Attempt {
-    pub fn example() -> serde_json::Value {
-        serde_json::json!({
-            "id": "atmpt_01m8hpqca6yrpxjm9wy9jmw19v",
-            "delivery_id": "dlv_01m8hpqca6yrpxjm9wy9jmw19v",
-            "event_id": "msg_01m8hpqca6yrpxjm9wy9jmw19v",
-            "endpoint_id": "ep_01m8hpqca6yrpxjm9wy9jmw19v",
-            "attempted_at": "2026-11-30T12:00:00Z",
-            "duration_ms": 42,
-            "status_code": 200,
-            "response_body": "ok",
-            "error": null,
-            "succeeded": true
-        })
-    }
 }
 
 #[cfg(test)]

@@ -429,6 +429,7 @@ impl WebhookStore {
                 "webhook_events",
                 EVENT_COLUMNS,
                 workspace.as_str(),
+                "id",
                 id.as_str(),
             )
             .await?;
@@ -472,6 +473,7 @@ impl WebhookStore {
                 "webhook_deliveries",
                 DELIVERY_COLUMNS,
                 workspace.as_str(),
+                "id",
                 id.as_str(),
             )
             .await?;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pier_core::{Clock, SubKey, Timestamp, WorkspaceId};
-use pier_db::{Bind, Db, Statement, Tx, with_reader, with_tx};
+use pier_db::{Bind, Db, Statement, Tx, with_tx};
 use pier_jobs::JobStore;
 
 use crate::fields::EndpointFields;
@@ -319,15 +319,17 @@ impl WebhookStore {
         workspace: &WorkspaceId,
         name: &str,
     ) -> Result<Option<EventType>, sqlx::Error> {
-        let sql = "SELECT name, description, schema, created_at FROM webhook_event_types \
-                   WHERE workspace_id = $1 AND name = $2";
-        let row: Option<EventTypeRow> = with_reader!(&self.db, pool => {
-            sqlx::query_as(sql)
-                .bind(workspace.as_str())
-                .bind(name)
-                .fetch_optional(pool)
-                .await
-        })?;
+        let columns = "name, description, schema, created_at";
+        let row: Option<EventTypeRow> = self
+            .db
+            .find_owned(
+                "webhook_event_types",
+                columns,
+                workspace.as_str(),
+                "name",
+                name,
+            )
+            .await?;
         row.map(EventType::try_from).transpose()
     }
 
@@ -463,18 +465,14 @@ impl WebhookStore {
     /// deliveries' history; deliveries still pending fail when their turn comes.
     pub async fn delete_endpoint(&self, seen: &Endpoint) -> Result<bool, sqlx::Error> {
         let mut tx = self.db.begin().await?;
-        let deleted = with_tx!(&mut tx, conn => {
-            sqlx::query(
-                "DELETE FROM webhook_endpoints WHERE workspace_id = $1 AND id = $2 \
-                 AND version = $3",
+        let deleted = tx
+            .delete_owned(
+                "webhook_endpoints",
+                seen.workspace_id.as_str(),
+                seen.id.as_str(),
+                Some(seen.version),
             )
-            .bind(seen.workspace_id.as_str())
-            .bind(seen.id.as_str())
-            .bind(seen.version)
-            .execute(conn)
-            .await
-            .map(|r| r.rows_affected())
-        })? == 1;
+            .await?;
         if !deleted {
             return Ok(false);
         }
@@ -602,6 +600,7 @@ pub(crate) async fn read_endpoint(
             "webhook_endpoints",
             ENDPOINT_COLUMNS,
             workspace.as_str(),
+            "id",
             id.as_str(),
         )
         .await?;

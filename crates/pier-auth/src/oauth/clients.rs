@@ -82,9 +82,8 @@ pub enum ClientType {
     Public,
 }
 
-/// A registered client, as the API shows it (never with its secret).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[schema(example = OAuthClient::example)]
+/// A registered client, without its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OAuthClient {
     pub client_id: ClientId,
     pub workspace_id: WorkspaceId,
@@ -100,16 +99,6 @@ pub struct OAuthClient {
 }
 
 impl OAuthClient {
-    pub fn example() -> serde_json::Value {
-        serde_json::json!({"client_id": "client_01m8pd91emf07nqws6p476403x",
-            "workspace_id": "ws_01m8hpqca6yrpxjm9wy9jmw19v", "name": "Reporting app",
-            "client_type": "confidential",
-            "redirect_uris": ["https://app.example/callback"],
-            "grant_types": ["authorization_code", "refresh_token"],
-            "scopes": ["links:read"], "role": "admin",
-            "created_at": "2026-11-30T12:00:00.000000Z"})
-    }
-
     pub fn allows(&self, grant: GrantType) -> bool {
         self.grant_types.contains(&grant)
     }

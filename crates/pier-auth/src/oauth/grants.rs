@@ -281,28 +281,13 @@ impl OAuthStore {
         };
         let mut tx = self.db.begin().await?;
         self.insert_grant(&mut tx, &grant).await?;
-        let spent = with_tx!(&mut tx, conn => {
-            sqlx::query(
-                "UPDATE oauth_codes SET grant_id = $1 WHERE code_hash = $2 AND grant_id IS NULL",
-            )
-            .bind(grant.id.as_str())
-            .bind(&hash)
-            .execute(conn)
-            .await
-            .map(|done| done.rows_affected() == 1)
-        })?;
-        if !spent {
+        if !spend(&mut tx, Spend::Code(&grant.id), &hash).await? {
             // Another exchange of this code won the race: that is reuse too.
             drop(tx);
             self.revoke_code_grant(&hash).await?;
             return Err(invalid);
         }
-        let refresh_token = self.next_refresh_token(&mut tx, client, &grant).await?;
-        tx.commit().await?;
-        Ok(Issued {
-            grant,
-            refresh_token,
-        })
+        self.issue(tx, client, grant).await
     }
 
     /// Rotates a refresh token (RFC 6749 §6): the presented one is spent and a new one issued
@@ -331,22 +316,22 @@ impl OAuthStore {
         }
         let grant = Grant::from(row.grant);
         let mut tx = self.db.begin().await?;
-        let spent = with_tx!(&mut tx, conn => {
-            sqlx::query(
-                "UPDATE oauth_refresh_tokens SET used_at = $1 \
-                 WHERE token_hash = $2 AND used_at IS NULL",
-            )
-            .bind(now)
-            .bind(&hash)
-            .execute(conn)
-            .await
-            .map(|done| done.rows_affected() == 1)
-        })?;
-        if !spent {
+        if !spend(&mut tx, Spend::RefreshToken { at: now }, &hash).await? {
             drop(tx);
             self.revoke_grant_id(grant.id.as_str()).await?;
             return Err(invalid);
         }
+        self.issue(tx, client, grant).await
+    }
+
+    /// Ends an exchange that spent its code or refresh token in `tx`: the grant's next refresh
+    /// token, committed with the spending.
+    async fn issue(
+        &self,
+        mut tx: Tx,
+        client: &OAuthClient,
+        grant: Grant,
+    ) -> Result<Issued, GrantError> {
         let refresh_token = self.next_refresh_token(&mut tx, client, &grant).await?;
         tx.commit().await?;
         Ok(Issued {
@@ -433,23 +418,7 @@ impl OAuthStore {
 
     /// Revokes grant `id` if it was issued to `client`.
     pub async fn revoke_grant(&self, client: &OAuthClient, id: &str) -> Result<(), sqlx::Error> {
-        let mut tx = self.db.begin().await?;
-        let revoked = with_tx!(&mut tx, conn => {
-            sqlx::query(
-                "UPDATE oauth_grants SET revoked_at = $1 \
-                 WHERE id = $2 AND client_id = $3 AND revoked_at IS NULL",
-            )
-            .bind(self.clock.now().as_micros())
-            .bind(id)
-            .bind(client.client_id.as_str())
-            .execute(conn)
-            .await
-            .map(|done| done.rows_affected() > 0)
-        })?;
-        if revoked {
-            self.forget_on_commit(&mut tx, id).await?;
-        }
-        tx.commit().await
+        self.revoke_grant_of(id, Some(&client.client_id)).await
     }
 
     /// Ends everything `user` authorized with their old password, when `tx` commits: every
@@ -579,20 +548,70 @@ impl OAuthStore {
     }
 
     async fn revoke_grant_id(&self, id: &str) -> Result<(), sqlx::Error> {
+        self.revoke_grant_of(id, None).await
+    }
+
+    /// Revokes grant `id` (only if it was issued to `client`, when one is named) and forgets it
+    /// on every node once revoked.
+    async fn revoke_grant_of(
+        &self,
+        id: &str,
+        client: Option<&ClientId>,
+    ) -> Result<(), sqlx::Error> {
         let mut tx = self.db.begin().await?;
+        let now = self.clock.now().as_micros();
         let revoked = with_tx!(&mut tx, conn => {
-            sqlx::query("UPDATE oauth_grants SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-                .bind(self.clock.now().as_micros())
+            let query = match client {
+                None => sqlx::query(
+                    "UPDATE oauth_grants SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+                )
+                .bind(now)
+                .bind(id),
+                Some(client) => sqlx::query(
+                    "UPDATE oauth_grants SET revoked_at = $1 \
+                     WHERE id = $2 AND client_id = $3 AND revoked_at IS NULL",
+                )
+                .bind(now)
                 .bind(id)
-                .execute(conn)
-                .await
-                .map(|done| done.rows_affected() > 0)
+                .bind(client.as_str()),
+            };
+            query.execute(conn).await.map(|done| done.rows_affected() > 0)
         })?;
         if revoked {
             self.forget_on_commit(&mut tx, id).await?;
         }
         tx.commit().await
     }
+}
+
+/// What an exchange spends, once: a code (marked with the grant it became) or a refresh token
+/// (marked with when it was used).
+enum Spend<'a> {
+    Code(&'a GrantId),
+    RefreshToken { at: i64 },
+}
+
+/// The guarded update that spends the code or refresh token with hash `hash`; false when
+/// another use spent it first (the module's comment says why that is reuse).
+async fn spend(tx: &mut Tx, what: Spend<'_>, hash: &str) -> Result<bool, sqlx::Error> {
+    with_tx!(tx, conn => {
+        let query = match &what {
+            Spend::Code(grant) => sqlx::query(
+                "UPDATE oauth_codes SET grant_id = $1 WHERE code_hash = $2 AND grant_id IS NULL",
+            )
+            .bind(grant.as_str()),
+            Spend::RefreshToken { at } => sqlx::query(
+                "UPDATE oauth_refresh_tokens SET used_at = $1 \
+                 WHERE token_hash = $2 AND used_at IS NULL",
+            )
+            .bind(*at),
+        };
+        query
+            .bind(hash)
+            .execute(conn)
+            .await
+            .map(|done| done.rows_affected() == 1)
+    })
 }
 
 #[cfg(test)]

@@ -145,7 +145,13 @@ impl OAuthStore {
     ) -> Result<Option<OAuthClient>, sqlx::Error> {
         let row: Option<ClientRow> = self
             .db
-            .find_owned("oauth_clients", COLUMNS, workspace.as_str(), id.as_str())
+            .find_owned(
+                "oauth_clients",
+                COLUMNS,
+                workspace.as_str(),
+                "id",
+                id.as_str(),
+            )
             .await?;
         row.map(OAuthClient::try_from).transpose()
     }
@@ -158,7 +164,7 @@ impl OAuthStore {
     ) -> Result<bool, sqlx::Error> {
         let mut tx = self.db.begin().await?;
         let deleted = tx
-            .delete_owned("oauth_clients", workspace.as_str(), id.as_str())
+            .delete_owned("oauth_clients", workspace.as_str(), id.as_str(), None)
             .await?;
         if deleted {
             self.forget_on_commit(&mut tx, EVERY_GRANT).await?;

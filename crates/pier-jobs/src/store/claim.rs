@@ -165,140 +165,131 @@ impl JobStore {
         worker_id: Option<&str>,
     ) -> Result<Vec<ClaimedJob>, sqlx::Error> {
         let span = crate::trace::receive(target.queue.as_str());
-        let jobs = self
-            .claim_jobs(target, limits, lease, worker_id)
-            .instrument(span.clone())
-            .await?;
-        crate::trace::received(&span, &jobs);
-        Ok(jobs)
-    }
-
-    async fn claim_jobs(
-        &self,
-        target: &ClaimTarget,
-        limits: ClaimLimits,
-        lease: Option<Duration>,
-        worker_id: Option<&str>,
-    ) -> Result<Vec<ClaimedJob>, sqlx::Error> {
-        if limits.max == 0 {
-            return Ok(Vec::new());
-        }
-        let now = self.clock.now().as_micros();
-        let mut tx = self.db.begin_relaxed().await?;
-        let mut max = i64::from(limits.max);
-        if let Some(ws) = &target.workspace {
-            // Pause and the concurrency limit are read under a lock on the queue's row, so
-            // claimers on every node see each other's claims and the limit holds globally.
-            let settings_sql = format!(
-                "SELECT paused, concurrency_limit FROM queues \
-                 WHERE workspace_id = $1 AND name = $2 {}",
-                self.db.backend().for_update()
-            );
-            let settings: Option<QueueSettings> = with_tx!(&mut tx, conn => {
-                sqlx::query_as(&settings_sql)
-                    .bind(ws.as_str())
-                    .bind(target.queue.as_str())
-                    .fetch_optional(conn)
-                    .await
-            })?;
-            if let Some(settings) = settings {
-                if settings.paused {
-                    return Ok(Vec::new());
-                }
-                if let Some(cap) = settings.concurrency_limit {
-                    let running: i64 = with_tx!(&mut tx, conn => {
-                        sqlx::query_scalar(
-                            "SELECT COUNT(*) FROM jobs WHERE workspace_id = $1 AND queue = $2 \
-                             AND state = 'running'",
-                        )
+        let jobs = async {
+            if limits.max == 0 {
+                return Ok(Vec::new());
+            }
+            let now = self.clock.now().as_micros();
+            let mut tx = self.db.begin_relaxed().await?;
+            let mut max = i64::from(limits.max);
+            if let Some(ws) = &target.workspace {
+                // Pause and the concurrency limit are read under a lock on the queue's row, so
+                // claimers on every node see each other's claims and the limit holds globally.
+                let settings_sql = format!(
+                    "SELECT paused, concurrency_limit FROM queues \
+                     WHERE workspace_id = $1 AND name = $2 {}",
+                    self.db.backend().for_update()
+                );
+                let settings: Option<QueueSettings> = with_tx!(&mut tx, conn => {
+                    sqlx::query_as(&settings_sql)
                         .bind(ws.as_str())
                         .bind(target.queue.as_str())
-                        .fetch_one(conn)
+                        .fetch_optional(conn)
                         .await
-                    })?;
-                    max = max.min(cap - running);
+                })?;
+                if let Some(settings) = settings {
+                    if settings.paused {
+                        return Ok(Vec::new());
+                    }
+                    if let Some(cap) = settings.concurrency_limit {
+                        let running: i64 = with_tx!(&mut tx, conn => {
+                            sqlx::query_scalar(
+                                "SELECT COUNT(*) FROM jobs WHERE workspace_id = $1 AND queue = $2 \
+                                 AND state = 'running'",
+                            )
+                            .bind(ws.as_str())
+                            .bind(target.queue.as_str())
+                            .fetch_one(conn)
+                            .await
+                        })?;
+                        max = max.min(cap - running);
+                    }
                 }
             }
-        }
-        if max <= 0 {
-            return Ok(Vec::new());
-        }
-        let mut picked = self.pick(&mut tx, target, now, max).await?;
-        let mut taken = 0u64;
-        let within_budget = picked
-            .iter()
-            .position(|p| {
-                taken += u64::try_from(p.size).unwrap_or(0);
-                taken > limits.budget_bytes
-            })
-            .unwrap_or(picked.len())
-            .max(1);
-        picked.truncate(within_budget);
-        if picked.is_empty() {
-            return Ok(Vec::new());
-        }
+            if max <= 0 {
+                return Ok(Vec::new());
+            }
+            let mut picked = self.pick(&mut tx, target, now, max).await?;
+            let mut taken = 0u64;
+            let within_budget = picked
+                .iter()
+                .position(|p| {
+                    taken += u64::try_from(p.size).unwrap_or(0);
+                    taken > limits.budget_bytes
+                })
+                .unwrap_or(picked.len())
+                .max(1);
+            picked.truncate(within_budget);
+            if picked.is_empty() {
+                return Ok(Vec::new());
+            }
 
-        let token = new_token();
-        let pairs = OwnedKeys::new(
+            let token = new_token();
+            let pairs = OwnedKeys::new(
+                picked
+                    .iter()
+                    .map(|p| (p.workspace_id.as_str(), p.id.as_str())),
+            )?;
+            let mark = format!(
+                "{MARK_RUNNING} WHERE {} RETURNING {CLAIMED_COLUMNS}",
+                self.db.backend().owned_keys_in("$5")
+            );
+            let rows: Vec<ClaimedRow> = with_tx!(&mut tx, conn => {
+                sqlx::query_as(&mark)
+                    .persistent(false)
+                    .bind(&token)
+                    .bind(now)
+                    .bind(lease.map(micros))
+                    .bind(worker_id)
+                    .bind(pairs.as_str())
+                    .fetch_all(conn)
+                    .await
+            })?;
+            let mut moves = Moves::new();
+            for p in &picked {
+                let from = p
+                    .state
+                    .parse::<JobState>()
+                    .map_err(|e| decode_error("state", e))?;
+                moves.moved(
+                    &p.workspace_id,
+                    target.queue.as_str(),
+                    Some(from),
+                    Some(JobState::Running),
+                );
+            }
+            moves.apply(&mut tx).await?;
+            tx.commit().await?;
+            let pickup = metrics::pickup_latency(target.queue.as_str());
+            for p in &picked {
+                pickup.record(metrics::between(p.run_at, now).as_secs_f64());
+            }
+            // RETURNING has no order; hand the jobs out in the order they were picked (claim order).
+            let mut by_id: HashMap<String, ClaimedRow> =
+                rows.into_iter().map(|r| (r.id.clone(), r)).collect();
             picked
                 .iter()
-                .map(|p| (p.workspace_id.as_str(), p.id.as_str())),
-        )?;
-        let mark = format!(
-            "{MARK_RUNNING} WHERE {} RETURNING {CLAIMED_COLUMNS}",
-            self.db.backend().owned_keys_in("$5")
-        );
-        let rows: Vec<ClaimedRow> = with_tx!(&mut tx, conn => {
-            sqlx::query_as(&mark)
-                .persistent(false)
-                .bind(&token)
-                .bind(now)
-                .bind(lease.map(micros))
-                .bind(worker_id)
-                .bind(pairs.as_str())
-                .fetch_all(conn)
-                .await
-        })?;
-        let mut moves = Moves::new();
-        for p in &picked {
-            let from = p
-                .state
-                .parse::<JobState>()
-                .map_err(|e| decode_error("state", e))?;
-            moves.moved(
-                &p.workspace_id,
-                target.queue.as_str(),
-                Some(from),
-                Some(JobState::Running),
-            );
-        }
-        moves.apply(&mut tx).await?;
-        tx.commit().await?;
-        let pickup = metrics::pickup_latency(target.queue.as_str());
-        for p in &picked {
-            pickup.record(metrics::between(p.run_at, now).as_secs_f64());
-        }
-        // RETURNING has no order; hand the jobs out in the order they were picked (claim order).
-        let mut by_id: HashMap<String, ClaimedRow> =
-            rows.into_iter().map(|r| (r.id.clone(), r)).collect();
-        picked
-            .iter()
-            .filter_map(|p| by_id.remove(&p.id))
-            .map(|row| {
-                Ok(ClaimedJob {
-                    id: JobId::from_trusted(row.id),
-                    workspace_id: WorkspaceId::from_trusted(row.workspace_id),
-                    queue: row.queue,
-                    kind: row.kind,
-                    payload: serde_json::from_str(&row.payload)
-                        .map_err(|e| decode_error("payload", e))?,
-                    attempt: small(row.attempt),
-                    lease_token: token.clone(),
-                    lease_expires_at: Timestamp::from_micros(row.lease_expires_at),
-                    traceparent: row.trace_parent,
+                .filter_map(|p| by_id.remove(&p.id))
+                .map(|row| {
+                    Ok(ClaimedJob {
+                        id: JobId::from_trusted(row.id),
+                        workspace_id: WorkspaceId::from_trusted(row.workspace_id),
+                        queue: row.queue,
+                        kind: row.kind,
+                        payload: serde_json::from_str(&row.payload)
+                            .map_err(|e| decode_error("payload", e))?,
+                        attempt: small(row.attempt),
+                        lease_token: token.clone(),
+                        lease_expires_at: Timestamp::from_micros(row.lease_expires_at),
+                        traceparent: row.trace_parent,
+                    })
                 })
-            })
-            .collect()
+                .collect::<Result<Vec<ClaimedJob>, sqlx::Error>>()
+        }
+        .instrument(span.clone())
+        .await?;
+        crate::trace::received(&span, &jobs);
+        Ok(jobs)
     }
 
     /// Picks up to `max` due waiting jobs, locking them: a workspace's queue in claim order,

@@ -267,7 +267,7 @@ impl JobStore {
     ) -> Result<Option<Job>, sqlx::Error> {
         let row: Option<JobRow> = self
             .db
-            .find_owned("jobs", JOB_COLUMNS, workspace.as_str(), id.as_str())
+            .find_owned("jobs", JOB_COLUMNS, workspace.as_str(), "id", id.as_str())
             .await?;
         let job = row.map(Job::try_from).transpose()?;
         Ok(job.filter(|job| !job.queue.starts_with(crate::model::RESERVED_PREFIX)))

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use pier_core::validation::range_message;
 use pier_core::{Patch, Timestamp, ValidationErrors, WorkspaceId};
 use pier_db::{Tx, with_reader, with_tx};
-use serde::Serialize;
 
 use super::{JobStore, WAITING};
 use crate::model::{JobError, JobState, QueueName};
@@ -15,13 +14,8 @@ use crate::notify::wake_after_commit;
 /// while they differ from the defaults, so this bounds what arbitrary names can create.
 pub const MAX_QUEUE_SETTINGS: i64 = 1000;
 
-/// A queue as `GET /v1/queues` shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
-#[schema(example = json!({"name": "emails", "paused": false, "concurrency_limit": 5,
-                          "counts": {"available": 12, "running": 3, "scheduled": 0,
-                                     "retryable": 1, "completed": 940, "discarded": 2,
-                                     "cancelled": 0},
-                          "oldest_available_age_secs": 0.8}))]
+/// A queue's settings and statistics.
+#[derive(Debug, Clone, PartialEq)]
 pub struct QueueInfo {
     pub name: String,
     pub paused: bool,
@@ -29,7 +23,6 @@ pub struct QueueInfo {
     pub concurrency_limit: Option<u32>,
     /// Jobs per state, from counters every state change keeps current: reading them never
     /// counts rows, however long the queue.
-    #[schema(value_type = BTreeMap<String, u64>)]
     pub counts: BTreeMap<&'static str, u64>,
     /// Seconds the job at the head of the queue (the next to be claimed) has been due; 0 when
     /// none is due.

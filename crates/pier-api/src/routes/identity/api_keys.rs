@@ -11,8 +11,9 @@ use pier_core::{Timestamp, ValidationErrors};
 use serde::{Deserialize, Serialize};
 
 use super::IdentityState;
+use super::views::ApiKeyView;
 use crate::AppState;
-use crate::extract::{ApiJson, ApiQuery, Authed, ETag, IfMatch, perm};
+use crate::extract::{ApiJson, ApiQuery, Authed, IfMatch, perm};
 use crate::pagination::{CursorScope, Page, PageParams, Pagination};
 use crate::problem::{ApiError, ApiResult};
 use crate::response::located;
@@ -46,13 +47,13 @@ fn key_name() -> utoipa::openapi::Object {
 #[schema(example = created_example)]
 pub struct CreatedApiKey {
     #[serde(flatten)]
-    api_key: ApiKey,
+    api_key: ApiKeyView,
     /// The secret to send as `Authorization: Bearer <key>`. Store it now: it is not shown again.
     key: String,
 }
 
 fn created_example() -> serde_json::Value {
-    let mut key = ApiKey::example();
+    let mut key = ApiKeyView::example();
     key["key"] = "pier_aQ4KUJiAo0ppHL5sIXrZx9HtUfqFoUhX0LrQ5v".into();
     key
 }
@@ -87,14 +88,6 @@ fn check_can_manage(
         .map_err(ApiError::forbidden)
 }
 
-fn with_etag(status: StatusCode, key: &ApiKey, body: impl IntoResponse) -> Response {
-    let mut response = (status, body).into_response();
-    response
-        .headers_mut()
-        .insert(header::ETAG, ETag::of(key).header_value());
-    response
-}
-
 /// Create a key. The response's `key` field is the only time the secret is shown.
 #[utoipa::path(
     post,
@@ -118,7 +111,8 @@ pub async fn create(
         .create(auth.principal.workspace_id(), new)
         .await?;
     let location = format!("/v1/api-keys/{}", api_key.id);
-    let etag = ETag::of(&api_key);
+    let api_key = ApiKeyView::from(api_key);
+    let etag = api_key.etag();
     let body = Json(CreatedApiKey {
         key: secret.expose().to_owned(),
         api_key,
@@ -138,7 +132,7 @@ pub async fn create(
     tag = "api-keys",
     security(("bearer" = [])),
     params(ListApiKeys, PageParams),
-    responses((status = 200, body = Page<ApiKey>))
+    responses((status = 200, body = Page<ApiKeyView>))
 )]
 pub async fn list(
     State(state): State<AppState>,
@@ -146,7 +140,7 @@ pub async fn list(
     auth: Authed<perm::ApiKeysRead>,
     page: Pagination,
     ApiQuery(query): ApiQuery<ListApiKeys>,
-) -> ApiResult<Page<ApiKey>> {
+) -> ApiResult<Page<ApiKeyView>> {
     let role = query
         .role
         .map(|r| r.parse::<Role>())
@@ -160,9 +154,10 @@ pub async fn list(
         .api_keys()
         .list(workspace, &filter, after, page.fetch_limit())
         .await?;
-    Ok(page.page(state.cursors(), &scope, rows, |k| {
+    let page = page.page(state.cursors(), &scope, rows, |k| {
         (k.created_at.as_micros(), k.id.as_str().to_owned())
-    }))
+    });
+    Ok(page.map(ApiKeyView::from))
 }
 
 async fn load(state: &AppState, principal: &Principal, id: &str) -> ApiResult<ApiKey> {
@@ -184,15 +179,15 @@ async fn load(state: &AppState, principal: &Principal, id: &str) -> ApiResult<Ap
     tag = "api-keys",
     security(("bearer" = [])),
     params(("id" = inline(ApiKeyId), Path, description = "The key id")),
-    responses((status = 200, body = ApiKey, headers(("ETag" = String))))
+    responses((status = 200, body = ApiKeyView, headers(("ETag" = String))))
 )]
 pub async fn get(
     State(state): State<AppState>,
     auth: Authed<perm::ApiKeysRead>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let key = load(&state, &auth.principal, &id).await?;
-    Ok(with_etag(StatusCode::OK, &key, Json(&key)))
+    let key = ApiKeyView::from(load(&state, &auth.principal, &id).await?);
+    Ok(([(header::ETAG, key.etag().header_value())], Json(key)).into_response())
 }
 
 /// Revoke a key; it stops working at once and stays listed as revoked. Honours `If-Match`.
@@ -219,7 +214,7 @@ pub async fn revoke(
     // times unless the client pinned a version with If-Match.
     for _ in 0..3 {
         let key = load(&state, &auth.principal, &id).await?;
-        if_match.check(&ETag::of(&key))?;
+        if_match.check(&ApiKeyView::from(key.clone()).etag())?;
         check_can_manage(&auth.principal, key.role, key.permissions())?;
         if key.revoked_at.is_some() {
             return Ok(StatusCode::NO_CONTENT);

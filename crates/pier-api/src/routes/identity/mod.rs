@@ -11,6 +11,7 @@ mod oauth_token;
 mod permissions;
 mod sessions;
 mod state;
+mod views;
 
 pub use guesses::FailedLogins;
 pub use state::{IdentityParts, IdentityState};

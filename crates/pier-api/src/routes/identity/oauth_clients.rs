@@ -6,11 +6,12 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use pier_auth::Permission;
-use pier_auth::oauth::{ClientId, ClientRequest, ClientType, GrantType, NewClient, OAuthClient};
+use pier_auth::oauth::{ClientId, ClientRequest, ClientType, GrantType, NewClient};
 use pier_core::Label;
 use serde::{Deserialize, Serialize};
 
 use super::IdentityState;
+use super::views::ClientView;
 use crate::AppState;
 use crate::extract::{ApiJson, Authed, perm};
 use crate::pagination::{CursorScope, Page, PageParams, Pagination};
@@ -53,7 +54,7 @@ fn client_name() -> utoipa::openapi::Object {
 #[schema(example = created_example)]
 pub struct CreatedClient {
     #[serde(flatten)]
-    client: OAuthClient,
+    client: ClientView,
     /// A confidential client's secret, for HTTP Basic or the `client_secret` form field at the
     /// token endpoint. Store it now: it is not shown again. Absent for a public client.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -61,7 +62,7 @@ pub struct CreatedClient {
 }
 
 fn created_example() -> serde_json::Value {
-    let mut client = OAuthClient::example();
+    let mut client = ClientView::example();
     client["client_secret"] = "pier_cs_hcrC3RQ6Gq8sU3f4NfQnJx2bxZpE0rVq6v0c5y9ZK1o".into();
     client
 }
@@ -101,7 +102,7 @@ pub async fn create(
     tracing::info!(client_id = %client.client_id, "OAuth client registered");
     let location = format!("/v1/oauth/clients/{}", client.client_id);
     let body = Json(CreatedClient {
-        client,
+        client: client.into(),
         client_secret: secret.map(|s| s.expose().to_owned()),
     });
     Ok(located(StatusCode::CREATED, &location, body))
@@ -115,14 +116,14 @@ pub async fn create(
     tag = "oauth",
     security(("bearer" = [])),
     params(PageParams),
-    responses((status = 200, body = Page<OAuthClient>))
+    responses((status = 200, body = Page<ClientView>))
 )]
 pub async fn list(
     State(state): State<AppState>,
     State(identity): State<IdentityState>,
     auth: Authed<perm::OAuthClientsRead>,
     page: Pagination,
-) -> ApiResult<Page<OAuthClient>> {
+) -> ApiResult<Page<ClientView>> {
     let workspace = auth.principal.workspace_id();
     let scope = CursorScope::new("oauth_clients", workspace);
     let after = page.position::<(i64, String)>(state.cursors(), &scope)?;
@@ -130,9 +131,10 @@ pub async fn list(
         .oauth()
         .list_clients(workspace, after, page.fetch_limit())
         .await?;
-    Ok(page.page(state.cursors(), &scope, rows, |c| {
+    let page = page.page(state.cursors(), &scope, rows, |c| {
         (c.created_at.as_micros(), c.client_id.as_str().to_owned())
-    }))
+    });
+    Ok(page.map(ClientView::from))
 }
 
 fn client_id(id: &str) -> ApiResult<ClientId> {
@@ -147,19 +149,19 @@ fn client_id(id: &str) -> ApiResult<ClientId> {
     tag = "oauth",
     security(("bearer" = [])),
     params(("id" = inline(ClientId), Path, description = "The client id")),
-    responses((status = 200, body = OAuthClient))
+    responses((status = 200, body = ClientView))
 )]
 pub async fn get(
     State(identity): State<IdentityState>,
     auth: Authed<perm::OAuthClientsRead>,
     Path(id): Path<String>,
-) -> ApiResult<Json<OAuthClient>> {
+) -> ApiResult<Json<ClientView>> {
     let client = identity
         .oauth()
         .client(auth.principal.workspace_id(), &client_id(&id)?)
         .await?
         .ok_or_else(|| ApiError::not_found("OAuth client"))?;
-    Ok(Json(client))
+    Ok(Json(client.into()))
 }
 
 /// Delete a client: every grant and token issued to it ends at once. A client registered by a

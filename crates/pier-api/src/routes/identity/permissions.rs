@@ -7,8 +7,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use pier_auth::{
-    Action, ApiKeyId, Decision, GrantFilter, Principal, Relation, Resource, ResourceGrant,
-    ResourceGrantId, ResourceType, UserId, UserStore,
+    Action, ApiKeyId, Decision, GrantFilter, Principal, Relation, Resource, ResourceGrantId,
+    ResourceType, UserId, UserStore,
 };
 use pier_core::ValidationErrors;
 use pier_links::LinkId;
@@ -16,6 +16,7 @@ use pier_webhooks::EndpointId;
 use serde::{Deserialize, Serialize};
 
 use super::IdentityState;
+use super::views::GrantView;
 use crate::AppState;
 use crate::extract::{ApiJson, ApiQuery, Authed, perm};
 use crate::pagination::{CursorScope, Page, PageParams, Pagination};
@@ -166,8 +167,8 @@ async fn existing(
     security(("bearer" = [])),
     request_body = CreateGrant,
     responses(
-        (status = 201, body = ResourceGrant, headers(("Location" = String))),
-        (status = 200, body = ResourceGrant, description = "The grant existed already", headers(("Location" = String))),
+        (status = 201, body = GrantView, headers(("Location" = String))),
+        (status = 200, body = GrantView, description = "The grant existed already", headers(("Location" = String))),
     )
 )]
 pub async fn create(
@@ -226,7 +227,7 @@ pub async fn create(
         StatusCode::OK
     };
     let location = format!("/v1/permissions/grants/{}", grant.id);
-    Ok(located(status, &location, Json(grant)))
+    Ok(located(status, &location, Json(GrantView::from(grant))))
 }
 
 /// List the workspace's resource grants, newest first.
@@ -237,7 +238,7 @@ pub async fn create(
     tag = "permissions",
     security(("bearer" = [])),
     params(ListGrants, PageParams),
-    responses((status = 200, body = Page<ResourceGrant>))
+    responses((status = 200, body = Page<GrantView>))
 )]
 pub async fn list(
     State(state): State<AppState>,
@@ -245,7 +246,7 @@ pub async fn list(
     auth: Authed<perm::PermissionsRead>,
     page: Pagination,
     ApiQuery(query): ApiQuery<ListGrants>,
-) -> ApiResult<Page<ResourceGrant>> {
+) -> ApiResult<Page<GrantView>> {
     let resource_type = query
         .resource_type
         .map(|t| t.parse::<ResourceType>())
@@ -266,9 +267,10 @@ pub async fn list(
         .grants()
         .list(workspace, &filter, after, page.fetch_limit())
         .await?;
-    Ok(page.page(state.cursors(), &scope, rows, |g| {
+    let page = page.page(state.cursors(), &scope, rows, |g| {
         (g.created_at.as_micros(), g.id.as_str().to_owned())
-    }))
+    });
+    Ok(page.map(GrantView::from))
 }
 
 fn grant_id(id: &str) -> ApiResult<ResourceGrantId> {
@@ -283,19 +285,19 @@ fn grant_id(id: &str) -> ApiResult<ResourceGrantId> {
     tag = "permissions",
     security(("bearer" = [])),
     params(("id" = inline(ResourceGrantId), Path, description = "The grant id")),
-    responses((status = 200, body = ResourceGrant))
+    responses((status = 200, body = GrantView))
 )]
 pub async fn get(
     State(identity): State<IdentityState>,
     auth: Authed<perm::PermissionsRead>,
     Path(id): Path<String>,
-) -> ApiResult<Json<ResourceGrant>> {
+) -> ApiResult<Json<GrantView>> {
     let grant = identity
         .grants()
         .get(auth.principal.workspace_id(), &grant_id(&id)?)
         .await?
         .ok_or_else(|| ApiError::not_found("resource grant"))?;
-    Ok(Json(grant))
+    Ok(Json(grant.into()))
 }
 
 /// Take a grant back: it stops applying on the next request.

@@ -5,10 +5,11 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use pier_core::ValidationErrors;
-use pier_jobs::{Enqueued, Job, JobFilter, JobId, JobKind, JobSpec, JobState, NewJob, QueueName};
+use pier_jobs::{Enqueued, JobFilter, JobId, JobKind, JobSpec, JobState, NewJob, QueueName};
 use serde::{Deserialize, Serialize};
 
 use super::JobsState;
+use super::views::JobView;
 use crate::AppState;
 use crate::extract::{ApiJson, ApiQuery, Authed, perm};
 use crate::pagination::{CursorScope, Page, PageParams, Pagination};
@@ -20,13 +21,13 @@ use crate::response::located;
 #[schema(example = enqueued_example)]
 pub struct EnqueuedJob {
     #[serde(flatten)]
-    job: Job,
+    job: JobView,
     /// True when an unfinished job with the same `unique_key` was returned instead of a new one.
     existing: bool,
 }
 
 fn enqueued_example() -> serde_json::Value {
-    let mut job = Job::example();
+    let mut job = JobView::example();
     job["existing"] = false.into();
     job
 }
@@ -34,7 +35,7 @@ fn enqueued_example() -> serde_json::Value {
 impl From<Enqueued> for EnqueuedJob {
     fn from(e: Enqueued) -> Self {
         Self {
-            job: e.job,
+            job: e.job.into(),
             existing: e.existing,
         }
     }
@@ -159,7 +160,7 @@ pub struct ListJobs {
     tag = "jobs",
     security(("bearer" = [])),
     params(ListJobs, PageParams),
-    responses((status = 200, body = Page<Job>))
+    responses((status = 200, body = Page<JobView>))
 )]
 pub async fn list(
     State(state): State<AppState>,
@@ -167,7 +168,7 @@ pub async fn list(
     auth: Authed<perm::JobsRead>,
     page: Pagination,
     ApiQuery(query): ApiQuery<ListJobs>,
-) -> ApiResult<Page<Job>> {
+) -> ApiResult<Page<JobView>> {
     let mut errors = ValidationErrors::new();
     let filter = JobFilter {
         queue: query
@@ -194,7 +195,8 @@ pub async fn list(
         .store()
         .list(workspace, &filter, before, page.fetch_limit())
         .await?;
-    Ok(page.page(state.cursors(), &scope, rows, |j| j.id.to_string()))
+    let page = page.page(state.cursors(), &scope, rows, |j| j.id.to_string());
+    Ok(page.map(JobView::from))
 }
 
 pub(crate) fn parse_job_id(id: &str) -> ApiResult<JobId> {
@@ -209,16 +211,17 @@ pub(crate) fn parse_job_id(id: &str) -> ApiResult<JobId> {
     tag = "jobs",
     security(("bearer" = [])),
     params(("id" = inline(JobId), Path, description = "The job id")),
-    responses((status = 200, body = Job))
+    responses((status = 200, body = JobView))
 )]
 pub async fn get(
     State(jobs): State<JobsState>,
     auth: Authed<perm::JobsRead>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Job>> {
+) -> ApiResult<Json<JobView>> {
     let id = parse_job_id(&id)?;
     let job = jobs.store().get(auth.principal.workspace_id(), &id).await?;
-    job.map(Json).ok_or_else(|| ApiError::not_found("job"))
+    job.map(|j| Json(j.into()))
+        .ok_or_else(|| ApiError::not_found("job"))
 }
 
 /// Cancel a job: a waiting job is cancelled at once; a running one gets `cancel_requested` and
@@ -230,16 +233,16 @@ pub async fn get(
     tag = "jobs",
     security(("bearer" = [])),
     params(("id" = inline(JobId), Path, description = "The job id")),
-    responses((status = 200, body = Job), (status = 409, description = "`invalid_state`: the job already finished", body = crate::Problem))
+    responses((status = 200, body = JobView), (status = 409, description = "`invalid_state`: the job already finished", body = crate::Problem))
 )]
 pub async fn cancel(
     State(jobs): State<JobsState>,
     auth: Authed<perm::JobsWrite>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Job>> {
+) -> ApiResult<Json<JobView>> {
     let id = parse_job_id(&id)?;
     let job = jobs.store().cancel(auth.principal.workspace_id(), &id);
-    Ok(Json(job.await?))
+    Ok(Json(job.await?.into()))
 }
 
 /// Run a job again now, e.g. a dead letter after fixing its cause.
@@ -250,14 +253,14 @@ pub async fn cancel(
     tag = "jobs",
     security(("bearer" = [])),
     params(("id" = inline(JobId), Path, description = "The job id")),
-    responses((status = 200, body = Job), (status = 409, description = "`invalid_state`: the job is running; `unique_key_taken`: another unfinished job holds its unique key", body = crate::Problem))
+    responses((status = 200, body = JobView), (status = 409, description = "`invalid_state`: the job is running; `unique_key_taken`: another unfinished job holds its unique key", body = crate::Problem))
 )]
 pub async fn retry(
     State(jobs): State<JobsState>,
     auth: Authed<perm::JobsWrite>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Job>> {
+) -> ApiResult<Json<JobView>> {
     let id = parse_job_id(&id)?;
     let job = jobs.store().retry(auth.principal.workspace_id(), &id);
-    Ok(Json(job.await?))
+    Ok(Json(job.await?.into()))
 }

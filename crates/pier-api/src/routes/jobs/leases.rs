@@ -18,6 +18,7 @@ use utoipa::openapi::Object;
 
 use super::JobsState;
 use super::crud::parse_job_id;
+use super::views::ClaimedJobView;
 use crate::extract::{ApiJson, Authed, perm};
 use crate::problem::{ApiError, ApiResult};
 
@@ -62,9 +63,16 @@ fn worker_id() -> Object {
 const WORKER_ID_MAX_CHARS: usize = 128;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-#[schema(example = json!({"jobs": [ClaimedJob::example()]}))]
+#[schema(example = json!({"jobs": [ClaimedJobView::example()]}))]
 pub struct Claimed {
-    jobs: Vec<ClaimedJob>,
+    jobs: Vec<ClaimedJobView>,
+}
+
+impl From<Vec<ClaimedJob>> for Claimed {
+    fn from(jobs: Vec<ClaimedJob>) -> Self {
+        let jobs = jobs.into_iter().map(ClaimedJobView::from).collect();
+        Self { jobs }
+    }
 }
 
 /// Claim jobs from a queue of the caller's workspace, waiting up to `wait_seconds` for one.
@@ -125,7 +133,7 @@ pub async fn claim(
     wake.mark_seen();
     let claimed = jobs.claim(&target, limits, lease, worker_id).await?;
     if !claimed.is_empty() || wait == 0 {
-        return Ok(Json(Claimed { jobs: claimed }));
+        return Ok(Json(Claimed::from(claimed)));
     }
     // Waiting holds no database connection, only a slot of the waiter caps.
     let _slot = jobs.notifier().wait_slot(workspace).map_err(refused)?;
@@ -139,7 +147,7 @@ pub async fn claim(
         wake.mark_seen();
         let claimed = jobs.claim(&target, limits, lease, worker_id).await?;
         if !claimed.is_empty() || tokio::time::Instant::now() >= deadline {
-            return Ok(Json(Claimed { jobs: claimed }));
+            return Ok(Json(Claimed::from(claimed)));
         }
     }
 }

@@ -6,6 +6,7 @@ mod leases;
 mod outcomes;
 pub(super) mod queues;
 mod state;
+mod views;
 
 pub(super) use leases::MAX_WAIT;
 pub use state::{JobsParts, JobsState};

@@ -3,10 +3,11 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use pier_core::{Patch, ValidationErrors};
-use pier_jobs::{CONCURRENCY_LIMIT, QueueInfo, QueueName, QueuePatch};
+use pier_jobs::{CONCURRENCY_LIMIT, QueueName, QueuePatch};
 use serde::Deserialize;
 
 use super::JobsState;
+use super::views::QueueView;
 use crate::AppState;
 use crate::extract::{ApiJson, Authed, OnResource, perm};
 use crate::pagination::{CursorScope, Page, PageParams, Pagination};
@@ -20,14 +21,14 @@ use crate::problem::{ApiError, ApiResult};
     tag = "queues",
     security(("bearer" = [])),
     params(PageParams),
-    responses((status = 200, body = Page<QueueInfo>))
+    responses((status = 200, body = Page<QueueView>))
 )]
 pub async fn list(
     State(state): State<AppState>,
     State(jobs): State<JobsState>,
     auth: Authed<perm::JobsRead>,
     page: Pagination,
-) -> ApiResult<Page<QueueInfo>> {
+) -> ApiResult<Page<QueueView>> {
     let workspace = auth.principal.workspace_id();
     let scope = CursorScope::new("queues", workspace);
     let after = page.position::<String>(state.cursors(), &scope)?;
@@ -35,7 +36,8 @@ pub async fn list(
         .store()
         .queues(workspace, after.as_deref(), page.fetch_limit())
         .await?;
-    Ok(page.page(state.cursors(), &scope, rows, |q| q.name.clone()))
+    let page = page.page(state.cursors(), &scope, rows, |q| q.name.clone());
+    Ok(page.map(QueueView::from))
 }
 
 /// A queue name from the path: a tenant's queue, never one of Pier's own.
@@ -49,14 +51,14 @@ async fn apply(
     auth: &OnResource<perm::JobsWrite>,
     name: &str,
     patch: QueuePatch,
-) -> ApiResult<Json<QueueInfo>> {
+) -> ApiResult<Json<QueueView>> {
     let queue = queue_name(name)?;
     let info = state
         .jobs()
         .store()
         .update_queue(auth.principal.workspace_id(), &queue, patch)
         .await?;
-    Ok(Json(info))
+    Ok(Json(info.into()))
 }
 
 /// Stop handing out jobs from a queue; running jobs finish.
@@ -67,13 +69,13 @@ async fn apply(
     tag = "queues",
     security(("bearer" = [])),
     params(("name" = inline(QueueName), Path, description = "The queue")),
-    responses((status = 200, body = QueueInfo))
+    responses((status = 200, body = QueueView))
 )]
 pub async fn pause(
     State(state): State<AppState>,
     auth: OnResource<perm::JobsWrite>,
     Path(name): Path<String>,
-) -> ApiResult<Json<QueueInfo>> {
+) -> ApiResult<Json<QueueView>> {
     apply(&state, &auth, &name, QueuePatch::paused(true)).await
 }
 
@@ -85,13 +87,13 @@ pub async fn pause(
     tag = "queues",
     security(("bearer" = [])),
     params(("name" = inline(QueueName), Path, description = "The queue")),
-    responses((status = 200, body = QueueInfo))
+    responses((status = 200, body = QueueView))
 )]
 pub async fn resume(
     State(state): State<AppState>,
     auth: OnResource<perm::JobsWrite>,
     Path(name): Path<String>,
-) -> ApiResult<Json<QueueInfo>> {
+) -> ApiResult<Json<QueueView>> {
     apply(&state, &auth, &name, QueuePatch::paused(false)).await
 }
 
@@ -125,14 +127,14 @@ fn concurrency_limit() -> utoipa::openapi::Object {
     security(("bearer" = [])),
     params(("name" = inline(QueueName), Path, description = "The queue")),
     request_body(content = QueuePatchBody, content_type = "application/merge-patch+json"),
-    responses((status = 200, body = QueueInfo))
+    responses((status = 200, body = QueueView))
 )]
 pub async fn update(
     State(state): State<AppState>,
     auth: OnResource<perm::JobsWrite>,
     Path(name): Path<String>,
     ApiJson(body): ApiJson<QueuePatchBody>,
-) -> ApiResult<Json<QueueInfo>> {
+) -> ApiResult<Json<QueueView>> {
     let patch =
         QueuePatch::new(body.paused, body.concurrency_limit).map_err(ApiError::validation)?;
     apply(&state, &auth, &name, patch).await

@@ -10,11 +10,12 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use pier_core::{Patch, Timestamp, ValidationErrors, patch, schema, whole};
 use pier_webhooks::model::bounds;
-use pier_webhooks::{Attempt, Endpoint, EndpointFields, EndpointId, EndpointPatch, EventTypeName};
+use pier_webhooks::{Endpoint, EndpointFields, EndpointId, EndpointPatch, EventTypeName};
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::schema::{Array, ArrayBuilder, Object};
 
 use super::WebhooksState;
+use super::views::AttemptView;
 use crate::AppState;
 use crate::extract::{ApiJson, Authed, ETag, IfMatch, OnResource, perm};
 use crate::pagination::{CursorScope, Page, PageParams, Pagination};
@@ -515,7 +516,7 @@ pub async fn rotate(
     tag = "webhooks",
     security(("bearer" = [])),
     params(("id" = inline(EndpointId), Path, description = "The endpoint id"), PageParams),
-    responses((status = 200, body = Page<Attempt>))
+    responses((status = 200, body = Page<AttemptView>))
 )]
 pub async fn attempts(
     State(state): State<AppState>,
@@ -523,7 +524,7 @@ pub async fn attempts(
     auth: OnResource<perm::WebhooksRead>,
     page: Pagination,
     Path(id): Path<String>,
-) -> ApiResult<Page<Attempt>> {
+) -> ApiResult<Page<AttemptView>> {
     let endpoint = load(&state, &auth.principal, &id).await?;
     let scope = CursorScope::new("webhook-attempts", &endpoint.workspace_id)
         .filter("endpoint", Some(endpoint.id.as_str()));
@@ -537,7 +538,8 @@ pub async fn attempts(
             page.fetch_limit(),
         )
         .await?;
-    Ok(page.page(state.cursors(), &scope, rows, |a| a.id.as_str().to_owned()))
+    let page = page.page(state.cursors(), &scope, rows, |a| a.id.as_str().to_owned());
+    Ok(page.map(AttemptView::from))
 }
 
 /// The body of a recover request.

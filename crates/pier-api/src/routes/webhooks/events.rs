@@ -7,11 +7,12 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use pier_core::{ValidationErrors, schema};
 use pier_webhooks::model::bounds;
-use pier_webhooks::{Delivery, DeliveryId, Event, EventId, EventType, EventTypeName, NewEvent};
+use pier_webhooks::{DeliveryId, Event, EventId, EventTypeName, NewEvent};
 use serde::Deserialize;
 use utoipa::openapi::schema::Object;
 
 use super::WebhooksState;
+use super::views::{DeliveryView, EventTypeView, EventView, json_schema};
 use crate::AppState;
 use crate::extract::{ApiJson, ApiQuery, Authed, perm};
 use crate::pagination::{CursorScope, Page, PageParams, Pagination};
@@ -21,12 +22,12 @@ use crate::response::located;
 /// The body of `POST /v1/event-types`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(example = EventType::example)]
+#[schema(example = EventTypeView::example)]
 pub struct CreateEventType {
     name: EventTypeName,
     #[schema(schema_with = description)]
     description: Option<String>,
-    #[schema(schema_with = pier_webhooks::model::json_schema)]
+    #[schema(schema_with = json_schema)]
     schema: Option<serde_json::Value>,
 }
 
@@ -45,7 +46,7 @@ fn description() -> Object {
     security(("bearer" = [])),
     request_body = CreateEventType,
     responses(
-        (status = 201, body = EventType, headers(("Location" = String))),
+        (status = 201, body = EventTypeView, headers(("Location" = String))),
         (status = 409, description = "`event_type_exists`: the workspace has this event type", body = crate::Problem)
     )
 )]
@@ -80,7 +81,11 @@ pub async fn create_type(
         )
         .await?;
     let location = format!("/v1/event-types/{}", created.name);
-    Ok(located(StatusCode::CREATED, &location, Json(created)))
+    Ok(located(
+        StatusCode::CREATED,
+        &location,
+        Json(EventTypeView::from(created)),
+    ))
 }
 
 /// List event types by name.
@@ -91,14 +96,14 @@ pub async fn create_type(
     tag = "webhooks",
     security(("bearer" = [])),
     params(PageParams),
-    responses((status = 200, body = Page<EventType>))
+    responses((status = 200, body = Page<EventTypeView>))
 )]
 pub async fn list_types(
     State(state): State<AppState>,
     State(webhooks): State<WebhooksState>,
     auth: Authed<perm::WebhooksRead>,
     page: Pagination,
-) -> ApiResult<Page<EventType>> {
+) -> ApiResult<Page<EventTypeView>> {
     let workspace = auth.principal.workspace_id();
     let scope = CursorScope::new("event-types", workspace);
     let after: Option<String> = page.position(state.cursors(), &scope)?;
@@ -106,9 +111,10 @@ pub async fn list_types(
         .store()
         .event_types(workspace, after, page.fetch_limit())
         .await?;
-    Ok(page.page(state.cursors(), &scope, rows, |t| {
+    let page = page.page(state.cursors(), &scope, rows, |t| {
         t.name.as_str().to_owned()
-    }))
+    });
+    Ok(page.map(EventTypeView::from))
 }
 
 /// Read an event type.
@@ -119,18 +125,18 @@ pub async fn list_types(
     tag = "webhooks",
     security(("bearer" = [])),
     params(("name" = inline(EventTypeName), Path, description = "The event type's name")),
-    responses((status = 200, body = EventType))
+    responses((status = 200, body = EventTypeView))
 )]
 pub async fn get_type(
     State(webhooks): State<WebhooksState>,
     auth: Authed<perm::WebhooksRead>,
     Path(name): Path<String>,
-) -> ApiResult<Json<EventType>> {
+) -> ApiResult<Json<EventTypeView>> {
     webhooks
         .store()
         .event_type(auth.principal.workspace_id(), &name)
         .await?
-        .map(Json)
+        .map(|t| Json(t.into()))
         .ok_or_else(|| ApiError::not_found("event type"))
 }
 
@@ -166,7 +172,7 @@ fn client_event_id() -> Object {
     security(("bearer" = [])),
     request_body = PublishEvent,
     responses(
-        (status = 202, body = Event, headers(("Location" = String))),
+        (status = 202, body = EventView, headers(("Location" = String))),
         (status = 409, description = "`event_id_reused`: the event id was published with another type or payload", body = crate::Problem),
         (status = 413, description = "`payload_too_large`: the payload is over the server's bound", body = crate::Problem),
         (status = 422, description = "`validation_failed`: a field breaks its rule, or the payload fails its type's schema (`schema_mismatch`)", body = crate::Problem)
@@ -195,7 +201,7 @@ pub async fn publish(
     Ok(located(
         StatusCode::ACCEPTED,
         &location,
-        Json(published.event),
+        Json(EventView::from(published.event)),
     ))
 }
 
@@ -216,7 +222,7 @@ pub struct ListEvents {
     tag = "webhooks",
     security(("bearer" = [])),
     params(ListEvents, PageParams),
-    responses((status = 200, body = Page<Event>))
+    responses((status = 200, body = Page<EventView>))
 )]
 pub async fn list(
     State(state): State<AppState>,
@@ -224,7 +230,7 @@ pub async fn list(
     auth: Authed<perm::WebhooksRead>,
     page: Pagination,
     ApiQuery(query): ApiQuery<ListEvents>,
-) -> ApiResult<Page<Event>> {
+) -> ApiResult<Page<EventView>> {
     if let Some(t) = &query.event_type {
         EventTypeName::parse(t)
             .map_err(|e| ApiError::validation(ValidationErrors::single("type", "invalid", e)))?;
@@ -241,7 +247,8 @@ pub async fn list(
             page.fetch_limit(),
         )
         .await?;
-    Ok(page.page(state.cursors(), &scope, rows, |e| e.id.as_str().to_owned()))
+    let page = page.page(state.cursors(), &scope, rows, |e| e.id.as_str().to_owned());
+    Ok(page.map(EventView::from))
 }
 
 async fn load_event(state: &AppState, auth: &pier_auth::Principal, id: &str) -> ApiResult<Event> {
@@ -263,14 +270,16 @@ async fn load_event(state: &AppState, auth: &pier_auth::Principal, id: &str) -> 
     tag = "webhooks",
     security(("bearer" = [])),
     params(("id" = inline(EventId), Path, description = "The event id")),
-    responses((status = 200, body = Event))
+    responses((status = 200, body = EventView))
 )]
 pub async fn get(
     State(state): State<AppState>,
     auth: Authed<perm::WebhooksRead>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Event>> {
-    load_event(&state, &auth.principal, &id).await.map(Json)
+) -> ApiResult<Json<EventView>> {
+    load_event(&state, &auth.principal, &id)
+        .await
+        .map(|e| Json(e.into()))
 }
 
 /// The deliveries of an event, one per endpoint that wanted it.
@@ -281,7 +290,7 @@ pub async fn get(
     tag = "webhooks",
     security(("bearer" = [])),
     params(("id" = inline(EventId), Path, description = "The event id"), PageParams),
-    responses((status = 200, body = Page<Delivery>))
+    responses((status = 200, body = Page<DeliveryView>))
 )]
 pub async fn deliveries(
     State(state): State<AppState>,
@@ -289,7 +298,7 @@ pub async fn deliveries(
     auth: Authed<perm::WebhooksRead>,
     page: Pagination,
     Path(id): Path<String>,
-) -> ApiResult<Page<Delivery>> {
+) -> ApiResult<Page<DeliveryView>> {
     let event = load_event(&state, &auth.principal, &id).await?;
     let scope = CursorScope::new("event-deliveries", &event.workspace_id)
         .filter("event", Some(event.id.as_str()));
@@ -298,7 +307,8 @@ pub async fn deliveries(
         .store()
         .deliveries_of(&event.workspace_id, &event.id, after, page.fetch_limit())
         .await?;
-    Ok(page.page(state.cursors(), &scope, rows, |d| d.id.as_str().to_owned()))
+    let page = page.page(state.cursors(), &scope, rows, |d| d.id.as_str().to_owned());
+    Ok(page.map(DeliveryView::from))
 }
 
 /// Send an ended delivery (failed or succeeded) again, with a fresh retry schedule.
@@ -310,7 +320,7 @@ pub async fn deliveries(
     security(("bearer" = [])),
     params(("id" = inline(DeliveryId), Path, description = "The delivery id")),
     responses(
-        (status = 202, body = Delivery),
+        (status = 202, body = DeliveryView),
         (status = 409, description = "`delivery_unfinished`: the delivery is still under way; `endpoint_disabled`: enable the endpoint first", body = crate::Problem)
     )
 )]
@@ -318,7 +328,7 @@ pub async fn retry(
     State(webhooks): State<WebhooksState>,
     auth: Authed<perm::WebhooksWrite>,
     Path(id): Path<String>,
-) -> ApiResult<(StatusCode, Json<Delivery>)> {
+) -> ApiResult<(StatusCode, Json<DeliveryView>)> {
     let not_found = || ApiError::not_found("delivery");
     let id = DeliveryId::parse(&id).map_err(|_| not_found())?;
     let delivery = webhooks
@@ -327,5 +337,5 @@ pub async fn retry(
         .await?
         .ok_or_else(not_found)?;
     tracing::info!(delivery_id = %delivery.id, "webhook delivery sent again");
-    Ok((StatusCode::ACCEPTED, Json(delivery)))
+    Ok((StatusCode::ACCEPTED, Json(delivery.into())))
 }

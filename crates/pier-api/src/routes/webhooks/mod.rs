@@ -3,6 +3,7 @@
 mod endpoints;
 mod events;
 mod state;
+mod views;
 
 pub use state::WebhooksState;
 
