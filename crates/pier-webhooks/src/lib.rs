@@ -1,7 +1,7 @@
 //! Webhooks: reliable, signed delivery of events to the endpoints a workspace registers.
 //!
-//! - **Publishing** ([`Publisher`]): an event, a delivery per endpoint that wants it and the job
-//!   that sends them commit in one transaction (the outbox), shared by concurrent publishers
+//! - **Publishing** ([`Publisher`]): an event, a delivery per endpoint that wants it and the jobs
+//!   that send them commit in one transaction (the outbox), shared by concurrent publishers
 //!   (group commit); a commit of many deliveries gets one job that the delivery workers turn
 //!   into theirs ([`dispatch`]). Pier's own lifecycle events (`link.created`,
 //!   `webhook_endpoint.disabled`, …) are written the same way through the [`pier_db::Outbox`]
