@@ -1,0 +1,17 @@
+//! Feature flags in flagd's format: [`Flag`] definitions checked with the path of every fault,
+//! whole flagd documents ([`document`]), and evaluation by flagd's rules ([`Flag::evaluate`])
+//! through a bounded JSON Logic interpreter with flagd's `fractional`, `sem_ver`, `starts_with`
+//! and `ends_with` ([`logic`]). The behaviour matched is the flagd daemon v0.16.1
+//! (`open-feature/flagd` `core/pkg/evaluator`, commit bbb05d4); the HTTP side lives in
+//! `pier-api`.
+
+mod definition;
+pub mod document;
+mod evaluate;
+pub mod logic;
+mod murmur3;
+mod semver;
+
+pub use definition::{Flag, FlagKey, VariantKind};
+pub use document::Document;
+pub use evaluate::{Context, ErrorCode, Reason, Resolution};
