@@ -46,6 +46,8 @@ impl Action {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Change {
     pub id: ChangeId,
+    /// The change's place in the trail (later changes are higher); lists page by it.
+    pub seq: i64,
     pub flag_key: String,
     pub action: Action,
     /// The API key or user that made the change.
@@ -59,6 +61,7 @@ pub struct Change {
 
 #[derive(sqlx::FromRow)]
 struct ChangeRow {
+    seq: i64,
     id: String,
     flag_key: String,
     action: String,
@@ -80,6 +83,7 @@ impl TryFrom<ChangeRow> for Change {
         };
         Ok(Self {
             id: ChangeId::from_trusted(row.id),
+            seq: row.seq,
             flag_key: row.flag_key,
             action,
             actor: row.actor,
@@ -147,24 +151,36 @@ pub(crate) async fn record(tx: &mut Tx, change: Record<'_>) -> Result<(), sqlx::
     })
 }
 
-/// A flag's changes, newest first, after the change `after` (the last of the previous page).
+/// A flag's changes, newest first, after the change `after` (the `seq` of the last of the
+/// previous page).
 pub(crate) async fn list(
     db: &Db,
     workspace: &WorkspaceId,
     key: &FlagKey,
-    after: Option<String>,
+    after: Option<i64>,
     limit: u32,
 ) -> Result<Vec<Change>, sqlx::Error> {
+    changes_statement(workspace, key, after, limit)
+        .fetch_decoded::<ChangeRow, Change>(db)
+        .await
+}
+
+/// The statement [`list`] runs, along `(workspace_id, flag_key, seq)` (an index on SQLite, the
+/// primary key on PostgreSQL).
+pub fn changes_statement(
+    workspace: &WorkspaceId,
+    key: &FlagKey,
+    after: Option<i64>,
+    limit: u32,
+) -> Statement {
     Statement::keyset_page(
-        "SELECT id, flag_key, action, actor, diff, version, created_at FROM flag_changes",
+        "SELECT seq, id, flag_key, action, actor, diff, version, created_at FROM flag_changes",
         workspace.as_str(),
         vec![("flag_key", Bind::Text(key.as_str().to_owned()))],
-        (&["id"], true),
-        after.map(|id| vec![Bind::Text(id)]),
+        (&["seq"], true),
+        after.map(|seq| vec![Bind::Int(seq)]),
         limit,
     )
-    .fetch_decoded::<ChangeRow, Change>(db)
-    .await
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use crate::logic::Rule;
 
 /// A flag key: 1–128 of `A–Z a–z 0–9 . _ -`, starting with a letter or digit, so it is safe in
-/// a URL path unescaped.
+/// a URL path unescaped; `document` is taken by the API's `/v1/flags/document`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct FlagKey(String);
 
@@ -25,6 +25,11 @@ impl FlagKey {
             && text
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if text == "document" {
+            return Err(
+                "`document` is reserved (it names the flagd document of the workspace)".to_owned(),
+            );
+        }
         if valid {
             Ok(Self(text.to_owned()))
         } else {
@@ -39,6 +44,20 @@ impl FlagKey {
         &self.0
     }
 }
+
+impl utoipa::PartialSchema for FlagKey {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some(Self::PATTERN))
+            .min_length(Some(1))
+            .max_length(Some(Self::MAX_LEN))
+            .description(Some("A flag's key (`document` is reserved)"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for FlagKey {}
 
 impl std::fmt::Display for FlagKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

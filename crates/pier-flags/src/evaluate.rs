@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use crate::definition::{Flag, VariantKind};
 use crate::logic::EvalError;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Reason {
     Static,
@@ -22,7 +22,7 @@ pub enum Reason {
 }
 
 /// OpenFeature's error codes (OFREP answers with them).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorCode {
     FlagNotFound,

@@ -37,8 +37,10 @@ pub enum FlagError {
 }
 
 /// What an import changed.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"created": ["new-checkout"], "updated": ["banner"], "deleted": [], "unchanged": 12}))]
 pub struct Imported {
+    /// Keys of the flags created, updated and deleted, and how many were left as they were.
     pub created: Vec<String>,
     pub updated: Vec<String>,
     pub deleted: Vec<String>,
@@ -370,7 +372,7 @@ impl FlagStore {
         &self,
         workspace: &WorkspaceId,
         key: &FlagKey,
-        after: Option<String>,
+        after: Option<i64>,
         limit: u32,
     ) -> Result<Vec<Change>, sqlx::Error> {
         audit::list(&self.db, workspace, key, after, limit).await

@@ -36,21 +36,9 @@ fn cache() -> Settings {
     }
 }
 
-/// A clock a millisecond further on every reading, so each change has its own time (and the
-/// audit trail its order).
-#[derive(Debug)]
-struct Ticking(ManualClock);
-
-impl Clock for Ticking {
-    fn now(&self) -> pier_core::Timestamp {
-        self.0.advance(Duration::from_millis(1));
-        self.0.now()
-    }
-}
-
 async fn fixture(backend: Backend) -> Fixture {
     let test_db = TestDb::new(&backend, &[pier_db::MIGRATIONS, pier_flags::MIGRATIONS]).await;
-    let clock: Arc<dyn Clock> = Arc::new(Ticking(ManualClock::starting_now()));
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::starting_now());
     Fixture {
         db: test_db.db.clone(),
         store: FlagStore::new(test_db.db.clone(), clock.clone(), cache()),
@@ -154,12 +142,7 @@ async fn flags_are_created_read_replaced_and_deleted_conditionally(backend: Back
     );
     let page = f
         .store
-        .changes(
-            &f.workspace,
-            &key("checkout"),
-            Some(changes[0].id.to_string()),
-            10,
-        )
+        .changes(&f.workspace, &key("checkout"), Some(changes[0].seq), 10)
         .await;
     assert_eq!(page.expect("page").len(), 2);
 }

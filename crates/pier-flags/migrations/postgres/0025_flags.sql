@@ -15,8 +15,10 @@ CREATE TABLE flags (
 
 -- The audit trail: who changed which flag when, and how (`diff`: a JSON Merge Patch from the
 -- definition before to the one after; the whole definition on create, null on delete). Kept
--- after the flag is deleted; read newest first per flag.
+-- after the flag is deleted; read newest first per flag, in the order of `seq` (changes within one
+-- clock tick keep their order).
 CREATE TABLE flag_changes (
+    seq          BIGINT GENERATED ALWAYS AS IDENTITY,
     id           TEXT NOT NULL,
     workspace_id TEXT NOT NULL,
     flag_key     TEXT NOT NULL,
@@ -25,5 +27,6 @@ CREATE TABLE flag_changes (
     diff         TEXT NOT NULL,
     version      BIGINT NOT NULL,
     created_at   BIGINT NOT NULL,
-    PRIMARY KEY (workspace_id, flag_key, id)
+    -- Led by the tenant, so no plan walks every workspace's changes in `seq` order.
+    PRIMARY KEY (workspace_id, flag_key, seq)
 );

@@ -15,8 +15,10 @@ CREATE TABLE flags (
 
 -- The audit trail: who changed which flag when, and how (`diff`: a JSON Merge Patch from the
 -- definition before to the one after; the whole definition on create, null on delete). Kept
--- after the flag is deleted; read newest first per flag.
+-- after the flag is deleted; read newest first per flag, in the order of `seq` (changes within one
+-- clock tick keep their order).
 CREATE TABLE flag_changes (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
     id           TEXT NOT NULL,
     workspace_id TEXT NOT NULL,
     flag_key     TEXT NOT NULL,
@@ -24,6 +26,6 @@ CREATE TABLE flag_changes (
     actor        TEXT NOT NULL,
     diff         TEXT NOT NULL,
     version      INTEGER NOT NULL,
-    created_at   INTEGER NOT NULL,
-    PRIMARY KEY (workspace_id, flag_key, id)
+    created_at   INTEGER NOT NULL
 );
+CREATE INDEX flag_changes_by_flag ON flag_changes (workspace_id, flag_key, seq);
