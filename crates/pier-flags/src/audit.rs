@@ -17,6 +17,7 @@ pier_core::define_id!(
 /// What a change did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = FlagChangeAction)]
 pub enum Action {
     Created,
     Updated,

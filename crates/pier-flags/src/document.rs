@@ -55,6 +55,16 @@ impl Document {
                 format!("a flag document has only the fields {}", FIELDS.join(", ")),
             );
         }
+        if object
+            .get("$schema")
+            .is_some_and(|schema| !schema.is_string())
+        {
+            errors.add(
+                "$schema",
+                "invalid",
+                "`$schema` is the address of flagd's schema",
+            );
+        }
         let empty = Map::new();
         let evaluators = match object.get("$evaluators") {
             None => &empty,

@@ -138,6 +138,14 @@ fn shared_evaluators_multiplying_past_the_node_limit_are_refused() {
 }
 
 #[test]
+fn document_fields_are_checked() {
+    let errors = Document::parse(&json!({"$schema": {}, "flags": {}})).expect_err("refused");
+    assert_eq!(errors.into_vec()[0].field, "$schema");
+    let errors = Document::parse(&json!({"flags": {}, "metadata": {}})).expect_err("refused");
+    assert_eq!(errors.into_vec()[0].field, "metadata");
+}
+
+#[test]
 fn documents_over_the_size_limit_are_refused() {
     assert!(Document::check_size(1 << 20, 1 << 20).is_ok());
     let errors = Document::check_size((1 << 20) + 1, 1 << 20).expect_err("too large");

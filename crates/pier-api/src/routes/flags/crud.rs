@@ -9,7 +9,7 @@ use pier_core::{Timestamp, ValidationErrors};
 use pier_flags::{Flag, FlagKey, StoredFlag};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
+use utoipa::openapi::schema::{AdditionalProperties, Object, ObjectBuilder, SchemaType, Type};
 
 use super::FlagsState;
 use crate::AppState;
@@ -67,17 +67,14 @@ pub(super) fn definition() -> Object {
         )
         .property(
             "variants",
-            any_object().description(Some(
+            any_object().min_properties(Some(1)).description(Some(
                 "Variant name: value; the values all booleans, strings, numbers or objects",
             )),
         )
         .property(
             "defaultVariant",
             ObjectBuilder::new()
-                .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
-                    Type::String,
-                    Type::Null,
-                ]))
+                .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
                 .description(Some(
                     "One of the variants' names; null or left out: the caller's default",
                 )),
@@ -91,10 +88,16 @@ pub(super) fn definition() -> Object {
         )
         .property(
             "metadata",
-            any_object().description(Some("Strings, numbers and booleans")),
+            ObjectBuilder::new()
+                .schema_type(SchemaType::from_iter([Type::Object, Type::Null]))
+                .additional_properties(Some(ObjectBuilder::new().schema_type(
+                    SchemaType::from_iter([Type::String, Type::Number, Type::Boolean]),
+                )))
+                .description(Some("Strings, numbers and booleans")),
         )
         .required("state")
         .required("variants")
+        .additional_properties(Some(AdditionalProperties::FreeForm(false)))
         .description(Some(
             "A flag in flagd's format (https://flagd.dev/reference/flag-definitions/)",
         ))

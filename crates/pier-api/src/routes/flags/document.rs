@@ -5,6 +5,8 @@ use axum::Json;
 use axum::extract::State;
 use pier_flags::{Document, Imported};
 use serde_json::Value;
+use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
+use utoipa::openapi::{RefOr, Schema};
 
 use super::FlagsState;
 use crate::extract::{ApiJson, Authed, perm};
@@ -14,6 +16,40 @@ use crate::problem::{ApiError, ApiResult};
 /// default) is checked within it and answers 422.
 pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 
+/// A flagd document: `{"flags": {key: flag}, "$evaluators": {name: rule}}`.
+pub struct FlagdDocument;
+
+impl utoipa::PartialSchema for FlagdDocument {
+    fn schema() -> RefOr<Schema> {
+        let object = || ObjectBuilder::new().schema_type(Type::Object);
+        let key = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(pier_flags::FlagKey::PATTERN));
+        object()
+            .property("$schema", ObjectBuilder::new().schema_type(Type::String))
+            .property(
+                "flags",
+                object()
+                    .property_names(Some(key))
+                    .additional_properties(Some(AdditionalProperties::RefOr(RefOr::T(
+                        Schema::Object(super::crud::definition()),
+                    ))))
+                    .description(Some("Flags by key (`document` is reserved)")),
+            )
+            .property(
+                "$evaluators",
+                object().description(Some(
+                    "Rules by name, used in targeting as `{\"$ref\": name}`",
+                )),
+            )
+            .required("flags")
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for FlagdDocument {}
+
 /// Export the workspace's flags as a flagd document (shared `$evaluators` inlined where used).
 #[utoipa::path(
     get,
@@ -21,7 +57,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
     operation_id = "exportFlags",
     tag = "flags",
     security(("bearer" = [])),
-    responses((status = 200, description = "A flagd document", body = Object, example = json!({
+    responses((status = 200, description = "A flagd document", body = FlagdDocument, example = json!({
         "$schema": "https://flagd.dev/schema/v0/flags.json",
         "flags": {"new-checkout": {"state": "ENABLED", "variants": {"on": true, "off": false},
                                    "defaultVariant": "off",
@@ -46,7 +82,7 @@ pub async fn export(
     operation_id = "importFlags",
     tag = "flags",
     security(("bearer" = [])),
-    request_body(content = Object, description = "A flagd document: `{\"flags\": {key: flag}, \"$evaluators\": {name: rule}}`", example = json!({
+    request_body(content = FlagdDocument, description = "A flagd document: `{\"flags\": {key: flag}, \"$evaluators\": {name: rule}}`", example = json!({
         "$evaluators": {"staff": {"ends_with": [{"var": "email"}, "@example.com"]}},
         "flags": {"new-checkout": {"state": "ENABLED", "variants": {"on": true, "off": false},
                                    "defaultVariant": "off",

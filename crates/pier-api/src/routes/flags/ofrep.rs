@@ -30,13 +30,15 @@ pub struct EvaluationRequest {
 }
 
 fn context() -> Object {
+    use utoipa::openapi::schema::{SchemaType, Type};
     ObjectBuilder::new()
-        .schema_type(utoipa::openapi::schema::Type::Object)
+        .schema_type(SchemaType::from_iter([Type::Object, Type::Null]))
         .build()
 }
 
 fn any_value() -> Object {
     ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::SchemaType::AnyValue)
         .description(Some(
             "The flag's value: a boolean, string, number or object",
         ))
@@ -73,7 +75,6 @@ pub struct EvaluationFailure {
     /// `FLAG_NOT_FOUND`, `PARSE_ERROR`, `TARGETING_KEY_MISSING`, `INVALID_CONTEXT` or `GENERAL`.
     error_code: pier_flags::ErrorCode,
     error_details: String,
-    #[serde(skip_serializing_if = "Map::is_empty")]
     metadata: Map<String, Value>,
 }
 
