@@ -52,6 +52,7 @@ def before_call(context, case, kwargs):
         unique_idempotency_key(case.headers)
     if isinstance(case.body, dict):
         adjust_body(f"{case.method.upper()} {case.operation.path}", case.body)
+        flags_body(f"{case.method.upper()} {case.operation.path}", case.body)
     if isinstance(case.query, dict) and case.operation.path == "/v1/links/{id}/stats":
         stats_range(case.query)
 
@@ -98,6 +99,48 @@ def adjust_body(name, body):
     if name in ("POST /v1/rate-limit-policies/{name}/check", "POST /v1/rate-limit-checks"):
         if _whole(body.get("cost")) and body["cost"] >= 1:
             body["cost"] = 1
+
+
+def flag_definition(definition):
+    """A flag's variants share one type, its defaultVariant names one of them, and its targeting
+    uses known operators only: keep the variants' first type, name the first variant, and leave
+    targeting empty (rules are checked beyond the schema and answer 422 with their path)."""
+    variants = definition.get("variants")
+    if isinstance(variants, dict) and variants:
+        kinds = (bool, str, (int, float), dict)
+        first = next(iter(variants.values()))
+        kind = next((k for k in kinds if isinstance(first, k)), None)
+        if kind == (int, float) and isinstance(first, bool):
+            kind = bool
+        for name, value in variants.items():
+            same = kind is not None and isinstance(value, kind)
+            if kind == (int, float) and isinstance(value, bool):
+                same = False
+            if kind is None or not same:
+                variants[name] = first if kind is not None else True
+        default = definition.get("defaultVariant")
+        if isinstance(default, str) and default not in variants:
+            definition["defaultVariant"] = next(iter(variants))
+    if isinstance(definition.get("targeting"), dict):
+        definition["targeting"] = {}
+
+
+def flags_body(name, body):
+    if name in ("POST /v1/flags", "PUT /v1/flags/{key}") and isinstance(body.get("definition"), dict):
+        flag_definition(body["definition"])
+    if name == "PUT /v1/flags/document":
+        if isinstance(body.get("flags"), dict):
+            body["flags"].pop("document", None)
+            for definition in body["flags"].values():
+                if isinstance(definition, dict):
+                    flag_definition(definition)
+        if isinstance(body.get("$evaluators"), dict):
+            body["$evaluators"] = {}
+    # A merge patch lands on the flag's current definition, which the fuzzer does not know:
+    # only its state and metadata are safe to change.
+    if name == "PATCH /v1/flags/{key}" and isinstance(body.get("definition"), dict):
+        for member in [m for m in body["definition"] if m not in ("state", "metadata")]:
+            del body["definition"][member]
 
 
 def stats_range(query):

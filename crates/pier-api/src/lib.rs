@@ -18,7 +18,8 @@ mod state;
 pub use problem::{ApiError, ApiResult, Problem};
 pub use rate_limit::ApiProtection;
 pub use routes::{
-    FailedLogins, IdentityParts, IdentityState, JobsParts, JobsState, LinksParts, LinksState,
-    PasswordGuesses, RateLimitsState, WebhooksState, probes, redirect_shortcut, redis_up, router,
+    FailedLogins, FlagsParts, FlagsState, IdentityParts, IdentityState, JobsParts, JobsState,
+    LinksParts, LinksState, PasswordGuesses, RateLimitsState, WebhooksState, probes,
+    redirect_shortcut, redis_up, router,
 };
 pub use state::{AppState, AppStateParts, HttpSettings, Redis};

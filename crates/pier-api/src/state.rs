@@ -16,6 +16,7 @@ use pier_ratelimit::{Limiter, PolicySpec};
 use pier_webhooks::WebhookStore;
 
 use crate::rate_limit::ApiProtection;
+use crate::routes::flags::{FlagsParts, FlagsState};
 use crate::routes::identity::{IdentityParts, IdentityState};
 use crate::routes::jobs::{JobsParts, JobsState};
 use crate::routes::links::{LinksParts, LinksState};
@@ -62,6 +63,7 @@ struct Inner {
     links: LinksState,
     rate_limits: RateLimitsState,
     webhooks: WebhooksState,
+    flags: FlagsState,
 }
 
 /// What the middleware and the probes need.
@@ -99,6 +101,7 @@ pub struct AppStateParts {
     pub configured_policies: Vec<(String, PolicySpec)>,
     /// Webhook endpoints, event types and published events.
     pub webhooks: WebhookStore,
+    pub flags: FlagsParts,
 }
 
 impl AppState {
@@ -112,6 +115,7 @@ impl AppState {
             links: LinksState::new(parts.links),
             rate_limits: RateLimitsState::new(parts.configured_policies, db, clock),
             webhooks: WebhooksState::new(parts.webhooks),
+            flags: FlagsState::new(parts.flags),
             edge: Edge {
                 http: parts.http,
                 idempotency: parts.idempotency,
@@ -191,6 +195,10 @@ impl AppState {
     pub fn webhooks(&self) -> &WebhooksState {
         &self.0.webhooks
     }
+
+    pub fn flags(&self) -> &FlagsState {
+        &self.0.flags
+    }
 }
 
 /// Each capability's routes take their slice as `State<…>`.
@@ -210,4 +218,5 @@ slices!(
     LinksState => links,
     RateLimitsState => rate_limits,
     WebhooksState => webhooks,
+    FlagsState => flags,
 );

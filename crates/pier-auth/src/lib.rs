@@ -24,6 +24,9 @@
 //! | `oauth_clients:write` |   ✓   |   ✓   |        |        |
 //! | `permissions:read`    |   ✓   |   ✓   |        |        |
 //! | `permissions:write`   |   ✓   |   ✓   |        |        |
+//! | `flags:read`        |   ✓   |   ✓   |   ✓    |   ✓    |
+//! | `flags:write`       |   ✓   |   ✓   |   ✓    |        |
+//! | `flags:evaluate`    |   ✓   |   ✓   |   ✓    |   ✓    |
 //!
 //! Beyond the matrix, a key or a user can be granted one link, queue or webhook endpoint (see
 //! [`ResourceGrants`]). A caller may only create or revoke keys whose role is not above its own

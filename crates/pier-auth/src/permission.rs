@@ -57,6 +57,9 @@ permissions! {
     OAuthClientsWrite => "oauth_clients:write",
     PermissionsRead => "permissions:read",
     PermissionsWrite => "permissions:write",
+    FlagsRead => "flags:read",
+    FlagsWrite => "flags:write",
+    FlagsEvaluate => "flags:evaluate",
 }
 
 // By hand: the derive cannot read the names through the macro above.
@@ -179,6 +182,9 @@ impl Role {
                 LinksWrite,
                 WebhooksRead,
                 EventsPublish,
+                FlagsRead,
+                FlagsWrite,
+                FlagsEvaluate,
             ]
             .into_iter()
             .collect(),
@@ -188,6 +194,8 @@ impl Role {
                 RateLimitsRead,
                 LinksRead,
                 WebhooksRead,
+                FlagsRead,
+                FlagsEvaluate,
             ]
             .into_iter()
             .collect(),

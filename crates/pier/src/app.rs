@@ -9,13 +9,14 @@ use std::time::Duration;
 use anyhow::Context;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use pier_api::{
-    ApiProtection, AppState, AppStateParts, FailedLogins, HttpSettings, IdentityParts, JobsParts,
-    LinksParts, PasswordGuesses, Redis,
+    ApiProtection, AppState, AppStateParts, FailedLogins, FlagsParts, HttpSettings, IdentityParts,
+    JobsParts, LinksParts, PasswordGuesses, Redis,
 };
 use pier_auth::oauth::{GrantLifetimes, OAuthStore};
 use pier_auth::{AccessTokens, Bootstrap, KeySchedule, SessionLimits, SessionStore, SigningKeys};
 use pier_core::{Clock, CursorCodec, HashGate, SecretUrl, SystemClock};
 use pier_db::{Db, Relay};
+use pier_flags::FlagStore;
 use pier_idempotency::IdempotencyStore;
 use pier_jobs::{
     ClaimTarget, JobStore, Notifier, PoolOptions, Retention, WaiterLimits, WorkerPool,
@@ -29,7 +30,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, JobsSettings, LinkSettings, RateLimitSettings, WebhookSettings};
+use crate::config::{
+    Config, FlagSettings, JobsSettings, LinkSettings, RateLimitSettings, WebhookSettings,
+};
 
 /// How long a scrape waits for the job counts before answering without fresh ones.
 const SAMPLE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -64,6 +67,7 @@ pub const SCHEMA: &[&[pier_db::Migration]] = &[
     pier_ratelimit::MIGRATIONS,
     pier_links::MIGRATIONS,
     pier_webhooks::MIGRATIONS,
+    pier_flags::MIGRATIONS,
 ];
 
 /// Opens the configured database and applies pending migrations.
@@ -139,6 +143,17 @@ fn protection(settings: &RateLimitSettings) -> ApiProtection {
         per_ip: Some(Policy::server("per-ip", settings.per_client_ip)),
         trusted_proxies: settings.trusted_proxies.0.clone(),
     }
+}
+
+fn flags(settings: &FlagSettings, db: &Db, clock: Arc<dyn Clock>) -> FlagStore {
+    let ttl = Duration::from_secs(settings.cache_ttl_secs);
+    let cache = pier_cache::Settings {
+        capacity: settings.cache_capacity,
+        ttl,
+        negative_ttl: ttl,
+        jitter: 0.2,
+    };
+    FlagStore::new(db.clone(), clock, cache)
 }
 
 fn links(
@@ -317,6 +332,7 @@ impl Application {
         // Capabilities announce their changes through the webhooks' outbox.
         let outbox: Arc<dyn pier_db::Outbox> = Arc::new(webhooks.clone());
         jobs.announce_discards(&outbox);
+        let flags = flags(&config.flags, &db, clock.clone()).with_outbox(outbox.clone());
         let links = links(
             &config.links,
             &db,
@@ -414,6 +430,11 @@ impl Application {
             },
             configured_policies: config.rate_limit_policies.clone(),
             webhooks,
+            flags: FlagsParts {
+                store: flags,
+                max_document_bytes: usize::try_from(config.flags.max_document_bytes)
+                    .unwrap_or(usize::MAX),
+            },
         });
         Ok(Self {
             config,
@@ -542,6 +563,7 @@ impl Application {
         let relay = self.state.identity().oauth().listen(relay);
         let relay = self.state.webhooks().store().listen(relay);
         let relay = self.state.rate_limits().policies().listen(relay);
+        let relay = self.state.flags().store().listen(relay);
         let relay = self
             .state
             .links()

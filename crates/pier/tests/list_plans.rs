@@ -61,6 +61,7 @@ async fn every_list_walks_an_index_for_its_filter_and_order(backend: Backend) {
         EndpointId::from_trusted("ep_1".into()),
     );
     let cursor = Some("z".to_owned());
+    let flag = pier_flags::FlagKey::parse("f1").expect("a flag key");
     // (list and filter, the statement, columns its index condition must include)
     let lists: Vec<(&str, Statement, &[&str])> = vec![
         ("jobs", job_list(jobs(None, None, None), None), &[]),
@@ -187,6 +188,16 @@ async fn every_list_walks_an_index_for_its_filter_and_order(backend: Backend) {
         ),
         ("links", links(None), &["created_at"]),
         ("links?tag", links(Some("t1")), &["tag", "created_at"]),
+        (
+            "flags",
+            pier_flags::flags_statement(&ws, Some("a".into()), 21),
+            &["key"],
+        ),
+        (
+            "flag changes",
+            pier_flags::audit::changes_statement(&ws, &flag, Some(i64::MAX), 21),
+            &["flag_key", "seq"],
+        ),
     ];
     for (list, statement, columns) in lists {
         let plan = statement.plan(db).await.expect("the statement explains");
@@ -289,6 +300,15 @@ async fn seed(db: &Db, ws: &WorkspaceId) {
         format!(
             "INSERT INTO link_tags (workspace_id, tag, created_at, link_id) \
              {each} w.ws, 't' || (n % 5), n, 'lnk_' || n || w.ws FROM s, {tenants}"
+        ),
+        format!(
+            "INSERT INTO flags (workspace_id, key, definition, version, created_by, created_at, \
+             updated_at) {each} w.ws, 'f' || n, '{{}}', 1, 'test', n, n FROM s, {tenants}"
+        ),
+        format!(
+            "INSERT INTO flag_changes (id, workspace_id, flag_key, action, actor, diff, \
+             version, created_at) {each} 'chg_' || (100000 + n) || w.ws, w.ws, 'f' || (n % 5), \
+             'updated', 'test', '{{}}', 1, n FROM s, {tenants}"
         ),
         "ANALYZE".to_owned(),
     ];

@@ -49,6 +49,9 @@ pub mod perm {
         OAuthClientsWrite,
         PermissionsRead,
         PermissionsWrite,
+        FlagsRead,
+        FlagsWrite,
+        FlagsEvaluate,
     );
 }
 

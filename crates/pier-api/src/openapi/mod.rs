@@ -35,6 +35,7 @@ use crate::problem::{PROBLEM_JSON, Problem};
         (name = "queues", description = "Queue statistics, pause and resume, concurrency limits"),
         (name = "rate-limits", description = "Named rate-limit policies and the decision API (GCRA, sliding and fixed windows)"),
         (name = "links", description = "Short links, their redirects, statistics, QR codes, imports and exports"),
+        (name = "flags", description = "Feature flags in flagd's format: their management, audit trail and flagd documents, and their evaluation by OFREP (the OpenFeature Remote Evaluation Protocol)"),
         (name = "health", description = "Liveness and readiness probes"),
     )
 )]

@@ -2,6 +2,7 @@
 //! protection their group needs (authentication, limits, idempotency), public health and
 //! documentation routes, and the edge middleware around everything.
 
+pub(crate) mod flags;
 pub(crate) mod identity;
 pub(crate) mod jobs;
 pub(crate) mod links;
@@ -9,6 +10,7 @@ pub(crate) mod platform;
 pub(crate) mod rate_limits;
 pub(crate) mod webhooks;
 
+pub use flags::{FlagsParts, FlagsState};
 pub use identity::{FailedLogins, IdentityParts, IdentityState};
 pub use jobs::{JobsParts, JobsState};
 pub use links::redirect_shortcut;
@@ -84,6 +86,7 @@ pub fn router(state: AppState) -> Router {
         rate_limits::routes(),
         links::routes(),
         webhooks::routes(),
+        flags::routes(),
     ]
     .into_iter()
     .fold(Routes::new(), Routes::merge);

@@ -317,6 +317,21 @@ settings! {
 }
 
 settings! {
+    /// Feature flags: the largest flagd document an import takes, and each node's cache of
+    /// the flags it evaluates.
+    FlagSettings in "flags" {
+        /// The largest flagd document `PUT /v1/flags/document` takes, in bytes of compact JSON
+        /// (422 beyond; bodies over 64 MiB are 413 whatever this says).
+        max_document_bytes: u64 = 1024 * 1024,
+        /// Workspaces whose flags a node holds in memory at most.
+        cache_capacity: u64 = 10_000,
+        /// How long a workspace's flags stay cached, in seconds; changes reach every node's
+        /// cache at once, so this only bounds what a missed notification leaves.
+        cache_ttl_secs: u64 = 300,
+    }
+}
+
+settings! {
     /// Webhook delivery: timeouts, the retry schedule and when endpoints are disabled.
     WebhookSettings in "webhooks" {
         /// Seconds to wait for a receiver's connection.
@@ -355,6 +370,7 @@ pub struct Config {
     pub rate_limits: RateLimitSettings,
     pub links: LinkSettings,
     pub webhooks: WebhookSettings,
+    pub flags: FlagSettings,
     /// `[rate_limit_policies]`, by name.
     pub rate_limit_policies: Vec<(String, PolicySpec)>,
 }
@@ -391,6 +407,7 @@ impl Config {
             .chain(RateLimitSettings::KEYS)
             .chain(LinkSettings::KEYS)
             .chain(WebhookSettings::KEYS)
+            .chain(FlagSettings::KEYS)
     }
 
     /// Layers the sources over the defaults and validates the result.
@@ -417,6 +434,7 @@ impl Config {
             "rate_limits" => self.rate_limits.set(name, text),
             "links" => self.links.set(name, text),
             "webhooks" => self.webhooks.set(name, text),
+            "flags" => self.flags.set(name, text),
             POLICIES_SECTION => return self.set_policy(name, text),
             _ => None,
         };
@@ -462,6 +480,7 @@ impl Config {
         table.insert("rate_limits".to_owned(), self.rate_limits.shown().into());
         table.insert("links".to_owned(), self.links.shown().into());
         table.insert("webhooks".to_owned(), self.webhooks.shown().into());
+        table.insert("flags".to_owned(), self.flags.shown().into());
         let policies: toml::Table = self
             .rate_limit_policies
             .iter()

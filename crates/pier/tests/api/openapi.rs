@@ -137,9 +137,15 @@ async fn path_ids_declare_their_pattern_and_errors_are_problems() {
             // expect; what the shared layers answer (413, 429, 500…) stays a problem.
             let oauth_error = response["content"]["application/json"]["schema"]["$ref"]
                 == "#/components/schemas/OAuthError";
+            // OFREP's evaluation failures are its own objects, as OpenFeature providers expect.
+            let ofrep_error = response["content"]["application/json"]["schema"]["$ref"]
+                == "#/components/schemas/EvaluationFailure";
             if oauth_error {
                 assert!(name.contains(" /v1/oauth/"), "{name} {status}");
                 assert!(matches!(status.as_str(), "400" | "401"), "{name} {status}");
+            } else if ofrep_error {
+                assert!(name.contains(" /ofrep/v1/"), "{name} {status}");
+                assert!(matches!(status.as_str(), "400" | "404"), "{name} {status}");
             } else if (status.starts_with('4') || status.starts_with('5')) && !html_only {
                 let problem = &response["content"]["application/problem+json"]["schema"];
                 assert_eq!(

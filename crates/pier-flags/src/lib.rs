@@ -1,0 +1,26 @@
+//! Feature flags in flagd's format: [`Flag`] definitions checked with the path of every fault,
+//! whole flagd documents ([`document`]), and evaluation by flagd's rules ([`Flag::evaluate`])
+//! through a bounded JSON Logic interpreter with flagd's `fractional`, `sem_ver`, `starts_with`
+//! and `ends_with` ([`logic`]). The behaviour matched is the flagd daemon v0.16.1
+//! (`open-feature/flagd` `core/pkg/evaluator`, commit bbb05d4); the HTTP side lives in
+//! `pier-api`. [`FlagStore`] keeps flags per workspace on either backend, with an audit trail
+//! ([`audit`]) and a per-node evaluation cache kept current across nodes.
+
+pub mod audit;
+mod definition;
+pub mod document;
+mod evaluate;
+mod live;
+pub mod logic;
+mod murmur3;
+mod semver;
+mod store;
+
+pub use definition::{Flag, FlagKey, VariantKind};
+pub use document::Document;
+pub use evaluate::{Context, ErrorCode, Reason, Resolution};
+pub use live::WorkspaceFlags;
+pub use store::{FlagError, FlagStore, Imported, StoredFlag, flags_statement};
+
+/// The flags table and its audit trail.
+pub const MIGRATIONS: &[pier_db::Migration] = pier_db::migrations!(25 => "0025_flags");

@@ -1,0 +1,534 @@
+//! Feature flags over HTTP: management with cursors and `If-Match`, the flagd document, the
+//! audit trail and its events, faults named by path, OFREP evaluation (single, bulk with
+//! `ETag`/304, its error shapes), permissions, tenants, and a change reaching another node.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::support::{Backend, Options, TestApp, on_both_backends, problem};
+
+on_both_backends!(
+    flags_are_created_listed_changed_and_deleted,
+    bad_definitions_are_422_naming_the_path,
+    documents_import_and_export_whole_workspaces,
+    ofrep_evaluates_one_flag_and_all_of_them,
+    keys_need_the_flag_permissions,
+    a_key_of_one_workspace_never_evaluates_anothers_flags,
+    a_change_reaches_evaluations_on_every_node,
+);
+
+fn rollout() -> Value {
+    json!({
+        "state": "ENABLED",
+        "variants": {"on": true, "off": false},
+        "defaultVariant": "off",
+        "targeting": {"fractional": [["on", 50], ["off", 50]]}
+    })
+}
+
+async fn create(app: &TestApp, key: &str, definition: Value) -> reqwest::Response {
+    app.post_json("/v1/flags", &json!({"key": key, "definition": definition}))
+        .await
+}
+
+async fn send(app: &TestApp, method: Method, path: &str, body: &Value) -> reqwest::Response {
+    app.request(method, path)
+        .json(body)
+        .send()
+        .await
+        .expect("sent")
+}
+
+async fn evaluate_as(app: &TestApp, key: &str, flag: &str, context: Value) -> (u16, Value) {
+    let response = app
+        .request_as(
+            key,
+            Method::POST,
+            &format!("/ofrep/v1/evaluate/flags/{flag}"),
+        )
+        .json(&json!({"context": context}))
+        .send()
+        .await
+        .expect("sent");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn flags_are_created_listed_changed_and_deleted(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let created = create(&app, "checkout", rollout()).await;
+    assert_eq!(created.status(), 201);
+    assert_eq!(created.headers()["location"], "/v1/flags/checkout");
+    let etag = created.headers()["etag"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let body: Value = created.json().await.expect("json");
+    assert_eq!(
+        (body["key"].clone(), body["version"].clone()),
+        (json!("checkout"), json!(1))
+    );
+    assert_eq!(body["definition"], rollout());
+    problem(
+        create(&app, "checkout", rollout()).await,
+        409,
+        "flag_exists",
+    )
+    .await;
+
+    for key in ["a-flag", "b-flag", "c-flag"] {
+        assert_eq!(create(&app, key, rollout()).await.status(), 201);
+    }
+    let first = app.get_value("/v1/flags?limit=2").await;
+    let keys = |page: &Value| -> Vec<String> {
+        page["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .map(|f| f["key"].as_str().expect("key").to_owned())
+            .collect()
+    };
+    assert_eq!(keys(&first), ["a-flag", "b-flag"]);
+    let cursor = first["next_cursor"].as_str().expect("a next page");
+    let second = app
+        .get_value(&format!("/v1/flags?limit=2&cursor={cursor}"))
+        .await;
+    assert_eq!(keys(&second), ["c-flag", "checkout"]);
+    assert_eq!(second["has_more"], false);
+
+    // A merge patch of the definition, conditional on the ETag.
+    let patch = json!({"definition": {"state": "DISABLED"}});
+    let stale = app
+        .request(Method::PATCH, "/v1/flags/checkout")
+        .header("if-match", "\"stale\"")
+        .json(&patch)
+        .send()
+        .await
+        .expect("sent");
+    problem(stale, 412, "precondition_failed").await;
+    let patched = app
+        .request(Method::PATCH, "/v1/flags/checkout")
+        .header("if-match", &etag)
+        .json(&patch)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(patched.status(), 200);
+    let patched: Value = patched.json().await.expect("json");
+    assert_eq!(
+        (
+            patched["version"].clone(),
+            patched["definition"]["state"].clone()
+        ),
+        (json!(2), json!("DISABLED"))
+    );
+    assert_eq!(patched["definition"]["targeting"], rollout()["targeting"]);
+
+    let mut replacement = rollout();
+    replacement["defaultVariant"] = json!("on");
+    let replaced = send(
+        &app,
+        Method::PUT,
+        "/v1/flags/checkout",
+        &json!({"definition": replacement}),
+    )
+    .await;
+    assert_eq!(replaced.status(), 200);
+
+    let deleted = app.call(Method::DELETE, "/v1/flags/checkout").await;
+    assert_eq!(deleted.status(), 204);
+    problem(app.get("/v1/flags/checkout").await, 404, "not_found").await;
+
+    // The trail outlives the flag, newest first, with what changed.
+    let changes = app.get_value("/v1/flags/checkout/changes").await;
+    let changes = changes["data"].as_array().expect("data");
+    let actions: Vec<&str> = changes
+        .iter()
+        .map(|c| c["action"].as_str().expect("action"))
+        .collect();
+    assert_eq!(actions, ["deleted", "updated", "updated", "created"]);
+    assert_eq!(changes[2]["diff"], json!({"state": "DISABLED"}));
+    assert_eq!(
+        changes[1]["diff"],
+        json!({"state": "ENABLED", "defaultVariant": "on"})
+    );
+
+    // Every change was published through the outbox, in its transaction.
+    for (event, count) in [
+        ("flag.created", 4),
+        ("flag.updated", 2),
+        ("flag.deleted", 1),
+    ] {
+        let events = app.get_value(&format!("/v1/events?type={event}")).await;
+        assert_eq!(
+            events["data"].as_array().expect("data").len(),
+            count,
+            "{event}: {events}"
+        );
+    }
+}
+
+async fn bad_definitions_are_422_naming_the_path(backend: Backend) {
+    let app = TestApp::spawn_with(
+        backend,
+        Options {
+            settings: vec![("flags.max_document_bytes", "2048".to_owned())],
+            ..Options::default()
+        },
+    )
+    .await;
+    let field = |body: &Value| {
+        body["errors"][0]["field"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let mut unknown_op = rollout();
+    unknown_op["targeting"] = json!({"if": [{"regex": ["a", "b"]}, "on", "off"]});
+    // Arrays count as levels: 70 of them stay within what a JSON parser reads (128).
+    let mut deep = json!(1);
+    for _ in 0..70 {
+        deep = json!([deep]);
+    }
+    let mut too_deep = rollout();
+    too_deep["targeting"] = json!({"in": [1, deep]});
+    let cases = [
+        (
+            json!({"state": "ENABLED", "variants": {"on": true}, "defaultVariant": "nope"}),
+            "definition.defaultVariant",
+        ),
+        (
+            json!({"state": "ENABLED", "defaultVariant": "on"}),
+            "definition.variants",
+        ),
+        (unknown_op, "definition.targeting.if[0].regex"),
+    ];
+    for (definition, path) in cases {
+        let body = problem(
+            create(&app, "bad", definition).await,
+            422,
+            "validation_failed",
+        )
+        .await;
+        assert_eq!(field(&body), path, "{body}");
+    }
+    let body = problem(
+        create(&app, "bad", too_deep).await,
+        422,
+        "validation_failed",
+    )
+    .await;
+    assert!(
+        field(&body).starts_with("definition.targeting.in[1][0][0]"),
+        "{body}"
+    );
+    let body = problem(
+        create(&app, "bad key", rollout()).await,
+        422,
+        "validation_failed",
+    )
+    .await;
+    assert_eq!(field(&body), "key");
+
+    let cycle = json!({
+        "$evaluators": {"a": {"!": [{"$ref": "b"}]}, "b": {"!": [{"$ref": "a"}]}},
+        "flags": {"f": {"state": "ENABLED", "variants": {"on": true, "off": false},
+                        "defaultVariant": "on", "targeting": {"if": [{"$ref": "a"}, "on", "off"]}}}
+    });
+    let body = problem(
+        send(&app, Method::PUT, "/v1/flags/document", &cycle).await,
+        422,
+        "validation_failed",
+    )
+    .await;
+    assert_eq!(body["errors"][0]["code"], "evaluator_cycle", "{body}");
+    assert_eq!(field(&body), "$evaluators.b.![0].$ref", "{body}");
+    let mut big = serde_json::Map::new();
+    for i in 0..40 {
+        big.insert(format!("flag-{i}"), rollout());
+    }
+    let body = problem(
+        send(
+            &app,
+            Method::PUT,
+            "/v1/flags/document",
+            &json!({"flags": big}),
+        )
+        .await,
+        422,
+        "validation_failed",
+    )
+    .await;
+    assert_eq!(
+        (field(&body), body["errors"][0]["code"].clone()),
+        ("document".to_owned(), json!("too_large"))
+    );
+    // Nothing was stored by any of it.
+    assert_eq!(app.get_value("/v1/flags").await["data"], json!([]));
+}
+
+async fn documents_import_and_export_whole_workspaces(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    assert_eq!(create(&app, "old", rollout()).await.status(), 201);
+    let document = json!({
+        "$evaluators": {"staff": {"ends_with": [{"var": "email"}, "@pier.dev"]}},
+        "flags": {
+            "banner": {"state": "ENABLED", "variants": {"show": {"text": "hi"}, "hide": {}},
+                       "defaultVariant": "hide", "targeting": {"if": [{"$ref": "staff"}, "show", null]}},
+            "limit": {"state": "ENABLED", "variants": {"low": 10, "high": 100}, "defaultVariant": "low"}
+        }
+    });
+    let imported = send(&app, Method::PUT, "/v1/flags/document", &document).await;
+    assert_eq!(imported.status(), 200);
+    let imported: Value = imported.json().await.expect("json");
+    assert_eq!(
+        imported,
+        json!({"created": ["banner", "limit"], "updated": [], "deleted": ["old"], "unchanged": 0})
+    );
+    let exported = app.get_value("/v1/flags/document").await;
+    let keys: Vec<&String> = exported["flags"]
+        .as_object()
+        .expect("flags")
+        .keys()
+        .collect();
+    assert_eq!(keys, ["banner", "limit"]);
+    assert_eq!(
+        exported["flags"]["banner"]["targeting"],
+        json!({"if": [{"ends_with": [{"var": ["email"]}, "@pier.dev"]}, "show", null]})
+    );
+    // Importing the export changes nothing.
+    let again: Value = send(&app, Method::PUT, "/v1/flags/document", &exported)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(again["unchanged"], 2);
+    let (status, body) = evaluate_as(
+        &app,
+        &app.owner_key,
+        "banner",
+        json!({"email": "ana@pier.dev"}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["value"].clone(), body["reason"].clone()),
+        (200, json!({"text": "hi"}), json!("TARGETING_MATCH"))
+    );
+}
+
+async fn ofrep_evaluates_one_flag_and_all_of_them(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    assert_eq!(create(&app, "rollout", rollout()).await.status(), 201);
+    let kill = json!({"state": "DISABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on"});
+    assert_eq!(create(&app, "kill", kill).await.status(), 201);
+    let owner = app.owner_key.clone();
+
+    // The same user lands in the same bucket every time; users spread over both.
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 0..40 {
+        let context = json!({"targetingKey": format!("user-{i}")});
+        let (status, first) = evaluate_as(&app, &owner, "rollout", context.clone()).await;
+        assert_eq!(status, 200, "{first}");
+        assert_eq!(first["reason"], "TARGETING_MATCH");
+        assert_eq!(evaluate_as(&app, &owner, "rollout", context).await.1, first);
+        seen.insert(first["variant"].as_str().expect("variant").to_owned());
+    }
+    assert_eq!(seen.len(), 2);
+    let (status, body) = evaluate_as(&app, &owner, "kill", json!({})).await;
+    assert_eq!(
+        (status, body),
+        (
+            200,
+            json!({"key": "kill", "reason": "DISABLED", "metadata": {}})
+        )
+    );
+    let (status, body) = evaluate_as(&app, &owner, "missing", json!({})).await;
+    assert_eq!(
+        (status, body["errorCode"].clone(), body["key"].clone()),
+        (404, json!("FLAG_NOT_FOUND"), json!("missing"))
+    );
+    let (status, body) = evaluate_as(&app, &owner, "rollout", json!("not an object")).await;
+    assert_eq!(
+        (status, body["errorCode"].clone()),
+        (400, json!("INVALID_CONTEXT"))
+    );
+    let (status, body) = evaluate_as(&app, &owner, "rollout", json!({"targetingKey": 7})).await;
+    assert_eq!(
+        (status, body["errorCode"].clone()),
+        (400, json!("INVALID_CONTEXT"))
+    );
+
+    let bulk = |etag: Option<String>| {
+        let mut request = app
+            .request(Method::POST, "/ofrep/v1/evaluate/flags")
+            .json(&json!({"context": {"targetingKey": "user-1"}}));
+        if let Some(etag) = etag {
+            request = request.header("if-none-match", etag);
+        }
+        async move { request.send().await.expect("sent") }
+    };
+    let first = bulk(None).await;
+    assert_eq!(first.status(), 200);
+    let etag = first.headers()["etag"].to_str().expect("ascii").to_owned();
+    let body: Value = first.json().await.expect("json");
+    let keys: Vec<&str> = body["flags"]
+        .as_array()
+        .expect("flags")
+        .iter()
+        .map(|f| f["key"].as_str().expect("key"))
+        .collect();
+    assert_eq!(keys, ["kill", "rollout"]);
+    let unchanged = bulk(Some(etag.clone())).await;
+    assert_eq!(unchanged.status(), 304);
+    assert_eq!(unchanged.headers()["etag"], etag.as_str());
+    // A change of any flag moves the tag.
+    let patch = json!({"definition": {"state": "ENABLED"}});
+    assert_eq!(
+        send(&app, Method::PATCH, "/v1/flags/kill", &patch)
+            .await
+            .status(),
+        200
+    );
+    let changed = bulk(Some(etag.clone())).await;
+    assert_eq!(changed.status(), 200);
+    assert_ne!(changed.headers()["etag"], etag.as_str());
+}
+
+async fn keys_need_the_flag_permissions(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    assert_eq!(create(&app, "rollout", rollout()).await.status(), 201);
+    // A front end's key: evaluation only.
+    let (_, front_end) = app.create_key("member", Some(&["flags:evaluate"])).await;
+    let (status, _) = evaluate_as(&app, &front_end, "rollout", json!({"targetingKey": "u"})).await;
+    assert_eq!(status, 200);
+    problem(
+        app.call_as(&front_end, Method::GET, "/v1/flags").await,
+        403,
+        "forbidden",
+    )
+    .await;
+    let (_, reader) = app.create_key("viewer", None).await;
+    assert_eq!(
+        app.call_as(&reader, Method::GET, "/v1/flags/rollout")
+            .await
+            .status(),
+        200
+    );
+    let write = app
+        .request_as(&reader, Method::POST, "/v1/flags")
+        .json(&json!({"key": "x", "definition": rollout()}))
+        .send()
+        .await
+        .expect("sent");
+    problem(write, 403, "forbidden").await;
+    let (_, jobs_only) = app.create_key("member", Some(&["jobs:read"])).await;
+    let refused = app
+        .request_as(&jobs_only, Method::POST, "/ofrep/v1/evaluate/flags/rollout")
+        .json(&json!({"context": {}}))
+        .send()
+        .await
+        .expect("sent");
+    problem(refused, 403, "forbidden").await;
+}
+
+async fn a_key_of_one_workspace_never_evaluates_anothers_flags(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    assert_eq!(
+        create(&app, "secret-feature", rollout()).await.status(),
+        201
+    );
+    let (_, _, other) =
+        pier_auth::WorkspaceStore::new(app.db.clone(), std::sync::Arc::new(app.clock.clone()))
+            .create_with_owner_key(pier_auth::WorkspaceName::parse("other").expect("name"))
+            .await
+            .expect("workspace");
+    let other = other.expose().to_owned();
+    let (status, body) =
+        evaluate_as(&app, &other, "secret-feature", json!({"targetingKey": "u"})).await;
+    assert_eq!(
+        (status, body["errorCode"].clone()),
+        (404, json!("FLAG_NOT_FOUND"))
+    );
+    let bulk: Value = app
+        .request_as(&other, Method::POST, "/ofrep/v1/evaluate/flags")
+        .json(&json!({"context": {}}))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(bulk["flags"], json!([]));
+    problem(
+        app.call_as(&other, Method::GET, "/v1/flags/secret-feature")
+            .await,
+        404,
+        "not_found",
+    )
+    .await;
+    let exported: Value = app
+        .call_as(&other, Method::GET, "/v1/flags/document")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(exported["flags"], json!({}));
+    // The same key in the other workspace is its own flag, and changes nothing here.
+    let theirs = app
+        .request_as(&other, Method::POST, "/v1/flags")
+        .json(&json!({"key": "secret-feature", "definition": {"state": "DISABLED", "variants": {"on": true}}}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(theirs.status(), 201);
+    let (_, mine) = evaluate_as(
+        &app,
+        &app.owner_key,
+        "secret-feature",
+        json!({"targetingKey": "u"}),
+    )
+    .await;
+    assert_eq!(mine["reason"], "TARGETING_MATCH");
+}
+
+async fn a_change_reaches_evaluations_on_every_node(backend: Backend) {
+    let postgres = !matches!(backend, Backend::Sqlite);
+    let a = TestApp::spawn(backend).await;
+    let other = if postgres {
+        Some(a.another_node().await)
+    } else {
+        None
+    };
+    let b = other.as_ref().unwrap_or(&a);
+    let kill =
+        json!({"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on"});
+    assert_eq!(create(&a, "switch", kill).await.status(), 201);
+    let owner = a.owner_key.clone();
+    // B reads (and caches) the flag as it is now.
+    assert_eq!(wait_for_value(b, &owner, json!(true)).await, json!(true));
+    let patch = json!({"definition": {"state": "DISABLED"}});
+    assert_eq!(
+        send(&a, Method::PATCH, "/v1/flags/switch", &patch)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(wait_for_value(b, &owner, Value::Null).await, Value::Null);
+}
+
+/// Polls node `app` until flag `switch` evaluates to `want` (null: the caller's default), or
+/// gives up after many tries, returning what it saw last.
+async fn wait_for_value(app: &TestApp, key: &str, want: Value) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..500 {
+        let (_, body) = evaluate_as(app, key, "switch", json!({})).await;
+        last = body.get("value").cloned().unwrap_or(Value::Null);
+        if last == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    last
+}
