@@ -36,6 +36,24 @@ macro_rules! http_url {
 /// form.
 pub const HTTP_URL: &str = http_url!();
 
+/// Whether `name` (as the URL parser leaves it: lowercase, international names in punycode) is a
+/// DNS host name of the canonical form: labels of 1 to 63 letters, digits and inner `-`, the
+/// last starting with a letter: the host names of [`HTTP_URL`]. The parser also lets through
+/// names such as `a*b` or `x_y`, which no resolver serves as a host.
+pub fn is_host_name(name: &str) -> bool {
+    let label = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    let mut labels = name.split('.').rev();
+    labels
+        .next()
+        .is_some_and(|last| label(last) && last.starts_with(|c: char| c.is_ascii_alphabetic()))
+        && labels.all(label)
+}
+
 /// [`HTTP_URL`], or with an IPv6 literal host in brackets, in the hexadecimal form the URL
 /// parser leaves it in (a short link's target: the redirect never connects to it).
 pub const HTTP_URL_OR_IPV6: &str = http_url!(

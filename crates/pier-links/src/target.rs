@@ -72,7 +72,7 @@ impl Target {
         }
         match url.host() {
             None => return Err(TargetError::NoHost),
-            Some(url::Host::Domain(name)) if !is_host_name(name) => {
+            Some(url::Host::Domain(name)) if !pier_core::schema::is_host_name(name) => {
                 return Err(TargetError::Invalid(
                     "a host name is labels of letters, digits and `-`, the last starting with \
                      a letter"
@@ -92,24 +92,6 @@ impl Target {
     pub fn as_str(&self) -> &str {
         self.0.as_str()
     }
-}
-
-/// Whether `name` (as the URL parser leaves it: lowercase, international names in punycode) is a
-/// DNS host name of the canonical form: labels of 1 to 63 letters, digits and inner `-`, the
-/// last starting with a letter. The parser also lets through names such as `a*b` or `x_y`,
-/// which no resolver serves as a host.
-fn is_host_name(name: &str) -> bool {
-    let label = |l: &str| {
-        (1..=63).contains(&l.len())
-            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-    };
-    let mut labels = name.split('.').rev();
-    labels
-        .next()
-        .is_some_and(|last| label(last) && last.starts_with(|c: char| c.is_ascii_alphabetic()))
-        && labels.all(label)
 }
 
 impl utoipa::PartialSchema for Target {

@@ -144,6 +144,10 @@ pub enum GuardError {
     Credentials,
     #[error("must name a host")]
     NoHost,
+    #[error(
+        "`{0}` is not a host name: labels of letters, digits and `-`, the last starting with a letter"
+    )]
+    HostName(String),
     /// The host is, or resolves to, an address outside the public internet.
     #[error(
         "`{host}` {} a non-public address ({range}); webhooks can only reach public addresses",
@@ -171,7 +175,7 @@ impl GuardError {
     /// The stable reason code for API validation errors.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::Invalid(_) | Self::NoHost => "invalid",
+            Self::Invalid(_) | Self::NoHost | Self::HostName(_) => "invalid",
             Self::Scheme(_) => "scheme_not_allowed",
             Self::Credentials => "credentials_not_allowed",
             Self::NonPublic { .. } => "address_not_allowed",
@@ -296,7 +300,8 @@ impl Guard {
         }
         let ip = match url.host() {
             None => return Err(GuardError::NoHost),
-            Some(Host::Domain(_)) => return Ok(()),
+            Some(Host::Domain(name)) if pier_core::schema::is_host_name(name) => return Ok(()),
+            Some(Host::Domain(name)) => return Err(GuardError::HostName(name.to_owned())),
             Some(Host::Ipv4(ip)) => IpAddr::V4(ip),
             Some(Host::Ipv6(ip)) => IpAddr::V6(ip),
         };
@@ -702,6 +707,8 @@ mod tests {
         let guard = guard(false);
         let code = |raw: &str| guard.check_url(raw).expect_err(raw).code();
         assert_eq!(code("nope"), "invalid");
+        assert_eq!(code("hTTp://146.106.142.253*"), "invalid");
+        assert_eq!(code("https://a_b.example.com/"), "invalid");
         assert_eq!(code("ftp://example.com/"), "scheme_not_allowed");
         assert_eq!(code("https://u@example.com/"), "credentials_not_allowed");
         assert_eq!(code("http://127.0.0.1/"), "address_not_allowed");
