@@ -19,7 +19,7 @@ pub use problem::{ApiError, ApiResult, Problem};
 pub use rate_limit::ApiProtection;
 pub use routes::{
     FailedLogins, FlagsParts, FlagsState, IdentityParts, IdentityState, JobsParts, JobsState,
-    LinksParts, LinksState, PasswordGuesses, RateLimitsState, WebhooksState, probes,
-    redirect_shortcut, redis_up, router,
+    LinksParts, LinksState, PasswordGuesses, RateLimitsParts, RateLimitsState, WebhooksState,
+    probes, redirect_shortcut, redis_up, router,
 };
 pub use state::{AppState, AppStateParts, HttpSettings, Redis};

@@ -12,7 +12,7 @@ use pier_auth::Authenticator;
 use pier_core::{Clock, CursorCodec};
 use pier_db::Db;
 use pier_idempotency::IdempotencyStore;
-use pier_ratelimit::{Limiter, PolicySpec};
+use pier_ratelimit::Limiter;
 use pier_webhooks::WebhookStore;
 
 use crate::rate_limit::ApiProtection;
@@ -20,7 +20,7 @@ use crate::routes::flags::{FlagsParts, FlagsState};
 use crate::routes::identity::{IdentityParts, IdentityState};
 use crate::routes::jobs::{JobsParts, JobsState};
 use crate::routes::links::{LinksParts, LinksState};
-use crate::routes::rate_limits::RateLimitsState;
+use crate::routes::rate_limits::{RateLimitsParts, RateLimitsState};
 use crate::routes::webhooks::WebhooksState;
 
 /// A Redis connection (it reconnects by itself); `Debug` hides its address.
@@ -96,9 +96,7 @@ pub struct AppStateParts {
     pub identity: IdentityParts,
     pub jobs: JobsParts,
     pub links: LinksParts,
-    /// Rate-limit policies from the configuration file, by name: every workspace may check
-    /// them (each with its own counts); the API cannot change them.
-    pub configured_policies: Vec<(String, PolicySpec)>,
+    pub rate_limits: RateLimitsParts,
     /// Webhook endpoints, event types and published events.
     pub webhooks: WebhookStore,
     pub flags: FlagsParts,
@@ -113,7 +111,7 @@ impl AppState {
             identity,
             jobs: JobsState::new(parts.jobs),
             links: LinksState::new(parts.links),
-            rate_limits: RateLimitsState::new(parts.configured_policies, db, clock),
+            rate_limits: RateLimitsState::new(parts.rate_limits, db, clock),
             webhooks: WebhooksState::new(parts.webhooks),
             flags: FlagsState::new(parts.flags),
             edge: Edge {

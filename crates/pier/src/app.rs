@@ -10,7 +10,7 @@ use anyhow::Context;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use pier_api::{
     ApiProtection, AppState, AppStateParts, FailedLogins, FlagsParts, HttpSettings, IdentityParts,
-    JobsParts, LinksParts, PasswordGuesses, Redis,
+    JobsParts, LinksParts, PasswordGuesses, RateLimitsParts, Redis,
 };
 use pier_auth::oauth::{GrantLifetimes, OAuthStore};
 use pier_auth::{AccessTokens, Bootstrap, KeySchedule, SessionLimits, SessionStore, SigningKeys};
@@ -428,7 +428,9 @@ impl Application {
                 countries,
                 hashing,
             },
-            configured_policies: config.rate_limit_policies.clone(),
+            rate_limits: RateLimitsParts {
+                configured: config.rate_limit_policies.clone(),
+            },
             webhooks,
             flags: FlagsParts {
                 store: flags,

@@ -16,7 +16,7 @@ pub use jobs::{JobsParts, JobsState};
 pub use links::redirect_shortcut;
 pub use links::{LinksParts, LinksState, PasswordGuesses};
 pub use platform::redis_up;
-pub use rate_limits::RateLimitsState;
+pub use rate_limits::{RateLimitsParts, RateLimitsState};
 pub use webhooks::WebhooksState;
 
 use axum::Router;

@@ -3,7 +3,7 @@
 mod policies;
 mod state;
 
-pub use state::RateLimitsState;
+pub use state::{RateLimitsParts, RateLimitsState};
 
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;

@@ -6,6 +6,14 @@ use pier_core::Clock;
 use pier_db::Db;
 use pier_ratelimit::{PolicySpec, PolicyStore};
 
+/// The rate limits' settings block of [`crate::AppStateParts`].
+#[derive(Debug)]
+pub struct RateLimitsParts {
+    /// Policies from the configuration file, by name: every workspace may check them (each
+    /// with its own counts); the API cannot change them.
+    pub configured: Vec<(String, PolicySpec)>,
+}
+
 /// What the rate-limit routes take as `State<RateLimitsState>`.
 #[derive(Debug, Clone)]
 pub struct RateLimitsState(Arc<Inner>);
@@ -17,13 +25,9 @@ struct Inner {
 }
 
 impl RateLimitsState {
-    pub(crate) fn new(
-        configured: Vec<(String, PolicySpec)>,
-        db: &Db,
-        clock: &Arc<dyn Clock>,
-    ) -> Self {
+    pub(crate) fn new(parts: RateLimitsParts, db: &Db, clock: &Arc<dyn Clock>) -> Self {
         Self(Arc::new(Inner {
-            configured,
+            configured: parts.configured,
             policies: PolicyStore::new(db.clone(), clock.clone()),
         }))
     }
