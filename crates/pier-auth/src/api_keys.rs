@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use pier_cache::{Cache, Settings};
 use pier_core::{Clock, Label, Timestamp, ValidationErrors, define_id};
-use pier_db::{Bind, Db, Notice, Relay, Statement, Tx, with_reader, with_tx};
+use pier_db::{Bind, Db, Relay, Statement, Tx, with_reader, with_tx};
 use subtle::ConstantTimeEq;
 use tokio::sync::watch;
 
@@ -249,11 +249,7 @@ impl ApiKeyStore {
     /// cache (PostgreSQL; on SQLite every revocation through the API happens in this process).
     #[must_use]
     pub fn listen(&self, relay: Relay) -> Relay {
-        let cache = self.cache.clone();
-        relay.on(REVOKED, move |notice| match notice {
-            Notice::Message(hash) => cache.invalidate(hash),
-            Notice::Connected => cache.clear(),
-        })
+        self.cache.listen(relay, REVOKED)
     }
 
     /// How many keys the cache holds (for tests and metrics).
@@ -393,10 +389,9 @@ impl ApiKeyStore {
         if let Some(row) = &row {
             // Every node forgets the key when this commits: this one at once, the others when
             // the notification reaches them.
-            tx.notify(REVOKED, std::slice::from_ref(&row.secret_hash))
+            self.cache
+                .forget_on_commit(&mut tx, REVOKED, row.secret_hash.clone())
                 .await?;
-            let (cache, hash) = (self.cache.clone(), row.secret_hash.clone());
-            tx.after_commit(move || cache.invalidate(&hash));
         }
         tx.commit().await?;
         row.map(|r| ApiKey::try_from(r.key)).transpose()

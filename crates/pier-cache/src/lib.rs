@@ -18,9 +18,11 @@
 //!   `pier_cache_misses_total`, `pier_cache_loads_total{outcome="found|absent|failed"}` and
 //!   `pier_cache_evictions_total{reason="size|expired"}`.
 //!
-//! Invalidation across nodes belongs to the owner: it calls [`Cache::invalidate`] (or
-//! [`Cache::clear`], when it may have missed some) from whatever channel tells it of writes made
-//! elsewhere.
+//! Invalidation across nodes: a write calls [`Cache::forget_on_commit`] in its transaction
+//! (this node forgets at once after the commit, the others on a PostgreSQL notification sent
+//! in it), and every node adds [`Cache::listen`] to its [`Relay`]. An owner with another channel
+//! (Redis, say) calls [`Cache::invalidate`] (or [`Cache::clear`], when it may have missed some)
+//! from it.
 
 use std::future::Future;
 use std::hash::BuildHasher;
@@ -32,6 +34,7 @@ use metrics::Counter;
 use moka::Expiry;
 use moka::notification::RemovalCause;
 use pier_core::{Clock, Timestamp};
+use pier_db::{Notice, Relay, Tx};
 use tracing::Instrument;
 
 /// Invalidation epochs per cache; an invalidation retires this share of entries loaded before it.
@@ -246,6 +249,32 @@ impl<V: Clone + Send + Sync + 'static> Cache<V> {
     pub fn clear(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.entries.invalidate_all();
+    }
+
+    /// Makes every node forget `key` once `tx` commits: this one at once, the others through a
+    /// notification on `channel` sent in the same transaction (PostgreSQL `NOTIFY`; on SQLite
+    /// every write happens in this process).
+    pub async fn forget_on_commit(
+        &self,
+        tx: &mut Tx,
+        channel: &str,
+        key: String,
+    ) -> Result<(), sqlx::Error> {
+        tx.notify(channel, std::slice::from_ref(&key)).await?;
+        let cache = self.clone();
+        tx.after_commit(move || cache.invalidate(&key));
+        Ok(())
+    }
+
+    /// Adds `channel` to `relay`: a key notified there is forgotten, and a reconnect, which may
+    /// have missed some, forgets everything. The TTL bounds what a lost notification leaves.
+    #[must_use]
+    pub fn listen(&self, relay: Relay, channel: &'static str) -> Relay {
+        let cache = self.clone();
+        relay.on(channel, move |notice| match notice {
+            Notice::Message(key) => cache.invalidate(key),
+            Notice::Connected => cache.clear(),
+        })
     }
 
     /// About how many entries are held (moka counts lazily; see [`Cache::sync`]).

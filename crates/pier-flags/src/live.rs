@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use pier_cache::{Cache, Settings};
 use pier_core::{Clock, WorkspaceId};
-use pier_db::{Notice, Relay, Tx};
+use pier_db::{Relay, Tx};
 
 use crate::Flag;
 
@@ -65,18 +65,12 @@ impl LiveFlags {
         tx: &mut Tx,
         workspace: &WorkspaceId,
     ) -> Result<(), sqlx::Error> {
-        tx.notify(CHANNEL, &[workspace.as_str().to_owned()]).await?;
-        let (cache, workspace) = (self.cache.clone(), workspace.clone());
-        tx.after_commit(move || cache.invalidate(workspace.as_str()));
-        Ok(())
+        let key = workspace.as_str().to_owned();
+        self.cache.forget_on_commit(tx, CHANNEL, key).await
     }
 
     /// Adds the channel of changed workspaces to `relay` (PostgreSQL).
     pub fn listen(&self, relay: Relay) -> Relay {
-        let cache = self.cache.clone();
-        relay.on(CHANNEL, move |notice| match notice {
-            Notice::Message(workspace) => cache.invalidate(workspace),
-            Notice::Connected => cache.clear(),
-        })
+        self.cache.listen(relay, CHANNEL)
     }
 }

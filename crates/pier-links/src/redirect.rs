@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use pier_cache::{Cache, Settings};
 use pier_core::{Busy, Clock, HashGate, Timestamp, WorkspaceId};
-use pier_db::{Db, Notice, Relay, Tx, with_reader, with_writer};
+use pier_db::{Db, Relay, Tx, with_reader, with_writer};
 
 use crate::clicks::{ClickBuffer, Visit};
 use crate::link::{LinkId, RedirectStatus};
@@ -123,11 +123,7 @@ impl Redirects {
     /// happens in this process).
     #[must_use]
     pub fn listen(&self, relay: Relay) -> Relay {
-        let cache = self.cache.clone();
-        relay.on(CHANNEL, move |notice| match notice {
-            Notice::Message(slug) => cache.invalidate(slug),
-            Notice::Connected => cache.clear(),
-        })
+        self.cache.listen(relay, CHANNEL)
     }
 
     /// Makes every node forget `slugs` once `tx` commits: this one at once, the others by

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use pier_cache::{Cache, Settings};
 use pier_core::{Clock, Timestamp, WorkspaceId};
-use pier_db::{Bind, Db, Notice, Relay, Statement, Tx, with_reader, with_tx};
+use pier_db::{Bind, Db, Relay, Statement, Tx, with_reader, with_tx};
 
 use crate::policy::{Algorithm, FailureMode, Policy, PolicySpec};
 
@@ -146,11 +146,7 @@ impl PolicyStore {
     /// happens in this process).
     #[must_use]
     pub fn listen(&self, relay: Relay) -> Relay {
-        let cache = self.cache.clone();
-        relay.on(CHANGED, move |notice| match notice {
-            Notice::Message(key) => cache.invalidate(key),
-            Notice::Connected => cache.clear(),
-        })
+        self.cache.listen(relay, CHANGED)
     }
 
     /// The policy `name` of `workspace`, ready to decide with, from the cache when it can be.
@@ -177,11 +173,9 @@ impl PolicyStore {
         workspace: &WorkspaceId,
         name: &str,
     ) -> Result<(), sqlx::Error> {
-        let key = cache_key(workspace, name);
-        tx.notify(CHANGED, std::slice::from_ref(&key)).await?;
-        let cache = self.cache.clone();
-        tx.after_commit(move || cache.invalidate(&key));
-        Ok(())
+        self.cache
+            .forget_on_commit(tx, CHANGED, cache_key(workspace, name))
+            .await
     }
 
     /// The stored policy, read from the database (for reads that show or compare it).

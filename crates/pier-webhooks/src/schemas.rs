@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use pier_cache::{Cache, Settings};
 use pier_core::{Clock, WorkspaceId};
-use pier_db::{Notice, Relay, Tx};
+use pier_db::{Relay, Tx};
 
 /// The notification channel of registered event types; the payload is the cache key.
 const CHANNEL: &str = "pier_webhook_event_types";
@@ -81,20 +81,13 @@ impl Schemas {
         name: &str,
     ) -> Result<(), sqlx::Error> {
         let key = key(workspace, name);
-        tx.notify(CHANNEL, std::slice::from_ref(&key)).await?;
-        let cache = self.cache.clone();
-        tx.after_commit(move || cache.invalidate(&key));
-        Ok(())
+        self.cache.forget_on_commit(tx, CHANNEL, key).await
     }
 
     /// Adds the channel of registered event types to `relay`.
     #[must_use]
     pub fn listen(&self, relay: Relay) -> Relay {
-        let cache = self.cache.clone();
-        relay.on(CHANNEL, move |notice| match notice {
-            Notice::Message(key) => cache.invalidate(key),
-            Notice::Connected => cache.clear(),
-        })
+        self.cache.listen(relay, CHANNEL)
     }
 }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use pier_cache::{Cache, Settings};
 use pier_core::{Clock, SubKey, Timestamp, WorkspaceId};
-use pier_db::{Db, Notice, Relay, Tx};
+use pier_db::{Db, Relay, Tx};
 
 use crate::model::{Endpoint, EndpointId};
 use crate::secrets::{self, Keys};
@@ -97,20 +97,13 @@ impl Targets {
         endpoint: &EndpointId,
     ) -> Result<(), sqlx::Error> {
         let key = key(workspace, endpoint);
-        tx.notify(CHANNEL, std::slice::from_ref(&key)).await?;
-        let cache = self.cache.clone();
-        tx.after_commit(move || cache.invalidate(&key));
-        Ok(())
+        self.cache.forget_on_commit(tx, CHANNEL, key).await
     }
 
     /// Adds the channel of changed endpoints to `relay`.
     #[must_use]
     pub fn listen(&self, relay: Relay) -> Relay {
-        let cache = self.cache.clone();
-        relay.on(CHANNEL, move |notice| match notice {
-            Notice::Message(key) => cache.invalidate(key),
-            Notice::Connected => cache.clear(),
-        })
+        self.cache.listen(relay, CHANNEL)
     }
 }
 
