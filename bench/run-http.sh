@@ -26,6 +26,11 @@
 #                          node) while wrk publishes; then one and ten again on a node of role
 #                          api (no deliveries: the publish path alone); then the ratios to the
 #                          enqueues (goals: none >= 0.8, one >= 0.5, ten >= 0.25)
+#     http_flags           wrk: OFREP evaluation against GET /healthz, alternating twice on one
+#                          server whose workspace holds 100 flags that roll out by `fractional`
+#                          on the caller's targeting key (1,000 of them): a single evaluation
+#                          (goal: >= 0.7 x /healthz) and the bulk evaluation of all 100 (goal:
+#                          p99 < 2 ms)
 #
 # Every server runs with its per-key rate limit raised out of the way (`gcra 1000000000/1s`):
 # the limiter decides every request, but a single-key benchmark is not throttled at 1,000/s.
@@ -44,7 +49,7 @@
 #   BENCH_POOLS [2]  BENCH_POOL_CONCURRENCY [2000]   (the in-process burn-down, as run-jobs.sh)
 #   BENCH_BACKLOG [1000000]  BENCH_CLAIMS [2000]      (noisy neighbour)
 #   BENCH_BACKENDS [sqlite,postgres]
-#   BENCH_PARTS [enqueue,addjob,http-burndown,burndown,noisy,limiter,auth,decide,publish]
+#   BENCH_PARTS [enqueue,addjob,http-burndown,burndown,noisy,limiter,auth,decide,publish,flags]
 #               (addjob runs only with postgres, limiter only with sqlite)
 #   BENCH_PORT [18080]  BENCH_ADMIN_PORT [18081]  BENCH_RECEIVER_PORT [18090]
 #   BENCH_PIER_LOG [warn]
@@ -71,7 +76,7 @@ POOL_CONCURRENCY="${BENCH_POOL_CONCURRENCY:-2000}"
 BACKLOG="${BENCH_BACKLOG:-1000000}"
 CLAIMS="${BENCH_CLAIMS:-2000}"
 BACKENDS="${BENCH_BACKENDS:-sqlite,postgres}"
-PARTS="${BENCH_PARTS:-enqueue,addjob,http-burndown,burndown,noisy,limiter,auth,decide,publish}"
+PARTS="${BENCH_PARTS:-enqueue,addjob,http-burndown,burndown,noisy,limiter,auth,decide,publish,flags}"
 PORT="${BENCH_PORT:-18080}"
 ADMIN_PORT="${BENCH_ADMIN_PORT:-18081}"
 RECEIVER_PORT="${BENCH_RECEIVER_PORT:-18090}"
@@ -83,14 +88,14 @@ BASE="http://127.0.0.1:$PORT"
 QUEUE=bench
 
 for part in ${PARTS//,/ }; do
-  has "$part" "enqueue,addjob,http-burndown,burndown,noisy,limiter,auth,decide,publish" ||
+  has "$part" "enqueue,addjob,http-burndown,burndown,noisy,limiter,auth,decide,publish,flags" ||
     die "unknown part in BENCH_PARTS: $part"
 done
 for backend in ${BACKENDS//,/ }; do
   has "$backend" "sqlite,postgres" || die "unknown backend in BENCH_BACKENDS: $backend"
 done
 need=(curl jq)
-for part in enqueue limiter auth decide publish; do
+for part in enqueue limiter auth decide publish flags; do
   has "$part" "$PARTS" && need+=(wrk) && break
 done
 has publish "$PARTS" && need+=(node)
@@ -459,6 +464,53 @@ measure_publish() {
       ten_api_over_enqueue: ($ten_api / $enqueue * 1000 | round / 1000)}'
 }
 
+# OFREP evaluations against /healthz, alternating twice on one server holding 100 flags.
+measure_flags() {
+  local backend="$1" round what document rate
+  local -A total=([healthz]=0 [single]=0)
+  local bulk_p99=0
+  LIMITS=(PIER_RATE_LIMITS_PER_API_KEY="gcra 1000000000/1s"
+    PIER_RATE_LIMITS_PER_CLIENT_IP="gcra 1000000000/1s")
+  start_pier "$backend"
+  document="$(jq -nc '[range(0; 100) | {key: "flag-\(.)", value: {state: "ENABLED",
+      variants: {on: true, off: false}, defaultVariant: "off",
+      targeting: {fractional: [["on", 10], ["off", 90]]}}}] | from_entries | {flags: .}')"
+  curl -fsS -o /dev/null -X PUT -H "Authorization: Bearer $KEY" \
+    -H 'Content-Type: application/json' -d "$document" "$BASE/v1/flags/document"
+  local context='{"context":{"targetingKey":"user-{k}"}}'
+  for round in 1 2; do
+    for what in healthz single bulk; do
+      log "pier on $backend: wrk flags ($what, round $round), $WRK_CONNECTIONS connections"
+      case "$what" in
+        healthz)
+          wrk_get /healthz
+          SUMMARY="$(jq -nc --argjson rps "$RPS" --arg p99 "$P99" \
+            '{ok_per_sec: $rps, p99: $p99}')"
+          ;;
+        single) wrk_post /ofrep/v1/evaluate/flags/flag-7 "$context" 200 ;;
+        bulk) wrk_post /ofrep/v1/evaluate/flags "$context" 200 ;;
+      esac
+      rate="$(jq .ok_per_sec <<<"$SUMMARY")"
+      case "$what" in
+        bulk) bulk_p99="$(jq -n --argjson a "$bulk_p99" --argjson b "$(jq .latency_ms.p99 <<<"$SUMMARY")" \
+          '[$a, $b] | max')" ;;
+        *) total[$what]="$(jq -n "${total[$what]} + $rate")" ;;
+      esac
+      jq -c --arg backend "$backend" --arg subject "$what" --argjson round "$round" \
+        --argjson connections "$WRK_CONNECTIONS" --arg duration "$WRK_DURATION" \
+        '{system: "pier", backend: $backend, measure: "http_flags", tool: "wrk",
+          subject: $subject, round: $round, connections: $connections, duration: $duration}
+         + .' <<<"$SUMMARY"
+    done
+  done
+  stop_pier
+  jq -nc --arg backend "$backend" --argjson healthz "${total[healthz]}" \
+    --argjson single "${total[single]}" --argjson bulk_p99 "$bulk_p99" \
+    '{system: "pier", backend: $backend, measure: "http_flags_ratio",
+      single_over_healthz: ($single / $healthz * 1000 | round / 1000), single_goal: ">= 0.7",
+      bulk_p99_ms: $bulk_p99, bulk_goal: "p99 < 2 ms"}'
+}
+
 # pier-bench in-process, on a fresh database of `backend`.
 in_process() {
   local backend="$1"
@@ -501,6 +553,9 @@ for backend in ${BACKENDS//,/ }; do
   fi
   if has publish "$PARTS"; then
     measure_publish "$backend"
+  fi
+  if has flags "$PARTS"; then
+    measure_flags "$backend"
   fi
 done
 log "done; pier logged $SERVER_LOG_LINES line(s) in all (log level $PIER_LOG_LEVEL)"
