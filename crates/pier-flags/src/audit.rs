@@ -95,6 +95,27 @@ impl TryFrom<ChangeRow> for Change {
     }
 }
 
+/// Applies a merge patch (RFC 7396), the inverse of [`diff`]: objects merge member by member,
+/// `null` removes, anything else replaces.
+pub fn apply(target: &mut Value, patch: Value) {
+    let Value::Object(members) = patch else {
+        *target = patch;
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(Map::new());
+    }
+    if let Value::Object(current) = target {
+        for (name, value) in members {
+            if value.is_null() {
+                current.remove(&name);
+            } else {
+                apply(current.entry(name).or_insert(Value::Null), value);
+            }
+        }
+    }
+}
+
 /// The merge patch that turns `before` into `after`: changed members with their new value,
 /// removed ones as null, objects compared member by member.
 pub fn diff(before: &Value, after: &Value) -> Value {
@@ -186,7 +207,7 @@ pub fn changes_statement(
 
 #[cfg(test)]
 mod tests {
-    use super::diff;
+    use super::{apply, diff};
     use serde_json::json;
 
     #[test]
@@ -198,5 +219,8 @@ mod tests {
             json!({"state": "DISABLED", "variants": {"x": true}, "targeting": null})
         );
         assert_eq!(diff(&json!(null), &json!({"a": 1})), json!({"a": 1}));
+        let mut patched = before.clone();
+        apply(&mut patched, diff(&before, &after));
+        assert_eq!(patched, after, "applying the diff turns before into after");
     }
 }

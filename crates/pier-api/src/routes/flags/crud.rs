@@ -331,29 +331,9 @@ pub async fn update(
     let principal = &auth.principal;
     let seen = load_unchanged(&flags, principal.workspace_id(), &if_match, &key).await?;
     let mut definition = seen.flag.definition();
-    merge(&mut definition, Value::Object(body.definition));
+    pier_flags::audit::apply(&mut definition, Value::Object(body.definition));
     let flag = parse(seen.flag.key().clone(), &definition)?;
     write(&flags, principal, &if_match, &seen, flag).await
-}
-
-/// RFC 7396: objects merge member by member, `null` removes, anything else replaces.
-fn merge(target: &mut Value, patch: Value) {
-    let Value::Object(members) = patch else {
-        *target = patch;
-        return;
-    };
-    if !target.is_object() {
-        *target = Value::Object(Map::new());
-    }
-    if let Value::Object(current) = target {
-        for (name, value) in members {
-            if value.is_null() {
-                current.remove(&name);
-            } else {
-                merge(current.entry(name).or_insert(Value::Null), value);
-            }
-        }
-    }
 }
 
 async fn write(
