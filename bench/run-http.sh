@@ -31,6 +31,8 @@
 #                          on the caller's targeting key (1,000 of them): a single evaluation
 #                          (goal: >= 0.7 x /healthz) and the bulk evaluation of all 100 (goal:
 #                          p99 < 2 ms)
+#     flag_propagation     pier-bench, PostgreSQL only: a flag changed on one node, timed until
+#                          another node's evaluation sees it (goal: within 100 ms)
 #
 # Every server runs with its per-key rate limit raised out of the way (`gcra 1000000000/1s`):
 # the limiter decides every request, but a single-key benchmark is not throttled at 1,000/s.
@@ -48,6 +50,7 @@
 #   BENCH_BURNDOWN_JOBS [100000]  BENCH_HTTP_WORKERS [4]  BENCH_CLAIM_MAX [100]
 #   BENCH_POOLS [2]  BENCH_POOL_CONCURRENCY [2000]   (the in-process burn-down, as run-jobs.sh)
 #   BENCH_BACKLOG [1000000]  BENCH_CLAIMS [2000]      (noisy neighbour)
+#   BENCH_FLAG_FLIPS [500]                            (flag propagation)
 #   BENCH_BACKENDS [sqlite,postgres]
 #   BENCH_PARTS [enqueue,addjob,http-burndown,burndown,noisy,limiter,auth,decide,publish,flags]
 #               (addjob runs only with postgres, limiter only with sqlite)
@@ -69,6 +72,7 @@ WRK_THREADS="${BENCH_WRK_THREADS:-2}"
 ADDJOB_JOBS="${BENCH_ADDJOB_JOBS:-20000}"
 ADDJOB_CONCURRENCY="${BENCH_ADDJOB_CONCURRENCY:-10}"
 BURNDOWN_JOBS="${BENCH_BURNDOWN_JOBS:-100000}"
+FLAG_FLIPS="${BENCH_FLAG_FLIPS:-500}"
 HTTP_WORKERS="${BENCH_HTTP_WORKERS:-4}"
 CLAIM_MAX="${BENCH_CLAIM_MAX:-100}"
 POOLS="${BENCH_POOLS:-2}"
@@ -556,6 +560,10 @@ for backend in ${BACKENDS//,/ }; do
   fi
   if has flags "$PARTS"; then
     measure_flags "$backend"
+    if [ "$backend" = postgres ]; then
+      log "pier on postgres: a flag change reaching another node, $FLAG_FLIPS changes"
+      in_process "$backend" --measure flag-propagation --flips "$FLAG_FLIPS"
+    fi
   fi
 done
 log "done; pier logged $SERVER_LOG_LINES line(s) in all (log level $PIER_LOG_LEVEL)"

@@ -6,11 +6,14 @@
 //! - `noisy-neighbour`: one workspace's claim latency next to another workspace's paused backlog
 //!   in a queue of the same name, against the same loop on an empty table;
 //! - `http-burndown`: like `burndown`, but against a running Pier, with workers that claim and
-//!   complete over HTTP (see `http.rs`).
+//!   complete over HTTP (see `http.rs`);
+//! - `flag-propagation`: how long a flag change takes to reach another node's evaluations, on
+//!   PostgreSQL (see `flags.rs`).
 //!
 //! `all` runs the first three. Each run prints one JSON object per measurement. See
 //! `bench/RESULTS.md` for how to run it.
 
+mod flags;
 mod http;
 mod neighbour;
 
@@ -44,13 +47,17 @@ struct Args {
     /// Jobs each pool runs at once (and so claims per statement at most)
     #[arg(long, default_value_t = 500)]
     concurrency: usize,
+    /// Flag changes timed by flag-propagation
+    #[arg(long, default_value_t = 500)]
+    flips: usize,
     /// Jobs in the latency trickle
     #[arg(long, default_value_t = 2_000)]
     trickle_jobs: usize,
     /// Milliseconds between trickle enqueues
     #[arg(long, default_value_t = 5)]
     trickle_every_ms: u64,
-    /// enqueue, burndown, latency, noisy-neighbour, http-burndown, or all (the first three)
+    /// enqueue, burndown, latency, noisy-neighbour, http-burndown, flag-propagation, or all
+    /// (the first three)
     #[arg(long, default_value = "all")]
     measure: String,
     /// Noisy neighbour: jobs in the other workspace's paused queue
@@ -84,13 +91,14 @@ struct Args {
 }
 
 /// Every value of `--measure`.
-const MEASURES: [&str; 6] = [
+const MEASURES: [&str; 7] = [
     "all",
     "enqueue",
     "burndown",
     "latency",
     "noisy-neighbour",
     "http-burndown",
+    "flag-propagation",
 ];
 
 /// Does nothing, as fast as possible; counts runs.
@@ -360,6 +368,10 @@ async fn main() -> anyhow::Result<()> {
     // Against a running server: no database of its own.
     if args.measure == "http-burndown" {
         return http::burndown(&args).await;
+    }
+    if args.measure == "flag-propagation" {
+        let url = args.database_url.as_deref().unwrap_or_default().parse()?;
+        return flags::propagation(&url, args.flips).await;
     }
     let dir = tempfile::tempdir()?;
     let url: DatabaseUrl = match &args.database_url {

@@ -72,8 +72,9 @@ struct Edge {
     http: HttpSettings,
     idempotency: IdempotencyStore,
     redis: Option<Redis>,
-    /// Set when shutdown begins: readiness fails so load balancers stop sending traffic.
-    draining: std::sync::atomic::AtomicBool,
+    /// Set when shutdown begins: readiness fails so load balancers stop sending traffic, and
+    /// endless responses (flag streams) end so their clients reconnect elsewhere.
+    draining: tokio::sync::watch::Sender<bool>,
 }
 
 /// The inputs [`AppState`] is built from: what every route needs, then one settings block per
@@ -118,7 +119,7 @@ impl AppState {
                 http: parts.http,
                 idempotency: parts.idempotency,
                 redis: parts.redis,
-                draining: std::sync::atomic::AtomicBool::new(false),
+                draining: tokio::sync::watch::Sender::new(false),
             },
             limiter: parts.limiter,
             cursors: parts.cursors,
@@ -129,17 +130,16 @@ impl AppState {
 
     /// Turns readiness false (for good): the node is about to stop.
     pub fn start_draining(&self) {
-        self.0
-            .edge
-            .draining
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.0.edge.draining.send_replace(true);
     }
 
     pub fn is_draining(&self) -> bool {
-        self.0
-            .edge
-            .draining
-            .load(std::sync::atomic::Ordering::Relaxed)
+        *self.0.edge.draining.borrow()
+    }
+
+    /// Turns true when the node starts draining.
+    pub fn draining(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.0.edge.draining.subscribe()
     }
 
     pub fn db(&self) -> &Db {

@@ -25,6 +25,15 @@ pub enum Action {
 }
 
 impl Action {
+    pub(crate) fn parse(stored: &str) -> Result<Self, sqlx::Error> {
+        match stored {
+            "created" => Ok(Self::Created),
+            "updated" => Ok(Self::Updated),
+            "deleted" => Ok(Self::Deleted),
+            other => Err(sqlx::Error::Decode(format!("flag change {other}").into())),
+        }
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             Self::Created => "created",
@@ -76,12 +85,7 @@ impl TryFrom<ChangeRow> for Change {
     type Error = sqlx::Error;
 
     fn try_from(row: ChangeRow) -> Result<Self, sqlx::Error> {
-        let action = match row.action.as_str() {
-            "created" => Action::Created,
-            "updated" => Action::Updated,
-            "deleted" => Action::Deleted,
-            other => return Err(sqlx::Error::Decode(format!("flag change {other}").into())),
-        };
+        let action = Action::parse(&row.action)?;
         Ok(Self {
             id: ChangeId::from_trusted(row.id),
             seq: row.seq,
@@ -149,6 +153,8 @@ pub(crate) struct Record<'a> {
     pub action: Action,
     pub actor: &'a str,
     pub diff: Value,
+    /// The definition the change left (`None` for a delete), for the change feed.
+    pub definition: Option<&'a Value>,
     pub version: i64,
     pub at: Timestamp,
 }
@@ -157,7 +163,7 @@ pub(crate) async fn record(tx: &mut Tx, change: Record<'_>) -> Result<(), sqlx::
     with_tx!(tx, conn => {
         sqlx::query(
             "INSERT INTO flag_changes (id, workspace_id, flag_key, action, actor, diff, version, \
-             created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             created_at, definition) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(ChangeId::new(change.at).as_str())
         .bind(change.workspace.as_str())
@@ -167,6 +173,7 @@ pub(crate) async fn record(tx: &mut Tx, change: Record<'_>) -> Result<(), sqlx::
         .bind(change.diff.to_string())
         .bind(change.version)
         .bind(change.at.as_micros())
+        .bind(change.definition.map(Value::to_string))
         .execute(conn)
         .await
         .map(drop)

@@ -4,12 +4,14 @@
 //! and `ends_with` ([`logic`]). The behaviour matched is the flagd daemon v0.16.1
 //! (`open-feature/flagd` `core/pkg/evaluator`, commit bbb05d4); the HTTP side lives in
 //! `pier-api`. [`FlagStore`] keeps flags per workspace on either backend, with an audit trail
-//! ([`audit`]) and a per-node evaluation cache kept current across nodes.
+//! ([`audit`]), a per-node evaluation cache kept current across nodes, and a change feed for
+//! clients that keep their own copy ([`Follower`]).
 
 pub mod audit;
 mod definition;
 pub mod document;
 mod evaluate;
+mod feed;
 mod live;
 pub mod logic;
 mod murmur3;
@@ -19,8 +21,10 @@ mod store;
 pub use definition::{Flag, FlagKey, VariantKind};
 pub use document::Document;
 pub use evaluate::{Context, ErrorCode, Reason, Resolution};
+pub use feed::{FeedChange, Follower, Snapshot};
 pub use live::WorkspaceFlags;
 pub use store::{FlagError, FlagStore, Imported, StoredFlag, flags_statement};
 
 /// The flags table and its audit trail.
-pub const MIGRATIONS: &[pier_db::Migration] = pier_db::migrations!(25 => "0025_flags");
+pub const MIGRATIONS: &[pier_db::Migration] =
+    pier_db::migrations!(25 => "0025_flags", 29 => "0029_flag_feed");

@@ -3,19 +3,40 @@
 //! forgets the workspace when it commits, on this node at once and on the others through a
 //! notification sent in the same transaction (PostgreSQL `NOTIFY`; SQLite has one process), as
 //! the links' redirect cache does; a node whose listener reconnects forgets every workspace. The
-//! TTL bounds anything left.
+//! TTL bounds anything left. The same signals wake this node's change streams ([`Wakeup`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use pier_cache::{Cache, Settings};
 use pier_core::{Clock, WorkspaceId};
-use pier_db::{Relay, Tx};
+use pier_db::{Notice, Relay, Tx};
+use tokio::sync::broadcast;
 
 use crate::Flag;
 
 /// The notification channel of workspaces whose flags changed; the payload is the workspace id.
 const CHANNEL: &str = "pier_flags";
+
+/// How many wake-ups a slow stream may fall behind before it is told to look at everything.
+const WAKEUPS_QUEUED: usize = 1024;
+
+/// What wakes a change stream: one workspace's flags changed, or any may have (the listener
+/// reconnected, or the stream fell behind on wake-ups).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wakeup {
+    Workspace(Arc<str>),
+    Any,
+}
+
+impl Wakeup {
+    pub fn concerns(&self, workspace: &WorkspaceId) -> bool {
+        match self {
+            Self::Workspace(changed) => **changed == *workspace.as_str(),
+            Self::Any => true,
+        }
+    }
+}
 
 /// The flags of one workspace, by key.
 #[derive(Debug, Default)]
@@ -33,13 +54,20 @@ impl WorkspaceFlags {
 #[derive(Debug, Clone)]
 pub(crate) struct LiveFlags {
     cache: Cache<Arc<WorkspaceFlags>>,
+    wakeups: broadcast::Sender<Wakeup>,
 }
 
 impl LiveFlags {
     pub fn new(settings: Settings, clock: Arc<dyn Clock>) -> Self {
         Self {
             cache: Cache::new("flags", settings, clock),
+            wakeups: broadcast::channel(WAKEUPS_QUEUED).0,
         }
+    }
+
+    /// This node's wake-ups from now on.
+    pub fn wakeups(&self) -> broadcast::Receiver<Wakeup> {
+        self.wakeups.subscribe()
     }
 
     pub async fn get_or_load<F, Fut>(
@@ -59,18 +87,32 @@ impl LiveFlags {
         Ok(found.unwrap_or_default())
     }
 
-    /// Makes every node forget `workspace`'s flags once `tx` commits.
+    /// Makes every node forget `workspace`'s flags, and wakes their streams, once `tx`
+    /// commits.
     pub async fn forget_on_commit(
         &self,
         tx: &mut Tx,
         workspace: &WorkspaceId,
     ) -> Result<(), sqlx::Error> {
         let key = workspace.as_str().to_owned();
-        self.cache.forget_on_commit(tx, CHANNEL, key).await
+        let (wakeups, changed) = (self.wakeups.clone(), Arc::from(key.as_str()));
+        self.cache.forget_on_commit(tx, CHANNEL, key).await?;
+        // No receiver (no stream open) is not a failure.
+        tx.after_commit(move || drop(wakeups.send(Wakeup::Workspace(changed))));
+        Ok(())
     }
 
     /// Adds the channel of changed workspaces to `relay` (PostgreSQL).
     pub fn listen(&self, relay: Relay) -> Relay {
-        self.cache.listen(relay, CHANNEL)
+        let wakeups = self.wakeups.clone();
+        self.cache
+            .listen(relay, CHANNEL)
+            .on(CHANNEL, move |notice| {
+                let wakeup = match notice {
+                    Notice::Message(workspace) => Wakeup::Workspace(Arc::from(workspace)),
+                    Notice::Connected => Wakeup::Any,
+                };
+                drop(wakeups.send(wakeup));
+            })
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use pier_cache::Settings;
 use pier_core::{Clock, Timestamp, WorkspaceId};
-use pier_db::{Bind, Db, Outbox, Relay, Statement, Tx, with_reader, with_tx};
+use pier_db::{Backend, Bind, Db, Outbox, Relay, Statement, Tx, with_reader, with_tx};
 use serde_json::{Map, Value, json};
 
 use crate::audit::{self, Action, Change, Record};
@@ -125,7 +125,7 @@ impl FlagStore {
         flag: Flag,
     ) -> Result<StoredFlag, FlagError> {
         let key = flag.key().to_string();
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.begin_write(workspace).await?;
         let stored = self
             .insert(&mut tx, workspace, actor, flag)
             .await
@@ -136,6 +136,25 @@ impl FlagStore {
         self.live.forget_on_commit(&mut tx, workspace).await?;
         tx.commit().await?;
         Ok(stored)
+    }
+
+    /// A transaction for changing `workspace`'s flags. On PostgreSQL it first takes the
+    /// workspace's advisory lock, so the workspace's changes commit one at a time and their
+    /// audit rows take their `seq` in commit order: the change feed ([`crate::feed`]) reads
+    /// "everything after seq N" and must never see a lower seq appear later. (It also keeps two
+    /// imports from interleaving.) SQLite has one writer at a time anyway.
+    pub async fn begin_write(&self, workspace: &WorkspaceId) -> Result<Tx, sqlx::Error> {
+        let mut tx = self.db.begin().await?;
+        if tx.backend() == Backend::Postgres {
+            with_tx!(&mut tx, conn => {
+                sqlx::query("SELECT pg_advisory_xact_lock(hashtext('pier_flags/' || $1))")
+                    .bind(workspace.as_str())
+                    .execute(conn)
+                    .await
+                    .map(drop)
+            })?;
+        }
+        Ok(tx)
     }
 
     async fn insert(
@@ -179,12 +198,14 @@ impl FlagStore {
         diff: Value,
     ) -> Result<(), sqlx::Error> {
         let key = stored.flag.key();
+        let definition = (action != Action::Deleted).then(|| stored.flag.definition());
         let record = Record {
             workspace,
             key,
             action,
             actor,
             diff,
+            definition: definition.as_ref(),
             version: stored.version,
             at: self.clock.now(),
         };
@@ -192,12 +213,12 @@ impl FlagStore {
         let Some(outbox) = &self.outbox else {
             return Ok(());
         };
-        let payload = match action {
-            Action::Deleted => json!({"key": key.as_str(), "version": stored.version}),
-            Action::Created | Action::Updated => json!({
+        let payload = match definition {
+            None => json!({"key": key.as_str(), "version": stored.version}),
+            Some(definition) => json!({
                 "key": key.as_str(),
                 "version": stored.version,
-                "definition": stored.flag.definition(),
+                "definition": definition,
             }),
         };
         outbox
@@ -242,7 +263,7 @@ impl FlagStore {
         seen: &StoredFlag,
         flag: Flag,
     ) -> Result<Option<StoredFlag>, sqlx::Error> {
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.begin_write(workspace).await?;
         let stored = self.update(&mut tx, workspace, actor, seen, flag).await?;
         if stored.is_some() {
             self.live.forget_on_commit(&mut tx, workspace).await?;
@@ -289,7 +310,7 @@ impl FlagStore {
         actor: &str,
         seen: &StoredFlag,
     ) -> Result<bool, sqlx::Error> {
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.begin_write(workspace).await?;
         if !self.remove(&mut tx, workspace, actor, seen).await? {
             return Ok(false);
         }
@@ -330,7 +351,7 @@ impl FlagStore {
         actor: &str,
         document: Document,
     ) -> Result<Imported, sqlx::Error> {
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.begin_write(workspace).await?;
         let sql = format!("SELECT {COLUMNS} FROM flags WHERE workspace_id = $1");
         let rows: Vec<FlagRow> = with_tx!(&mut tx, conn => {
             sqlx::query_as(&sql).bind(workspace.as_str()).fetch_all(conn).await
@@ -382,18 +403,36 @@ impl FlagStore {
     pub async fn live(&self, workspace: &WorkspaceId) -> Result<Arc<WorkspaceFlags>, sqlx::Error> {
         self.live
             .get_or_load(workspace, || async {
-                let sql = format!("SELECT {COLUMNS} FROM flags WHERE workspace_id = $1");
-                let rows: Vec<FlagRow> = with_reader!(&self.db, pool => {
-                    sqlx::query_as(&sql).bind(workspace.as_str()).fetch_all(pool).await
-                })?;
-                let mut flags = BTreeMap::new();
-                for row in rows {
-                    let stored = StoredFlag::try_from(row)?;
-                    flags.insert(stored.flag.key().to_string(), stored.flag);
-                }
-                Ok(Some(Arc::new(WorkspaceFlags { flags })))
+                self.load(workspace)
+                    .await
+                    .map(|flags| Some(Arc::new(flags)))
             })
             .await
+    }
+
+    /// Every flag of `workspace`, read from the database.
+    pub(crate) async fn load(
+        &self,
+        workspace: &WorkspaceId,
+    ) -> Result<WorkspaceFlags, sqlx::Error> {
+        let sql = format!("SELECT {COLUMNS} FROM flags WHERE workspace_id = $1");
+        let rows: Vec<FlagRow> = with_reader!(&self.db, pool => {
+            sqlx::query_as(&sql).bind(workspace.as_str()).fetch_all(pool).await
+        })?;
+        let mut flags = BTreeMap::new();
+        for row in rows {
+            let stored = StoredFlag::try_from(row)?;
+            flags.insert(stored.flag.key().to_string(), stored.flag);
+        }
+        Ok(WorkspaceFlags { flags })
+    }
+
+    pub(crate) fn db(&self) -> &Db {
+        &self.db
+    }
+
+    pub(crate) fn live_flags(&self) -> &LiveFlags {
+        &self.live
     }
 }
 

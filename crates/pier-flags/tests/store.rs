@@ -17,6 +17,8 @@ on_both_backends!(
     imports_create_update_and_delete_with_an_audit_trail,
     a_change_reaches_the_evaluation_cache,
     another_workspace_sees_nothing,
+    a_follower_gets_a_snapshot_then_every_change_in_commit_order,
+    a_follower_resumes_only_from_a_change_the_trail_holds,
 );
 
 struct Fixture {
@@ -350,4 +352,170 @@ async fn another_workspace_sees_nothing(backend: Backend) {
             .enabled()
     );
     assert_eq!(value, json!(true));
+}
+
+/// The changes a follower hands out until it has `n` (a hang guard, not a timing: the feed's
+/// own backstop poll is 30 s).
+async fn next_changes(
+    follower: &mut pier_flags::Follower,
+    n: usize,
+) -> Vec<pier_flags::FeedChange> {
+    let mut changes = Vec::new();
+    while changes.len() < n {
+        let more = tokio::time::timeout(Duration::from_secs(10), follower.changes())
+            .await
+            .expect("a committed change wakes the follower")
+            .expect("read");
+        changes.extend(more);
+    }
+    changes
+}
+
+async fn a_follower_gets_a_snapshot_then_every_change_in_commit_order(backend: Backend) {
+    let f = fixture(backend).await;
+    let (a, b) = (flag("a", "ENABLED"), flag("b", "ENABLED"));
+    f.store.create(&f.workspace, "k", a).await.expect("a");
+    let b = f.store.create(&f.workspace, "k", b).await.expect("b");
+    let (mut follower, snapshot) = f.store.follow(&f.workspace, None).await.expect("follow");
+    let snapshot = snapshot.expect("no place to resume from: a snapshot");
+    assert_eq!(snapshot.flags.flags.keys().collect::<Vec<_>>(), ["a", "b"]);
+    assert_eq!(follower.last(), snapshot.seq);
+
+    // The follower waits first; the changes commit while it does.
+    let store = f.store.clone();
+    let workspace = f.workspace.clone();
+    let writer = tokio::spawn(async move {
+        let seen = store
+            .get(&workspace, &key("a"))
+            .await
+            .expect("get")
+            .expect("a");
+        store
+            .replace(&workspace, "k", &seen, flag("a", "DISABLED"))
+            .await
+            .expect("replace")
+            .expect("unchanged since read");
+        assert!(store.delete(&workspace, "k", &b).await.expect("delete"));
+        store
+            .create(&workspace, "k", flag("c", "ENABLED"))
+            .await
+            .expect("c");
+    });
+    let changes = next_changes(&mut follower, 3).await;
+    writer.await.expect("writer");
+    let summary: Vec<_> = changes
+        .iter()
+        .map(|c| (c.key.as_str(), c.action, c.version))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("a", Action::Updated, 2),
+            ("b", Action::Deleted, 1),
+            ("c", Action::Created, 1)
+        ]
+    );
+    assert_eq!(
+        changes[0].definition.as_ref().expect("left a definition")["state"],
+        "DISABLED"
+    );
+    assert_eq!(changes[1].definition, None, "a delete leaves none");
+    assert!(
+        changes.windows(2).all(|w| w[0].seq < w[1].seq),
+        "in feed order"
+    );
+    assert_eq!(follower.last(), changes[2].seq);
+}
+
+async fn a_follower_resumes_only_from_a_change_the_trail_holds(backend: Backend) {
+    let f = fixture(backend).await;
+    let other = WorkspaceId::new(f.clock.now());
+    f.store
+        .create(&other, "k", flag("theirs", "ENABLED"))
+        .await
+        .expect("theirs");
+    f.store
+        .create(&f.workspace, "k", flag("a", "ENABLED"))
+        .await
+        .expect("a");
+    let (mut follower, _) = f.store.follow(&f.workspace, None).await.expect("follow");
+    let first = follower.last();
+    let seen = f
+        .store
+        .get(&f.workspace, &key("a"))
+        .await
+        .expect("get")
+        .expect("a");
+    f.store
+        .replace(&f.workspace, "k", &seen, flag("a", "DISABLED"))
+        .await
+        .expect("replace")
+        .expect("unchanged");
+    let missed = next_changes(&mut follower, 1).await;
+
+    // From a place the trail holds: the changes after it, no snapshot.
+    let (mut resumed, snapshot) = f
+        .store
+        .follow(&f.workspace, Some(first))
+        .await
+        .expect("resume");
+    assert!(snapshot.is_none(), "resumed without a snapshot");
+    assert_eq!(next_changes(&mut resumed, 1).await, missed);
+
+    // Places this workspace's trail does not hold (none yet, another workspace's change, a
+    // made-up one) give a snapshot of the flags as they are.
+    let (theirs, _) = f.store.follow(&other, None).await.expect("follow theirs");
+    for place in [0, theirs.last(), missed[0].seq + 1_000] {
+        let (_, snapshot) = f
+            .store
+            .follow(&f.workspace, Some(place))
+            .await
+            .expect("follow");
+        let snapshot = snapshot.unwrap_or_else(|| panic!("{place}: a snapshot"));
+        assert_eq!(snapshot.seq, missed[0].seq);
+        assert_eq!(snapshot.flags.flags["a"].definition()["state"], "DISABLED");
+    }
+}
+
+/// Two writers of one workspace's flags take turns (the second waits on the workspace's lock
+/// until the first commits), so their audit rows' `seq`s follow commit order; another
+/// workspace's writer does not wait.
+#[tokio::test]
+#[ignore = "needs PostgreSQL: set PIER_TEST_DATABASE_URL"]
+async fn writes_to_one_workspace_take_turns_on_postgres() {
+    let f = fixture(Backend::postgres()).await;
+    let first = f.store.begin_write(&f.workspace).await.expect("lock taken");
+    let other = WorkspaceId::new(f.clock.now());
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        f.store.create(&other, "k", flag("theirs", "ENABLED")),
+    )
+    .await
+    .expect("another workspace's write does not wait")
+    .expect("created");
+
+    let store = f.store.clone();
+    let workspace = f.workspace.clone();
+    let second =
+        tokio::spawn(async move { store.create(&workspace, "k", flag("a", "ENABLED")).await });
+    // Wait until the second writer is queued on the lock, as PostgreSQL reports it.
+    let mut waiting = 0_i64;
+    for _ in 0..1_000 {
+        waiting = pier_db::with_reader!(&f.db, pool => {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+            )
+            .fetch_one(pool)
+            .await
+        })
+        .expect("pg_locks");
+        if waiting == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(waiting, 1, "the second writer waits for the first");
+    assert!(!second.is_finished());
+    first.rollback().await.expect("first ends");
+    second.await.expect("task").expect("then the second writes");
 }

@@ -436,6 +436,9 @@ impl Application {
                 store: flags,
                 max_document_bytes: usize::try_from(config.flags.max_document_bytes)
                     .unwrap_or(usize::MAX),
+                max_streams: usize::try_from(config.flags.max_streams).unwrap_or(usize::MAX),
+                max_streams_per_workspace: usize::try_from(config.flags.max_streams_per_workspace)
+                    .unwrap_or(usize::MAX),
             },
         });
         Ok(Self {

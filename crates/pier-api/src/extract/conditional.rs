@@ -15,8 +15,12 @@ pub struct ETag(String);
 
 impl ETag {
     pub fn of<T: Serialize>(resource: &T) -> Self {
-        let json = serde_json::to_vec(resource).unwrap_or_default();
-        let digest = Sha256::digest(&json);
+        Self::of_bytes(&serde_json::to_vec(resource).unwrap_or_default())
+    }
+
+    /// The tag of a representation already serialized.
+    pub fn of_bytes(representation: &[u8]) -> Self {
+        let digest = Sha256::digest(representation);
         Self(format!("\"{}\"", hex::encode(&digest[..16])))
     }
 

@@ -328,6 +328,11 @@ settings! {
         /// How long a workspace's flags stay cached, in seconds; changes reach every node's
         /// cache at once, so this only bounds what a missed notification leaves.
         cache_ttl_secs: u64 = 300,
+        /// Change streams (`GET /v1/flags/stream`) a node keeps open at most (503 beyond).
+        max_streams: u64 = 10_000,
+        /// Change streams a node keeps open at most for one workspace, so that one tenant
+        /// cannot take them all.
+        max_streams_per_workspace: u64 = 100,
     }
 }
 

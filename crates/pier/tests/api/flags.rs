@@ -1,6 +1,7 @@
 //! Feature flags over HTTP: management with cursors and `If-Match`, the flagd document, the
 //! audit trail and its events, faults named by path, OFREP evaluation (single, bulk with
-//! `ETag`/304, its error shapes), permissions, tenants, and a change reaching another node.
+//! `ETag`/304, its error shapes), permissions, tenants, a change reaching another node, and the
+//! server-sent change stream.
 
 use std::time::Duration;
 
@@ -17,6 +18,9 @@ on_both_backends!(
     keys_need_the_flag_permissions,
     a_key_of_one_workspace_never_evaluates_anothers_flags,
     a_change_reaches_evaluations_on_every_node,
+    the_stream_sends_the_document_then_each_change_and_resumes,
+    streams_are_bounded_per_workspace_and_need_flags_read,
+    a_stream_ends_cleanly_when_its_node_drains,
 );
 
 fn rollout() -> Value {
@@ -439,12 +443,7 @@ async fn a_key_of_one_workspace_never_evaluates_anothers_flags(backend: Backend)
         create(&app, "secret-feature", rollout()).await.status(),
         201
     );
-    let (_, _, other) =
-        pier_auth::WorkspaceStore::new(app.db.clone(), std::sync::Arc::new(app.clock.clone()))
-            .create_with_owner_key(pier_auth::WorkspaceName::parse("other").expect("name"))
-            .await
-            .expect("workspace");
-    let other = other.expose().to_owned();
+    let other = another_workspace(&app).await;
     let (status, body) =
         evaluate_as(&app, &other, "secret-feature", json!({"targetingKey": "u"})).await;
     assert_eq!(
@@ -493,14 +492,19 @@ async fn a_key_of_one_workspace_never_evaluates_anothers_flags(backend: Backend)
     assert_eq!(mine["reason"], "TARGETING_MATCH");
 }
 
+/// The owner key of a new workspace beside the app's.
+async fn another_workspace(app: &TestApp) -> String {
+    let (_, _, key) =
+        pier_auth::WorkspaceStore::new(app.db.clone(), std::sync::Arc::new(app.clock.clone()))
+            .create_with_owner_key(pier_auth::WorkspaceName::parse("other").expect("name"))
+            .await
+            .expect("workspace");
+    key.expose().to_owned()
+}
+
 async fn a_change_reaches_evaluations_on_every_node(backend: Backend) {
-    let postgres = !matches!(backend, Backend::Sqlite);
     let a = TestApp::spawn(backend).await;
-    let other = if postgres {
-        Some(a.another_node().await)
-    } else {
-        None
-    };
+    let other = a.another_node_if_shared().await;
     let b = other.as_ref().unwrap_or(&a);
     let kill =
         json!({"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on"});
@@ -531,4 +535,165 @@ async fn wait_for_value(app: &TestApp, key: &str, want: Value) -> Value {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     last
+}
+
+/// One server-sent event.
+#[derive(Debug)]
+struct Sse {
+    event: String,
+    id: String,
+    data: Value,
+}
+
+/// A `GET /v1/flags/stream` response read event by event.
+struct Stream {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl Stream {
+    async fn open(app: &TestApp, key: &str, last_event_id: Option<&str>) -> reqwest::Response {
+        let mut request = app.request_as(key, Method::GET, "/v1/flags/stream");
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id);
+        }
+        request.send().await.expect("sent")
+    }
+
+    async fn start(app: &TestApp, last_event_id: Option<&str>) -> Self {
+        let response = Self::open(app, &app.owner_key, last_event_id).await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        let mut stream = Self {
+            response,
+            buffer: String::new(),
+        };
+        let first = stream.next_block().await.expect("the first block");
+        assert_eq!(first, "retry: 2000", "reconnect advice first");
+        stream
+    }
+
+    /// The next block of lines up to a blank line, skipping keep-alive comments; `None` once
+    /// the stream ended cleanly.
+    async fn next_block(&mut self) -> Option<String> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let block = block.trim_end().to_owned();
+                if block.starts_with(':') {
+                    continue;
+                }
+                return Some(block);
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(10), self.response.chunk())
+                .await
+                .expect("an event within 10 s")
+                .expect("the stream did not break");
+            self.buffer
+                .push_str(std::str::from_utf8(&chunk?).expect("UTF-8"));
+        }
+    }
+
+    async fn next(&mut self) -> Sse {
+        let block = self.next_block().await.expect("another event");
+        let field = |name: &str| {
+            block
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .unwrap_or_else(|| panic!("{name} in {block}"))
+                .to_owned()
+        };
+        Sse {
+            event: field("event: "),
+            id: field("id: "),
+            data: serde_json::from_str(&field("data: ")).expect("JSON data"),
+        }
+    }
+}
+
+async fn the_stream_sends_the_document_then_each_change_and_resumes(backend: Backend) {
+    let a = TestApp::spawn(backend).await;
+    let other = a.another_node_if_shared().await;
+    // The stream is on B, the changes on A: B's stream hears of them through the database.
+    let b = other.as_ref().unwrap_or(&a);
+    assert_eq!(create(&a, "banner", rollout()).await.status(), 201);
+    let mut stream = Stream::start(b, None).await;
+    let document = stream.next().await;
+    assert_eq!(document.event, "document");
+    assert_eq!(document.data["flags"]["banner"], rollout());
+
+    let patch = json!({"definition": {"state": "DISABLED"}});
+    let patched = send(&a, Method::PATCH, "/v1/flags/banner", &patch).await;
+    assert_eq!(patched.status(), 200);
+    let changed = stream.next().await;
+    assert_eq!(changed.event, "change");
+    assert_eq!(changed.data["key"], "banner");
+    assert_eq!(changed.data["action"], "updated");
+    assert_eq!(changed.data["version"], 2);
+    assert_eq!(changed.data["definition"]["state"], "DISABLED");
+    let ids = [&document.id, &changed.id].map(|id| id.parse::<i64>().expect("numeric id"));
+    assert!(ids[0] < ids[1], "ids grow: {ids:?}");
+
+    // Away from the stream, a flag is created and another deleted; resuming gets just those.
+    drop(stream);
+    assert_eq!(create(&a, "checkout", rollout()).await.status(), 201);
+    let deleted = a.call(Method::DELETE, "/v1/flags/banner").await;
+    assert_eq!(deleted.status(), 204);
+    let mut resumed = Stream::start(b, Some(&changed.id)).await;
+    let created = resumed.next().await;
+    assert_eq!(
+        (created.event.as_str(), &created.data["action"]),
+        ("change", &json!("created"))
+    );
+    assert_eq!(created.data["definition"], rollout());
+    let gone = resumed.next().await;
+    assert_eq!(gone.data["action"], "deleted");
+    assert_eq!(gone.data.get("definition"), None);
+
+    // An id this workspace's feed never gave starts over with the document.
+    let mut fresh = Stream::start(b, Some("999999999")).await;
+    let document = fresh.next().await;
+    assert_eq!(document.event, "document");
+    assert_eq!(document.id, gone.id);
+    assert_eq!(document.data["flags"], json!({"checkout": rollout()}));
+
+    let garbage = Stream::open(b, &a.owner_key, Some("yesterday")).await;
+    problem(garbage, 400, "invalid_last_event_id").await;
+}
+
+async fn streams_are_bounded_per_workspace_and_need_flags_read(backend: Backend) {
+    let settings = vec![("flags.max_streams_per_workspace", "1".to_owned())];
+    let app = TestApp::spawn_with(
+        backend,
+        Options {
+            settings,
+            ..Options::default()
+        },
+    )
+    .await;
+    let mut first = Stream::start(&app, None).await;
+    assert_eq!(first.next().await.event, "document");
+    let second = Stream::open(&app, &app.owner_key, None).await;
+    assert_eq!(second.headers()["retry-after"], "5");
+    problem(second, 503, "too_many_streams").await;
+
+    // Another workspace has slots of its own.
+    let other_key = another_workspace(&app).await;
+    let mut their_stream = Stream::open(&app, &other_key, None).await;
+    assert_eq!(their_stream.status(), 200);
+    assert!(their_stream.chunk().await.expect("chunk").is_some());
+
+    let (_, evaluator) = app.create_key("member", Some(&["flags:evaluate"])).await;
+    let refused = Stream::open(&app, &evaluator, None).await;
+    problem(refused, 403, "forbidden").await;
+}
+
+async fn a_stream_ends_cleanly_when_its_node_drains(backend: Backend) {
+    let mut app = TestApp::spawn(backend).await;
+    let mut stream = Stream::start(&app, None).await;
+    assert_eq!(stream.next().await.event, "document");
+    app.trigger_shutdown();
+    // Ended by the server with the body's last chunk, not cut off when the grace ran out.
+    assert_eq!(stream.next_block().await, None);
+    app.join().await.expect("the node stops");
 }

@@ -457,13 +457,8 @@ async fn wait_for_check(
 /// checks through node B (the invalidation travels by `NOTIFY`, so B is given a moment); on
 /// SQLite one node does both, and its first answer must already be right.
 async fn checks_follow_policy_changes_on_every_node(backend: Backend) {
-    let postgres = !matches!(backend, Backend::Sqlite);
     let a = TestApp::spawn(backend).await;
-    let other = if postgres {
-        Some(a.another_node().await)
-    } else {
-        None
-    };
+    let other = a.another_node_if_shared().await;
     let (b, patience) = match &other {
         Some(b) => (b, Duration::from_secs(3)),
         None => (&a, Duration::ZERO),

@@ -487,13 +487,8 @@ async fn payloads_are_checked_and_deduplicated(backend: Backend) {
 /// travels by `NOTIFY`, so B is given a moment, far less than the cache's life of "not
 /// registered"); on SQLite one node does both, and its first answer must already be right.
 async fn schemas_hold_publishes_on_every_node_once_registered(backend: Backend) {
-    let postgres = !matches!(backend, Backend::Sqlite);
     let a = spawn(backend).await;
-    let other = if postgres {
-        Some(a.another_node().await)
-    } else {
-        None
-    };
+    let other = a.another_node_if_shared().await;
     let (b, patience) = match &other {
         Some(b) => (b, Duration::from_secs(3)),
         None => (&a, Duration::ZERO),

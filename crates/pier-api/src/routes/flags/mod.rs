@@ -1,11 +1,13 @@
 //! Feature flags over HTTP: their management (`/v1/flags`, the flagd document of a workspace,
-//! each flag's audit trail) and their evaluation by OFREP (`/ofrep/v1/evaluate/flags`).
+//! each flag's audit trail), a stream of their changes (`/v1/flags/stream`) and their
+//! evaluation by OFREP (`/ofrep/v1/evaluate/flags`).
 
 mod changes;
 mod crud;
 mod document;
 mod ofrep;
 mod state;
+mod stream;
 
 pub use state::{FlagsParts, FlagsState};
 
@@ -26,6 +28,7 @@ pub(super) fn routes() -> Routes {
             crud::delete
         ))
         .routes(routes!(changes::list))
+        .routes(routes!(stream::stream))
         .routes(
             routes!(document::export, document::import)
                 .layer(DefaultBodyLimit::max(document::MAX_BODY_BYTES)),

@@ -6,7 +6,7 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use pier_flags::{Context, Flag, FlagKey, Resolution};
 use serde::{Deserialize, Serialize};
@@ -17,7 +17,7 @@ use super::FlagsState;
 use crate::AppState;
 use crate::extract::{ApiJson, Authed, ETag, perm};
 use crate::middleware::OwnBody;
-use crate::problem::ApiResult;
+use crate::problem::{ApiError, ApiResult};
 
 /// The body of an evaluation: the context flags are evaluated for.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -245,17 +245,19 @@ pub async fn evaluate_all(
             .map(|(key, flag)| item(key, flag.evaluate(&mut context)))
             .collect(),
     };
-    // The tag covers the answer itself, so it moves with a flag's change and with the context.
-    let etag = ETag::of(&evaluated);
-    let tag = etag.header_value();
+    // Serialized once: the tag covers the answer itself, so it moves with a flag's change and
+    // with the context.
+    let body = serde_json::to_vec(&evaluated).map_err(ApiError::internal)?;
+    let tag = ETag::of_bytes(&body).header_value();
     if none_match(&headers, &tag) {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response());
     }
-    Ok(([(header::ETAG, tag)], Json(evaluated)).into_response())
+    let json = HeaderValue::from_static("application/json");
+    Ok(([(header::ETAG, tag), (header::CONTENT_TYPE, json)], body).into_response())
 }
 
 /// Whether `If-None-Match` lists `tag` (weakly: `W/` is ignored) or is `*`.
-fn none_match(headers: &HeaderMap, tag: &axum::http::HeaderValue) -> bool {
+fn none_match(headers: &HeaderMap, tag: &HeaderValue) -> bool {
     let Ok(tag) = tag.to_str() else { return false };
     headers
         .get_all(header::IF_NONE_MATCH)

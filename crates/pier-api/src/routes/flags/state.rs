@@ -1,8 +1,11 @@
-//! The flags' slice of the state: the store (with the evaluation cache) and the document limit.
+//! The flags' slice of the state: the store (with the evaluation cache), the document limit and
+//! the open change streams.
 
 use std::sync::Arc;
 
 use pier_flags::FlagStore;
+
+use super::stream::StreamSlots;
 
 /// The flags' settings block of [`crate::AppStateParts`].
 #[derive(Debug)]
@@ -11,22 +14,40 @@ pub struct FlagsParts {
     pub store: FlagStore,
     /// The largest flagd document an import takes, in bytes (as compact JSON).
     pub max_document_bytes: usize,
+    /// The change streams (`GET /v1/flags/stream`) this node keeps open at most.
+    pub max_streams: usize,
+    /// ... and at most for one workspace.
+    pub max_streams_per_workspace: usize,
 }
 
 /// What the flag routes take as `State<FlagsState>`.
 #[derive(Debug, Clone)]
-pub struct FlagsState(Arc<FlagsParts>);
+pub struct FlagsState(Arc<Flags>);
+
+#[derive(Debug)]
+struct Flags {
+    parts: FlagsParts,
+    streams: Arc<StreamSlots>,
+}
 
 impl FlagsState {
     pub(crate) fn new(parts: FlagsParts) -> Self {
-        Self(Arc::new(parts))
+        let streams = StreamSlots::new(parts.max_streams, parts.max_streams_per_workspace);
+        Self(Arc::new(Flags {
+            parts,
+            streams: Arc::new(streams),
+        }))
     }
 
     pub fn store(&self) -> &FlagStore {
-        &self.0.store
+        &self.0.parts.store
+    }
+
+    pub(crate) fn streams(&self) -> &Arc<StreamSlots> {
+        &self.0.streams
     }
 
     pub fn max_document_bytes(&self) -> usize {
-        self.0.max_document_bytes
+        self.0.parts.max_document_bytes
     }
 }

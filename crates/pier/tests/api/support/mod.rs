@@ -68,6 +68,15 @@ impl TestApp {
         self.another_node_with(Options::default()).await
     }
 
+    /// Another node when the database can have one (PostgreSQL); SQLite serves one process.
+    /// Callers use `other.as_ref().unwrap_or(&app)` as "the other node".
+    pub async fn another_node_if_shared(&self) -> Option<Self> {
+        match self.database_url.starts_with("postgres") {
+            true => Some(self.another_node().await),
+            false => None,
+        }
+    }
+
     /// [`another_node`](Self::another_node) with its own options.
     pub async fn another_node_with(&self, options: Options) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
