@@ -139,7 +139,7 @@ fn main() -> anyhow::Result<()> {
             "evaluations_per_round": evaluations,
             "rounds": args.rounds,
             "ns_per_evaluation": (ns * 10.0).round() / 10.0,
-            "evaluations_per_second": (1e9 / ns).round(),
+            "evaluations_per_second": (1e9 / ns).round() as u64,
             "round_ns_per_evaluation": rounds.iter().map(|r| (r * 10.0).round() / 10.0).collect::<Vec<_>>(),
             "reasons": reasons,
         })
