@@ -439,6 +439,7 @@ impl Application {
                 max_streams: usize::try_from(config.flags.max_streams).unwrap_or(usize::MAX),
                 max_streams_per_workspace: usize::try_from(config.flags.max_streams_per_workspace)
                     .unwrap_or(usize::MAX),
+                stream_max_age: Duration::from_secs(config.flags.stream_max_secs),
             },
         });
         Ok(Self {

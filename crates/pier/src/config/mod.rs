@@ -333,6 +333,9 @@ settings! {
         /// Change streams a node keeps open at most for one workspace, so that one tenant
         /// cannot take them all.
         max_streams_per_workspace: u64 = 100,
+        /// Seconds a change stream lasts; its client then reconnects with `Last-Event-ID` and
+        /// authenticates again, so a revoked key stops receiving changes within this time.
+        stream_max_secs: u64 = 300,
     }
 }
 

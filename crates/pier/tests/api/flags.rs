@@ -21,6 +21,7 @@ on_both_backends!(
     the_stream_sends_the_document_then_each_change_and_resumes,
     streams_are_bounded_per_workspace_and_need_flags_read,
     a_stream_ends_cleanly_when_its_node_drains,
+    a_stream_ends_in_time_so_a_revoked_key_stops_following,
 );
 
 fn rollout() -> Value {
@@ -696,4 +697,33 @@ async fn a_stream_ends_cleanly_when_its_node_drains(backend: Backend) {
     // Ended by the server with the body's last chunk, not cut off when the grace ran out.
     assert_eq!(stream.next_block().await, None);
     app.join().await.expect("the node stops");
+}
+
+async fn a_stream_ends_in_time_so_a_revoked_key_stops_following(backend: Backend) {
+    let settings = vec![("flags.stream_max_secs", "1".to_owned())];
+    let app = TestApp::spawn_with(
+        backend,
+        Options {
+            settings,
+            ..Options::default()
+        },
+    )
+    .await;
+    let (id, reader) = app.create_key("member", Some(&["flags:read"])).await;
+    let response = Stream::open(&app, &reader, None).await;
+    assert_eq!(response.status(), 200);
+    let mut stream = Stream {
+        response,
+        buffer: String::new(),
+    };
+    assert_eq!(stream.next_block().await.as_deref(), Some("retry: 2000"));
+    assert_eq!(stream.next().await.event, "document");
+    let revoked = app
+        .call(Method::DELETE, &format!("/v1/api-keys/{id}"))
+        .await;
+    assert_eq!(revoked.status(), 204);
+    // The server ends the stream cleanly after its second; the reconnect is refused.
+    assert_eq!(stream.next_block().await, None);
+    let again = Stream::open(&app, &reader, None).await;
+    problem(again, 401, "unauthorized").await;
 }

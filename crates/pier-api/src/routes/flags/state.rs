@@ -2,6 +2,7 @@
 //! the open change streams.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use pier_flags::FlagStore;
 
@@ -18,6 +19,8 @@ pub struct FlagsParts {
     pub max_streams: usize,
     /// ... and at most for one workspace.
     pub max_streams_per_workspace: usize,
+    /// How long a change stream lasts before its client reconnects (and authenticates again).
+    pub stream_max_age: Duration,
 }
 
 /// What the flag routes take as `State<FlagsState>`.
@@ -45,6 +48,10 @@ impl FlagsState {
 
     pub(crate) fn streams(&self) -> &Arc<StreamSlots> {
         &self.0.streams
+    }
+
+    pub fn stream_max_age(&self) -> Duration {
+        self.0.parts.stream_max_age
     }
 
     pub fn max_document_bytes(&self) -> usize {

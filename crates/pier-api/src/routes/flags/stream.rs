@@ -3,7 +3,9 @@
 //! `change` per change in commit order; every event's `id` is its place in the workspace's
 //! feed, so a client that reconnects with `Last-Event-ID` gets what it missed (or, once the
 //! audit retention pruned that far, a new `document`). Open streams are bounded per node and
-//! per workspace, and end when the node starts draining, so clients reconnect elsewhere.
+//! per workspace, and end when the node starts draining, so clients reconnect elsewhere, and
+//! after `[flags] stream_max_secs`, so a client authenticates again: a revoked key or an
+//! expired token stops receiving changes within that time.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -137,7 +139,8 @@ impl utoipa::ToSchema for StreamEvent {}
 /// (`{"key", "action": "created" | "updated" | "deleted", "version", "definition"}`, without
 /// `definition` for a delete), each with its place in the feed as `id`. Reconnect with that
 /// `id` in `Last-Event-ID` to get only what you missed. A comment line every 15 s keeps the
-/// connection alive.
+/// connection alive; the server ends the stream after `[flags] stream_max_secs` (5 minutes by
+/// default), and when it shuts down, and the client reconnects.
 #[utoipa::path(
     get,
     path = "/v1/flags/stream",
@@ -165,6 +168,7 @@ pub async fn stream(
     let following = Following {
         follower,
         draining: state.draining(),
+        ends_at: tokio::time::Instant::now() + flags.stream_max_age(),
         _slot: slot,
     };
     let events = stream::iter(first)
@@ -205,15 +209,19 @@ fn too_many_streams(detail: impl Into<String>) -> ApiError {
 struct Following {
     follower: Follower,
     draining: watch::Receiver<bool>,
+    /// When the stream ends, for its client to reconnect and authenticate again.
+    ends_at: tokio::time::Instant,
     _slot: Slot,
 }
 
 impl Following {
-    /// The next changes' events, or `None` to end the stream: the node is draining, or the
-    /// database failed (the client resumes from its last id).
+    /// The next changes' events, or `None` to end the stream: the node is draining, the
+    /// stream is as old as it may be, or the database failed (the client resumes from its last
+    /// id).
     async fn next(mut self) -> Option<(Vec<Event>, Self)> {
         let changes = tokio::select! {
             () = drained(&mut self.draining) => return None,
+            () = tokio::time::sleep_until(self.ends_at) => return None,
             changes = self.follower.changes() => changes,
         };
         match changes {
