@@ -233,6 +233,12 @@ impl Flag {
         self.enabled
     }
 
+    /// Whether the flag's answer may change with time alone (its targeting reads
+    /// `$flagd.timestamp`), not only with its definition and the context.
+    pub fn reads_clock(&self) -> bool {
+        self.targeting.as_ref().is_some_and(Rule::reads_clock)
+    }
+
     /// The type of the flag's values (its variants all share it).
     pub fn kind(&self) -> Option<VariantKind> {
         self.variants.values().next().and_then(VariantKind::of)

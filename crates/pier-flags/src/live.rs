@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use pier_cache::{Cache, Settings};
 use pier_core::{Clock, WorkspaceId};
@@ -38,15 +39,35 @@ impl Wakeup {
     }
 }
 
-/// The flags of one workspace, by key.
-#[derive(Debug, Default)]
+/// The flags of one workspace, by key, as one load read them.
+#[derive(Debug)]
 pub struct WorkspaceFlags {
     pub flags: BTreeMap<String, Arc<Flag>>,
+    /// Unique to this load on this node: answers computed from these flags may be kept under
+    /// it, and a change (which makes the next reader load again) moves it.
+    pub generation: u64,
+    /// Whether some flag's answer can change with time alone (see [`Flag::reads_clock`]).
+    pub reads_clock: bool,
 }
 
 impl WorkspaceFlags {
+    pub fn new(flags: BTreeMap<String, Arc<Flag>>) -> Self {
+        static LOADS: AtomicU64 = AtomicU64::new(0);
+        Self {
+            reads_clock: flags.values().any(|flag| flag.reads_clock()),
+            generation: LOADS.fetch_add(1, Ordering::Relaxed),
+            flags,
+        }
+    }
+
     pub fn get(&self, key: &str) -> Option<&Flag> {
         self.flags.get(key).map(Arc::as_ref)
+    }
+}
+
+impl Default for WorkspaceFlags {
+    fn default() -> Self {
+        Self::new(BTreeMap::new())
     }
 }
 

@@ -424,7 +424,7 @@ impl FlagStore {
             let stored = StoredFlag::try_from(row)?;
             flags.insert(stored.flag.key().to_string(), stored.flag);
         }
-        Ok(WorkspaceFlags { flags })
+        Ok(WorkspaceFlags::new(flags))
     }
 
     pub(crate) fn db(&self) -> &Db {

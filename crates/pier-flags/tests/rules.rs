@@ -294,3 +294,30 @@ fn flag_keys_are_path_safe() {
         assert!(FlagKey::parse(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn a_flag_reads_the_clock_only_through_flagds_timestamp_or_the_whole_data() {
+    let reads = |targeting: Value| {
+        parse(with_targeting(targeting))
+            .expect("valid")
+            .reads_clock()
+    };
+    assert!(!reads(json!({"fractional": [["on", 50], ["off", 50]]})));
+    assert!(!reads(
+        json!({"if": [{"==": [{"var": "$flagd.flagKey"}, "x"]}, "on", "off"]})
+    ));
+    assert!(!reads(json!({"in": [{"var": "email"}, ["a", "b"]]})));
+    assert!(reads(
+        json!({"if": [{">": [{"var": "$flagd.timestamp"}, 1_700_000_000]}, "on", "off"]})
+    ));
+    assert!(
+        reads(json!({"if": [{"var": ["", "x"]}, "on", "off"]})),
+        "the whole data"
+    );
+    assert!(
+        reads(json!({"if": [{"var": {"cat": ["$flagd", ".timestamp"]}}, "on", "off"]})),
+        "a path computed at evaluation"
+    );
+    let static_flag = json!({"state": "ENABLED", "variants": {"on": true}, "defaultVariant": "on"});
+    assert!(!parse(static_flag).expect("valid").reads_clock());
+}

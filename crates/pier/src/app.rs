@@ -440,6 +440,7 @@ impl Application {
                 max_streams_per_workspace: usize::try_from(config.flags.max_streams_per_workspace)
                     .unwrap_or(usize::MAX),
                 stream_max_age: Duration::from_secs(config.flags.stream_max_secs),
+                answer_cache_bytes: config.flags.answer_cache_bytes,
             },
         });
         Ok(Self {

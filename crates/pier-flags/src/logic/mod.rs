@@ -79,6 +79,12 @@ impl Rule {
         self.0.to_json()
     }
 
+    /// Whether the rule may read `$flagd.timestamp`, so that its result can change with time
+    /// alone: a `var` of that path, of the whole data, or of a path computed at evaluation.
+    pub fn reads_clock(&self) -> bool {
+        self.0.reads_clock()
+    }
+
     /// Evaluates against `data` (the context with `$flagd` added).
     pub fn apply(&self, data: &Value) -> Result<Value, EvalError> {
         eval::Evaluation::new(data).node(&self.0)
@@ -181,6 +187,22 @@ impl<'a> Compiler<'a> {
 }
 
 impl Node {
+    fn reads_clock(&self) -> bool {
+        match self {
+            Node::Literal(_) => false,
+            Node::Array(items) => items.iter().any(Node::reads_clock),
+            Node::Op(Op::Var, args) => match args.first() {
+                Some(Node::Literal(Value::String(path))) => {
+                    let path = path.trim_start_matches('.');
+                    path.is_empty() || path == "$flagd" || path.starts_with("$flagd.timestamp")
+                }
+                Some(Node::Literal(Value::Number(_) | Value::Null)) => false,
+                _ => true,
+            },
+            Node::Op(_, args) => args.iter().any(Node::reads_clock),
+        }
+    }
+
     fn to_json(&self) -> Value {
         match self {
             Node::Literal(value) => value.clone(),

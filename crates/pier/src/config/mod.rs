@@ -336,6 +336,9 @@ settings! {
         /// Seconds a change stream lasts; its client then reconnects with `Last-Event-ID` and
         /// authenticates again, so a revoked key stops receiving changes within this time.
         stream_max_secs: u64 = 300,
+        /// Bytes of bulk OFREP answers a node keeps, by flags and context, for clients that
+        /// poll again (an unchanged poll then costs a lookup); 0 keeps none.
+        answer_cache_bytes: u64 = 32 * 1024 * 1024,
     }
 }
 

@@ -22,6 +22,7 @@ on_both_backends!(
     streams_are_bounded_per_workspace_and_need_flags_read,
     a_stream_ends_cleanly_when_its_node_drains,
     a_stream_ends_in_time_so_a_revoked_key_stops_following,
+    bulk_answers_kept_for_polls_follow_changes_and_the_clock,
 );
 
 fn rollout() -> Value {
@@ -726,4 +727,65 @@ async fn a_stream_ends_in_time_so_a_revoked_key_stops_following(backend: Backend
     assert_eq!(stream.next_block().await, None);
     let again = Stream::open(&app, &reader, None).await;
     problem(again, 401, "unauthorized").await;
+}
+
+/// A bulk answer kept for a context that polls again is never served past a change of the
+/// flags, nor, for a flag that reads `$flagd.timestamp`, past its second.
+async fn bulk_answers_kept_for_polls_follow_changes_and_the_clock(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let soon = pier_core::Clock::now(&app.clock).as_unix_seconds() + 60;
+    let launch = json!({"state": "ENABLED", "variants": {"on": true, "off": false},
+        "defaultVariant": "off",
+        "targeting": {"if": [{">=": [{"var": "$flagd.timestamp"}, soon]}, "on", "off"]}});
+    assert_eq!(create(&app, "launch", launch).await.status(), 201);
+    assert_eq!(create(&app, "banner", rollout()).await.status(), 201);
+    let bulk = || async {
+        let response = app
+            .request(Method::POST, "/ofrep/v1/evaluate/flags")
+            .json(&json!({"context": {"targetingKey": "user-42"}}))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), 200);
+        let etag = response.headers()["etag"]
+            .to_str()
+            .expect("etag")
+            .to_owned();
+        let body: Value = response.json().await.expect("json");
+        let values: Vec<Value> = body["flags"]
+            .as_array()
+            .expect("flags")
+            .iter()
+            .map(|flag| flag["value"].clone())
+            .collect();
+        (etag, values)
+    };
+    let (first, values) = bulk().await;
+    assert_eq!(
+        bulk().await,
+        (first.clone(), values.clone()),
+        "the same poll, the same answer"
+    );
+    let banner = values[0].clone();
+    assert_eq!(values[1], json!(false), "not launched yet");
+
+    let off = json!({"definition": {"state": "DISABLED"}});
+    assert_eq!(
+        send(&app, Method::PATCH, "/v1/flags/banner", &off)
+            .await
+            .status(),
+        200
+    );
+    let (changed, values) = bulk().await;
+    assert_ne!(changed, first);
+    assert_eq!(
+        (values[0].clone(), banner.is_boolean()),
+        (Value::Null, true),
+        "the change shows"
+    );
+
+    app.clock.advance(Duration::from_secs(61));
+    let (later, values) = bulk().await;
+    assert_ne!(later, changed);
+    assert_eq!(values[1], json!(true), "the clock moved past the launch");
 }

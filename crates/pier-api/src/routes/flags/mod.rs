@@ -2,6 +2,7 @@
 //! each flag's audit trail), a stream of their changes (`/v1/flags/stream`) and their
 //! evaluation by OFREP (`/ofrep/v1/evaluate/flags`).
 
+mod answers;
 mod changes;
 mod crud;
 mod document;

@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 use utoipa::openapi::schema::{Object, ObjectBuilder};
 
 use super::FlagsState;
+use super::answers::{self, Answer};
 use crate::AppState;
 use crate::extract::{ApiJson, Authed, ETag, perm};
 use crate::middleware::OwnBody;
@@ -125,24 +126,16 @@ fn item(key: &str, resolution: Resolution) -> BulkItem {
     }
 }
 
-/// The request's context, if valid: an object whose `targetingKey`, if any, is a string (else
-/// the caller answers [`invalid_context`]).
-fn evaluation_context(state: &AppState, body: EvaluationRequest) -> Option<Context> {
+/// The request's context attributes, if valid: an object whose `targetingKey`, if any, is a
+/// string (else the caller answers [`invalid_context`]).
+fn attributes(body: EvaluationRequest) -> Option<Map<String, Value>> {
     let attributes = match body.context {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(attributes)) => attributes,
         Some(_) => return None,
     };
-    if attributes
-        .get("targetingKey")
-        .is_some_and(|key| !key.is_string())
-    {
-        return None;
-    }
-    Some(Context::new(
-        attributes,
-        state.clock().now().as_unix_seconds(),
-    ))
+    let valid = attributes.get("targetingKey").is_none_or(Value::is_string);
+    valid.then_some(attributes)
 }
 
 fn invalid_context() -> Response {
@@ -188,9 +181,10 @@ pub async fn evaluate(
     Path(key): Path<String>,
     ApiJson(body): ApiJson<EvaluationRequest>,
 ) -> ApiResult<Response> {
-    let Some(mut context) = evaluation_context(&state, body) else {
+    let Some(attributes) = attributes(body) else {
         return Ok(invalid_context());
     };
+    let mut context = Context::new(attributes, state.clock().now().as_unix_seconds());
     let live = flags.store().live(auth.principal.workspace_id()).await?;
     let resolution = live
         .get(&key)
@@ -234,26 +228,48 @@ pub async fn evaluate_all(
     headers: HeaderMap,
     ApiJson(body): ApiJson<EvaluationRequest>,
 ) -> ApiResult<Response> {
-    let Some(mut context) = evaluation_context(&state, body) else {
+    let Some(attributes) = attributes(body) else {
         return Ok(invalid_context());
     };
-    let live = flags.store().live(auth.principal.workspace_id()).await?;
-    let evaluated = BulkEvaluation {
-        flags: live
-            .flags
-            .iter()
-            .map(|(key, flag)| item(key, flag.evaluate(&mut context)))
-            .collect(),
-    };
-    // Serialized once: the tag covers the answer itself, so it moves with a flag's change and
-    // with the context.
-    let body = serde_json::to_vec(&evaluated).map_err(ApiError::internal)?;
-    let tag = ETag::of_bytes(&body).header_value();
-    if none_match(&headers, &tag) {
-        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response());
+    let workspace = auth.principal.workspace_id();
+    let live = flags.store().live(workspace).await?;
+    let now = state.clock().now().as_unix_seconds();
+    let key = answers::key(workspace, &live, &attributes, now);
+    let answer = flags
+        .answers()
+        .get_or_compute(key, || {
+            let mut context = Context::new(attributes, now);
+            let evaluated = BulkEvaluation {
+                flags: live
+                    .flags
+                    .iter()
+                    .map(|(key, flag)| item(key, flag.evaluate(&mut context)))
+                    .collect(),
+            };
+            // The tag covers the answer itself, so it moves with a flag's change and with the
+            // context.
+            let body = serde_json::to_vec(&evaluated)?;
+            let etag = ETag::of_bytes(&body).header_value();
+            Ok(Answer {
+                body: body.into(),
+                etag,
+            })
+        })
+        .await
+        .map_err(ApiError::internal)?;
+    if none_match(&headers, &answer.etag) {
+        return Ok((
+            StatusCode::NOT_MODIFIED,
+            [(header::ETAG, answer.etag.clone())],
+        )
+            .into_response());
     }
     let json = HeaderValue::from_static("application/json");
-    Ok(([(header::ETAG, tag), (header::CONTENT_TYPE, json)], body).into_response())
+    let headers = [
+        (header::ETAG, answer.etag.clone()),
+        (header::CONTENT_TYPE, json),
+    ];
+    Ok((headers, answer.body.clone()).into_response())
 }
 
 /// Whether `If-None-Match` lists `tag` (weakly: `W/` is ignored) or is `*`.

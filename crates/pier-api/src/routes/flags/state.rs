@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use pier_flags::FlagStore;
 
+use super::answers::BulkAnswers;
 use super::stream::StreamSlots;
 
 /// The flags' settings block of [`crate::AppStateParts`].
@@ -21,6 +22,8 @@ pub struct FlagsParts {
     pub max_streams_per_workspace: usize,
     /// How long a change stream lasts before its client reconnects (and authenticates again).
     pub stream_max_age: Duration,
+    /// The bytes of bulk OFREP answers this node keeps for clients that poll again.
+    pub answer_cache_bytes: u64,
 }
 
 /// What the flag routes take as `State<FlagsState>`.
@@ -31,12 +34,14 @@ pub struct FlagsState(Arc<Flags>);
 struct Flags {
     parts: FlagsParts,
     streams: Arc<StreamSlots>,
+    answers: BulkAnswers,
 }
 
 impl FlagsState {
     pub(crate) fn new(parts: FlagsParts) -> Self {
         let streams = StreamSlots::new(parts.max_streams, parts.max_streams_per_workspace);
         Self(Arc::new(Flags {
+            answers: BulkAnswers::new(parts.answer_cache_bytes),
             parts,
             streams: Arc::new(streams),
         }))
@@ -44,6 +49,10 @@ impl FlagsState {
 
     pub fn store(&self) -> &FlagStore {
         &self.0.parts.store
+    }
+
+    pub(crate) fn answers(&self) -> &BulkAnswers {
+        &self.0.answers
     }
 
     pub(crate) fn streams(&self) -> &Arc<StreamSlots> {
