@@ -4,7 +4,8 @@
 //! and `ends_with` ([`logic`]). The behaviour matched is the flagd daemon v0.16.1
 //! (`open-feature/flagd` `core/pkg/evaluator`, commit bbb05d4); the HTTP side lives in
 //! `pier-api`. [`FlagStore`] keeps flags per workspace on either backend, with an audit trail
-//! ([`audit`]) and a per-node evaluation cache kept current across nodes.
+//! ([`audit`]) and a per-node evaluation cache kept current across nodes; [`schedule`] applies
+//! changes at a set time on the job queue, and [`FlagStore::prune`] forgets old history.
 
 pub mod audit;
 mod definition;
@@ -13,6 +14,8 @@ mod evaluate;
 mod live;
 pub mod logic;
 mod murmur3;
+mod retention;
+pub mod schedule;
 mod semver;
 mod store;
 
@@ -20,7 +23,9 @@ pub use definition::{Flag, FlagKey, VariantKind};
 pub use document::Document;
 pub use evaluate::{Context, ErrorCode, Reason, Resolution};
 pub use live::WorkspaceFlags;
+pub use schedule::{FlagSchedules, Schedule, ScheduleError, ScheduleId};
 pub use store::{FlagError, FlagStore, Imported, StoredFlag, flags_statement};
 
-/// The flags table and its audit trail.
-pub const MIGRATIONS: &[pier_db::Migration] = pier_db::migrations!(25 => "0025_flags");
+/// The flags table, its audit trail and scheduled changes.
+pub const MIGRATIONS: &[pier_db::Migration] =
+    pier_db::migrations!(25 => "0025_flags", 28 => "0028_flag_schedules");

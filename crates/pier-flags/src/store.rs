@@ -14,6 +14,7 @@ use serde_json::{Map, Value, json};
 
 use crate::audit::{self, Action, Change, Record};
 use crate::live::{LiveFlags, WorkspaceFlags};
+use crate::schedule;
 use crate::{Document, Flag, FlagKey};
 
 /// A stored flag.
@@ -82,8 +83,8 @@ impl TryFrom<FlagRow> for StoredFlag {
 /// Flags, and the evaluation cache their writes keep current. Clones share both.
 #[derive(Clone)]
 pub struct FlagStore {
-    db: Db,
-    clock: Arc<dyn Clock>,
+    pub(crate) db: Db,
+    pub(crate) clock: Arc<dyn Clock>,
     outbox: Option<Arc<dyn Outbox>>,
     live: LiveFlags,
 }
@@ -243,9 +244,10 @@ impl FlagStore {
         flag: Flag,
     ) -> Result<Option<StoredFlag>, sqlx::Error> {
         let mut tx = self.db.begin().await?;
-        let stored = self.update(&mut tx, workspace, actor, seen, flag).await?;
+        let stored = self
+            .replace_in(&mut tx, workspace, actor, seen, flag)
+            .await?;
         if stored.is_some() {
-            self.live.forget_on_commit(&mut tx, workspace).await?;
             tx.commit().await?;
         }
         Ok(stored)
@@ -282,7 +284,46 @@ impl FlagStore {
         Ok(Some(stored))
     }
 
-    /// Deletes `seen` unless its version moved (`Ok(false)`). Its audit trail stays.
+    /// Flag `key` read in `tx`, locked against other writers until it ends (PostgreSQL; the
+    /// one SQLite writer is alone already).
+    pub(crate) async fn locked(
+        &self,
+        tx: &mut Tx,
+        workspace: &WorkspaceId,
+        key: &FlagKey,
+    ) -> Result<Option<StoredFlag>, sqlx::Error> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM flags WHERE workspace_id = $1 AND key = $2 {}",
+            self.db.backend().for_update()
+        );
+        let row: Option<FlagRow> = with_tx!(tx, conn => {
+            sqlx::query_as(&sql)
+                .bind(workspace.as_str())
+                .bind(key.as_str())
+                .fetch_optional(conn)
+                .await
+        })?;
+        row.map(StoredFlag::try_from).transpose()
+    }
+
+    /// [`replace`](Self::replace) within `tx`, the caller committing.
+    pub(crate) async fn replace_in(
+        &self,
+        tx: &mut Tx,
+        workspace: &WorkspaceId,
+        actor: &str,
+        seen: &StoredFlag,
+        flag: Flag,
+    ) -> Result<Option<StoredFlag>, sqlx::Error> {
+        let stored = self.update(tx, workspace, actor, seen, flag).await?;
+        if stored.is_some() {
+            self.live.forget_on_commit(tx, workspace).await?;
+        }
+        Ok(stored)
+    }
+
+    /// Deletes `seen` unless its version moved (`Ok(false)`), cancelling its pending
+    /// schedules. Its audit trail stays.
     pub async fn delete(
         &self,
         workspace: &WorkspaceId,
@@ -317,6 +358,7 @@ impl FlagStore {
         if deleted {
             self.changed(tx, workspace, actor, Action::Deleted, seen, Value::Null)
                 .await?;
+            schedule::cancel_pending(tx, workspace, seen.flag.key(), self.clock.now()).await?;
         }
         Ok(deleted)
     }
