@@ -1,14 +1,17 @@
-//! The flags' slice of the state: the store (with the evaluation cache) and the document limit.
+//! The flags' slice of the state: the store (with the evaluation cache), scheduled changes and
+//! the document limit.
 
 use std::sync::Arc;
 
-use pier_flags::FlagStore;
+use pier_flags::{FlagSchedules, FlagStore};
 
 /// The flags' settings block of [`crate::AppStateParts`].
 #[derive(Debug)]
 pub struct FlagsParts {
     /// Flags, their audit trail and each node's evaluation cache.
     pub store: FlagStore,
+    /// Changes scheduled for later, applied by the job queue.
+    pub schedules: FlagSchedules,
     /// The largest flagd document an import takes, in bytes (as compact JSON).
     pub max_document_bytes: usize,
 }
@@ -24,6 +27,10 @@ impl FlagsState {
 
     pub fn store(&self) -> &FlagStore {
         &self.0.store
+    }
+
+    pub fn schedules(&self) -> &FlagSchedules {
+        &self.0.schedules
     }
 
     pub fn max_document_bytes(&self) -> usize {
