@@ -141,6 +141,14 @@ def flags_body(name, body):
     if name == "PATCH /v1/flags/{key}" and isinstance(body.get("definition"), dict):
         for member in [m for m in body["definition"] if m not in ("state", "metadata")]:
             del body["definition"][member]
+    # A scheduled change is a merge patch too, applied in the future (at most 366 days ahead).
+    if name == "POST /v1/flags/{key}/schedules":
+        if isinstance(body.get("patch"), dict):
+            for member in [m for m in body["patch"] if m not in ("state", "metadata")]:
+                del body["patch"][member]
+        at, now = _time(body.get("apply_at")), datetime.now(timezone.utc)
+        if at is not None and at.tzinfo is not None and not now < at < now + timedelta(days=366):
+            body["apply_at"] = (now + timedelta(days=1)).isoformat().replace("+00:00", "Z")
 
 
 def stats_range(query):

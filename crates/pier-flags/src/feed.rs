@@ -6,9 +6,11 @@
 //! A place is the `seq` of an audit row. Within a workspace, `seq` follows commit order (the
 //! writes take the workspace's lock before their audit rows take a `seq`, see
 //! [`FlagStore::begin_write`]), so "the changes after N" never misses one that commits later.
-//! A client can resume from a place only while the audit trail still holds that change:
-//! retention prunes the oldest changes first, so what follows a held change is all there. A
-//! place the trail no longer holds (or never held) gets a new snapshot instead.
+//! A client can resume from a place only while the trail still holds that change and it is
+//! younger than the history kept ([`FlagStore::with_history`]): pruning deletes only changes
+//! older than that, so everything after such a change is there. (It keeps each live flag's
+//! newest change past it, which is why being held is not enough.) Any other place gets a new
+//! snapshot instead.
 
 use std::time::Duration;
 
@@ -133,7 +135,7 @@ impl FlagStore {
     /// The place first, then the flags: a change committed in between is in the flags and
     /// again in the feed after the place, where applying it twice leaves the same state.
     async fn snapshot(&self, workspace: &WorkspaceId) -> Result<Snapshot, sqlx::Error> {
-        let seq: i64 = with_reader!(self.db(), pool => {
+        let seq: i64 = with_reader!(&self.db, pool => {
             sqlx::query_scalar(
                 "SELECT COALESCE(MAX(seq), 0) FROM flag_changes WHERE workspace_id = $1",
             )
@@ -145,13 +147,14 @@ impl FlagStore {
         Ok(Snapshot { seq, flags })
     }
 
-    /// Whether the trail still holds the change `seq` of `workspace` and every change after it
-    /// carries its definition (changes made before the feed existed do not).
+    /// Whether the trail still holds the change `seq` of `workspace`, younger than the history
+    /// kept, and every change after it carries its definition (changes made before the feed
+    /// existed do not).
     async fn can_resume(&self, workspace: &WorkspaceId, seq: i64) -> Result<bool, sqlx::Error> {
-        let (held, blind): (i64, i64) = with_reader!(self.db(), pool => {
+        let (made_at, blind): (Option<i64>, i64) = with_reader!(&self.db, pool => {
             sqlx::query_as(
                 "SELECT \
-                   (SELECT COUNT(*) FROM flag_changes WHERE workspace_id = $1 AND seq = $2), \
+                   (SELECT created_at FROM flag_changes WHERE workspace_id = $1 AND seq = $2), \
                    (SELECT COUNT(*) FROM flag_changes WHERE workspace_id = $1 AND seq > $2 \
                       AND definition IS NULL AND action <> 'deleted')",
             )
@@ -160,7 +163,8 @@ impl FlagStore {
             .fetch_one(pool)
             .await
         })?;
-        Ok(held == 1 && blind == 0)
+        let oldest = self.clock.now().saturating_sub(self.history).as_micros();
+        Ok(made_at.is_some_and(|made_at| made_at >= oldest) && blind == 0)
     }
 }
 
@@ -186,7 +190,7 @@ impl Follower {
     async fn read(&self) -> Result<Vec<FeedChange>, sqlx::Error> {
         let sql = "SELECT seq, flag_key, action, version, definition FROM flag_changes \
                    WHERE workspace_id = $1 AND seq > $2 ORDER BY seq LIMIT $3";
-        let rows: Vec<FeedRow> = with_reader!(self.store.db(), pool => {
+        let rows: Vec<FeedRow> = with_reader!(&self.store.db, pool => {
             sqlx::query_as(sql)
                 .bind(self.workspace.as_str())
                 .bind(self.last)

@@ -5,7 +5,8 @@
 //! (`open-feature/flagd` `core/pkg/evaluator`, commit bbb05d4); the HTTP side lives in
 //! `pier-api`. [`FlagStore`] keeps flags per workspace on either backend, with an audit trail
 //! ([`audit`]), a per-node evaluation cache kept current across nodes, and a change feed for
-//! clients that keep their own copy ([`Follower`]).
+//! clients that keep their own copy ([`Follower`]); [`schedule`] applies changes at a set time
+//! on the job queue, and [`FlagStore::prune`] forgets old history.
 
 pub mod audit;
 mod definition;
@@ -15,6 +16,8 @@ mod feed;
 mod live;
 pub mod logic;
 mod murmur3;
+mod retention;
+pub mod schedule;
 mod semver;
 mod store;
 
@@ -23,8 +26,12 @@ pub use document::Document;
 pub use evaluate::{Context, ErrorCode, Reason, Resolution};
 pub use feed::{FeedChange, Follower, Snapshot};
 pub use live::WorkspaceFlags;
+pub use schedule::{FlagSchedules, Schedule, ScheduleError, ScheduleId};
 pub use store::{FlagError, FlagStore, Imported, StoredFlag, flags_statement};
 
-/// The flags table and its audit trail.
-pub const MIGRATIONS: &[pier_db::Migration] =
-    pier_db::migrations!(25 => "0025_flags", 29 => "0029_flag_feed");
+/// The flags table, its audit trail, scheduled changes and the change feed.
+pub const MIGRATIONS: &[pier_db::Migration] = pier_db::migrations!(
+    25 => "0025_flags",
+    28 => "0028_flag_schedules",
+    29 => "0029_flag_feed"
+);

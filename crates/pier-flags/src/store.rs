@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use pier_cache::Settings;
 use pier_core::{Clock, Timestamp, WorkspaceId};
@@ -14,6 +15,7 @@ use serde_json::{Map, Value, json};
 
 use crate::audit::{self, Action, Change, Record};
 use crate::live::{LiveFlags, WorkspaceFlags};
+use crate::schedule;
 use crate::{Document, Flag, FlagKey};
 
 /// A stored flag.
@@ -82,10 +84,12 @@ impl TryFrom<FlagRow> for StoredFlag {
 /// Flags, and the evaluation cache their writes keep current. Clones share both.
 #[derive(Clone)]
 pub struct FlagStore {
-    db: Db,
-    clock: Arc<dyn Clock>,
+    pub(crate) db: Db,
+    pub(crate) clock: Arc<dyn Clock>,
     outbox: Option<Arc<dyn Outbox>>,
     live: LiveFlags,
+    /// How long the audit trail is kept (see [`FlagStore::prune`]); forever unless set.
+    pub(crate) history: Duration,
 }
 
 impl std::fmt::Debug for FlagStore {
@@ -101,7 +105,16 @@ impl FlagStore {
             db,
             clock,
             outbox: None,
+            history: Duration::MAX,
         }
+    }
+
+    /// Keeps the audit trail (and ended schedules) for `retention`: [`FlagStore::prune`]
+    /// forgets what is older, and change streams resume only from a change younger than it.
+    #[must_use]
+    pub fn with_history(mut self, retention: Duration) -> Self {
+        self.history = retention;
+        self
     }
 
     /// Announces every change through `outbox`, in the transaction of the change.
@@ -264,9 +277,10 @@ impl FlagStore {
         flag: Flag,
     ) -> Result<Option<StoredFlag>, sqlx::Error> {
         let mut tx = self.begin_write(workspace).await?;
-        let stored = self.update(&mut tx, workspace, actor, seen, flag).await?;
+        let stored = self
+            .replace_in(&mut tx, workspace, actor, seen, flag)
+            .await?;
         if stored.is_some() {
-            self.live.forget_on_commit(&mut tx, workspace).await?;
             tx.commit().await?;
         }
         Ok(stored)
@@ -303,7 +317,46 @@ impl FlagStore {
         Ok(Some(stored))
     }
 
-    /// Deletes `seen` unless its version moved (`Ok(false)`). Its audit trail stays.
+    /// Flag `key` read in `tx`, locked against other writers until it ends (PostgreSQL; the
+    /// one SQLite writer is alone already).
+    pub(crate) async fn locked(
+        &self,
+        tx: &mut Tx,
+        workspace: &WorkspaceId,
+        key: &FlagKey,
+    ) -> Result<Option<StoredFlag>, sqlx::Error> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM flags WHERE workspace_id = $1 AND key = $2 {}",
+            self.db.backend().for_update()
+        );
+        let row: Option<FlagRow> = with_tx!(tx, conn => {
+            sqlx::query_as(&sql)
+                .bind(workspace.as_str())
+                .bind(key.as_str())
+                .fetch_optional(conn)
+                .await
+        })?;
+        row.map(StoredFlag::try_from).transpose()
+    }
+
+    /// [`replace`](Self::replace) within `tx`, the caller committing.
+    pub(crate) async fn replace_in(
+        &self,
+        tx: &mut Tx,
+        workspace: &WorkspaceId,
+        actor: &str,
+        seen: &StoredFlag,
+        flag: Flag,
+    ) -> Result<Option<StoredFlag>, sqlx::Error> {
+        let stored = self.update(tx, workspace, actor, seen, flag).await?;
+        if stored.is_some() {
+            self.live.forget_on_commit(tx, workspace).await?;
+        }
+        Ok(stored)
+    }
+
+    /// Deletes `seen` unless its version moved (`Ok(false)`), cancelling its pending
+    /// schedules. Its audit trail stays.
     pub async fn delete(
         &self,
         workspace: &WorkspaceId,
@@ -338,6 +391,7 @@ impl FlagStore {
         if deleted {
             self.changed(tx, workspace, actor, Action::Deleted, seen, Value::Null)
                 .await?;
+            schedule::cancel_pending(tx, workspace, seen.flag.key(), self.clock.now()).await?;
         }
         Ok(deleted)
     }
@@ -425,10 +479,6 @@ impl FlagStore {
             flags.insert(stored.flag.key().to_string(), stored.flag);
         }
         Ok(WorkspaceFlags::new(flags))
-    }
-
-    pub(crate) fn db(&self) -> &Db {
-        &self.db
     }
 
     pub(crate) fn live_flags(&self) -> &LiveFlags {

@@ -25,6 +25,7 @@ struct Fixture {
     _db: TestDb,
     db: pier_db::Db,
     clock: Arc<dyn Clock>,
+    manual: ManualClock,
     store: FlagStore,
     workspace: WorkspaceId,
 }
@@ -40,8 +41,10 @@ fn cache() -> Settings {
 
 async fn fixture(backend: Backend) -> Fixture {
     let test_db = TestDb::new(&backend, &[pier_db::MIGRATIONS, pier_flags::MIGRATIONS]).await;
-    let clock: Arc<dyn Clock> = Arc::new(ManualClock::starting_now());
+    let manual = ManualClock::starting_now();
+    let clock: Arc<dyn Clock> = Arc::new(manual.clone());
     Fixture {
+        manual,
         db: test_db.db.clone(),
         store: FlagStore::new(test_db.db.clone(), clock.clone(), cache()),
         workspace: WorkspaceId::new(clock.now()),
@@ -461,6 +464,21 @@ async fn a_follower_resumes_only_from_a_change_the_trail_holds(backend: Backend)
         .expect("resume");
     assert!(snapshot.is_none(), "resumed without a snapshot");
     assert_eq!(next_changes(&mut resumed, 1).await, missed);
+
+    // A place older than the history kept gives a snapshot: pruning may have taken what
+    // followed it.
+    let keeping_an_hour = f.store.clone().with_history(Duration::from_secs(3600));
+    let (_, snapshot) = keeping_an_hour
+        .follow(&f.workspace, Some(first))
+        .await
+        .expect("follow");
+    assert!(snapshot.is_none(), "young enough");
+    f.manual.advance(Duration::from_secs(3601));
+    let (_, snapshot) = keeping_an_hour
+        .follow(&f.workspace, Some(first))
+        .await
+        .expect("follow");
+    assert!(snapshot.is_some(), "older than the history kept");
 
     // Places this workspace's trail does not hold (none yet, another workspace's change, a
     // made-up one) give a snapshot of the flags as they are.

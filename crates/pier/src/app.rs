@@ -16,7 +16,7 @@ use pier_auth::oauth::{GrantLifetimes, OAuthStore};
 use pier_auth::{AccessTokens, Bootstrap, KeySchedule, SessionLimits, SessionStore, SigningKeys};
 use pier_core::{Clock, CursorCodec, HashGate, SecretUrl, SystemClock};
 use pier_db::{Db, Relay};
-use pier_flags::FlagStore;
+use pier_flags::{FlagSchedules, FlagStore};
 use pier_idempotency::IdempotencyStore;
 use pier_jobs::{
     ClaimTarget, JobStore, Notifier, PoolOptions, Retention, WaiterLimits, WorkerPool,
@@ -41,6 +41,8 @@ const SAMPLE_TIMEOUT: Duration = Duration::from_secs(2);
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(600);
 /// How long an authorization code may wait for its exchange (RFC 6749 §4.1.2: short).
 const AUTHORIZATION_CODE_TTL: Duration = Duration::from_secs(60);
+/// How many scheduled flag changes a node applies at once.
+const FLAG_SCHEDULE_CONCURRENCY: usize = 4;
 /// How often a node rereads the token signing keys, making a new one when rotation is due.
 const SIGNING_KEYS_EVERY: Duration = Duration::from_secs(60);
 
@@ -145,7 +147,8 @@ fn protection(settings: &RateLimitSettings) -> ApiProtection {
     }
 }
 
-fn flags(settings: &FlagSettings, db: &Db, clock: Arc<dyn Clock>) -> FlagStore {
+/// Flags, their history kept as long as webhook events (`history`).
+fn flags(settings: &FlagSettings, history: Duration, db: &Db, clock: Arc<dyn Clock>) -> FlagStore {
     let ttl = Duration::from_secs(settings.cache_ttl_secs);
     let cache = pier_cache::Settings {
         capacity: settings.cache_capacity,
@@ -153,7 +156,7 @@ fn flags(settings: &FlagSettings, db: &Db, clock: Arc<dyn Clock>) -> FlagStore {
         negative_ttl: ttl,
         jitter: 0.2,
     };
-    FlagStore::new(db.clone(), clock, cache)
+    FlagStore::new(db.clone(), clock, cache).with_history(history)
 }
 
 fn links(
@@ -332,7 +335,8 @@ impl Application {
         // Capabilities announce their changes through the webhooks' outbox.
         let outbox: Arc<dyn pier_db::Outbox> = Arc::new(webhooks.clone());
         jobs.announce_discards(&outbox);
-        let flags = flags(&config.flags, &db, clock.clone()).with_outbox(outbox.clone());
+        let history = Duration::from_secs(config.webhooks.retention_secs);
+        let flags = flags(&config.flags, history, &db, clock.clone()).with_outbox(outbox.clone());
         let links = links(
             &config.links,
             &db,
@@ -433,6 +437,7 @@ impl Application {
             },
             webhooks,
             flags: FlagsParts {
+                schedules: FlagSchedules::new(flags.clone(), jobs.clone()),
                 store: flags,
                 max_document_bytes: usize::try_from(config.flags.max_document_bytes)
                     .unwrap_or(usize::MAX),
@@ -505,6 +510,9 @@ impl Application {
         let deliveries = background
             .then(|| self.deliveries(stop_rx.clone()))
             .transpose()?;
+        let flag_schedules = background
+            .then(|| self.flag_schedules(stop_rx.clone()))
+            .transpose()?;
         let server = &self.config.server;
         let limits = crate::server::Limits {
             header_read_timeout: Duration::from_secs(server.header_read_timeout_secs),
@@ -535,11 +543,7 @@ impl Application {
         ));
         let maintenance = background.then(|| {
             tokio::spawn(maintenance(
-                self.state.idempotency().clone(),
-                self.state.identity().sessions().clone(),
-                self.state.identity().oauth().clone(),
-                self.state.webhooks().store().clone(),
-                self.state.links().store().clone(),
+                self.state.clone(),
                 Duration::from_secs(self.config.webhooks.retention_secs),
                 stop_rx.clone(),
             ))
@@ -639,6 +643,9 @@ impl Application {
         if let Some(deliveries) = deliveries {
             let _ = deliveries.await;
         }
+        if let Some(schedules) = flag_schedules {
+            let _ = schedules.await;
+        }
         if let Some(upkeep) = job_upkeep {
             let _ = upkeep.await;
         }
@@ -682,6 +689,20 @@ impl Application {
             .register(dispatcher)
             .spawn(stop))
     }
+
+    /// The pool that applies scheduled flag changes from Pier's internal queue, for every
+    /// workspace.
+    fn flag_schedules(&self, stop: watch::Receiver<bool>) -> anyhow::Result<JoinHandle<()>> {
+        let target = ClaimTarget::internal(pier_flags::schedule::queue())
+            .context("the flag schedule queue must be one of Pier's own")?;
+        let options = PoolOptions {
+            concurrency: FLAG_SCHEDULE_CONCURRENCY,
+            ..PoolOptions::default()
+        };
+        Ok(WorkerPool::new(self.jobs.clone(), target, options)
+            .register(self.state.flags().schedules().clone())
+            .spawn(stop))
+    }
 }
 
 /// The admin listener: the probes, and `/metrics`, whose gauges of stored state (job depths,
@@ -711,31 +732,37 @@ fn admin_router(state: &AppState, jobs: &JobStore) -> axum::Router {
     )
 }
 
-/// Deletes expired idempotency records, ended sessions, expired OAuth grants, webhook history
-/// past its retention and ended slug quarantines, every [`MAINTENANCE_EVERY`].
-async fn maintenance(
-    records: IdempotencyStore,
-    sessions: SessionStore,
-    oauth: OAuthStore,
-    webhooks: WebhookStore,
-    links: LinkStore,
-    webhook_retention: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
+/// Deletes expired idempotency records, ended sessions, expired OAuth grants, webhook and flag
+/// history past the event retention and ended slug quarantines, every [`MAINTENANCE_EVERY`].
+async fn maintenance(state: AppState, retention: Duration, mut stop: watch::Receiver<bool>) {
     let mut every = tokio::time::interval(MAINTENANCE_EVERY);
     loop {
         tokio::select! {
             _ = every.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        pruned("expired idempotency keys", records.prune().await);
-        pruned("ended sessions", sessions.prune().await);
-        pruned("expired OAuth grants and codes", oauth.prune().await);
+        let identity = state.identity();
+        pruned(
+            "expired idempotency keys",
+            state.idempotency().prune().await,
+        );
+        pruned("ended sessions", identity.sessions().prune().await);
+        pruned(
+            "expired OAuth grants and codes",
+            identity.oauth().prune().await,
+        );
         pruned(
             "old webhook events",
-            webhooks.prune(webhook_retention).await,
+            state.webhooks().store().prune(retention).await,
         );
-        pruned("ended slug quarantines", links.prune_quarantine().await);
+        pruned(
+            "old flag changes and schedules",
+            state.flags().store().prune().await,
+        );
+        pruned(
+            "ended slug quarantines",
+            state.links().store().prune_quarantine().await,
+        );
     }
 }
 

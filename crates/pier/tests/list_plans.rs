@@ -198,6 +198,11 @@ async fn every_list_walks_an_index_for_its_filter_and_order(backend: Backend) {
             pier_flags::audit::changes_statement(&ws, &flag, Some(i64::MAX), 21),
             &["flag_key", "seq"],
         ),
+        (
+            "flag schedules",
+            pier_flags::schedule::schedules_statement(&ws, &flag, Some("sched_~".into()), 21),
+            &["flag_key", "id"],
+        ),
     ];
     for (list, statement, columns) in lists {
         let plan = statement.plan(db).await.expect("the statement explains");
@@ -309,6 +314,11 @@ async fn seed(db: &Db, ws: &WorkspaceId) {
             "INSERT INTO flag_changes (id, workspace_id, flag_key, action, actor, diff, \
              version, created_at) {each} 'chg_' || (100000 + n) || w.ws, w.ws, 'f' || (n % 5), \
              'updated', 'test', '{{}}', 1, n FROM s, {tenants}"
+        ),
+        format!(
+            "INSERT INTO flag_schedules (workspace_id, id, flag_key, apply_at, patch, status, \
+             created_by, created_at) {each} w.ws, 'sched_' || (100000 + n) || w.ws, \
+             'f' || (n % 5), n, '{{}}', 'pending', 'test', n FROM s, {tenants}"
         ),
         "ANALYZE".to_owned(),
     ];

@@ -1,7 +1,8 @@
 //! OpenAPI links: where the ids in a response lead. A client (or the schema fuzzer) follows them
 //! from a created resource to the operations on it: an enqueued job to reading, cancelling and
 //! retrying it; a claim to the worker protocol with its lease token; a webhook endpoint to its
-//! secret and attempts; a published event to its deliveries.
+//! secret and attempts; a published event to its deliveries; a scheduled flag change to reading
+//! and cancelling it.
 
 use serde_json::{Value, json};
 use utoipa::openapi::extensions::Extensions;
@@ -83,6 +84,13 @@ const CHAINS: &[Chain] = &[
         statuses: &["202"],
         to: &["getEvent", "listEventDeliveries"],
         parameters: &[("id", "$response.body#/id")],
+        body: None,
+    },
+    Chain {
+        from: "createFlagSchedule",
+        statuses: &["201"],
+        to: &["getFlagSchedule", "cancelFlagSchedule"],
+        parameters: &[("key", "$request.path.key"), ("id", "$response.body#/id")],
         body: None,
     },
     // Not by slug: the slug names the link its id names, so a client that deletes by id and

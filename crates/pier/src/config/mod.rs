@@ -362,7 +362,8 @@ settings! {
         max_payload_bytes: u64 = 256 * 1024,
         /// Deliveries this node sends at once. Each holds its event's payload while in flight.
         concurrency: u64 = 400,
-        /// Seconds events, their deliveries and attempts are kept once every delivery ended.
+        /// Seconds events, their deliveries and attempts are kept once every delivery ended;
+        /// flag audit entries and ended flag schedules are kept as long.
         retention_secs: u64 = 30 * 24 * 3600,
     }
 }

@@ -8,6 +8,7 @@ mod contract;
 mod crash;
 mod delegation;
 mod encoding_cors;
+mod flag_schedules;
 mod flags;
 mod guessing;
 mod hostile;

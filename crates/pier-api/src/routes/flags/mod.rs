@@ -1,12 +1,13 @@
 //! Feature flags over HTTP: their management (`/v1/flags`, the flagd document of a workspace,
-//! each flag's audit trail), a stream of their changes (`/v1/flags/stream`) and their
-//! evaluation by OFREP (`/ofrep/v1/evaluate/flags`).
+//! each flag's audit trail and scheduled changes), a stream of their changes
+//! (`/v1/flags/stream`) and their evaluation by OFREP (`/ofrep/v1/evaluate/flags`).
 
 mod answers;
 mod changes;
 mod crud;
 mod document;
 mod ofrep;
+mod schedules;
 mod state;
 mod stream;
 
@@ -30,6 +31,9 @@ pub(super) fn routes() -> Routes {
         ))
         .routes(routes!(changes::list))
         .routes(routes!(stream::stream))
+        .routes(routes!(schedules::create, schedules::list))
+        .routes(routes!(schedules::get))
+        .routes(routes!(schedules::cancel))
         .routes(
             routes!(document::export, document::import)
                 .layer(DefaultBodyLimit::max(document::MAX_BODY_BYTES)),
@@ -47,6 +51,19 @@ impl From<pier_flags::FlagError> for ApiError {
         match err {
             pier_flags::FlagError::Exists(_) => Self::conflict("flag_exists", err.to_string()),
             pier_flags::FlagError::Db(db) => db.into(),
+        }
+    }
+}
+
+impl From<pier_flags::ScheduleError> for ApiError {
+    fn from(err: pier_flags::ScheduleError) -> Self {
+        use pier_flags::ScheduleError;
+        match err {
+            ScheduleError::FlagNotFound => Self::not_found("flag"),
+            ScheduleError::NotFound => Self::not_found("schedule"),
+            ScheduleError::Ended(_) => Self::conflict("invalid_state", err.to_string()),
+            ScheduleError::Invalid(errors) => Self::validation(errors),
+            ScheduleError::Db(db) => db.into(),
         }
     }
 }

@@ -1,10 +1,10 @@
-//! The flags' slice of the state: the store (with the evaluation cache), the document limit and
-//! the open change streams.
+//! The flags' slice of the state: the store (with the evaluation cache), scheduled changes, the
+//! document limit, the open change streams and the bulk answers kept.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use pier_flags::FlagStore;
+use pier_flags::{FlagSchedules, FlagStore};
 
 use super::answers::BulkAnswers;
 use super::stream::StreamSlots;
@@ -14,6 +14,8 @@ use super::stream::StreamSlots;
 pub struct FlagsParts {
     /// Flags, their audit trail and each node's evaluation cache.
     pub store: FlagStore,
+    /// Changes scheduled for later, applied by the job queue.
+    pub schedules: FlagSchedules,
     /// The largest flagd document an import takes, in bytes (as compact JSON).
     pub max_document_bytes: usize,
     /// The change streams (`GET /v1/flags/stream`) this node keeps open at most.
@@ -61,6 +63,10 @@ impl FlagsState {
 
     pub fn stream_max_age(&self) -> Duration {
         self.0.parts.stream_max_age
+    }
+
+    pub fn schedules(&self) -> &FlagSchedules {
+        &self.0.parts.schedules
     }
 
     pub fn max_document_bytes(&self) -> usize {
