@@ -70,6 +70,8 @@ pub struct JobFailure {
     /// Not a failure: the job could not run yet and goes back to wait until `retry_at`,
     /// without spending an attempt or recording an error (see [`JobFailure::snooze`]).
     pub snooze: bool,
+    /// A permanent failure: no more attempts (see [`JobFailure::discard`]).
+    pub discard: bool,
 }
 
 impl JobFailure {
@@ -78,6 +80,17 @@ impl JobFailure {
             message: message.into(),
             retry_at: None,
             snooze: false,
+            discard: false,
+        }
+    }
+
+    /// Fails the job for good: it is discarded with `message` whatever attempts it has left
+    /// (a payload that can never work, a refusal no retry will change), and its workflow, if
+    /// it is a step of one, compensates.
+    pub fn discard(message: impl Into<String>) -> Self {
+        Self {
+            discard: true,
+            ..Self::new(message)
         }
     }
 
@@ -85,9 +98,9 @@ impl JobFailure {
     /// so a job that waits often (for a rate limit, say) never runs out of attempts by waiting.
     pub fn snooze(until: Timestamp) -> Self {
         Self {
-            message: "snoozed".to_owned(),
             retry_at: Some(until),
             snooze: true,
+            ..Self::new("snoozed")
         }
     }
 
@@ -412,6 +425,7 @@ async fn report(store: JobStore, mut rx: mpsc::UnboundedReceiver<(Outcome, Owned
                     job,
                     error: failure.message,
                     retry_at: failure.retry_at,
+                    discard: failure.discard,
                 }),
                 Outcome::GivenBack(held, at) => given_back.push((held, at.unwrap_or(now))),
             }

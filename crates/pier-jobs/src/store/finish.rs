@@ -100,6 +100,8 @@ pub struct Failure {
     pub error: String,
     /// Retry at this time instead of after the backoff.
     pub retry_at: Option<Timestamp>,
+    /// The failure is permanent: no more attempts, the job is discarded at once.
+    pub discard: bool,
 }
 
 /// The columns a failure needs to decide what happens next.
@@ -141,22 +143,22 @@ impl FailRow {
 }
 
 /// Records a failed attempt of a running job locked by the caller and held under its current
-/// lease token: it is cancelled if cancellation was requested, discarded when out of attempts,
-/// else retried at `retry_at` or after the backoff. Returns the new state; the counter change
+/// lease token: it is cancelled if cancellation was requested, discarded when the failure is
+/// permanent or the job is out of attempts, else retried at `retry_at` or after the backoff. Returns the new state; the counter change
 /// goes into `moves`, which the caller applies once for all its rows (in one fixed order).
 pub(crate) async fn record_failure(
     tx: &mut Tx,
     row: &FailRow,
-    failure: (&str, Option<Timestamp>),
+    failure: (&str, Option<Timestamp>, bool),
     now: Timestamp,
     moves: &mut Moves,
 ) -> Result<JobState, sqlx::Error> {
-    let (error, retry_at) = failure;
+    let (error, retry_at, discard) = failure;
     let attempt = small(row.attempt);
     let policy = row.policy();
     let state = if row.cancel_requested {
         JobState::Cancelled
-    } else if attempt >= policy.max_attempts {
+    } else if discard || attempt >= policy.max_attempts {
         JobState::Discarded
     } else {
         JobState::Retryable
@@ -460,7 +462,7 @@ impl JobStore {
             let (workspace, id) = key(&failure.job);
             let state = match rows.remove(&(workspace, id, failure.job.token.clone())) {
                 Some(row) => {
-                    let reported = (failure.error.as_str(), failure.retry_at);
+                    let reported = (failure.error.as_str(), failure.retry_at, failure.discard);
                     let state = record_failure(&mut tx, &row, reported, now, &mut moves).await?;
                     if state == JobState::Discarded {
                         self.announce_discard(&mut tx, &row, &failure.error).await?;

@@ -60,7 +60,8 @@ impl JobStore {
             let mut moves = Moves::new();
             for row in &rows {
                 let error = "the lease expired: the worker stopped heartbeating before finishing";
-                let state = record_failure(&mut tx, row, (error, None), now, &mut moves).await?;
+                let state =
+                    record_failure(&mut tx, row, (error, None, false), now, &mut moves).await?;
                 if state == JobState::Discarded {
                     self.announce_discard(&mut tx, row, error).await?;
                 }
