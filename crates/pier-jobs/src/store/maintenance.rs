@@ -58,18 +58,18 @@ impl JobStore {
             let n = rows.len();
             let mut woken = Vec::new();
             let mut moves = Moves::new();
+            let mut steps = Vec::new();
             for row in &rows {
                 let error = "the lease expired: the worker stopped heartbeating before finishing";
                 let state =
                     record_failure(&mut tx, row, (error, None, false), now, &mut moves).await?;
-                if state == JobState::Discarded {
-                    self.announce_discard(&mut tx, row, error).await?;
-                }
+                self.after_failure(&mut tx, row, state, error, &mut steps)
+                    .await?;
                 if state == JobState::Retryable {
                     woken.push((row.workspace_id.clone(), row.queue.clone()));
                 }
             }
-            moves.apply(&mut tx).await?;
+            self.settle(&mut tx, steps, now.as_micros(), moves).await?;
             tx.commit().await?;
             for row in &rows {
                 crate::metrics::count(&row.queue, crate::metrics::Event::Rescued, 1);
