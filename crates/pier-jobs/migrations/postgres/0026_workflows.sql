@@ -16,6 +16,8 @@ CREATE TABLE workflows (
     finished_at         BIGINT,
     PRIMARY KEY (workspace_id, id)
 );
+-- Pruning finds finished workflows across workspaces, as promotion finds due jobs.
+CREATE INDEX workflows_finished ON workflows (finished_at) WHERE finished_at IS NOT NULL;
 
 CREATE TABLE workflow_steps (
     workspace_id        TEXT NOT NULL,

@@ -130,7 +130,8 @@ impl JobStore {
 
     /// Deletes finished jobs older than `retention`, in bounded batches, one workspace at a time
     /// (each walks its primary-key range of ids older than the cutoff), then folds the
-    /// workspace's counters. Returns how many jobs. Like promotion, the pick skips locked rows
+    /// workspace's counters; then finished workflows older than the longest retention. Returns
+    /// how many jobs. Like promotion, the pick skips locked rows
     /// and the delete checks the state again, so a job retried meanwhile is never deleted.
     pub async fn prune(&self, retention: &Retention) -> Result<u64, sqlx::Error> {
         let now = self.clock.now();
@@ -184,6 +185,13 @@ impl JobStore {
             counts::compact(&mut tx, workspace).await?;
             tx.commit().await?;
         }
+        // A finished workflow is kept as long as the longest-kept of its jobs may be.
+        let longest = retention
+            .completed
+            .max(retention.cancelled)
+            .max(retention.discarded);
+        self.prune_workflows(now.saturating_sub(longest).as_micros())
+            .await?;
         Ok(pruned)
     }
 }

@@ -12,6 +12,9 @@ use crate::workflow::{Compensation, NewWorkflow, Step, Workflow, WorkflowId, Wor
 const WORKFLOW_COLUMNS: &str = "id, name, state, steps_total, steps_completed, failed_step, \
     failed_compensation, created_at, finished_at";
 
+/// How many finished workflows one pruning transaction deletes.
+const PRUNE_BATCH: i64 = 500;
+
 /// The states a step's job waits in before it runs, as SQL.
 const NOT_STARTED: &str = "('pending', 'scheduled', 'available', 'retryable')";
 
@@ -328,6 +331,47 @@ impl JobStore {
         self.workflow(workspace, id)
             .await?
             .ok_or(JobError::WorkflowNotFound)
+    }
+
+    /// Deletes workflows (with their steps) that finished before `cutoff`, in bounded batches;
+    /// returns how many. A finished workflow changes no more: a step that completes late finds
+    /// no workflow and moves nothing.
+    pub(crate) async fn prune_workflows(&self, cutoff: i64) -> Result<u64, sqlx::Error> {
+        let mut pruned = 0;
+        loop {
+            let mut tx = self.db.begin().await?;
+            let gone: Vec<(String, String)> = with_tx!(&mut tx, conn => {
+                sqlx::query_as(
+                    "DELETE FROM workflows WHERE (workspace_id, id) IN (SELECT workspace_id, id \
+                     FROM workflows WHERE finished_at < $1 LIMIT $2) RETURNING workspace_id, id",
+                )
+                .bind(cutoff)
+                .bind(PRUNE_BATCH)
+                .fetch_all(conn)
+                .await
+            })?;
+            if !gone.is_empty() {
+                let keys = JsonList::new(&gone)?;
+                let sql = format!(
+                    "DELETE FROM workflow_steps WHERE (workspace_id, workflow_id) IN \
+                     (SELECT value ->> 0, value ->> 1 FROM {})",
+                    self.db.backend().json_rows("$1")
+                );
+                with_tx!(&mut tx, conn => {
+                    sqlx::query(&sql)
+                        .persistent(false)
+                        .bind(keys.as_str())
+                        .execute(conn)
+                        .await
+                        .map(drop)
+                })?;
+            }
+            tx.commit().await?;
+            pruned += gone.len() as u64;
+            if (gone.len() as i64) < PRUNE_BATCH {
+                return Ok(pruned);
+            }
+        }
     }
 
     /// The workflow's state and step counts, its row locked for the rest of `tx`: every change

@@ -9,7 +9,7 @@ use pier_core::WorkspaceId;
 use pier_db::{Outbox, Publishing, Tx, with_reader, with_tx};
 use pier_jobs::{
     ClaimedJob, Completion, Failure, Held, JobContext, JobError, JobFailure, JobSpec, JobState,
-    PoolOptions, StepSpec, Worker, WorkerPool, Workflow, WorkflowSpec, WorkflowState,
+    PoolOptions, Retention, StepSpec, Worker, WorkerPool, Workflow, WorkflowSpec, WorkflowState,
 };
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -22,6 +22,7 @@ on_both_backends!(
     a_failed_compensation_fails_the_workflow,
     cancelling_stops_every_step_not_finished,
     a_workflow_is_invisible_to_other_workspaces,
+    finished_workflows_are_pruned_after_their_jobs,
     handlers_get_their_inputs_and_complete_in_their_own_transaction,
 );
 
@@ -387,6 +388,45 @@ async fn a_workflow_is_invisible_to_other_workspaces(backend: Backend) {
         .expect("list");
     assert_eq!(listed.len(), 1);
     assert!(listed[0].steps.is_empty(), "lists leave the steps out");
+}
+
+async fn finished_workflows_are_pruned_after_their_jobs(backend: Backend) {
+    let jobs = Jobs::new(backend).await;
+    let done = create(&jobs, WorkflowSpec::new("done").step(step("a", &[]))).await;
+    let a = claim_kinds(&jobs).await;
+    complete(&jobs, &a[0], json!(null)).await;
+    let running = create(&jobs, WorkflowSpec::new("running").step(step("b", &[]))).await;
+    let retention = Retention::default();
+    jobs.clock
+        .advance(retention.completed + Duration::from_secs(1));
+    jobs.store.prune(&retention).await.expect("prune");
+    assert!(
+        jobs.store
+            .workflow(&jobs.workspace, &done.id)
+            .await
+            .expect("read")
+            .is_some(),
+        "kept as long as its longest-kept jobs may be"
+    );
+    jobs.clock.advance(retention.discarded);
+    jobs.store.prune(&retention).await.expect("prune");
+    assert_eq!(
+        jobs.store
+            .workflow(&jobs.workspace, &done.id)
+            .await
+            .expect("read"),
+        None
+    );
+    assert_eq!(read(&jobs, &running).await.state, WorkflowState::Running);
+    let steps: i64 = with_reader!(&jobs.db, pool => {
+        sqlx::query_scalar("SELECT COUNT(*) FROM workflow_steps WHERE workflow_id = $1")
+            .bind(done.id.as_str())
+            .fetch_one(pool)
+            .await
+    })
+    .expect("steps");
+    assert_eq!(steps, 0, "its steps go with it");
+    jobs.assert_counters_match_rows().await;
 }
 
 /// Two dependencies of one step complete at once on two connections. Both wait on the
