@@ -13,7 +13,9 @@
 //! States: `scheduled → available → running → completed`; a failed attempt goes to `retryable`
 //! (and back to `available` when due) until `max_attempts`, then `discarded` (the dead-letter
 //! state, retried by hand); `cancelled` ends waiting jobs at once and running ones when their
-//! handler acknowledges the signal.
+//! handler acknowledges the signal. A workflow step with dependencies starts `pending` and is
+//! released (to `available`) by the completion of its last dependency; a worker can fail a job
+//! for good (discarded at once). See [`WorkflowSpec`] and `docs/workflows.md`.
 
 mod group;
 mod metrics;
@@ -23,6 +25,7 @@ mod spec;
 mod store;
 mod trace;
 mod worker;
+mod workflow;
 
 pub use group::GroupCommit;
 pub use metrics::MAX_QUEUE_LABELS;
@@ -41,6 +44,10 @@ pub use store::{
     QueueInfo, QueuePatch, Retention, list_statement,
 };
 pub use worker::{JobContext, JobFailure, PoolOptions, Worker, WorkerPool};
+pub use workflow::{
+    Compensation, DEFAULT_MAX_WORKFLOW_STEPS, Inputs, NewWorkflow, STEP_NAME_MAX_LEN, Step,
+    StepSpec, WORKFLOW_NAME_MAX_CHARS, Workflow, WorkflowId, WorkflowSpec, WorkflowState,
+};
 
 /// The span of an enqueue into `queue` of jobs written away from the caller's span (by a
 /// group commit's committer): made in the caller's span, its trace context goes on the jobs
@@ -49,7 +56,8 @@ pub fn enqueue_span(queue: &QueueName) -> tracing::Span {
     trace::publish(Some(queue.as_str()), 1)
 }
 
-/// The tables this crate owns (`jobs`, `queues`, `job_counts`), for [`pier_db::Db::migrate`].
+/// The tables this crate owns (`jobs`, `queues`, `job_counts`, `workflows`, `workflow_steps`),
+/// for [`pier_db::Db::migrate`].
 pub const MIGRATIONS: &[pier_db::Migration] = pier_db::migrations!(
     2 => "0002_jobs",
     3 => "0003_jobs_by_workspace",
@@ -58,4 +66,5 @@ pub const MIGRATIONS: &[pier_db::Migration] = pier_db::migrations!(
     15 => "0015_fair_internal_claims",
     21 => "0021_jobs_listed_by_filter",
     24 => "0024_jobs_listed_tenants_only",
+    26 => "0026_workflows",
 );

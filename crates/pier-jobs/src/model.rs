@@ -5,6 +5,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use pier_core::{Timestamp, WorkspaceId, define_id};
+
+use crate::workflow::{WorkflowId, WorkflowState};
 use serde::{Deserialize, Serialize};
 
 define_id!(
@@ -13,7 +15,7 @@ define_id!(
     "job"
 );
 
-fn valid_name(text: &str, max: usize) -> bool {
+pub(crate) fn valid_name(text: &str, max: usize) -> bool {
     (1..=max).contains(&text.len())
         && text.as_bytes()[0].is_ascii_alphanumeric()
         && text
@@ -21,9 +23,10 @@ fn valid_name(text: &str, max: usize) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b))
 }
 
-const NAME_RULE: &str = "letters, digits, `_`, `-`, `.` or `:`, starting with a letter or digit";
+pub(crate) const NAME_RULE: &str =
+    "letters, digits, `_`, `-`, `.` or `:`, starting with a letter or digit";
 /// What `valid_name` accepts, as a pattern.
-const NAME_PATTERN: &str = "[A-Za-z0-9][A-Za-z0-9_.:-]*$";
+pub(crate) const NAME_PATTERN: &str = "[A-Za-z0-9][A-Za-z0-9_.:-]*$";
 
 /// The prefix of Pier's own queues (e.g. `pier.webhooks`): tenants can neither enqueue into,
 /// claim from, pause nor list them, and only they may be served across workspaces.
@@ -159,6 +162,8 @@ impl fmt::Display for JobKind {
 )]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
+    /// A workflow step waiting for the steps it depends on to complete.
+    Pending,
     /// Waiting for its `run_at`.
     Scheduled,
     /// Ready to be claimed.
@@ -174,7 +179,8 @@ pub enum JobState {
 }
 
 impl JobState {
-    pub const ALL: [JobState; 7] = [
+    pub const ALL: [JobState; 8] = [
+        Self::Pending,
         Self::Scheduled,
         Self::Available,
         Self::Running,
@@ -186,6 +192,7 @@ impl JobState {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Pending => "pending",
             Self::Scheduled => "scheduled",
             Self::Available => "available",
             Self::Running => "running",
@@ -209,8 +216,8 @@ impl FromStr for JobState {
             .find(|st| st.as_str() == s)
             .ok_or_else(|| {
                 format!(
-                    "`{}` is not a job state; expected one of scheduled, available, running, \
-                 retryable, completed, discarded, cancelled",
+                    "`{}` is not a job state; expected one of pending, scheduled, available, \
+                 running, retryable, completed, discarded, cancelled",
                     pier_core::id::Truncated(s)
                 )
             })
@@ -286,6 +293,18 @@ pub struct NewJob {
     /// The trace context to store, when the enqueue happens away from the span it continues
     /// (a group commit's committer); `None`: the current span's.
     pub(crate) trace_parent: Option<String>,
+    /// The workflow step this job runs (or compensates), if any.
+    pub(crate) step: Option<StepOf>,
+}
+
+/// What a job of a workflow knows of it: the workflow, the step, whether it waits for its
+/// dependencies (`pending`), and the inputs it starts with (a compensation's).
+#[derive(Debug, Clone)]
+pub(crate) struct StepOf {
+    pub(crate) workflow_id: String,
+    pub(crate) name: String,
+    pub(crate) held: bool,
+    pub(crate) inputs: Option<String>,
 }
 
 impl NewJob {
@@ -343,6 +362,11 @@ pub struct Job {
     pub created_at: Timestamp,
     pub attempted_at: Option<Timestamp>,
     pub finalized_at: Option<Timestamp>,
+    /// The workflow and step this job runs (or compensates), if any.
+    pub workflow: Option<(WorkflowId, String)>,
+    /// A workflow step's dependencies' results by step name, once released (a compensation's:
+    /// the result of the step it undoes).
+    pub inputs: Option<serde_json::Value>,
 }
 
 /// A job handed to a worker, with the lease it must present to heartbeat, complete or fail it.
@@ -361,6 +385,8 @@ pub struct ClaimedJob {
     /// one), when Pier traces: a worker makes its span for the job a child of it, so the
     /// producer's trace continues into the worker (`tracestate` is not kept).
     pub traceparent: Option<String>,
+    /// A workflow step's dependencies' results by step name (see [`Job::inputs`]).
+    pub inputs: Option<serde_json::Value>,
 }
 
 /// What an enqueue did.
@@ -385,6 +411,10 @@ pub enum JobError {
     UniqueConflict,
     #[error("the workspace already has settings for {0} queues; reset some to the defaults")]
     TooManyQueues(i64),
+    #[error("no such workflow")]
+    WorkflowNotFound,
+    #[error("the workflow is {0}, which does not allow this")]
+    WorkflowState(WorkflowState),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }

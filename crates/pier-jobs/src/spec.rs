@@ -8,7 +8,7 @@ use std::ops::RangeInclusive;
 
 use pier_core::validation::{plain_text, range_message};
 use pier_core::{Timestamp, ValidationErrors, schema, whole};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::openapi::Object;
 
 use crate::model::{JobKind, NewJob, QueueName, RetryPolicy};
@@ -26,7 +26,7 @@ pub const UNIQUE_KEY_MAX_CHARS: usize = 255;
 
 /// Retry timing for one job; both default to the standard policy (1 s and 1 h). The delay
 /// never exceeds `max_seconds`, even when `base_seconds` is larger.
-#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BackoffSpec {
     #[serde(default, deserialize_with = "whole::optional")]
@@ -38,7 +38,7 @@ pub struct BackoffSpec {
 }
 
 /// A job to enqueue. Only `kind` is required.
-#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"queue": "emails", "kind": "send_welcome", "payload": {"user": 42},
                           "unique_key": "welcome-42", "max_attempts": 5}))]
@@ -227,6 +227,7 @@ impl JobSpec {
             unique_key: self.unique_key,
             lease,
             trace_parent: None,
+            step: None,
         })
     }
 }

@@ -11,11 +11,12 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use pier_core::Timestamp;
 use pier_core::WorkspaceId;
+use pier_db::Tx;
 use serde::de::DeserializeOwned;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
@@ -47,10 +48,61 @@ pub struct JobContext {
     pub queue: String,
     /// 1 on the first run.
     pub attempt: u32,
+    /// A workflow step's dependencies' results by step name (a compensation's: the result of
+    /// the step it undoes); `None` outside workflows.
+    pub inputs: Option<serde_json::Value>,
     cancel: watch::Receiver<bool>,
+    store: JobStore,
+    held: Held,
+    /// What the handler reported: a result, and whether it completed the job itself.
+    report: Arc<Mutex<Report>>,
+}
+
+#[derive(Debug, Default)]
+struct Report {
+    result: Option<serde_json::Value>,
+    completed: bool,
 }
 
 impl JobContext {
+    /// Keeps `result` on the job when it completes (at most 64 KiB as JSON); a workflow's
+    /// later steps receive it among their `inputs`.
+    pub fn set_result(&self, result: serde_json::Value) {
+        self.report().result = Some(result);
+    }
+
+    /// Completes the job inside `tx`, the handler's own transaction: its writes and the
+    /// completion (with the workflow steps it releases) commit together or not at all (as
+    /// River's `JobCompleteTx`). Commit `tx`, then return `Ok`: the pool reports nothing more.
+    /// If `tx` rolls back, the job stays running and runs again once its lease expires.
+    pub async fn complete_in(
+        &self,
+        tx: &mut Tx,
+        result: Option<&serde_json::Value>,
+    ) -> Result<(), JobFailure> {
+        let mut completion = Completion::new(self.held.clone());
+        if let Some(result) = result {
+            completion = completion.with_result(result).map_err(JobFailure::new)?;
+        }
+        self.store
+            .complete_in(tx, completion)
+            .await
+            .map_err(|e| JobFailure::new(e.to_string()))?;
+        self.report().completed = true;
+        Ok(())
+    }
+
+    /// The store the job came from, e.g. to begin the transaction [`complete_in`] takes.
+    ///
+    /// [`complete_in`]: Self::complete_in
+    pub fn store(&self) -> &JobStore {
+        &self.store
+    }
+
+    fn report(&self) -> std::sync::MutexGuard<'_, Report> {
+        self.report.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// True once the job was cancelled or the pool is shutting down past its grace period.
     pub fn is_cancelled(&self) -> bool {
         *self.cancel.borrow()
@@ -70,6 +122,8 @@ pub struct JobFailure {
     /// Not a failure: the job could not run yet and goes back to wait until `retry_at`,
     /// without spending an attempt or recording an error (see [`JobFailure::snooze`]).
     pub snooze: bool,
+    /// A permanent failure: no more attempts (see [`JobFailure::discard`]).
+    pub discard: bool,
 }
 
 impl JobFailure {
@@ -78,6 +132,17 @@ impl JobFailure {
             message: message.into(),
             retry_at: None,
             snooze: false,
+            discard: false,
+        }
+    }
+
+    /// Fails the job for good: it is discarded with `message` whatever attempts it has left
+    /// (a payload that can never work, a refusal no retry will change), and its workflow, if
+    /// it is a step of one, compensates.
+    pub fn discard(message: impl Into<String>) -> Self {
+        Self {
+            discard: true,
+            ..Self::new(message)
         }
     }
 
@@ -85,9 +150,9 @@ impl JobFailure {
     /// so a job that waits often (for a rate limit, say) never runs out of attempts by waiting.
     pub fn snooze(until: Timestamp) -> Self {
         Self {
-            message: "snoozed".to_owned(),
             retry_at: Some(until),
             snooze: true,
+            ..Self::new("snoozed")
         }
     }
 
@@ -174,7 +239,9 @@ impl std::fmt::Debug for WorkerPool {
 
 /// How an attempt ended, for the reporter.
 enum Outcome {
-    Completed(Held),
+    Completed(Completion),
+    /// Completed by the handler in its own transaction: nothing to report.
+    CompletedInTx,
     Failed(Held, JobFailure),
     /// Stopped by shutdown (at once), or snoozed (until then): given back without counting
     /// the attempt.
@@ -327,12 +394,17 @@ impl WorkerPool {
                 return;
             };
             let (cancel_tx, cancel_rx) = watch::channel(false);
+            let report = Arc::new(Mutex::new(Report::default()));
             let ctx = JobContext {
                 id: job.id.clone(),
                 workspace_id: job.workspace_id.clone(),
                 queue: job.queue.clone(),
                 attempt: job.attempt,
+                inputs: job.inputs.clone(),
                 cancel: cancel_rx,
+                store: store.clone(),
+                held: held.clone(),
+                report: report.clone(),
             };
             let mut work = tokio::spawn(handler.call(ctx, job.payload).instrument(handler_span));
             // Renew well before the lease runs out: each beat extends it by the pool's lease
@@ -357,8 +429,10 @@ impl WorkerPool {
                     }
                 }
             };
+            let reported = std::mem::take(&mut *report.lock().unwrap_or_else(PoisonError::into_inner));
             let outcome = match result {
-                Ok(Ok(())) => Outcome::Completed(held),
+                Ok(Ok(())) if reported.completed => Outcome::CompletedInTx,
+                Ok(Ok(())) => completed(held, reported.result),
                 Ok(Err(failure)) if failure.snooze => Outcome::GivenBack(held, failure.retry_at),
                 // A failure the shutdown caused runs again at once; one that names its own
                 // time (a delivery that timed out, with its schedule or `Retry-After`) keeps it.
@@ -378,6 +452,17 @@ impl WorkerPool {
             done.report(outcome);
         }
         .instrument(span)
+    }
+}
+
+/// The completion of a job whose handler succeeded, with its result if it set one within
+/// bounds (else the attempt fails, saying why).
+fn completed(held: Held, result: Option<serde_json::Value>) -> Outcome {
+    let completion = Completion::new(held.clone());
+    match result.map(|r| completion.clone().with_result(&r)) {
+        None => Outcome::Completed(completion),
+        Some(Ok(with_result)) => Outcome::Completed(with_result),
+        Some(Err(why)) => Outcome::Failed(held, JobFailure::new(format!("the result {why}"))),
     }
 }
 
@@ -407,11 +492,13 @@ async fn report(store: JobStore, mut rx: mpsc::UnboundedReceiver<(Outcome, Owned
         for (outcome, slot) in buffer.drain(..) {
             slots.push(slot);
             match outcome {
-                Outcome::Completed(held) => completed.push(Completion::new(held)),
+                Outcome::Completed(completion) => completed.push(completion),
+                Outcome::CompletedInTx => {}
                 Outcome::Failed(job, failure) => failed.push(Failure {
                     job,
                     error: failure.message,
                     retry_at: failure.retry_at,
+                    discard: failure.discard,
                 }),
                 Outcome::GivenBack(held, at) => given_back.push((held, at.unwrap_or(now))),
             }

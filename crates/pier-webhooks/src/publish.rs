@@ -849,6 +849,7 @@ mod tests {
             job: held,
             error: "boom".into(),
             retry_at: None,
+            discard: false,
         };
         store.jobs.fail(failure).await.expect("failed");
         for event in written.iter().flatten() {

@@ -413,6 +413,8 @@ impl Application {
             jobs: JobsParts {
                 store: jobs.clone(),
                 claim_budget_bytes: config.jobs.claim_budget_bytes,
+                max_workflow_steps: usize::try_from(config.jobs.max_workflow_steps)
+                    .unwrap_or(usize::MAX),
             },
             links: LinksParts {
                 store: links,

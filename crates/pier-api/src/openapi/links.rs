@@ -35,6 +35,13 @@ const CHAINS: &[Chain] = &[
         parameters: &[("name", "$response.body#/queue")],
         body: None,
     },
+    Chain {
+        from: "createWorkflow",
+        statuses: &["201"],
+        to: &["getWorkflow", "cancelWorkflow"],
+        parameters: &[("id", "$response.body#/id")],
+        body: None,
+    },
     // Not to `revokeApiKey`: a revoked key stays readable, marked `revoked_at`, for audit,
     // which a client reading DELETE as removal would not expect of the key it created.
     Chain {

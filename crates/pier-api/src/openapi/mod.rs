@@ -31,6 +31,7 @@ use crate::problem::{PROBLEM_JSON, Problem};
         (name = "permissions", description = "Resource-level grants: one link, queue or webhook endpoint for a key or a user, beyond its role; and the check that decides"),
         (name = "oauth", description = "OAuth 2: clients, the authorization code (PKCE) and client credentials grants, token revocation and introspection, JWT access tokens and their keys"),
         (name = "jobs", description = "Enqueue and inspect durable jobs"),
+        (name = "workflows", description = "Workflows: jobs that wait for the steps they depend on and receive their results, with compensations run in reverse when a step fails for good (sagas)"),
         (name = "workers", description = "The protocol for workers in any language: claim, heartbeat, complete, fail"),
         (name = "queues", description = "Queue statistics, pause and resume, concurrency limits"),
         (name = "rate-limits", description = "Named rate-limit policies and the decision API (GCRA, sliding and fixed windows)"),

@@ -79,6 +79,7 @@ struct ClaimedRow {
     attempt: i64,
     lease_expires_at: i64,
     trace_parent: Option<String>,
+    inputs: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -152,7 +153,7 @@ const MARK_RUNNING: &str = "UPDATE jobs SET state = 'running', attempt = attempt
     lease_token = $1, lease_expires_at = $2 + COALESCE($3, lease_ms * 1000), attempted_at = $2, \
     worker_id = $4";
 const CLAIMED_COLUMNS: &str =
-    "id, workspace_id, queue, kind, payload, attempt, lease_expires_at, trace_parent";
+    "id, workspace_id, queue, kind, payload, attempt, lease_expires_at, trace_parent, inputs";
 
 impl JobStore {
     /// Claims jobs in claim order (priority, then due time, then age). `lease` overrides each
@@ -282,6 +283,7 @@ impl JobStore {
                         lease_token: token.clone(),
                         lease_expires_at: Timestamp::from_micros(row.lease_expires_at),
                         traceparent: row.trace_parent,
+                        inputs: super::parse_inputs(row.inputs.as_deref())?,
                     })
                 })
                 .collect::<Result<Vec<ClaimedJob>, sqlx::Error>>()

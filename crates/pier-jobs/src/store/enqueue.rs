@@ -30,6 +30,13 @@ struct InsertRow<'a> {
     lease_ms: i64,
     unique_key: Option<&'a str>,
     trace_parent: Option<&'a str>,
+    // Left out of a plain job's row rather than sent as nulls (read as NULL all the same).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    workflow_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    workflow_step: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    inputs: Option<&'a str>,
 }
 
 fn millis(d: std::time::Duration) -> i64 {
@@ -83,13 +90,16 @@ impl JobStore {
             .iter()
             .map(|(workspace, job)| {
                 let run_at = job.run_at.filter(|at| *at > now);
+                let step = job.step.as_ref();
                 InsertRow {
                     workspace_id: workspace.as_str(),
                     id: JobId::new(now).to_string(),
                     queue: job.queue.as_str(),
                     kind: job.kind.as_str(),
                     payload: &job.payload,
-                    state: if run_at.is_some() {
+                    state: if step.is_some_and(|s| s.held) {
+                        "pending"
+                    } else if run_at.is_some() {
                         "scheduled"
                     } else {
                         "available"
@@ -102,6 +112,9 @@ impl JobStore {
                     lease_ms: millis(job.lease.unwrap_or(self.default_lease)),
                     unique_key: job.unique_key.as_deref(),
                     trace_parent: job.trace_parent.as_deref().or(current.as_deref()),
+                    workflow_id: step.map(|s| s.workflow_id.as_str()),
+                    workflow_step: step.map(|s| s.name.as_str()),
+                    inputs: step.and_then(|s| s.inputs.as_deref()),
                 }
             })
             .collect();
@@ -174,12 +187,13 @@ async fn insert(
     let sql = format!(
         "INSERT INTO jobs (workspace_id, id, queue, kind, payload, state, priority, run_at, \
          max_attempts, backoff_base_ms, backoff_max_ms, lease_ms, unique_key, trace_parent, \
-         created_at) \
+         workflow_id, workflow_step, inputs, created_at) \
          SELECT value ->> 'workspace_id', value ->> 'id', value ->> 'queue', value ->> 'kind', \
          value ->> 'payload', value ->> 'state', CAST(value ->> 'priority' AS BIGINT), \
          CAST(value ->> 'run_at' AS BIGINT), CAST(value ->> 'max_attempts' AS BIGINT), \
          CAST(value ->> 'backoff_base_ms' AS BIGINT), CAST(value ->> 'backoff_max_ms' AS BIGINT), \
          CAST(value ->> 'lease_ms' AS BIGINT), value ->> 'unique_key', value ->> 'trace_parent', \
+         value ->> 'workflow_id', value ->> 'workflow_step', value ->> 'inputs', \
          $1 FROM {} WHERE true \
          ON CONFLICT (workspace_id, unique_key) WHERE unique_key IS NOT NULL \
          AND state IN {UNFINISHED} DO NOTHING RETURNING {JOB_COLUMNS}",

@@ -10,6 +10,7 @@ use serde::Serialize;
 use tracing::Instrument;
 
 use super::counts::Moves;
+use super::progress::{Effects, StepEnded};
 use super::{JobStore, push_error, small};
 use crate::metrics;
 use crate::model::{AttemptError, JobError, JobId, JobState, RetryPolicy};
@@ -100,6 +101,8 @@ pub struct Failure {
     pub error: String,
     /// Retry at this time instead of after the backoff.
     pub retry_at: Option<Timestamp>,
+    /// The failure is permanent: no more attempts, the job is discarded at once.
+    pub discard: bool,
 }
 
 /// The columns a failure needs to decide what happens next.
@@ -118,11 +121,13 @@ pub(crate) struct FailRow {
     cancel_requested: bool,
     attempted_at: Option<i64>,
     trace_parent: Option<String>,
+    workflow_id: Option<String>,
+    workflow_step: Option<String>,
 }
 
 pub(crate) const FAIL_COLUMNS: &str = "id, workspace_id, queue, kind, lease_token, attempt, \
     max_attempts, backoff_base_ms, backoff_max_ms, errors, cancel_requested, attempted_at, \
-    trace_parent";
+    trace_parent, workflow_id, workflow_step";
 
 impl FailRow {
     fn policy(&self) -> RetryPolicy {
@@ -141,22 +146,22 @@ impl FailRow {
 }
 
 /// Records a failed attempt of a running job locked by the caller and held under its current
-/// lease token: it is cancelled if cancellation was requested, discarded when out of attempts,
-/// else retried at `retry_at` or after the backoff. Returns the new state; the counter change
+/// lease token: it is cancelled if cancellation was requested, discarded when the failure is
+/// permanent or the job is out of attempts, else retried at `retry_at` or after the backoff. Returns the new state; the counter change
 /// goes into `moves`, which the caller applies once for all its rows (in one fixed order).
 pub(crate) async fn record_failure(
     tx: &mut Tx,
     row: &FailRow,
-    failure: (&str, Option<Timestamp>),
+    failure: (&str, Option<Timestamp>, bool),
     now: Timestamp,
     moves: &mut Moves,
 ) -> Result<JobState, sqlx::Error> {
-    let (error, retry_at) = failure;
+    let (error, retry_at, discard) = failure;
     let attempt = small(row.attempt);
     let policy = row.policy();
     let state = if row.cancel_requested {
         JobState::Cancelled
-    } else if attempt >= policy.max_attempts {
+    } else if discard || attempt >= policy.max_attempts {
         JobState::Discarded
     } else {
         JobState::Retryable
@@ -210,6 +215,57 @@ pub(crate) async fn record_failure(
 }
 
 impl JobStore {
+    /// In the transaction that recorded a failed attempt ending in `state`: announces a
+    /// discard, and notes a workflow's job that ended for good in `steps`, for the caller to
+    /// move its workflow on once every row is recorded.
+    pub(crate) async fn after_failure(
+        &self,
+        tx: &mut Tx,
+        row: &FailRow,
+        state: JobState,
+        error: &str,
+        steps: &mut Vec<StepEnded>,
+    ) -> Result<(), sqlx::Error> {
+        if state == JobState::Discarded {
+            self.announce_discard(tx, row, error).await?;
+        }
+        if let (Some(workflow_id), Some(step)) = (&row.workflow_id, &row.workflow_step)
+            && matches!(state, JobState::Discarded | JobState::Cancelled)
+        {
+            steps.push(StepEnded {
+                workspace: row.workspace_id.clone(),
+                job_id: row.id.clone(),
+                workflow_id: workflow_id.clone(),
+                step: step.clone(),
+                state,
+            });
+        }
+        Ok(())
+    }
+
+    /// Moves on the workflows of `steps` (see `progress`), then writes `moves` and wakes the
+    /// queues of the jobs that became available, once `tx` commits.
+    pub(crate) async fn settle(
+        &self,
+        tx: &mut Tx,
+        steps: Vec<StepEnded>,
+        now: i64,
+        moves: Moves,
+    ) -> Result<(), sqlx::Error> {
+        let mut effects = Effects {
+            moves,
+            woken: Vec::new(),
+        };
+        if !steps.is_empty() {
+            self.steps_ended(tx, steps, now, &mut effects).await?;
+        }
+        effects.moves.apply(tx).await?;
+        if !effects.woken.is_empty() {
+            wake_after_commit(&self.notifier, tx, effects.woken).await?;
+        }
+        Ok(())
+    }
+
     /// In the transaction that discards a job that ran out of attempts: tells its kind's
     /// owner (see [`super::OnDiscard`]), and publishes `job.discarded` for a tenant's job when
     /// an outbox is set (Pier's own jobs are not announced).
@@ -254,6 +310,17 @@ impl JobStore {
     }
 }
 
+/// A completed job as the completing statement returns it: id, workspace, queue, when it was
+/// claimed, and its workflow and step if it has them.
+type Done = (
+    String,
+    String,
+    String,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+);
+
 /// `(workspace, id)` of a held job, as the statements return them.
 pub(crate) fn key(job: &Held) -> (String, String) {
     (job.workspace.to_string(), job.id.to_string())
@@ -274,12 +341,34 @@ impl JobStore {
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        let now = self.clock.now().as_micros();
         let mut tx = self.db.begin_relaxed().await?;
+        let done = self.complete_rows(&mut tx, items).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    /// Completes a job inside the caller's transaction, fenced by its lease token: the
+    /// handler's own writes and the completion (with what it releases in its workflow) commit
+    /// together or not at all. A transaction that rolls back leaves the job running, to be
+    /// rescued and run again when its lease expires.
+    pub async fn complete_in(&self, tx: &mut Tx, completion: Completion) -> Result<(), JobError> {
+        let job = completion.job.clone();
+        match self.complete_rows(tx, &[completion]).await?.first() {
+            Some(true) => Ok(()),
+            _ => Err(self.why_not_held(&job.workspace, &job.id).await),
+        }
+    }
+
+    async fn complete_rows(
+        &self,
+        tx: &mut Tx,
+        items: &[Completion],
+    ) -> Result<Vec<bool>, sqlx::Error> {
+        let now = self.clock.now().as_micros();
         // The statement reports which jobs it completed, not under which token (it clears it),
         // so a job named twice (a stale worker and the current one, gathered into one group
         // commit) is settled first: only the item holding its current token goes on.
-        let current = self.current_tokens(&mut tx, items).await?;
+        let current = self.current_tokens(tx, items).await?;
         let eligible: Vec<bool> = items
             .iter()
             .map(|c| current.get(&key(&c.job)).is_none_or(|t| *t == c.job.token))
@@ -301,36 +390,46 @@ impl JobStore {
             .collect();
         let rows = JsonList::new(&rows)?;
         // Joined on the primary key; the token is checked on the row found (see "Held jobs" in
-        // the store module).
+        // the store module). A job's workflow comes back with it, so a plain job costs nothing
+        // more.
         let sql = format!(
             "UPDATE jobs SET state = 'completed', finalized_at = $1, lease_token = NULL, \
              lease_expires_at = NULL, result = k.result \
              FROM (SELECT value ->> 0 AS ws, value ->> 1 AS id, value ->> 2 AS token, \
              value ->> 3 AS result FROM {}) AS k \
              WHERE jobs.workspace_id = k.ws AND jobs.id = k.id AND jobs.lease_token = k.token \
-             RETURNING jobs.id, jobs.workspace_id, jobs.queue, jobs.attempted_at",
+             RETURNING jobs.id, jobs.workspace_id, jobs.queue, jobs.attempted_at, \
+             jobs.workflow_id, jobs.workflow_step",
             self.db.backend().json_rows("$2")
         );
-        let done: Vec<(String, String, String, Option<i64>)> =
-            super::update_listed(&mut tx, &sql, now, &rows).await?;
+        let done: Vec<Done> = super::update_listed(tx, &sql, now, &rows).await?;
         let mut moves = Moves::new();
-        for (_, workspace, queue, _) in &done {
+        let mut steps = Vec::new();
+        for (id, workspace, queue, claimed, workflow_id, step) in &done {
             moves.moved(
                 workspace,
                 queue,
                 Some(JobState::Running),
                 Some(JobState::Completed),
             );
-        }
-        moves.apply(&mut tx).await?;
-        tx.commit().await?;
-        for (_, _, queue, claimed) in &done {
             if let Some(claimed) = claimed {
                 metrics::ran(queue, JobState::Completed, metrics::between(*claimed, now));
             }
+            if let (Some(workflow_id), Some(step)) = (workflow_id, step) {
+                steps.push(StepEnded {
+                    workspace: workspace.clone(),
+                    job_id: id.clone(),
+                    workflow_id: workflow_id.clone(),
+                    step: step.clone(),
+                    state: JobState::Completed,
+                });
+            }
         }
-        let done: HashSet<(String, String)> =
-            done.into_iter().map(|(id, ws, _, _)| (ws, id)).collect();
+        self.settle(tx, steps, now, moves).await?;
+        let done: HashSet<(String, String)> = done
+            .into_iter()
+            .map(|(id, ws, _, _, _, _)| (ws, id))
+            .collect();
         Ok(items
             .iter()
             .zip(eligible)
@@ -456,22 +555,22 @@ impl JobStore {
             .collect();
         let mut states = Vec::with_capacity(failures.len());
         let mut moves = Moves::new();
+        let mut steps = Vec::new();
         for failure in failures {
             let (workspace, id) = key(&failure.job);
             let state = match rows.remove(&(workspace, id, failure.job.token.clone())) {
                 Some(row) => {
-                    let reported = (failure.error.as_str(), failure.retry_at);
+                    let reported = (failure.error.as_str(), failure.retry_at, failure.discard);
                     let state = record_failure(&mut tx, &row, reported, now, &mut moves).await?;
-                    if state == JobState::Discarded {
-                        self.announce_discard(&mut tx, &row, &failure.error).await?;
-                    }
+                    self.after_failure(&mut tx, &row, state, &failure.error, &mut steps)
+                        .await?;
                     Some(state)
                 }
                 None => None,
             };
             states.push(state);
         }
-        moves.apply(&mut tx).await?;
+        self.settle(&mut tx, steps, now.as_micros(), moves).await?;
         tx.commit().await?;
         Ok(states)
     }

@@ -58,17 +58,18 @@ impl JobStore {
             let n = rows.len();
             let mut woken = Vec::new();
             let mut moves = Moves::new();
+            let mut steps = Vec::new();
             for row in &rows {
                 let error = "the lease expired: the worker stopped heartbeating before finishing";
-                let state = record_failure(&mut tx, row, (error, None), now, &mut moves).await?;
-                if state == JobState::Discarded {
-                    self.announce_discard(&mut tx, row, error).await?;
-                }
+                let state =
+                    record_failure(&mut tx, row, (error, None, false), now, &mut moves).await?;
+                self.after_failure(&mut tx, row, state, error, &mut steps)
+                    .await?;
                 if state == JobState::Retryable {
                     woken.push((row.workspace_id.clone(), row.queue.clone()));
                 }
             }
-            moves.apply(&mut tx).await?;
+            self.settle(&mut tx, steps, now.as_micros(), moves).await?;
             tx.commit().await?;
             for row in &rows {
                 crate::metrics::count(&row.queue, crate::metrics::Event::Rescued, 1);
@@ -129,7 +130,8 @@ impl JobStore {
 
     /// Deletes finished jobs older than `retention`, in bounded batches, one workspace at a time
     /// (each walks its primary-key range of ids older than the cutoff), then folds the
-    /// workspace's counters. Returns how many jobs. Like promotion, the pick skips locked rows
+    /// workspace's counters; then finished workflows older than the longest retention. Returns
+    /// how many jobs. Like promotion, the pick skips locked rows
     /// and the delete checks the state again, so a job retried meanwhile is never deleted.
     pub async fn prune(&self, retention: &Retention) -> Result<u64, sqlx::Error> {
         let now = self.clock.now();
@@ -183,6 +185,13 @@ impl JobStore {
             counts::compact(&mut tx, workspace).await?;
             tx.commit().await?;
         }
+        // A finished workflow is kept as long as the longest-kept of its jobs may be.
+        let longest = retention
+            .completed
+            .max(retention.cancelled)
+            .max(retention.discarded);
+        self.prune_workflows(now.saturating_sub(longest).as_micros())
+            .await?;
         Ok(pruned)
     }
 }

@@ -9,7 +9,9 @@ mod finish;
 mod listing;
 mod maintenance;
 mod operator;
+mod progress;
 mod queues;
+mod workflows;
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, PoisonError, RwLock, Weak};
@@ -27,13 +29,14 @@ pub use queues::{CONCURRENCY_LIMIT, MAX_QUEUE_SETTINGS, QueueInfo, QueuePatch};
 
 use crate::model::{AttemptError, DEFAULT_LEASE, Job, JobId, JobKind, JobState, QueueName};
 use crate::notify::Notifier;
+use crate::workflow::WorkflowId;
 
 /// How many failures a job keeps.
 const KEPT_ERRORS: usize = 10;
 
 pub(crate) const JOB_COLUMNS: &str = "id, workspace_id, queue, kind, payload, state, priority, \
     run_at, attempt, max_attempts, unique_key, result, errors, cancel_requested, worker_id, \
-    lease_expires_at, created_at, attempted_at, finalized_at";
+    lease_expires_at, created_at, attempted_at, finalized_at, workflow_id, workflow_step, inputs";
 
 // Held jobs. Heartbeat, complete, fail and release find a job by its primary key and its lease
 // token. A token is only ever set on a running job (the `jobs_lease_only_while_running`
@@ -42,7 +45,8 @@ pub(crate) const JOB_COLUMNS: &str = "id, workspace_id, queue, kind, payload, st
 // has statistics on a freshly filled table, would then walk the running-jobs index once per job
 // of a batch (measured: 113 s instead of 30 ms for 2,000 completions among 200,000 running).
 
-/// The states of a job that is still waiting to run, as SQL.
+/// The states of a job that is still waiting to run, as SQL (a workflow step `pending` on its
+/// dependencies is not: it is released first).
 pub(crate) const WAITING: &str = "('available', 'scheduled', 'retryable')";
 /// The states of an unfinished job, as SQL.
 pub(crate) const UNFINISHED: &str = "('scheduled', 'available', 'running', 'retryable')";
@@ -69,6 +73,9 @@ pub(crate) struct JobRow {
     created_at: i64,
     attempted_at: Option<i64>,
     finalized_at: Option<i64>,
+    workflow_id: Option<String>,
+    workflow_step: Option<String>,
+    inputs: Option<String>,
 }
 
 /// Runs `sql`, an update of held jobs whose `$1` is the time now and `$2` the jobs as a
@@ -128,8 +135,20 @@ impl TryFrom<JobRow> for Job {
             created_at: Timestamp::from_micros(row.created_at),
             attempted_at: row.attempted_at.map(Timestamp::from_micros),
             finalized_at: row.finalized_at.map(Timestamp::from_micros),
+            workflow: row
+                .workflow_id
+                .map(WorkflowId::from_trusted)
+                .zip(row.workflow_step),
+            inputs: parse_inputs(row.inputs.as_deref())?,
         })
     }
+}
+
+/// Reads a job's inputs (JSON text, when it has any).
+pub(crate) fn parse_inputs(text: Option<&str>) -> Result<Option<serde_json::Value>, sqlx::Error> {
+    text.map(serde_json::from_str)
+        .transpose()
+        .map_err(|e| decode_error("inputs", e))
 }
 
 /// Reads a job's failure history. A corrupt one is an error, never read as empty: the next

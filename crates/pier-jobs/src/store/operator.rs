@@ -4,44 +4,63 @@ use pier_core::WorkspaceId;
 use pier_db::{Tx, is_unique_violation, with_tx};
 
 use super::counts::Moves;
+use super::progress::StepEnded;
 use super::{JOB_COLUMNS, JobRow, JobStore, decode_error};
 use crate::model::{Job, JobError, JobId, JobState};
 use crate::notify::wake_after_commit;
+use crate::workflow::WorkflowState;
 
 impl JobStore {
-    /// The state and queue of a tenant's job, locked for the rest of `tx` (on SQLite the single
-    /// writer already excludes others). Pier's own jobs are not found.
+    /// The state, queue and workflow step of a tenant's job, locked for the rest of `tx` (on
+    /// SQLite the single writer already excludes others), with its workflow's state, locked
+    /// too. Pier's own jobs are not found.
     async fn lock_state(
         &self,
         tx: &mut Tx,
         workspace: &WorkspaceId,
         id: &JobId,
-    ) -> Result<(JobState, String), JobError> {
+    ) -> Result<Locked, JobError> {
         let sql = format!(
-            "SELECT state, queue FROM jobs WHERE workspace_id = $1 AND id = $2 \
-             AND queue NOT LIKE 'pier.%' {}",
+            "SELECT state, queue, workflow_id, workflow_step FROM jobs WHERE workspace_id = $1 \
+             AND id = $2 AND queue NOT LIKE 'pier.%' {}",
             self.db.backend().for_update()
         );
-        let row: Option<(String, String)> = with_tx!(tx, conn => {
+        let row: Option<(String, String, Option<String>, Option<String>)> = with_tx!(tx, conn => {
             sqlx::query_as(&sql)
                 .bind(workspace.as_str())
                 .bind(id.as_str())
                 .fetch_optional(conn)
                 .await
         })?;
-        let (state, queue) = row.ok_or(JobError::NotFound)?;
+        let (state, queue, workflow_id, step) = row.ok_or(JobError::NotFound)?;
         let state = state.parse().map_err(|e| decode_error("state", e))?;
-        Ok((state, queue))
+        let step = workflow_id.zip(step);
+        // The job's row, then its workflow's: the order completions take them in.
+        let workflow = match &step {
+            Some((workflow_id, _)) => self
+                .lock_workflow(tx, workspace.as_str(), workflow_id)
+                .await?
+                .map(|flow| flow.state),
+            None => None,
+        };
+        Ok(Locked {
+            state,
+            queue,
+            step,
+            workflow,
+        })
     }
 
     /// Cancels a job: a waiting one at once; a running one is asked to stop (its worker sees
     /// `cancel_requested` on its next heartbeat and acknowledges by failing it).
     pub async fn cancel(&self, workspace: &WorkspaceId, id: &JobId) -> Result<Job, JobError> {
-        self.operate(workspace, id, |state, now| match state {
-            JobState::Scheduled | JobState::Available | JobState::Retryable => Ok(Some(Change {
-                finalized_at: Some(now),
-                ..Change::to(JobState::Cancelled)
-            })),
+        self.operate(workspace, id, |job, now| match job.state {
+            JobState::Pending | JobState::Scheduled | JobState::Available | JobState::Retryable => {
+                Ok(Some(Change {
+                    finalized_at: Some(now),
+                    ..Change::to(JobState::Cancelled)
+                }))
+            }
             JobState::Running => Ok(Some(Change {
                 cancel_requested: true,
                 ..Change::to(JobState::Running)
@@ -53,10 +72,14 @@ impl JobStore {
     }
 
     /// Runs a job again now: a finished one (including dead letters) gets one more attempt if it
-    /// had used them all; a waiting one is made due at once.
+    /// had used them all; a waiting one is made due at once. A workflow step waiting for its
+    /// dependencies cannot be, nor any job of a workflow that is compensating.
     pub async fn retry(&self, workspace: &WorkspaceId, id: &JobId) -> Result<Job, JobError> {
-        self.operate(workspace, id, |state, now| match state {
-            JobState::Running => Err(JobError::WrongState(state)),
+        self.operate(workspace, id, |job, now| match (job.state, job.workflow) {
+            (_, Some(WorkflowState::Compensating)) => {
+                Err(JobError::WorkflowState(WorkflowState::Compensating))
+            }
+            (JobState::Running | JobState::Pending, _) => Err(JobError::WrongState(job.state)),
             _ => Ok(Some(Change {
                 run_at: Some(now),
                 grant_attempt: true,
@@ -73,12 +96,12 @@ impl JobStore {
         &self,
         workspace: &WorkspaceId,
         id: &JobId,
-        decide: impl FnOnce(JobState, i64) -> Result<Option<Change>, JobError>,
+        decide: impl FnOnce(&Locked, i64) -> Result<Option<Change>, JobError>,
     ) -> Result<Job, JobError> {
         let now = self.clock.now().as_micros();
         let mut tx = self.db.begin().await?;
-        let (state, queue) = self.lock_state(&mut tx, workspace, id).await?;
-        let Some(change) = decide(state, now)? else {
+        let job = self.lock_state(&mut tx, workspace, id).await?;
+        let Some(change) = decide(&job, now)? else {
             drop(tx);
             return self.get(workspace, id).await?.ok_or(JobError::NotFound);
         };
@@ -106,14 +129,41 @@ impl JobStore {
             other => other?,
         };
         let mut moves = Moves::new();
-        moves.moved(workspace.as_str(), &queue, Some(state), Some(change.to));
-        moves.apply(&mut tx).await?;
+        moves.moved(
+            workspace.as_str(),
+            &job.queue,
+            Some(job.state),
+            Some(change.to),
+        );
+        // A step cancelled by hand fails its workflow as a discarded one would.
+        let steps = match job.step {
+            Some((workflow_id, step)) if change.to == JobState::Cancelled => vec![StepEnded {
+                workspace: workspace.to_string(),
+                job_id: id.to_string(),
+                workflow_id,
+                step,
+                state: JobState::Cancelled,
+            }],
+            _ => Vec::new(),
+        };
+        self.settle(&mut tx, steps, now, moves).await?;
         if change.to == JobState::Available {
-            wake_after_commit(&self.notifier, &mut tx, [(workspace.clone(), queue)]).await?;
+            wake_after_commit(&self.notifier, &mut tx, [(workspace.clone(), job.queue)]).await?;
         }
         tx.commit().await?;
         Ok(Job::try_from(row)?)
     }
+}
+
+/// A job as an operator's action finds it, locked.
+#[derive(Debug)]
+struct Locked {
+    state: JobState,
+    queue: String,
+    /// Its workflow and step, if it has them.
+    step: Option<(String, String)>,
+    /// Its workflow's state, if it has one.
+    workflow: Option<WorkflowState>,
 }
 
 /// What an operator's action does to one job.

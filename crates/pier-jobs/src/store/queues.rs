@@ -76,6 +76,7 @@ struct QueueRow {
     name: String,
     paused: Option<bool>,
     concurrency_limit: Option<i64>,
+    pending: i64,
     scheduled: i64,
     available: i64,
     running: i64,
@@ -89,6 +90,7 @@ struct QueueRow {
 impl QueueRow {
     fn into_info(self, now: Timestamp) -> Result<QueueInfo, sqlx::Error> {
         let counts = [
+            (JobState::Pending, self.pending),
             (JobState::Scheduled, self.scheduled),
             (JobState::Available, self.available),
             (JobState::Running, self.running),

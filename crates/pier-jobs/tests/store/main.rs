@@ -7,3 +7,4 @@ mod races;
 mod tenants;
 mod wakeups;
 mod workers;
+mod workflows;

@@ -194,6 +194,7 @@ async fn completion_needs_a_running_job_and_its_token(backend: Backend) {
         job,
         error: "boom".into(),
         retry_at: None,
+        discard: false,
     };
     let failed = jobs
         .store
@@ -219,6 +220,7 @@ async fn a_corrupt_error_history_fails_loudly(backend: Backend) {
         job: held(&jobs, &claimed[0]),
         error: "boom".into(),
         retry_at: None,
+        discard: false,
     };
     assert!(
         jobs.store.fail(failure).await.is_err(),
@@ -313,6 +315,7 @@ async fn concurrent_claims_cancels_retries_and_promotion_keep_every_promise(back
                                 job,
                                 error: "nope".into(),
                                 retry_at: None,
+                                discard: false,
                             };
                             jobs.store.fail_many(&[failure]).await.expect("fail");
                         } else {

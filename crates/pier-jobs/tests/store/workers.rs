@@ -20,6 +20,7 @@ use crate::support::{Backend, Jobs, eventually, job, on_both_backends, queue_nam
 on_both_backends!(
     handlers_run_every_job_once,
     failed_attempts_are_retried,
+    a_discarding_handler_ends_its_job_at_once,
     cancelling_a_running_job_signals_its_handler,
     concurrency_limit_holds_across_competing_pools,
     shutdown_releases_unfinished_jobs,
@@ -49,6 +50,8 @@ struct Recorder {
     /// Snooze every job until then.
     snooze: Option<Timestamp>,
     panic: bool,
+    /// Fail every job for good.
+    discard: bool,
 }
 
 impl Worker for Recorder {
@@ -57,6 +60,12 @@ impl Worker for Recorder {
 
     async fn run(&self, ctx: JobContext, item: Item) -> Result<(), JobFailure> {
         assert!(!self.panic, "the handler broke on item {}", item.n);
+        if self.discard {
+            return Err(JobFailure::discard(format!(
+                "item {} can never work",
+                item.n
+            )));
+        }
         if let Some(until) = self.snooze {
             return Err(JobFailure::snooze(until));
         }
@@ -145,6 +154,35 @@ async fn failed_attempts_are_retried(backend: Backend) {
     stop.send(true).expect("stop");
     running.await.expect("pool stops");
     assert_eq!(recorder.seen.lock().expect("lock").len(), 5);
+}
+
+/// A `Discard` failure spends no further attempt: the job is discarded on its first, with its
+/// error kept.
+async fn a_discarding_handler_ends_its_job_at_once(backend: Backend) {
+    let jobs = Jobs::new(backend).await;
+    let recorder = Recorder {
+        discard: true,
+        ..Recorder::default()
+    };
+    let (stop, stopped) = watch::channel(false);
+    let running = pool(&jobs, "doomed", options(2), recorder).spawn(stopped);
+    let enqueued = jobs.enqueue(vec![item(7, "doomed")]).await;
+    wait_for_count(&jobs, "doomed", "discarded", 1).await;
+    stop.send(true).expect("stop");
+    running.await.expect("pool stops");
+    let job = jobs
+        .store
+        .get(&jobs.workspace, &enqueued[0].job.id)
+        .await
+        .expect("read")
+        .expect("job");
+    assert_eq!(
+        (job.state, job.attempt, job.max_attempts),
+        (JobState::Discarded, 1, 20)
+    );
+    assert_eq!(job.errors.len(), 1);
+    assert_eq!(job.errors[0].error, "item 7 can never work");
+    jobs.assert_counters_match_rows().await;
 }
 
 async fn cancelling_a_running_job_signals_its_handler(backend: Backend) {

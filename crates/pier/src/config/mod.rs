@@ -200,6 +200,8 @@ settings! {
         max_waiting_claims_per_workspace: u64 = 100,
         /// Long-poll claims waiting at once on this node (more get 503).
         max_waiting_claims: u64 = 1000,
+        /// The most steps one workflow may have (a larger one is refused with 422).
+        max_workflow_steps: u64 = 500,
     }
 }
 

@@ -68,6 +68,11 @@ const REFUSE_CONTROL: &[&str] = &[
     "jobs[0].kind",
     "jobs[0].unique_key",
     "[0].lease_token",
+    "steps[0].name",
+    "steps[0].job.queue",
+    "steps[0].job.kind",
+    "steps[0].compensate.kind",
+    "steps[1].depends_on[0]",
 ];
 
 /// Every variant of `base` with one leaf replaced by a hostile value: `(leaf path, body)`.
@@ -193,6 +198,14 @@ async fn barrage(app: &TestApp) -> BTreeMap<String, u16> {
             Method::POST,
             "/v1/jobs/complete".into(),
             json!([{"id": id, "lease_token": token}]),
+        ),
+        (
+            Method::POST,
+            "/v1/workflows".into(),
+            json!({"name": "w", "steps": [
+                {"name": "a", "job": {"queue": "q", "kind": "k", "payload": {"n": 1}},
+                 "compensate": {"kind": "undo", "max_attempts": 3}},
+                {"name": "b", "depends_on": ["a"], "job": {"kind": "k", "priority": 1}}]}),
         ),
         (
             Method::PATCH,

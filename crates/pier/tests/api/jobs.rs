@@ -13,6 +13,7 @@ on_both_backends!(
     priorities_and_run_at_order_claims,
     unique_keys_return_the_unfinished_job,
     failures_back_off_then_dead_letter,
+    a_permanent_failure_discards_at_once,
     expired_leases_are_rescued_and_fenced,
     cancellation_of_waiting_and_running_jobs,
     pruning_removes_old_finished_jobs,
@@ -181,6 +182,60 @@ async fn failures_back_off_then_dead_letter(backend: Backend) {
         body["state"], "discarded",
         "out of attempts wins over retry_at"
     );
+}
+
+/// `"discard": true` ends the job on this attempt, attempts left or not, in the single and the
+/// batch report alike.
+async fn a_permanent_failure_discards_at_once(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let single = enqueue(&app, json!({"kind": "charge", "max_attempts": 5})).await;
+    let batched = enqueue(&app, json!({"kind": "charge", "max_attempts": 5})).await;
+    let claimed = claim(&app, "default", json!({"max": 2})).await;
+    let by_id = |job: &Value| {
+        claimed
+            .iter()
+            .find(|c| id(c) == id(job))
+            .expect("claimed")
+            .clone()
+    };
+    let path = format!("/v1/jobs/{}/fail", id(&single));
+    let (status, body) = app
+        .post_value(
+            &path,
+            &json!({"lease_token": token(&by_id(&single)), "error": "card declined", "discard": true}),
+        )
+        .await;
+    assert_eq!((status, body["state"].clone()), (200, json!("discarded")));
+    let (status, body) = app
+        .post_value(
+            "/v1/jobs/fail",
+            &json!([{"id": id(&batched), "lease_token": token(&by_id(&batched)),
+                     "error": "no such card", "discard": true}]),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"][0]["state"], "discarded");
+    for (job, error) in [(&single, "card declined"), (&batched, "no such card")] {
+        let dead = app.get_value(&format!("/v1/jobs/{}", id(job))).await;
+        assert_eq!(dead["state"], "discarded");
+        assert_eq!(
+            (dead["attempt"].clone(), dead["max_attempts"].clone()),
+            (json!(1), json!(5))
+        );
+        assert_eq!(dead["errors"][0]["error"], error);
+        assert!(dead["finalized_at"].is_string());
+    }
+    assert!(
+        claim(&app, "default", json!({})).await.is_empty(),
+        "no attempt follows"
+    );
+    let (status, problem) = app
+        .post_value(
+            &path,
+            &json!({"lease_token": "0".repeat(32), "error": "x", "discard": "yes"}),
+        )
+        .await;
+    assert_eq!(status, 422, "{problem}");
 }
 
 async fn expired_leases_are_rescued_and_fenced(backend: Backend) {

@@ -34,3 +34,4 @@ mod webhook_exposure;
 mod webhook_fairness;
 mod webhook_fencing;
 mod webhooks;
+mod workflows;

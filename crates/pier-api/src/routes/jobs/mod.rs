@@ -1,5 +1,5 @@
-//! Jobs over HTTP: enqueue and inspect, the worker protocol (claim, heartbeat, complete, fail)
-//! and queue settings.
+//! Jobs over HTTP: enqueue and inspect, the worker protocol (claim, heartbeat, complete, fail),
+//! queue settings, and workflows of jobs.
 
 mod crud;
 mod leases;
@@ -7,6 +7,7 @@ mod outcomes;
 pub(super) mod queues;
 mod state;
 mod views;
+mod workflows;
 
 pub(super) use leases::MAX_WAIT;
 pub use state::{JobsParts, JobsState};
@@ -34,7 +35,10 @@ pub(super) fn routes() -> Routes {
         .routes(routes!(queues::list))
         .routes(routes!(queues::update))
         .routes(routes!(queues::pause))
-        .routes(routes!(queues::resume));
+        .routes(routes!(queues::resume))
+        .routes(routes!(workflows::create, workflows::list))
+        .routes(routes!(workflows::get))
+        .routes(routes!(workflows::cancel));
     Routes {
         resources,
         long_polls: OpenApiRouter::new().routes(routes!(leases::claim)),
@@ -50,6 +54,8 @@ impl From<JobError> for ApiError {
             JobError::WrongState(_) => Self::conflict("invalid_state", err.to_string()),
             JobError::UniqueConflict => Self::conflict("unique_key_taken", err.to_string()),
             JobError::TooManyQueues(_) => Self::conflict("too_many_queues", err.to_string()),
+            JobError::WorkflowNotFound => Self::not_found("workflow"),
+            JobError::WorkflowState(_) => Self::conflict("invalid_state", err.to_string()),
             JobError::Database(db) => db.into(),
         }
     }

@@ -113,6 +113,10 @@ pub struct FailBody {
     error: String,
     /// Retry at this time instead of after the backoff.
     retry_at: Option<Timestamp>,
+    /// A permanent failure: the job is discarded at once, whatever attempts it has left (and
+    /// its workflow, if it is a step of one, compensates).
+    #[serde(default)]
+    discard: bool,
     #[schema(schema_with = worker_traceparent)]
     traceparent: Option<String>,
 }
@@ -123,18 +127,21 @@ fn failure(auth: &Authed<perm::JobsWork>, id: &str, body: FailBody) -> ApiResult
         job: held(auth, id, &body.lease_token)?,
         error: body.error,
         retry_at: body.retry_at,
+        discard: body.discard,
     })
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[schema(example = json!({"state": "retryable"}))]
 pub struct Failed {
-    /// `retryable`, `discarded` (out of attempts) or `cancelled` (cancellation acknowledged).
+    /// `retryable`, `discarded` (out of attempts, or `discard` asked) or `cancelled`
+    /// (cancellation acknowledged).
     state: JobState,
 }
 
 /// Report failure: the job is retried after its backoff (or at `retry_at`), or discarded when
-/// out of attempts, or cancelled if cancellation was requested.
+/// out of attempts or when the failure is permanent (`discard`), or cancelled if cancellation
+/// was requested.
 #[utoipa::path(
     post,
     path = "/v1/jobs/{id}/fail",
@@ -213,6 +220,10 @@ pub struct FailItem {
     error: String,
     /// Retry at this time instead of after the backoff.
     retry_at: Option<Timestamp>,
+    /// A permanent failure: the job is discarded at once, whatever attempts it has left (and
+    /// its workflow, if it is a step of one, compensates).
+    #[serde(default)]
+    discard: bool,
     #[schema(schema_with = worker_traceparent)]
     traceparent: Option<String>,
 }
@@ -224,6 +235,7 @@ impl BatchItem for FailItem {
             lease_token: self.lease_token,
             error: self.error,
             retry_at: self.retry_at,
+            discard: self.discard,
             traceparent: self.traceparent,
         };
         (self.id, body)

@@ -11,6 +11,8 @@ pub struct JobsParts {
     pub store: JobStore,
     /// How many bytes of payloads one claim may hand out (at least one job is always handed).
     pub claim_budget_bytes: u64,
+    /// How many steps one workflow may have.
+    pub max_workflow_steps: usize,
 }
 
 /// What the job routes take as `State<JobsState>`.
@@ -37,6 +39,10 @@ impl JobsState {
 
     pub fn claim_budget_bytes(&self) -> u64 {
         self.0.settings.claim_budget_bytes
+    }
+
+    pub fn max_workflow_steps(&self) -> usize {
+        self.0.settings.max_workflow_steps
     }
 
     /// Single enqueues and reports, committed in groups (see [`GroupCommit`]).

@@ -3,7 +3,10 @@
 use std::collections::BTreeMap;
 
 use pier_core::Timestamp;
-use pier_jobs::{AttemptError, ClaimedJob, Job, JobId, JobState, QueueInfo};
+use pier_jobs::{
+    AttemptError, ClaimedJob, Compensation, Job, JobId, JobState, QueueInfo, Step, Workflow,
+    WorkflowId, WorkflowState,
+};
 use serde::Serialize;
 
 /// One failed attempt, kept on the job (the most recent ones).
@@ -52,6 +55,13 @@ pub struct JobView {
     created_at: Timestamp,
     attempted_at: Option<Timestamp>,
     finalized_at: Option<Timestamp>,
+    /// The workflow this job is a step (or a compensation) of.
+    workflow_id: Option<WorkflowId>,
+    /// Its step's name in that workflow.
+    step: Option<String>,
+    /// A workflow step's dependencies' results by step name, once it was released (a
+    /// compensation's: the result of the step it undoes).
+    inputs: Option<serde_json::Value>,
 }
 
 impl JobView {
@@ -63,7 +73,7 @@ impl JobView {
             "unique_key": "welcome-42", "result": null, "errors": [],
             "cancel_requested": false, "worker_id": null, "lease_expires_at": null,
             "created_at": "2026-11-30T12:00:00.000000Z", "attempted_at": null,
-            "finalized_at": null})
+            "finalized_at": null, "workflow_id": null, "step": null, "inputs": null})
     }
 }
 
@@ -88,6 +98,9 @@ impl From<Job> for JobView {
             created_at: job.created_at,
             attempted_at: job.attempted_at,
             finalized_at: job.finalized_at,
+            workflow_id: job.workflow.as_ref().map(|(id, _)| id.clone()),
+            step: job.workflow.map(|(_, step)| step),
+            inputs: job.inputs,
         }
     }
 }
@@ -110,6 +123,10 @@ pub struct ClaimedJobView {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")]
     traceparent: Option<String>,
+    /// A workflow step's dependencies' results by step name (a compensation's: the result of
+    /// the step it undoes); absent for a job outside any workflow.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    inputs: Option<serde_json::Value>,
 }
 
 impl ClaimedJobView {
@@ -134,6 +151,7 @@ impl From<ClaimedJob> for ClaimedJobView {
             lease_token: job.lease_token,
             lease_expires_at: job.lease_expires_at,
             traceparent: job.traceparent,
+            inputs: job.inputs,
         }
     }
 }
@@ -141,7 +159,7 @@ impl From<ClaimedJob> for ClaimedJobView {
 /// A queue as `GET /v1/queues` shows it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[schema(as = QueueInfo, example = json!({"name": "emails", "paused": false, "concurrency_limit": 5,
-                          "counts": {"available": 12, "running": 3, "scheduled": 0,
+                          "counts": {"pending": 0, "available": 12, "running": 3, "scheduled": 0,
                                      "retryable": 1, "completed": 940, "discarded": 2,
                                      "cancelled": 0},
                           "oldest_available_age_secs": 0.8}))]
@@ -167,6 +185,126 @@ impl From<QueueInfo> for QueueView {
             concurrency_limit: q.concurrency_limit,
             counts: q.counts,
             oldest_available_age_secs: q.oldest_available_age_secs,
+        }
+    }
+}
+
+/// A workflow as lists show it (without its steps).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = WorkflowSummary, example = WorkflowSummaryView::example)]
+pub struct WorkflowSummaryView {
+    id: WorkflowId,
+    name: String,
+    state: WorkflowState,
+    /// How many steps it has.
+    steps_total: u32,
+    /// How many of them completed.
+    steps_completed: u32,
+    /// The step whose failure for good stopped it, if one did.
+    failed_step: Option<String>,
+    /// The step whose compensation failed for good, if one did (the workflow is `failed`).
+    failed_compensation: Option<String>,
+    created_at: Timestamp,
+    finished_at: Option<Timestamp>,
+}
+
+impl WorkflowSummaryView {
+    pub fn example() -> serde_json::Value {
+        serde_json::json!({"id": "wf_01m8pd9e61ya13bwk7fzzb9vzj", "name": "order-42",
+            "state": "running", "steps_total": 3, "steps_completed": 1, "failed_step": null,
+            "failed_compensation": null, "created_at": "2026-11-30T12:00:00.000000Z",
+            "finished_at": null})
+    }
+}
+
+impl From<Workflow> for WorkflowSummaryView {
+    fn from(w: Workflow) -> Self {
+        Self {
+            id: w.id,
+            name: w.name,
+            state: w.state,
+            steps_total: w.steps_total,
+            steps_completed: w.steps_completed,
+            failed_step: w.failed_step,
+            failed_compensation: w.failed_compensation,
+            created_at: w.created_at,
+            finished_at: w.finished_at,
+        }
+    }
+}
+
+/// A workflow and each of its steps.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Workflow, example = WorkflowView::example)]
+pub struct WorkflowView {
+    #[serde(flatten)]
+    summary: WorkflowSummaryView,
+    /// Its steps, in the order they were given.
+    steps: Vec<StepView>,
+}
+
+impl WorkflowView {
+    pub fn example() -> serde_json::Value {
+        let mut workflow = WorkflowSummaryView::example();
+        workflow["steps"] = serde_json::json!([
+            {"name": "charge_card", "depends_on": [], "job_id": "job_01m8pd9e61ya13bwk7fzzb9vzj",
+             "state": "completed", "compensation": null},
+            {"name": "reserve_stock", "depends_on": ["charge_card"],
+             "job_id": "job_01m8pd9e4m7br6fm9ty0k66418", "state": "available",
+             "compensation": null}]);
+        workflow
+    }
+}
+
+impl From<Workflow> for WorkflowView {
+    fn from(mut w: Workflow) -> Self {
+        let steps = std::mem::take(&mut w.steps);
+        Self {
+            summary: w.into(),
+            steps: steps.into_iter().map(StepView::from).collect(),
+        }
+    }
+}
+
+/// A step of a workflow and where its job stands.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = WorkflowStep)]
+pub struct StepView {
+    name: String,
+    depends_on: Vec<String>,
+    job_id: JobId,
+    /// The state of the step's job; `null` once it was pruned.
+    state: Option<JobState>,
+    /// The step's compensation, once it was started.
+    compensation: Option<CompensationView>,
+}
+
+impl From<Step> for StepView {
+    fn from(s: Step) -> Self {
+        Self {
+            name: s.name,
+            depends_on: s.depends_on,
+            job_id: s.job_id,
+            state: s.state,
+            compensation: s.compensation.map(CompensationView::from),
+        }
+    }
+}
+
+/// A step's compensation job.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = WorkflowCompensation)]
+pub struct CompensationView {
+    job_id: JobId,
+    /// The state of the compensation's job; `null` once it was pruned.
+    state: Option<JobState>,
+}
+
+impl From<Compensation> for CompensationView {
+    fn from(c: Compensation) -> Self {
+        Self {
+            job_id: c.job_id,
+            state: c.state,
         }
     }
 }
