@@ -97,8 +97,9 @@ impl fmt::Display for WorkflowState {
 /// One step of a workflow to create.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({"name": "reserve_stock", "depends_on": ["charge_card"],
-                          "job": {"queue": "orders", "kind": "reserve_stock", "payload": {"order": 42}}}))]
+#[schema(example = json!({"name": "charge_card", "depends_on": [],
+                          "job": {"queue": "orders", "kind": "charge_card", "payload": {"order": 42}},
+                          "compensate": {"queue": "orders", "kind": "refund_card", "payload": {"order": 42}}}))]
 pub struct StepSpec {
     /// Unique within the workflow; `depends_on` and `inputs` name steps by it.
     #[schema(schema_with = step_name)]
@@ -108,10 +109,34 @@ pub struct StepSpec {
     #[schema(schema_with = step_names)]
     pub depends_on: Vec<String>,
     /// The step's job (`unique_key` is not allowed on steps).
+    #[schema(schema_with = step_job)]
     pub job: JobSpec,
     /// The job that undoes this step, run if a later step fails for good; it receives this
     /// step's result under `inputs`.
+    #[schema(schema_with = compensation)]
     pub compensate: Option<JobSpec>,
+}
+
+/// A step's job as the document shows it: a job's fields but `unique_key`, which a step's
+/// job may not have (a workflow's jobs are made once, with it).
+fn step_job() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    use utoipa::PartialSchema;
+    let mut schema = JobSpec::schema();
+    if let utoipa::openapi::RefOr::T(utoipa::openapi::Schema::Object(object)) = &mut schema {
+        object.properties.shift_remove("unique_key");
+        object.required.retain(|field| field != "unique_key");
+    }
+    schema
+}
+
+/// [`step_job`], or null for none.
+fn compensation() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    use utoipa::openapi::schema::{SchemaType, Type};
+    let mut schema = step_job();
+    if let utoipa::openapi::RefOr::T(utoipa::openapi::Schema::Object(object)) = &mut schema {
+        object.schema_type = SchemaType::from_iter([Type::Object, Type::Null]);
+    }
+    schema
 }
 
 fn step_name() -> utoipa::openapi::Object {
