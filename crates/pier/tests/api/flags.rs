@@ -177,14 +177,7 @@ async fn flags_are_created_listed_changed_and_deleted(backend: Backend) {
 }
 
 async fn bad_definitions_are_422_naming_the_path(backend: Backend) {
-    let app = TestApp::spawn_with(
-        backend,
-        Options {
-            settings: vec![("flags.max_document_bytes", "2048".to_owned())],
-            ..Options::default()
-        },
-    )
-    .await;
+    let app = spawn_with_setting(backend, "flags.max_document_bytes", "2048").await;
     let field = |body: &Value| {
         body["errors"][0]["field"]
             .as_str()
@@ -494,6 +487,19 @@ async fn a_key_of_one_workspace_never_evaluates_anothers_flags(backend: Backend)
     assert_eq!(mine["reason"], "TARGETING_MATCH");
 }
 
+/// An app with one setting changed.
+async fn spawn_with_setting(backend: Backend, setting: &'static str, value: &str) -> TestApp {
+    let settings = vec![(setting, value.to_owned())];
+    TestApp::spawn_with(
+        backend,
+        Options {
+            settings,
+            ..Options::default()
+        },
+    )
+    .await
+}
+
 /// The owner key of a new workspace beside the app's.
 async fn another_workspace(app: &TestApp) -> String {
     let (_, _, key) =
@@ -563,7 +569,12 @@ impl Stream {
     }
 
     async fn start(app: &TestApp, last_event_id: Option<&str>) -> Self {
-        let response = Self::open(app, &app.owner_key, last_event_id).await;
+        Self::start_as(app, &app.owner_key, last_event_id).await
+    }
+
+    /// A stream opened with `key`, past its reconnect advice.
+    async fn start_as(app: &TestApp, key: &str, last_event_id: Option<&str>) -> Self {
+        let response = Self::open(app, key, last_event_id).await;
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()["content-type"], "text/event-stream");
         let mut stream = Self {
@@ -664,15 +675,7 @@ async fn the_stream_sends_the_document_then_each_change_and_resumes(backend: Bac
 }
 
 async fn streams_are_bounded_per_workspace_and_need_flags_read(backend: Backend) {
-    let settings = vec![("flags.max_streams_per_workspace", "1".to_owned())];
-    let app = TestApp::spawn_with(
-        backend,
-        Options {
-            settings,
-            ..Options::default()
-        },
-    )
-    .await;
+    let app = spawn_with_setting(backend, "flags.max_streams_per_workspace", "1").await;
     let mut first = Stream::start(&app, None).await;
     assert_eq!(first.next().await.event, "document");
     let second = Stream::open(&app, &app.owner_key, None).await;
@@ -701,23 +704,9 @@ async fn a_stream_ends_cleanly_when_its_node_drains(backend: Backend) {
 }
 
 async fn a_stream_ends_in_time_so_a_revoked_key_stops_following(backend: Backend) {
-    let settings = vec![("flags.stream_max_secs", "1".to_owned())];
-    let app = TestApp::spawn_with(
-        backend,
-        Options {
-            settings,
-            ..Options::default()
-        },
-    )
-    .await;
+    let app = spawn_with_setting(backend, "flags.stream_max_secs", "1").await;
     let (id, reader) = app.create_key("member", Some(&["flags:read"])).await;
-    let response = Stream::open(&app, &reader, None).await;
-    assert_eq!(response.status(), 200);
-    let mut stream = Stream {
-        response,
-        buffer: String::new(),
-    };
-    assert_eq!(stream.next_block().await.as_deref(), Some("retry: 2000"));
+    let mut stream = Stream::start_as(&app, &reader, None).await;
     assert_eq!(stream.next().await.event, "document");
     let revoked = app
         .call(Method::DELETE, &format!("/v1/api-keys/{id}"))
