@@ -244,14 +244,10 @@ impl FlagStore {
         workspace: &WorkspaceId,
         key: &FlagKey,
     ) -> Result<Option<StoredFlag>, sqlx::Error> {
-        let sql = format!("SELECT {COLUMNS} FROM flags WHERE workspace_id = $1 AND key = $2");
-        let row: Option<FlagRow> = with_reader!(&self.db, pool => {
-            sqlx::query_as(&sql)
-                .bind(workspace.as_str())
-                .bind(key.as_str())
-                .fetch_optional(pool)
-                .await
-        })?;
+        let row: Option<FlagRow> = self
+            .db
+            .find_owned("flags", COLUMNS, workspace.as_str(), "key", key.as_str())
+            .await?;
         row.map(StoredFlag::try_from).transpose()
     }
 

@@ -7,11 +7,11 @@ use pier_flags::audit::{Action, Change};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::FlagsState;
+use super::{FlagsState, key_of};
 use crate::AppState;
 use crate::extract::{Authed, perm};
 use crate::pagination::{CursorScope, Page, PageParams, Pagination};
-use crate::problem::{ApiError, ApiResult};
+use crate::problem::ApiResult;
 
 /// One change of a flag.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -66,7 +66,7 @@ pub async fn list(
     Path(key): Path<String>,
     page: Pagination,
 ) -> ApiResult<Page<ChangeView>> {
-    let key = FlagKey::parse(&key).map_err(|_| ApiError::not_found("flag"))?;
+    let key = key_of(&key)?;
     let workspace = auth.principal.workspace_id();
     let scope = CursorScope::new("flag_changes", workspace).filter("key", Some(key.as_str()));
     let after = page.position::<i64>(state.cursors(), &scope)?;

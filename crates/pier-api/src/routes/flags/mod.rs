@@ -18,7 +18,7 @@ use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
 use super::Routes;
-use crate::problem::ApiError;
+use crate::problem::{ApiError, ApiResult};
 
 pub(super) fn routes() -> Routes {
     let resources = OpenApiRouter::new()
@@ -44,6 +44,11 @@ pub(super) fn routes() -> Routes {
         resources,
         ..Routes::new()
     }
+}
+
+/// A flag key from a path; one that cannot be a key names no flag (404, as an absent one).
+fn key_of(text: &str) -> ApiResult<pier_flags::FlagKey> {
+    pier_flags::FlagKey::parse(text).map_err(|_| ApiError::not_found("flag"))
 }
 
 impl From<pier_flags::FlagError> for ApiError {

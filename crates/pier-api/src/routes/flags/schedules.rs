@@ -12,7 +12,7 @@ use pier_flags::{FlagKey, Schedule, ScheduleId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::FlagsState;
+use super::{FlagsState, key_of};
 use crate::AppState;
 use crate::extract::{ApiJson, Authed, perm};
 use crate::pagination::{CursorScope, Page, PageParams, Pagination};
@@ -73,10 +73,6 @@ pub struct CreateSchedule {
     /// A JSON Merge Patch of the definition (as `definition` in `PATCH /v1/flags/{key}`),
     /// applied to the definition as it is at `apply_at`.
     patch: Map<String, Value>,
-}
-
-fn key_of(text: &str) -> ApiResult<FlagKey> {
-    FlagKey::parse(text).map_err(|_| ApiError::not_found("flag"))
 }
 
 fn id_of(text: &str) -> ApiResult<ScheduleId> {
